@@ -1,0 +1,14 @@
+//! The engine: mesh file → model → step graph → plan → execution.
+//!
+//! - [`config`]: the mesh.toml model, parsing and validation (pure).
+//! - [`topology`]: compiles a validated mesh into a [`graph::StepGraph`]; the
+//!   one module that knows which step kinds a primary and a remote need.
+//! - [`graph`]: the step DAG (petgraph): order, dependencies, DOT.
+//! - [`planner`]: graph + recorded state (+ refresh observations) → plan (pure).
+//!
+//! Nothing here does IO but [`config::load`] reading the mesh file.
+
+pub mod config;
+pub mod graph;
+pub mod planner;
+pub mod topology;

@@ -1,0 +1,1 @@
+//! The three plan formats: text, markdown, json.

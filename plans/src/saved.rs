@@ -1,0 +1,1 @@
+//! Saved plans (`mesh plan --out FILE`).

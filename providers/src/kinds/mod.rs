@@ -1,0 +1,111 @@
+//! The seven step kinds of the primary-remote procedure (DESIGN.md's step
+//! table), one module each, and the enums the engine uses to hold any of them.
+
+pub mod attach;
+pub mod eastwest_address;
+pub mod expose_istiod;
+pub mod install_control_plane;
+pub mod install_eastwest_gateway;
+pub mod install_remote;
+pub mod prepare_namespace;
+
+use crate::rendered::{Known, Rendered};
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+
+/// Looks up an upstream step's output: `(step id, output key)`.
+pub type OutputLookup<'a> = &'a dyn Fn(&str, &str) -> Known<Value>;
+
+/// A kind of step. Its string form is the second half of a step ID
+/// (`cluster1/install-control-plane`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StepKind {
+    InstallControlPlane,
+    InstallEastwestGateway,
+    EastwestAddress,
+    ExposeIstiod,
+    PrepareNamespace,
+    InstallRemote,
+    Attach,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 7] = [
+        StepKind::InstallControlPlane,
+        StepKind::InstallEastwestGateway,
+        StepKind::EastwestAddress,
+        StepKind::ExposeIstiod,
+        StepKind::PrepareNamespace,
+        StepKind::InstallRemote,
+        StepKind::Attach,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::InstallControlPlane => "install-control-plane",
+            StepKind::InstallEastwestGateway => "install-eastwest-gateway",
+            StepKind::EastwestAddress => "eastwest-address",
+            StepKind::ExposeIstiod => "expose-istiod",
+            StepKind::PrepareNamespace => "prepare-namespace",
+            StepKind::InstallRemote => "install-remote",
+            StepKind::Attach => "attach",
+        }
+    }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown step kind `{s}`"))
+    }
+}
+
+/// The input of one step, whatever its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepInput {
+    InstallControlPlane(install_control_plane::Input),
+    InstallEastwestGateway(install_eastwest_gateway::Input),
+    EastwestAddress(eastwest_address::Input),
+    ExposeIstiod(expose_istiod::Input),
+    PrepareNamespace(prepare_namespace::Input),
+    InstallRemote(install_remote::Input),
+    Attach(attach::Input),
+}
+
+impl StepInput {
+    pub fn kind(&self) -> StepKind {
+        match self {
+            StepInput::InstallControlPlane(_) => StepKind::InstallControlPlane,
+            StepInput::InstallEastwestGateway(_) => StepKind::InstallEastwestGateway,
+            StepInput::EastwestAddress(_) => StepKind::EastwestAddress,
+            StepInput::ExposeIstiod(_) => StepKind::ExposeIstiod,
+            StepInput::PrepareNamespace(_) => StepKind::PrepareNamespace,
+            StepInput::InstallRemote(_) => StepKind::InstallRemote,
+            StepInput::Attach(_) => StepKind::Attach,
+        }
+    }
+
+    /// Renders the step's canonical input. `outputs` supplies upstream
+    /// outputs (only `install-remote` needs one: the east-west address).
+    pub fn render(&self, outputs: OutputLookup<'_>) -> Rendered {
+        match self {
+            StepInput::InstallControlPlane(i) => install_control_plane::render(i),
+            StepInput::InstallEastwestGateway(i) => install_eastwest_gateway::render(i),
+            StepInput::EastwestAddress(i) => eastwest_address::render(i),
+            StepInput::ExposeIstiod(i) => expose_istiod::render(i),
+            StepInput::PrepareNamespace(i) => prepare_namespace::render(i),
+            StepInput::InstallRemote(i) => install_remote::render(i, outputs),
+            StepInput::Attach(i) => attach::render(i),
+        }
+    }
+}

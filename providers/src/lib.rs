@@ -1,0 +1,13 @@
+//! The step kinds of an Istio primary-remote install, one file each.
+//!
+//! A step kind knows how to *render* its input (pure: the documents it will
+//! apply, deterministic, so the planner can diff and fingerprint them), and,
+//! against a live cluster, how to *read* (refresh), *apply* and *destroy*.
+//! The engine never looks inside a rendered document: it only compares,
+//! fingerprints and orders them. Everything Istio-specific lives here.
+
+pub mod kinds;
+pub mod rendered;
+
+pub use kinds::{StepInput, StepKind};
+pub use rendered::{KNOWN_AFTER_APPLY, Known, Rendered, Sensitive, Target, sha256_hex};

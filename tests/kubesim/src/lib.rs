@@ -1,0 +1,1 @@
+//! kubesim: see README.md beside this crate.
