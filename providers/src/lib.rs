@@ -7,7 +7,9 @@
 //! fingerprints and orders them. Everything Istio-specific lives here.
 
 pub mod kinds;
+pub mod observe;
 pub mod rendered;
 
 pub use kinds::{StepInput, StepKind};
+pub use observe::Observation;
 pub use rendered::{KNOWN_AFTER_APPLY, Known, Rendered, Sensitive, Target, sha256_hex};

@@ -1,0 +1,261 @@
+//! Applying a plan: the executor's tasks made from the plan, a runner that
+//! calls the step kinds, and the state recorded the moment each step ends.
+//!
+//! A step that succeeds is recorded `applied` with the input it ran with and
+//! its outputs; one that fails or is aborted is recorded `tainted`, so the
+//! next plan runs it again; a deleted step leaves the state. Every record is
+//! persisted at once through `persist` (the CLI writes the state file under
+//! its lock), so a crash loses at most the steps that were running.
+
+use crate::executor::{self, Event, Report, Runner, Stop, Task, TaskAction, TaskFuture};
+use crate::planner::{self, RenderedInput};
+use crate::topology::StepGraph;
+use plans::{Action, Plan};
+use providers::env::{Applied, Env, Recorded, StepError};
+use providers::{Known, StepKind, Target};
+use serde_json::Value;
+use state::{State, Status};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the CLI is told as the run goes.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Started { step: &'a str, action: Action },
+    Finished { step: &'a str, action: Action, elapsed: Duration, log: &'a str },
+    Failed { step: &'a str, action: Action, elapsed: Duration, error: &'a str, log: &'a str },
+    Aborted { step: &'a str },
+    /// The state could not be written: the run stops.
+    StateError { error: &'a str },
+}
+
+/// The end of an apply.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: Report,
+    /// Error messages of failed steps, by step ID.
+    pub errors: BTreeMap<String, String>,
+    /// The state could not be saved; the message says why.
+    pub state_error: Option<String>,
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        self.report.is_success() && self.state_error.is_none()
+    }
+}
+
+/// The tasks of a plan: every change but the no-ops.
+pub fn tasks(plan: &Plan) -> Vec<Task> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| Task {
+            id: c.step.clone(),
+            action: if c.action == Action::Delete {
+                TaskAction::Delete
+            } else {
+                TaskAction::Apply
+            },
+            depends_on: c.depends_on.clone(),
+        })
+        .collect()
+}
+
+enum Done {
+    Applied { input: RenderedInput, applied: Applied },
+    Deleted { log: String },
+}
+
+struct Failure {
+    /// The input it tried to apply (recorded with the taint).
+    input: Option<RenderedInput>,
+    error: String,
+}
+
+struct StepRunner {
+    graph: Arc<StepGraph>,
+    env: Arc<Env>,
+    state: Arc<Mutex<State>>,
+    /// `--kubeconfig`, for deleting steps whose cluster left the mesh file.
+    default_kubeconfig: Option<PathBuf>,
+}
+
+impl Runner for StepRunner {
+    type Output = Done;
+    type Error = Failure;
+
+    fn run(&self, task: &Task) -> TaskFuture<Done, Failure> {
+        let env = self.env.clone();
+        let id = task.id.clone();
+        match task.action {
+            TaskAction::Apply => {
+                let Some(step) = self.graph.get(&id).cloned() else {
+                    return Box::pin(async move {
+                        Err(Failure { input: None, error: format!("{id} is not a step of this mesh file") })
+                    });
+                };
+                // Upstream outputs as recorded by now: the executor starts
+                // a step only after its dependencies were recorded.
+                let (input, previous) = {
+                    let st = self.state.lock().expect("state lock");
+                    let lookup = |sid: &str, key: &str| match st.steps.get(sid).and_then(|r| r.outputs.get(key)) {
+                        Some(v) => Known::Known(v.clone()),
+                        None => Known::AfterApply,
+                    };
+                    let rendered = step.input.render(&lookup);
+                    let input = planner::render_step(&step, &lookup);
+                    let previous = st.steps.get(&id).map(|r| (r.input.clone(), r.outputs.clone()));
+                    (Some((rendered, input)), previous)
+                };
+                Box::pin(async move {
+                    let (rendered, input) = input.expect("rendered above");
+                    let prev = previous.as_ref().map(|(i, o)| Recorded { input: i, outputs: o });
+                    match providers::run::apply(&env, &id, &step.target, &step.input, &rendered, prev.as_ref()).await {
+                        Ok(applied) => Ok(Done::Applied { input, applied }),
+                        Err(e) => Err(Failure { input: Some(input), error: message(&e) }),
+                    }
+                })
+            }
+            TaskAction::Delete => {
+                let record = self.state.lock().expect("state lock").steps.get(&id).cloned();
+                let kubeconfig = self
+                    .graph
+                    .in_order()
+                    .find(|s| s.target.context == record.as_ref().map(|r| r.context.as_str()).unwrap_or_default())
+                    .and_then(|s| s.target.kubeconfig.clone())
+                    .or_else(|| self.default_kubeconfig.clone());
+                Box::pin(async move {
+                    let Some(rec) = record else {
+                        return Ok(Done::Deleted { log: String::new() });
+                    };
+                    let kind: StepKind = rec.kind.parse().map_err(|e: String| Failure { input: None, error: e })?;
+                    let target = Target { cluster: rec.cluster.clone(), context: rec.context.clone(), kubeconfig };
+                    let recorded = Recorded { input: &rec.input, outputs: &rec.outputs };
+                    match providers::run::destroy(&env, &id, kind, &target, &recorded).await {
+                        Ok(log) => Ok(Done::Deleted { log }),
+                        Err(e) => Err(Failure { input: None, error: message(&e) }),
+                    }
+                })
+            }
+        }
+    }
+}
+
+fn message(e: &StepError) -> String {
+    e.to_string()
+}
+
+/// Runs `plan`'s changes against the clusters, recording each step in
+/// `state` and calling `persist` after every record.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    plan: &Plan,
+    graph: Arc<StepGraph>,
+    env: Arc<Env>,
+    state: State,
+    default_kubeconfig: Option<PathBuf>,
+    parallelism: usize,
+    stop: watch::Receiver<Stop>,
+    mut persist: impl FnMut(&mut State) -> Result<(), String>,
+    mut progress: impl FnMut(Progress<'_>),
+    now: impl Fn() -> String,
+) -> (State, Outcome) {
+    let state = Arc::new(Mutex::new(state));
+    let actions: BTreeMap<&str, Action> = plan.changes.iter().map(|c| (c.step.as_str(), c.action)).collect();
+    let runner = Arc::new(StepRunner {
+        graph: graph.clone(),
+        env,
+        state: state.clone(),
+        default_kubeconfig,
+    });
+    let mut errors = BTreeMap::new();
+    let mut state_error: Option<String> = None;
+    let (halt_tx, halt_rx) = watch::channel(Stop::No);
+    // Forward the caller's stop requests, and add our own when the state
+    // cannot be written (running on without recording would lose track).
+    let mut outer = stop;
+    let forward = tokio::spawn({
+        let halt_tx = halt_tx.clone();
+        async move {
+            loop {
+                let s = *outer.borrow();
+                let _ = halt_tx.send(s.max(*halt_tx.borrow()));
+                if s == Stop::Abort || outer.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+
+    let report = executor::execute(tasks(plan), runner, parallelism, halt_rx, |event| {
+        let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
+        let mut st = state.lock().expect("state lock");
+        match event {
+            Event::Started(t) => progress(Progress::Started { step: &t.id, action: action(&t.id) }),
+            Event::Finished { task, result, elapsed } => {
+                let id = task.id.as_str();
+                match result {
+                    Ok(Done::Applied { input, applied }) => {
+                        if let Some(step) = graph.get(id) {
+                            let rec = planner::record(step, &graph, input, applied.outputs.clone(), Status::Applied, now());
+                            st.steps.insert(id.to_string(), rec);
+                        }
+                        progress(Progress::Finished { step: id, action: action(id), elapsed: *elapsed, log: &applied.log });
+                    }
+                    Ok(Done::Deleted { log }) => {
+                        st.steps.remove(id);
+                        progress(Progress::Finished { step: id, action: action(id), elapsed: *elapsed, log });
+                    }
+                    Err(f) => {
+                        taint(&mut st, &graph, id, f.input.as_ref(), now());
+                        errors.insert(id.to_string(), f.error.clone());
+                        progress(Progress::Failed { step: id, action: action(id), elapsed: *elapsed, error: &f.error, log: "" });
+                    }
+                }
+                if let Err(e) = persist(&mut st) {
+                    progress(Progress::StateError { error: &e });
+                    state_error.get_or_insert(e);
+                    let _ = halt_tx.send(Stop::Graceful);
+                }
+            }
+            Event::Aborted(t) => {
+                let input = graph.get(&t.id).map(|step| {
+                    let lookup = |sid: &str, key: &str| match st.steps.get(sid).and_then(|r| r.outputs.get(key)) {
+                        Some(v) => Known::Known(v.clone()),
+                        None => Known::AfterApply,
+                    };
+                    planner::render_step(step, &lookup)
+                });
+                taint(&mut st, &graph, &t.id, input.as_ref(), now());
+                if let Err(e) = persist(&mut st) {
+                    state_error.get_or_insert(e);
+                }
+                progress(Progress::Aborted { step: &t.id });
+            }
+        }
+    })
+    .await;
+    forward.abort();
+    let state = Arc::try_unwrap(state)
+        .map(|m| m.into_inner().expect("state lock"))
+        .unwrap_or_else(|arc| arc.lock().expect("state lock").clone());
+    (state, Outcome { report, errors, state_error })
+}
+
+/// Marks a step tainted: a failed create is recorded with the input it tried;
+/// a failed update or delete keeps its record, marked.
+fn taint(st: &mut State, graph: &StepGraph, id: &str, input: Option<&RenderedInput>, now: String) {
+    if let Some(rec) = st.steps.get_mut(id) {
+        rec.status = Status::Tainted;
+        rec.updated_at = now;
+        return;
+    }
+    if let (Some(step), Some(input)) = (graph.get(id), input) {
+        let rec = planner::record(step, graph, input, BTreeMap::<String, Value>::new(), Status::Tainted, now);
+        st.steps.insert(id.to_string(), rec);
+    }
+}

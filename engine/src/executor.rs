@@ -1,0 +1,437 @@
+//! The executor: runs a plan's tasks on tokio in dependency order, at most
+//! `parallelism` at once, each as soon as what it depends on has finished.
+//!
+//! It knows tasks, dependencies and outcomes, nothing of what a task does: a
+//! [`Runner`] does the work and the caller's `on_event` records it (the CLI
+//! writes the state the moment a task finishes). Deletes run first, a step
+//! before the steps it depended on; then creates and updates, a step after
+//! its dependencies.
+//!
+//! After a failure no new task starts; running ones finish. A stop request
+//! ([`Stop::Graceful`], the first Ctrl-C) does the same; [`Stop::Abort`] (the
+//! second) also drops the running tasks, which are reported as aborted.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What a task does to its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskAction {
+    /// Create or update: runs after its dependencies.
+    Apply,
+    /// Runs before the steps it depended on.
+    Delete,
+}
+
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    pub action: TaskAction,
+    /// Step IDs this step depends on. Those not among the tasks are taken as
+    /// already done.
+    pub depends_on: Vec<String>,
+}
+
+/// A future a runner returns for one task.
+pub type TaskFuture<O, E> = Pin<Box<dyn Future<Output = Result<O, E>> + Send + 'static>>;
+
+/// Does the work of a task.
+pub trait Runner: Send + Sync + 'static {
+    type Output: Send + 'static;
+    type Error: Send + 'static;
+    fn run(&self, task: &Task) -> TaskFuture<Self::Output, Self::Error>;
+}
+
+/// A request to stop, sent on the watch channel given to [`execute`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Keep going.
+    No,
+    /// Start nothing new; let running tasks finish.
+    Graceful,
+    /// Also abandon running tasks.
+    Abort,
+}
+
+/// What happened, as it happens.
+#[derive(Debug)]
+pub enum Event<'a, O, E> {
+    Started(&'a Task),
+    Finished {
+        task: &'a Task,
+        result: &'a Result<O, E>,
+        elapsed: Duration,
+    },
+    /// The task was running when an abort was requested; its work may be half done.
+    Aborted(&'a Task),
+}
+
+/// The end of a run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub succeeded: Vec<String>,
+    pub failed: Vec<String>,
+    pub aborted: Vec<String>,
+    /// Tasks that never started (after a failure or a stop).
+    pub not_started: Vec<String>,
+    /// A stop was requested.
+    pub stopped: bool,
+}
+
+impl Report {
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty() && self.aborted.is_empty() && self.not_started.is_empty()
+    }
+}
+
+/// Runs `tasks`. `on_event` is called on the executor's own task, one event
+/// at a time, so it may write the state without further locking.
+pub async fn execute<R: Runner>(
+    tasks: Vec<Task>,
+    runner: Arc<R>,
+    parallelism: usize,
+    mut stop: watch::Receiver<Stop>,
+    mut on_event: impl FnMut(Event<'_, R::Output, R::Error>),
+) -> Report {
+    let parallelism = parallelism.max(1);
+    let waits = WaitGraph::new(&tasks);
+    let mut remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
+    // Ready tasks, in plan order (the plan's order is deterministic).
+    let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut running: JoinSet<(usize, Result<R::Output, R::Error>, Duration)> = JoinSet::new();
+    let mut started: HashSet<usize> = HashSet::new();
+    let mut report = Report::default();
+    let mut halted = false;
+    let mut stop_open = true;
+
+    loop {
+        if *stop.borrow() >= Stop::Graceful {
+            halted = true;
+            report.stopped = true;
+        }
+        if *stop.borrow() == Stop::Abort {
+            break;
+        }
+        while !halted && running.len() < parallelism && !ready.is_empty() {
+            let i = ready.remove(0);
+            let task = &tasks[i];
+            started.insert(i);
+            on_event(Event::Started(task));
+            let fut = runner.run(task);
+            running.spawn(async move {
+                let t0 = Instant::now();
+                let result = fut.await;
+                (i, result, t0.elapsed())
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { break };
+                let (i, result, elapsed) = match joined {
+                    Ok(v) => v,
+                    // A runner that panicked: nothing to record but the
+                    // failure, which the panic hook has printed.
+                    Err(e) if e.is_panic() => {
+                        halted = true;
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let task = &tasks[i];
+                on_event(Event::Finished { task, result: &result, elapsed });
+                match result {
+                    Ok(_) => {
+                        report.succeeded.push(task.id.clone());
+                        for &w in &waits.waiters[i] {
+                            remaining[w] -= 1;
+                            if remaining[w] == 0 {
+                                // Keep plan order among the ready.
+                                let pos = ready.partition_point(|&r| r < w);
+                                ready.insert(pos, w);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        report.failed.push(task.id.clone());
+                        halted = true;
+                    }
+                }
+            }
+            changed = stop.changed(), if stop_open => {
+                // A closed channel means nobody can ask us to stop any more.
+                stop_open = changed.is_ok();
+            }
+        }
+    }
+
+    // An abort leaves running tasks behind: drop them and say so.
+    if !running.is_empty() {
+        running.abort_all();
+        let finished: HashSet<&String> = report
+            .succeeded
+            .iter()
+            .chain(&report.failed)
+            .collect();
+        let unfinished: Vec<usize> = started
+            .iter()
+            .copied()
+            .filter(|&i| !finished.contains(&tasks[i].id))
+            .collect();
+        let mut unfinished = unfinished;
+        unfinished.sort();
+        for i in unfinished {
+            on_event(Event::Aborted(&tasks[i]));
+            report.aborted.push(tasks[i].id.clone());
+        }
+        while running.join_next().await.is_some() {}
+    }
+    report.not_started = (0..tasks.len())
+        .filter(|i| !started.contains(i))
+        .map(|i| tasks[i].id.clone())
+        .collect();
+    report
+}
+
+/// Who waits for whom. An apply waits for its dependencies; a delete waits
+/// for the deletes of the steps that depended on it; every apply waits for
+/// every delete.
+struct WaitGraph {
+    /// blockers[i]: the tasks i waits for.
+    blockers: Vec<Vec<usize>>,
+    /// waiters[i]: the tasks waiting for i.
+    waiters: Vec<Vec<usize>>,
+}
+
+impl WaitGraph {
+    fn new(tasks: &[Task]) -> WaitGraph {
+        let index: HashMap<&str, usize> =
+            tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        let mut blockers: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
+        let deletes: Vec<usize> = (0..tasks.len())
+            .filter(|&i| tasks[i].action == TaskAction::Delete)
+            .collect();
+        for (i, t) in tasks.iter().enumerate() {
+            match t.action {
+                TaskAction::Apply => {
+                    for d in &t.depends_on {
+                        if let Some(&j) = index.get(d.as_str())
+                            && tasks[j].action == TaskAction::Apply
+                        {
+                            blockers[i].push(j);
+                        }
+                    }
+                    blockers[i].extend(&deletes);
+                }
+                TaskAction::Delete => {
+                    // i depended on d, so d is deleted after i.
+                    for d in &t.depends_on {
+                        if let Some(&j) = index.get(d.as_str())
+                            && tasks[j].action == TaskAction::Delete
+                        {
+                            blockers[j].push(i);
+                        }
+                    }
+                }
+            }
+        }
+        let mut waiters: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
+        for (i, bs) in blockers.iter_mut().enumerate() {
+            bs.sort();
+            bs.dedup();
+            for &b in bs.iter() {
+                waiters[b].push(i);
+            }
+        }
+        WaitGraph { blockers, waiters }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A runner whose tasks sleep for a set time and may fail, and which
+    /// records the moments tasks start and end.
+    struct Fake {
+        delay: HashMap<String, u64>,
+        fail: HashSet<String>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Runner for Fake {
+        type Output = ();
+        type Error = String;
+        fn run(&self, task: &Task) -> TaskFuture<(), String> {
+            let id = task.id.clone();
+            let ms = self.delay.get(&id).copied().unwrap_or(10);
+            let fail = self.fail.contains(&id);
+            let log = self.log.clone();
+            Box::pin(async move {
+                log.lock().unwrap().push(format!("start {id}"));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                log.lock().unwrap().push(format!("end {id}"));
+                if fail { Err(format!("{id} failed")) } else { Ok(()) }
+            })
+        }
+    }
+
+    fn apply(id: &str, deps: &[&str]) -> Task {
+        Task {
+            id: id.into(),
+            action: TaskAction::Apply,
+            depends_on: deps.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn delete(id: &str, deps: &[&str]) -> Task {
+        Task {
+            action: TaskAction::Delete,
+            ..apply(id, deps)
+        }
+    }
+
+    fn fake(delays: &[(&str, u64)], fail: &[&str]) -> (Arc<Fake>, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let f = Fake {
+            delay: delays.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            fail: fail.iter().map(|s| s.to_string()).collect(),
+            log: log.clone(),
+        };
+        (Arc::new(f), log)
+    }
+
+    fn pos(log: &[String], what: &str) -> usize {
+        log.iter().position(|l| l == what).unwrap_or_else(|| panic!("{what} not in {log:?}"))
+    }
+
+    async fn run(tasks: Vec<Task>, runner: Arc<Fake>, par: usize) -> Report {
+        let (_tx, rx) = watch::channel(Stop::No);
+        execute(tasks, runner, par, rx, |_| {}).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependencies_run_first_and_independent_tasks_overlap() {
+        let (r, log) = fake(&[("a", 100), ("b", 100)], &[]);
+        let t0 = tokio::time::Instant::now();
+        let report = run(
+            vec![apply("a", &[]), apply("b", &[]), apply("c", &["a", "b"])],
+            r,
+            10,
+        )
+        .await;
+        assert!(report.is_success());
+        let log = log.lock().unwrap().clone();
+        assert!(pos(&log, "end a") < pos(&log, "start c"));
+        assert!(pos(&log, "end b") < pos(&log, "start c"));
+        // a and b ran side by side: 100 + 10, not 210.
+        assert!(t0.elapsed() < Duration::from_millis(150), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallelism_limits_running_tasks() {
+        let (r, _) = fake(&[], &[]);
+        let tasks: Vec<Task> = (0..8).map(|i| apply(&format!("t{i}"), &[])).collect();
+        let t0 = tokio::time::Instant::now();
+        let report = run(tasks, r, 2).await;
+        assert_eq!(report.succeeded.len(), 8);
+        // 8 tasks of 10 ms, 2 at a time: 40 ms.
+        let e = t0.elapsed();
+        assert!(e >= Duration::from_millis(40) && e < Duration::from_millis(50), "{e:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_starts_nothing_new_but_lets_running_tasks_finish() {
+        let (r, log) = fake(&[("slow", 100), ("bad", 10)], &["bad"]);
+        let report = run(
+            vec![apply("slow", &[]), apply("bad", &[]), apply("after", &["bad"]), apply("later", &["slow"])],
+            r,
+            10,
+        )
+        .await;
+        assert_eq!(report.failed, ["bad"]);
+        assert_eq!(report.succeeded, ["slow"]);
+        assert_eq!(report.not_started, ["after", "later"]);
+        assert!(log.lock().unwrap().contains(&"end slow".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletes_run_in_reverse_dependency_order_before_applies() {
+        let (r, log) = fake(&[], &[]);
+        let report = run(
+            vec![
+                delete("child", &["parent"]),
+                delete("parent", &[]),
+                apply("new", &[]),
+            ],
+            r,
+            10,
+        )
+        .await;
+        assert!(report.is_success());
+        let log = log.lock().unwrap().clone();
+        assert!(pos(&log, "end child") < pos(&log, "start parent"));
+        assert!(pos(&log, "end parent") < pos(&log, "start new"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_stop_finishes_running_and_abort_drops_them() {
+        let (r, _) = fake(&[("a", 100), ("b", 100)], &[]);
+        let (tx, rx) = watch::channel(Stop::No);
+        let handle = tokio::spawn(execute(
+            vec![apply("a", &[]), apply("b", &["a"])],
+            r,
+            10,
+            rx,
+            |_| {},
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(Stop::Graceful).unwrap();
+        let report = handle.await.unwrap();
+        assert!(report.stopped);
+        assert_eq!(report.succeeded, ["a"]);
+        assert_eq!(report.not_started, ["b"]);
+
+        let (r, _) = fake(&[("a", 1000)], &[]);
+        let (tx, rx) = watch::channel(Stop::No);
+        let aborted = Arc::new(Mutex::new(Vec::new()));
+        let seen = aborted.clone();
+        let handle = tokio::spawn(execute(vec![apply("a", &[])], r, 10, rx, move |e| {
+            if let Event::Aborted(t) = e {
+                seen.lock().unwrap().push(t.id.clone());
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(Stop::Abort).unwrap();
+        let report = handle.await.unwrap();
+        assert_eq!(report.aborted, ["a"]);
+        assert_eq!(*aborted.lock().unwrap(), ["a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_come_in_order_for_each_task() {
+        let (r, _) = fake(&[], &["x"]);
+        let (_tx, rx) = watch::channel(Stop::No);
+        let mut events = Vec::new();
+        execute(vec![apply("x", &[])], r, 1, rx, |e| {
+            events.push(match e {
+                Event::Started(t) => format!("started {}", t.id),
+                Event::Finished { task, result, .. } => {
+                    format!("finished {} {}", task.id, result.is_ok())
+                }
+                Event::Aborted(t) => format!("aborted {}", t.id),
+            })
+        })
+        .await;
+        assert_eq!(events, ["started x", "finished x false"]);
+    }
+}

@@ -1,0 +1,205 @@
+//! Connections to clusters: one kube client per (kubeconfig, context),
+//! reused by every step, and bounded retries for the errors worth retrying.
+//!
+//! The kubeconfig is, in order: the cluster's own `kubeconfig` key, the
+//! global `--kubeconfig`, `$KUBECONFIG` (several paths, merged), or
+//! `~/.kube/config`: what kubectl would use.
+
+use crate::rendered::Target;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// A cluster could not be reached or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "cannot read the kubeconfig for cluster `{cluster}` (context `{context}`): {source}. \
+         Check the path given by the cluster's `kubeconfig` key, --kubeconfig, $KUBECONFIG or ~/.kube/config"
+    )]
+    Kubeconfig {
+        cluster: String,
+        context: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "the kubeconfig has no usable context `{context}` for cluster `{cluster}`: {reason}. \
+         `kubectl config get-contexts` lists the contexts; fix `context` in the mesh file"
+    )]
+    Context {
+        cluster: String,
+        context: String,
+        reason: String,
+    },
+    #[error("cluster `{cluster}` (context `{context}`): {what} failed: {source}")]
+    Api {
+        cluster: String,
+        context: String,
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A connected cluster.
+#[derive(Clone)]
+pub struct Connection {
+    pub client: kube::Client,
+    /// The API server URL the context points at.
+    pub server: String,
+    pub cluster: String,
+    pub context: String,
+}
+
+impl Connection {
+    /// Wraps a kube error with the cluster, context and operation.
+    pub fn error(&self, what: impl Into<String>, source: kube::Error) -> ClusterError {
+        ClusterError::Api {
+            cluster: self.cluster.clone(),
+            context: self.context.clone(),
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Runs `op` with retries; errors are wrapped with this cluster.
+    pub async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        with_retries(op).await.map_err(|e| self.error(what, e))
+    }
+}
+
+/// The pool of connections, shared by all steps of a run.
+pub struct Clusters {
+    /// `--kubeconfig`, used by clusters without their own.
+    default_kubeconfig: Option<PathBuf>,
+    connections: Mutex<HashMap<(Option<PathBuf>, String), Connection>>,
+}
+
+impl Clusters {
+    pub fn new(default_kubeconfig: Option<PathBuf>) -> Clusters {
+        Clusters {
+            default_kubeconfig,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection for `target`, made on first use.
+    pub async fn connect(&self, target: &Target) -> Result<Connection, ClusterError> {
+        let path = target.kubeconfig.clone().or_else(|| self.default_kubeconfig.clone());
+        let key = (path.clone(), target.context.clone());
+        let mut pool = self.connections.lock().await;
+        if let Some(c) = pool.get(&key) {
+            return Ok(c.clone());
+        }
+        let conn = open(path.as_deref(), target).await?;
+        pool.insert(key, conn.clone());
+        Ok(conn)
+    }
+}
+
+async fn open(path: Option<&Path>, target: &Target) -> Result<Connection, ClusterError> {
+    let kubeconfig = match path {
+        Some(p) => Kubeconfig::read_from(p),
+        None => Kubeconfig::read(),
+    }
+    .map_err(|source| ClusterError::Kubeconfig {
+        cluster: target.cluster.clone(),
+        context: target.context.clone(),
+        source,
+    })?;
+    if !kubeconfig.contexts.iter().any(|c| c.name == target.context) {
+        let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+        return Err(ClusterError::Context {
+            cluster: target.cluster.clone(),
+            context: target.context.clone(),
+            reason: format!("the contexts there are: {}", known.join(", ")),
+        });
+    }
+    let options = KubeConfigOptions {
+        context: Some(target.context.clone()),
+        ..Default::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| ClusterError::Context {
+            cluster: target.cluster.clone(),
+            context: target.context.clone(),
+            reason: e.to_string(),
+        })?;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(Duration::from_secs(60));
+    let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+    let client = kube::Client::try_from(config).map_err(|e| ClusterError::Context {
+        cluster: target.cluster.clone(),
+        context: target.context.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Connection {
+        client,
+        server,
+        cluster: target.cluster.clone(),
+        context: target.context.clone(),
+    })
+}
+
+/// How many times a call is tried in all.
+const ATTEMPTS: u32 = 6;
+
+/// Whether an error is worth another try, and after how long at least:
+/// 429 (with the server's retry-after), 5xx and failures to connect are;
+/// any other 4xx is an answer, not a hiccup.
+fn retry_after(err: &kube::Error) -> Option<Option<Duration>> {
+    match err {
+        kube::Error::Api(status) => {
+            let code = status.code;
+            if code == 429 || code >= 500 {
+                let hint = status
+                    .details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .filter(|s| *s > 0)
+                    .map(|s| Duration::from_secs(u64::from(s)));
+                Some(hint)
+            } else {
+                None
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => Some(None),
+        _ => None,
+    }
+}
+
+/// Runs `op` up to [`ATTEMPTS`] times with exponential backoff (100 ms
+/// doubling, at most 5 s; the server's retry-after when it gives one).
+pub async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let Some(hint) = retry_after(&e) else {
+                    return Err(e);
+                };
+                if attempt >= ATTEMPTS {
+                    return Err(e);
+                }
+                tokio::time::sleep(hint.unwrap_or(delay).min(Duration::from_secs(30))).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
+    }
+}

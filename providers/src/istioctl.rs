@@ -1,0 +1,268 @@
+//! istioctl as a child process: argv only (never a shell), the IstioOperator
+//! on stdin, output captured for the step's log, a timeout.
+
+use crate::rendered::Target;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IstioctlError {
+    #[error(
+        "istioctl was not found (looked for `{program}`). Install it \
+         (https://istio.io/latest/docs/setup/additional-setup/download-istio-release/) and put it \
+         on PATH, or set `[istioctl] path` in the mesh file"
+    )]
+    NotFound { program: String },
+    #[error("could not run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`istioctl {args}` failed ({status}){}", tail(.output))]
+    Failed {
+        args: String,
+        status: String,
+        output: String,
+    },
+    #[error("`istioctl {args}` did not finish within {secs} s and was stopped")]
+    Timeout { args: String, secs: u64 },
+    #[error(
+        "the mesh file asks for Istio {wanted} (`istio_version`), but `{program} version --remote=false` says {found}: \
+         install istioctl {wanted} or change `istio_version`"
+    )]
+    Version {
+        program: String,
+        wanted: String,
+        found: String,
+    },
+}
+
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let start = lines.len().saturating_sub(20);
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", lines[start..].join("\n"))
+    }
+}
+
+/// How to run istioctl.
+#[derive(Debug, Clone)]
+pub struct Istioctl {
+    /// The binary: a name looked up in PATH, or a path.
+    pub program: OsString,
+    /// Arguments before istioctl's own (the sandbox runs `mesh __sandbox-istioctl`).
+    pub prefix: Vec<OsString>,
+    /// Extra environment for the child.
+    pub env: Vec<(OsString, OsString)>,
+    pub timeout: Duration,
+}
+
+/// What an istioctl run printed, stdout then stderr.
+#[derive(Debug, Clone, Default)]
+pub struct RunLog {
+    pub argv: Vec<String>,
+    pub output: String,
+}
+
+impl Istioctl {
+    pub fn new(program: impl Into<OsString>) -> Istioctl {
+        Istioctl {
+            program: program.into(),
+            prefix: Vec::new(),
+            env: Vec::new(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    fn target_args(target: &Target, kubeconfig: Option<&PathBuf>) -> Vec<String> {
+        let mut args = vec!["--context".to_string(), target.context.clone()];
+        if let Some(k) = target.kubeconfig.as_ref().or(kubeconfig) {
+            args.push("--kubeconfig".into());
+            args.push(k.display().to_string());
+        }
+        args
+    }
+
+    /// `istioctl install -y -f - --context C [--kubeconfig K]` with `document` on stdin.
+    pub async fn install(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        document: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec!["install".to_string(), "-y".into(), "-f".into(), "-".into()];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, Some(document)).await
+    }
+
+    /// `istioctl uninstall -y --purge --context C`.
+    pub async fn uninstall_purge(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec!["uninstall".to_string(), "-y".into(), "--purge".into()];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// `istioctl uninstall -y -f FILE --context C`: uninstall needs a path, so
+    /// the document goes to a private temporary file, removed afterwards.
+    pub async fn uninstall_document(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        document: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let file = tempfile::Builder::new()
+            .prefix("mesh-istiooperator-")
+            .suffix(".yaml")
+            .tempfile()
+            .map_err(|source| IstioctlError::Spawn {
+                program: "a temporary file".into(),
+                source,
+            })?;
+        std::fs::write(file.path(), document).map_err(|source| IstioctlError::Spawn {
+            program: file.path().display().to_string(),
+            source,
+        })?;
+        let mut args = vec![
+            "uninstall".to_string(),
+            "-y".into(),
+            "-f".into(),
+            file.path().display().to_string(),
+        ];
+        args.extend(Self::target_args(target, kubeconfig));
+        // `file` is removed when dropped, after the run.
+        self.run(&args, None).await
+    }
+
+    /// Checks `istioctl version --remote=false` against `wanted`.
+    pub async fn check_version(&self, wanted: &str) -> Result<(), IstioctlError> {
+        let log = self.run(&["version".into(), "--remote=false".into()], None).await?;
+        let found = parse_version(&log.output).unwrap_or_else(|| log.output.trim().to_string());
+        if found == wanted {
+            Ok(())
+        } else {
+            Err(IstioctlError::Version {
+                program: self.program.to_string_lossy().into_owned(),
+                wanted: wanted.into(),
+                found,
+            })
+        }
+    }
+
+    /// Runs istioctl with `args`, `stdin` piped in, output captured.
+    pub async fn run(&self, args: &[String], stdin: Option<&str>) -> Result<RunLog, IstioctlError> {
+        let program = self.program.to_string_lossy().into_owned();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.prefix)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                IstioctlError::NotFound {
+                    program: program.clone(),
+                }
+            } else {
+                IstioctlError::Spawn {
+                    program: program.clone(),
+                    source,
+                }
+            }
+        })?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A child that exits without reading stdin closes the pipe; its
+            // exit status tells what went wrong, so a write error is ignored.
+            let _ = pipe.write_all(input.as_bytes()).await;
+            drop(pipe);
+        }
+        let joined = args.join(" ");
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(source)) => return Err(IstioctlError::Spawn { program, source }),
+            Err(_) => {
+                return Err(IstioctlError::Timeout {
+                    args: joined,
+                    secs: self.timeout.as_secs(),
+                });
+            }
+        };
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            return Err(IstioctlError::Failed {
+                args: joined,
+                status: out.status.to_string(),
+                output,
+            });
+        }
+        Ok(RunLog {
+            argv: args.to_vec(),
+            output,
+        })
+    }
+}
+
+/// The version in `istioctl version --remote=false` output, which is either
+/// a bare `1.28.0` or `client version: 1.28.0`.
+pub fn parse_version(output: &str) -> Option<String> {
+    output
+        .split_whitespace()
+        .rev()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.'))
+        .map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("1.28.0\n").as_deref(), Some("1.28.0"));
+        assert_eq!(parse_version("client version: 1.27.3\n").as_deref(), Some("1.27.3"));
+        assert_eq!(parse_version("nothing here"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_says_how_to_get_one() {
+        let e = Istioctl::new("/nonexistent/istioctl")
+            .run(&["version".into()], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, IstioctlError::NotFound { .. }));
+        assert!(e.to_string().contains("[istioctl] path"));
+    }
+
+    #[tokio::test]
+    async fn stdin_reaches_the_child_and_failures_carry_output() {
+        // `cat` stands in for istioctl: it echoes stdin.
+        let log = Istioctl::new("cat").run(&[], Some("kind: IstioOperator\n")).await.unwrap();
+        assert_eq!(log.output, "kind: IstioOperator\n");
+        let e = Istioctl::new("sh")
+            .run(&["-c".into(), "echo boom >&2; exit 3".into()], None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_child_times_out() {
+        let mut i = Istioctl::new("sleep");
+        i.timeout = Duration::from_millis(100);
+        let e = i.run(&["5".into()], None).await.unwrap_err();
+        assert!(matches!(e, IstioctlError::Timeout { .. }));
+    }
+}

@@ -1,0 +1,170 @@
+//! Small Kubernetes verbs the step kinds share: server-side apply of a
+//! rendered document, get, delete, and waiting on an object with a watch.
+
+use crate::cluster::{ClusterError, Connection};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The field manager mesh applies with.
+pub const FIELD_MANAGER: &str = "mesh";
+/// Where Istio lives.
+pub const ISTIO_NAMESPACE: &str = "istio-system";
+
+/// The API resource of a rendered document (`apiVersion` + `kind`), for the
+/// kinds mesh applies directly.
+pub fn resource_of(doc: &Value) -> Option<ApiResource> {
+    let api_version = doc.get("apiVersion")?.as_str()?;
+    let kind = doc.get("kind")?.as_str()?;
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let plural = match kind {
+        "Gateway" => "gateways",
+        "VirtualService" => "virtualservices",
+        "Secret" => "secrets",
+        "Namespace" => "namespaces",
+        "Service" => "services",
+        "Deployment" => "deployments",
+        "ServiceAccount" => "serviceaccounts",
+        "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
+        _ => return None,
+    };
+    Some(ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    })
+}
+
+fn name_of(doc: &Value) -> &str {
+    doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn namespace_of(doc: &Value) -> Option<&str> {
+    doc.pointer("/metadata/namespace").and_then(Value::as_str)
+}
+
+fn api(conn: &Connection, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(conn.client.clone(), ns, ar),
+        None => Api::all_with(conn.client.clone(), ar),
+    }
+}
+
+/// Server-side applies `doc` (field manager `mesh`, forced: mesh owns what it renders).
+pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
+    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let name = name_of(doc).to_string();
+    let a = api(conn, &ar, namespace_of(doc));
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    conn.call(&format!("applying {} {name}", ar.kind), || a.patch(&name, &pp, &Patch::Apply(doc)))
+        .await
+        .map(|_| ())
+}
+
+/// The live object for a rendered document, if it exists.
+pub async fn get(conn: &Connection, doc: &Value) -> Result<Option<DynamicObject>, ClusterError> {
+    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let name = name_of(doc).to_string();
+    let a = api(conn, &ar, namespace_of(doc));
+    conn.call(&format!("reading {} {name}", ar.kind), || a.get_opt(&name)).await
+}
+
+/// Deletes the object of a rendered document; already gone is fine.
+pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
+    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let name = name_of(doc).to_string();
+    let a = api(conn, &ar, namespace_of(doc));
+    let result = conn
+        .call(&format!("deleting {} {name}", ar.kind), || async {
+            match a.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    result
+}
+
+/// Whether every field of `want` has the same value in `live` (objects
+/// compared key by key; lists and scalars whole). Fields the server adds
+/// (status, defaults, metadata) do not count as drift.
+pub fn contains(live: &Value, want: &Value) -> bool {
+    match (live, want) {
+        (Value::Object(l), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| l.get(k).is_some_and(|lv| contains(lv, wv))),
+        _ => live == want,
+    }
+}
+
+/// Watches the object `name` of `ar` until `done` returns `Some`, for at
+/// most `timeout`. A dropped watch is re-established (with backoff); an
+/// object that does not exist yet is waited for too. `done` may return an
+/// error to stop waiting at once.
+pub async fn wait_for<T>(
+    conn: &Connection,
+    ar: &ApiResource,
+    namespace: Option<&str>,
+    name: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&DynamicObject) -> Option<Result<T, String>>,
+) -> Result<Result<T, String>, WaitError> {
+    let a = api(conn, ar, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(a, config).default_backoff().applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let wait = async {
+        while let Some(item) = stream.next().await {
+            // Errors are retried by the backoff; only objects matter here.
+            if let Ok(obj) = item
+                && let Some(r) = done(&obj)
+            {
+                return Some(r);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(WaitError::Ended),
+        Err(_) => Err(WaitError::Timeout),
+    }
+}
+
+#[derive(Debug)]
+pub enum WaitError {
+    Timeout,
+    Ended,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resources_of_rendered_kinds() {
+        let ar = resource_of(&json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway"})).unwrap();
+        assert_eq!((ar.group.as_str(), ar.version.as_str(), ar.plural.as_str()), ("networking.istio.io", "v1", "gateways"));
+        let ar = resource_of(&json!({"apiVersion": "v1", "kind": "Secret"})).unwrap();
+        assert_eq!((ar.group.as_str(), ar.version.as_str()), ("", "v1"));
+        assert!(resource_of(&json!({"apiVersion": "v1", "kind": "Pod"})).is_none());
+    }
+
+    #[test]
+    fn contains_ignores_what_the_server_adds() {
+        let live = json!({"spec": {"a": 1, "b": [1, 2], "extra": true}, "status": {}});
+        assert!(contains(&live, &json!({"spec": {"a": 1, "b": [1, 2]}})));
+        assert!(!contains(&live, &json!({"spec": {"a": 2}})));
+        assert!(!contains(&live, &json!({"spec": {"b": [1]}})));
+        assert!(!contains(&live, &json!({"spec": {"missing": 1}})));
+    }
+}

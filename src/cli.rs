@@ -1,0 +1,225 @@
+//! The command line (DESIGN.md's "CLI" contract), declared with clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh",
+    version,
+    about = "Install and maintain Istio multicluster meshes declaratively: plan, apply, destroy.",
+    long_about = "mesh reads a mesh file (mesh.toml) describing clusters, their roles and networks, \
+compiles it into a graph of install steps, and plans, applies or destroys them against your \
+clusters, recording what it did in a state file.",
+    after_help = "Start with `mesh validate`, then `mesh plan`. Docs: docs/mesh-toml.md."
+)]
+pub struct Cli {
+    /// The mesh file.
+    #[arg(short = 'f', long = "file", global = true, default_value = "mesh.toml", value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The state file [default: `[state] path`, else mesh.state.json beside the mesh file].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// A kubeconfig to use for every cluster without its own `kubeconfig` key
+    /// [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Run against simulated clusters kept in DIR instead of real ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub sandbox: Option<PathBuf>,
+
+    /// Never colour the output (also: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// More output: -v shows every step's log.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the mesh file; print nothing but errors.
+    Validate,
+    /// Show what apply would change.
+    Plan(PlanArgs),
+    /// Make the clusters match the mesh file (or run a saved plan).
+    Apply(ApplyArgs),
+    /// Remove everything mesh applied, in reverse order.
+    Destroy(DestroyArgs),
+    /// Compare the steps of another version of the mesh file with this one
+    /// (no state, no cluster): what a pull request changes.
+    Diff(DiffArgs),
+    /// Print the step graph in Graphviz DOT.
+    Graph,
+    /// Show a saved plan, or the state.
+    Show(ShowArgs),
+    /// Inspect the state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Clear a state lock whose holder cannot release it.
+    ForceUnlock {
+        /// The lock ID, as printed by the command that was refused.
+        lock_id: String,
+    },
+    /// The simulated istioctl used by --sandbox (internal).
+    #[command(hide = true, name = "__sandbox-istioctl", trailing_var_arg = true)]
+    SandboxIstioctl {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// How long to wait for the state lock (e.g. 30s, 5m) [default: fail at once].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Save the plan to FILE, for `mesh apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan from the state alone, without reading the clusters (no credentials needed).
+    #[arg(long)]
+    pub no_refresh: bool,
+    /// Plan removing everything.
+    #[arg(long)]
+    pub destroy: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `mesh plan --out`; applied only if still fresh.
+    pub planfile: Option<PathBuf>,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many steps may run at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+    /// Plan from the state alone, without reading the clusters first.
+    #[arg(long)]
+    pub no_refresh: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many steps may run at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The other version of the mesh file (e.g. the base branch's).
+    pub base_file: PathBuf,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Exit 0 when the files have the same steps, 2 when they differ, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved with `mesh plan --out`; without it, the state.
+    pub planfile: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// The recorded step IDs, one a line.
+    List,
+    /// One recorded step in full (secrets only as fingerprints).
+    Show {
+        /// A step ID such as cluster2/attach.
+        step: String,
+    },
+}
+
+/// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h")),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+    }
+    if !num.is_empty() || s.is_empty() {
+        return Err(format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("5m3").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! `mesh apply`, `mesh destroy`, and `mesh plan`'s refresh: everything that
+//! touches clusters. Runs on a tokio runtime made here.
+
+use super::{load_graph, mesh_file_sha256, render_plan, state_path};
+use crate::cli::{ApplyArgs, Cli, DestroyArgs, Format};
+use crate::output::Output;
+use crate::progress::View;
+use crate::world::World;
+use anyhow::{Context, Result, bail};
+use engine::apply::Outcome;
+use engine::executor::Stop;
+use engine::planner::{self, Mode, Refresh};
+use engine::topology::StepGraph;
+use plans::{Plan, SavedPlan};
+use state::{State, StateLock};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Reads every recorded step back from the clusters.
+pub async fn refresh(world: &World, graph: &StepGraph, state: &State, parallelism: usize) -> Result<Refresh> {
+    engine::refresh::refresh(&world.env, graph, state, world.default_kubeconfig(), parallelism)
+        .await
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            anyhow::anyhow!(
+                "the clusters could not be read, so no plan was made:\n{}\n\
+                 Fix access to those clusters, or plan from the state alone with --no-refresh",
+                lines.join("\n")
+            )
+        })
+}
+
+pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
+    let mode = Mode::Converge;
+    run(cli, out, RunArgs {
+        operation: "apply",
+        planfile: args.planfile.as_deref(),
+        auto_approve: args.auto_approve,
+        parallelism: args.parallelism.into(),
+        no_refresh: args.no_refresh,
+        lock_timeout: args.lock.lock_timeout,
+        mode,
+    })
+}
+
+pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
+    run(cli, out, RunArgs {
+        operation: "destroy",
+        planfile: None,
+        auto_approve: args.auto_approve,
+        parallelism: args.parallelism.into(),
+        no_refresh: true,
+        lock_timeout: args.lock.lock_timeout,
+        mode: Mode::Destroy,
+    })
+}
+
+struct RunArgs<'a> {
+    operation: &'static str,
+    planfile: Option<&'a std::path::Path>,
+    auto_approve: bool,
+    parallelism: usize,
+    no_refresh: bool,
+    lock_timeout: std::time::Duration,
+    mode: Mode,
+}
+
+fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
+    let (mesh, graph) = load_graph(&cli.file)?;
+    let path = state_path(cli, Some(&mesh))?;
+    let backend = state::LocalBackend::new(path.clone());
+    let mut lock = backend.lock(args.operation, args.lock_timeout)?;
+    let recorded = lock.read()?;
+    if let Some(s) = &recorded {
+        s.check_mesh_id(&mesh.mesh.id)?;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let view = Arc::new(View::new(cli.verbose > 0));
+    runtime.block_on(async {
+        let world = World::open(cli, &mesh, view.clone()).await?;
+        if let Some(v) = &mesh.mesh.istio_version {
+            world.env.istioctl.check_version(v).await?;
+        }
+        let graph = Arc::new(graph);
+        let plan: Plan = match args.planfile {
+            Some(file) => {
+                let saved = SavedPlan::read(file)?;
+                saved.check_fresh(
+                    recorded.as_ref().map(|s| s.lineage.as_str()),
+                    recorded.as_ref().map_or(0, |s| s.serial),
+                    &mesh_file_sha256(&cli.file)?,
+                )?;
+                if saved.plan.mesh != mesh.mesh.id {
+                    bail!(
+                        "{} was made for mesh `{}`, but {} describes mesh `{}`",
+                        file.display(),
+                        saved.plan.mesh,
+                        cli.file.display(),
+                        mesh.mesh.id
+                    );
+                }
+                saved.plan
+            }
+            None => {
+                let refreshed = match (&recorded, args.no_refresh) {
+                    (Some(s), false) if !s.steps.is_empty() => {
+                        Some(refresh(&world, &graph, s, args.parallelism).await?)
+                    }
+                    _ => None,
+                };
+                planner::plan(&mesh.mesh.id, &graph, recorded.as_ref(), refreshed.as_ref(), args.mode)
+            }
+        };
+        print!("{}", render_plan(&plan, Format::Text, out));
+        if !plan.summary.has_changes() {
+            world.close().await;
+            return Ok(0);
+        }
+        if args.planfile.is_none() && !confirm(args.operation, args.auto_approve)? {
+            world.close().await;
+            eprintln!("{} cancelled: nothing was changed.", capitalise(args.operation));
+            return Ok(1);
+        }
+        let state = recorded.clone().unwrap_or_else(|| State::new(&mesh.mesh.id));
+        let outcome = execute(&world, &plan, graph, state, &mut lock, args.parallelism, &view).await;
+        world.close().await;
+        Ok(summarise(args.operation, &plan, &outcome))
+    })
+}
+
+/// Runs the plan with Ctrl-C handling: the first stops starting new steps,
+/// the second aborts the running ones.
+async fn execute(
+    world: &World,
+    plan: &Plan,
+    graph: Arc<StepGraph>,
+    state: State,
+    lock: &mut StateLock,
+    parallelism: usize,
+    view: &Arc<View>,
+) -> Outcome {
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
+    let signals = tokio::spawn(async move {
+        let mut presses = 0;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            presses += 1;
+            if presses == 1 {
+                eprintln!("\nInterrupted: finishing the running steps and saving the state (Ctrl-C again to abort them).");
+                let _ = stop_tx.send(Stop::Graceful);
+            } else {
+                eprintln!("\nAborting the running steps; they will be recorded as tainted.");
+                let _ = stop_tx.send(Stop::Abort);
+                break;
+            }
+        }
+    });
+    let (_, outcome) = engine::apply::apply(
+        plan,
+        graph,
+        world.env.clone(),
+        state,
+        world.default_kubeconfig(),
+        parallelism,
+        stop_rx,
+        |st| lock.write(st).map_err(|e| e.to_string()),
+        |p| view.event(p),
+        state::now_rfc3339,
+    )
+    .await;
+    signals.abort();
+    outcome
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// Asks for `yes` on a terminal; without one, `--auto-approve` is required.
+fn confirm(operation: &str, auto_approve: bool) -> Result<bool> {
+    if auto_approve {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "{operation} changes clusters and needs confirmation, but there is no terminal to ask on: \
+             pass --auto-approve to {operation} without asking"
+        );
+    }
+    eprint!("\nDo you want to {operation} these changes? Only 'yes' will be accepted: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Prints how the run ended; returns the exit code.
+fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
+    let r = &outcome.report;
+    if outcome.is_success() {
+        let s = plan.summary;
+        eprintln!(
+            "\n{} complete: {} created, {} updated, {} destroyed.",
+            capitalise(operation),
+            s.create,
+            s.update,
+            s.delete
+        );
+        return 0;
+    }
+    eprintln!("\n{} did not complete.", capitalise(operation));
+    if !r.succeeded.is_empty() {
+        eprintln!("  done ({}): {}", r.succeeded.len(), r.succeeded.join(", "));
+    }
+    for id in &r.failed {
+        eprintln!("  failed: {id}: {}", outcome.errors.get(id).map(String::as_str).unwrap_or("(no message)"));
+    }
+    if !r.aborted.is_empty() {
+        eprintln!("  aborted (tainted): {}", r.aborted.join(", "));
+    }
+    if !r.not_started.is_empty() {
+        eprintln!("  not started ({}): {}", r.not_started.len(), r.not_started.join(", "));
+    }
+    if let Some(e) = &outcome.state_error {
+        eprintln!("  the state could not be saved: {e}");
+    }
+    eprintln!("Finished steps are recorded; run `mesh {operation}` again to resume.");
+    1
+}

@@ -1,0 +1,84 @@
+//! `mesh show` and `mesh state …`: read-only views of saved plans and state.
+
+use super::{render_plan, state_path};
+use crate::cli::{Cli, Format, ShowArgs, StateCommand};
+use crate::output::Output;
+use anyhow::{Result, bail};
+use plans::SavedPlan;
+use std::fmt::Write as _;
+
+pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
+    if let Some(file) = &args.planfile {
+        let saved = SavedPlan::read(file)?;
+        print!("{}", render_plan(&saved.plan, args.format, out));
+        return Ok(0);
+    }
+    let path = state_path(cli, None)?;
+    let Some(st) = state::read_unlocked(&path)? else {
+        bail!(
+            "there is no state at {}: nothing has been applied with it yet (pass --state to read another file)",
+            path.display()
+        );
+    };
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&st)? + "\n",
+        Format::Text => {
+            let mut s = format!(
+                "State of mesh `{}` (serial {}, lineage {}), {} steps:\n",
+                st.mesh_id,
+                st.serial,
+                st.lineage,
+                st.steps.len()
+            );
+            for (id, r) in &st.steps {
+                let _ = writeln!(s, "  {id:<45} {:<8} {}", r.status.as_str(), r.updated_at);
+            }
+            s
+        }
+        Format::Markdown => {
+            let mut s = format!(
+                "### State of mesh `{}`\n\n| step | kind | cluster | status |\n|---|---|---|---|\n",
+                st.mesh_id
+            );
+            for (id, r) in &st.steps {
+                let _ = writeln!(s, "| `{id}` | {} | {} | {} |", r.kind, r.cluster, r.status.as_str());
+            }
+            s
+        }
+    };
+    print!("{text}");
+    Ok(0)
+}
+
+pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
+    let path = state_path(cli, None)?;
+    let st = state::read_unlocked(&path)?;
+    match cmd {
+        StateCommand::List => {
+            for id in st.iter().flat_map(|s| s.steps.keys()) {
+                println!("{id}");
+            }
+        }
+        StateCommand::Show { step } => {
+            let Some(r) = st.as_ref().and_then(|s| s.steps.get(step)) else {
+                bail!(
+                    "step `{step}` is not in the state at {}: `mesh state list` shows the recorded steps",
+                    path.display()
+                );
+            };
+            println!("step:        {step}");
+            println!("kind:        {}", r.kind);
+            println!("cluster:     {}", r.cluster);
+            println!("context:     {}", r.context);
+            println!("status:      {}", r.status.as_str());
+            println!("updated:     {}", r.updated_at);
+            println!("depends on:  {}", r.depends_on.join(", "));
+            println!("fingerprint: sha256:{}", r.input_fingerprint);
+            for (k, v) in &r.outputs {
+                println!("output {k}: {v}");
+            }
+            println!("input:\n{}", r.input);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,97 @@
+//! One function per command. Each loads what it needs (mesh file, state),
+//! calls the engine, and prints; the exit code is returned, errors bubble up.
+
+mod inspect;
+mod plan;
+
+use crate::cli::{Cli, Command, Format};
+use crate::output::Output;
+use anyhow::{Context, Result, bail};
+use engine::config::{self, MeshFile};
+use engine::topology::{self, StepGraph};
+use std::path::{Path, PathBuf};
+
+pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
+    match &cli.command {
+        Command::Validate => {
+            load_mesh(&cli.file)?;
+            Ok(0)
+        }
+        Command::Graph => {
+            let (_, graph) = load_graph(&cli.file)?;
+            print!("{}", graph.to_dot());
+            Ok(0)
+        }
+        Command::Plan(args) => plan::plan(cli, args, out),
+        Command::Diff(args) => plan::diff(cli, args, out),
+        Command::Apply(args) => plan::apply(cli, args),
+        Command::Destroy(_) => needs_cluster("destroy"),
+        Command::Show(args) => inspect::show(cli, args, out),
+        Command::State(cmd) => inspect::state(cli, cmd),
+        Command::ForceUnlock { lock_id } => {
+            let path = state_path(cli, None)?;
+            state::force_unlock(&path, lock_id)?;
+            eprintln!("Lock {lock_id} on {} cleared.", path.display());
+            Ok(0)
+        }
+        Command::SandboxIstioctl { .. } => needs_cluster("the sandbox"),
+    }
+}
+
+fn needs_cluster(what: &str) -> Result<u8> {
+    bail!(
+        "{what} needs a cluster: not implemented yet in this version of mesh. \
+         `mesh plan --no-refresh`, `mesh diff` and `mesh graph` work without one."
+    )
+}
+
+/// Reads and validates the mesh file; diagnostics are returned as the error.
+pub fn load_mesh(path: &Path) -> Result<MeshFile> {
+    Ok(config::load(path)?)
+}
+
+pub fn load_graph(path: &Path) -> Result<(MeshFile, StepGraph)> {
+    let mesh = load_mesh(path)?;
+    let graph = topology::compile(&mesh)
+        .with_context(|| format!("compiling the steps of {}", path.display()))?;
+    Ok((mesh, graph))
+}
+
+/// `--state`, else the mesh file's `[state] path` (relative to the file),
+/// else `mesh.state.json` beside the mesh file.
+pub fn state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
+    if let Some(p) = &cli.state {
+        return Ok(p.clone());
+    }
+    let dir = cli
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let configured = match mesh {
+        Some(m) => m.state.path.clone(),
+        // Commands that do not need the mesh file still honour `[state] path`
+        // when the file is there and valid.
+        None => config::load(&cli.file).ok().and_then(|m| m.state.path),
+    };
+    Ok(dir.join(configured.as_deref().unwrap_or("mesh.state.json")))
+}
+
+/// The sha256 of the mesh file's bytes, for the saved plan's stale check.
+pub fn mesh_file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(providers::sha256_hex(&bytes))
+}
+
+pub fn render_plan(plan: &plans::Plan, format: Format, out: &Output) -> String {
+    match format {
+        Format::Text => plans::render::text(
+            plan,
+            &plans::render::TextOptions {
+                color: out.color_stdout,
+            },
+        ),
+        Format::Markdown => plans::render::markdown(plan),
+        Format::Json => plans::render::json(plan),
+    }
+}

@@ -1,0 +1,38 @@
+//! Terminal output: colour decisions and error printing.
+
+use std::io::{IsTerminal, Write};
+
+/// Where and how mesh prints.
+pub struct Output {
+    /// Colour on stdout: only on a terminal, never with NO_COLOR or --no-color.
+    pub color_stdout: bool,
+    pub color_stderr: bool,
+}
+
+impl Output {
+    pub fn new(no_color: bool) -> Output {
+        // https://no-color.org: any non-empty value disables colour.
+        let env_off = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let allowed = !no_color && !env_off;
+        Output {
+            color_stdout: allowed && std::io::stdout().is_terminal(),
+            color_stderr: allowed && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Prints a failure to stderr. Mesh-file diagnostics are already
+    /// formatted with their locations; everything else gets `error:` and its
+    /// chain of causes.
+    pub fn error(&self, err: &anyhow::Error) {
+        let mut stderr = std::io::stderr().lock();
+        if let Some(diags) = err.downcast_ref::<engine::config::Diagnostics>() {
+            let _ = write!(stderr, "{}", diags.render(self.color_stderr));
+            return;
+        }
+        let prefix = if self.color_stderr { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
+        let _ = writeln!(stderr, "{prefix} {err}");
+        for cause in err.chain().skip(1) {
+            let _ = writeln!(stderr, "  caused by: {cause}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The world a command acts on: real clusters through kubeconfig contexts
+//! and istioctl, or, with `--sandbox DIR`, simulated ones kept in DIR.
+
+use crate::cli::Cli;
+use crate::progress::View;
+use anyhow::Result;
+use engine::config::MeshFile;
+use providers::cluster::Clusters;
+use providers::env::Env;
+use providers::istioctl::Istioctl;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct World {
+    pub env: Arc<Env>,
+    kubeconfig: Option<PathBuf>,
+    sandbox: Option<crate::sandbox::Sandbox>,
+}
+
+impl World {
+    pub async fn open(cli: &Cli, mesh: &MeshFile, view: Arc<View>) -> Result<World> {
+        let (kubeconfig, istioctl, sandbox) = match &cli.sandbox {
+            Some(dir) => {
+                let sb = crate::sandbox::Sandbox::open(dir, mesh).await?;
+                (Some(sb.kubeconfig()), sb.istioctl()?, Some(sb))
+            }
+            None => {
+                let program = mesh.istioctl.path.clone().unwrap_or_else(|| "istioctl".into());
+                (cli.kubeconfig.clone(), Istioctl::new(program), None)
+            }
+        };
+        let mut env = Env::new(Clusters::new(kubeconfig.clone()), istioctl, kubeconfig.clone());
+        env.progress = Arc::new(move |step, what| view.say(step, what));
+        Ok(World {
+            env: Arc::new(env),
+            kubeconfig,
+            sandbox,
+        })
+    }
+
+    /// The kubeconfig for clusters without their own `kubeconfig` key.
+    pub fn default_kubeconfig(&self) -> Option<PathBuf> {
+        self.kubeconfig.clone()
+    }
+
+    /// Stops the sandbox's simulated clusters (saving them) if this command
+    /// started them.
+    pub async fn close(self) {
+        if let Some(sb) = self.sandbox {
+            sb.close().await;
+        }
+    }
+}
