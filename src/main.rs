@@ -4,6 +4,9 @@
 mod cli;
 mod commands;
 mod output;
+mod progress;
+mod sandbox;
+mod world;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,17 +1,24 @@
 //! The engine: mesh file → model → step graph → plan → execution.
 //!
 //! - [`config`]: the mesh.toml model, parsing and validation (pure).
-//! - [`topology`]: compiles a validated mesh into a [`graph::StepGraph`]; the
+//! - [`topology`]: compiles a validated mesh into a [`topology::StepGraph`]; the
 //!   one module that knows which step kinds a primary and a remote need.
 //! - [`graph`]: the step DAG (petgraph): order, dependencies, DOT.
 //! - [`planner`]: graph + recorded state (+ refresh observations) → plan (pure).
-//! - [`executor`]: runs a plan's tasks on tokio in dependency order, in parallel.
+//! - [`executor`]: runs tasks on tokio in dependency order, in parallel
+//!   (generic: it knows tasks, not steps).
+//! - [`refresh`] and [`apply`]: the glue that hands steps to `providers`
+//!   (read, apply, destroy) and records the outcome in the state.
 //!
-//! Nothing here does IO but [`config::load`] reading the mesh file; the
-//! executor runs futures that providers supply.
+//! The engine itself does no IO but [`config::load`] reading the mesh file:
+//! cluster IO happens in the futures `providers` supply, state IO in the
+//! callback the CLI passes to [`apply::apply`]. The graph and the planner
+//! do not know Istio: `providers` renders, `topology` decides which steps.
 
+pub mod apply;
 pub mod config;
 pub mod executor;
 pub mod graph;
 pub mod planner;
+pub mod refresh;
 pub mod topology;

@@ -1,12 +1,13 @@
 //! One function per command. Each loads what it needs (mesh file, state),
 //! calls the engine, and prints; the exit code is returned, errors bubble up.
 
+mod apply;
 mod inspect;
 mod plan;
 
 use crate::cli::{Cli, Command, Format};
 use crate::output::Output;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use engine::config::{self, MeshFile};
 use engine::topology::{self, StepGraph};
 use std::path::{Path, PathBuf};
@@ -24,8 +25,8 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         }
         Command::Plan(args) => plan::plan(cli, args, out),
         Command::Diff(args) => plan::diff(cli, args, out),
-        Command::Apply(args) => plan::apply(cli, args),
-        Command::Destroy(_) => needs_cluster("destroy"),
+        Command::Apply(args) => apply::apply(cli, args, out),
+        Command::Destroy(args) => apply::destroy(cli, args, out),
         Command::Show(args) => inspect::show(cli, args, out),
         Command::State(cmd) => inspect::state(cli, cmd),
         Command::ForceUnlock { lock_id } => {
@@ -34,15 +35,8 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
             eprintln!("Lock {lock_id} on {} cleared.", path.display());
             Ok(0)
         }
-        Command::SandboxIstioctl { .. } => needs_cluster("the sandbox"),
+        Command::SandboxIstioctl { args } => Ok(crate::sandbox::istioctl(args)),
     }
-}
-
-fn needs_cluster(what: &str) -> Result<u8> {
-    bail!(
-        "{what} needs a cluster: not implemented yet in this version of mesh. \
-         `mesh plan --no-refresh`, `mesh diff` and `mesh graph` work without one."
-    )
 }
 
 /// Reads and validates the mesh file; diagnostics are returned as the error.

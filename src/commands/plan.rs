@@ -1,11 +1,17 @@
-//! `mesh plan`, `mesh diff` and the plan half of `mesh apply`.
+//! `mesh plan` and `mesh diff`.
 
-use super::{load_graph, mesh_file_sha256, needs_cluster, render_plan, state_path};
-use crate::cli::{ApplyArgs, Cli, DiffArgs, PlanArgs};
+use super::{load_graph, mesh_file_sha256, render_plan, state_path};
+use crate::cli::{Cli, DiffArgs, PlanArgs};
 use crate::output::Output;
-use anyhow::{Context, Result, bail};
+use crate::progress::View;
+use crate::world::World;
+use anyhow::{Context, Result};
 use engine::planner::{self, Mode};
 use plans::SavedPlan;
+use std::sync::Arc;
+
+/// How many steps a refresh reads at once.
+const REFRESH_PARALLELISM: usize = 16;
 
 pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     let (mesh, graph) = load_graph(&cli.file)?;
@@ -16,15 +22,22 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     if let Some(s) = &recorded {
         s.check_mesh_id(&mesh.mesh.id)?;
     }
-    if !args.no_refresh && recorded.as_ref().is_some_and(|s| !s.steps.is_empty()) {
-        // Refresh reads the clusters; until providers can, say so rather
-        // than pretend the plan saw them.
-        eprintln!(
-            "note: this version of mesh cannot read clusters yet; planning from the state alone (as with --no-refresh)."
-        );
-    }
+    // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
+    // which deletes whatever is recorded) needs no cluster access at all.
+    let refreshed = match &recorded {
+        Some(s) if !args.no_refresh && !args.destroy && !s.steps.is_empty() => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            Some(runtime.block_on(async {
+                let world = World::open(cli, &mesh, Arc::new(View::new(cli.verbose > 0))).await?;
+                let r = super::apply::refresh(&world, &graph, s, REFRESH_PARALLELISM).await;
+                world.close().await;
+                r
+            })?)
+        }
+        _ => None,
+    };
     let mode = if args.destroy { Mode::Destroy } else { Mode::Converge };
-    let plan = planner::plan(&mesh.mesh.id, &graph, recorded.as_ref(), None, mode);
+    let plan = planner::plan(&mesh.mesh.id, &graph, recorded.as_ref(), refreshed.as_ref(), mode);
 
     if let Some(file) = &args.out {
         let saved = SavedPlan {
@@ -55,30 +68,4 @@ pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
     let plan = planner::diff(&mesh.mesh.id, &base, &head);
     print!("{}", render_plan(&plan, args.format, out));
     Ok(if args.detailed_exitcode && plan.summary.has_changes() { 2 } else { 0 })
-}
-
-pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
-    if let Some(file) = &args.planfile {
-        let saved = SavedPlan::read(file)?;
-        let (mesh, _) = load_graph(&cli.file)?;
-        let path = state_path(cli, Some(&mesh))?;
-        let backend = state::LocalBackend::new(path);
-        let lock = backend.lock("apply", args.lock.lock_timeout)?;
-        let recorded = lock.read()?;
-        saved.check_fresh(
-            recorded.as_ref().map(|s| s.lineage.as_str()),
-            recorded.as_ref().map_or(0, |s| s.serial),
-            &mesh_file_sha256(&cli.file)?,
-        )?;
-        if saved.plan.mesh != mesh.mesh.id {
-            bail!(
-                "{} was made for mesh `{}`, but {} describes mesh `{}`",
-                file.display(),
-                saved.plan.mesh,
-                cli.file.display(),
-                mesh.mesh.id
-            );
-        }
-    }
-    needs_cluster("apply")
 }
