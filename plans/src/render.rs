@@ -1,1 +1,322 @@
-//! The three plan formats: text, markdown, json.
+//! The three plan formats (DESIGN.md "Plans"): text for a terminal,
+//! Markdown for a pull-request comment, JSON for scripts. All deterministic:
+//! no times, no absolute paths, the plan's own order.
+
+use crate::model::{Action, Change, Plan};
+use std::fmt::Write as _;
+
+/// GitHub refuses comments over 65,536 characters; keep a margin.
+pub const MARKDOWN_LIMIT: usize = 65_000;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// ANSI colours (the CLI decides: a terminal, and no NO_COLOR).
+    pub color: bool,
+}
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const CYAN: &str = "\x1b[36m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+fn symbol(action: Action) -> &'static str {
+    match action {
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Delete => "-",
+        Action::NoOp => " ",
+    }
+}
+
+fn changed(plan: &Plan) -> impl Iterator<Item = &Change> {
+    plan.changes.iter().filter(|c| c.action != Action::NoOp)
+}
+
+/// The lines that show a change: the whole new input for a create, the
+/// whole old one for a delete, the unified diff for an update.
+pub fn body(change: &Change) -> String {
+    let prefixed = |text: &str, p: char| -> String {
+        text.lines().map(|l| format!("{p}{l}\n")).collect()
+    };
+    match change.action {
+        Action::Create => prefixed(change.after.as_deref().unwrap_or_default(), '+'),
+        Action::Delete => prefixed(change.before.as_deref().unwrap_or_default(), '-'),
+        Action::Update => {
+            // Hunks only: the ---/+++ headers repeat the step ID.
+            let diff = change.diff.as_deref().unwrap_or_default();
+            diff.lines()
+                .skip_while(|l| l.starts_with("---") || l.starts_with("+++"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        }
+        Action::NoOp => String::new(),
+    }
+}
+
+/// The summary line of the contract.
+pub fn summary_line(plan: &Plan) -> String {
+    let s = plan.summary;
+    if s.has_changes() {
+        format!("Plan: {} to create, {} to update, {} to delete.", s.create, s.update, s.delete)
+    } else {
+        "No changes.".to_string()
+    }
+}
+
+pub fn text(plan: &Plan, opts: &TextOptions) -> String {
+    let paint = |code: &str, s: &str| {
+        if opts.color {
+            format!("{code}{s}{RESET}")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    if plan.summary.has_changes() {
+        let _ = writeln!(out, "mesh `{}`: steps in the order they run\n", plan.mesh);
+    }
+    for c in changed(plan) {
+        let color = match c.action {
+            Action::Create => GREEN,
+            Action::Update => YELLOW,
+            _ => RED,
+        };
+        let head = format!("{} {} ({})", symbol(c.action), c.step, c.action.as_str());
+        let _ = writeln!(out, "{}", paint(&format!("{BOLD}{color}"), &head));
+        if let Some(r) = &c.reason {
+            let _ = writeln!(out, "    reason: {r}");
+        }
+        for line in body(c).lines() {
+            let painted = match line.chars().next() {
+                Some('+') => paint(GREEN, line),
+                Some('-') => paint(RED, line),
+                Some('@') => paint(CYAN, line),
+                _ => line.to_string(),
+            };
+            let _ = writeln!(out, "    {painted}");
+        }
+        out.push('\n');
+    }
+    let summary = summary_line(plan);
+    if plan.summary.has_changes() {
+        let _ = writeln!(out, "{}", paint(BOLD, &summary));
+    } else {
+        let _ = writeln!(
+            out,
+            "{} The clusters match the mesh file ({} steps unchanged).",
+            paint(BOLD, &summary),
+            plan.summary.unchanged
+        );
+    }
+    out
+}
+
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan serialises") + "\n"
+}
+
+pub fn markdown(plan: &Plan) -> String {
+    markdown_with_limit(plan, MARKDOWN_LIMIT)
+}
+
+/// A table cell: no line breaks, `|` and backticks escaped.
+fn cell(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace('`', "\\`")
+        .replace(['\n', '\r'], " ")
+}
+
+/// A fence longer than any run of backticks in `body`.
+fn fence(body: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for ch in body.chars() {
+        if ch == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+/// `body` cut to at most `budget` characters at a line boundary, with a
+/// closing line saying how many lines were cut.
+fn shorten(body: &str, budget: usize) -> (String, usize) {
+    if body.len() <= budget {
+        return (body.to_string(), 0);
+    }
+    let total = body.lines().count();
+    let mut kept = String::new();
+    let mut n = 0;
+    for line in body.lines() {
+        // Leave room for the note line.
+        if kept.len() + line.len() + 1 + 60 > budget {
+            break;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+        n += 1;
+    }
+    let cut = total - n;
+    let _ = writeln!(kept, "@@ … {cut} more lines not shown (comment size limit) …");
+    (kept, cut)
+}
+
+/// How many characters each body may keep so that the sum fits `budget`:
+/// small bodies keep everything, large ones share the rest equally
+/// ("water filling"), so the output is deterministic.
+fn allowances(sizes: &[usize], budget: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| (sizes[i], i));
+    let mut out = vec![0; sizes.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let share = left / (sizes.len() - k);
+        let take = sizes[i].min(share);
+        out[i] = take;
+        left -= take;
+    }
+    out
+}
+
+pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
+    let mut head = format!("### mesh plan: `{}`\n\n", cell(&plan.mesh));
+    if !plan.summary.has_changes() {
+        let _ = writeln!(
+            head,
+            "**No changes.** The clusters match the mesh file ({} steps unchanged).",
+            plan.summary.unchanged
+        );
+        return head;
+    }
+    let _ = writeln!(
+        head,
+        "**{}** ({} unchanged)\n",
+        summary_line(plan),
+        plan.summary.unchanged
+    );
+
+    let rows: Vec<String> = changed(plan)
+        .map(|c| {
+            format!(
+                "| {} | `{}` | {} | {} | {} |\n",
+                c.action.as_str(),
+                c.step,
+                cell(&c.kind),
+                cell(&c.cluster),
+                cell(c.reason.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
+    let table_head = "| action | step | kind | cluster | reason |\n|---|---|---|---|---|\n";
+    let bodies: Vec<String> = changed(plan).map(body).collect();
+    let wrappers: Vec<(String, String)> = changed(plan)
+        .zip(&bodies)
+        .map(|(c, b)| {
+            let f = fence(b);
+            (
+                format!(
+                    "<details><summary><code>{}</code> ({})</summary>\n\n{f}diff\n",
+                    c.step,
+                    c.action.as_str()
+                ),
+                format!("{f}\n\n</details>\n\n"),
+            )
+        })
+        .collect();
+
+    let note_room = 400;
+    let fixed: usize = head.len()
+        + table_head.len()
+        + rows.iter().map(String::len).sum::<usize>()
+        + 1
+        + wrappers.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>();
+    let full: usize = fixed + bodies.iter().map(String::len).sum::<usize>();
+
+    let mut out = head.clone();
+    if full <= limit {
+        out.push_str(table_head);
+        rows.iter().for_each(|r| out.push_str(r));
+        out.push('\n');
+        for ((open, close), b) in wrappers.iter().zip(&bodies) {
+            out.push_str(open);
+            out.push_str(b);
+            out.push_str(close);
+        }
+        return out;
+    }
+
+    // Every shortened diff carries a note line of ~70 characters.
+    if fixed + note_room + bodies.len() * 70 > limit {
+        // Too many steps even without diffs: list as many rows as fit.
+        out.push_str(table_head);
+        let mut shown = 0;
+        for r in &rows {
+            if out.len() + r.len() + note_room > limit {
+                break;
+            }
+            out.push_str(r);
+            shown += 1;
+        }
+        let _ = write!(
+            out,
+            "\n_{} more changed steps and every diff are not shown: the comment would exceed \
+             GitHub's size limit. `mesh plan --format text` or `--format json` shows the full plan._\n",
+            rows.len() - shown
+        );
+        return out;
+    }
+
+    let budget = limit - fixed - note_room;
+    let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+    let allow = allowances(&sizes, budget);
+    let mut cut_total = 0;
+    let mut shortened = Vec::with_capacity(bodies.len());
+    for (b, a) in bodies.iter().zip(allow) {
+        let (s, cut) = shorten(b, a);
+        cut_total += cut;
+        shortened.push(s);
+    }
+    let _ = writeln!(
+        out,
+        "_Some diffs were shortened to keep this comment under GitHub's size limit \
+         ({cut_total} lines not shown). `mesh plan --format text` or `--format json` shows them all._\n"
+    );
+    out.push_str(table_head);
+    rows.iter().for_each(|r| out.push_str(r));
+    out.push('\n');
+    for ((open, close), b) in wrappers.iter().zip(&shortened) {
+        out.push_str(open);
+        out.push_str(b);
+        out.push_str(close);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowances_fill_small_first_and_share_the_rest() {
+        assert_eq!(allowances(&[10, 1000, 1000], 310), vec![10, 150, 150]);
+        assert_eq!(allowances(&[10, 20], 100), vec![10, 20]);
+        assert_eq!(allowances(&[], 100), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn fences_outgrow_backticks_in_the_body() {
+        assert_eq!(fence("plain"), "```");
+        assert_eq!(fence("a ```` b"), "`````");
+    }
+
+    #[test]
+    fn cells_cannot_break_the_table() {
+        assert_eq!(cell("a|b`c\nd"), "a\\|b\\`c d");
+    }
+}

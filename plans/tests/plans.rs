@@ -1,0 +1,187 @@
+//! The plan formats and saved plans.
+
+use plans::render::{self, TextOptions};
+use plans::{Action, Change, Plan, SavedPlan, SavedPlanError};
+use std::os::unix::fs::PermissionsExt;
+
+fn change(step: &str, action: Action, before: Option<&str>, after: Option<&str>) -> Change {
+    Change {
+        step: step.into(),
+        kind: step.split('/').nth(1).unwrap().into(),
+        cluster: step.split('/').next().unwrap().into(),
+        action,
+        depends_on: vec![],
+        reason: Some(match action {
+            Action::Create => "not in the state yet".into(),
+            Action::Update => "input changed".into(),
+            Action::Delete => "no longer in the mesh file".into(),
+            Action::NoOp => String::new(),
+        })
+        .filter(|r: &String| !r.is_empty()),
+        diff: match action {
+            Action::NoOp => None,
+            _ => Some(plans::diff::unified(before.unwrap_or(""), after.unwrap_or(""), step)),
+        },
+        before: before.map(Into::into),
+        after: after.map(Into::into),
+    }
+}
+
+fn sample() -> Plan {
+    Plan::new(
+        "mesh1",
+        vec![
+            change("cluster3/attach", Action::Delete, Some("kind: Secret\nname: s\n"), None),
+            change("cluster1/install-control-plane", Action::NoOp, Some("a\n"), Some("a\n")),
+            change(
+                "cluster2/install-remote",
+                Action::Update,
+                Some("profile: remote\nremotePilotAddress: 1.1.1.1\n"),
+                Some("profile: remote\nremotePilotAddress: 2.2.2.2\n"),
+            ),
+            change("cluster4/prepare-namespace", Action::Create, None, Some("kind: Namespace\n")),
+        ],
+    )
+}
+
+#[test]
+fn text_lists_changes_with_symbols_and_the_summary() {
+    let t = render::text(&sample(), &TextOptions { color: false });
+    assert!(t.contains("- cluster3/attach (delete)\n    reason: no longer in the mesh file\n    -kind: Secret"), "{t}");
+    assert!(t.contains("~ cluster2/install-remote (update)"));
+    assert!(t.contains("    -remotePilotAddress: 1.1.1.1\n    +remotePilotAddress: 2.2.2.2"), "{t}");
+    assert!(t.contains("+ cluster4/prepare-namespace (create)\n    reason: not in the state yet\n    +kind: Namespace"));
+    assert!(!t.contains("install-control-plane"), "no-ops are not listed");
+    assert!(t.trim_end().ends_with("Plan: 1 to create, 1 to update, 1 to delete."));
+    assert!(!t.contains('\x1b'));
+    let c = render::text(&sample(), &TextOptions { color: true });
+    assert!(c.contains("\x1b[32m") && c.contains("\x1b[31m") && c.contains("\x1b[0m"));
+}
+
+#[test]
+fn no_changes() {
+    let p = Plan::new("mesh1", vec![change("c/x", Action::NoOp, Some("a\n"), Some("a\n"))]);
+    let t = render::text(&p, &TextOptions::default());
+    assert!(t.starts_with("No changes."), "{t}");
+    assert!(render::markdown(&p).contains("**No changes.**"));
+    assert_eq!(p.summary.unchanged, 1);
+}
+
+#[test]
+fn markdown_has_summary_table_and_collapsible_diffs() {
+    let m = render::markdown(&sample());
+    assert!(m.starts_with("### mesh plan: `mesh1`\n\n**Plan: 1 to create, 1 to update, 1 to delete.** (1 unchanged)"));
+    assert!(m.contains("| action | step | kind | cluster | reason |"));
+    assert!(m.contains("| update | `cluster2/install-remote` | install-remote | cluster2 | input changed |"));
+    assert!(m.contains("<details><summary><code>cluster3/attach</code> (delete)</summary>\n\n```diff\n-kind: Secret"));
+    assert_eq!(m.matches("<details>").count(), 3);
+    assert_eq!(m.matches("</details>").count(), 3);
+    assert_eq!(m, render::markdown(&sample()), "deterministic");
+}
+
+#[test]
+fn markdown_stays_under_the_limit_and_says_what_it_cut() {
+    let big: String = (0..5000).map(|i| format!("line {i} of a long document\n")).collect();
+    let p = Plan::new(
+        "mesh1",
+        vec![
+            change("c1/install-control-plane", Action::Create, None, Some(&big)),
+            change("c2/install-remote", Action::Create, None, Some("small\n")),
+        ],
+    );
+    for limit in [4_000, 20_000, 65_000] {
+        let m = render::markdown_with_limit(&p, limit);
+        assert!(m.len() <= limit, "{} > {limit}", m.len());
+        assert!(m.contains("lines not shown"), "{m}");
+        assert!(m.contains("+small"), "small diffs are kept whole");
+        assert_eq!(m.matches("</details>").count(), 2);
+    }
+    // Very many steps: the table itself is cut.
+    let many: Vec<Change> = (0..3000)
+        .map(|i| change(&format!("c{i}/attach"), Action::Create, None, Some("x\n")))
+        .collect();
+    let m = render::markdown_with_limit(&Plan::new("mesh1", many), 65_000);
+    assert!(m.len() <= 65_000);
+    assert!(m.contains("more changed steps"));
+}
+
+#[test]
+fn content_cannot_break_fences_or_tables() {
+    let mut c = change("c/attach", Action::Create, None, Some("```\n| not a cell\n"));
+    c.reason = Some("a | b `c`".into());
+    let m = render::markdown(&Plan::new("m", vec![c]));
+    assert!(m.contains("````diff\n+```\n+| not a cell\n````"), "{m}");
+    assert!(m.contains("a \\| b \\`c\\`"), "{m}");
+}
+
+#[test]
+fn json_has_exactly_the_contract_keys() {
+    let j: serde_json::Value = serde_json::from_str(&render::json(&sample())).unwrap();
+    let mut top: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+    top.sort();
+    assert_eq!(top, ["changes", "format_version", "mesh", "summary"]);
+    let mut keys: Vec<&str> = j["changes"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["action", "after", "before", "cluster", "depends_on", "diff", "kind", "reason", "step"]);
+    assert_eq!(j["changes"][1]["action"], "no-op");
+    assert_eq!(j["summary"], serde_json::json!({"create": 1, "update": 1, "delete": 1, "unchanged": 1}));
+    let back: Plan = serde_json::from_value(j).unwrap();
+    assert_eq!(back, sample());
+}
+
+fn saved() -> SavedPlan {
+    SavedPlan {
+        plan: sample(),
+        destroy: false,
+        lineage: Some("abc".into()),
+        serial: 3,
+        mesh_file_sha256: "f".repeat(64),
+        mesh_version: "0.1.0".into(),
+    }
+}
+
+#[test]
+fn saved_plans_round_trip_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.plan");
+    saved().write(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(SavedPlan::read(&path).unwrap(), saved());
+}
+
+#[test]
+fn files_that_are_not_plans_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("empty", &b""[..]),
+        ("garbage", &[0xff, 0x00, 0x13][..]),
+        ("json", &b"{\"hello\": 1}"[..]),
+        ("state", &b"{\"format_version\": 1, \"lineage\": \"x\", \"serial\": 1, \"mesh_id\": \"m\", \"steps\": {}}"[..]),
+        ("future", &b"{\"mesh_saved_plan\": 9}"[..]),
+        ("broken", &b"{\"mesh_saved_plan\": 1, \"plan\": 3}"[..]),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        let e = SavedPlan::read(&p).unwrap_err();
+        assert!(matches!(e, SavedPlanError::NotAPlan { .. }), "{name}: {e}");
+        assert!(e.to_string().contains("mesh plan --out"), "{e}");
+    }
+    let e = SavedPlan::read(&dir.path().join("missing")).unwrap_err();
+    assert!(matches!(e, SavedPlanError::Read { .. }));
+}
+
+#[test]
+fn stale_plans_are_refused_with_the_reason() {
+    let s = saved();
+    let sha = "f".repeat(64);
+    assert!(s.check_fresh(Some("abc"), 3, &sha).is_ok());
+    let reason = |r: Result<(), SavedPlanError>| r.unwrap_err().to_string();
+    assert!(reason(s.check_fresh(Some("abc"), 3, "0")).contains("mesh file changed"));
+    assert!(reason(s.check_fresh(Some("abc"), 5, &sha)).contains("serial 3 → 5"));
+    assert!(reason(s.check_fresh(Some("xyz"), 3, &sha)).contains("another state"));
+    assert!(reason(s.check_fresh(None, 0, &sha)).contains("no state now"));
+    let fresh = SavedPlan { lineage: None, serial: 0, ..saved() };
+    assert!(fresh.check_fresh(None, 0, &sha).is_ok());
+    assert!(reason(fresh.check_fresh(Some("new"), 1, &sha)).contains("before any state"));
+    assert!(reason(fresh.check_fresh(Some("new"), 1, &sha)).starts_with("stale plan"));
+}
