@@ -157,6 +157,7 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                     remote_context: r.context.clone(),
                     primary: p.name.clone(),
                     api_server: r.api_server.clone(),
+                    remote_kubeconfig: target(r).kubeconfig,
                 }),
             ))?;
             b.depend(&attach, &remote);

@@ -2,12 +2,66 @@
 //! (or `istiod-vs-<rev>`) in istio-system, server-side applied.
 
 use crate::rendered::Rendered;
+use serde_json::{Value, json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     pub revision: Option<String>,
 }
 
-pub fn render(_input: &Input) -> Rendered {
-    todo!()
+/// samples/multicluster/expose-istiod.yaml, or with a revision the
+/// expose-istiod-rev.yaml.tmpl with `{{.Revision}}` filled in; both with
+/// `metadata.namespace: istio-system`, where the guide applies them.
+pub fn render(input: &Input) -> Rendered {
+    let gateway = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "istiod-gateway", "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"istio": "eastwestgateway"},
+            "servers": [
+                {"port": {"name": "tls-istiod", "number": 15012, "protocol": "tls"},
+                 "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]},
+                {"port": {"name": "tls-istiodwebhook", "number": 15017, "protocol": "tls"},
+                 "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]},
+            ]
+        }
+    });
+    let (vs_name, sni, host) = match input.revision.as_deref() {
+        Some(rev) if !rev.is_empty() => (
+            format!("istiod-vs-{rev}"),
+            vec![
+                format!("istiod-{rev}.istio-system.svc"),
+                format!("istiod-{rev}.istio-system.svc.cluster.local"),
+            ],
+            format!("istiod-{rev}.istio-system.svc.cluster.local"),
+        ),
+        _ => (
+            "istiod-vs".to_string(),
+            vec!["*".to_string()],
+            "istiod.istio-system.svc.cluster.local".to_string(),
+        ),
+    };
+    let route = |port: u16, target: u16| {
+        json!({
+            "match": [{"port": port, "sniHosts": sni}],
+            "route": [{"destination": {"host": host, "port": {"number": target}}}],
+        })
+    };
+    let virtual_service = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": vs_name, "namespace": NAMESPACE},
+        "spec": {
+            "hosts": ["*"],
+            "gateways": ["istiod-gateway"],
+            "tls": [route(15012, 15012), route(15017, 443)],
+        }
+    });
+    Rendered {
+        documents: vec![gateway, virtual_service],
+        unknown: false,
+    }
 }
+
+const NAMESPACE: &str = "istio-system";

@@ -1,7 +1,7 @@
 //! `P/install-control-plane`: `istioctl install` of the primary's control plane.
 
-use crate::rendered::Rendered;
-use serde_json::{Map, Value};
+use crate::rendered::{Rendered, deep_merge};
+use serde_json::{Map, Value, json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
@@ -15,6 +15,33 @@ pub struct Input {
     pub values: Map<String, Value>,
 }
 
-pub fn render(_input: &Input) -> Rendered {
-    todo!("render the primary's IstioOperator")
+/// The seed's cluster1 document (`apiVersion`, `kind`, `spec.values.global`
+/// with meshID, clusterName and network), `EXTERNAL_ISTIOD` folded in so it
+/// shows in plans, the revision, then the user's values on top.
+pub fn render(input: &Input) -> Rendered {
+    let mut values = json!({
+        "global": {
+            "meshID": input.mesh_id,
+            "multiCluster": {"clusterName": input.cluster},
+            "network": input.network,
+        }
+    });
+    if input.external_istiod {
+        values["pilot"] = json!({"env": {"EXTERNAL_ISTIOD": true}});
+    }
+    let mut values = values.as_object().cloned().unwrap_or_default();
+    deep_merge(&mut values, &input.values);
+    let mut spec = Map::new();
+    if let Some(rev) = &input.revision {
+        spec.insert("revision".into(), Value::from(rev.as_str()));
+    }
+    spec.insert("values".into(), Value::Object(values));
+    Rendered {
+        documents: vec![json!({
+            "apiVersion": "install.istio.io/v1alpha1",
+            "kind": "IstioOperator",
+            "spec": spec,
+        })],
+        unknown: false,
+    }
 }

@@ -1,8 +1,8 @@
 //! `P/install-eastwest-gateway`: `istioctl install` of the east-west gateway
 //! (what `samples/multicluster/gen-eastwest-gateway.sh --network N` prints).
 
-use crate::rendered::Rendered;
-use serde_json::{Map, Value};
+use crate::rendered::{Rendered, deep_merge};
+use serde_json::{Map, Value, json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
@@ -12,6 +12,52 @@ pub struct Input {
     pub values: Map<String, Value>,
 }
 
-pub fn render(_input: &Input) -> Rendered {
-    todo!()
+/// Exactly what `gen-eastwest-gateway.sh --network <network> [--revision
+/// <rev>]` prints (reference/eastwest-gateway-network1.yaml), with the
+/// user's values merged into `spec.values`.
+pub fn render(input: &Input) -> Rendered {
+    let net = input.network.as_str();
+    let mut values = json!({
+        "gateways": {"istio-ingressgateway": {"injectionTemplate": "gateway"}},
+        "global": {"network": net},
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    deep_merge(&mut values, &input.values);
+    Rendered {
+        documents: vec![json!({
+            "apiVersion": "install.istio.io/v1alpha1",
+            "kind": "IstioOperator",
+            "metadata": {"name": "eastwest"},
+            "spec": {
+                "revision": input.revision.as_deref().unwrap_or(""),
+                "profile": "empty",
+                "components": {
+                    "ingressGateways": [{
+                        "name": "istio-eastwestgateway",
+                        "label": {
+                            "istio": "eastwestgateway",
+                            "app": "istio-eastwestgateway",
+                            "topology.istio.io/network": net,
+                        },
+                        "enabled": true,
+                        "k8s": {
+                            "env": [{"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": net}],
+                            "service": {
+                                "ports": [
+                                    {"name": "status-port", "port": 15021, "targetPort": 15021},
+                                    {"name": "tls", "port": 15443, "targetPort": 15443},
+                                    {"name": "tls-istiod", "port": 15012, "targetPort": 15012},
+                                    {"name": "tls-webhook", "port": 15017, "targetPort": 15017},
+                                ]
+                            }
+                        }
+                    }]
+                },
+                "values": values,
+            }
+        })],
+        unknown: false,
+    }
 }

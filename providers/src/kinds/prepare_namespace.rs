@@ -2,6 +2,7 @@
 //! primary that manages it (`topology.istio.io/controlPlaneClusters`).
 
 use crate::rendered::Rendered;
+use serde_json::{Value, json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
@@ -9,6 +10,17 @@ pub struct Input {
     pub primary: String,
 }
 
-pub fn render(_input: &Input) -> Rendered {
-    todo!()
+/// The namespace as the guide leaves it: istio-system, annotated.
+pub fn render(input: &Input) -> Rendered {
+    Rendered {
+        documents: vec![json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": "istio-system",
+                "annotations": {"topology.istio.io/controlPlaneClusters": input.primary},
+            }
+        })],
+        unknown: false,
+    }
 }
