@@ -204,16 +204,16 @@ pub async fn apply(
                             let rec = planner::record(step, &graph, input, applied.outputs.clone(), Status::Applied, now());
                             st.steps.insert(id.to_string(), rec);
                         }
-                        progress(Progress::Finished { step: id, action: action(id), elapsed: *elapsed, log: &applied.log });
+                        progress(Progress::Finished { step: id, action: action(id), elapsed, log: &applied.log });
                     }
                     Ok(Done::Deleted { log }) => {
                         st.steps.remove(id);
-                        progress(Progress::Finished { step: id, action: action(id), elapsed: *elapsed, log });
+                        progress(Progress::Finished { step: id, action: action(id), elapsed, log });
                     }
                     Err(f) => {
                         taint(&mut st, &graph, id, f.input.as_ref(), now());
                         errors.insert(id.to_string(), f.error.clone());
-                        progress(Progress::Failed { step: id, action: action(id), elapsed: *elapsed, error: &f.error, log: "" });
+                        progress(Progress::Failed { step: id, action: action(id), elapsed, error: &f.error, log: "" });
                     }
                 }
                 if let Err(e) = persist(&mut st) {

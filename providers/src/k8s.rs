@@ -63,7 +63,8 @@ pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    conn.call(&format!("applying {} {name}", ar.kind), || a.patch(&name, &pp, &Patch::Apply(doc)))
+    let patch = Patch::Apply(doc);
+    conn.call(&format!("applying {} {name}", ar.kind), || a.patch(&name, &pp, &patch))
         .await
         .map(|_| ())
 }
@@ -91,6 +92,18 @@ pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> 
         })
         .await;
     result
+}
+
+/// Applies a JSON merge patch to the object of a rendered document.
+pub async fn merge_patch(conn: &Connection, doc: &Value, patch: &Value) -> Result<(), ClusterError> {
+    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let name = name_of(doc).to_string();
+    let a = api(conn, &ar, namespace_of(doc));
+    let pp = PatchParams::default();
+    let patch = Patch::Merge(patch);
+    conn.call(&format!("patching {} {name}", ar.kind), || a.patch(&name, &pp, &patch))
+        .await
+        .map(|_| ())
 }
 
 /// Whether every field of `want` has the same value in `live` (objects

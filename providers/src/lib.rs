@@ -6,10 +6,15 @@
 //! The engine never looks inside a rendered document: it only compares,
 //! fingerprints and orders them. Everything Istio-specific lives here.
 
+pub mod cluster;
+pub mod env;
+pub mod istioctl;
+pub mod k8s;
 pub mod kinds;
 pub mod observe;
 pub mod rendered;
+pub mod run;
 
 pub use kinds::{StepInput, StepKind};
 pub use observe::Observation;
-pub use rendered::{KNOWN_AFTER_APPLY, Known, Rendered, Sensitive, Target, sha256_hex};
+pub use rendered::{KNOWN_AFTER_APPLY, Known, Rendered, Sensitive, Target, deep_merge, redact, sha256_hex};

@@ -1,67 +1,130 @@
-//! Everything that can go wrong with a state file, each saying what to do.
+//! Everything that can go wrong with a state file or its lock.
+//!
+//! Each message names the file, says what is wrong and what to do next: the
+//! CLI prints them as they are. Callers that need to react (the CLI's exit
+//! code, a retry) match on the variant instead of the text.
 
 use crate::lock::LockInfo;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot read the state file {path}: {source}. Check its permissions, or pass --state to use another file")]
+    /// The file exists but could not be read (permissions, a folder, IO).
+    #[error(
+        "cannot read the state file {path}: {source}. Check that it is a file you can read, \
+         or pass --state to use another state file"
+    )]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+
+    /// Not JSON, or not the shape of a state. `detail` carries serde's
+    /// `line N column M` where there is one.
     #[error(
-        "the state file {path} is not valid ({detail}). mesh will not overwrite a file it cannot read; \
-         the previous version is at {path}.backup: inspect it and restore it by hand"
+        "the state file {path} is corrupt: {detail}. The previous version is at {backup}; \
+         inspect it and restore it by hand: mesh will not overwrite a file it cannot read"
     )]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        path: PathBuf,
+        backup: PathBuf,
+        detail: String,
+    },
+
+    /// Written by a newer mesh whose format this one does not know.
     #[error(
-        "the state file {path} has format version {found}, written by a newer mesh (this one reads up to {supported}): upgrade mesh"
+        "the state file {path} has format version {found}: it was written by a newer mesh \
+         (this one reads format {supported} and older). Upgrade mesh; \
+         mesh will not overwrite a file it cannot read"
     )]
     NewerFormat {
         path: PathBuf,
         found: u64,
         supported: u32,
     },
+
+    /// The state records another mesh ID than the mesh file declares.
     #[error(
-        "this state belongs to mesh `{found}`, but the mesh file says `{expected}`: pass --state to use the state of mesh `{expected}`"
+        "this state belongs to mesh `{found}`, the mesh file says `{expected}`: \
+         pass --state to use another state file"
     )]
     OtherMesh { found: String, expected: String },
+
+    /// The file on disk is no longer the one this state was read from
+    /// (another lineage, or a larger serial): writing would lose it.
+    #[error(
+        "the state file {path} changed since it was read ({detail}); mesh will not overwrite it. \
+         Run the command again to start from the file as it is now"
+    )]
+    Changed { path: PathBuf, detail: String },
+
+    /// Writing failed; the previous state file is unchanged.
     #[error("cannot write the state file {path}: {source}. The previous state is unchanged")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+
+    /// Another command holds the lock (`info` is None when its record could
+    /// not be read, e.g. it is being written at this instant).
     #[error("{}", locked_message(.path, .info.as_ref()))]
-    Locked { path: PathBuf, info: Option<LockInfo> },
-    #[error("cannot lock the state: {path}: {source}")]
+    Locked {
+        path: PathBuf,
+        info: Option<LockInfo>,
+    },
+
+    /// The lock file itself could not be opened, locked or written.
+    #[error("cannot lock the state with {path}: {source}")]
     Lock {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Unlock(String),
+
+    /// `force-unlock` found no lock record.
+    #[error("the state {path} is not locked: there is nothing to unlock")]
+    NotLocked { path: PathBuf },
+
+    /// `force-unlock` was given another ID than the recorded one.
+    #[error(
+        "the lock on {path} has ID {actual}, not {given}: check the ID \
+         (a refused command prints it) and try again"
+    )]
+    LockIdMismatch {
+        path: PathBuf,
+        given: String,
+        actual: String,
+    },
+
+    /// `force-unlock` of a lock a live process holds.
+    #[error(
+        "lock {} on {path} is held by a running process: {} (pid {}) running `{}` since {}. \
+         The lock is released when that process ends: let it finish, or stop it if it is stuck. \
+         force-unlock only clears a lock whose holder is gone",
+        .info.id, .info.who, .info.pid, .info.operation, .info.created
+    )]
+    LockHeld { path: PathBuf, info: LockInfo },
 }
 
 fn locked_message(path: &std::path::Path, info: Option<&LockInfo>) -> String {
     match info {
         Some(i) => format!(
-            "the state is locked by another mesh command: {} (pid {}) is running `{}` since {} (lock ID {}, {}). \
-             Wait for it to finish, or pass --lock-timeout 5m to wait for it; \
-             if its process is gone and the lock is stuck, `mesh force-unlock {}`",
+            "the state {} is locked by {} (pid {}) running `{}` since {} (lock ID {}). \
+             Wait for it to finish, pass --lock-timeout 60s to wait for it, \
+             or if the holder is gone and the lock is stuck, `mesh force-unlock {}`",
+            path.display(),
             i.who,
             i.pid,
             i.operation,
             i.created,
             i.id,
-            path.display(),
             i.id
         ),
         None => format!(
-            "the state is locked by another mesh command ({}). Wait for it to finish, or pass --lock-timeout 5m to wait for it",
+            "the state {} is locked by another mesh command (its lock record is not readable yet). \
+             Wait for it to finish, or pass --lock-timeout 60s to wait for it",
             path.display()
         ),
     }

@@ -1,22 +1,47 @@
-//! The state: what mesh has applied, step by step.
+//! The state: what mesh has applied, step by step, and how it is kept safe.
 //!
-//! - [`model`]: [`State`] and [`StepRecord`], the JSON file's contract.
+//! A map of the crate:
+//!
+//! - [`model`]: [`State`] and [`StepRecord`], the JSON file's contract
+//!   (docs/state.md describes it field by field).
 //! - [`local`]: the local file backend: atomic replace (temp, fsync,
-//!   rename), mode 0600, `<state>.backup`, reads that refuse what they
-//!   cannot understand.
+//!   rename), mode 0600, `<state>.backup`, and reads that refuse what they
+//!   cannot understand rather than guess.
 //! - [`lock`]: the exclusive lock on `<state>.lock`, an OS file lock so a
-//!   killed holder never leaves it held, and `force-unlock`.
+//!   killed holder never leaves it held, its holder record, and
+//!   [`force_unlock`].
+//! - [`backend`]: the traits a remote backend would implement.
+//! - `error`: [`StateError`], every failure with what to do about it.
 //!
-//! Pure data plus file IO; no other workspace crate is needed.
+//! Typical use, by a command that changes clusters:
+//!
+//! ```no_run
+//! # use state::*; use std::time::Duration;
+//! # fn main() -> Result<(), StateError> {
+//! let backend = LocalBackend::new("mesh.state.json".into());
+//! let mut lock = backend.lock("apply", Duration::from_secs(60))?;
+//! let mut st = match lock.read()? {
+//!     Some(st) => { st.check_mesh_id("mesh1")?; st }
+//!     None => State::new("mesh1"),
+//! };
+//! // … apply a step, then:
+//! // st.record("cluster2/attach", record);
+//! lock.write(&mut st)?; // serial + 1, atomically, previous kept as .backup
+//! # Ok(()) }
+//! ```
+//!
+//! Pure data plus file IO: no other workspace crate, no async.
 
+pub mod backend;
 mod error;
 pub mod local;
 pub mod lock;
 pub mod model;
 mod time;
 
+pub use backend::{Backend, LockedState};
 pub use error::StateError;
 pub use local::{LocalBackend, StateLock, read_unlocked};
-pub use lock::{LockInfo, force_unlock};
+pub use lock::{LockInfo, force_unlock, lock_path};
 pub use model::{FORMAT_VERSION, State, Status, StepRecord};
-pub use time::now_rfc3339;
+pub use time::{format_rfc3339, now_rfc3339};

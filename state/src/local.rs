@@ -1,13 +1,26 @@
 //! The local file backend: one JSON file, replaced whole and atomically.
 //!
-//! A write goes to a temporary file in the same folder (mode 0600), is
-//! fsynced, the current file is kept as `<state>.backup`, and the temporary
-//! file is renamed over the state, then the folder is fsynced. A crash at
-//! any point leaves either the old or the new state, never a mix.
+//! A write never edits the state file in place. It
+//!
+//! 1. refuses if the file on disk is not one it may replace (corrupt, a
+//!    newer format, another lineage, or a larger serial than the state
+//!    being written was read with);
+//! 2. writes the new JSON to `<state>.tmp-<random>` in the same folder
+//!    (mode 0600) and fsyncs it;
+//! 3. copies the current file to `<state>.backup`, itself through a
+//!    temporary file and a rename, so the backup is never half written;
+//! 4. renames the temporary file over the state (atomic within a folder);
+//! 5. fsyncs the folder, which makes the rename durable.
+//!
+//! A crash at any point leaves the old state or the new one, never a mix;
+//! at worst a temporary file stays behind, which reads ignore and the next
+//! write removes. On an error the temporary files are removed and the
+//! caller's serial is put back.
 
+use crate::StateError;
 use crate::lock::{self, Held, LockInfo};
 use crate::model::{FORMAT_VERSION, State, random_id};
-use crate::StateError;
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,7 +41,9 @@ impl LocalBackend {
         &self.path
     }
 
-    /// Takes the lock for `operation`, waiting up to `timeout`.
+    /// Takes the lock on `<state>.lock` for `operation` (`plan`, `apply`,
+    /// `destroy`), retrying until `timeout` (zero: fail at once). A refusal
+    /// is [`StateError::Locked`] with the holder's details.
     pub fn lock(&self, operation: &str, timeout: Duration) -> Result<StateLock, StateError> {
         let held = lock::acquire(&self.path, operation, timeout)?;
         Ok(StateLock {
@@ -38,7 +53,8 @@ impl LocalBackend {
     }
 }
 
-/// The state, locked: reads and writes go through here.
+/// The state, locked: reads and writes go through here. Dropping it
+/// releases the lock.
 #[derive(Debug)]
 pub struct StateLock {
     path: PathBuf,
@@ -46,8 +62,13 @@ pub struct StateLock {
 }
 
 impl StateLock {
+    /// This lock's record (its ID, operation, pid…).
     pub fn info(&self) -> &LockInfo {
         &self.held.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The state, or None when there is no file yet.
@@ -55,19 +76,24 @@ impl StateLock {
         read_unlocked(&self.path)
     }
 
-    /// Writes `state` (its serial incremented first) atomically, keeping the
-    /// previous file as `<state>.backup`. On error nothing has changed.
+    /// Writes `state` atomically with its serial incremented (and its
+    /// format version set to this mesh's), keeping the previous file as
+    /// `<state>.backup`. On error nothing on disk has changed and `state`
+    /// is as it was.
     pub fn write(&mut self, state: &mut State) -> Result<(), StateError> {
+        let before = (state.serial, state.format_version);
         state.serial += 1;
-        let result = write_atomic(&self.path, state);
+        state.format_version = FORMAT_VERSION;
+        let result = write_atomic(&self.path, state, before.0);
         if result.is_err() {
-            state.serial -= 1;
+            (state.serial, state.format_version) = before;
         }
         result
     }
 }
 
-/// Reads a state file without the lock (for read-only commands).
+/// Reads a state file without the lock, for read-only commands (`mesh
+/// state list`, `mesh show`). None when there is no file.
 pub fn read_unlocked(path: &Path) -> Result<Option<State>, StateError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -82,20 +108,24 @@ pub fn read_unlocked(path: &Path) -> Result<Option<State>, StateError> {
     parse(path, &bytes).map(Some)
 }
 
-/// Checks the format version before the shape, so a newer file is reported
-/// as newer rather than as corrupt.
-fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+/// Parses a state file. The format version is looked at before the shape,
+/// so a newer file is reported as newer rather than as corrupt.
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    let corrupt = |detail: String| StateError::Corrupt {
         path: path.to_path_buf(),
-        detail: format!("not JSON: {e}"),
-    })?;
-    let version = value.get("format_version").and_then(serde_json::Value::as_u64);
-    match version {
+        backup: sibling(path, ".backup"),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+    match value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+    {
         None => {
-            return Err(StateError::Corrupt {
-                path: path.to_path_buf(),
-                detail: "no format_version: is this a mesh state file?".into(),
-            });
+            return Err(corrupt(
+                "no numeric `format_version` field: is this a mesh state file?".into(),
+            ));
         }
         Some(v) if v > u64::from(FORMAT_VERSION) => {
             return Err(StateError::NewerFormat {
@@ -106,67 +136,239 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
         }
         Some(_) => {}
     }
-    serde_json::from_value(value).map_err(|e| StateError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
+    // From the bytes again (not the Value) so the error has line and column.
+    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its file name: `<state>.backup`.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
 }
 
-/// Creates `path` new with mode 0600, writes `bytes`, fsyncs.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// A complete new file beside its target, fsynced, not yet renamed into
+/// place. Deliberately not removed on drop: if the process dies here, this
+/// is exactly what is left, and the target is untouched.
+struct Staged {
+    tmp: PathBuf,
 }
 
-fn write_atomic(path: &Path, state: &State) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
+impl Staged {
+    /// Writes `bytes` to `<target><infix>.tmp-<random>`, new, mode 0600.
+    fn new(target: &Path, infix: &str, bytes: &[u8]) -> std::io::Result<Staged> {
+        let tmp = sibling(target, &format!("{infix}.tmp-{}", &random_id()[..12]));
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&tmp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        match written {
+            Ok(()) => Ok(Staged { tmp }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames it over `target` (atomic: readers see old or new).
+    fn commit(self, target: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.tmp, target).inspect_err(|_| {
+            let _ = std::fs::remove_file(&self.tmp);
+        })
+    }
+
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// The file a write replaces: a symlinked state is replaced at its
+/// destination, so the link survives.
+fn real_target(path: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Removes temporary files earlier writes left behind (a crash between
+/// writing and renaming). Only called under the lock, so none of them
+/// belongs to a write in progress.
+pub(crate) fn remove_leftovers(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefixes: [OsString; 2] = [".tmp-", ".backup.tmp-"].map(|s| {
+        let mut p = name.to_owned();
+        p.push(s);
+        p
+    });
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let bytes = file_name.as_encoded_bytes();
+        if prefixes
+            .iter()
+            .any(|p| bytes.starts_with(p.as_encoded_bytes()))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Refuses to replace a file this state was not read from: the guarantee
+/// that a corrupt, newer or foreign state is never overwritten holds even
+/// for a caller that skipped `read`.
+fn check_replaceable(
+    path: &Path,
+    current: &[u8],
+    state: &State,
+    read_serial: u64,
+) -> Result<(), StateError> {
+    let on_disk = parse(path, current)?;
+    let changed = |detail: String| StateError::Changed {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if on_disk.lineage != state.lineage {
+        return Err(changed(format!(
+            "it is another state: lineage {} on disk, {} in memory",
+            on_disk.lineage, state.lineage
+        )));
+    }
+    if on_disk.serial > read_serial {
+        return Err(changed(format!(
+            "serial {} on disk is newer than serial {read_serial} it was read at",
+            on_disk.serial
+        )));
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, state: &State, read_serial: u64) -> Result<(), StateError> {
+    let write_err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let json = serde_json::to_string_pretty(state).expect("state serialises") + "\n";
-    let tag = &random_id()[..8];
-    let tmp = sibling(path, &format!(".tmp-{tag}"));
-    if let Err(e) = write_new(&tmp, json.as_bytes()) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    // The current file becomes the backup, itself replaced atomically.
-    match std::fs::read(path) {
-        Ok(previous) => {
-            let backup_tmp = sibling(path, &format!(".backup.tmp-{tag}"));
-            let kept = write_new(&backup_tmp, &previous)
-                .and_then(|_| std::fs::rename(&backup_tmp, sibling(path, ".backup")));
-            if let Err(e) = kept {
-                let _ = std::fs::remove_file(&backup_tmp);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(err(e));
-            }
+    let target = real_target(path);
+    let current = match std::fs::read(&target) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
+    };
+    if let Some(current) = &current {
+        check_replaceable(path, current, state, read_serial)?;
+    }
+    remove_leftovers(&target);
+
+    let json = serde_json::to_string_pretty(state)
+        .map_err(|e| write_err(std::io::Error::other(e)))?
+        + "\n";
+    let staged = Staged::new(&target, "", json.as_bytes()).map_err(write_err)?;
+    if let Some(previous) = &current {
+        let kept = Staged::new(&target, ".backup", previous)
+            .and_then(|b| b.commit(&sibling(&target, ".backup")));
+        if let Err(e) = kept {
+            staged.discard();
+            return Err(write_err(e));
         }
     }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    // The rename is durable only once the folder is synced.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    staged.commit(&target).map_err(write_err)?;
+    // The renames are durable only once the folder's entry is synced. Some
+    // filesystems cannot fsync a folder; the write itself has succeeded.
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash after the new file is written and fsynced but before the
+    /// rename: the state reads as before, and the next write tidies up.
+    #[test]
+    fn a_crash_between_write_and_rename_leaves_the_old_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.state.json");
+        let mut lock = LocalBackend::new(path.clone())
+            .lock("apply", Duration::ZERO)
+            .unwrap();
+        let mut st = State::new("mesh1");
+        lock.write(&mut st).unwrap();
+        let old = std::fs::read(&path).unwrap();
+
+        // What write_atomic does up to the rename, then the "crash".
+        let mut next = st.clone();
+        next.serial += 1;
+        next.mesh_id = "changed".into();
+        let staged =
+            Staged::new(&path, "", serde_json::to_string(&next).unwrap().as_bytes()).unwrap();
+        let tmp = staged.tmp.clone();
+        drop(staged);
+        assert!(tmp.exists(), "a crash leaves the temporary file");
+        assert_eq!(std::fs::read(&path).unwrap(), old);
+        assert_eq!(read_unlocked(&path).unwrap().unwrap(), st);
+
+        lock.write(&mut st).unwrap();
+        assert!(!tmp.exists(), "the next write removes it");
+        assert_eq!(read_unlocked(&path).unwrap().unwrap().serial, 2);
+    }
+
+    #[test]
+    fn corrupt_errors_carry_line_and_column() {
+        let path = Path::new("/x/mesh.state.json");
+        let e = parse(path, b"{\n  \"format_version\": 1,\n  \"lineage\": 5\n}").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 3 column"), "{msg}");
+        assert!(msg.contains("/x/mesh.state.json.backup"), "{msg}");
+        let e = parse(path, b"{\n  oops").unwrap_err().to_string();
+        assert!(e.contains("line 2 column"), "{e}");
+    }
+
+    #[test]
+    fn leftovers_of_other_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        for name in [
+            "a.json.tmp-1",
+            "a.json.backup.tmp-2",
+            "b.json.tmp-3",
+            "a.json.backup",
+            "a.jsonx.tmp-4",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        remove_leftovers(&target);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.json.backup", "a.jsonx.tmp-4", "b.json.tmp-3"]);
+    }
 }

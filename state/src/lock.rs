@@ -1,7 +1,18 @@
-//! The state lock: an exclusive OS lock (flock) on `<state>.lock`, as
-//! Terraform's local backend does. The kernel releases it when its holder
-//! exits, however it exits, so a crash never leaves the state locked. The
-//! file also records who holds it, so a refused command can say who.
+//! The state lock: an exclusive OS file lock on `<state>.lock`.
+//!
+//! Why an OS lock (flock on Unix, LockFileEx on Windows, through std's
+//! `File::try_lock`) rather than "create a lock file if absent": the kernel
+//! releases it when its holder exits, however it exits, so a crashed or
+//! killed mesh never leaves the state locked. Terraform's local backend does
+//! the same.
+//!
+//! The lock file also holds a JSON [`LockInfo`] (who, pid, operation, since
+//! when, a lock ID) so a refused command can name the holder. The file is
+//! never deleted, only emptied on release: deleting a lock file races with a
+//! process that has just opened it and would lock a file nobody else sees.
+//!
+//! flock belongs to an open file description, so two `LocalBackend`s in one
+//! process exclude each other just as two processes do.
 
 use crate::StateError;
 use crate::model::random_id;
@@ -11,16 +22,20 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Who holds the lock, as written in the lock file.
+/// How often a waiting command retries the lock.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Who holds the lock, as recorded in the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// Random, 32 hex characters: what `mesh force-unlock` takes.
     pub id: String,
     /// `user@host`.
     pub who: String,
     pub pid: u32,
     /// `plan`, `apply`, `destroy`.
     pub operation: String,
-    /// RFC 3339.
+    /// When the lock was taken, RFC 3339 UTC.
     pub created: String,
     /// The state file it locks.
     pub path: String,
@@ -28,12 +43,12 @@ pub struct LockInfo {
 
 /// `<state>.lock`.
 pub fn lock_path(state: &Path) -> PathBuf {
-    let mut s = state.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
+    crate::local::sibling(state, ".lock")
 }
 
-/// A held lock; dropping it clears the record and releases the lock.
+/// A held lock. Dropping it empties the record and releases the lock (and
+/// if the process dies instead, the kernel releases it; the record then
+/// stays behind, stale and harmless).
 #[derive(Debug)]
 pub(crate) struct Held {
     file: File,
@@ -42,56 +57,85 @@ pub(crate) struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // Clear the record first, so nobody reads a stale holder.
+        // Empty the record while still holding the lock, so nobody reads a
+        // holder that has gone.
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
 }
 
 fn open(path: &Path) -> Result<File, StateError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        return Err(StateError::Lock {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("the folder {} does not exist", dir.display()),
-            ),
-        });
-    }
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map_err(|source| StateError::Lock {
-        path: path.to_path_buf(),
-        source,
+    options.open(path).map_err(|source| {
+        // "No such file or directory" alone would not say which folder.
+        let source = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if source.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {
+                std::io::Error::new(
+                    source.kind(),
+                    format!("the folder {} does not exist", dir.display()),
+                )
+            }
+            _ => source,
+        };
+        StateError::Lock {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
-/// Reads the holder's record, if any.
-pub(crate) fn read_info(path: &Path) -> Option<LockInfo> {
+/// Reads the holder's record from an open lock file (None: empty or not
+/// readable).
+fn read_record(file: &mut File) -> Option<LockInfo> {
     let mut s = String::new();
-    File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut s).ok()?;
     serde_json::from_str(&s).ok()
 }
 
+/// The holder's record, retried briefly: a holder that has just taken the
+/// lock may not have written it yet.
+fn holder(file: &mut File) -> Option<LockInfo> {
+    for _ in 0..4 {
+        if let Some(info) = read_record(file) {
+            return Some(info);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
+}
+
+/// `user@host`, from the environment and the kernel's hostname.
 fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
         .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|f| {
+            std::fs::read_to_string(f)
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_else(|| "localhost".into());
     format!("{user}@{host}")
 }
 
-/// Takes the lock for `state`, waiting up to `timeout` (zero: try once).
-pub(crate) fn acquire(state: &Path, operation: &str, timeout: Duration) -> Result<Held, StateError> {
+/// Takes the lock for `state`, retrying every 50 ms up to `timeout` (zero:
+/// one try), then records who holds it.
+pub(crate) fn acquire(
+    state: &Path,
+    operation: &str,
+    timeout: Duration,
+) -> Result<Held, StateError> {
     let path = lock_path(state);
     let mut file = open(&path)?;
     let deadline = Instant::now() + timeout;
@@ -99,13 +143,14 @@ pub(crate) fn acquire(state: &Path, operation: &str, timeout: Duration) -> Resul
         match file.try_lock() {
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {
-                if Instant::now() >= deadline {
+                let now = Instant::now();
+                if now >= deadline {
                     return Err(StateError::Locked {
                         path: state.to_path_buf(),
-                        info: read_info(&path),
+                        info: holder(&mut file),
                     });
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(POLL.min(deadline - now));
             }
             Err(TryLockError::Error(source)) => return Err(StateError::Lock { path, source }),
         }
@@ -118,50 +163,134 @@ pub(crate) fn acquire(state: &Path, operation: &str, timeout: Duration) -> Resul
         created: crate::now_rfc3339(),
         path: state.display().to_string(),
     };
-    let record = serde_json::to_string_pretty(&info).expect("lock info serialises") + "\n";
-    let written = file
-        .set_len(0)
-        .and_then(|_| file.seek(SeekFrom::Start(0)))
-        .and_then(|_| file.write_all(record.as_bytes()))
-        .and_then(|_| file.sync_all());
+    let written = serde_json::to_string_pretty(&info)
+        .map_err(std::io::Error::other)
+        .and_then(|json| {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(format!("{json}\n").as_bytes())?;
+            file.sync_all()
+        });
     if let Err(source) = written {
+        let _ = file.set_len(0);
         let _ = file.unlock();
         return Err(StateError::Lock { path, source });
     }
     Ok(Held { file, info })
 }
 
-/// Clears a lock record whose holder cannot clear it. With an OS lock a
-/// dead holder never keeps the lock, so this refuses while a live process
-/// holds it (stop that process instead) and otherwise removes a stale
-/// record. The ID must match the recorded one.
+/// Clears the lock record with ID `id` whose holder cannot clear it.
+///
+/// With an OS lock a dead holder never keeps the lock: the kernel released
+/// it when the process ended, and only its record stays behind. So this
+///
+/// - refuses with [`StateError::LockHeld`] (naming the pid) while a live
+///   process holds the lock: that process must finish or be stopped;
+///   clearing its record would not free the lock anyway;
+/// - refuses with [`StateError::LockIdMismatch`] (naming the recorded ID)
+///   when `id` is not the recorded one, so a typo never clears another lock;
+/// - refuses with [`StateError::NotLocked`] when there is no record;
+/// - otherwise empties the stale record.
+///
+/// Remote backends, whose locks are records only, will need this for real;
+/// locally it is mostly a tidy-up with a clear answer.
 pub fn force_unlock(state: &Path, id: &str) -> Result<(), StateError> {
     let path = lock_path(state);
-    let Some(info) = read_info(&path) else {
-        return Err(StateError::Unlock(format!(
-            "there is no lock on {}: nothing to unlock",
-            state.display()
-        )));
-    };
-    if info.id != id {
-        return Err(StateError::Unlock(format!(
-            "the lock on {} has ID {}, not {id}: check the ID and try again",
-            state.display(),
-            info.id
-        )));
+    if !path.exists() {
+        return Err(StateError::NotLocked {
+            path: state.to_path_buf(),
+        });
     }
-    let file = open(&path)?;
+    let mut file = open(&path)?;
     match file.try_lock() {
         Ok(()) => {
-            let _ = file.set_len(0);
+            // Holding the lock ourselves, the record cannot change under us.
+            let result = match read_record(&mut file) {
+                None => Err(StateError::NotLocked {
+                    path: state.to_path_buf(),
+                }),
+                Some(info) if info.id != id => Err(StateError::LockIdMismatch {
+                    path: state.to_path_buf(),
+                    given: id.to_string(),
+                    actual: info.id,
+                }),
+                Some(_) => file
+                    .set_len(0)
+                    .and_then(|_| file.sync_all())
+                    .map_err(|source| StateError::Lock {
+                        path: path.clone(),
+                        source,
+                    }),
+            };
             let _ = file.unlock();
-            Ok(())
+            result
         }
-        Err(TryLockError::WouldBlock) => Err(StateError::Unlock(format!(
-            "lock {id} is held by a running process: {} (pid {}) running `{}` since {}. \
-             It will be released when that process ends; stop it if it is stuck",
-            info.who, info.pid, info.operation, info.created
-        ))),
+        Err(TryLockError::WouldBlock) => match holder(&mut file) {
+            Some(info) if info.id != id => Err(StateError::LockIdMismatch {
+                path: state.to_path_buf(),
+                given: id.to_string(),
+                actual: info.id,
+            }),
+            Some(info) => Err(StateError::LockHeld {
+                path: state.to_path_buf(),
+                info,
+            }),
+            None => Err(StateError::Locked {
+                path: state.to_path_buf(),
+                info: None,
+            }),
+        },
         Err(TryLockError::Error(source)) => Err(StateError::Lock { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_is_user_at_host() {
+        let w = who();
+        let (user, host) = w.split_once('@').expect("user@host");
+        assert!(!user.is_empty() && !host.is_empty(), "{w}");
+    }
+
+    #[test]
+    fn the_lock_file_is_private_and_emptied_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.json");
+        let held = acquire(&state, "plan", Duration::ZERO).unwrap();
+        let text = std::fs::read_to_string(lock_path(&state)).unwrap();
+        let info: LockInfo = serde_json::from_str(&text).unwrap();
+        assert_eq!(info, held.info);
+        assert_eq!(info.id.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(lock_path(&state))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(held);
+        assert_eq!(std::fs::read_to_string(lock_path(&state)).unwrap(), "");
+    }
+
+    #[test]
+    fn a_missing_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("nowhere").join("s.json");
+        let e = acquire(&state, "plan", Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nowhere") && e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn force_unlock_without_a_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = force_unlock(&dir.path().join("s.json"), "x").unwrap_err();
+        assert!(matches!(e, StateError::NotLocked { .. }), "{e}");
     }
 }

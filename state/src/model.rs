@@ -1,5 +1,13 @@
-//! The state file's model. Its JSON is a contract (docs/state.md): fields
-//! are only ever added, and `format_version` says when that is not enough.
+//! The state file's model: what mesh has applied, step by step.
+//!
+//! This JSON is a contract (docs/state.md): scripts read it and older or
+//! newer meshes meet it. Unknown fields are refused rather than dropped, so
+//! a mesh never silently loses what a newer one recorded: any change to the
+//! shape bumps [`FORMAT_VERSION`], and an older mesh then says "upgrade"
+//! instead of rewriting the file without the new fields.
+//!
+//! Maps are `BTreeMap`s and fields serialise in declaration order, so the
+//! same state always gives the same bytes (and small diffs in review).
 
 use crate::StateError;
 use serde::{Deserialize, Serialize};
@@ -88,17 +96,124 @@ impl State {
         }
     }
 
-    pub fn record(&mut self, id: impl Into<String>, record: StepRecord) {
-        self.steps.insert(id.into(), record);
+    /// Records (or replaces) the step `id`; returns the previous record.
+    pub fn record(&mut self, id: impl Into<String>, record: StepRecord) -> Option<StepRecord> {
+        self.steps.insert(id.into(), record)
     }
 
+    /// Forgets the step `id` (after its destroy); returns its record.
     pub fn remove(&mut self, id: &str) -> Option<StepRecord> {
         self.steps.remove(id)
     }
+
+    pub fn get(&self, id: &str) -> Option<&StepRecord> {
+        self.steps.get(id)
+    }
+
+    /// The steps by ID, in ID order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &StepRecord)> {
+        self.steps.iter().map(|(id, r)| (id.as_str(), r))
+    }
+
+    /// The steps recorded as `tainted`: the next apply runs them again.
+    pub fn tainted(&self) -> impl Iterator<Item = &str> {
+        self.iter()
+            .filter(|(_, r)| r.status == Status::Tainted)
+            .map(|(id, _)| id)
+    }
 }
 
-/// 128 random bits as hex.
+/// 128 random bits as 32 hex characters (lineages, lock IDs, temp names).
 pub(crate) fn random_id() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(status: Status) -> StepRecord {
+        StepRecord {
+            kind: "attach".into(),
+            cluster: "cluster2".into(),
+            context: "kind-cluster2".into(),
+            depends_on: vec!["cluster2/install-remote".into()],
+            input_fingerprint: "00".repeat(32),
+            input: "kind: Secret\n".into(),
+            outputs: BTreeMap::from([("kubeconfig_sha256".into(), Value::from("ab"))]),
+            status,
+            updated_at: "2026-01-02T03:04:05Z".into(),
+        }
+    }
+
+    #[test]
+    fn new_state_has_a_fresh_lineage_and_serial_zero() {
+        let (a, b) = (State::new("mesh1"), State::new("mesh1"));
+        assert_eq!(a.serial, 0);
+        assert_eq!(a.format_version, FORMAT_VERSION);
+        assert_eq!(a.lineage.len(), 32);
+        assert!(a.lineage.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.lineage, b.lineage);
+    }
+
+    #[test]
+    fn record_remove_and_iterate() {
+        let mut st = State::new("mesh1");
+        assert!(st.record("cluster2/attach", rec(Status::Applied)).is_none());
+        st.record("cluster1/install-control-plane", rec(Status::Tainted));
+        let ids: Vec<&str> = st.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["cluster1/install-control-plane", "cluster2/attach"]);
+        assert_eq!(
+            st.tainted().collect::<Vec<_>>(),
+            ["cluster1/install-control-plane"]
+        );
+        assert!(st.remove("cluster2/attach").is_some());
+        assert!(st.get("cluster2/attach").is_none());
+    }
+
+    /// The exact bytes are the contract: key order, status spelling.
+    #[test]
+    fn json_shape() {
+        let mut st = State::new("mesh1");
+        st.lineage = "l".into();
+        st.record("cluster2/attach", rec(Status::Tainted));
+        let json = serde_json::to_string_pretty(&st).unwrap();
+        let expected = r#"{
+  "format_version": 1,
+  "lineage": "l",
+  "serial": 0,
+  "mesh_id": "mesh1",
+  "steps": {
+    "cluster2/attach": {
+      "kind": "attach",
+      "cluster": "cluster2",
+      "context": "kind-cluster2",
+      "depends_on": [
+        "cluster2/install-remote"
+      ],
+      "input_fingerprint": "0000000000000000000000000000000000000000000000000000000000000000",
+      "input": "kind: Secret\n",
+      "outputs": {
+        "kubeconfig_sha256": "ab"
+      },
+      "status": "tainted",
+      "updated_at": "2026-01-02T03:04:05Z"
+    }
+  }
+}"#;
+        assert_eq!(json, expected);
+        assert_eq!(serde_json::from_str::<State>(&json).unwrap(), st);
+    }
+
+    #[test]
+    fn other_mesh_is_refused() {
+        let st = State::new("mesh1");
+        assert!(st.check_mesh_id("mesh1").is_ok());
+        let e = st.check_mesh_id("mesh2").unwrap_err().to_string();
+        assert!(
+            e.contains("`mesh1`") && e.contains("`mesh2`") && e.contains("--state"),
+            "{e}"
+        );
+    }
 }

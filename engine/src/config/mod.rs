@@ -1,4 +1,105 @@
 //! The mesh file (mesh.toml): its model, parsing and validation.
+//!
+//! [`parse`] is pure: source text in, a validated [`MeshFile`] or every
+//! mistake as [`Diagnostics`] out. [`load`] reads the file first.
+//! docs/mesh-toml.md documents the format; [`schema_json`] is its JSON Schema.
 
+mod diagnostic;
 mod model;
+mod parse;
+pub mod raw;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::*;
+pub use validate::is_dns1123_label;
+
+use diagnostic::Locator;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Parses and validates a mesh file's text. `path` is used in messages and
+/// to resolve relative paths later; nothing is read.
+pub fn parse(source: &str, path: &Path) -> Result<MeshFile, Diagnostics> {
+    let loc = Locator::new(path, source);
+    let root = parse::syntax(source, &loc).map_err(Diagnostics)?;
+    let mut walker = parse::Walker { loc: &loc, errors: Vec::new() };
+    let draft = walker.document(root.get_ref());
+    let values = cluster_values(source);
+    let shape_errors = walker.errors;
+    match validate::validate(draft, &values, path, &loc) {
+        Ok(mesh) if shape_errors.is_empty() => Ok(mesh),
+        Ok(_) => Err(sorted(shape_errors)),
+        Err(mut rule_errors) => {
+            rule_errors.extend(shape_errors);
+            Err(sorted(rule_errors))
+        }
+    }
+}
+
+fn sorted(mut errors: Vec<Diagnostic>) -> Diagnostics {
+    errors.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
+    errors.dedup();
+    Diagnostics(errors)
+}
+
+/// Reads and validates the mesh file at `path`.
+pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse(&source, path),
+        Err(e) => {
+            let help = if e.kind() == std::io::ErrorKind::NotFound {
+                "create it (examples/primary-remote.toml is a start), or name another with -f FILE"
+            } else {
+                "check that it is a readable UTF-8 text file, or name another with -f FILE"
+            };
+            Err(Diagnostics(vec![Diagnostic {
+                path: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                width: 0,
+                source_line: String::new(),
+                message: format!("cannot read the mesh file {}: {e}", path.display()),
+                help: Some(help.into()),
+            }]))
+        }
+    }
+}
+
+/// Each `[[cluster]]`'s `values` table as JSON, by position.
+fn cluster_values(source: &str) -> Vec<Option<Map<String, Value>>> {
+    let Ok(table) = toml::from_str::<toml::Table>(source) else {
+        return Vec::new();
+    };
+    let Some(toml::Value::Array(clusters)) = table.get("cluster") else {
+        return Vec::new();
+    };
+    clusters
+        .iter()
+        .map(|c| match c.get("values") {
+            Some(v @ toml::Value::Table(_)) => match to_json(v) {
+                Value::Object(m) => Some(m),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::from(s.as_str()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| Value::from(f.to_string()), Value::Number),
+        toml::Value::Boolean(b) => Value::from(*b),
+        toml::Value::Datetime(d) => Value::from(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+    }
+}
+
+/// The JSON Schema of the mesh file format (docs/mesh.schema.json).
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(raw::RawMeshFile);
+    serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
+}

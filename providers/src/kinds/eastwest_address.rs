@@ -23,3 +23,88 @@ pub fn render(input: &Input) -> Rendered {
         unknown: false,
     }
 }
+
+// ---- against a cluster ----
+
+use crate::env::{Applied, Env, Recorded, StepError};
+use crate::observe::Observation;
+use crate::rendered::Target;
+use kube::api::{ApiResource, DynamicObject};
+use std::collections::BTreeMap;
+
+const SERVICE: &str = "istio-eastwestgateway";
+
+/// Why a hostname is refused, in the words of Istio's guide.
+fn hostname_refusal(hostname: &str) -> String {
+    format!(
+        "the east-west gateway's load balancer has a hostname ({hostname}) and no IP address. \
+         Primary-remote on one network needs an IP: remotes reach istiod through a Service of type \
+         ExternalName that here only accepts IP addresses, and AWS load balancers (EKS) are presented \
+         as hostnames. Use a load balancer that gives an IP (e.g. an AWS NLB with static IPs or \
+         MetalLB), or a primary that is not on EKS"
+    )
+}
+
+/// `Some(Ok(ip))`, `Some(Err(why))` for a hostname-only balancer, `None` while waiting.
+fn address_of(svc: &DynamicObject) -> Option<Result<String, String>> {
+    let ingress = svc.data.pointer("/status/loadBalancer/ingress/0")?;
+    if let Some(ip) = ingress.get("ip").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        return Some(Ok(ip.to_string()));
+    }
+    ingress
+        .get("hostname")
+        .and_then(Value::as_str)
+        .map(|h| Err(hostname_refusal(h)))
+}
+
+fn service_resource() -> ApiResource {
+    crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Service"})).expect("known kind")
+}
+
+/// Waits (a watch, with a timeout) for the gateway's external IP.
+pub async fn apply(env: &Env, step: &str, target: &Target, input: &Input) -> Result<Applied, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    env.say(step, &format!("waiting for {SERVICE} to get an external IP…"));
+    let timeout = std::time::Duration::from_secs(input.timeout_secs).min(env.wait_timeout.max(std::time::Duration::from_secs(input.timeout_secs)));
+    match crate::k8s::wait_for(&conn, &service_resource(), Some(crate::k8s::ISTIO_NAMESPACE), SERVICE, timeout, address_of).await {
+        Ok(Ok(ip)) => Ok(Applied {
+            log: format!("{SERVICE} has external IP {ip}\n"),
+            outputs: BTreeMap::from([("address".to_string(), Value::from(ip))]),
+        }),
+        Ok(Err(why)) => Err(StepError::Failed(why)),
+        Err(_) => Err(StepError::Failed(format!(
+            "Service istio-system/{SERVICE} in cluster `{}` got no external IP within {} s. \
+             Does the cluster have a load-balancer implementation (MetalLB on kind)? \
+             `kubectl --context {} -n istio-system get svc {SERVICE}` shows its state",
+            target.cluster, timeout.as_secs(), target.context
+        ))),
+    }
+}
+
+/// The current address; drift when it differs from the recorded one.
+pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
+    let mut obs = Observation::default();
+    let was = recorded.output_str("address").unwrap_or_default().to_string();
+    match crate::k8s::get(&conn, &doc).await? {
+        None => obs.drift.push(format!("Service istio-system/{SERVICE} missing")),
+        Some(svc) => match address_of(&svc) {
+            Some(Ok(ip)) => {
+                if ip != was {
+                    obs.drift.push(format!("load-balancer address changed from {was} to {ip}"));
+                }
+                obs.outputs.insert("address".into(), Value::from(ip));
+            }
+            Some(Err(_)) => obs.drift.push("load balancer has a hostname and no IP".into()),
+            None => obs.drift.push(format!("Service istio-system/{SERVICE} has no external IP")),
+        },
+    }
+    Ok(obs)
+}
+
+/// Nothing to undo: the address goes with the gateway.
+pub async fn destroy(_env: &Env, _step: &str, _target: &Target, _recorded: &Recorded<'_>) -> Result<String, StepError> {
+    Ok(String::new())
+}

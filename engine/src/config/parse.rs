@@ -1,0 +1,244 @@
+//! Reading the mesh file: TOML syntax (with spans) → a spanned draft of
+//! the model, reporting every unknown key and wrong type on the way rather
+//! than stopping at the first, as serde's derive would.
+
+use super::diagnostic::{Diagnostic, Locator};
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// A value with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct At<T> {
+    pub value: T,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    pub mesh_span: Option<Range<usize>>,
+    pub mesh_id: Option<At<String>>,
+    pub revision: Option<At<String>>,
+    pub istio_version: Option<At<String>>,
+    pub istioctl_path: Option<At<String>>,
+    pub state_path: Option<At<String>>,
+    pub clusters: Vec<DraftCluster>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct DraftCluster {
+    /// The `[[cluster]]` table: where a missing key is reported.
+    pub span: Range<usize>,
+    /// The position in the file's cluster array (for values lookup).
+    pub index: usize,
+    pub name: Option<At<String>>,
+    pub context: Option<At<String>>,
+    pub network: Option<At<String>>,
+    pub role: Option<At<String>>,
+    pub primary: Option<At<String>>,
+    pub kubeconfig: Option<At<String>>,
+    pub api_server: Option<At<String>>,
+    pub values: Option<At<()>>,
+}
+
+pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "cluster"];
+pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version"];
+pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path"];
+pub(crate) const STATE_KEYS: &[&str] = &["path"];
+pub(crate) const CLUSTER_KEYS: &[&str] = &[
+    "name",
+    "context",
+    "network",
+    "role",
+    "primary",
+    "kubeconfig",
+    "api_server",
+    "values",
+];
+
+/// The closest of `candidates` to `word`, if close enough to be a typo.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+pub(crate) struct Walker<'a> {
+    pub loc: &'a Locator<'a>,
+    pub errors: Vec<Diagnostic>,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<Option<String>>) {
+        let d = self.loc.at(span, message, help.into());
+        self.errors.push(d);
+    }
+
+    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, table: &str, allowed: &[&str]) {
+        let name = key.get_ref().as_ref();
+        let help = match did_you_mean(name, allowed.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? (keys of {table}: {})", allowed.join(", ")),
+            None => format!("remove it; the keys of {table} are: {}", allowed.join(", ")),
+        };
+        self.error(key.span(), format!("unknown key `{name}` in {table}"), help);
+    }
+
+    fn string(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<At<String>> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(At {
+                value: s.to_string(),
+                span: value.span(),
+            }),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`{what}` must be a string, not {}", type_name(other)),
+                    format!("write it in quotes, e.g. {what} = \"…\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn table<'t, 'i>(&mut self, what: &str, value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`{what}` must be a table, not {}", type_name(other)),
+                    format!("write it as a [{what}] section"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Walks the whole document.
+    pub fn document(&mut self, root: &DeTable<'_>) -> Draft {
+        let mut draft = Draft::default();
+        for (key, value) in root {
+            match key.get_ref().as_ref() {
+                "mesh" => {
+                    draft.mesh_span = Some(key.span());
+                    if let Some(t) = self.table("mesh", value) {
+                        for (k, v) in t {
+                            match k.get_ref().as_ref() {
+                                "id" => draft.mesh_id = self.string("id", v),
+                                "revision" => draft.revision = self.string("revision", v),
+                                "istio_version" => draft.istio_version = self.string("istio_version", v),
+                                _ => self.unknown_key(k, "[mesh]", MESH_KEYS),
+                            }
+                        }
+                    }
+                }
+                "istioctl" => {
+                    if let Some(t) = self.table("istioctl", value) {
+                        for (k, v) in t {
+                            match k.get_ref().as_ref() {
+                                "path" => draft.istioctl_path = self.string("path", v),
+                                _ => self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS),
+                            }
+                        }
+                    }
+                }
+                "state" => {
+                    if let Some(t) = self.table("state", value) {
+                        for (k, v) in t {
+                            match k.get_ref().as_ref() {
+                                "path" => draft.state_path = self.string("path", v),
+                                _ => self.unknown_key(k, "[state]", STATE_KEYS),
+                            }
+                        }
+                    }
+                }
+                "cluster" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (index, item) in items.iter().enumerate() {
+                            if let Some(t) = self.table("cluster", item) {
+                                let c = self.cluster(t, item.span(), index);
+                                draft.clusters.push(c);
+                            }
+                        }
+                    }
+                    other => self.error(
+                        value.span(),
+                        format!("`cluster` must be an array of tables, not {}", type_name(other)),
+                        "write each cluster as a [[cluster]] section (two brackets)".to_string(),
+                    ),
+                },
+                _ => self.unknown_key(key, "the mesh file", TOP_KEYS),
+            }
+        }
+        draft
+    }
+
+    fn cluster(&mut self, t: &DeTable<'_>, span: Range<usize>, index: usize) -> DraftCluster {
+        let mut c = DraftCluster {
+            span,
+            index,
+            ..Default::default()
+        };
+        for (k, v) in t {
+            let key = k.get_ref().as_ref();
+            let slot = match key {
+                "name" => &mut c.name,
+                "context" => &mut c.context,
+                "network" => &mut c.network,
+                "role" => &mut c.role,
+                "primary" => &mut c.primary,
+                "kubeconfig" => &mut c.kubeconfig,
+                "api_server" => &mut c.api_server,
+                "values" => {
+                    if self.table("values", v).is_some() {
+                        c.values = Some(At {
+                            value: (),
+                            span: v.span(),
+                        });
+                    }
+                    continue;
+                }
+                _ => {
+                    self.unknown_key(k, "[[cluster]]", CLUSTER_KEYS);
+                    continue;
+                }
+            };
+            *slot = self.string(key, v);
+        }
+        c
+    }
+}
+
+/// Parses the syntax; a syntax error is reported with the parser's message.
+pub(crate) fn syntax<'i>(source: &'i str, loc: &Locator<'_>) -> Result<Spanned<DeTable<'i>>, Vec<Diagnostic>> {
+    let (root, errors) = DeTable::parse_recoverable(source);
+    if errors.is_empty() {
+        return Ok(root);
+    }
+    Err(errors
+        .iter()
+        .map(|e| {
+            let span = e.span().unwrap_or(0..0);
+            loc.at(
+                span,
+                format!("invalid TOML: {}", e.message().trim_end_matches('\n')),
+                Some("fix the syntax here; https://toml.io explains the format".into()),
+            )
+        })
+        .collect())
+}

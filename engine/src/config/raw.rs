@@ -1,0 +1,86 @@
+//! The mesh file's shape as plain serde types, for the JSON Schema
+//! (docs/mesh.schema.json, for editors) and as a cross-check of the parser:
+//! every file the parser accepts also deserialises into these.
+//! The doc comments become the schema's descriptions.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A mesh file (mesh.toml): one Istio mesh, its clusters and their roles.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mesh.toml")]
+pub struct RawMeshFile {
+    pub mesh: RawMesh,
+    #[serde(default)]
+    pub istioctl: Option<RawIstioctl>,
+    #[serde(default)]
+    pub state: Option<RawState>,
+    /// The clusters, as an array of tables (`[[cluster]]`).
+    #[serde(default)]
+    pub cluster: Vec<RawCluster>,
+}
+
+/// The mesh as a whole.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMesh {
+    /// The Istio meshID (letters, digits, `.`, `_`, `-`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub id: String,
+    /// An Istio revision for every install in this mesh (a DNS-1123 label, not `default`).
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub revision: Option<String>,
+    /// Refuse to run if `istioctl version --remote=false` reports another version.
+    pub istio_version: Option<String>,
+}
+
+/// How istioctl is run.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIstioctl {
+    /// The istioctl binary: a name looked up in PATH, or a path. Default `istioctl`.
+    pub path: Option<String>,
+}
+
+/// Where the state is kept.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// The state file, relative to the mesh file. Default `mesh.state.json`.
+    pub path: Option<String>,
+}
+
+/// The role of a cluster in the mesh.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRole {
+    /// Runs the Istio control plane (istiod) and its east-west gateway.
+    Primary,
+    /// Uses the control plane of its `primary`.
+    Remote,
+}
+
+/// One cluster.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// The Istio clusterName: a DNS-1123 label, unique in the file (it names Secrets).
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+    /// The kubeconfig context that reaches this cluster, unique in the file.
+    pub context: String,
+    /// The network the cluster is on (only one network per primary and its remotes for now).
+    pub network: String,
+    pub role: RawRole,
+    /// For remotes: the name of the primary whose control plane this cluster uses.
+    pub primary: Option<String>,
+    /// A kubeconfig file for this cluster (`~/` expanded, relative to the mesh file).
+    /// Default: `--kubeconfig`, else `$KUBECONFIG`, else `~/.kube/config`.
+    pub kubeconfig: Option<String>,
+    /// The https:// URL other clusters use to reach this API server
+    /// (default: the context's server; kind needs this).
+    pub api_server: Option<String>,
+    /// Merged into `spec.values` of every IstioOperator installed on this cluster.
+    pub values: Option<serde_json::Map<String, serde_json::Value>>,
+}

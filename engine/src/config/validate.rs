@@ -1,0 +1,309 @@
+//! Validation: the rules of DESIGN.md's mesh.toml section, checked on the
+//! spanned draft so every error points at the value that breaks the rule.
+//! All rules run; every error is collected.
+
+use super::diagnostic::{Diagnostic, Locator};
+use super::model::{Cluster, IstioctlSection, MeshFile, MeshSection, Role, StateSection};
+use super::parse::{At, Draft, DraftCluster, did_you_mean};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+/// A Kubernetes DNS-1123 label: what a cluster name must be, since it names
+/// Secrets (`istio-remote-secret-<name>`) and appears in URLs.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A Kubernetes label value: what a network name must be
+/// (`topology.istio.io/network=<network>`).
+fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+fn is_mesh_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `1.28`, `1.28.0`, `1.28.0-beta.1`.
+fn is_version(s: &str) -> bool {
+    let (core, _pre) = s.split_once(['-', '+']).unwrap_or((s, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+struct Checker<'a> {
+    loc: &'a Locator<'a>,
+    errors: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+        let d = self.loc.at(span, message, Some(help.into()));
+        self.errors.push(d);
+    }
+
+    /// A required key: reported at its table when missing, and refused empty.
+    fn required(&mut self, v: &Option<At<String>>, key: &str, table: &str, table_span: &Range<usize>, example: &str) -> Option<String> {
+        match v {
+            None => {
+                self.error(
+                    table_span.clone(),
+                    format!("{table} is missing `{key}`"),
+                    format!("add `{key} = {example}` to this {table}"),
+                );
+                None
+            }
+            Some(At { value, span }) if value.trim().is_empty() => {
+                self.error(span.clone(), format!("`{key}` is empty"), format!("give `{key}` a value, e.g. {key} = {example}"));
+                None
+            }
+            Some(At { value, .. }) => Some(value.clone()),
+        }
+    }
+
+    fn optional_nonempty(&mut self, v: &Option<At<String>>, key: &str) -> Option<String> {
+        match v {
+            Some(At { value, span }) if value.trim().is_empty() => {
+                self.error(span.clone(), format!("`{key}` is empty"), format!("remove `{key}` or give it a value"));
+                None
+            }
+            other => other.as_ref().map(|a| a.value.clone()),
+        }
+    }
+}
+
+/// Checks the draft and builds the model, or returns every error.
+pub(crate) fn validate(
+    draft: Draft,
+    values: &[Option<Map<String, Value>>],
+    path: &Path,
+    loc: &Locator<'_>,
+) -> Result<MeshFile, Vec<Diagnostic>> {
+    let mut ck = Checker { loc, errors: Vec::new() };
+
+    // [mesh]
+    let file_start = 0..0;
+    let mesh_span = draft.mesh_span.clone().unwrap_or(file_start.clone());
+    if draft.mesh_span.is_none() {
+        ck.error(file_start.clone(), "the mesh file has no [mesh] section", "add a [mesh] section with `id = \"mesh1\"` (the Istio meshID)");
+    }
+    let id = if draft.mesh_span.is_some() { ck.required(&draft.mesh_id, "id", "[mesh]", &mesh_span, "\"mesh1\"") } else { None };
+    if let (Some(id), Some(at)) = (&id, &draft.mesh_id)
+        && !is_mesh_id(id)
+    {
+        ck.error(at.span.clone(), format!("mesh id `{id}` has characters Istio does not allow in a meshID"), "use letters, digits, `.`, `_` and `-` only");
+    }
+    let revision = ck.optional_nonempty(&draft.revision, "revision");
+    if let (Some(rev), Some(at)) = (&revision, &draft.revision) {
+        if rev == "default" {
+            ck.error(at.span.clone(), "revision `default` is not a revision", "remove `revision` to install Istio's default (unrevisioned) control plane");
+        } else if !is_dns1123_label(rev) {
+            ck.error(
+                at.span.clone(),
+                format!("revision `{rev}` is not a valid Istio revision"),
+                "use lowercase letters, digits and `-` (at most 63, starting and ending with a letter or digit), e.g. \"1-28-0\" or \"canary\"",
+            );
+        }
+    }
+    let istio_version = ck.optional_nonempty(&draft.istio_version, "istio_version");
+    if let (Some(v), Some(at)) = (&istio_version, &draft.istio_version)
+        && !is_version(v)
+    {
+        ck.error(at.span.clone(), format!("istio_version `{v}` is not a version"), "write it as istioctl prints it, e.g. \"1.28.0\"");
+    }
+    let istioctl = IstioctlSection { path: ck.optional_nonempty(&draft.istioctl_path, "path") };
+    let state_path = ck.optional_nonempty(&draft.state_path, "path");
+    if let (Some(p), Some(at)) = (&state_path, &draft.state_path)
+        && (p.ends_with('/') || p.ends_with(std::path::MAIN_SEPARATOR))
+    {
+        ck.error(at.span.clone(), format!("state path `{p}` names a folder"), "name a file, e.g. path = \"state/mesh.state.json\"");
+    }
+
+    // [[cluster]]: each on its own first.
+    let mut clusters: Vec<(Cluster, &DraftCluster)> = Vec::new();
+    for dc in &draft.clusters {
+        let name = ck.required(&dc.name, "name", "[[cluster]]", &dc.span, "\"cluster1\"");
+        let context = ck.required(&dc.context, "context", "[[cluster]]", &dc.span, "\"kind-cluster1\"");
+        let network = ck.required(&dc.network, "network", "[[cluster]]", &dc.span, "\"network1\"");
+        let role_text = ck.required(&dc.role, "role", "[[cluster]]", &dc.span, "\"primary\"");
+        if let (Some(n), Some(at)) = (&name, &dc.name)
+            && !is_dns1123_label(n)
+        {
+            ck.error(
+                at.span.clone(),
+                format!("cluster name `{n}` is not a DNS-1123 label"),
+                "use lowercase letters, digits and `-` (at most 63, starting and ending with a letter or digit): it names Kubernetes Secrets",
+            );
+        }
+        if let (Some(n), Some(at)) = (&network, &dc.network)
+            && !is_label_value(n)
+        {
+            ck.error(
+                at.span.clone(),
+                format!("network `{n}` is not a valid network name"),
+                "use letters, digits, `-`, `_` and `.` (at most 63, starting and ending with a letter or digit): it becomes a Kubernetes label value",
+            );
+        }
+        let role = match (role_text.as_deref(), &dc.role) {
+            (Some("primary"), _) => Some(Role::Primary),
+            (Some("remote"), _) => Some(Role::Remote),
+            (Some(other), Some(at)) => {
+                let hint = did_you_mean(other, ["primary", "remote"]).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+                ck.error(at.span.clone(), format!("role `{other}` is not a role"), format!("set role to \"primary\" or \"remote\"{hint}"));
+                None
+            }
+            _ => None,
+        };
+        let kubeconfig = ck.optional_nonempty(&dc.kubeconfig, "kubeconfig");
+        let api_server = ck.optional_nonempty(&dc.api_server, "api_server");
+        if let (Some(url), Some(at)) = (&api_server, &dc.api_server) {
+            let host = url.strip_prefix("https://").map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            match host {
+                Some(h) if !h.is_empty() && !h.starts_with(':') => {}
+                Some(_) => ck.error(at.span.clone(), format!("api_server `{url}` has no host"), "write the URL other clusters use, e.g. \"https://172.18.0.3:6443\""),
+                None => ck.error(
+                    at.span.clone(),
+                    format!("api_server `{url}` is not an https:// URL"),
+                    "Kubernetes API servers are reached over HTTPS: write e.g. \"https://172.18.0.3:6443\"",
+                ),
+            }
+        }
+        let primary = dc.primary.as_ref().map(|a| a.value.clone());
+        match (role, &dc.primary) {
+            (Some(Role::Primary), Some(at)) => ck.error(
+                at.span.clone(),
+                format!("cluster `{}` is a primary but names a primary", name.as_deref().unwrap_or("?")),
+                "remove `primary` (only remotes have one), or set role = \"remote\"",
+            ),
+            (Some(Role::Remote), None) => ck.error(
+                dc.span.clone(),
+                format!("remote cluster `{}` does not say which primary it uses", name.as_deref().unwrap_or("?")),
+                "add `primary = \"<name of a primary cluster>\"` to this [[cluster]]",
+            ),
+            _ => {}
+        }
+        if let (Some(name), Some(context), Some(network), Some(role)) = (name, context, network, role) {
+            clusters.push((
+                Cluster {
+                    name,
+                    context,
+                    network,
+                    role,
+                    primary: if role == Role::Remote { primary } else { None },
+                    kubeconfig,
+                    api_server,
+                    values: values.get(dc.index).cloned().flatten().unwrap_or_default(),
+                },
+                dc,
+            ));
+        }
+    }
+
+    // Across clusters.
+    let mut seen_names: HashMap<&str, usize> = HashMap::new();
+    let mut seen_contexts: HashMap<&str, usize> = HashMap::new();
+    for (c, dc) in &clusters {
+        if let Some(first) = seen_names.insert(&c.name, dc.span.start)
+            && let Some(at) = &dc.name
+        {
+            let line = loc.at(first..first, "", None).line;
+            ck.error(at.span.clone(), format!("cluster name `{}` is used twice", c.name), format!("give each cluster its own name (the first `{}` is at line {line})", c.name));
+        }
+        if let Some(first) = seen_contexts.insert(&c.context, dc.span.start)
+            && let Some(at) = &dc.context
+        {
+            let line = loc.at(first..first, "", None).line;
+            ck.error(
+                at.span.clone(),
+                format!("context `{}` is used by two clusters", c.context),
+                format!("each cluster needs its own kubeconfig context (the other is the cluster at line {line})"),
+            );
+        }
+    }
+    let by_name: HashMap<&str, &Cluster> = clusters.iter().map(|(c, _)| (c.name.as_str(), c)).collect();
+    let primaries: Vec<&str> = clusters.iter().filter(|(c, _)| c.role == Role::Primary).map(|(c, _)| c.name.as_str()).collect();
+    for (c, dc) in &clusters {
+        let (Some(p), Some(at)) = (&c.primary, &dc.primary) else { continue };
+        match by_name.get(p.as_str()) {
+            None => {
+                let hint = match did_you_mean(p, primaries.iter().copied()) {
+                    Some(s) => format!(" (did you mean \"{s}\"?)"),
+                    None if primaries.is_empty() => " (there is none yet: add a [[cluster]] with role = \"primary\")".into(),
+                    None => format!(" (the primaries are: {})", primaries.join(", ")),
+                };
+                ck.error(
+                    at.span.clone(),
+                    format!("cluster `{}` names primary `{p}`, which is not a cluster in this file", c.name),
+                    format!("set `primary` to the name of a cluster with role = \"primary\"{hint}"),
+                );
+            }
+            Some(pc) if pc.role == Role::Remote => ck.error(
+                at.span.clone(),
+                format!("cluster `{}` names `{p}` as its primary, but `{p}` is a remote", c.name),
+                "a remote's primary must have role = \"primary\": point `primary` at one, or make it a primary",
+            ),
+            Some(pc) if pc.network != c.network => {
+                let span = dc.network.as_ref().map_or(at.span.clone(), |n| n.span.clone());
+                ck.error(
+                    span,
+                    format!(
+                        "remote `{}` is on network `{}` but its primary `{p}` is on `{}`: multi-network meshes are not supported yet",
+                        c.name, c.network, pc.network
+                    ),
+                    format!("put both on the same network (network = \"{}\"), or wait for mesh's multi-network support", pc.network),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if primaries.is_empty() && draft.mesh_span.is_some() && draft.clusters.iter().all(|c| c.role.as_ref().is_none_or(|r| r.value != "primary")) {
+        let span = draft.clusters.first().map_or(mesh_span.clone(), |c| c.span.clone());
+        ck.error(span, "the mesh has no primary cluster", "add a [[cluster]] with role = \"primary\": it runs the control plane the others use");
+    }
+
+    if !ck.errors.is_empty() {
+        let mut errors = ck.errors;
+        errors.sort_by_key(|d| (d.line, d.column));
+        return Err(errors);
+    }
+    Ok(MeshFile {
+        path: path.to_path_buf(),
+        mesh: MeshSection {
+            id: id.unwrap_or_default(),
+            revision,
+            istio_version,
+        },
+        istioctl,
+        state: StateSection { path: state_path },
+        clusters: clusters.into_iter().map(|(c, _)| c).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_versions() {
+        assert!(is_dns1123_label("cluster-1"));
+        assert!(!is_dns1123_label("Cluster1"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_label_value("network_1.a"));
+        assert!(!is_label_value("net work"));
+        assert!(is_version("1.28.0") && is_version("1.28") && is_version("1.28.0-beta.1"));
+        assert!(!is_version("latest") && !is_version("1") && !is_version("1..2"));
+    }
+}

@@ -1,0 +1,55 @@
+//! One entry point per verb for any step kind: apply, read (refresh) and
+//! destroy. The engine calls these without knowing what a kind does.
+
+use crate::env::{Applied, Env, Recorded, StepError};
+use crate::kinds::{self, StepInput, StepKind};
+use crate::observe::Observation;
+use crate::rendered::{Rendered, Target};
+
+/// Applies a step whose input was rendered as `rendered`. `previous` is its
+/// record, when it has one (an update).
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    input: &StepInput,
+    rendered: &Rendered,
+    previous: Option<&Recorded<'_>>,
+) -> Result<Applied, StepError> {
+    match input {
+        StepInput::InstallControlPlane(_) => kinds::install_control_plane::apply(env, step, target, rendered).await,
+        StepInput::InstallEastwestGateway(_) => kinds::install_eastwest_gateway::apply(env, step, target, rendered).await,
+        StepInput::EastwestAddress(i) => kinds::eastwest_address::apply(env, step, target, i).await,
+        StepInput::ExposeIstiod(_) => kinds::expose_istiod::apply(env, step, target, rendered).await,
+        StepInput::PrepareNamespace(i) => kinds::prepare_namespace::apply(env, step, target, i, previous).await,
+        StepInput::InstallRemote(_) => kinds::install_remote::apply(env, step, target, rendered).await,
+        StepInput::Attach(i) => kinds::attach::apply(env, step, target, i, rendered).await,
+    }
+}
+
+/// Reads a recorded step back from its cluster.
+pub async fn read(env: &Env, kind: StepKind, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+    match kind {
+        StepKind::InstallControlPlane => kinds::install_control_plane::read(env, target, recorded).await,
+        StepKind::InstallEastwestGateway => kinds::install_eastwest_gateway::read(env, target, recorded).await,
+        StepKind::EastwestAddress => kinds::eastwest_address::read(env, target, recorded).await,
+        StepKind::ExposeIstiod => kinds::expose_istiod::read(env, target, recorded).await,
+        StepKind::PrepareNamespace => kinds::prepare_namespace::read(env, target, recorded).await,
+        StepKind::InstallRemote => kinds::install_remote::read(env, target, recorded).await,
+        StepKind::Attach => kinds::attach::read(env, target, recorded).await,
+    }
+}
+
+/// Undoes a recorded step. Works from the record alone, so a step removed
+/// from the mesh file can still be destroyed.
+pub async fn destroy(env: &Env, step: &str, kind: StepKind, target: &Target, recorded: &Recorded<'_>) -> Result<String, StepError> {
+    match kind {
+        StepKind::InstallControlPlane => kinds::install_control_plane::destroy(env, step, target, recorded).await,
+        StepKind::InstallEastwestGateway => kinds::install_eastwest_gateway::destroy(env, step, target, recorded).await,
+        StepKind::EastwestAddress => kinds::eastwest_address::destroy(env, step, target, recorded).await,
+        StepKind::ExposeIstiod => kinds::expose_istiod::destroy(env, step, target, recorded).await,
+        StepKind::PrepareNamespace => kinds::prepare_namespace::destroy(env, step, target, recorded).await,
+        StepKind::InstallRemote => kinds::install_remote::destroy(env, step, target, recorded).await,
+        StepKind::Attach => kinds::attach::destroy(env, step, target, recorded).await,
+    }
+}
