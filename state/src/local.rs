@@ -188,14 +188,21 @@ impl Staged {
 }
 
 /// The file a write replaces: a symlinked state is replaced at its
-/// destination, so the link survives.
+/// destination (which need not exist yet), so the link survives.
 fn real_target(path: &Path) -> PathBuf {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    let mut target = path.to_path_buf();
+    // A bounded number of hops: a symlink loop then fails on open, clearly.
+    for _ in 0..16 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&target) {
+                // Relative links are relative to the link's folder.
+                Ok(dest) => target = target.parent().map_or(dest.clone(), |dir| dir.join(&dest)),
+                Err(_) => break,
+            },
+            _ => break,
         }
-        _ => path.to_path_buf(),
     }
+    target
 }
 
 /// Removes temporary files earlier writes left behind (a crash between

@@ -133,7 +133,7 @@ fn a_corrupt_file_is_refused_named_and_never_overwritten() {
     assert!(msg.contains("line 3 column"), "{msg}");
     assert!(
         msg.contains(&format!(
-            "the previous version is at {}",
+            "The previous version is at {}",
             backup_of(&path).display()
         )),
         "{msg}"
