@@ -68,11 +68,12 @@ pub enum StateError {
     },
 
     /// Another command holds the lock (`info` is None when its record could
-    /// not be read, e.g. it is being written at this instant).
-    #[error("{}", locked_message(.path, .info.as_ref()))]
+    /// not be read, e.g. it is being written at this instant). Boxed, as is
+    /// every large field, to keep `Result<_, StateError>` small.
+    #[error("{}", locked_message(.path, .info.as_deref()))]
     Locked {
         path: PathBuf,
-        info: Option<LockInfo>,
+        info: Option<Box<LockInfo>>,
     },
 
     /// The lock file itself could not be opened, locked or written.
@@ -105,7 +106,7 @@ pub enum StateError {
          force-unlock only clears a lock whose holder is gone",
         .info.id, .info.who, .info.pid, .info.operation, .info.created
     )]
-    LockHeld { path: PathBuf, info: LockInfo },
+    LockHeld { path: PathBuf, info: Box<LockInfo> },
 }
 
 fn locked_message(path: &std::path::Path, info: Option<&LockInfo>) -> String {

@@ -147,7 +147,7 @@ pub(crate) fn acquire(
                 if now >= deadline {
                     return Err(StateError::Locked {
                         path: state.to_path_buf(),
-                        info: holder(&mut file),
+                        info: holder(&mut file).map(Box::new),
                     });
                 }
                 std::thread::sleep(POLL.min(deadline - now));
@@ -233,7 +233,7 @@ pub fn force_unlock(state: &Path, id: &str) -> Result<(), StateError> {
             }),
             Some(info) => Err(StateError::LockHeld {
                 path: state.to_path_buf(),
-                info,
+                info: Box::new(info),
             }),
             None => Err(StateError::Locked {
                 path: state.to_path_buf(),

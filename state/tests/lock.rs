@@ -124,10 +124,13 @@ fn spawn_holder(path: &Path, ms: u64) -> (Child, String) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
-        if let Some(id) = line.unwrap().strip_prefix("LOCKED ") {
-            return (child, id.to_string());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(line) = lines.next() {
+        // libtest may have printed "test child_lock_holder ... " first.
+        if let Some((_, id)) = line.unwrap().split_once("LOCKED ") {
+            // Keep reading, so the child's last words do not hit a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, id.trim().to_string());
         }
     }
     panic!(

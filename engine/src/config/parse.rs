@@ -17,6 +17,11 @@ pub(crate) struct At<T> {
 #[derive(Debug, Default)]
 pub(crate) struct Draft {
     pub mesh_span: Option<Range<usize>>,
+    /// Keys written in [mesh], whatever their type, and the keys that
+    /// misspelled ones probably meant: neither is then reported missing.
+    pub mesh_keys: Vec<String>,
+    /// `cluster` was written, but not as an array of tables.
+    pub clusters_malformed: bool,
     pub mesh_id: Option<At<String>>,
     pub revision: Option<At<String>>,
     pub istio_version: Option<At<String>>,
@@ -39,6 +44,8 @@ pub(crate) struct DraftCluster {
     pub kubeconfig: Option<At<String>>,
     pub api_server: Option<At<String>>,
     pub values: Option<At<()>>,
+    /// As `Draft::mesh_keys`, for this table.
+    pub keys: Vec<String>,
 }
 
 pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "cluster"];
@@ -89,13 +96,16 @@ impl Walker<'_> {
         self.errors.push(d);
     }
 
-    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, table: &str, allowed: &[&str]) {
+    /// Reports an unknown key; returns the key it probably meant.
+    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, table: &str, allowed: &[&str]) -> Option<String> {
         let name = key.get_ref().as_ref();
-        let help = match did_you_mean(name, allowed.iter().copied()) {
+        let meant = did_you_mean(name, allowed.iter().copied());
+        let help = match meant {
             Some(s) => format!("did you mean `{s}`? (keys of {table}: {})", allowed.join(", ")),
             None => format!("remove it; the keys of {table} are: {}", allowed.join(", ")),
         };
         self.error(key.span(), format!("unknown key `{name}` in {table}"), help);
+        meant.map(String::from)
     }
 
     fn string(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<At<String>> {
@@ -138,11 +148,12 @@ impl Walker<'_> {
                     draft.mesh_span = Some(key.span());
                     if let Some(t) = self.table("mesh", value) {
                         for (k, v) in t {
+                            draft.mesh_keys.push(k.get_ref().to_string());
                             match k.get_ref().as_ref() {
                                 "id" => draft.mesh_id = self.string("id", v),
                                 "revision" => draft.revision = self.string("revision", v),
                                 "istio_version" => draft.istio_version = self.string("istio_version", v),
-                                _ => self.unknown_key(k, "[mesh]", MESH_KEYS),
+                                _ => draft.mesh_keys.extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),
                             }
                         }
                     }
@@ -152,7 +163,9 @@ impl Walker<'_> {
                         for (k, v) in t {
                             match k.get_ref().as_ref() {
                                 "path" => draft.istioctl_path = self.string("path", v),
-                                _ => self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS),
+                                _ => {
+                                    self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS);
+                                }
                             }
                         }
                     }
@@ -162,7 +175,9 @@ impl Walker<'_> {
                         for (k, v) in t {
                             match k.get_ref().as_ref() {
                                 "path" => draft.state_path = self.string("path", v),
-                                _ => self.unknown_key(k, "[state]", STATE_KEYS),
+                                _ => {
+                                    self.unknown_key(k, "[state]", STATE_KEYS);
+                                }
                             }
                         }
                     }
@@ -176,13 +191,18 @@ impl Walker<'_> {
                             }
                         }
                     }
-                    other => self.error(
-                        value.span(),
-                        format!("`cluster` must be an array of tables, not {}", type_name(other)),
-                        "write each cluster as a [[cluster]] section (two brackets)".to_string(),
-                    ),
+                    other => {
+                        draft.clusters_malformed = true;
+                        self.error(
+                            value.span(),
+                            format!("`cluster` must be an array of tables, not {}", type_name(other)),
+                            "write each cluster as a [[cluster]] section (two brackets)".to_string(),
+                        )
+                    }
                 },
-                _ => self.unknown_key(key, "the mesh file", TOP_KEYS),
+                _ => {
+                    self.unknown_key(key, "the mesh file", TOP_KEYS);
+                }
             }
         }
         draft
@@ -196,6 +216,7 @@ impl Walker<'_> {
         };
         for (k, v) in t {
             let key = k.get_ref().as_ref();
+            c.keys.push(key.to_string());
             let slot = match key {
                 "name" => &mut c.name,
                 "context" => &mut c.context,
@@ -214,7 +235,7 @@ impl Walker<'_> {
                     continue;
                 }
                 _ => {
-                    self.unknown_key(k, "[[cluster]]", CLUSTER_KEYS);
+                    c.keys.extend(self.unknown_key(k, "[[cluster]]", CLUSTER_KEYS));
                     continue;
                 }
             };

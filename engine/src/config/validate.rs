@@ -54,9 +54,18 @@ impl Checker<'_> {
         self.errors.push(d);
     }
 
-    /// A required key: reported at its table when missing, and refused empty.
-    fn required(&mut self, v: &Option<At<String>>, key: &str, table: &str, table_span: &Range<usize>, example: &str) -> Option<String> {
+    /// A required key: reported at its table when missing (unless it was
+    /// written with a wrong type or misspelled, already reported), and
+    /// refused empty.
+    fn required(
+        &mut self,
+        v: &Option<At<String>>,
+        key: &str,
+        (table, table_span, written): (&str, &Range<usize>, &[String]),
+        example: &str,
+    ) -> Option<String> {
         match v {
+            None if written.iter().any(|k| k == key) => None,
             None => {
                 self.error(
                     table_span.clone(),
@@ -99,7 +108,7 @@ pub(crate) fn validate(
     if draft.mesh_span.is_none() {
         ck.error(file_start.clone(), "the mesh file has no [mesh] section", "add a [mesh] section with `id = \"mesh1\"` (the Istio meshID)");
     }
-    let id = if draft.mesh_span.is_some() { ck.required(&draft.mesh_id, "id", "[mesh]", &mesh_span, "\"mesh1\"") } else { None };
+    let id = if draft.mesh_span.is_some() { ck.required(&draft.mesh_id, "id", ("[mesh]", &mesh_span, &draft.mesh_keys), "\"mesh1\"") } else { None };
     if let (Some(id), Some(at)) = (&id, &draft.mesh_id)
         && !is_mesh_id(id)
     {
@@ -134,10 +143,10 @@ pub(crate) fn validate(
     // [[cluster]]: each on its own first.
     let mut clusters: Vec<(Cluster, &DraftCluster)> = Vec::new();
     for dc in &draft.clusters {
-        let name = ck.required(&dc.name, "name", "[[cluster]]", &dc.span, "\"cluster1\"");
-        let context = ck.required(&dc.context, "context", "[[cluster]]", &dc.span, "\"kind-cluster1\"");
-        let network = ck.required(&dc.network, "network", "[[cluster]]", &dc.span, "\"network1\"");
-        let role_text = ck.required(&dc.role, "role", "[[cluster]]", &dc.span, "\"primary\"");
+        let name = ck.required(&dc.name, "name", ("[[cluster]]", &dc.span, &dc.keys), "\"cluster1\"");
+        let context = ck.required(&dc.context, "context", ("[[cluster]]", &dc.span, &dc.keys), "\"kind-cluster1\"");
+        let network = ck.required(&dc.network, "network", ("[[cluster]]", &dc.span, &dc.keys), "\"network1\"");
+        let role_text = ck.required(&dc.role, "role", ("[[cluster]]", &dc.span, &dc.keys), "\"primary\"");
         if let (Some(n), Some(at)) = (&name, &dc.name)
             && !is_dns1123_label(n)
         {
@@ -232,11 +241,19 @@ pub(crate) fn validate(
             );
         }
     }
-    let by_name: HashMap<&str, &Cluster> = clusters.iter().map(|(c, _)| (c.name.as_str(), c)).collect();
+    // The first cluster of a name is the one others refer to (a duplicate
+    // is already reported).
+    let mut by_name: HashMap<&str, &Cluster> = HashMap::new();
+    for (c, _) in &clusters {
+        by_name.entry(c.name.as_str()).or_insert(c);
+    }
     let primaries: Vec<&str> = clusters.iter().filter(|(c, _)| c.role == Role::Primary).map(|(c, _)| c.name.as_str()).collect();
     for (c, dc) in &clusters {
         let (Some(p), Some(at)) = (&c.primary, &dc.primary) else { continue };
+        // A cluster with mistakes of its own is not in `by_name`, but exists.
+        let written = draft.clusters.iter().any(|d| d.name.as_ref().is_some_and(|n| &n.value == p));
         match by_name.get(p.as_str()) {
+            None if written => {}
             None => {
                 let hint = match did_you_mean(p, primaries.iter().copied()) {
                     Some(s) => format!(" (did you mean \"{s}\"?)"),
@@ -268,7 +285,14 @@ pub(crate) fn validate(
             Some(_) => {}
         }
     }
-    if primaries.is_empty() && draft.mesh_span.is_some() && draft.clusters.iter().all(|c| c.role.as_ref().is_none_or(|r| r.value != "primary")) {
+    // Only when every cluster's role is known: a missing or misspelled role
+    // is already reported, and may be the missing primary.
+    let roles_known = draft
+        .clusters
+        .iter()
+        .all(|c| c.role.as_ref().is_some_and(|r| r.value == "primary" || r.value == "remote"));
+    let any_primary = draft.clusters.iter().any(|c| c.role.as_ref().is_some_and(|r| r.value == "primary"));
+    if !any_primary && draft.mesh_span.is_some() && !draft.clusters_malformed && roles_known {
         let span = draft.clusters.first().map_or(mesh_span.clone(), |c| c.span.clone());
         ck.error(span, "the mesh has no primary cluster", "add a [[cluster]] with role = \"primary\": it runs the control plane the others use");
     }

@@ -1,0 +1,254 @@
+//! The mesh file: every invalid file under tests/invalid/ gives its errors
+//! at the right place; valid files parse; nothing makes the parser panic.
+
+use engine::config::{self, Role};
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn invalid(name: &str) -> Vec<(usize, usize, String)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid").join(name);
+    let source = std::fs::read_to_string(&path).unwrap();
+    let diags = config::parse(&source, Path::new(name)).expect_err(name);
+    let rendered = diags.render(false);
+    for d in &diags.0 {
+        assert!(d.help.is_some(), "{name}: every error says what to do: {}", d.message);
+        assert!(rendered.contains(&format!("{name}:{}:{}", d.line, d.column)), "{rendered}");
+    }
+    diags.0.iter().map(|d| (d.line, d.column, d.message.clone())).collect()
+}
+
+/// (file, line, column, a phrase of the message, a phrase of the help).
+const CASES: &[(&str, usize, usize, &str, &str)] = &[
+    ("01-syntax.toml", 2, 12, "invalid TOML", "syntax"),
+    ("02-unknown-top-key.toml", 10, 2, "unknown key `clusters` in the mesh file", "did you mean `cluster`?"),
+    ("03-unknown-cluster-key.toml", 7, 1, "unknown key `netwrok` in [[cluster]]", "did you mean `network`?"),
+    ("04-wrong-type.toml", 2, 6, "`id` must be a string, not an integer", "quotes"),
+    ("05-missing-mesh.toml", 1, 1, "no [mesh] section", "add a [mesh] section"),
+    ("06-missing-id.toml", 1, 2, "[mesh] is missing `id`", "add `id = \"mesh1\"`"),
+    ("07-bad-cluster-name.toml", 5, 8, "`Cluster_1` is not a DNS-1123 label", "lowercase"),
+    ("08-duplicate-name.toml", 11, 8, "cluster name `cluster1` is used twice", "line 4"),
+    ("09-duplicate-context.toml", 12, 11, "context `kind-cluster1` is used by two clusters", "line 4"),
+    ("10-remote-without-primary.toml", 10, 1, "does not say which primary it uses", "add `primary ="),
+    ("11-unknown-primary.toml", 15, 11, "names primary `clusterl`, which is not a cluster", "did you mean \"cluster1\"?"),
+    ("12-primary-is-remote.toml", 22, 11, "but `cluster2` is a remote", "role = \"primary\""),
+    ("13-primary-on-primary.toml", 9, 11, "is a primary but names a primary", "remove `primary`"),
+    ("14-network-mismatch.toml", 13, 11, "multi-network meshes are not supported yet", "network = \"network1\""),
+    ("15-no-primary.toml", 1, 2, "the mesh has no primary cluster", "role = \"primary\""),
+    ("16-bad-revision.toml", 3, 12, "`Canary_1` is not a valid Istio revision", "lowercase"),
+    ("17-default-revision.toml", 3, 12, "revision `default` is not a revision", "remove `revision`"),
+    ("18-bad-role.toml", 8, 8, "role `primarry` is not a role", "did you mean \"primary\"?"),
+    ("19-missing-role.toml", 4, 1, "[[cluster]] is missing `role`", "add `role = \"primary\"`"),
+    ("20-cluster-not-array.toml", 4, 1, "`cluster` must be an array of tables", "[[cluster]]"),
+    ("21-http-api-server.toml", 9, 14, "is not an https:// URL", "HTTPS"),
+    ("22-bad-istio-version.toml", 3, 17, "istio_version `latest` is not a version", "1.28.0"),
+    ("23-values-not-table.toml", 9, 10, "`values` must be a table, not a string", "section"),
+    ("24-empty-context.toml", 6, 11, "`context` is empty", "kind-cluster1"),
+    ("25-bad-mesh-id.toml", 2, 6, "mesh id `mesh one` has characters", "letters, digits"),
+    ("26-unknown-mesh-key.toml", 3, 1, "unknown key `revison` in [mesh]", "did you mean `revision`?"),
+    ("27-bad-network-name.toml", 7, 11, "network `net work` is not a valid network name", "label value"),
+    ("29-state-path-folder.toml", 5, 8, "state path `state/` names a folder", "name a file"),
+];
+
+#[test]
+fn every_invalid_file_reports_its_error_where_it_is() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    for (name, line, col, message, help) in CASES {
+        let path = dir.join(name);
+        let source = std::fs::read_to_string(&path).unwrap();
+        let diags = config::parse(&source, Path::new(name)).expect_err(name);
+        assert_eq!(diags.len(), 1, "{name}: exactly one error, got:\n{}", diags.render(false));
+        let d = &diags.0[0];
+        assert_eq!((d.line, d.column), (*line, *col), "{name}: {}", d.message);
+        assert!(d.message.contains(message), "{name}: message `{}` lacks `{message}`", d.message);
+        let h = d.help.as_deref().unwrap_or_default();
+        assert!(h.contains(help), "{name}: help `{h}` lacks `{help}`");
+        let _ = invalid(name);
+    }
+    // Every file in the folder is covered (28-many-mistakes has its own test).
+    let covered: Vec<&str> = CASES.iter().map(|c| c.0).chain(["28-many-mistakes.toml"]).collect();
+    for f in &files {
+        assert!(covered.contains(&f.as_str()), "{f} has no expectation");
+    }
+    assert!(CASES.len() >= 20);
+}
+
+#[test]
+fn all_mistakes_of_a_file_are_reported_at_once() {
+    let errors = invalid("28-many-mistakes.toml");
+    let located: Vec<(usize, usize)> = errors.iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(located, [(3, 1), (6, 8), (13, 11), (16, 11)], "{errors:?}");
+    assert!(errors[0].2.contains("unknown key `colour`"));
+    assert!(errors[1].2.contains("`Cluster1` is not a DNS-1123 label"));
+    assert!(errors[2].2.contains("context `kind-cluster1` is used by two clusters"));
+    assert!(errors[3].2.contains("names primary `nope`"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/28-many-mistakes.toml");
+    let text = config::load(&path).unwrap_err().render(false);
+    assert!(text.ends_with("4 errors in ".to_string().as_str()) || text.contains("4 errors in"), "{text}");
+}
+
+#[test]
+fn an_unreadable_file_is_one_clear_error() {
+    let e = config::load(Path::new("/nonexistent/mesh.toml")).unwrap_err();
+    assert_eq!(e.len(), 1);
+    let text = e.render(false);
+    assert!(text.contains("/nonexistent/mesh.toml") && text.contains("-f FILE"), "{text}");
+}
+
+#[test]
+fn the_seed_parses_into_the_model() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/primary-remote.toml");
+    let m = config::load(&path).unwrap();
+    assert_eq!(m.mesh.id, "mesh1");
+    assert_eq!(m.clusters.len(), 2);
+    assert_eq!(m.clusters[0].role, Role::Primary);
+    assert_eq!(m.clusters[1].primary.as_deref(), Some("cluster1"));
+    assert_eq!(m.clusters[1].context, "kind-cluster2");
+}
+
+const FULL: &str = r#"
+[mesh]
+id = "mesh-a.b_c"
+revision = "1-28-0"
+istio_version = "1.28.0"
+
+[istioctl]
+path = "/opt/istio/bin/istioctl"
+
+[state]
+path = "state/mesh.state.json"
+
+[[cluster]]
+name = "east"
+context = "ctx-east"
+network = "net1"
+role = "primary"
+kubeconfig = "~/.kube/east"
+api_server = "https://10.0.0.1:6443"
+
+[cluster.values.global.logging]
+level = "default:debug"
+
+[[cluster]]
+name = "east-a"
+context = "ctx-east-a"
+network = "net1"
+role = "remote"
+primary = "east"
+values = { pilot = { env = { X = 1, Y = 1.5, Z = true } } }
+
+[[cluster]]
+name = "west"
+context = "ctx-west"
+network = "net2"
+role = "primary"
+
+[[cluster]]
+name = "west-a"
+context = "ctx-west-a"
+network = "net2"
+role = "remote"
+primary = "west"
+"#;
+
+#[test]
+fn every_key_is_read() {
+    let m = config::parse(FULL, Path::new("mesh.toml")).unwrap();
+    assert_eq!(m.mesh.revision.as_deref(), Some("1-28-0"));
+    assert_eq!(m.mesh.istio_version.as_deref(), Some("1.28.0"));
+    assert_eq!(m.istioctl.path.as_deref(), Some("/opt/istio/bin/istioctl"));
+    assert_eq!(m.state.path.as_deref(), Some("state/mesh.state.json"));
+    let east = m.cluster("east").unwrap();
+    assert_eq!(east.kubeconfig.as_deref(), Some("~/.kube/east"));
+    assert_eq!(east.api_server.as_deref(), Some("https://10.0.0.1:6443"));
+    assert_eq!(east.values["global"]["logging"]["level"], "default:debug");
+    let a = m.cluster("east-a").unwrap();
+    assert_eq!(a.values["pilot"]["env"], serde_json::json!({"X": 1, "Y": 1.5, "Z": true}));
+    assert_eq!(m.primaries().count(), 2);
+    assert_eq!(m.remotes_of("west").map(|c| c.name.as_str()).collect::<Vec<_>>(), ["west-a"]);
+}
+
+#[test]
+fn valid_files_also_fit_the_schema_types() {
+    for src in [FULL, include_str!("../../examples/primary-remote.toml")] {
+        let raw: Result<config::raw::RawMeshFile, _> = toml::from_str(src);
+        assert!(raw.is_ok(), "{raw:?}");
+    }
+}
+
+#[test]
+fn the_committed_schema_is_up_to_date() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/mesh.schema.json");
+    let fresh = config::schema_json();
+    if std::env::var_os("MESH_UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "docs/mesh.schema.json is out of date: run `MESH_UPDATE_SCHEMA=1 cargo test -p engine --test config` and commit it"
+    );
+    let v: serde_json::Value = serde_json::from_str(&fresh).unwrap();
+    assert_eq!(v["title"], "mesh.toml");
+    assert!(v["$defs"]["RawCluster"]["properties"]["api_server"].is_object(), "{fresh}");
+}
+
+fn mutate(src: &str, ops: &[(u8, usize, char)]) -> String {
+    let mut chars: Vec<char> = src.chars().collect();
+    for &(op, at, ch) in ops {
+        if chars.is_empty() {
+            chars.push(ch);
+            continue;
+        }
+        let i = at % chars.len();
+        match op % 3 {
+            0 => {
+                chars.remove(i);
+            }
+            1 => chars.insert(i, ch),
+            _ => chars[i] = ch,
+        }
+    }
+    chars.into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
+        let _ = config::parse(&s, Path::new("fuzz.toml"));
+    }
+
+    #[test]
+    fn mutated_mesh_files_never_panic(
+        ops in proptest::collection::vec((any::<u8>(), any::<usize>(), prop::sample::select(vec!['"', '[', ']', '=', '\n', 'x', '.', '{', '}', ',', '#', 'é', '\''])), 1..8),
+        which in 0..2usize,
+    ) {
+        let base = [FULL, include_str!("../../examples/primary-remote.toml")][which];
+        let src = mutate(base, &ops);
+        match config::parse(&src, Path::new("fuzz.toml")) {
+            Ok(m) => prop_assert!(!m.mesh.id.is_empty()),
+            Err(d) => {
+                prop_assert!(!d.is_empty());
+                for e in &d.0 { prop_assert!(e.line >= 1 && e.column >= 1); }
+                let _ = d.render(true);
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_keys_are_errors_not_panics(idx in 0usize..40, junk in "[a-z_]{1,8}") {
+        let lines: Vec<&str> = FULL.lines().collect();
+        let i = idx % lines.len();
+        let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        if let Some((_, rest)) = out[i].clone().split_once(" = ") {
+            out[i] = format!("{junk} = {rest}");
+        }
+        let _ = config::parse(&out.join("\n"), Path::new("fuzz.toml"));
+    }
+}
