@@ -32,7 +32,13 @@ fn mesh_toml(primaries: usize, remotes: usize) -> String {
 fn pass(source: &str) -> usize {
     let mesh = engine::config::parse(source, Path::new("bench.toml")).expect("valid");
     let graph = engine::topology::compile(&mesh).expect("compiles");
-    let plan = engine::planner::plan(&mesh.mesh.id, &graph, None, None, engine::planner::Mode::Converge);
+    let plan = engine::planner::plan(
+        &mesh.mesh.id,
+        &graph,
+        None,
+        None,
+        engine::planner::Mode::Converge,
+    );
     let text = plans::render::text(&plan, &plans::render::TextOptions { color: false });
     let json = plans::render::json(&plan);
     text.len() + json.len()
@@ -73,7 +79,9 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    println!("| primaries | remotes each | steps | median time (ms) | peak memory (MiB) | output bytes |");
+    println!(
+        "| primaries | remotes each | steps | median time (ms) | peak memory (MiB) | output bytes |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for &(p, r) in CASES {
         let out = Command::new(&exe)
@@ -83,10 +91,16 @@ fn main() {
         let line = String::from_utf8_lossy(&out.stdout);
         let f: Vec<&str> = line.trim().split('\t').collect();
         if f.len() != 6 {
-            eprintln!("case {p}x{r} failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "case {p}x{r} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::process::exit(1);
         }
         let mib = f[4].parse::<f64>().unwrap_or(0.0) / 1024.0;
-        println!("| {} | {} | {} | {} | {:.1} | {} |", f[0], f[1], f[2], f[3], mib, f[5]);
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {} |",
+            f[0], f[1], f[2], f[3], mib, f[5]
+        );
     }
 }

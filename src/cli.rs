@@ -16,7 +16,13 @@ clusters, recording what it did in a state file.",
 )]
 pub struct Cli {
     /// The mesh file.
-    #[arg(short = 'f', long = "file", global = true, default_value = "mesh.toml", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "mesh.toml",
+        value_name = "FILE"
+    )]
     pub file: PathBuf,
 
     /// The state file [default: `[state] path`, else mesh.state.json beside the mesh file].

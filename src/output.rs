@@ -29,7 +29,11 @@ impl Output {
             let _ = write!(stderr, "{}", diags.render(self.color_stderr));
             return;
         }
-        let prefix = if self.color_stderr { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
+        let prefix = if self.color_stderr {
+            "\x1b[1;31merror:\x1b[0m"
+        } else {
+            "error:"
+        };
         let _ = writeln!(stderr, "{prefix} {err}");
         for cause in err.chain().skip(1) {
             let _ = writeln!(stderr, "  caused by: {cause}");

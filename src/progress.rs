@@ -69,7 +69,10 @@ impl View {
                     bar.set_prefix(step.to_string());
                     bar.set_message(format!("{doing}…"));
                     bar.enable_steady_tick(Duration::from_millis(120));
-                    self.bars.lock().expect("bars").insert(step.to_string(), bar);
+                    self.bars
+                        .lock()
+                        .expect("bars")
+                        .insert(step.to_string(), bar);
                 } else {
                     self.line(&format!("{step}: {doing}…"));
                 }
@@ -108,7 +111,9 @@ impl View {
                 self.line(&format!("{step}: aborted (recorded as tainted)"));
             }
             Progress::StateError { error } => {
-                self.line(&format!("error: the state could not be saved: {error}; stopping"));
+                self.line(&format!(
+                    "error: the state could not be saved: {error}; stopping"
+                ));
             }
         }
     }

@@ -25,11 +25,19 @@ impl World {
                 (Some(sb.kubeconfig()), sb.istioctl()?, Some(sb))
             }
             None => {
-                let program = mesh.istioctl.path.clone().unwrap_or_else(|| "istioctl".into());
+                let program = mesh
+                    .istioctl
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| "istioctl".into());
                 (cli.kubeconfig.clone(), Istioctl::new(program), None)
             }
         };
-        let mut env = Env::new(Clusters::new(kubeconfig.clone()), istioctl, kubeconfig.clone());
+        let mut env = Env::new(
+            Clusters::new(kubeconfig.clone()),
+            istioctl,
+            kubeconfig.clone(),
+        );
         env.progress = Arc::new(move |step, what| view.say(step, what));
         Ok(World {
             env: Arc::new(env),

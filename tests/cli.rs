@@ -4,7 +4,7 @@
 //! Golden files live in tests/golden/; `MESH_UPDATE_GOLDEN=1 cargo test
 //! --test cli` rewrites them (review the diff before committing).
 
-use engine::planner::{self, Mode};
+use engine::planner;
 use serde_json::json;
 use state::{State, Status};
 use std::collections::BTreeMap;
@@ -41,17 +41,23 @@ fn stderr(o: &Output) -> String {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("MESH_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!("no golden file {}: run with MESH_UPDATE_GOLDEN=1 to create it", path.display())
+        panic!(
+            "no golden file {}: run with MESH_UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
     });
     assert_eq!(
-        actual, expected,
+        actual,
+        expected,
         "output differs from {} (MESH_UPDATE_GOLDEN=1 rewrites it)",
         path.display()
     );
@@ -71,10 +77,11 @@ fn write_applied_state(dir: &Path, mesh_toml: &str) {
     let mut st = State::new("mesh1");
     for step in graph.in_order() {
         let known = st.clone();
-        let lookup = move |id: &str, key: &str| match known.steps.get(id).and_then(|r| r.outputs.get(key)) {
-            Some(v) => providers::Known::Known(v.clone()),
-            None => providers::Known::AfterApply,
-        };
+        let lookup =
+            move |id: &str, key: &str| match known.steps.get(id).and_then(|r| r.outputs.get(key)) {
+                Some(v) => providers::Known::Known(v.clone()),
+                None => providers::Known::AfterApply,
+            };
         let input = planner::render_step(step, &lookup);
         let mut outputs = BTreeMap::new();
         if step.id.ends_with("/eastwest-address") {
@@ -83,7 +90,14 @@ fn write_applied_state(dir: &Path, mesh_toml: &str) {
         if step.id.ends_with("/attach") {
             outputs.insert("kubeconfig_sha256".to_string(), json!("0".repeat(64)));
         }
-        let rec = planner::record(step, &graph, &input, outputs, Status::Applied, "2026-01-01T00:00:00Z".into());
+        let rec = planner::record(
+            step,
+            &graph,
+            &input,
+            outputs,
+            Status::Applied,
+            "2026-01-01T00:00:00Z".into(),
+        );
         st.steps.insert(step.id.clone(), rec);
     }
     let backend = state::LocalBackend::new(dir.join("mesh.state.json"));
@@ -107,11 +121,21 @@ fn validate_reports_location_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("mesh.toml:"), "{err}");
-    assert!(err.contains("cluster1"), "a did-you-mean names the real primary: {err}");
+    assert!(
+        err.contains("cluster1"),
+        "a did-you-mean names the real primary: {err}"
+    );
     let o = mesh(dir.path(), &["plan", "--no-refresh"]);
     assert_eq!(o.status.code(), Some(1));
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(files, ["mesh.toml"], "nothing written next to a bad mesh file");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        files,
+        ["mesh.toml"],
+        "nothing written next to a bad mesh file"
+    );
 }
 
 #[test]
@@ -125,14 +149,21 @@ fn a_missing_mesh_file_is_a_clear_error() {
 #[test]
 fn seed_plan_in_three_formats() {
     let dir = workdir(SEED);
-    for (format, file) in [("text", "seed.txt"), ("markdown", "seed.md"), ("json", "seed.json")] {
+    for (format, file) in [
+        ("text", "seed.txt"),
+        ("markdown", "seed.md"),
+        ("json", "seed.json"),
+    ] {
         let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", format]);
         assert!(o.status.success(), "{}", stderr(&o));
         golden(file, &stdout(&o));
     }
     let o = mesh(dir.path(), &["plan", "--no-refresh"]);
     let text = stdout(&o);
-    assert!(text.contains("Plan: 7 to create, 0 to update, 0 to delete."), "{text}");
+    assert!(
+        text.contains("Plan: 7 to create, 0 to update, 0 to delete."),
+        "{text}"
+    );
     assert!(!text.contains('\x1b'), "no colour off a terminal");
     let json: serde_json::Value = serde_json::from_str(&stdout(&mesh(
         dir.path(),
@@ -149,26 +180,40 @@ fn seed_plan_in_three_formats() {
 fn adding_a_third_cluster_to_an_applied_state() {
     let dir = workdir(&format!("{SEED}{THIRD}"));
     write_applied_state(dir.path(), SEED);
-    for (format, file) in [("text", "add-cluster3.txt"), ("markdown", "add-cluster3.md"), ("json", "add-cluster3.json")] {
+    for (format, file) in [
+        ("text", "add-cluster3.txt"),
+        ("markdown", "add-cluster3.md"),
+        ("json", "add-cluster3.json"),
+    ] {
         let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", format]);
         assert!(o.status.success(), "{}", stderr(&o));
         golden(file, &stdout(&o));
     }
     let text = stdout(&mesh(dir.path(), &["plan", "--no-refresh"]));
-    assert!(text.contains("Plan: 3 to create, 0 to update, 0 to delete."), "{text}");
+    assert!(
+        text.contains("Plan: 3 to create, 0 to update, 0 to delete."),
+        "{text}"
+    );
 }
 
 #[test]
 fn removing_a_remote_from_an_applied_state() {
     let dir = workdir(SEED);
     write_applied_state(dir.path(), &format!("{SEED}{THIRD}"));
-    for (format, file) in [("text", "remove-cluster3.txt"), ("markdown", "remove-cluster3.md"), ("json", "remove-cluster3.json")] {
+    for (format, file) in [
+        ("text", "remove-cluster3.txt"),
+        ("markdown", "remove-cluster3.md"),
+        ("json", "remove-cluster3.json"),
+    ] {
         let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", format]);
         assert!(o.status.success(), "{}", stderr(&o));
         golden(file, &stdout(&o));
     }
     let text = stdout(&mesh(dir.path(), &["plan", "--no-refresh"]));
-    assert!(text.contains("Plan: 0 to create, 0 to update, 3 to delete."), "{text}");
+    assert!(
+        text.contains("Plan: 0 to create, 0 to update, 3 to delete."),
+        "{text}"
+    );
 }
 
 #[test]
@@ -182,7 +227,10 @@ fn detailed_exitcode() {
     assert!(stdout(&o).contains("No changes."));
     // Without the flag, changes still exit 0.
     let dir = workdir(SEED);
-    assert_eq!(mesh(dir.path(), &["plan", "--no-refresh"]).status.code(), Some(0));
+    assert_eq!(
+        mesh(dir.path(), &["plan", "--no-refresh"]).status.code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -190,7 +238,11 @@ fn plan_destroy_deletes_everything() {
     let dir = workdir(SEED);
     write_applied_state(dir.path(), SEED);
     let o = mesh(dir.path(), &["plan", "--no-refresh", "--destroy"]);
-    assert!(stdout(&o).contains("Plan: 0 to create, 0 to update, 7 to delete."), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("Plan: 0 to create, 0 to update, 7 to delete."),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -199,15 +251,25 @@ fn saved_plans_show_and_go_stale() {
     let o = mesh(dir.path(), &["plan", "--no-refresh", "--out", "seed.plan"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let shown = mesh(dir.path(), &["show", "seed.plan"]);
-    assert_eq!(stdout(&shown), stdout(&mesh(dir.path(), &["plan", "--no-refresh"])));
-    let json = stdout(&mesh(dir.path(), &["show", "seed.plan", "--format", "json"]));
+    assert_eq!(
+        stdout(&shown),
+        stdout(&mesh(dir.path(), &["plan", "--no-refresh"]))
+    );
+    let json = stdout(&mesh(
+        dir.path(),
+        &["show", "seed.plan", "--format", "json"],
+    ));
     assert!(json.contains("\"format_version\""));
 
     // The mesh file changes: the plan is stale.
     std::fs::write(dir.path().join("mesh.toml"), format!("{SEED}{THIRD}")).unwrap();
     let o = mesh(dir.path(), &["apply", "seed.plan", "--auto-approve"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("stale") || stderr(&o).contains("changed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stale") || stderr(&o).contains("changed"),
+        "{}",
+        stderr(&o)
+    );
 
     // The state changes: stale too.
     let dir = workdir(SEED);
@@ -231,8 +293,17 @@ fn diff_between_two_versions_of_the_mesh_file() {
     let o = mesh(dir.path(), &["diff", "base.toml", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("Plan: 3 to create, 0 to update, 0 to delete."), "{text}");
-    golden("diff-add-cluster3.md", &stdout(&mesh(dir.path(), &["diff", "base.toml", "--format", "markdown"])));
+    assert!(
+        text.contains("Plan: 3 to create, 0 to update, 0 to delete."),
+        "{text}"
+    );
+    golden(
+        "diff-add-cluster3.md",
+        &stdout(&mesh(
+            dir.path(),
+            &["diff", "base.toml", "--format", "markdown"],
+        )),
+    );
     let o = mesh(dir.path(), &["diff", "mesh.toml", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0));
 }
@@ -266,17 +337,28 @@ fn a_corrupt_state_is_an_error_and_is_not_touched() {
     let o = mesh(dir.path(), &["plan", "--no-refresh"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("mesh.state.json"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(dir.path().join("mesh.state.json")).unwrap(), "{ not json");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mesh.state.json")).unwrap(),
+        "{ not json"
+    );
 }
 
 #[test]
 fn a_state_of_another_mesh_is_refused() {
     let dir = workdir(SEED);
     write_applied_state(dir.path(), SEED);
-    std::fs::write(dir.path().join("mesh.toml"), SEED.replace("id = \"mesh1\"", "id = \"other\"")).unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        SEED.replace("id = \"mesh1\"", "id = \"other\""),
+    )
+    .unwrap();
     let o = mesh(dir.path(), &["plan", "--no-refresh"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("mesh1") && stderr(&o).contains("other"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mesh1") && stderr(&o).contains("other"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -24,12 +24,30 @@ use tokio::sync::watch;
 /// What the CLI is told as the run goes.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    Started { step: &'a str, action: Action },
-    Finished { step: &'a str, action: Action, elapsed: Duration, log: &'a str },
-    Failed { step: &'a str, action: Action, elapsed: Duration, error: &'a str, log: &'a str },
-    Aborted { step: &'a str },
+    Started {
+        step: &'a str,
+        action: Action,
+    },
+    Finished {
+        step: &'a str,
+        action: Action,
+        elapsed: Duration,
+        log: &'a str,
+    },
+    Failed {
+        step: &'a str,
+        action: Action,
+        elapsed: Duration,
+        error: &'a str,
+        log: &'a str,
+    },
+    Aborted {
+        step: &'a str,
+    },
     /// The state could not be written: the run stops.
-    StateError { error: &'a str },
+    StateError {
+        error: &'a str,
+    },
 }
 
 /// The end of an apply.
@@ -66,8 +84,13 @@ pub fn tasks(plan: &Plan) -> Vec<Task> {
 }
 
 enum Done {
-    Applied { input: RenderedInput, applied: Applied },
-    Deleted { log: String },
+    Applied {
+        input: RenderedInput,
+        applied: Applied,
+    },
+    Deleted {
+        log: String,
+    },
 }
 
 struct Failure {
@@ -95,49 +118,99 @@ impl Runner for StepRunner {
             TaskAction::Apply => {
                 let Some(step) = self.graph.get(&id).cloned() else {
                     return Box::pin(async move {
-                        Err(Failure { input: None, error: format!("{id} is not a step of this mesh file") })
+                        Err(Failure {
+                            input: None,
+                            error: format!("{id} is not a step of this mesh file"),
+                        })
                     });
                 };
                 // Upstream outputs as recorded by now: the executor starts
                 // a step only after its dependencies were recorded.
                 let (input, previous) = {
                     let st = self.state.lock().expect("state lock");
-                    let lookup = |sid: &str, key: &str| match st.steps.get(sid).and_then(|r| r.outputs.get(key)) {
+                    let lookup = |sid: &str, key: &str| match st
+                        .steps
+                        .get(sid)
+                        .and_then(|r| r.outputs.get(key))
+                    {
                         Some(v) => Known::Known(v.clone()),
                         None => Known::AfterApply,
                     };
                     let rendered = step.input.render(&lookup);
                     let input = planner::render_step(&step, &lookup);
-                    let previous = st.steps.get(&id).map(|r| (r.input.clone(), r.outputs.clone()));
+                    let previous = st
+                        .steps
+                        .get(&id)
+                        .map(|r| (r.input.clone(), r.outputs.clone()));
                     (Some((rendered, input)), previous)
                 };
                 Box::pin(async move {
                     let (rendered, input) = input.expect("rendered above");
-                    let prev = previous.as_ref().map(|(i, o)| Recorded { input: i, outputs: o });
-                    match providers::run::apply(&env, &id, &step.target, &step.input, &rendered, prev.as_ref()).await {
+                    let prev = previous.as_ref().map(|(i, o)| Recorded {
+                        input: i,
+                        outputs: o,
+                    });
+                    match providers::run::apply(
+                        &env,
+                        &id,
+                        &step.target,
+                        &step.input,
+                        &rendered,
+                        prev.as_ref(),
+                    )
+                    .await
+                    {
                         Ok(applied) => Ok(Done::Applied { input, applied }),
-                        Err(e) => Err(Failure { input: Some(input), error: message(&e) }),
+                        Err(e) => Err(Failure {
+                            input: Some(input),
+                            error: message(&e),
+                        }),
                     }
                 })
             }
             TaskAction::Delete => {
-                let record = self.state.lock().expect("state lock").steps.get(&id).cloned();
+                let record = self
+                    .state
+                    .lock()
+                    .expect("state lock")
+                    .steps
+                    .get(&id)
+                    .cloned();
                 let kubeconfig = self
                     .graph
                     .in_order()
-                    .find(|s| s.target.context == record.as_ref().map(|r| r.context.as_str()).unwrap_or_default())
+                    .find(|s| {
+                        s.target.context
+                            == record
+                                .as_ref()
+                                .map(|r| r.context.as_str())
+                                .unwrap_or_default()
+                    })
                     .and_then(|s| s.target.kubeconfig.clone())
                     .or_else(|| self.default_kubeconfig.clone());
                 Box::pin(async move {
                     let Some(rec) = record else {
                         return Ok(Done::Deleted { log: String::new() });
                     };
-                    let kind: StepKind = rec.kind.parse().map_err(|e: String| Failure { input: None, error: e })?;
-                    let target = Target { cluster: rec.cluster.clone(), context: rec.context.clone(), kubeconfig };
-                    let recorded = Recorded { input: &rec.input, outputs: &rec.outputs };
+                    let kind: StepKind = rec.kind.parse().map_err(|e: String| Failure {
+                        input: None,
+                        error: e,
+                    })?;
+                    let target = Target {
+                        cluster: rec.cluster.clone(),
+                        context: rec.context.clone(),
+                        kubeconfig,
+                    };
+                    let recorded = Recorded {
+                        input: &rec.input,
+                        outputs: &rec.outputs,
+                    };
                     match providers::run::destroy(&env, &id, kind, &target, &recorded).await {
                         Ok(log) => Ok(Done::Deleted { log }),
-                        Err(e) => Err(Failure { input: None, error: message(&e) }),
+                        Err(e) => Err(Failure {
+                            input: None,
+                            error: message(&e),
+                        }),
                     }
                 })
             }
@@ -165,7 +238,11 @@ pub async fn apply(
     now: impl Fn() -> String,
 ) -> (State, Outcome) {
     let state = Arc::new(Mutex::new(state));
-    let actions: BTreeMap<&str, Action> = plan.changes.iter().map(|c| (c.step.as_str(), c.action)).collect();
+    let actions: BTreeMap<&str, Action> = plan
+        .changes
+        .iter()
+        .map(|c| (c.step.as_str(), c.action))
+        .collect();
     let runner = Arc::new(StepRunner {
         graph: graph.clone(),
         env,
@@ -195,25 +272,55 @@ pub async fn apply(
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
         match event {
-            Event::Started(t) => progress(Progress::Started { step: &t.id, action: action(&t.id) }),
-            Event::Finished { task, result, elapsed } => {
+            Event::Started(t) => progress(Progress::Started {
+                step: &t.id,
+                action: action(&t.id),
+            }),
+            Event::Finished {
+                task,
+                result,
+                elapsed,
+            } => {
                 let id = task.id.as_str();
                 match result {
                     Ok(Done::Applied { input, applied }) => {
                         if let Some(step) = graph.get(id) {
-                            let rec = planner::record(step, &graph, input, applied.outputs.clone(), Status::Applied, now());
+                            let rec = planner::record(
+                                step,
+                                &graph,
+                                input,
+                                applied.outputs.clone(),
+                                Status::Applied,
+                                now(),
+                            );
                             st.steps.insert(id.to_string(), rec);
                         }
-                        progress(Progress::Finished { step: id, action: action(id), elapsed, log: &applied.log });
+                        progress(Progress::Finished {
+                            step: id,
+                            action: action(id),
+                            elapsed,
+                            log: &applied.log,
+                        });
                     }
                     Ok(Done::Deleted { log }) => {
                         st.steps.remove(id);
-                        progress(Progress::Finished { step: id, action: action(id), elapsed, log });
+                        progress(Progress::Finished {
+                            step: id,
+                            action: action(id),
+                            elapsed,
+                            log,
+                        });
                     }
                     Err(f) => {
                         taint(&mut st, &graph, id, f.input.as_ref(), now());
                         errors.insert(id.to_string(), f.error.clone());
-                        progress(Progress::Failed { step: id, action: action(id), elapsed, error: &f.error, log: "" });
+                        progress(Progress::Failed {
+                            step: id,
+                            action: action(id),
+                            elapsed,
+                            error: &f.error,
+                            log: "",
+                        });
                     }
                 }
                 if let Err(e) = persist(&mut st) {
@@ -224,7 +331,11 @@ pub async fn apply(
             }
             Event::Aborted(t) => {
                 let input = graph.get(&t.id).map(|step| {
-                    let lookup = |sid: &str, key: &str| match st.steps.get(sid).and_then(|r| r.outputs.get(key)) {
+                    let lookup = |sid: &str, key: &str| match st
+                        .steps
+                        .get(sid)
+                        .and_then(|r| r.outputs.get(key))
+                    {
                         Some(v) => Known::Known(v.clone()),
                         None => Known::AfterApply,
                     };
@@ -243,7 +354,14 @@ pub async fn apply(
     let state = Arc::try_unwrap(state)
         .map(|m| m.into_inner().expect("state lock"))
         .unwrap_or_else(|arc| arc.lock().expect("state lock").clone());
-    (state, Outcome { report, errors, state_error })
+    (
+        state,
+        Outcome {
+            report,
+            errors,
+            state_error,
+        },
+    )
 }
 
 /// Marks a step tainted: a failed create is recorded with the input it tried;
@@ -255,7 +373,14 @@ fn taint(st: &mut State, graph: &StepGraph, id: &str, input: Option<&RenderedInp
         return;
     }
     if let (Some(step), Some(input)) = (graph.get(id), input) {
-        let rec = planner::record(step, graph, input, BTreeMap::<String, Value>::new(), Status::Tainted, now);
+        let rec = planner::record(
+            step,
+            graph,
+            input,
+            BTreeMap::<String, Value>::new(),
+            Status::Tainted,
+            now,
+        );
         st.steps.insert(id.to_string(), rec);
     }
 }

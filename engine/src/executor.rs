@@ -90,6 +90,13 @@ impl Report {
     }
 }
 
+/// A finished task: its index, result and run time.
+type Finished<R> = (
+    usize,
+    Result<<R as Runner>::Output, <R as Runner>::Error>,
+    Duration,
+);
+
 /// Runs `tasks`. `on_event` is called on the executor's own task, one event
 /// at a time, so it may write the state without further locking.
 pub async fn execute<R: Runner>(
@@ -104,7 +111,7 @@ pub async fn execute<R: Runner>(
     let mut remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
     // Ready tasks, in plan order (the plan's order is deterministic).
     let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| remaining[i] == 0).collect();
-    let mut running: JoinSet<(usize, Result<R::Output, R::Error>, Duration)> = JoinSet::new();
+    let mut running: JoinSet<Finished<R>> = JoinSet::new();
     let mut started: HashSet<usize> = HashSet::new();
     let mut report = Report::default();
     let mut halted = false;
@@ -176,11 +183,7 @@ pub async fn execute<R: Runner>(
     // An abort leaves running tasks behind: drop them and say so.
     if !running.is_empty() {
         running.abort_all();
-        let finished: HashSet<&String> = report
-            .succeeded
-            .iter()
-            .chain(&report.failed)
-            .collect();
+        let finished: HashSet<&String> = report.succeeded.iter().chain(&report.failed).collect();
         let unfinished: Vec<usize> = started
             .iter()
             .copied()
@@ -213,8 +216,11 @@ struct WaitGraph {
 
 impl WaitGraph {
     fn new(tasks: &[Task]) -> WaitGraph {
-        let index: HashMap<&str, usize> =
-            tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
         let mut blockers: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
         let deletes: Vec<usize> = (0..tasks.len())
             .filter(|&i| tasks[i].action == TaskAction::Delete)
@@ -280,7 +286,11 @@ mod tests {
                 log.lock().unwrap().push(format!("start {id}"));
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 log.lock().unwrap().push(format!("end {id}"));
-                if fail { Err(format!("{id} failed")) } else { Ok(()) }
+                if fail {
+                    Err(format!("{id} failed"))
+                } else {
+                    Ok(())
+                }
             })
         }
     }
@@ -311,7 +321,9 @@ mod tests {
     }
 
     fn pos(log: &[String], what: &str) -> usize {
-        log.iter().position(|l| l == what).unwrap_or_else(|| panic!("{what} not in {log:?}"))
+        log.iter()
+            .position(|l| l == what)
+            .unwrap_or_else(|| panic!("{what} not in {log:?}"))
     }
 
     async fn run(tasks: Vec<Task>, runner: Arc<Fake>, par: usize) -> Report {
@@ -334,7 +346,11 @@ mod tests {
         assert!(pos(&log, "end a") < pos(&log, "start c"));
         assert!(pos(&log, "end b") < pos(&log, "start c"));
         // a and b ran side by side: 100 + 10, not 210.
-        assert!(t0.elapsed() < Duration::from_millis(150), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -346,14 +362,22 @@ mod tests {
         assert_eq!(report.succeeded.len(), 8);
         // 8 tasks of 10 ms, 2 at a time: 40 ms.
         let e = t0.elapsed();
-        assert!(e >= Duration::from_millis(40) && e < Duration::from_millis(50), "{e:?}");
+        assert!(
+            e >= Duration::from_millis(40) && e < Duration::from_millis(50),
+            "{e:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failure_starts_nothing_new_but_lets_running_tasks_finish() {
         let (r, log) = fake(&[("slow", 100), ("bad", 10)], &["bad"]);
         let report = run(
-            vec![apply("slow", &[]), apply("bad", &[]), apply("after", &["bad"]), apply("later", &["slow"])],
+            vec![
+                apply("slow", &[]),
+                apply("bad", &[]),
+                apply("after", &["bad"]),
+                apply("later", &["slow"]),
+            ],
             r,
             10,
         )

@@ -5,10 +5,10 @@
 //! is deterministic (Kahn's algorithm, ties broken by insertion order), so
 //! plans list steps in the same order on every machine.
 
+use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
@@ -83,7 +83,11 @@ impl<N: Node> GraphBuilder<N> {
     pub fn build(mut self) -> Result<Dag<N>, GraphError> {
         for (step, dep) in std::mem::take(&mut self.pending) {
             let (Some(&s), Some(&d)) = (self.index.get(&step), self.index.get(&dep)) else {
-                let missing = if self.index.contains_key(&step) { dep } else { step.clone() };
+                let missing = if self.index.contains_key(&step) {
+                    dep
+                } else {
+                    step.clone()
+                };
                 return Err(GraphError::UnknownDependency { step, missing });
             };
             // Edges point from a dependency to what depends on it: the
@@ -242,9 +246,15 @@ mod tests {
 
     #[test]
     fn cycle_is_an_error_naming_its_steps() {
-        let err = dag(&["a", "b", "c", "d"], &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")])
-            .unwrap_err();
-        assert_eq!(err, GraphError::Cycle(vec!["a".into(), "b".into(), "c".into()]));
+        let err = dag(
+            &["a", "b", "c", "d"],
+            &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            GraphError::Cycle(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert!(err.to_string().contains("`a`, `b`, `c`"));
         let err = dag(&["a"], &[("a", "a")]).unwrap_err();
         assert_eq!(err, GraphError::Cycle(vec!["a".into()]));
@@ -252,10 +262,16 @@ mod tests {
 
     #[test]
     fn duplicates_and_unknown_dependencies_are_errors() {
-        assert_eq!(dag(&["a", "a"], &[]).unwrap_err(), GraphError::Duplicate("a".into()));
+        assert_eq!(
+            dag(&["a", "a"], &[]).unwrap_err(),
+            GraphError::Duplicate("a".into())
+        );
         assert_eq!(
             dag(&["a"], &[("a", "zz")]).unwrap_err(),
-            GraphError::UnknownDependency { step: "a".into(), missing: "zz".into() }
+            GraphError::UnknownDependency {
+                step: "a".into(),
+                missing: "zz".into()
+            }
         );
     }
 

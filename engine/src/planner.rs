@@ -75,7 +75,9 @@ pub fn plan(
     let mut actions: HashMap<&str, Action> = HashMap::new();
     for step in graph.in_order() {
         let lookup = |id: &str, key: &str| -> Known<Value> {
-            let observed = refresh.and_then(|r| r.get(id)).and_then(|o| o.outputs.get(key));
+            let observed = refresh
+                .and_then(|r| r.get(id))
+                .and_then(|o| o.outputs.get(key));
             match actions.get(id) {
                 Some(Action::NoOp) | Some(Action::Update) => {
                     // An update's refreshed output is already the live value;
@@ -163,7 +165,11 @@ pub fn plan(
 
 /// Delete changes for `ids`, ordered so that a step is removed before the
 /// steps it depended on (reverse of the recorded dependency order).
-fn delete_changes(ids: &[&String], recorded: &BTreeMap<String, StepRecord>, mode: Mode) -> Vec<Change> {
+fn delete_changes(
+    ids: &[&String],
+    recorded: &BTreeMap<String, StepRecord>,
+    mode: Mode,
+) -> Vec<Change> {
     struct Id(String);
     impl Node for Id {
         fn id(&self) -> &str {
@@ -177,7 +183,7 @@ fn delete_changes(ids: &[&String], recorded: &BTreeMap<String, StepRecord>, mode
     }
     for id in ids {
         for dep in &recorded[*id].depends_on {
-            if ids.iter().any(|i| *i == dep) {
+            if ids.contains(&dep) {
                 b.depend((*id).clone(), dep.clone());
             }
         }
@@ -218,7 +224,14 @@ pub fn diff(mesh_id: &str, base: &StepGraph, head: &StepGraph) -> Plan {
     let mut state = State::new(mesh_id);
     for step in base.in_order() {
         let r = render_step(step, &unknown);
-        let rec = record(step, base, &r, BTreeMap::new(), Status::Applied, String::new());
+        let rec = record(
+            step,
+            base,
+            &r,
+            BTreeMap::new(),
+            Status::Applied,
+            String::new(),
+        );
         state.steps.insert(step.id.clone(), rec);
     }
     let mut plan = plan(mesh_id, head, Some(&state), None, Mode::Converge);

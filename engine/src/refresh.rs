@@ -31,11 +31,14 @@ pub async fn refresh(
         let kind: StepKind = rec.kind.parse().ok()?;
         // The mesh file's view of the target, when the step is still in it;
         // else what the state recorded.
-        let target = graph.get(id).map(|s| s.target.clone()).unwrap_or_else(|| Target {
-            cluster: rec.cluster.clone(),
-            context: rec.context.clone(),
-            kubeconfig: default_kubeconfig.clone(),
-        });
+        let target = graph
+            .get(id)
+            .map(|s| s.target.clone())
+            .unwrap_or_else(|| Target {
+                cluster: rec.cluster.clone(),
+                context: rec.context.clone(),
+                kubeconfig: default_kubeconfig.clone(),
+            });
         Some(async move {
             let recorded = Recorded {
                 input: &rec.input,
@@ -45,7 +48,10 @@ pub async fn refresh(
             (id.clone(), result)
         })
     });
-    let results: Vec<_> = stream::iter(reads).buffer_unordered(parallelism.max(1)).collect().await;
+    let results: Vec<_> = stream::iter(reads)
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await;
     let mut refresh = Refresh::new();
     let mut errors = Vec::new();
     for (id, result) in results {

@@ -233,9 +233,18 @@ mod tests {
         );
         let deps = |id: &str| g.dependencies(id);
         assert!(deps("cluster1/install-control-plane").is_empty());
-        assert_eq!(deps("cluster1/install-eastwest-gateway"), ["cluster1/install-control-plane"]);
-        assert_eq!(deps("cluster1/eastwest-address"), ["cluster1/install-eastwest-gateway"]);
-        assert_eq!(deps("cluster1/expose-istiod"), ["cluster1/install-eastwest-gateway"]);
+        assert_eq!(
+            deps("cluster1/install-eastwest-gateway"),
+            ["cluster1/install-control-plane"]
+        );
+        assert_eq!(
+            deps("cluster1/eastwest-address"),
+            ["cluster1/install-eastwest-gateway"]
+        );
+        assert_eq!(
+            deps("cluster1/expose-istiod"),
+            ["cluster1/install-eastwest-gateway"]
+        );
         assert!(deps("cluster2/prepare-namespace").is_empty());
         assert_eq!(
             deps("cluster2/install-remote"),
@@ -250,7 +259,10 @@ mod tests {
             ["cluster1/install-control-plane", "cluster2/install-remote"]
         );
         // attach writes its Secret in the primary.
-        assert_eq!(g.get("cluster2/attach").unwrap().target.context, "kind-cluster1");
+        assert_eq!(
+            g.get("cluster2/attach").unwrap().target.context,
+            "kind-cluster1"
+        );
         assert_eq!(g.get("cluster2/attach").unwrap().cluster, "cluster2");
         match &g.get("cluster1/install-control-plane").unwrap().input {
             StepInput::InstallControlPlane(i) => assert!(i.external_istiod),
@@ -274,18 +286,29 @@ mod tests {
         for p in 0..3 {
             cs.push(cluster(&format!("p{p}"), Role::Primary, None));
             for r in 0..5 {
-                cs.push(cluster(&format!("p{p}r{r}"), Role::Remote, Some(&format!("p{p}"))));
+                cs.push(cluster(
+                    &format!("p{p}r{r}"),
+                    Role::Remote,
+                    Some(&format!("p{p}")),
+                ));
             }
         }
         let g = compile(&mesh(cs)).unwrap();
         assert_eq!(g.len(), 3 * 4 + 15 * 3);
         assert_eq!(
             g.dependencies("p2r4/install-remote"),
-            ["p2/eastwest-address", "p2/expose-istiod", "p2r4/prepare-namespace"]
+            [
+                "p2/eastwest-address",
+                "p2/expose-istiod",
+                "p2r4/prepare-namespace"
+            ]
         );
         // Every step comes after all of its dependencies.
-        let pos: std::collections::HashMap<&str, usize> =
-            g.in_order().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let pos: std::collections::HashMap<&str, usize> = g
+            .in_order()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
         for s in g.in_order() {
             for d in g.dependencies(&s.id) {
                 assert!(pos[d] < pos[s.id.as_str()], "{d} before {}", s.id);
@@ -299,7 +322,10 @@ mod tests {
         c.kubeconfig = Some("kube/config".into());
         let g = compile(&mesh(vec![c])).unwrap();
         assert_eq!(
-            g.get("cluster1/install-control-plane").unwrap().target.kubeconfig,
+            g.get("cluster1/install-control-plane")
+                .unwrap()
+                .target
+                .kubeconfig,
             Some(PathBuf::from("/tmp/m/kube/config"))
         );
     }

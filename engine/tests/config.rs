@@ -6,47 +6,222 @@ use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn invalid(name: &str) -> Vec<(usize, usize, String)> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/invalid")
+        .join(name);
     let source = std::fs::read_to_string(&path).unwrap();
     let diags = config::parse(&source, Path::new(name)).expect_err(name);
     let rendered = diags.render(false);
     for d in &diags.0 {
-        assert!(d.help.is_some(), "{name}: every error says what to do: {}", d.message);
-        assert!(rendered.contains(&format!("{name}:{}:{}", d.line, d.column)), "{rendered}");
+        assert!(
+            d.help.is_some(),
+            "{name}: every error says what to do: {}",
+            d.message
+        );
+        assert!(
+            rendered.contains(&format!("{name}:{}:{}", d.line, d.column)),
+            "{rendered}"
+        );
     }
-    diags.0.iter().map(|d| (d.line, d.column, d.message.clone())).collect()
+    diags
+        .0
+        .iter()
+        .map(|d| (d.line, d.column, d.message.clone()))
+        .collect()
 }
 
 /// (file, line, column, a phrase of the message, a phrase of the help).
 const CASES: &[(&str, usize, usize, &str, &str)] = &[
     ("01-syntax.toml", 2, 12, "invalid TOML", "syntax"),
-    ("02-unknown-top-key.toml", 10, 2, "unknown key `clusters` in the mesh file", "did you mean `cluster`?"),
-    ("03-unknown-cluster-key.toml", 7, 1, "unknown key `netwrok` in [[cluster]]", "did you mean `network`?"),
-    ("04-wrong-type.toml", 2, 6, "`id` must be a string, not an integer", "quotes"),
-    ("05-missing-mesh.toml", 1, 1, "no [mesh] section", "add a [mesh] section"),
-    ("06-missing-id.toml", 1, 2, "[mesh] is missing `id`", "add `id = \"mesh1\"`"),
-    ("07-bad-cluster-name.toml", 5, 8, "`Cluster_1` is not a DNS-1123 label", "lowercase"),
-    ("08-duplicate-name.toml", 11, 8, "cluster name `cluster1` is used twice", "line 4"),
-    ("09-duplicate-context.toml", 12, 11, "context `kind-cluster1` is used by two clusters", "line 4"),
-    ("10-remote-without-primary.toml", 10, 1, "does not say which primary it uses", "add `primary ="),
-    ("11-unknown-primary.toml", 15, 11, "names primary `clusterl`, which is not a cluster", "did you mean \"cluster1\"?"),
-    ("12-primary-is-remote.toml", 22, 11, "but `cluster2` is a remote", "role = \"primary\""),
-    ("13-primary-on-primary.toml", 9, 11, "is a primary but names a primary", "remove `primary`"),
-    ("14-network-mismatch.toml", 13, 11, "multi-network meshes are not supported yet", "network = \"network1\""),
-    ("15-no-primary.toml", 1, 2, "the mesh has no primary cluster", "role = \"primary\""),
-    ("16-bad-revision.toml", 3, 12, "`Canary_1` is not a valid Istio revision", "lowercase"),
-    ("17-default-revision.toml", 3, 12, "revision `default` is not a revision", "remove `revision`"),
-    ("18-bad-role.toml", 8, 8, "role `primarry` is not a role", "did you mean \"primary\"?"),
-    ("19-missing-role.toml", 4, 1, "[[cluster]] is missing `role`", "add `role = \"primary\"`"),
-    ("20-cluster-not-array.toml", 4, 1, "`cluster` must be an array of tables", "[[cluster]]"),
-    ("21-http-api-server.toml", 9, 14, "is not an https:// URL", "HTTPS"),
-    ("22-bad-istio-version.toml", 3, 17, "istio_version `latest` is not a version", "1.28.0"),
-    ("23-values-not-table.toml", 9, 10, "`values` must be a table, not a string", "section"),
-    ("24-empty-context.toml", 6, 11, "`context` is empty", "kind-cluster1"),
-    ("25-bad-mesh-id.toml", 2, 6, "mesh id `mesh one` has characters", "letters, digits"),
-    ("26-unknown-mesh-key.toml", 3, 1, "unknown key `revison` in [mesh]", "did you mean `revision`?"),
-    ("27-bad-network-name.toml", 7, 11, "network `net work` is not a valid network name", "label value"),
-    ("29-state-path-folder.toml", 5, 8, "state path `state/` names a folder", "name a file"),
+    (
+        "02-unknown-top-key.toml",
+        10,
+        2,
+        "unknown key `clusters` in the mesh file",
+        "did you mean `cluster`?",
+    ),
+    (
+        "03-unknown-cluster-key.toml",
+        7,
+        1,
+        "unknown key `netwrok` in [[cluster]]",
+        "did you mean `network`?",
+    ),
+    (
+        "04-wrong-type.toml",
+        2,
+        6,
+        "`id` must be a string, not an integer",
+        "quotes",
+    ),
+    (
+        "05-missing-mesh.toml",
+        1,
+        1,
+        "no [mesh] section",
+        "add a [mesh] section",
+    ),
+    (
+        "06-missing-id.toml",
+        1,
+        2,
+        "[mesh] is missing `id`",
+        "add `id = \"mesh1\"`",
+    ),
+    (
+        "07-bad-cluster-name.toml",
+        5,
+        8,
+        "`Cluster_1` is not a DNS-1123 label",
+        "lowercase",
+    ),
+    (
+        "08-duplicate-name.toml",
+        11,
+        8,
+        "cluster name `cluster1` is used twice",
+        "line 4",
+    ),
+    (
+        "09-duplicate-context.toml",
+        12,
+        11,
+        "context `kind-cluster1` is used by two clusters",
+        "line 4",
+    ),
+    (
+        "10-remote-without-primary.toml",
+        10,
+        1,
+        "does not say which primary it uses",
+        "add `primary =",
+    ),
+    (
+        "11-unknown-primary.toml",
+        15,
+        11,
+        "names primary `clusterl`, which is not a cluster",
+        "did you mean \"cluster1\"?",
+    ),
+    (
+        "12-primary-is-remote.toml",
+        22,
+        11,
+        "but `cluster2` is a remote",
+        "role = \"primary\"",
+    ),
+    (
+        "13-primary-on-primary.toml",
+        9,
+        11,
+        "is a primary but names a primary",
+        "remove `primary`",
+    ),
+    (
+        "14-network-mismatch.toml",
+        13,
+        11,
+        "multi-network meshes are not supported yet",
+        "network = \"network1\"",
+    ),
+    (
+        "15-no-primary.toml",
+        1,
+        2,
+        "the mesh has no primary cluster",
+        "role = \"primary\"",
+    ),
+    (
+        "16-bad-revision.toml",
+        3,
+        12,
+        "`Canary_1` is not a valid Istio revision",
+        "lowercase",
+    ),
+    (
+        "17-default-revision.toml",
+        3,
+        12,
+        "revision `default` is not a revision",
+        "remove `revision`",
+    ),
+    (
+        "18-bad-role.toml",
+        8,
+        8,
+        "role `primarry` is not a role",
+        "did you mean \"primary\"?",
+    ),
+    (
+        "19-missing-role.toml",
+        4,
+        1,
+        "[[cluster]] is missing `role`",
+        "add `role = \"primary\"`",
+    ),
+    (
+        "20-cluster-not-array.toml",
+        4,
+        1,
+        "`cluster` must be an array of tables",
+        "[[cluster]]",
+    ),
+    (
+        "21-http-api-server.toml",
+        9,
+        14,
+        "is not an https:// URL",
+        "HTTPS",
+    ),
+    (
+        "22-bad-istio-version.toml",
+        3,
+        17,
+        "istio_version `latest` is not a version",
+        "1.28.0",
+    ),
+    (
+        "23-values-not-table.toml",
+        9,
+        10,
+        "`values` must be a table, not a string",
+        "section",
+    ),
+    (
+        "24-empty-context.toml",
+        6,
+        11,
+        "`context` is empty",
+        "kind-cluster1",
+    ),
+    (
+        "25-bad-mesh-id.toml",
+        2,
+        6,
+        "mesh id `mesh one` has characters",
+        "letters, digits",
+    ),
+    (
+        "26-unknown-mesh-key.toml",
+        3,
+        1,
+        "unknown key `revison` in [mesh]",
+        "did you mean `revision`?",
+    ),
+    (
+        "27-bad-network-name.toml",
+        7,
+        11,
+        "network `net work` is not a valid network name",
+        "label value",
+    ),
+    (
+        "29-state-path-folder.toml",
+        5,
+        8,
+        "state path `state/` names a folder",
+        "name a file",
+    ),
 ];
 
 #[test]
@@ -61,16 +236,29 @@ fn every_invalid_file_reports_its_error_where_it_is() {
         let path = dir.join(name);
         let source = std::fs::read_to_string(&path).unwrap();
         let diags = config::parse(&source, Path::new(name)).expect_err(name);
-        assert_eq!(diags.len(), 1, "{name}: exactly one error, got:\n{}", diags.render(false));
+        assert_eq!(
+            diags.len(),
+            1,
+            "{name}: exactly one error, got:\n{}",
+            diags.render(false)
+        );
         let d = &diags.0[0];
         assert_eq!((d.line, d.column), (*line, *col), "{name}: {}", d.message);
-        assert!(d.message.contains(message), "{name}: message `{}` lacks `{message}`", d.message);
+        assert!(
+            d.message.contains(message),
+            "{name}: message `{}` lacks `{message}`",
+            d.message
+        );
         let h = d.help.as_deref().unwrap_or_default();
         assert!(h.contains(help), "{name}: help `{h}` lacks `{help}`");
         let _ = invalid(name);
     }
     // Every file in the folder is covered (28-many-mistakes has its own test).
-    let covered: Vec<&str> = CASES.iter().map(|c| c.0).chain(["28-many-mistakes.toml"]).collect();
+    let covered: Vec<&str> = CASES
+        .iter()
+        .map(|c| c.0)
+        .chain(["28-many-mistakes.toml"])
+        .collect();
     for f in &files {
         assert!(covered.contains(&f.as_str()), "{f} has no expectation");
     }
@@ -84,11 +272,19 @@ fn all_mistakes_of_a_file_are_reported_at_once() {
     assert_eq!(located, [(3, 1), (6, 8), (13, 11), (16, 11)], "{errors:?}");
     assert!(errors[0].2.contains("unknown key `colour`"));
     assert!(errors[1].2.contains("`Cluster1` is not a DNS-1123 label"));
-    assert!(errors[2].2.contains("context `kind-cluster1` is used by two clusters"));
+    assert!(
+        errors[2]
+            .2
+            .contains("context `kind-cluster1` is used by two clusters")
+    );
     assert!(errors[3].2.contains("names primary `nope`"));
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/28-many-mistakes.toml");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/28-many-mistakes.toml");
     let text = config::load(&path).unwrap_err().render(false);
-    assert!(text.ends_with("4 errors in ".to_string().as_str()) || text.contains("4 errors in"), "{text}");
+    assert!(
+        text.ends_with("4 errors in ".to_string().as_str()) || text.contains("4 errors in"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -96,7 +292,10 @@ fn an_unreadable_file_is_one_clear_error() {
     let e = config::load(Path::new("/nonexistent/mesh.toml")).unwrap_err();
     assert_eq!(e.len(), 1);
     let text = e.render(false);
-    assert!(text.contains("/nonexistent/mesh.toml") && text.contains("-f FILE"), "{text}");
+    assert!(
+        text.contains("/nonexistent/mesh.toml") && text.contains("-f FILE"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -167,9 +366,17 @@ fn every_key_is_read() {
     assert_eq!(east.api_server.as_deref(), Some("https://10.0.0.1:6443"));
     assert_eq!(east.values["global"]["logging"]["level"], "default:debug");
     let a = m.cluster("east-a").unwrap();
-    assert_eq!(a.values["pilot"]["env"], serde_json::json!({"X": 1, "Y": 1.5, "Z": true}));
+    assert_eq!(
+        a.values["pilot"]["env"],
+        serde_json::json!({"X": 1, "Y": 1.5, "Z": true})
+    );
     assert_eq!(m.primaries().count(), 2);
-    assert_eq!(m.remotes_of("west").map(|c| c.name.as_str()).collect::<Vec<_>>(), ["west-a"]);
+    assert_eq!(
+        m.remotes_of("west")
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["west-a"]
+    );
 }
 
 #[test]
@@ -194,7 +401,10 @@ fn the_committed_schema_is_up_to_date() {
     );
     let v: serde_json::Value = serde_json::from_str(&fresh).unwrap();
     assert_eq!(v["title"], "mesh.toml");
-    assert!(v["$defs"]["RawCluster"]["properties"]["api_server"].is_object(), "{fresh}");
+    assert!(
+        v["$defs"]["RawCluster"]["properties"]["api_server"].is_object(),
+        "{fresh}"
+    );
 }
 
 fn mutate(src: &str, ops: &[(u8, usize, char)]) -> String {

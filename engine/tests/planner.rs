@@ -55,10 +55,11 @@ fn applied(graph: &StepGraph, plan: &Plan, prior: Option<State>) -> State {
     }
     for step in graph.in_order() {
         let known = st.clone();
-        let lookup = move |id: &str, key: &str| match known.steps.get(id).and_then(|r| r.outputs.get(key)) {
-            Some(v) => Known::Known(v.clone()),
-            None => Known::AfterApply,
-        };
+        let lookup =
+            move |id: &str, key: &str| match known.steps.get(id).and_then(|r| r.outputs.get(key)) {
+                Some(v) => Known::Known(v.clone()),
+                None => Known::AfterApply,
+            };
         let input = planner::render_step(step, &lookup);
         let mut outputs = BTreeMap::new();
         if step.id.ends_with("/eastwest-address") {
@@ -79,7 +80,10 @@ fn actions(plan: &Plan) -> Vec<(String, Action)> {
 }
 
 fn change<'a>(plan: &'a Plan, step: &str) -> &'a plans::Change {
-    plan.changes.iter().find(|c| c.step == step).unwrap_or_else(|| panic!("{step} not in plan"))
+    plan.changes
+        .iter()
+        .find(|c| c.step == step)
+        .unwrap_or_else(|| panic!("{step} not in plan"))
 }
 
 #[test]
@@ -100,12 +104,29 @@ fn seed_without_state_creates_seven_steps_in_order() {
         ]
     );
     assert!(plan.changes.iter().all(|c| c.action == Action::Create));
-    assert_eq!((plan.summary.create, plan.summary.update, plan.summary.delete), (7, 0, 0));
+    assert_eq!(
+        (
+            plan.summary.create,
+            plan.summary.update,
+            plan.summary.delete
+        ),
+        (7, 0, 0)
+    );
     let remote = change(&plan, "cluster2/install-remote");
-    assert!(remote.after.as_deref().unwrap().contains("remotePilotAddress: (known after apply)"));
+    assert!(
+        remote
+            .after
+            .as_deref()
+            .unwrap()
+            .contains("remotePilotAddress: (known after apply)")
+    );
     assert_eq!(
         remote.depends_on,
-        ["cluster1/eastwest-address", "cluster1/expose-istiod", "cluster2/prepare-namespace"]
+        [
+            "cluster1/eastwest-address",
+            "cluster1/expose-istiod",
+            "cluster2/prepare-namespace"
+        ]
     );
     assert!(remote.before.is_none());
     assert!(remote.diff.as_deref().unwrap().contains("+"));
@@ -126,7 +147,11 @@ fn an_applied_state_plans_no_changes_and_knows_the_address() {
 #[test]
 fn adding_a_remote_creates_only_its_three_steps() {
     let g = graph(SEED);
-    let st = applied(&g, &planner::plan("mesh1", &g, None, None, Mode::Converge), None);
+    let st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
     let bigger = graph(&format!("{SEED}{THIRD}"));
     let plan = planner::plan("mesh1", &bigger, Some(&st), None, Mode::Converge);
     assert_eq!(
@@ -138,13 +163,23 @@ fn adding_a_remote_creates_only_its_three_steps() {
         ]
     );
     // The new remote sees the address already recorded for its primary.
-    assert!(change(&plan, "cluster3/install-remote").after.as_deref().unwrap().contains(ADDRESS));
+    assert!(
+        change(&plan, "cluster3/install-remote")
+            .after
+            .as_deref()
+            .unwrap()
+            .contains(ADDRESS)
+    );
 }
 
 #[test]
 fn removing_a_remote_deletes_its_steps_in_reverse_order_first() {
     let bigger = graph(&format!("{SEED}{THIRD}"));
-    let st = applied(&bigger, &planner::plan("mesh1", &bigger, None, None, Mode::Converge), None);
+    let st = applied(
+        &bigger,
+        &planner::plan("mesh1", &bigger, None, None, Mode::Converge),
+        None,
+    );
     let plan = planner::plan("mesh1", &graph(SEED), Some(&st), None, Mode::Converge);
     assert_eq!(
         actions(&plan),
@@ -164,13 +199,21 @@ fn removing_a_remote_deletes_its_steps_in_reverse_order_first() {
 #[test]
 fn destroy_deletes_everything_in_reverse_dependency_order() {
     let g = graph(SEED);
-    let st = applied(&g, &planner::plan("mesh1", &g, None, None, Mode::Converge), None);
+    let st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
     let plan = planner::plan("mesh1", &g, Some(&st), None, Mode::Destroy);
     assert_eq!(plan.summary.delete, 7);
     let pos = |id: &str| plan.changes.iter().position(|c| c.step == id).unwrap();
     for c in &plan.changes {
         for dep in &c.depends_on {
-            assert!(pos(&c.step) < pos(dep), "{} must be deleted before {dep}", c.step);
+            assert!(
+                pos(&c.step) < pos(dep),
+                "{} must be deleted before {dep}",
+                c.step
+            );
         }
     }
     // Nothing recorded: nothing to destroy.
@@ -181,7 +224,11 @@ fn destroy_deletes_everything_in_reverse_dependency_order() {
 #[test]
 fn drift_from_refresh_updates_with_its_reason() {
     let g = graph(SEED);
-    let st = applied(&g, &planner::plan("mesh1", &g, None, None, Mode::Converge), None);
+    let st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
     let mut refresh = Refresh::new();
     refresh.insert(
         "cluster2/prepare-namespace".into(),
@@ -191,9 +238,14 @@ fn drift_from_refresh_updates_with_its_reason() {
         },
     );
     let plan = planner::plan("mesh1", &g, Some(&st), Some(&refresh), Mode::Converge);
-    assert_eq!(actions(&plan), [("cluster2/prepare-namespace".into(), Action::Update)]);
     assert_eq!(
-        change(&plan, "cluster2/prepare-namespace").reason.as_deref(),
+        actions(&plan),
+        [("cluster2/prepare-namespace".into(), Action::Update)]
+    );
+    assert_eq!(
+        change(&plan, "cluster2/prepare-namespace")
+            .reason
+            .as_deref(),
         Some("drift: annotation topology.istio.io/controlPlaneClusters removed")
     );
 }
@@ -201,7 +253,11 @@ fn drift_from_refresh_updates_with_its_reason() {
 #[test]
 fn a_new_load_balancer_address_updates_the_remote_downstream() {
     let g = graph(SEED);
-    let st = applied(&g, &planner::plan("mesh1", &g, None, None, Mode::Converge), None);
+    let st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
     let mut refresh = Refresh::new();
     refresh.insert(
         "cluster1/eastwest-address".into(),
@@ -218,39 +274,78 @@ fn a_new_load_balancer_address_updates_the_remote_downstream() {
             ("cluster2/install-remote".into(), Action::Update),
         ]
     );
-    let diff = change(&plan, "cluster2/install-remote").diff.clone().unwrap();
-    assert!(diff.contains("-") && diff.contains("172.18.0.200") && diff.contains("172.18.0.201"), "{diff}");
+    let diff = change(&plan, "cluster2/install-remote")
+        .diff
+        .clone()
+        .unwrap();
+    assert!(
+        diff.contains("-") && diff.contains("172.18.0.200") && diff.contains("172.18.0.201"),
+        "{diff}"
+    );
 }
 
 #[test]
 fn a_tainted_step_runs_again() {
     let g = graph(SEED);
-    let mut st = applied(&g, &planner::plan("mesh1", &g, None, None, Mode::Converge), None);
+    let mut st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
     st.steps.get_mut("cluster2/install-remote").unwrap().status = Status::Tainted;
     let plan = planner::plan("mesh1", &g, Some(&st), None, Mode::Converge);
-    assert_eq!(actions(&plan), [("cluster2/install-remote".into(), Action::Update)]);
-    assert!(change(&plan, "cluster2/install-remote").reason.as_deref().unwrap().starts_with("tainted"));
+    assert_eq!(
+        actions(&plan),
+        [("cluster2/install-remote".into(), Action::Update)]
+    );
+    assert!(
+        change(&plan, "cluster2/install-remote")
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("tainted")
+    );
 }
 
 #[test]
 fn a_changed_input_shows_a_diff() {
     let g = graph(SEED);
-    let st = applied(&g, &planner::plan("mesh1", &g, None, None, Mode::Converge), None);
+    let st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
     let changed = graph(&SEED.replace("id = \"mesh1\"", "id = \"mesh1\"\nrevision = \"canary\""));
     let plan = planner::plan("mesh1", &changed, Some(&st), None, Mode::Converge);
     let cp = change(&plan, "cluster1/install-control-plane");
     assert_eq!(cp.action, Action::Update);
     assert_eq!(cp.reason.as_deref(), Some("input changed"));
-    assert!(cp.diff.as_deref().unwrap().contains("+  revision: canary"), "{}", cp.diff.as_deref().unwrap());
+    assert!(
+        cp.diff.as_deref().unwrap().contains("+  revision: canary"),
+        "{}",
+        cp.diff.as_deref().unwrap()
+    );
     // The revision renames the VirtualService.
-    assert!(change(&plan, "cluster1/expose-istiod").after.as_deref().unwrap().contains("istiod-vs-canary"));
+    assert!(
+        change(&plan, "cluster1/expose-istiod")
+            .after
+            .as_deref()
+            .unwrap()
+            .contains("istiod-vs-canary")
+    );
 }
 
 #[test]
 fn plans_are_deterministic() {
     let g = graph(&format!("{SEED}{THIRD}"));
     let a = planner::plan("mesh1", &g, None, None, Mode::Converge);
-    let b = planner::plan("mesh1", &graph(&format!("{SEED}{THIRD}")), None, None, Mode::Converge);
+    let b = planner::plan(
+        "mesh1",
+        &graph(&format!("{SEED}{THIRD}")),
+        None,
+        None,
+        Mode::Converge,
+    );
     assert_eq!(a, b);
 }
 

@@ -23,7 +23,10 @@ mod tests {
     #[test]
     fn headers_and_hunks() {
         let d = unified("a\nb\nc\n", "a\nB\nc\n", "c1/x");
-        assert!(d.starts_with("--- c1/x (recorded)\n+++ c1/x (planned)\n@@"), "{d}");
+        assert!(
+            d.starts_with("--- c1/x (recorded)\n+++ c1/x (planned)\n@@"),
+            "{d}"
+        );
         assert!(d.contains("-b\n+B\n"));
         assert_eq!(unified("same\n", "same\n", "s"), "");
         let created = unified("", "new\n", "s");

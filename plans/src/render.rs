@@ -37,9 +37,8 @@ fn changed(plan: &Plan) -> impl Iterator<Item = &Change> {
 /// The lines that show a change: the whole new input for a create, the
 /// whole old one for a delete, the unified diff for an update.
 pub fn body(change: &Change) -> String {
-    let prefixed = |text: &str, p: char| -> String {
-        text.lines().map(|l| format!("{p}{l}\n")).collect()
-    };
+    let prefixed =
+        |text: &str, p: char| -> String { text.lines().map(|l| format!("{p}{l}\n")).collect() };
     match change.action {
         Action::Create => prefixed(change.after.as_deref().unwrap_or_default(), '+'),
         Action::Delete => prefixed(change.before.as_deref().unwrap_or_default(), '-'),
@@ -59,7 +58,10 @@ pub fn body(change: &Change) -> String {
 pub fn summary_line(plan: &Plan) -> String {
     let s = plan.summary;
     if s.has_changes() {
-        format!("Plan: {} to create, {} to update, {} to delete.", s.create, s.update, s.delete)
+        format!(
+            "Plan: {} to create, {} to update, {} to delete.",
+            s.create, s.update, s.delete
+        )
     } else {
         "No changes.".to_string()
     }
@@ -163,7 +165,10 @@ fn shorten(body: &str, budget: usize) -> (String, usize) {
         n += 1;
     }
     let cut = total - n;
-    let _ = writeln!(kept, "@@ … {cut} more lines not shown (comment size limit) …");
+    let _ = writeln!(
+        kept,
+        "@@ … {cut} more lines not shown (comment size limit) …"
+    );
     (kept, cut)
 }
 
@@ -235,7 +240,10 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
         + table_head.len()
         + rows.iter().map(String::len).sum::<usize>()
         + 1
-        + wrappers.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>();
+        + wrappers
+            .iter()
+            .map(|(a, b)| a.len() + b.len())
+            .sum::<usize>();
     let full: usize = fixed + bodies.iter().map(String::len).sum::<usize>();
 
     let mut out = head.clone();

@@ -93,9 +93,16 @@ impl SavedPlan {
         };
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| not_a_plan(format!("not JSON: {e}")))?;
-        match value.get("mesh_saved_plan").and_then(serde_json::Value::as_u64) {
+        match value
+            .get("mesh_saved_plan")
+            .and_then(serde_json::Value::as_u64)
+        {
             Some(v) if v == u64::from(MAGIC) => {}
-            Some(v) => return Err(not_a_plan(format!("saved-plan format {v}, this mesh reads {MAGIC}"))),
+            Some(v) => {
+                return Err(not_a_plan(format!(
+                    "saved-plan format {v}, this mesh reads {MAGIC}"
+                )));
+            }
             None => return Err(not_a_plan("no `mesh_saved_plan` marker".into())),
         }
         let file: File = serde_json::from_value(value).map_err(|e| not_a_plan(e.to_string()))?;
@@ -115,13 +122,20 @@ impl SavedPlan {
         }
         match (self.lineage.as_deref(), lineage) {
             (Some(a), Some(b)) if a != b => {
-                return stale(format!("it was made for another state (lineage {a}, this state is {b})"));
+                return stale(format!(
+                    "it was made for another state (lineage {a}, this state is {b})"
+                ));
             }
             (None, Some(_)) if serial > 0 => {
-                return stale("it was made before any state existed, and a state has been written since".into());
+                return stale(
+                    "it was made before any state existed, and a state has been written since"
+                        .into(),
+                );
             }
             (Some(a), None) => {
-                return stale(format!("it was made against state lineage {a}, and there is no state now"));
+                return stale(format!(
+                    "it was made against state lineage {a}, and there is no state now"
+                ));
             }
             _ => {}
         }

@@ -20,7 +20,11 @@ fn change(step: &str, action: Action, before: Option<&str>, after: Option<&str>)
         .filter(|r: &String| !r.is_empty()),
         diff: match action {
             Action::NoOp => None,
-            _ => Some(plans::diff::unified(before.unwrap_or(""), after.unwrap_or(""), step)),
+            _ => Some(plans::diff::unified(
+                before.unwrap_or(""),
+                after.unwrap_or(""),
+                step,
+            )),
         },
         before: before.map(Into::into),
         after: after.map(Into::into),
@@ -31,15 +35,30 @@ fn sample() -> Plan {
     Plan::new(
         "mesh1",
         vec![
-            change("cluster3/attach", Action::Delete, Some("kind: Secret\nname: s\n"), None),
-            change("cluster1/install-control-plane", Action::NoOp, Some("a\n"), Some("a\n")),
+            change(
+                "cluster3/attach",
+                Action::Delete,
+                Some("kind: Secret\nname: s\n"),
+                None,
+            ),
+            change(
+                "cluster1/install-control-plane",
+                Action::NoOp,
+                Some("a\n"),
+                Some("a\n"),
+            ),
             change(
                 "cluster2/install-remote",
                 Action::Update,
                 Some("profile: remote\nremotePilotAddress: 1.1.1.1\n"),
                 Some("profile: remote\nremotePilotAddress: 2.2.2.2\n"),
             ),
-            change("cluster4/prepare-namespace", Action::Create, None, Some("kind: Namespace\n")),
+            change(
+                "cluster4/prepare-namespace",
+                Action::Create,
+                None,
+                Some("kind: Namespace\n"),
+            ),
         ],
     )
 }
@@ -47,12 +66,26 @@ fn sample() -> Plan {
 #[test]
 fn text_lists_changes_with_symbols_and_the_summary() {
     let t = render::text(&sample(), &TextOptions { color: false });
-    assert!(t.contains("- cluster3/attach (delete)\n    reason: no longer in the mesh file\n    -kind: Secret"), "{t}");
+    assert!(
+        t.contains(
+            "- cluster3/attach (delete)\n    reason: no longer in the mesh file\n    -kind: Secret"
+        ),
+        "{t}"
+    );
     assert!(t.contains("~ cluster2/install-remote (update)"));
-    assert!(t.contains("    -remotePilotAddress: 1.1.1.1\n    +remotePilotAddress: 2.2.2.2"), "{t}");
+    assert!(
+        t.contains("    -remotePilotAddress: 1.1.1.1\n    +remotePilotAddress: 2.2.2.2"),
+        "{t}"
+    );
     assert!(t.contains("+ cluster4/prepare-namespace (create)\n    reason: not in the state yet\n    +kind: Namespace"));
-    assert!(!t.contains("install-control-plane"), "no-ops are not listed");
-    assert!(t.trim_end().ends_with("Plan: 1 to create, 1 to update, 1 to delete."));
+    assert!(
+        !t.contains("install-control-plane"),
+        "no-ops are not listed"
+    );
+    assert!(
+        t.trim_end()
+            .ends_with("Plan: 1 to create, 1 to update, 1 to delete.")
+    );
     assert!(!t.contains('\x1b'));
     let c = render::text(&sample(), &TextOptions { color: true });
     assert!(c.contains("\x1b[32m") && c.contains("\x1b[31m") && c.contains("\x1b[0m"));
@@ -60,7 +93,10 @@ fn text_lists_changes_with_symbols_and_the_summary() {
 
 #[test]
 fn no_changes() {
-    let p = Plan::new("mesh1", vec![change("c/x", Action::NoOp, Some("a\n"), Some("a\n"))]);
+    let p = Plan::new(
+        "mesh1",
+        vec![change("c/x", Action::NoOp, Some("a\n"), Some("a\n"))],
+    );
     let t = render::text(&p, &TextOptions::default());
     assert!(t.starts_with("No changes."), "{t}");
     assert!(render::markdown(&p).contains("**No changes.**"));
@@ -70,9 +106,13 @@ fn no_changes() {
 #[test]
 fn markdown_has_summary_table_and_collapsible_diffs() {
     let m = render::markdown(&sample());
-    assert!(m.starts_with("### mesh plan: `mesh1`\n\n**Plan: 1 to create, 1 to update, 1 to delete.** (1 unchanged)"));
+    assert!(m.starts_with(
+        "### mesh plan: `mesh1`\n\n**Plan: 1 to create, 1 to update, 1 to delete.** (1 unchanged)"
+    ));
     assert!(m.contains("| action | step | kind | cluster | reason |"));
-    assert!(m.contains("| update | `cluster2/install-remote` | install-remote | cluster2 | input changed |"));
+    assert!(m.contains(
+        "| update | `cluster2/install-remote` | install-remote | cluster2 | input changed |"
+    ));
     assert!(m.contains("<details><summary><code>cluster3/attach</code> (delete)</summary>\n\n```diff\n-kind: Secret"));
     assert_eq!(m.matches("<details>").count(), 3);
     assert_eq!(m.matches("</details>").count(), 3);
@@ -81,7 +121,9 @@ fn markdown_has_summary_table_and_collapsible_diffs() {
 
 #[test]
 fn markdown_stays_under_the_limit_and_says_what_it_cut() {
-    let big: String = (0..5000).map(|i| format!("line {i} of a long document\n")).collect();
+    let big: String = (0..5000)
+        .map(|i| format!("line {i} of a long document\n"))
+        .collect();
     let p = Plan::new(
         "mesh1",
         vec![
@@ -107,7 +149,12 @@ fn markdown_stays_under_the_limit_and_says_what_it_cut() {
 
 #[test]
 fn content_cannot_break_fences_or_tables() {
-    let mut c = change("c/attach", Action::Create, None, Some("```\n| not a cell\n"));
+    let mut c = change(
+        "c/attach",
+        Action::Create,
+        None,
+        Some("```\n| not a cell\n"),
+    );
     c.reason = Some("a | b `c`".into());
     let m = render::markdown(&Plan::new("m", vec![c]));
     assert!(m.contains("````diff\n+```\n+| not a cell\n````"), "{m}");
@@ -120,11 +167,32 @@ fn json_has_exactly_the_contract_keys() {
     let mut top: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
     top.sort();
     assert_eq!(top, ["changes", "format_version", "mesh", "summary"]);
-    let mut keys: Vec<&str> = j["changes"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = j["changes"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
-    assert_eq!(keys, ["action", "after", "before", "cluster", "depends_on", "diff", "kind", "reason", "step"]);
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "after",
+            "before",
+            "cluster",
+            "depends_on",
+            "diff",
+            "kind",
+            "reason",
+            "step"
+        ]
+    );
     assert_eq!(j["changes"][1]["action"], "no-op");
-    assert_eq!(j["summary"], serde_json::json!({"create": 1, "update": 1, "delete": 1, "unchanged": 1}));
+    assert_eq!(
+        j["summary"],
+        serde_json::json!({"create": 1, "update": 1, "delete": 1, "unchanged": 1})
+    );
     let back: Plan = serde_json::from_value(j).unwrap();
     assert_eq!(back, sample());
 }
@@ -145,7 +213,10 @@ fn saved_plans_round_trip_with_mode_0600() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.plan");
     saved().write(&path).unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(SavedPlan::read(&path).unwrap(), saved());
 }
 
@@ -180,7 +251,11 @@ fn stale_plans_are_refused_with_the_reason() {
     assert!(reason(s.check_fresh(Some("abc"), 5, &sha)).contains("serial 3 → 5"));
     assert!(reason(s.check_fresh(Some("xyz"), 3, &sha)).contains("another state"));
     assert!(reason(s.check_fresh(None, 0, &sha)).contains("no state now"));
-    let fresh = SavedPlan { lineage: None, serial: 0, ..saved() };
+    let fresh = SavedPlan {
+        lineage: None,
+        serial: 0,
+        ..saved()
+    };
     assert!(fresh.check_fresh(None, 0, &sha).is_ok());
     assert!(reason(fresh.check_fresh(Some("new"), 1, &sha)).contains("before any state"));
     assert!(reason(fresh.check_fresh(Some("new"), 1, &sha)).starts_with("stale plan"));

@@ -93,7 +93,10 @@ impl Clusters {
 
     /// The connection for `target`, made on first use.
     pub async fn connect(&self, target: &Target) -> Result<Connection, ClusterError> {
-        let path = target.kubeconfig.clone().or_else(|| self.default_kubeconfig.clone());
+        let path = target
+            .kubeconfig
+            .clone()
+            .or_else(|| self.default_kubeconfig.clone());
         let key = (path.clone(), target.context.clone());
         let mut pool = self.connections.lock().await;
         if let Some(c) = pool.get(&key) {
@@ -116,7 +119,11 @@ async fn open(path: Option<&Path>, target: &Target) -> Result<Connection, Cluste
         source,
     })?;
     if !kubeconfig.contexts.iter().any(|c| c.name == target.context) {
-        let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+        let known: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         return Err(ClusterError::Context {
             cluster: target.cluster.clone(),
             context: target.context.clone(),
@@ -136,7 +143,11 @@ async fn open(path: Option<&Path>, target: &Target) -> Result<Connection, Cluste
         })?;
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(60));
-    let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+    let server = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
     let client = kube::Client::try_from(config).map_err(|e| ClusterError::Context {
         cluster: target.cluster.clone(),
         context: target.context.clone(),

@@ -2,12 +2,15 @@
 //! connections, istioctl, limits, and a way to say what they wait for.
 
 use crate::cluster::{ClusterError, Clusters};
-use crate::istioctl::{IstioctlError, Istioctl};
+use crate::istioctl::{Istioctl, IstioctlError};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Told (step ID, what the step is doing now), for the progress view.
+pub type ProgressFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Shared by every step of one run.
 pub struct Env {
@@ -18,7 +21,7 @@ pub struct Env {
     /// How long waits (load-balancer address, token, namespace deletion) may take.
     pub wait_timeout: Duration,
     /// Called with (step ID, what the step is doing now) for the progress view.
-    pub progress: Arc<dyn Fn(&str, &str) + Send + Sync>,
+    pub progress: ProgressFn,
 }
 
 impl Env {

@@ -146,7 +146,9 @@ impl Istioctl {
 
     /// Checks `istioctl version --remote=false` against `wanted`.
     pub async fn check_version(&self, wanted: &str) -> Result<(), IstioctlError> {
-        let log = self.run(&["version".into(), "--remote=false".into()], None).await?;
+        let log = self
+            .run(&["version".into(), "--remote=false".into()], None)
+            .await?;
         let found = parse_version(&log.output).unwrap_or_else(|| log.output.trim().to_string());
         if found == wanted {
             Ok(())
@@ -166,7 +168,11 @@ impl Istioctl {
         cmd.args(&self.prefix)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -232,7 +238,10 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(parse_version("1.28.0\n").as_deref(), Some("1.28.0"));
-        assert_eq!(parse_version("client version: 1.27.3\n").as_deref(), Some("1.27.3"));
+        assert_eq!(
+            parse_version("client version: 1.27.3\n").as_deref(),
+            Some("1.27.3")
+        );
         assert_eq!(parse_version("nothing here"), None);
     }
 
@@ -249,7 +258,10 @@ mod tests {
     #[tokio::test]
     async fn stdin_reaches_the_child_and_failures_carry_output() {
         // `cat` stands in for istioctl: it echoes stdin.
-        let log = Istioctl::new("cat").run(&[], Some("kind: IstioOperator\n")).await.unwrap();
+        let log = Istioctl::new("cat")
+            .run(&[], Some("kind: IstioOperator\n"))
+            .await
+            .unwrap();
         assert_eq!(log.output, "kind: IstioOperator\n");
         let e = Istioctl::new("sh")
             .run(&["-c".into(), "echo boom >&2; exit 3".into()], None)

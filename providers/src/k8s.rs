@@ -43,7 +43,9 @@ pub fn resource_of(doc: &Value) -> Option<ApiResource> {
 }
 
 fn name_of(doc: &Value) -> &str {
-    doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    doc.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn namespace_of(doc: &Value) -> Option<&str> {
@@ -64,9 +66,11 @@ pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
     let a = api(conn, &ar, namespace_of(doc));
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(doc);
-    conn.call(&format!("applying {} {name}", ar.kind), || a.patch(&name, &pp, &patch))
-        .await
-        .map(|_| ())
+    conn.call(&format!("applying {} {name}", ar.kind), || {
+        a.patch(&name, &pp, &patch)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// The live object for a rendered document, if it exists.
@@ -74,7 +78,8 @@ pub async fn get(conn: &Connection, doc: &Value) -> Result<Option<DynamicObject>
     let ar = resource_of(doc).expect("mesh renders only kinds it knows");
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
-    conn.call(&format!("reading {} {name}", ar.kind), || a.get_opt(&name)).await
+    conn.call(&format!("reading {} {name}", ar.kind), || a.get_opt(&name))
+        .await
 }
 
 /// Deletes the object of a rendered document; already gone is fine.
@@ -82,28 +87,32 @@ pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> 
     let ar = resource_of(doc).expect("mesh renders only kinds it knows");
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
-    let result = conn
-        .call(&format!("deleting {} {name}", ar.kind), || async {
-            match a.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
-        .await;
-    result
+    conn.call(&format!("deleting {} {name}", ar.kind), || async {
+        match a.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    })
+    .await
 }
 
 /// Applies a JSON merge patch to the object of a rendered document.
-pub async fn merge_patch(conn: &Connection, doc: &Value, patch: &Value) -> Result<(), ClusterError> {
+pub async fn merge_patch(
+    conn: &Connection,
+    doc: &Value,
+    patch: &Value,
+) -> Result<(), ClusterError> {
     let ar = resource_of(doc).expect("mesh renders only kinds it knows");
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
     let pp = PatchParams::default();
     let patch = Patch::Merge(patch);
-    conn.call(&format!("patching {} {name}", ar.kind), || a.patch(&name, &pp, &patch))
-        .await
-        .map(|_| ())
+    conn.call(&format!("patching {} {name}", ar.kind), || {
+        a.patch(&name, &pp, &patch)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Whether every field of `want` has the same value in `live` (objects
@@ -165,8 +174,12 @@ mod tests {
 
     #[test]
     fn resources_of_rendered_kinds() {
-        let ar = resource_of(&json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway"})).unwrap();
-        assert_eq!((ar.group.as_str(), ar.version.as_str(), ar.plural.as_str()), ("networking.istio.io", "v1", "gateways"));
+        let ar = resource_of(&json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway"}))
+            .unwrap();
+        assert_eq!(
+            (ar.group.as_str(), ar.version.as_str(), ar.plural.as_str()),
+            ("networking.istio.io", "v1", "gateways")
+        );
         let ar = resource_of(&json!({"apiVersion": "v1", "kind": "Secret"})).unwrap();
         assert_eq!((ar.group.as_str(), ar.version.as_str()), ("", "v1"));
         assert!(resource_of(&json!({"apiVersion": "v1", "kind": "Pod"})).is_none());

@@ -17,4 +17,6 @@ pub mod run;
 
 pub use kinds::{StepInput, StepKind};
 pub use observe::Observation;
-pub use rendered::{KNOWN_AFTER_APPLY, Known, Rendered, Sensitive, Target, deep_merge, redact, sha256_hex};
+pub use rendered::{
+    KNOWN_AFTER_APPLY, Known, Rendered, Sensitive, Target, deep_merge, redact, sha256_hex,
+};

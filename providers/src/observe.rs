@@ -17,6 +17,9 @@ pub struct Observation {
 
 impl Observation {
     pub fn in_sync(outputs: BTreeMap<String, Value>) -> Self {
-        Observation { drift: Vec::new(), outputs }
+        Observation {
+            drift: Vec::new(),
+            outputs,
+        }
     }
 }

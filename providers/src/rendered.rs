@@ -102,7 +102,10 @@ impl fmt::Debug for Sensitive {
 /// else in `overlay` replaces what `base` has. This is how `[cluster.values]`
 /// reaches `spec.values`: a user value wins over mesh's, on purpose, so an
 /// operator can override any default mesh renders (the plan shows it).
-pub fn deep_merge(base: &mut serde_json::Map<String, Value>, overlay: &serde_json::Map<String, Value>) {
+pub fn deep_merge(
+    base: &mut serde_json::Map<String, Value>,
+    overlay: &serde_json::Map<String, Value>,
+) {
     for (k, v) in overlay {
         match (base.get_mut(k), v) {
             (Some(Value::Object(b)), Value::Object(o)) => deep_merge(b, o),
@@ -132,14 +135,16 @@ mod tests {
 
     #[test]
     fn merge_is_deep_and_overlay_wins() {
-        let mut base = json!({"global": {"meshID": "m", "network": "n"}, "pilot": {"env": {"A": true}}})
-            .as_object()
-            .unwrap()
-            .clone();
-        let overlay = json!({"global": {"network": "x", "logging": {"level": "debug"}}, "pilot": 3})
-            .as_object()
-            .unwrap()
-            .clone();
+        let mut base =
+            json!({"global": {"meshID": "m", "network": "n"}, "pilot": {"env": {"A": true}}})
+                .as_object()
+                .unwrap()
+                .clone();
+        let overlay =
+            json!({"global": {"network": "x", "logging": {"level": "debug"}}, "pilot": 3})
+                .as_object()
+                .unwrap()
+                .clone();
         deep_merge(&mut base, &overlay);
         assert_eq!(
             Value::Object(base),
@@ -150,7 +155,10 @@ mod tests {
     #[test]
     fn secrets_print_only_as_fingerprints() {
         let s = Sensitive::new("tok3n");
-        assert_eq!(format!("{s}"), format!("(sensitive, sha256:{})", sha256_hex(b"tok3n")));
+        assert_eq!(
+            format!("{s}"),
+            format!("(sensitive, sha256:{})", sha256_hex(b"tok3n"))
+        );
         assert_eq!(format!("{s:?}"), format!("{s}"));
         let text = redact("Bearer tok3n and tok3n", &[&s]);
         assert!(!text.contains("tok3n"));

@@ -17,21 +17,40 @@ pub async fn apply(
     previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
     match input {
-        StepInput::InstallControlPlane(_) => kinds::install_control_plane::apply(env, step, target, rendered).await,
-        StepInput::InstallEastwestGateway(_) => kinds::install_eastwest_gateway::apply(env, step, target, rendered).await,
+        StepInput::InstallControlPlane(_) => {
+            kinds::install_control_plane::apply(env, step, target, rendered).await
+        }
+        StepInput::InstallEastwestGateway(_) => {
+            kinds::install_eastwest_gateway::apply(env, step, target, rendered).await
+        }
         StepInput::EastwestAddress(i) => kinds::eastwest_address::apply(env, step, target, i).await,
-        StepInput::ExposeIstiod(_) => kinds::expose_istiod::apply(env, step, target, rendered).await,
-        StepInput::PrepareNamespace(i) => kinds::prepare_namespace::apply(env, step, target, i, previous).await,
-        StepInput::InstallRemote(_) => kinds::install_remote::apply(env, step, target, rendered).await,
+        StepInput::ExposeIstiod(_) => {
+            kinds::expose_istiod::apply(env, step, target, rendered).await
+        }
+        StepInput::PrepareNamespace(i) => {
+            kinds::prepare_namespace::apply(env, step, target, i, previous).await
+        }
+        StepInput::InstallRemote(_) => {
+            kinds::install_remote::apply(env, step, target, rendered).await
+        }
         StepInput::Attach(i) => kinds::attach::apply(env, step, target, i, rendered).await,
     }
 }
 
 /// Reads a recorded step back from its cluster.
-pub async fn read(env: &Env, kind: StepKind, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    kind: StepKind,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     match kind {
-        StepKind::InstallControlPlane => kinds::install_control_plane::read(env, target, recorded).await,
-        StepKind::InstallEastwestGateway => kinds::install_eastwest_gateway::read(env, target, recorded).await,
+        StepKind::InstallControlPlane => {
+            kinds::install_control_plane::read(env, target, recorded).await
+        }
+        StepKind::InstallEastwestGateway => {
+            kinds::install_eastwest_gateway::read(env, target, recorded).await
+        }
         StepKind::EastwestAddress => kinds::eastwest_address::read(env, target, recorded).await,
         StepKind::ExposeIstiod => kinds::expose_istiod::read(env, target, recorded).await,
         StepKind::PrepareNamespace => kinds::prepare_namespace::read(env, target, recorded).await,
@@ -42,14 +61,30 @@ pub async fn read(env: &Env, kind: StepKind, target: &Target, recorded: &Recorde
 
 /// Undoes a recorded step. Works from the record alone, so a step removed
 /// from the mesh file can still be destroyed.
-pub async fn destroy(env: &Env, step: &str, kind: StepKind, target: &Target, recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    env: &Env,
+    step: &str,
+    kind: StepKind,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     match kind {
-        StepKind::InstallControlPlane => kinds::install_control_plane::destroy(env, step, target, recorded).await,
-        StepKind::InstallEastwestGateway => kinds::install_eastwest_gateway::destroy(env, step, target, recorded).await,
-        StepKind::EastwestAddress => kinds::eastwest_address::destroy(env, step, target, recorded).await,
+        StepKind::InstallControlPlane => {
+            kinds::install_control_plane::destroy(env, step, target, recorded).await
+        }
+        StepKind::InstallEastwestGateway => {
+            kinds::install_eastwest_gateway::destroy(env, step, target, recorded).await
+        }
+        StepKind::EastwestAddress => {
+            kinds::eastwest_address::destroy(env, step, target, recorded).await
+        }
         StepKind::ExposeIstiod => kinds::expose_istiod::destroy(env, step, target, recorded).await,
-        StepKind::PrepareNamespace => kinds::prepare_namespace::destroy(env, step, target, recorded).await,
-        StepKind::InstallRemote => kinds::install_remote::destroy(env, step, target, recorded).await,
+        StepKind::PrepareNamespace => {
+            kinds::prepare_namespace::destroy(env, step, target, recorded).await
+        }
+        StepKind::InstallRemote => {
+            kinds::install_remote::destroy(env, step, target, recorded).await
+        }
         StepKind::Attach => kinds::attach::destroy(env, step, target, recorded).await,
     }
 }

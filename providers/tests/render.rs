@@ -77,10 +77,16 @@ fn remote_is_the_seed_document_with_the_address_once_known() {
     let seed = testdata("cluster2.yaml");
     let unknown = remote(Known::AfterApply, Map::new());
     assert!(unknown.unknown);
-    assert_eq!(unknown.documents, docs(&seed.replace("${DISCOVERY_ADDRESS}", &format!("\"{KNOWN_AFTER_APPLY}\""))));
+    assert_eq!(
+        unknown.documents,
+        docs(&seed.replace("${DISCOVERY_ADDRESS}", &format!("\"{KNOWN_AFTER_APPLY}\"")))
+    );
     let known = remote(Known::Known(json!("172.18.0.200")), Map::new());
     assert!(!known.unknown);
-    assert_eq!(known.documents, docs(&seed.replace("${DISCOVERY_ADDRESS}", "172.18.0.200")));
+    assert_eq!(
+        known.documents,
+        docs(&seed.replace("${DISCOVERY_ADDRESS}", "172.18.0.200"))
+    );
 }
 
 #[test]
@@ -88,33 +94,49 @@ fn eastwest_gateway_is_the_generated_document() {
     let reference = testdata("eastwest-gateway-network1.yaml");
     assert_eq!(eastwest("network1", None).documents, docs(&reference));
     let rev = eastwest("network1", Some("canary"));
-    assert_eq!(rev.documents, docs(&reference.replace("revision: \"\"", "revision: \"canary\"")));
+    assert_eq!(
+        rev.documents,
+        docs(&reference.replace("revision: \"\"", "revision: \"canary\""))
+    );
     let n2 = eastwest("network2", None);
-    assert_eq!(n2.documents, docs(&reference.replace("network1", "network2")));
+    assert_eq!(
+        n2.documents,
+        docs(&reference.replace("network1", "network2"))
+    );
 }
 
 #[test]
 fn expose_istiod_is_the_sample_in_istio_system() {
-    let expected: Vec<Value> = docs(&testdata("expose-istiod.yaml")).into_iter().map(with_namespace).collect();
-    let r = expose_istiod::render(&expose_istiod::Input { revision: None });
-    assert_eq!(r.documents, expected);
-    let expected: Vec<Value> = docs(&testdata("expose-istiod-rev.yaml.tmpl").replace("{{.Revision}}", "canary"))
+    let expected: Vec<Value> = docs(&testdata("expose-istiod.yaml"))
         .into_iter()
         .map(with_namespace)
         .collect();
-    let r = expose_istiod::render(&expose_istiod::Input { revision: Some("canary".into()) });
+    let r = expose_istiod::render(&expose_istiod::Input { revision: None });
+    assert_eq!(r.documents, expected);
+    let expected: Vec<Value> =
+        docs(&testdata("expose-istiod-rev.yaml.tmpl").replace("{{.Revision}}", "canary"))
+            .into_iter()
+            .map(with_namespace)
+            .collect();
+    let r = expose_istiod::render(&expose_istiod::Input {
+        revision: Some("canary".into()),
+    });
     assert_eq!(r.documents, expected);
     assert_eq!(r.documents[1]["metadata"]["name"], "istiod-vs-canary");
 }
 
 #[test]
 fn prepare_namespace_annotates_istio_system() {
-    let r = prepare_namespace::render(&prepare_namespace::Input { primary: "cluster1".into() });
+    let r = prepare_namespace::render(&prepare_namespace::Input {
+        primary: "cluster1".into(),
+    });
     assert_eq!(
         r.documents,
-        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": "istio-system",
-            "annotations": {"topology.istio.io/controlPlaneClusters": "cluster1"}}})]
+            "annotations": {"topology.istio.io/controlPlaneClusters": "cluster1"}}})
+        ]
     );
 }
 
@@ -133,48 +155,84 @@ fn attach_renders_the_secret_without_any_credential() {
     assert_eq!(d["metadata"]["name"], "istio-remote-secret-cluster2");
     assert_eq!(d["metadata"]["namespace"], "istio-system");
     assert_eq!(d["metadata"]["labels"]["istio/multiCluster"], "true");
-    assert_eq!(d["metadata"]["annotations"]["networking.istio.io/cluster"], "cluster2");
+    assert_eq!(
+        d["metadata"]["annotations"]["networking.istio.io/cluster"],
+        "cluster2"
+    );
     let data = d["stringData"]["cluster2"].as_str().unwrap();
-    assert!(data.starts_with("(sensitive") && data.contains("https://172.18.0.3:6443"), "{data}");
+    assert!(
+        data.starts_with("(sensitive") && data.contains("https://172.18.0.3:6443"),
+        "{data}"
+    );
     let yaml = r.to_yaml();
-    assert!(!yaml.contains("token:") && !yaml.contains("certificate-authority-data"), "{yaml}");
-    let default_server = attach::render(&attach::Input { api_server: None, ..input });
-    assert!(default_server.to_yaml().contains("the server of context kind-cluster2"));
+    assert!(
+        !yaml.contains("token:") && !yaml.contains("certificate-authority-data"),
+        "{yaml}"
+    );
+    let default_server = attach::render(&attach::Input {
+        api_server: None,
+        ..input
+    });
+    assert!(
+        default_server
+            .to_yaml()
+            .contains("the server of context kind-cluster2")
+    );
 }
 
 #[test]
 fn eastwest_address_describes_its_wait() {
     let r = eastwest_address::render(&eastwest_address::Input { timeout_secs: 300 });
-    assert_eq!(r.documents[0]["wait"]["service"], "istio-system/istio-eastwestgateway");
+    assert_eq!(
+        r.documents[0]["wait"]["service"],
+        "istio-system/istio-eastwestgateway"
+    );
     assert_eq!(r.documents[0]["wait"]["timeout"], "300s");
 }
 
 #[test]
 fn values_merge_into_every_istio_operator() {
-    let values = json!({"global": {"logging": {"level": "default:debug"}}, "pilot": {"env": {"X": "1"}}})
-        .as_object()
-        .cloned()
-        .unwrap();
+    let values =
+        json!({"global": {"logging": {"level": "default:debug"}}, "pilot": {"env": {"X": "1"}}})
+            .as_object()
+            .cloned()
+            .unwrap();
     let r = cp(true, None, values.clone());
     let v = &r.documents[0]["spec"]["values"];
     assert_eq!(v["global"]["meshID"], "mesh1", "mesh keys kept");
     assert_eq!(v["global"]["logging"]["level"], "default:debug");
-    assert_eq!(v["pilot"]["env"], json!({"EXTERNAL_ISTIOD": true, "X": "1"}));
+    assert_eq!(
+        v["pilot"]["env"],
+        json!({"EXTERNAL_ISTIOD": true, "X": "1"})
+    );
     let r = remote(Known::Known(json!("1.2.3.4")), values.clone());
-    assert_eq!(r.documents[0]["spec"]["values"]["global"]["remotePilotAddress"], "1.2.3.4");
-    assert_eq!(r.documents[0]["spec"]["values"]["global"]["logging"]["level"], "default:debug");
+    assert_eq!(
+        r.documents[0]["spec"]["values"]["global"]["remotePilotAddress"],
+        "1.2.3.4"
+    );
+    assert_eq!(
+        r.documents[0]["spec"]["values"]["global"]["logging"]["level"],
+        "default:debug"
+    );
     let ew = install_eastwest_gateway::render(&install_eastwest_gateway::Input {
         network: "network1".into(),
         revision: None,
         values,
     });
-    assert_eq!(ew.documents[0]["spec"]["values"]["global"]["network"], "network1");
+    assert_eq!(
+        ew.documents[0]["spec"]["values"]["global"]["network"],
+        "network1"
+    );
     assert_eq!(ew.documents[0]["spec"]["values"]["pilot"]["env"]["X"], "1");
 }
 
 #[test]
 fn rendering_is_deterministic_and_round_trips_through_yaml() {
-    let target = |ctx: &str| Target { cluster: "cluster1".into(), context: ctx.into(), kubeconfig: None };
+    let target = |ctx: &str| Target {
+        cluster: "cluster1".into(),
+        context: ctx.into(),
+        kubeconfig: None,
+    };
     let all = [
         cp(true, Some("canary"), Map::new()),
         eastwest("network1", None),

@@ -18,42 +18,61 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Reads every recorded step back from the clusters.
-pub async fn refresh(world: &World, graph: &StepGraph, state: &State, parallelism: usize) -> Result<Refresh> {
-    engine::refresh::refresh(&world.env, graph, state, world.default_kubeconfig(), parallelism)
-        .await
-        .map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            anyhow::anyhow!(
-                "the clusters could not be read, so no plan was made:\n{}\n\
+pub async fn refresh(
+    world: &World,
+    graph: &StepGraph,
+    state: &State,
+    parallelism: usize,
+) -> Result<Refresh> {
+    engine::refresh::refresh(
+        &world.env,
+        graph,
+        state,
+        world.default_kubeconfig(),
+        parallelism,
+    )
+    .await
+    .map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!(
+            "the clusters could not be read, so no plan was made:\n{}\n\
                  Fix access to those clusters, or plan from the state alone with --no-refresh",
-                lines.join("\n")
-            )
-        })
+            lines.join("\n")
+        )
+    })
 }
 
 pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
     let mode = Mode::Converge;
-    run(cli, out, RunArgs {
-        operation: "apply",
-        planfile: args.planfile.as_deref(),
-        auto_approve: args.auto_approve,
-        parallelism: args.parallelism.into(),
-        no_refresh: args.no_refresh,
-        lock_timeout: args.lock.lock_timeout,
-        mode,
-    })
+    run(
+        cli,
+        out,
+        RunArgs {
+            operation: "apply",
+            planfile: args.planfile.as_deref(),
+            auto_approve: args.auto_approve,
+            parallelism: args.parallelism.into(),
+            no_refresh: args.no_refresh,
+            lock_timeout: args.lock.lock_timeout,
+            mode,
+        },
+    )
 }
 
 pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
-    run(cli, out, RunArgs {
-        operation: "destroy",
-        planfile: None,
-        auto_approve: args.auto_approve,
-        parallelism: args.parallelism.into(),
-        no_refresh: true,
-        lock_timeout: args.lock.lock_timeout,
-        mode: Mode::Destroy,
-    })
+    run(
+        cli,
+        out,
+        RunArgs {
+            operation: "destroy",
+            planfile: None,
+            auto_approve: args.auto_approve,
+            parallelism: args.parallelism.into(),
+            no_refresh: true,
+            lock_timeout: args.lock.lock_timeout,
+            mode: Mode::Destroy,
+        },
+    )
 }
 
 struct RunArgs<'a> {
@@ -109,7 +128,13 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                     }
                     _ => None,
                 };
-                planner::plan(&mesh.mesh.id, &graph, recorded.as_ref(), refreshed.as_ref(), args.mode)
+                planner::plan(
+                    &mesh.mesh.id,
+                    &graph,
+                    recorded.as_ref(),
+                    refreshed.as_ref(),
+                    args.mode,
+                )
             }
         };
         print!("{}", render_plan(&plan, Format::Text, out));
@@ -119,11 +144,25 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         }
         if args.planfile.is_none() && !confirm(args.operation, args.auto_approve)? {
             world.close().await;
-            eprintln!("{} cancelled: nothing was changed.", capitalise(args.operation));
+            eprintln!(
+                "{} cancelled: nothing was changed.",
+                capitalise(args.operation)
+            );
             return Ok(1);
         }
-        let state = recorded.clone().unwrap_or_else(|| State::new(&mesh.mesh.id));
-        let outcome = execute(&world, &plan, graph, state, &mut lock, args.parallelism, &view).await;
+        let state = recorded
+            .clone()
+            .unwrap_or_else(|| State::new(&mesh.mesh.id));
+        let outcome = execute(
+            &world,
+            &plan,
+            graph,
+            state,
+            &mut lock,
+            args.parallelism,
+            &view,
+        )
+        .await;
         world.close().await;
         Ok(summarise(args.operation, &plan, &outcome))
     })
@@ -146,7 +185,9 @@ async fn execute(
         while tokio::signal::ctrl_c().await.is_ok() {
             presses += 1;
             if presses == 1 {
-                eprintln!("\nInterrupted: finishing the running steps and saving the state (Ctrl-C again to abort them).");
+                eprintln!(
+                    "\nInterrupted: finishing the running steps and saving the state (Ctrl-C again to abort them)."
+                );
                 let _ = stop_tx.send(Stop::Graceful);
             } else {
                 eprintln!("\nAborting the running steps; they will be recorded as tainted.");
@@ -174,7 +215,9 @@ async fn execute(
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Asks for `yes` on a terminal; without one, `--auto-approve` is required.
@@ -214,13 +257,24 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
         eprintln!("  done ({}): {}", r.succeeded.len(), r.succeeded.join(", "));
     }
     for id in &r.failed {
-        eprintln!("  failed: {id}: {}", outcome.errors.get(id).map(String::as_str).unwrap_or("(no message)"));
+        eprintln!(
+            "  failed: {id}: {}",
+            outcome
+                .errors
+                .get(id)
+                .map(String::as_str)
+                .unwrap_or("(no message)")
+        );
     }
     if !r.aborted.is_empty() {
         eprintln!("  aborted (tainted): {}", r.aborted.join(", "));
     }
     if !r.not_started.is_empty() {
-        eprintln!("  not started ({}): {}", r.not_started.len(), r.not_started.join(", "));
+        eprintln!(
+            "  not started ({}): {}",
+            r.not_started.len(),
+            r.not_started.join(", ")
+        );
     }
     if let Some(e) = &outcome.state_error {
         eprintln!("  the state could not be saved: {e}");

@@ -41,7 +41,13 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
                 st.mesh_id
             );
             for (id, r) in &st.steps {
-                let _ = writeln!(s, "| `{id}` | {} | {} | {} |", r.kind, r.cluster, r.status.as_str());
+                let _ = writeln!(
+                    s,
+                    "| `{id}` | {} | {} | {} |",
+                    r.kind,
+                    r.cluster,
+                    r.status.as_str()
+                );
             }
             s
         }

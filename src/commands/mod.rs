@@ -57,11 +57,7 @@ pub fn state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
     if let Some(p) = &cli.state {
         return Ok(p.clone());
     }
-    let dir = cli
-        .file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = cli.file.parent().map(Path::to_path_buf).unwrap_or_default();
     let configured = match mesh {
         Some(m) => m.state.path.clone(),
         // Commands that do not need the mesh file still honour `[state] path`

@@ -36,8 +36,18 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
         }
         _ => None,
     };
-    let mode = if args.destroy { Mode::Destroy } else { Mode::Converge };
-    let plan = planner::plan(&mesh.mesh.id, &graph, recorded.as_ref(), refreshed.as_ref(), mode);
+    let mode = if args.destroy {
+        Mode::Destroy
+    } else {
+        Mode::Converge
+    };
+    let plan = planner::plan(
+        &mesh.mesh.id,
+        &graph,
+        recorded.as_ref(),
+        refreshed.as_ref(),
+        mode,
+    );
 
     if let Some(file) = &args.out {
         let saved = SavedPlan {
@@ -53,7 +63,11 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             .with_context(|| format!("saving the plan to {}", file.display()))?;
     }
     print!("{}", render_plan(&plan, args.format, out));
-    Ok(if args.detailed_exitcode && plan.summary.has_changes() { 2 } else { 0 })
+    Ok(if args.detailed_exitcode && plan.summary.has_changes() {
+        2
+    } else {
+        0
+    })
 }
 
 pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
@@ -67,5 +81,9 @@ pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
     }
     let plan = planner::diff(&mesh.mesh.id, &base, &head);
     print!("{}", render_plan(&plan, args.format, out));
-    Ok(if args.detailed_exitcode && plan.summary.has_changes() { 2 } else { 0 })
+    Ok(if args.detailed_exitcode && plan.summary.has_changes() {
+        2
+    } else {
+        0
+    })
 }

@@ -111,9 +111,17 @@ impl<'a> Locator<'a> {
     }
 
     /// A diagnostic pointing at `span` (byte offsets into the source).
-    pub fn at(&self, span: Range<usize>, message: impl Into<String>, help: Option<String>) -> Diagnostic {
+    pub fn at(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Diagnostic {
         let start = span.start.min(self.source.len());
-        let line_ix = self.line_starts.partition_point(|&s| s <= start).saturating_sub(1);
+        let line_ix = self
+            .line_starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
         let line_start = self.line_starts[line_ix];
         let line_end = self.source[line_start..]
             .find('\n')
@@ -127,7 +135,9 @@ impl<'a> Locator<'a> {
         };
         let start = floor(start.max(line_start));
         let end = floor(span.end.min(line_end).max(start));
-        let source_line = self.source[line_start..line_end].trim_end_matches('\r').to_string();
+        let source_line = self.source[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
         let column = self.source[line_start..start].chars().count() + 1;
         let width = self.source[start..end].chars().count().max(1);
         Diagnostic {

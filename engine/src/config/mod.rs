@@ -23,7 +23,10 @@ use std::path::Path;
 pub fn parse(source: &str, path: &Path) -> Result<MeshFile, Diagnostics> {
     let loc = Locator::new(path, source);
     let root = parse::syntax(source, &loc).map_err(Diagnostics)?;
-    let mut walker = parse::Walker { loc: &loc, errors: Vec::new() };
+    let mut walker = parse::Walker {
+        loc: &loc,
+        errors: Vec::new(),
+    };
     let draft = walker.document(root.get_ref());
     let values = cluster_values(source);
     let shape_errors = walker.errors;
@@ -90,11 +93,14 @@ fn to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::from(s.as_str()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| Value::from(f.to_string()), Value::Number),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or_else(|| Value::from(f.to_string()), Value::Number),
         toml::Value::Boolean(b) => Value::from(*b),
         toml::Value::Datetime(d) => Value::from(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
     }
 }
 

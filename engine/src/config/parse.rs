@@ -64,7 +64,10 @@ pub(crate) const CLUSTER_KEYS: &[&str] = &[
 ];
 
 /// The closest of `candidates` to `word`, if close enough to be a typo.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -91,17 +94,30 @@ pub(crate) struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<Option<String>>) {
+    fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        help: impl Into<Option<String>>,
+    ) {
         let d = self.loc.at(span, message, help.into());
         self.errors.push(d);
     }
 
     /// Reports an unknown key; returns the key it probably meant.
-    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, table: &str, allowed: &[&str]) -> Option<String> {
+    fn unknown_key(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        table: &str,
+        allowed: &[&str],
+    ) -> Option<String> {
         let name = key.get_ref().as_ref();
         let meant = did_you_mean(name, allowed.iter().copied());
         let help = match meant {
-            Some(s) => format!("did you mean `{s}`? (keys of {table}: {})", allowed.join(", ")),
+            Some(s) => format!(
+                "did you mean `{s}`? (keys of {table}: {})",
+                allowed.join(", ")
+            ),
             None => format!("remove it; the keys of {table} are: {}", allowed.join(", ")),
         };
         self.error(key.span(), format!("unknown key `{name}` in {table}"), help);
@@ -125,7 +141,11 @@ impl Walker<'_> {
         }
     }
 
-    fn table<'t, 'i>(&mut self, what: &str, value: &'t Spanned<DeValue<'i>>) -> Option<&'t DeTable<'i>> {
+    fn table<'t, 'i>(
+        &mut self,
+        what: &str,
+        value: &'t Spanned<DeValue<'i>>,
+    ) -> Option<&'t DeTable<'i>> {
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
@@ -152,8 +172,12 @@ impl Walker<'_> {
                             match k.get_ref().as_ref() {
                                 "id" => draft.mesh_id = self.string("id", v),
                                 "revision" => draft.revision = self.string("revision", v),
-                                "istio_version" => draft.istio_version = self.string("istio_version", v),
-                                _ => draft.mesh_keys.extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),
+                                "istio_version" => {
+                                    draft.istio_version = self.string("istio_version", v)
+                                }
+                                _ => draft
+                                    .mesh_keys
+                                    .extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),
                             }
                         }
                     }
@@ -195,8 +219,12 @@ impl Walker<'_> {
                         draft.clusters_malformed = true;
                         self.error(
                             value.span(),
-                            format!("`cluster` must be an array of tables, not {}", type_name(other)),
-                            "write each cluster as a [[cluster]] section (two brackets)".to_string(),
+                            format!(
+                                "`cluster` must be an array of tables, not {}",
+                                type_name(other)
+                            ),
+                            "write each cluster as a [[cluster]] section (two brackets)"
+                                .to_string(),
                         )
                     }
                 },
@@ -235,7 +263,8 @@ impl Walker<'_> {
                     continue;
                 }
                 _ => {
-                    c.keys.extend(self.unknown_key(k, "[[cluster]]", CLUSTER_KEYS));
+                    c.keys
+                        .extend(self.unknown_key(k, "[[cluster]]", CLUSTER_KEYS));
                     continue;
                 }
             };
@@ -246,7 +275,10 @@ impl Walker<'_> {
 }
 
 /// Parses the syntax; a syntax error is reported with the parser's message.
-pub(crate) fn syntax<'i>(source: &'i str, loc: &Locator<'_>) -> Result<Spanned<DeTable<'i>>, Vec<Diagnostic>> {
+pub(crate) fn syntax<'i>(
+    source: &'i str,
+    loc: &Locator<'_>,
+) -> Result<Spanned<DeTable<'i>>, Vec<Diagnostic>> {
     let (root, errors) = DeTable::parse_recoverable(source);
     if errors.is_empty() {
         return Ok(root);

@@ -16,7 +16,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -27,20 +28,26 @@ fn is_label_value(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
 fn is_mesh_id(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `1.28`, `1.28.0`, `1.28.0-beta.1`.
 fn is_version(s: &str) -> bool {
     let (core, _pre) = s.split_once(['-', '+']).unwrap_or((s, ""));
     let parts: Vec<&str> = core.split('.').collect();
-    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 struct Checker<'a> {
@@ -75,7 +82,11 @@ impl Checker<'_> {
                 None
             }
             Some(At { value, span }) if value.trim().is_empty() => {
-                self.error(span.clone(), format!("`{key}` is empty"), format!("give `{key}` a value, e.g. {key} = {example}"));
+                self.error(
+                    span.clone(),
+                    format!("`{key}` is empty"),
+                    format!("give `{key}` a value, e.g. {key} = {example}"),
+                );
                 None
             }
             Some(At { value, .. }) => Some(value.clone()),
@@ -85,7 +96,11 @@ impl Checker<'_> {
     fn optional_nonempty(&mut self, v: &Option<At<String>>, key: &str) -> Option<String> {
         match v {
             Some(At { value, span }) if value.trim().is_empty() => {
-                self.error(span.clone(), format!("`{key}` is empty"), format!("remove `{key}` or give it a value"));
+                self.error(
+                    span.clone(),
+                    format!("`{key}` is empty"),
+                    format!("remove `{key}` or give it a value"),
+                );
                 None
             }
             other => other.as_ref().map(|a| a.value.clone()),
@@ -100,24 +115,48 @@ pub(crate) fn validate(
     path: &Path,
     loc: &Locator<'_>,
 ) -> Result<MeshFile, Vec<Diagnostic>> {
-    let mut ck = Checker { loc, errors: Vec::new() };
+    let mut ck = Checker {
+        loc,
+        errors: Vec::new(),
+    };
 
     // [mesh]
     let file_start = 0..0;
     let mesh_span = draft.mesh_span.clone().unwrap_or(file_start.clone());
     if draft.mesh_span.is_none() {
-        ck.error(file_start.clone(), "the mesh file has no [mesh] section", "add a [mesh] section with `id = \"mesh1\"` (the Istio meshID)");
+        ck.error(
+            file_start.clone(),
+            "the mesh file has no [mesh] section",
+            "add a [mesh] section with `id = \"mesh1\"` (the Istio meshID)",
+        );
     }
-    let id = if draft.mesh_span.is_some() { ck.required(&draft.mesh_id, "id", ("[mesh]", &mesh_span, &draft.mesh_keys), "\"mesh1\"") } else { None };
+    let id = if draft.mesh_span.is_some() {
+        ck.required(
+            &draft.mesh_id,
+            "id",
+            ("[mesh]", &mesh_span, &draft.mesh_keys),
+            "\"mesh1\"",
+        )
+    } else {
+        None
+    };
     if let (Some(id), Some(at)) = (&id, &draft.mesh_id)
         && !is_mesh_id(id)
     {
-        ck.error(at.span.clone(), format!("mesh id `{id}` has characters Istio does not allow in a meshID"), "use letters, digits, `.`, `_` and `-` only");
+        ck.error(
+            at.span.clone(),
+            format!("mesh id `{id}` has characters Istio does not allow in a meshID"),
+            "use letters, digits, `.`, `_` and `-` only",
+        );
     }
     let revision = ck.optional_nonempty(&draft.revision, "revision");
     if let (Some(rev), Some(at)) = (&revision, &draft.revision) {
         if rev == "default" {
-            ck.error(at.span.clone(), "revision `default` is not a revision", "remove `revision` to install Istio's default (unrevisioned) control plane");
+            ck.error(
+                at.span.clone(),
+                "revision `default` is not a revision",
+                "remove `revision` to install Istio's default (unrevisioned) control plane",
+            );
         } else if !is_dns1123_label(rev) {
             ck.error(
                 at.span.clone(),
@@ -130,23 +169,53 @@ pub(crate) fn validate(
     if let (Some(v), Some(at)) = (&istio_version, &draft.istio_version)
         && !is_version(v)
     {
-        ck.error(at.span.clone(), format!("istio_version `{v}` is not a version"), "write it as istioctl prints it, e.g. \"1.28.0\"");
+        ck.error(
+            at.span.clone(),
+            format!("istio_version `{v}` is not a version"),
+            "write it as istioctl prints it, e.g. \"1.28.0\"",
+        );
     }
-    let istioctl = IstioctlSection { path: ck.optional_nonempty(&draft.istioctl_path, "path") };
+    let istioctl = IstioctlSection {
+        path: ck.optional_nonempty(&draft.istioctl_path, "path"),
+    };
     let state_path = ck.optional_nonempty(&draft.state_path, "path");
     if let (Some(p), Some(at)) = (&state_path, &draft.state_path)
         && (p.ends_with('/') || p.ends_with(std::path::MAIN_SEPARATOR))
     {
-        ck.error(at.span.clone(), format!("state path `{p}` names a folder"), "name a file, e.g. path = \"state/mesh.state.json\"");
+        ck.error(
+            at.span.clone(),
+            format!("state path `{p}` names a folder"),
+            "name a file, e.g. path = \"state/mesh.state.json\"",
+        );
     }
 
     // [[cluster]]: each on its own first.
     let mut clusters: Vec<(Cluster, &DraftCluster)> = Vec::new();
     for dc in &draft.clusters {
-        let name = ck.required(&dc.name, "name", ("[[cluster]]", &dc.span, &dc.keys), "\"cluster1\"");
-        let context = ck.required(&dc.context, "context", ("[[cluster]]", &dc.span, &dc.keys), "\"kind-cluster1\"");
-        let network = ck.required(&dc.network, "network", ("[[cluster]]", &dc.span, &dc.keys), "\"network1\"");
-        let role_text = ck.required(&dc.role, "role", ("[[cluster]]", &dc.span, &dc.keys), "\"primary\"");
+        let name = ck.required(
+            &dc.name,
+            "name",
+            ("[[cluster]]", &dc.span, &dc.keys),
+            "\"cluster1\"",
+        );
+        let context = ck.required(
+            &dc.context,
+            "context",
+            ("[[cluster]]", &dc.span, &dc.keys),
+            "\"kind-cluster1\"",
+        );
+        let network = ck.required(
+            &dc.network,
+            "network",
+            ("[[cluster]]", &dc.span, &dc.keys),
+            "\"network1\"",
+        );
+        let role_text = ck.required(
+            &dc.role,
+            "role",
+            ("[[cluster]]", &dc.span, &dc.keys),
+            "\"primary\"",
+        );
         if let (Some(n), Some(at)) = (&name, &dc.name)
             && !is_dns1123_label(n)
         {
@@ -169,8 +238,14 @@ pub(crate) fn validate(
             (Some("primary"), _) => Some(Role::Primary),
             (Some("remote"), _) => Some(Role::Remote),
             (Some(other), Some(at)) => {
-                let hint = did_you_mean(other, ["primary", "remote"]).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
-                ck.error(at.span.clone(), format!("role `{other}` is not a role"), format!("set role to \"primary\" or \"remote\"{hint}"));
+                let hint = did_you_mean(other, ["primary", "remote"])
+                    .map(|s| format!(" (did you mean \"{s}\"?)"))
+                    .unwrap_or_default();
+                ck.error(
+                    at.span.clone(),
+                    format!("role `{other}` is not a role"),
+                    format!("set role to \"primary\" or \"remote\"{hint}"),
+                );
                 None
             }
             _ => None,
@@ -178,7 +253,9 @@ pub(crate) fn validate(
         let kubeconfig = ck.optional_nonempty(&dc.kubeconfig, "kubeconfig");
         let api_server = ck.optional_nonempty(&dc.api_server, "api_server");
         if let (Some(url), Some(at)) = (&api_server, &dc.api_server) {
-            let host = url.strip_prefix("https://").map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            let host = url
+                .strip_prefix("https://")
+                .map(|r| r.split(['/', '?']).next().unwrap_or(""));
             match host {
                 Some(h) if !h.is_empty() && !h.starts_with(':') => {}
                 Some(_) => ck.error(at.span.clone(), format!("api_server `{url}` has no host"), "write the URL other clusters use, e.g. \"https://172.18.0.3:6443\""),
@@ -193,17 +270,25 @@ pub(crate) fn validate(
         match (role, &dc.primary) {
             (Some(Role::Primary), Some(at)) => ck.error(
                 at.span.clone(),
-                format!("cluster `{}` is a primary but names a primary", name.as_deref().unwrap_or("?")),
+                format!(
+                    "cluster `{}` is a primary but names a primary",
+                    name.as_deref().unwrap_or("?")
+                ),
                 "remove `primary` (only remotes have one), or set role = \"remote\"",
             ),
             (Some(Role::Remote), None) => ck.error(
                 dc.span.clone(),
-                format!("remote cluster `{}` does not say which primary it uses", name.as_deref().unwrap_or("?")),
+                format!(
+                    "remote cluster `{}` does not say which primary it uses",
+                    name.as_deref().unwrap_or("?")
+                ),
                 "add `primary = \"<name of a primary cluster>\"` to this [[cluster]]",
             ),
             _ => {}
         }
-        if let (Some(name), Some(context), Some(network), Some(role)) = (name, context, network, role) {
+        if let (Some(name), Some(context), Some(network), Some(role)) =
+            (name, context, network, role)
+        {
             clusters.push((
                 Cluster {
                     name,
@@ -228,7 +313,14 @@ pub(crate) fn validate(
             && let Some(at) = &dc.name
         {
             let line = loc.at(first..first, "", None).line;
-            ck.error(at.span.clone(), format!("cluster name `{}` is used twice", c.name), format!("give each cluster its own name (the first `{}` is at line {line})", c.name));
+            ck.error(
+                at.span.clone(),
+                format!("cluster name `{}` is used twice", c.name),
+                format!(
+                    "give each cluster its own name (the first `{}` is at line {line})",
+                    c.name
+                ),
+            );
         }
         if let Some(first) = seen_contexts.insert(&c.context, dc.span.start)
             && let Some(at) = &dc.context
@@ -247,11 +339,20 @@ pub(crate) fn validate(
     for (c, _) in &clusters {
         by_name.entry(c.name.as_str()).or_insert(c);
     }
-    let primaries: Vec<&str> = clusters.iter().filter(|(c, _)| c.role == Role::Primary).map(|(c, _)| c.name.as_str()).collect();
+    let primaries: Vec<&str> = clusters
+        .iter()
+        .filter(|(c, _)| c.role == Role::Primary)
+        .map(|(c, _)| c.name.as_str())
+        .collect();
     for (c, dc) in &clusters {
-        let (Some(p), Some(at)) = (&c.primary, &dc.primary) else { continue };
+        let (Some(p), Some(at)) = (&c.primary, &dc.primary) else {
+            continue;
+        };
         // A cluster with mistakes of its own is not in `by_name`, but exists.
-        let written = draft.clusters.iter().any(|d| d.name.as_ref().is_some_and(|n| &n.value == p));
+        let written = draft
+            .clusters
+            .iter()
+            .any(|d| d.name.as_ref().is_some_and(|n| &n.value == p));
         match by_name.get(p.as_str()) {
             None if written => {}
             None => {
@@ -287,14 +388,25 @@ pub(crate) fn validate(
     }
     // Only when every cluster's role is known: a missing or misspelled role
     // is already reported, and may be the missing primary.
-    let roles_known = draft
+    let roles_known = draft.clusters.iter().all(|c| {
+        c.role
+            .as_ref()
+            .is_some_and(|r| r.value == "primary" || r.value == "remote")
+    });
+    let any_primary = draft
         .clusters
         .iter()
-        .all(|c| c.role.as_ref().is_some_and(|r| r.value == "primary" || r.value == "remote"));
-    let any_primary = draft.clusters.iter().any(|c| c.role.as_ref().is_some_and(|r| r.value == "primary"));
+        .any(|c| c.role.as_ref().is_some_and(|r| r.value == "primary"));
     if !any_primary && draft.mesh_span.is_some() && !draft.clusters_malformed && roles_known {
-        let span = draft.clusters.first().map_or(mesh_span.clone(), |c| c.span.clone());
-        ck.error(span, "the mesh has no primary cluster", "add a [[cluster]] with role = \"primary\": it runs the control plane the others use");
+        let span = draft
+            .clusters
+            .first()
+            .map_or(mesh_span.clone(), |c| c.span.clone());
+        ck.error(
+            span,
+            "the mesh has no primary cluster",
+            "add a [[cluster]] with role = \"primary\": it runs the control plane the others use",
+        );
     }
 
     if !ck.errors.is_empty() {

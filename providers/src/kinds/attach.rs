@@ -57,8 +57,8 @@ use crate::env::{Applied, Env, Recorded, StepError};
 use crate::observe::Observation;
 use crate::rendered::{Sensitive, Target};
 use base64::Engine as _;
-use kube::api::{Api, ListParams, PostParams};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
 use std::collections::BTreeMap;
 
 const READER: &str = "istio-reader-service-account";
@@ -67,49 +67,77 @@ const SA_ANNOTATION: &str = "kubernetes.io/service-account.name";
 
 /// The reader token and CA of the remote, found or made as
 /// `istioctl create-remote-secret` does.
-async fn reader_credentials(env: &Env, step: &str, remote: &crate::cluster::Connection) -> Result<(Sensitive, Vec<u8>), StepError> {
+async fn reader_credentials(
+    env: &Env,
+    step: &str,
+    remote: &crate::cluster::Connection,
+) -> Result<(Sensitive, Vec<u8>), StepError> {
     let ns = crate::k8s::ISTIO_NAMESPACE;
     let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), ns);
-    if remote.call("reading the reader ServiceAccount", || sas.get_opt(READER)).await?.is_none() {
+    if remote
+        .call("reading the reader ServiceAccount", || sas.get_opt(READER))
+        .await?
+        .is_none()
+    {
         return Err(StepError::Failed(format!(
             "cluster `{}` has no ServiceAccount {ns}/{READER}: install Istio's remote profile there first \
-             (the `{}/install-remote` step does)", remote.cluster, remote.cluster
+             (the `{}/install-remote` step does)",
+            remote.cluster, remote.cluster
         )));
     }
     let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), ns);
     let lp = ListParams::default().fields("type=kubernetes.io/service-account-token");
-    let listed = remote.call("listing token Secrets", || secrets.list(&lp)).await?;
+    let listed = remote
+        .call("listing token Secrets", || secrets.list(&lp))
+        .await?;
     let mut name = listed
         .items
         .iter()
         .filter(|s| s.type_.as_deref() == Some("kubernetes.io/service-account-token"))
-        .find(|s| s.metadata.annotations.as_ref().and_then(|a| a.get(SA_ANNOTATION)).map(String::as_str) == Some(READER))
+        .find(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SA_ANNOTATION))
+                .map(String::as_str)
+                == Some(READER)
+        })
         .and_then(|s| s.metadata.name.clone());
     if name.is_none() {
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
             "metadata": {"name": TOKEN_SECRET, "namespace": ns, "annotations": {SA_ANNOTATION: READER}}
         })).expect("a valid Secret");
-        let created = remote.call("creating the reader token Secret", || async {
-            match secrets.create(&PostParams::default(), &secret).await {
-                Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(TOKEN_SECRET).await,
-                other => other,
-            }
-        }).await?;
+        let created = remote
+            .call("creating the reader token Secret", || async {
+                match secrets.create(&PostParams::default(), &secret).await {
+                    Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(TOKEN_SECRET).await,
+                    other => other,
+                }
+            })
+            .await?;
         name = created.metadata.name;
     }
     let name = name.unwrap_or_else(|| TOKEN_SECRET.to_string());
-    env.say(step, &format!("waiting for the token of {ns}/{name} in {}…", remote.cluster));
-    let ar = crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Secret"})).expect("known kind");
+    env.say(
+        step,
+        &format!(
+            "waiting for the token of {ns}/{name} in {}…",
+            remote.cluster
+        ),
+    );
+    let ar = crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Secret"}))
+        .expect("known kind");
     let filled = |obj: &kube::api::DynamicObject| {
         let data = obj.data.get("data")?;
         let token = data.get("token")?.as_str()?;
         let ca = data.get("ca.crt")?.as_str()?;
         let b64 = base64::engine::general_purpose::STANDARD;
         match (b64.decode(token), b64.decode(ca)) {
-            (Ok(t), Ok(c)) if !t.is_empty() && !c.is_empty() => {
-                Some(Ok((Sensitive::new(String::from_utf8_lossy(&t).into_owned()), c)))
-            }
+            (Ok(t), Ok(c)) if !t.is_empty() && !c.is_empty() => Some(Ok((
+                Sensitive::new(String::from_utf8_lossy(&t).into_owned()),
+                c,
+            ))),
             _ => None,
         }
     };
@@ -119,7 +147,8 @@ async fn reader_credentials(env: &Env, step: &str, remote: &crate::cluster::Conn
         Err(_) => Err(StepError::Failed(format!(
             "the token Secret {ns}/{name} in cluster `{}` got no token within {} s: \
              is the token controller running (kube-controller-manager)?",
-            remote.cluster, env.wait_timeout.as_secs()
+            remote.cluster,
+            env.wait_timeout.as_secs()
         ))),
     }
 }
@@ -141,7 +170,13 @@ fn kubeconfig(remote: &str, server: &str, ca: &[u8], token: &Sensitive) -> Sensi
 
 /// Reads the reader token in the remote and writes Secret
 /// `istio-remote-secret-<R>` in the primary. The token goes nowhere else.
-pub async fn apply(env: &Env, step: &str, target: &Target, input: &Input, rendered: &Rendered) -> Result<Applied, StepError> {
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    input: &Input,
+    rendered: &Rendered,
+) -> Result<Applied, StepError> {
     let remote_target = Target {
         cluster: input.remote.clone(),
         context: input.remote_context.clone(),
@@ -149,7 +184,10 @@ pub async fn apply(env: &Env, step: &str, target: &Target, input: &Input, render
     };
     let remote = env.clusters.connect(&remote_target).await?;
     let (token, ca) = reader_credentials(env, step, &remote).await?;
-    let server = input.api_server.clone().unwrap_or_else(|| remote.server.clone());
+    let server = input
+        .api_server
+        .clone()
+        .unwrap_or_else(|| remote.server.clone());
     let mut log = String::new();
     if server.contains("127.0.0.1") || server.contains("localhost") {
         log.push_str(&format!(
@@ -159,21 +197,37 @@ pub async fn apply(env: &Env, step: &str, target: &Target, input: &Input, render
         ));
     }
     let config = kubeconfig(&input.remote, &server, &ca, &token);
-    let mut secret = rendered.documents.first().cloned().expect("attach renders its Secret");
+    let mut secret = rendered
+        .documents
+        .first()
+        .cloned()
+        .expect("attach renders its Secret");
     if let Some(obj) = secret.as_object_mut() {
         obj.remove("stringData");
         let b64 = base64::engine::general_purpose::STANDARD;
-        obj.insert("data".into(), serde_json::json!({ input.remote.clone(): b64.encode(config.expose()) }));
+        obj.insert(
+            "data".into(),
+            serde_json::json!({ input.remote.clone(): b64.encode(config.expose()) }),
+        );
     }
     let primary = env.clusters.connect(target).await?;
-    env.say(step, &format!("writing Secret istio-system/istio-remote-secret-{} in {}…", input.remote, input.primary));
+    env.say(
+        step,
+        &format!(
+            "writing Secret istio-system/istio-remote-secret-{} in {}…",
+            input.remote, input.primary
+        ),
+    );
     crate::k8s::apply(&primary, &secret).await?;
     log.push_str(&format!(
         "wrote Secret istio-system/istio-remote-secret-{} in `{}` with a kubeconfig for {server} {config}\n",
         input.remote, input.primary
     ));
     Ok(Applied {
-        outputs: BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(config.sha256()))]),
+        outputs: BTreeMap::from([(
+            "kubeconfig_sha256".to_string(),
+            Value::from(config.sha256()),
+        )]),
         log,
     })
 }
@@ -183,28 +237,55 @@ fn secret_doc(recorded: &Recorded<'_>) -> Option<Value> {
 }
 
 /// Drift: the Secret missing, its label or annotation gone, or other contents.
-pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut obs = Observation::in_sync(recorded.outputs.clone());
-    let Some(doc) = secret_doc(recorded) else { return Ok(obs) };
-    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let Some(doc) = secret_doc(recorded) else {
+        return Ok(obs);
+    };
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let Some(live) = crate::k8s::get(&conn, &doc).await? else {
-        obs.drift.push(format!("Secret istio-system/{name} missing"));
+        obs.drift
+            .push(format!("Secret istio-system/{name} missing"));
         return Ok(obs);
     };
     let labels = doc.pointer("/metadata/labels").cloned().unwrap_or_default();
-    let annotations = doc.pointer("/metadata/annotations").cloned().unwrap_or_default();
+    let annotations = doc
+        .pointer("/metadata/annotations")
+        .cloned()
+        .unwrap_or_default();
     let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
     if !crate::k8s::contains(live_meta.get("labels").unwrap_or(&Value::Null), &labels) {
-        obs.drift.push(format!("Secret istio-system/{name}: label istio/multiCluster changed or removed"));
+        obs.drift.push(format!(
+            "Secret istio-system/{name}: label istio/multiCluster changed or removed"
+        ));
     }
-    if !crate::k8s::contains(live_meta.get("annotations").unwrap_or(&Value::Null), &annotations) {
-        obs.drift.push(format!("Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"));
+    if !crate::k8s::contains(
+        live_meta.get("annotations").unwrap_or(&Value::Null),
+        &annotations,
+    ) {
+        obs.drift.push(format!(
+            "Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"
+        ));
     }
-    let key = annotations.get("networking.istio.io/cluster").and_then(Value::as_str).unwrap_or_default();
+    let key = annotations
+        .get("networking.istio.io/cluster")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let live_sha = live
         .data
-        .pointer(&format!("/data/{}", key.replace('~', "~0").replace('/', "~1")))
+        .pointer(&format!(
+            "/data/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        ))
         .and_then(Value::as_str)
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .map(|bytes| crate::rendered::sha256_hex(&bytes));
@@ -212,7 +293,9 @@ pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result
     if live_sha.as_deref() != want {
         obs.drift.push(format!(
             "Secret istio-system/{name} has other contents (sha256:{} instead of sha256:{})",
-            live_sha.as_deref().map_or("none", |s| &s[..12.min(s.len())]),
+            live_sha
+                .as_deref()
+                .map_or("none", |s| &s[..12.min(s.len())]),
             want.map_or("none", |s| &s[..12.min(s.len())]),
         ));
     }
@@ -220,9 +303,21 @@ pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result
 }
 
 /// Deletes the Secret in the primary.
-pub async fn destroy(env: &Env, _step: &str, target: &Target, recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    env: &Env,
+    _step: &str,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     let conn = env.clusters.connect(target).await?;
-    let Some(doc) = secret_doc(recorded) else { return Ok(String::new()) };
+    let Some(doc) = secret_doc(recorded) else {
+        return Ok(String::new());
+    };
     crate::k8s::delete(&conn, &doc).await?;
-    Ok(format!("deleted Secret istio-system/{}\n", doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()))
+    Ok(format!(
+        "deleted Secret istio-system/{}\n",
+        doc.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    ))
 }

@@ -48,7 +48,11 @@ fn hostname_refusal(hostname: &str) -> String {
 /// `Some(Ok(ip))`, `Some(Err(why))` for a hostname-only balancer, `None` while waiting.
 fn address_of(svc: &DynamicObject) -> Option<Result<String, String>> {
     let ingress = svc.data.pointer("/status/loadBalancer/ingress/0")?;
-    if let Some(ip) = ingress.get("ip").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(ip) = ingress
+        .get("ip")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         return Some(Ok(ip.to_string()));
     }
     ingress
@@ -58,15 +62,36 @@ fn address_of(svc: &DynamicObject) -> Option<Result<String, String>> {
 }
 
 fn service_resource() -> ApiResource {
-    crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Service"})).expect("known kind")
+    crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Service"}))
+        .expect("known kind")
 }
 
 /// Waits (a watch, with a timeout) for the gateway's external IP.
-pub async fn apply(env: &Env, step: &str, target: &Target, input: &Input) -> Result<Applied, StepError> {
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    input: &Input,
+) -> Result<Applied, StepError> {
     let conn = env.clusters.connect(target).await?;
-    env.say(step, &format!("waiting for {SERVICE} to get an external IP…"));
-    let timeout = std::time::Duration::from_secs(input.timeout_secs).min(env.wait_timeout.max(std::time::Duration::from_secs(input.timeout_secs)));
-    match crate::k8s::wait_for(&conn, &service_resource(), Some(crate::k8s::ISTIO_NAMESPACE), SERVICE, timeout, address_of).await {
+    env.say(
+        step,
+        &format!("waiting for {SERVICE} to get an external IP…"),
+    );
+    let timeout = std::time::Duration::from_secs(input.timeout_secs).min(
+        env.wait_timeout
+            .max(std::time::Duration::from_secs(input.timeout_secs)),
+    );
+    match crate::k8s::wait_for(
+        &conn,
+        &service_resource(),
+        Some(crate::k8s::ISTIO_NAMESPACE),
+        SERVICE,
+        timeout,
+        address_of,
+    )
+    .await
+    {
         Ok(Ok(ip)) => Ok(Applied {
             log: format!("{SERVICE} has external IP {ip}\n"),
             outputs: BTreeMap::from([("address".to_string(), Value::from(ip))]),
@@ -76,35 +101,56 @@ pub async fn apply(env: &Env, step: &str, target: &Target, input: &Input) -> Res
             "Service istio-system/{SERVICE} in cluster `{}` got no external IP within {} s. \
              Does the cluster have a load-balancer implementation (MetalLB on kind)? \
              `kubectl --context {} -n istio-system get svc {SERVICE}` shows its state",
-            target.cluster, timeout.as_secs(), target.context
+            target.cluster,
+            timeout.as_secs(),
+            target.context
         ))),
     }
 }
 
 /// The current address; drift when it differs from the recorded one.
-pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
     let mut obs = Observation::default();
-    let was = recorded.output_str("address").unwrap_or_default().to_string();
+    let was = recorded
+        .output_str("address")
+        .unwrap_or_default()
+        .to_string();
     match crate::k8s::get(&conn, &doc).await? {
-        None => obs.drift.push(format!("Service istio-system/{SERVICE} missing")),
+        None => obs
+            .drift
+            .push(format!("Service istio-system/{SERVICE} missing")),
         Some(svc) => match address_of(&svc) {
             Some(Ok(ip)) => {
                 if ip != was {
-                    obs.drift.push(format!("load-balancer address changed from {was} to {ip}"));
+                    obs.drift
+                        .push(format!("load-balancer address changed from {was} to {ip}"));
                 }
                 obs.outputs.insert("address".into(), Value::from(ip));
             }
-            Some(Err(_)) => obs.drift.push("load balancer has a hostname and no IP".into()),
-            None => obs.drift.push(format!("Service istio-system/{SERVICE} has no external IP")),
+            Some(Err(_)) => obs
+                .drift
+                .push("load balancer has a hostname and no IP".into()),
+            None => obs
+                .drift
+                .push(format!("Service istio-system/{SERVICE} has no external IP")),
         },
     }
     Ok(obs)
 }
 
 /// Nothing to undo: the address goes with the gateway.
-pub async fn destroy(_env: &Env, _step: &str, _target: &Target, _recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    _env: &Env,
+    _step: &str,
+    _target: &Target,
+    _recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     Ok(String::new())
 }

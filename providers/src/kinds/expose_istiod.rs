@@ -73,27 +73,59 @@ use crate::observe::Observation;
 use crate::rendered::Target;
 
 /// Server-side apply of the Gateway and the VirtualService.
-pub async fn apply(env: &Env, step: &str, target: &Target, rendered: &Rendered) -> Result<Applied, StepError> {
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    rendered: &Rendered,
+) -> Result<Applied, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut log = String::new();
     for doc in &rendered.documents {
-        env.say(step, &format!("applying {} {}…", doc["kind"].as_str().unwrap_or(""), doc["metadata"]["name"].as_str().unwrap_or("")));
+        env.say(
+            step,
+            &format!(
+                "applying {} {}…",
+                doc["kind"].as_str().unwrap_or(""),
+                doc["metadata"]["name"].as_str().unwrap_or("")
+            ),
+        );
         crate::k8s::apply(&conn, doc).await?;
-        log.push_str(&format!("applied {} istio-system/{}\n", doc["kind"].as_str().unwrap_or(""), doc["metadata"]["name"].as_str().unwrap_or("")));
+        log.push_str(&format!(
+            "applied {} istio-system/{}\n",
+            doc["kind"].as_str().unwrap_or(""),
+            doc["metadata"]["name"].as_str().unwrap_or("")
+        ));
     }
-    Ok(Applied { outputs: Default::default(), log })
+    Ok(Applied {
+        outputs: Default::default(),
+        log,
+    })
 }
 
 /// Drift: either object missing, or its spec no longer what mesh applied.
-pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut obs = Observation::default();
     for doc in recorded.documents() {
-        let what = format!("{} istio-system/{}", doc["kind"].as_str().unwrap_or(""), doc["metadata"]["name"].as_str().unwrap_or(""));
+        let what = format!(
+            "{} istio-system/{}",
+            doc["kind"].as_str().unwrap_or(""),
+            doc["metadata"]["name"].as_str().unwrap_or("")
+        );
         match crate::k8s::get(&conn, &doc).await? {
             None => obs.drift.push(format!("{what} missing")),
             Some(live) => {
-                if !crate::k8s::contains(&live.data, &doc["spec"]) && !crate::k8s::contains(live.data.get("spec").unwrap_or(&Value::Null), &doc["spec"]) {
+                if !crate::k8s::contains(&live.data, &doc["spec"])
+                    && !crate::k8s::contains(
+                        live.data.get("spec").unwrap_or(&Value::Null),
+                        &doc["spec"],
+                    )
+                {
                     obs.drift.push(format!("{what} changed"));
                 }
             }
@@ -103,12 +135,21 @@ pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result
 }
 
 /// Deletes both objects.
-pub async fn destroy(env: &Env, _step: &str, target: &Target, recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    env: &Env,
+    _step: &str,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut log = String::new();
     for doc in recorded.documents().iter().rev() {
         crate::k8s::delete(&conn, doc).await?;
-        log.push_str(&format!("deleted {} istio-system/{}\n", doc["kind"].as_str().unwrap_or(""), doc["metadata"]["name"].as_str().unwrap_or("")));
+        log.push_str(&format!(
+            "deleted {} istio-system/{}\n",
+            doc["kind"].as_str().unwrap_or(""),
+            doc["metadata"]["name"].as_str().unwrap_or("")
+        ));
     }
     Ok(log)
 }

@@ -70,29 +70,53 @@ fn recorded_revision(recorded: &Recorded<'_>) -> Option<String> {
 }
 
 /// `istioctl install -y -f - --context <ctx>` with the rendered document.
-pub async fn apply(env: &Env, step: &str, target: &Target, rendered: &Rendered) -> Result<Applied, StepError> {
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    rendered: &Rendered,
+) -> Result<Applied, StepError> {
     env.say(step, "istioctl install (control plane)…");
-    let log = env.istioctl.install(target, env.kubeconfig.as_ref(), &rendered.to_yaml()).await?;
-    Ok(Applied { outputs: Default::default(), log: log.output })
+    let log = env
+        .istioctl
+        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
+        .await?;
+    Ok(Applied {
+        outputs: Default::default(),
+        log: log.output,
+    })
 }
 
 /// Drift: istiod's Deployment missing.
-pub async fn read(env: &Env, target: &Target, recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let name = istiod_name(recorded_revision(recorded).as_deref());
     let doc = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": crate::k8s::ISTIO_NAMESPACE}});
     let mut obs = Observation::default();
     if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift.push(format!("Deployment istio-system/{name} (istiod) missing"));
+        obs.drift
+            .push(format!("Deployment istio-system/{name} (istiod) missing"));
     }
     Ok(obs)
 }
 
 /// `istioctl uninstall -y --purge`, then the istio-system namespace is deleted.
-pub async fn destroy(env: &Env, step: &str, target: &Target, _recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    _recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     env.say(step, "istioctl uninstall --purge…");
-    let log = env.istioctl.uninstall_purge(target, env.kubeconfig.as_ref()).await?;
+    let log = env
+        .istioctl
+        .uninstall_purge(target, env.kubeconfig.as_ref())
+        .await?;
     let conn = env.clusters.connect(target).await?;
     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::k8s::ISTIO_NAMESPACE}});
     crate::k8s::delete(&conn, &ns).await?;

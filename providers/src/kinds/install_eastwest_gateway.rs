@@ -69,27 +69,51 @@ use crate::observe::Observation;
 use crate::rendered::Target;
 
 /// `istioctl install -y -f -` with the east-west IstioOperator.
-pub async fn apply(env: &Env, step: &str, target: &Target, rendered: &Rendered) -> Result<Applied, StepError> {
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    rendered: &Rendered,
+) -> Result<Applied, StepError> {
     env.say(step, "istioctl install (east-west gateway)…");
-    let log = env.istioctl.install(target, env.kubeconfig.as_ref(), &rendered.to_yaml()).await?;
-    Ok(Applied { outputs: Default::default(), log: log.output })
+    let log = env
+        .istioctl
+        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
+        .await?;
+    Ok(Applied {
+        outputs: Default::default(),
+        log: log.output,
+    })
 }
 
 /// Drift: the gateway's Service missing.
-pub async fn read(env: &Env, target: &Target, _recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    _recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "istio-eastwestgateway", "namespace": crate::k8s::ISTIO_NAMESPACE}});
     let mut obs = Observation::default();
     if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift.push("Service istio-system/istio-eastwestgateway missing".into());
+        obs.drift
+            .push("Service istio-system/istio-eastwestgateway missing".into());
     }
     Ok(obs)
 }
 
 /// `istioctl uninstall -y -f <the recorded document>`.
-pub async fn destroy(env: &Env, step: &str, target: &Target, recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     env.say(step, "istioctl uninstall -f (east-west gateway)…");
-    let log = env.istioctl.uninstall_document(target, env.kubeconfig.as_ref(), &recorded.yaml()).await?;
+    let log = env
+        .istioctl
+        .uninstall_document(target, env.kubeconfig.as_ref(), &recorded.yaml())
+        .await?;
     Ok(log.output)
 }

@@ -55,31 +55,56 @@ use crate::observe::Observation;
 use crate::rendered::Target;
 
 /// `istioctl install -y -f -` with the remote profile.
-pub async fn apply(env: &Env, step: &str, target: &Target, rendered: &Rendered) -> Result<Applied, StepError> {
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    rendered: &Rendered,
+) -> Result<Applied, StepError> {
     if rendered.unknown {
         return Err(StepError::Failed(format!(
             "{step} cannot run yet: its input still has values known only after apply (the primary's east-west address)"
         )));
     }
     env.say(step, "istioctl install (remote profile)…");
-    let log = env.istioctl.install(target, env.kubeconfig.as_ref(), &rendered.to_yaml()).await?;
-    Ok(Applied { outputs: Default::default(), log: log.output })
+    let log = env
+        .istioctl
+        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
+        .await?;
+    Ok(Applied {
+        outputs: Default::default(),
+        log: log.output,
+    })
 }
 
 /// Drift: the reader ServiceAccount (which `attach` needs) missing.
-pub async fn read(env: &Env, target: &Target, _recorded: &Recorded<'_>) -> Result<Observation, StepError> {
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    _recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let doc = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "istio-reader-service-account", "namespace": crate::k8s::ISTIO_NAMESPACE}});
     let mut obs = Observation::default();
     if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift.push("ServiceAccount istio-system/istio-reader-service-account missing".into());
+        obs.drift
+            .push("ServiceAccount istio-system/istio-reader-service-account missing".into());
     }
     Ok(obs)
 }
 
 /// `istioctl uninstall -y --purge` on the remote.
-pub async fn destroy(env: &Env, step: &str, target: &Target, _recorded: &Recorded<'_>) -> Result<String, StepError> {
+pub async fn destroy(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    _recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
     env.say(step, "istioctl uninstall --purge (remote)…");
-    Ok(env.istioctl.uninstall_purge(target, env.kubeconfig.as_ref()).await?.output)
+    Ok(env
+        .istioctl
+        .uninstall_purge(target, env.kubeconfig.as_ref())
+        .await?
+        .output)
 }
