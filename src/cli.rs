@@ -93,7 +93,7 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
-    /// How long to wait for the state lock (e.g. 30s, 5m) [default: fail at once].
+    /// How long to wait for the state lock (e.g. 30s, 5m); 0s fails at once.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
     pub lock_timeout: Duration,
 }
@@ -103,6 +103,7 @@ pub struct PlanArgs {
     /// Save the plan to FILE, for `mesh apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// text for a terminal, markdown for a pull-request comment, json for scripts.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
@@ -151,6 +152,7 @@ pub struct DestroyArgs {
 pub struct DiffArgs {
     /// The other version of the mesh file (e.g. the base branch's).
     pub base_file: PathBuf,
+    /// text for a terminal, markdown for a pull-request comment, json for scripts.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// Exit 0 when the files have the same steps, 2 when they differ, 1 on error.
@@ -162,6 +164,7 @@ pub struct DiffArgs {
 pub struct ShowArgs {
     /// A plan saved with `mesh plan --out`; without it, the state.
     pub planfile: Option<PathBuf>,
+    /// text for a terminal, markdown for a pull-request comment, json for scripts.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
