@@ -1,0 +1,294 @@
+//! One simulated cluster: its store, credentials, faults, request log and
+//! controllers (load balancer, service-account tokens, namespaces).
+
+use crate::store::{Data, EventType, Store};
+use crate::tls::Certs;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// Faults injected into a cluster's API, changeable while it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Added to every request.
+    pub latency: Duration,
+    /// The share of requests (0.0–1.0) answered 500 or 429 (with Retry-After).
+    pub error_rate: f64,
+    /// Watch streams end after a short while, as when a connection drops.
+    pub drop_watches: bool,
+    /// New connections are closed at once.
+    pub refuse_connections: bool,
+}
+
+/// What the load-balancer controller gives LoadBalancer Services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LbMode {
+    /// An IP from the cluster's pool (MetalLB on kind).
+    #[default]
+    Ip,
+    /// A hostname and no IP (AWS ELB): the case mesh must refuse.
+    Hostname,
+}
+
+/// One request, as the server saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    /// get, list, watch, create, update, patch, delete, deletecollection,
+    /// discovery.
+    pub verb: String,
+    pub status: u16,
+    pub at: SystemTime,
+}
+
+/// What is persisted of a cluster.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Saved {
+    pub name: String,
+    pub port: u16,
+    pub token: String,
+    pub certs: Certs,
+    /// Its position in the set: picks its address pool.
+    pub index: u16,
+    pub lb_next: u64,
+    pub data: Data,
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub port: u16,
+    pub token: String,
+    pub certs: Certs,
+    pub index: u16,
+    store: Mutex<Store>,
+    faults: Mutex<Faults>,
+    lb_mode: Mutex<LbMode>,
+    lb_delay: Mutex<Duration>,
+    lb_next: AtomicU64,
+    requests: Mutex<Vec<RequestRecord>>,
+    tokens: Mutex<HashSet<String>>,
+    /// Set when something changed since the last save.
+    pub(crate) dirty: AtomicBool,
+}
+
+pub const SA_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+const SA_ANNOTATION: &str = "kubernetes.io/service-account.name";
+
+impl Cluster {
+    pub(crate) fn new(saved: Saved, lb_delay: Duration, lb_mode: LbMode) -> Arc<Cluster> {
+        let store = Store::new(saved.data);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let tokens: HashSet<String> = store
+            .all("", "secrets")
+            .iter()
+            .filter(|s| s["type"] == SA_TOKEN_TYPE)
+            .filter_map(|s| s.pointer("/data/token").and_then(Value::as_str))
+            .filter_map(|t| b64.decode(t).ok())
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .collect();
+        Arc::new(Cluster {
+            name: saved.name,
+            port: saved.port,
+            token: saved.token,
+            certs: saved.certs,
+            index: saved.index,
+            store: Mutex::new(store),
+            faults: Mutex::new(Faults::default()),
+            lb_mode: Mutex::new(lb_mode),
+            lb_delay: Mutex::new(lb_delay),
+            lb_next: AtomicU64::new(saved.lb_next),
+            requests: Mutex::new(Vec::new()),
+            tokens: Mutex::new(tokens),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn saved(&self) -> Saved {
+        let store = self.store();
+        let data = serde_json::to_value(store.data()).and_then(serde_json::from_value).unwrap_or_default();
+        Saved {
+            name: self.name.clone(),
+            port: self.port,
+            token: self.token.clone(),
+            certs: self.certs.clone(),
+            index: self.index,
+            lb_next: self.lb_next.load(Ordering::SeqCst),
+            data,
+        }
+    }
+
+    /// The store, for direct inspection by tests (and the server).
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().expect("faults").clone()
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        *self.faults.lock().expect("faults") = f;
+    }
+
+    pub fn set_lb_mode(&self, mode: LbMode) {
+        *self.lb_mode.lock().expect("lb") = mode;
+    }
+
+    pub fn set_lb_delay(&self, d: Duration) {
+        *self.lb_delay.lock().expect("lb") = d;
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests.lock().expect("requests").clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.requests.lock().expect("requests").clear();
+    }
+
+    pub(crate) fn record(&self, r: RequestRecord) {
+        self.requests.lock().expect("requests").push(r);
+    }
+
+    /// Whether a bearer token may use the API: the cluster's admin token, or
+    /// a service-account token the token controller issued.
+    pub fn authorised(&self, token: &str) -> bool {
+        token == self.token || self.tokens.lock().expect("tokens").contains(token)
+    }
+
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// The controllers: run until the store's event stream ends.
+    pub(crate) async fn run_controllers(self: Arc<Self>) {
+        let mut rx = self.store().subscribe();
+        // Objects that were waiting when the cluster (re)started.
+        self.settle_all();
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    self.mark_dirty();
+                    if ev.kind == EventType::Deleted {
+                        continue;
+                    }
+                    match (ev.key.0.as_str(), ev.key.1.as_str()) {
+                        ("", "services") => self.clone().load_balancer(&ev.object),
+                        ("", "secrets") => self.clone().token(&ev.object),
+                        ("", "namespaces") if ev.object.pointer("/metadata/deletionTimestamp").is_some() => {
+                            let me = self.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(30)).await;
+                                me.store().reap_namespaces();
+                            });
+                        }
+                        _ => {
+                            // A finalizer removed from an object in a
+                            // terminating namespace lets the namespace go.
+                            if ev.object.pointer("/metadata/namespace").is_some() {
+                                let me = self.clone();
+                                tokio::spawn(async move {
+                                    me.store().reap_namespaces();
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.settle_all(),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn settle_all(self: &Arc<Self>) {
+        let (services, secrets) = {
+            let s = self.store();
+            (s.all("", "services"), s.all("", "secrets"))
+        };
+        for svc in services {
+            self.clone().load_balancer(&svc);
+        }
+        for sec in secrets {
+            self.clone().token(&sec);
+        }
+        self.store().reap_namespaces();
+    }
+
+    /// MetalLB-like: a LoadBalancer Service without an address gets one
+    /// after the configured delay.
+    fn load_balancer(self: Arc<Self>, svc: &Value) {
+        if svc.pointer("/spec/type").and_then(Value::as_str) != Some("LoadBalancer")
+            || svc.pointer("/status/loadBalancer/ingress/0").is_some()
+        {
+            return;
+        }
+        let ns = svc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+        let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let delay = *self.lb_delay.lock().expect("lb");
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let ingress = match *self.lb_mode.lock().expect("lb") {
+                LbMode::Ip => {
+                    let n = self.lb_next.fetch_add(1, Ordering::SeqCst);
+                    json!({"ip": format!("172.18.{}.{}", 100 + self.index % 100, 200 + n % 50)})
+                }
+                LbMode::Hostname => json!({"hostname": format!("{name}-{:08x}.elb.us-east-1.amazonaws.com", rand::random::<u32>())}),
+            };
+            let mut store = self.store();
+            let Some(rt) = store.find_type("", "v1", "services") else { return };
+            let Ok(current) = store.get(&rt, &ns, &name) else { return };
+            if current.pointer("/status/loadBalancer/ingress/0").is_some() {
+                return;
+            }
+            let patch = json!({"status": {"loadBalancer": {"ingress": [ingress]}}});
+            let _ = store.patch(&rt, &ns, &name, crate::store::PatchType::Merge, patch.to_string().as_bytes(), "kubesim-lb", false, true);
+        });
+    }
+
+    /// The token controller: fills token, ca.crt and namespace into
+    /// service-account-token Secrets whose ServiceAccount exists.
+    fn token(self: Arc<Self>, secret: &Value) {
+        if secret["type"] != SA_TOKEN_TYPE || secret.pointer("/data/token").is_some() {
+            return;
+        }
+        let ns = secret.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = secret.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let Some(sa) = secret.pointer(&format!("/metadata/annotations/{}", SA_ANNOTATION.replace('/', "~1"))).and_then(Value::as_str) else {
+            return;
+        };
+        let sa = sa.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let token = {
+                let b: [u8; 24] = rand::random();
+                format!("kubesim-sa.{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            };
+            let mut store = self.store();
+            if store.get_raw("", "serviceaccounts", &ns, &sa).is_none() {
+                return;
+            }
+            let Some(rt) = store.find_type("", "v1", "secrets") else { return };
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let patch = json!({"data": {
+                "token": b64.encode(&token),
+                "ca.crt": b64.encode(&self.certs.ca_pem),
+                "namespace": b64.encode(&ns),
+            }});
+            if store
+                .patch(&rt, &ns, &name, crate::store::PatchType::Merge, patch.to_string().as_bytes(), "kubesim-token-controller", false, false)
+                .is_ok()
+            {
+                self.tokens.lock().expect("tokens").insert(token);
+            }
+        });
+    }
+}

@@ -1,0 +1,474 @@
+//! The simulated istioctl: `install`, `uninstall` and `version`, run as a
+//! real istioctl would be (argv, the IstioOperator on stdin or in a file),
+//! creating through the API of the target cluster the objects istioctl
+//! creates for that document. A simulator: it installs no workload, and
+//! models only the objects mesh and its tests look at (see the README).
+//!
+//! Environment: `KUBESIM_ISTIOCTL_LOG` (append one JSON line per
+//! invocation: argv, stdin, exit code), `KUBESIM_ISTIOCTL_DELAY_MS`
+//! (simulated install time), `KUBESIM_ISTIOCTL_FAIL_CONTEXT` (fail any
+//! install on that context), `KUBESIM_ISTIOCTL_VERSION` (default 1.28.0).
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+
+const NS: &str = "istio-system";
+const OWNER_LABEL: &str = "install.operator.istio.io/owning-resource";
+const REV_LABEL: &str = "istio.io/rev";
+const MANAGER: &str = "istioctl";
+
+#[derive(Debug, Default, PartialEq)]
+struct Args {
+    command: String,
+    yes: bool,
+    file: Option<String>,
+    context: Option<String>,
+    kubeconfig: Option<String>,
+    purge: bool,
+    revision: Option<String>,
+    remote: Option<String>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut a = Args::default();
+    let mut it = args.iter().peekable();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with('-') => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("flag needs an argument: {name}"))
+        };
+        match flag.as_str() {
+            "-y" | "--skip-confirmation" => a.yes = true,
+            "-f" | "--filename" => a.file = Some(value("-f")?),
+            "--context" => a.context = Some(value("--context")?),
+            "-c" | "--kubeconfig" => a.kubeconfig = Some(value("--kubeconfig")?),
+            "--purge" => a.purge = true,
+            "-r" | "--revision" => a.revision = Some(value("--revision")?),
+            "--remote" => a.remote = Some(inline.clone().unwrap_or_else(|| "true".into())),
+            f if f.starts_with('-') => return Err(format!("unknown flag: {f}")),
+            cmd if a.command.is_empty() => a.command = cmd.to_string(),
+            extra => return Err(format!("unknown command \"{extra}\" for \"istioctl {}\"", a.command)),
+        }
+    }
+    Ok(a)
+}
+
+/// Runs the simulated istioctl; returns its exit code.
+pub fn main(args: Vec<String>, mut stdin: impl Read) -> i32 {
+    let mut input = String::new();
+    let parsed = parse_args(&args);
+    if let Ok(a) = &parsed
+        && a.file.as_deref() == Some("-")
+    {
+        let _ = stdin.read_to_string(&mut input);
+    }
+    let code = match parsed {
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+        Ok(a) => match run(&a, &input) {
+            Ok(out) => {
+                print!("{out}");
+                0
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                1
+            }
+        },
+    };
+    if let Ok(path) = std::env::var("KUBESIM_ISTIOCTL_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+    {
+        let line = json!({"argv": args, "stdin": input, "exit": code});
+        let _ = writeln!(f, "{line}");
+    }
+    code
+}
+
+fn run(a: &Args, stdin: &str) -> Result<String, String> {
+    match a.command.as_str() {
+        "version" => {
+            let v = std::env::var("KUBESIM_ISTIOCTL_VERSION").unwrap_or_else(|_| "1.28.0".into());
+            Ok(format!("client version: {v}\n"))
+        }
+        "install" | "uninstall" => {
+            if !a.yes {
+                return Err("refusing to proceed without confirmation: pass -y (the simulator has no prompt)".into());
+            }
+            let doc = match a.file.as_deref() {
+                Some("-") => Some(stdin.to_string()),
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?),
+                None => None,
+            };
+            if a.command == "install" {
+                let Some(doc) = doc else {
+                    return Err("istioctl install needs -f FILE (the simulator installs no default profile)".into());
+                };
+                let iop = parse_iop(&doc)?;
+                let objects = objects_for(&iop)?;
+                if let Some(ctx) = &a.context
+                    && std::env::var("KUBESIM_ISTIOCTL_FAIL_CONTEXT").is_ok_and(|f| f == *ctx)
+                {
+                    delay();
+                    return Err(format!(
+                        "failed to install manifests: simulated failure on context {ctx} (KUBESIM_ISTIOCTL_FAIL_CONTEXT)"
+                    ));
+                }
+                delay();
+                block_on(install(a, &objects))?;
+                Ok("✔ Installation complete\n".into())
+            } else {
+                let target = match (&doc, a.purge, &a.revision) {
+                    (Some(d), _, _) => Removal::Objects(objects_for(&parse_iop(d)?)?),
+                    (None, true, _) => Removal::Purge,
+                    (None, false, Some(r)) => Removal::Revision(r.clone()),
+                    (None, false, None) => {
+                        return Err("at least one of the --revision (or --istioctl-revision), --filename or --purge flags should be set".into());
+                    }
+                };
+                delay();
+                let n = block_on(uninstall(a, target))?;
+                Ok(format!("✔ Uninstall complete ({n} objects removed)\n"))
+            }
+        }
+        "" => Err("a command is required: install, uninstall or version".into()),
+        other => Err(format!("unknown command \"{other}\" for \"istioctl\" (the simulator knows install, uninstall, version)")),
+    }
+}
+
+fn delay() {
+    if let Some(ms) = std::env::var("KUBESIM_ISTIOCTL_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(f)
+}
+
+fn parse_iop(text: &str) -> Result<Value, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| format!("could not parse the IstioOperator: {e}"))?;
+    let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    let [doc] = docs.as_slice() else {
+        return Err(format!("expected one IstioOperator document, found {}", docs.len()));
+    };
+    if doc["apiVersion"] != "install.istio.io/v1alpha1" || doc["kind"] != "IstioOperator" {
+        return Err(format!(
+            "not an IstioOperator: apiVersion {} kind {} (want install.istio.io/v1alpha1 IstioOperator)",
+            doc["apiVersion"], doc["kind"]
+        ));
+    }
+    if !doc.get("spec").is_none_or(Value::is_object) {
+        return Err("spec must be a map".into());
+    }
+    Ok(doc.clone())
+}
+
+fn meta(name: &str, namespace: Option<&str>, labels: &Value) -> Value {
+    let mut m = json!({"name": name, "labels": labels});
+    if let Some(ns) = namespace {
+        m["namespace"] = json!(ns);
+    }
+    m
+}
+
+fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], labels: &Value) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": meta(&format!("{plural}.{group}"), None, labels),
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "versions": versions.iter().enumerate().map(|(i, v)| json!({
+                "name": v, "served": true, "storage": i == 0,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}},
+            })).collect::<Vec<_>>(),
+        }
+    })
+}
+
+fn reader_objects(labels: &Value) -> Vec<Value> {
+    let name = format!("istio-reader-clusterrole-{NS}");
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("istio-reader-service-account", Some(NS), labels)}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(&name, None, labels),
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(&name, None, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": NS}]}),
+    ]
+}
+
+fn webhook(name: &str, client: Value, labels: &Value) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": meta(name, None, labels),
+        "webhooks": [{
+            "name": "namespace.sidecar-injector.istio.io",
+            "clientConfig": client,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+        }]
+    })
+}
+
+/// The objects istioctl creates for an IstioOperator, in creation order.
+pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
+    let spec = &iop["spec"];
+    let rev = spec["revision"].as_str().filter(|r| !r.is_empty());
+    let suffix = rev.map(|r| format!("-{r}")).unwrap_or_default();
+    let owner = iop.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("installed-state");
+    let labels = |component: &str| json!({REV_LABEL: rev.unwrap_or("default"), OWNER_LABEL: owner, "operator.istio.io/component": component});
+    let values = &spec["values"];
+    let profile = spec["profile"].as_str().unwrap_or("default");
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+    let mut out = vec![namespace];
+    match profile {
+        "default" | "demo" | "minimal" => {
+            let base = labels("Base");
+            for (group, kind, plural, versions) in [
+                ("networking.istio.io", "Gateway", "gateways", &["v1", "v1beta1", "v1alpha3"][..]),
+                ("networking.istio.io", "VirtualService", "virtualservices", &["v1", "v1beta1", "v1alpha3"][..]),
+                ("networking.istio.io", "DestinationRule", "destinationrules", &["v1", "v1beta1", "v1alpha3"][..]),
+                ("networking.istio.io", "ServiceEntry", "serviceentries", &["v1", "v1beta1", "v1alpha3"][..]),
+                ("security.istio.io", "PeerAuthentication", "peerauthentications", &["v1", "v1beta1"][..]),
+            ] {
+                out.push(crd(group, kind, plural, versions, &base));
+            }
+            out.extend(reader_objects(&base));
+            let pilot = labels("Pilot");
+            let istiod = format!("istiod{suffix}");
+            let mut env = vec![
+                json!({"name": "CLUSTER_ID", "value": values.pointer("/global/multiCluster/clusterName").and_then(Value::as_str).unwrap_or("Kubernetes")}),
+                json!({"name": "MESH_ID", "value": values.pointer("/global/meshID").and_then(Value::as_str).unwrap_or("")}),
+                json!({"name": "NETWORK", "value": values.pointer("/global/network").and_then(Value::as_str).unwrap_or("")}),
+            ];
+            if let Some(extra) = values.pointer("/pilot/env").and_then(Value::as_object) {
+                for (k, v) in extra {
+                    let v = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+                    env.push(json!({"name": k, "value": v}));
+                }
+            }
+            out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(&istiod, Some(NS), &pilot),
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "istiod", REV_LABEL: rev.unwrap_or("default")}},
+                    "template": {"metadata": {"labels": {"app": "istiod", REV_LABEL: rev.unwrap_or("default")}},
+                        "spec": {"serviceAccountName": istiod, "containers": [{"name": "discovery", "image": "docker.io/istio/pilot:simulated", "env": env}]}}}}));
+            out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(&istiod, Some(NS), &pilot),
+                "spec": {"selector": {"app": "istiod", REV_LABEL: rev.unwrap_or("default")}, "ports": [
+                    {"name": "grpc-xds", "port": 15010, "targetPort": 15010},
+                    {"name": "https-dns", "port": 15012, "targetPort": 15012},
+                    {"name": "https-webhook", "port": 443, "targetPort": 15017},
+                    {"name": "http-monitoring", "port": 15014, "targetPort": 15014}]}}));
+            out.push(webhook(
+                &format!("istio-sidecar-injector{suffix}"),
+                json!({"service": {"name": istiod, "namespace": NS, "path": "/inject", "port": 443}}),
+                &pilot,
+            ));
+        }
+        "remote" => {
+            let address = values.pointer("/global/remotePilotAddress").and_then(Value::as_str).unwrap_or_default();
+            if address.is_empty() || address.starts_with('(') {
+                return Err(format!("values.global.remotePilotAddress must be the primary's address for the remote profile, not {address:?}"));
+            }
+            let path = values.pointer("/istiodRemote/injectionPath").and_then(Value::as_str).unwrap_or("/inject");
+            let remote = labels("IstiodRemote");
+            out.extend(reader_objects(&remote));
+            out.push(webhook(
+                &format!("istio-sidecar-injector{suffix}"),
+                json!({"url": format!("https://{address}:15017{path}")}),
+                &remote,
+            ));
+        }
+        "empty" => {}
+        other => return Err(format!("unknown profile \"{other}\": the simulator knows default, demo, minimal, remote and empty")),
+    }
+    for gw in spec.pointer("/components/ingressGateways").and_then(Value::as_array).into_iter().flatten() {
+        if gw["enabled"] == json!(false) {
+            continue;
+        }
+        let name = gw["name"].as_str().ok_or("an ingress gateway needs a name")?;
+        let ns = gw["namespace"].as_str().unwrap_or(NS);
+        let mut l = labels("IngressGateways");
+        for (k, v) in gw["label"].as_object().into_iter().flatten() {
+            l[k] = v.clone();
+        }
+        let selector = gw["label"].clone();
+        let ports = gw.pointer("/k8s/service/ports").cloned().unwrap_or_else(|| json!([]));
+        let env = gw.pointer("/k8s/env").cloned().unwrap_or_else(|| json!([]));
+        out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, Some(ns), &l),
+            "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
+                "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:simulated", "env": env}]}}}}));
+        out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name, Some(ns), &l),
+            "spec": {"type": "LoadBalancer", "selector": selector, "ports": ports}}));
+    }
+    Ok(out)
+}
+
+fn api_resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let plural = match kind {
+        "ServiceAccount" => "serviceaccounts".to_string(),
+        "ClusterRoleBinding" => "clusterrolebindings".to_string(),
+        "CustomResourceDefinition" => "customresourcedefinitions".to_string(),
+        k => format!("{}s", k.to_lowercase()),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
+}
+
+fn api_for(client: &kube::Client, obj: &Value) -> (Api<DynamicObject>, String) {
+    let ar = api_resource(obj["apiVersion"].as_str().unwrap_or("v1"), obj["kind"].as_str().unwrap_or(""));
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api = match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    (api, name)
+}
+
+async fn client(a: &Args) -> Result<kube::Client, String> {
+    let kubeconfig = match &a.kubeconfig {
+        Some(p) => kube::config::Kubeconfig::read_from(p),
+        None => kube::config::Kubeconfig::read(),
+    }
+    .map_err(|e| format!("cannot read the kubeconfig: {e}"))?;
+    let options = kube::config::KubeConfigOptions {
+        context: a.context.clone(),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| format!("context {:?}: {e}", a.context.as_deref().unwrap_or("(current)")))?;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+async fn install(a: &Args, objects: &[Value]) -> Result<(), String> {
+    let client = client(a).await?;
+    let pp = PatchParams::apply(MANAGER).force();
+    for obj in objects {
+        let (api, name) = api_for(&client, obj);
+        api.patch(&name, &pp, &Patch::Apply(obj))
+            .await
+            .map_err(|e| format!("failed to apply {} {name}: {e}", obj["kind"].as_str().unwrap_or("")))?;
+    }
+    Ok(())
+}
+
+enum Removal {
+    Purge,
+    Revision(String),
+    Objects(Vec<Value>),
+}
+
+/// The kinds istioctl installs, for purge and revision removal.
+const KINDS: &[(&str, &str, bool)] = &[
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", false),
+    ("apps/v1", "Deployment", true),
+    ("v1", "Service", true),
+    ("v1", "ServiceAccount", true),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", false),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", false),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition", false),
+];
+
+async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
+    let client = client(a).await?;
+    let mut doomed: Vec<Value> = Vec::new();
+    match what {
+        Removal::Objects(objs) => doomed = objs.into_iter().filter(|o| o["kind"] != "Namespace").collect(),
+        Removal::Purge | Removal::Revision(_) => {
+            let selector = match &what {
+                Removal::Revision(r) => format!("{REV_LABEL}={r}"),
+                _ => OWNER_LABEL.to_string(),
+            };
+            for (api_version, kind, _) in KINDS {
+                let ar = api_resource(api_version, kind);
+                let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+                let list = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| format!("listing {kind}: {e}"))?;
+                for o in list.items {
+                    let mut v = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": o.metadata.name}});
+                    if let Some(ns) = o.metadata.namespace {
+                        v["metadata"]["namespace"] = json!(ns);
+                    }
+                    doomed.push(v);
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    for obj in doomed.iter().rev() {
+        let (api, name) = api_for(&client, obj);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => n += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("failed to delete {} {name}: {e}", obj["kind"].as_str().unwrap_or(""))),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse_args(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn flags_parse_like_istioctl() {
+        let a = args("install -y -f - --context kind-c1 --kubeconfig /k").unwrap();
+        assert_eq!((a.command.as_str(), a.yes, a.file.as_deref(), a.context.as_deref(), a.kubeconfig.as_deref()), ("install", true, Some("-"), Some("kind-c1"), Some("/k")));
+        let a = args("uninstall -y --purge --context=c").unwrap();
+        assert!(a.purge && a.context.as_deref() == Some("c"));
+        assert_eq!(args("install --bogus").unwrap_err(), "unknown flag: --bogus");
+        assert!(args("install --context").is_err());
+    }
+
+    fn kinds(objs: &[Value]) -> Vec<String> {
+        objs.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+    }
+
+    #[test]
+    fn profiles_make_their_objects() {
+        let cp = objects_for(&json!({"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "spec": {"values": {"global": {"meshID": "mesh1"}, "pilot": {"env": {"EXTERNAL_ISTIOD": true}}}}})).unwrap();
+        let k = kinds(&cp);
+        for want in ["Namespace/istio-system", "CustomResourceDefinition/gateways.networking.istio.io", "CustomResourceDefinition/peerauthentications.security.istio.io",
+            "Deployment/istiod", "Service/istiod", "ServiceAccount/istio-reader-service-account", "ClusterRole/istio-reader-clusterrole-istio-system",
+            "ClusterRoleBinding/istio-reader-clusterrole-istio-system", "MutatingWebhookConfiguration/istio-sidecar-injector"] {
+            assert!(k.contains(&want.to_string()), "{want} in {k:?}");
+        }
+        assert!(cp.iter().any(|o| o.to_string().contains("EXTERNAL_ISTIOD")));
+        let rev = objects_for(&json!({"spec": {"revision": "canary"}})).unwrap();
+        assert!(kinds(&rev).contains(&"Deployment/istiod-canary".to_string()));
+
+        let remote = objects_for(&json!({"spec": {"profile": "remote", "values": {"istiodRemote": {"injectionPath": "/inject/cluster/c2/net/n1"}, "global": {"remotePilotAddress": "172.18.0.200"}}}})).unwrap();
+        let wh = remote.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap();
+        assert_eq!(wh["webhooks"][0]["clientConfig"]["url"], "https://172.18.0.200:15017/inject/cluster/c2/net/n1");
+        assert!(objects_for(&json!({"spec": {"profile": "remote"}})).is_err());
+        assert!(objects_for(&json!({"spec": {"profile": "nope"}})).is_err());
+    }
+}

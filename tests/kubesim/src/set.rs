@@ -1,0 +1,251 @@
+//! A set of simulated clusters kept in a folder: started (or restarted
+//! with the same ports, certificates and objects) from it, written back to
+//! it as they change, and locked so that one process serves them at a time.
+
+use crate::cluster::{Cluster, LbMode, Saved};
+use crate::kubeconfig;
+use crate::store::Data;
+use crate::tls::Certs;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How the simulated clusters behave.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a LoadBalancer Service waits for its address.
+    pub lb_delay: Duration,
+    pub lb_mode: LbMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lb_delay: Duration::from_millis(200),
+            lb_mode: LbMode::Ip,
+        }
+    }
+}
+
+/// Who serves a folder's clusters, as its lock file says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Running {
+    pub pid: u32,
+    /// The contexts (cluster names) it serves.
+    pub contexts: Vec<String>,
+}
+
+/// Simulated clusters, served on 127.0.0.1 until [`ClusterSet::shutdown`].
+pub struct ClusterSet {
+    dir: PathBuf,
+    clusters: BTreeMap<String, Arc<Cluster>>,
+    tasks: Vec<JoinHandle<()>>,
+    lock: File,
+}
+
+fn lock_path(dir: &Path) -> PathBuf {
+    dir.join("kubesim.lock")
+}
+
+fn cluster_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("clusters").join(format!("{name}.json"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl ClusterSet {
+    /// Who holds `dir`, if a live process serves it.
+    pub fn running_in(dir: &Path) -> Option<Running> {
+        let mut f = OpenOptions::new().read(true).write(true).open(lock_path(dir)).ok()?;
+        match f.try_lock() {
+            Ok(()) => {
+                let _ = f.unlock();
+                None
+            }
+            Err(_) => {
+                let mut s = String::new();
+                f.read_to_string(&mut s).ok()?;
+                serde_json::from_str(&s).ok()
+            }
+        }
+    }
+
+    /// Starts the clusters named `names` (and any others saved in `dir`),
+    /// creating those that are new. Refused when another process serves `dir`.
+    pub async fn open(dir: &Path, names: &[&str], options: Options) -> Result<ClusterSet> {
+        std::fs::create_dir_all(dir.join("clusters")).with_context(|| format!("creating {}", dir.display()))?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(lock_path(dir))
+            .with_context(|| format!("opening {}", lock_path(dir).display()))?;
+        if lock.try_lock().is_err() {
+            let holder = Self::running_in(dir);
+            bail!(
+                "the simulated clusters in {} are already served by another process{}: \
+                 stop it first, or use them through {}",
+                dir.display(),
+                holder.map(|h| format!(" (pid {}, clusters {})", h.pid, h.contexts.join(", "))).unwrap_or_default(),
+                dir.join("kubeconfig").display()
+            );
+        }
+        // Saved clusters first, in their original order, then new ones.
+        let mut saved: Vec<Saved> = Vec::new();
+        for entry in std::fs::read_dir(dir.join("clusters"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let s: Saved = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a kubesim cluster file", path.display()))?;
+                saved.push(s);
+            }
+        }
+        saved.sort_by_key(|s| s.index);
+        let mut set = ClusterSet {
+            dir: dir.to_path_buf(),
+            clusters: BTreeMap::new(),
+            tasks: Vec::new(),
+            lock,
+        };
+        let mut next_index = saved.iter().map(|s| s.index + 1).max().unwrap_or(0);
+        let mut listeners = Vec::new();
+        for s in saved {
+            let listener = TcpListener::bind(("127.0.0.1", s.port))
+                .await
+                .with_context(|| format!("port {} of simulated cluster {} is taken", s.port, s.name))?;
+            listeners.push((s, listener));
+        }
+        for name in names {
+            if listeners.iter().any(|(s, _)| s.name == *name) {
+                continue;
+            }
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+            let port = listener.local_addr()?.port();
+            let token = {
+                let b: [u8; 24] = rand::random();
+                format!("kubesim-admin.{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            };
+            let s = Saved {
+                name: name.to_string(),
+                port,
+                token,
+                certs: Certs::generate(name)?,
+                index: next_index,
+                lb_next: 0,
+                data: Data::default(),
+            };
+            next_index += 1;
+            listeners.push((s, listener));
+        }
+        for (s, listener) in listeners {
+            let cluster = Cluster::new(s, options.lb_delay, options.lb_mode);
+            set.tasks.push(tokio::spawn(crate::server::serve(cluster.clone(), listener)));
+            set.tasks.push(tokio::spawn(cluster.clone().run_controllers()));
+            set.clusters.insert(cluster.name.clone(), cluster);
+        }
+        set.save_all()?;
+        set.write_kubeconfig()?;
+        set.write_lock_info()?;
+        // Write-through: save what changed every 200 ms.
+        let flush: Vec<Arc<Cluster>> = set.clusters.values().cloned().collect();
+        let flush_dir = set.dir.clone();
+        set.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                for c in &flush {
+                    if c.dirty.swap(false, Ordering::SeqCst) {
+                        let _ = save(&flush_dir, c);
+                    }
+                }
+            }
+        }));
+        Ok(set)
+    }
+
+    fn write_lock_info(&mut self) -> Result<()> {
+        let info = Running {
+            pid: std::process::id(),
+            contexts: self.clusters.keys().cloned().collect(),
+        };
+        self.lock.set_len(0)?;
+        self.lock.seek(SeekFrom::Start(0))?;
+        self.lock.write_all(serde_json::to_string(&info)?.as_bytes())?;
+        self.lock.sync_all()?;
+        Ok(())
+    }
+
+    fn write_kubeconfig(&self) -> Result<()> {
+        let entries: Vec<kubeconfig::Entry<'_>> = self
+            .clusters
+            .values()
+            .map(|c| kubeconfig::Entry {
+                context: &c.name,
+                port: c.port,
+                ca_pem: &c.certs.ca_pem,
+                token: &c.token,
+            })
+            .collect();
+        write_atomic(&self.kubeconfig_path(), kubeconfig::render(&entries).as_bytes())
+            .with_context(|| format!("writing {}", self.kubeconfig_path().display()))
+    }
+
+    /// `DIR/kubeconfig`: one context per cluster.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters.get(name).cloned()
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.values()
+    }
+
+    /// Writes every cluster to the folder now.
+    pub fn save_all(&self) -> Result<()> {
+        for c in self.clusters.values() {
+            save(&self.dir, c)?;
+        }
+        Ok(())
+    }
+
+    /// Stops serving, after saving everything.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.clusters.values().try_for_each(|c| save(&self.dir, c));
+        let _ = self.lock.set_len(0);
+        let _ = self.lock.unlock();
+    }
+}
+
+fn save(dir: &Path, c: &Cluster) -> Result<()> {
+    let saved = c.saved();
+    let bytes = serde_json::to_vec(&saved)?;
+    write_atomic(&cluster_file(dir, &c.name), &bytes).with_context(|| format!("saving simulated cluster {}", c.name))
+}
