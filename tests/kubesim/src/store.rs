@@ -368,7 +368,7 @@ impl Store {
             .objects
             .get(&type_key(rt))
             .and_then(|m| m.get(&obj_key(&ns, name)))
-            .map(|o| self.finish(rt, o.clone(), None))
+            .map(|o| self.finish(rt, o.clone(), self.data.owners.get(&format!("{}|{}", type_key(rt), obj_key(&ns, name)))))
             .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
@@ -571,7 +571,7 @@ impl Store {
         }
         self.data.objects.entry(type_key(rt)).or_default().insert(key, stored.clone());
         self.emit(EventType::Modified, rt, &stored);
-        Ok(stored)
+        self.get(rt, ns, name)
     }
 
     /// Who owns which fields, for tests and managedFields.
@@ -821,6 +821,19 @@ mod tests {
         assert_eq!(s.update(&rt, "default", "a", stale, false, "t").unwrap_err().code, 409);
         s.delete(&rt, "default", "a").unwrap();
         assert_eq!(s.get(&rt, "default", "a").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn json_patches_apply_and_bad_ones_are_refused() {
+        let mut s = store();
+        let rt = cm(&s);
+        s.create(&rt, "default", json!({"metadata": {"name": "p"}, "data": {"a": "1"}}), "t").unwrap();
+        let o = s.patch(&rt, "default", "p", PatchType::Json, br#"[{"op": "add", "path": "/data/b", "value": "2"}]"#, "t", false, false).unwrap();
+        assert_eq!(o["data"], json!({"a": "1", "b": "2"}));
+        let e = s.patch(&rt, "default", "p", PatchType::Json, br#"[{"op": "remove", "path": "/nope/x"}]"#, "t", false, false).unwrap_err();
+        assert_eq!(e.code, 422);
+        let e = s.patch(&rt, "default", "p", PatchType::Merge, b"not json", "t", false, false).unwrap_err();
+        assert_eq!(e.code, 400);
     }
 
     #[test]
