@@ -1,39 +1,101 @@
-//! `--sandbox DIR`: simulated clusters (kubesim) kept in DIR, and the
-//! simulated istioctl that mesh runs as `mesh __sandbox-istioctl`.
+//! `--sandbox DIR`: simulated clusters (kubesim) kept in DIR, one per
+//! `[[cluster]]`, reachable under the cluster's context through
+//! `DIR/kubeconfig`, and the simulated istioctl, which mesh runs as itself
+//! (`mesh __sandbox-istioctl …`) so no second binary has to be found.
+//!
+//! When `kubesim serve --dir DIR` already runs on DIR, mesh uses those
+//! servers (so a user can watch with kubectl meanwhile); otherwise it starts
+//! the clusters for the length of the command and saves them on the way out.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use engine::config::MeshFile;
 use providers::istioctl::Istioctl;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long the simulated load balancer takes to give an address: like
+/// MetalLB on kind, noticeable but short.
+const LB_DELAY: Duration = Duration::from_millis(1000);
+/// How long a simulated `istioctl install` takes, unless
+/// `KUBESIM_ISTIOCTL_DELAY_MS` says otherwise.
+const ISTIOCTL_DELAY_MS: &str = "300";
 
 pub struct Sandbox {
-    dir: PathBuf,
+    kubeconfig: PathBuf,
+    /// The clusters this command started; None when `kubesim serve` runs them.
+    started: Option<kubesim::ClusterSet>,
 }
 
 impl Sandbox {
-    pub async fn open(dir: &Path, _mesh: &MeshFile) -> Result<Sandbox> {
-        bail!(
-            "the sandbox ({}) needs kubesim, the cluster simulator, which this build does not have yet",
-            dir.display()
-        )
+    pub async fn open(dir: &Path, mesh: &MeshFile) -> Result<Sandbox> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
+        let contexts: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
+        if let Some(running) = kubesim::ClusterSet::running_in(dir) {
+            let missing: Vec<&String> = contexts
+                .iter()
+                .filter(|c| !running.contexts.contains(c))
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "`kubesim serve` (pid {}) runs the sandbox in {} without the cluster(s) {}: \
+                     stop it, or restart it with --clusters {}",
+                    running.pid,
+                    dir.display(),
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    contexts.join(",")
+                );
+            }
+            return Ok(Sandbox {
+                kubeconfig: dir.join("kubeconfig"),
+                started: None,
+            });
+        }
+        let options = kubesim::Options {
+            lb_delay: LB_DELAY,
+            ..Default::default()
+        };
+        let names: Vec<&str> = contexts.iter().map(String::as_str).collect();
+        let set = kubesim::ClusterSet::open(dir, &names, options)
+            .await
+            .with_context(|| format!("starting the sandbox clusters in {}", dir.display()))?;
+        Ok(Sandbox {
+            kubeconfig: set.kubeconfig_path(),
+            started: Some(set),
+        })
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
+        self.kubeconfig.clone()
     }
 
+    /// The simulated istioctl: this very binary, through a hidden command.
     pub fn istioctl(&self) -> Result<Istioctl> {
-        let exe = std::env::current_exe()?;
+        let exe = std::env::current_exe()
+            .context("finding the mesh binary for the simulated istioctl")?;
         let mut i = Istioctl::new(exe);
         i.prefix = vec!["__sandbox-istioctl".into()];
+        if std::env::var_os("KUBESIM_ISTIOCTL_DELAY_MS").is_none() {
+            i.env
+                .push(("KUBESIM_ISTIOCTL_DELAY_MS".into(), ISTIOCTL_DELAY_MS.into()));
+        }
         Ok(i)
     }
 
-    pub async fn close(self) {}
+    /// Saves and stops the clusters this command started.
+    pub async fn close(self) {
+        if let Some(set) = self.started {
+            set.shutdown().await;
+        }
+    }
 }
 
-/// `mesh __sandbox-istioctl ARGS…`: the simulated istioctl.
-pub fn istioctl(_args: &[String]) -> u8 {
-    eprintln!("istioctl (simulated): not available in this build");
-    1
+/// `mesh __sandbox-istioctl ARGS…`: the simulated istioctl, with stdin.
+pub fn istioctl(args: &[String]) -> u8 {
+    let code = kubesim::istioctl::main(args.to_vec(), std::io::stdin());
+    u8::try_from(code).unwrap_or(1)
 }

@@ -260,7 +260,9 @@ pub async fn apply(
         async move {
             loop {
                 let s = *outer.borrow();
-                let _ = halt_tx.send(s.max(*halt_tx.borrow()));
+                // Copy out before sending: a borrow held across send deadlocks.
+                let current = *halt_tx.borrow();
+                let _ = halt_tx.send(s.max(current));
                 if s == Stop::Abort || outer.changed().await.is_err() {
                     break;
                 }

@@ -110,7 +110,9 @@ impl Cluster {
 
     pub(crate) fn saved(&self) -> Saved {
         let store = self.store();
-        let data = serde_json::to_value(store.data()).and_then(serde_json::from_value).unwrap_or_default();
+        let data = serde_json::to_value(store.data())
+            .and_then(serde_json::from_value)
+            .unwrap_or_default();
         Saved {
             name: self.name.clone(),
             port: self.port,
@@ -184,7 +186,9 @@ impl Cluster {
                     match (ev.key.0.as_str(), ev.key.1.as_str()) {
                         ("", "services") => self.clone().load_balancer(&ev.object),
                         ("", "secrets") => self.clone().token(&ev.object),
-                        ("", "namespaces") if ev.object.pointer("/metadata/deletionTimestamp").is_some() => {
+                        ("", "namespaces")
+                            if ev.object.pointer("/metadata/deletionTimestamp").is_some() =>
+                        {
                             let me = self.clone();
                             tokio::spawn(async move {
                                 tokio::time::sleep(Duration::from_millis(30)).await;
@@ -231,8 +235,16 @@ impl Cluster {
         {
             return;
         }
-        let ns = svc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-        let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ns = svc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let delay = *self.lb_delay.lock().expect("lb");
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -241,16 +253,31 @@ impl Cluster {
                     let n = self.lb_next.fetch_add(1, Ordering::SeqCst);
                     json!({"ip": format!("172.18.{}.{}", 100 + self.index % 100, 200 + n % 50)})
                 }
-                LbMode::Hostname => json!({"hostname": format!("{name}-{:08x}.elb.us-east-1.amazonaws.com", rand::random::<u32>())}),
+                LbMode::Hostname => {
+                    json!({"hostname": format!("{name}-{:08x}.elb.us-east-1.amazonaws.com", rand::random::<u32>())})
+                }
             };
             let mut store = self.store();
-            let Some(rt) = store.find_type("", "v1", "services") else { return };
-            let Ok(current) = store.get(&rt, &ns, &name) else { return };
+            let Some(rt) = store.find_type("", "v1", "services") else {
+                return;
+            };
+            let Ok(current) = store.get(&rt, &ns, &name) else {
+                return;
+            };
             if current.pointer("/status/loadBalancer/ingress/0").is_some() {
                 return;
             }
             let patch = json!({"status": {"loadBalancer": {"ingress": [ingress]}}});
-            let _ = store.patch(&rt, &ns, &name, crate::store::PatchType::Merge, patch.to_string().as_bytes(), "kubesim-lb", false, true);
+            let _ = store.patch(
+                &rt,
+                &ns,
+                &name,
+                crate::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "kubesim-lb",
+                false,
+                true,
+            );
         });
     }
 
@@ -260,9 +287,23 @@ impl Cluster {
         if secret["type"] != SA_TOKEN_TYPE || secret.pointer("/data/token").is_some() {
             return;
         }
-        let ns = secret.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
-        let name = secret.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let Some(sa) = secret.pointer(&format!("/metadata/annotations/{}", SA_ANNOTATION.replace('/', "~1"))).and_then(Value::as_str) else {
+        let ns = secret
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = secret
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(sa) = secret
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                SA_ANNOTATION.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+        else {
             return;
         };
         let sa = sa.to_string();
@@ -270,13 +311,18 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let token = {
                 let b: [u8; 24] = rand::random();
-                format!("kubesim-sa.{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                format!(
+                    "kubesim-sa.{}",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                )
             };
             let mut store = self.store();
             if store.get_raw("", "serviceaccounts", &ns, &sa).is_none() {
                 return;
             }
-            let Some(rt) = store.find_type("", "v1", "secrets") else { return };
+            let Some(rt) = store.find_type("", "v1", "secrets") else {
+                return;
+            };
             let b64 = base64::engine::general_purpose::STANDARD;
             let patch = json!({"data": {
                 "token": b64.encode(&token),
@@ -284,7 +330,16 @@ impl Cluster {
                 "namespace": b64.encode(&ns),
             }});
             if store
-                .patch(&rt, &ns, &name, crate::store::PatchType::Merge, patch.to_string().as_bytes(), "kubesim-token-controller", false, false)
+                .patch(
+                    &rt,
+                    &ns,
+                    &name,
+                    crate::store::PatchType::Merge,
+                    patch.to_string().as_bytes(),
+                    "kubesim-token-controller",
+                    false,
+                    false,
+                )
                 .is_ok()
             {
                 self.tokens.lock().expect("tokens").insert(token);

@@ -9,7 +9,9 @@
 //! (simulated install time), `KUBESIM_ISTIOCTL_FAIL_CONTEXT` (fail any
 //! install on that context), `KUBESIM_ISTIOCTL_VERSION` (default 1.28.0).
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 
@@ -54,7 +56,12 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--remote" => a.remote = Some(inline.clone().unwrap_or_else(|| "true".into())),
             f if f.starts_with('-') => return Err(format!("unknown flag: {f}")),
             cmd if a.command.is_empty() => a.command = cmd.to_string(),
-            extra => return Err(format!("unknown command \"{extra}\" for \"istioctl {}\"", a.command)),
+            extra => {
+                return Err(format!(
+                    "unknown command \"{extra}\" for \"istioctl {}\"",
+                    a.command
+                ));
+            }
         }
     }
     Ok(a)
@@ -86,7 +93,10 @@ pub fn main(args: Vec<String>, mut stdin: impl Read) -> i32 {
         },
     };
     if let Ok(path) = std::env::var("KUBESIM_ISTIOCTL_LOG")
-        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
     {
         let line = json!({"argv": args, "stdin": input, "exit": code});
         let _ = writeln!(f, "{line}");
@@ -106,7 +116,10 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
             }
             let doc = match a.file.as_deref() {
                 Some("-") => Some(stdin.to_string()),
-                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?),
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {path}: {e}"))?,
+                ),
                 None => None,
             };
             if a.command == "install" {
@@ -141,12 +154,17 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
             }
         }
         "" => Err("a command is required: install, uninstall or version".into()),
-        other => Err(format!("unknown command \"{other}\" for \"istioctl\" (the simulator knows install, uninstall, version)")),
+        other => Err(format!(
+            "unknown command \"{other}\" for \"istioctl\" (the simulator knows install, uninstall, version)"
+        )),
     }
 }
 
 fn delay() {
-    if let Some(ms) = std::env::var("KUBESIM_ISTIOCTL_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = std::env::var("KUBESIM_ISTIOCTL_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
@@ -160,10 +178,14 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Resul
 }
 
 fn parse_iop(text: &str) -> Result<Value, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| format!("could not parse the IstioOperator: {e}"))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| format!("could not parse the IstioOperator: {e}"))?;
     let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
     let [doc] = docs.as_slice() else {
-        return Err(format!("expected one IstioOperator document, found {}", docs.len()));
+        return Err(format!(
+            "expected one IstioOperator document, found {}",
+            docs.len()
+        ));
     };
     if doc["apiVersion"] != "install.istio.io/v1alpha1" || doc["kind"] != "IstioOperator" {
         return Err(format!(
@@ -193,7 +215,8 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], labels: &Value)
         "spec": {
             "group": group,
             "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List"),
+                "shortNames": match plural { "gateways" => vec!["gw"], "virtualservices" => vec!["vs"], "destinationrules" => vec!["dr"], "serviceentries" => vec!["se"], "peerauthentications" => vec!["pa"], _ => vec![] }},
             "versions": versions.iter().enumerate().map(|(i, v)| json!({
                 "name": v, "served": true, "storage": i == 0,
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
@@ -237,7 +260,10 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
     let spec = &iop["spec"];
     let rev = spec["revision"].as_str().filter(|r| !r.is_empty());
     let suffix = rev.map(|r| format!("-{r}")).unwrap_or_default();
-    let owner = iop.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("installed-state");
+    let owner = iop
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("installed-state");
     let labels = |component: &str| json!({REV_LABEL: rev.unwrap_or("default"), OWNER_LABEL: owner, "operator.istio.io/component": component});
     let values = &spec["values"];
     let profile = spec["profile"].as_str().unwrap_or("default");
@@ -247,11 +273,36 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
         "default" | "demo" | "minimal" => {
             let base = labels("Base");
             for (group, kind, plural, versions) in [
-                ("networking.istio.io", "Gateway", "gateways", &["v1", "v1beta1", "v1alpha3"][..]),
-                ("networking.istio.io", "VirtualService", "virtualservices", &["v1", "v1beta1", "v1alpha3"][..]),
-                ("networking.istio.io", "DestinationRule", "destinationrules", &["v1", "v1beta1", "v1alpha3"][..]),
-                ("networking.istio.io", "ServiceEntry", "serviceentries", &["v1", "v1beta1", "v1alpha3"][..]),
-                ("security.istio.io", "PeerAuthentication", "peerauthentications", &["v1", "v1beta1"][..]),
+                (
+                    "networking.istio.io",
+                    "Gateway",
+                    "gateways",
+                    &["v1", "v1beta1", "v1alpha3"][..],
+                ),
+                (
+                    "networking.istio.io",
+                    "VirtualService",
+                    "virtualservices",
+                    &["v1", "v1beta1", "v1alpha3"][..],
+                ),
+                (
+                    "networking.istio.io",
+                    "DestinationRule",
+                    "destinationrules",
+                    &["v1", "v1beta1", "v1alpha3"][..],
+                ),
+                (
+                    "networking.istio.io",
+                    "ServiceEntry",
+                    "serviceentries",
+                    &["v1", "v1beta1", "v1alpha3"][..],
+                ),
+                (
+                    "security.istio.io",
+                    "PeerAuthentication",
+                    "peerauthentications",
+                    &["v1", "v1beta1"][..],
+                ),
             ] {
                 out.push(crd(group, kind, plural, versions, &base));
             }
@@ -265,7 +316,10 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ];
             if let Some(extra) = values.pointer("/pilot/env").and_then(Value::as_object) {
                 for (k, v) in extra {
-                    let v = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+                    let v = v
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string());
                     env.push(json!({"name": k, "value": v}));
                 }
             }
@@ -286,11 +340,19 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ));
         }
         "remote" => {
-            let address = values.pointer("/global/remotePilotAddress").and_then(Value::as_str).unwrap_or_default();
+            let address = values
+                .pointer("/global/remotePilotAddress")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if address.is_empty() || address.starts_with('(') {
-                return Err(format!("values.global.remotePilotAddress must be the primary's address for the remote profile, not {address:?}"));
+                return Err(format!(
+                    "values.global.remotePilotAddress must be the primary's address for the remote profile, not {address:?}"
+                ));
             }
-            let path = values.pointer("/istiodRemote/injectionPath").and_then(Value::as_str).unwrap_or("/inject");
+            let path = values
+                .pointer("/istiodRemote/injectionPath")
+                .and_then(Value::as_str)
+                .unwrap_or("/inject");
             let remote = labels("IstiodRemote");
             out.extend(reader_objects(&remote));
             out.push(webhook(
@@ -300,26 +362,42 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ));
         }
         "empty" => {}
-        other => return Err(format!("unknown profile \"{other}\": the simulator knows default, demo, minimal, remote and empty")),
+        other => {
+            return Err(format!(
+                "unknown profile \"{other}\": the simulator knows default, demo, minimal, remote and empty"
+            ));
+        }
     }
-    for gw in spec.pointer("/components/ingressGateways").and_then(Value::as_array).into_iter().flatten() {
+    for gw in spec
+        .pointer("/components/ingressGateways")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if gw["enabled"] == json!(false) {
             continue;
         }
-        let name = gw["name"].as_str().ok_or("an ingress gateway needs a name")?;
+        let name = gw["name"]
+            .as_str()
+            .ok_or("an ingress gateway needs a name")?;
         let ns = gw["namespace"].as_str().unwrap_or(NS);
         let mut l = labels("IngressGateways");
         for (k, v) in gw["label"].as_object().into_iter().flatten() {
             l[k] = v.clone();
         }
         let selector = gw["label"].clone();
-        let ports = gw.pointer("/k8s/service/ports").cloned().unwrap_or_else(|| json!([]));
+        let ports = gw
+            .pointer("/k8s/service/ports")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
         let env = gw.pointer("/k8s/env").cloned().unwrap_or_else(|| json!([]));
         out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, Some(ns), &l),
             "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": {"metadata": {"labels": selector},
                 "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:simulated", "env": env}]}}}}));
-        out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name, Some(ns), &l),
-            "spec": {"type": "LoadBalancer", "selector": selector, "ports": ports}}));
+        out.push(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name, Some(ns), &l),
+            "spec": {"type": "LoadBalancer", "selector": selector, "ports": ports}}),
+        );
     }
     Ok(out)
 }
@@ -336,8 +414,15 @@ fn api_resource(api_version: &str, kind: &str) -> ApiResource {
 }
 
 fn api_for(client: &kube::Client, obj: &Value) -> (Api<DynamicObject>, String) {
-    let ar = api_resource(obj["apiVersion"].as_str().unwrap_or("v1"), obj["kind"].as_str().unwrap_or(""));
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let ar = api_resource(
+        obj["apiVersion"].as_str().unwrap_or("v1"),
+        obj["kind"].as_str().unwrap_or(""),
+    );
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let api = match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -357,7 +442,12 @@ async fn client(a: &Args) -> Result<kube::Client, String> {
     };
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|e| format!("context {:?}: {e}", a.context.as_deref().unwrap_or("(current)")))?;
+        .map_err(|e| {
+            format!(
+                "context {:?}: {e}",
+                a.context.as_deref().unwrap_or("(current)")
+            )
+        })?;
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
@@ -368,7 +458,12 @@ async fn install(a: &Args, objects: &[Value]) -> Result<(), String> {
         let (api, name) = api_for(&client, obj);
         api.patch(&name, &pp, &Patch::Apply(obj))
             .await
-            .map_err(|e| format!("failed to apply {} {name}: {e}", obj["kind"].as_str().unwrap_or("")))?;
+            .map_err(|e| {
+                format!(
+                    "failed to apply {} {name}: {e}",
+                    obj["kind"].as_str().unwrap_or("")
+                )
+            })?;
     }
     Ok(())
 }
@@ -381,7 +476,11 @@ enum Removal {
 
 /// The kinds istioctl installs, for purge and revision removal.
 const KINDS: &[(&str, &str, bool)] = &[
-    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", false),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        false,
+    ),
     ("apps/v1", "Deployment", true),
     ("v1", "Service", true),
     ("v1", "ServiceAccount", true),
@@ -394,7 +493,12 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
     let client = client(a).await?;
     let mut doomed: Vec<Value> = Vec::new();
     match what {
-        Removal::Objects(objs) => doomed = objs.into_iter().filter(|o| o["kind"] != "Namespace").collect(),
+        Removal::Objects(objs) => {
+            doomed = objs
+                .into_iter()
+                .filter(|o| o["kind"] != "Namespace")
+                .collect()
+        }
         Removal::Purge | Removal::Revision(_) => {
             let selector = match &what {
                 Removal::Revision(r) => format!("{REV_LABEL}={r}"),
@@ -423,7 +527,12 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => n += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(format!("failed to delete {} {name}: {e}", obj["kind"].as_str().unwrap_or(""))),
+            Err(e) => {
+                return Err(format!(
+                    "failed to delete {} {name}: {e}",
+                    obj["kind"].as_str().unwrap_or("")
+                ));
+            }
         }
     }
     Ok(n)
@@ -440,15 +549,35 @@ mod tests {
     #[test]
     fn flags_parse_like_istioctl() {
         let a = args("install -y -f - --context kind-c1 --kubeconfig /k").unwrap();
-        assert_eq!((a.command.as_str(), a.yes, a.file.as_deref(), a.context.as_deref(), a.kubeconfig.as_deref()), ("install", true, Some("-"), Some("kind-c1"), Some("/k")));
+        assert_eq!(
+            (
+                a.command.as_str(),
+                a.yes,
+                a.file.as_deref(),
+                a.context.as_deref(),
+                a.kubeconfig.as_deref()
+            ),
+            ("install", true, Some("-"), Some("kind-c1"), Some("/k"))
+        );
         let a = args("uninstall -y --purge --context=c").unwrap();
         assert!(a.purge && a.context.as_deref() == Some("c"));
-        assert_eq!(args("install --bogus").unwrap_err(), "unknown flag: --bogus");
+        assert_eq!(
+            args("install --bogus").unwrap_err(),
+            "unknown flag: --bogus"
+        );
         assert!(args("install --context").is_err());
     }
 
     fn kinds(objs: &[Value]) -> Vec<String> {
-        objs.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+        objs.iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -456,9 +585,17 @@ mod tests {
         let cp = objects_for(&json!({"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
             "spec": {"values": {"global": {"meshID": "mesh1"}, "pilot": {"env": {"EXTERNAL_ISTIOD": true}}}}})).unwrap();
         let k = kinds(&cp);
-        for want in ["Namespace/istio-system", "CustomResourceDefinition/gateways.networking.istio.io", "CustomResourceDefinition/peerauthentications.security.istio.io",
-            "Deployment/istiod", "Service/istiod", "ServiceAccount/istio-reader-service-account", "ClusterRole/istio-reader-clusterrole-istio-system",
-            "ClusterRoleBinding/istio-reader-clusterrole-istio-system", "MutatingWebhookConfiguration/istio-sidecar-injector"] {
+        for want in [
+            "Namespace/istio-system",
+            "CustomResourceDefinition/gateways.networking.istio.io",
+            "CustomResourceDefinition/peerauthentications.security.istio.io",
+            "Deployment/istiod",
+            "Service/istiod",
+            "ServiceAccount/istio-reader-service-account",
+            "ClusterRole/istio-reader-clusterrole-istio-system",
+            "ClusterRoleBinding/istio-reader-clusterrole-istio-system",
+            "MutatingWebhookConfiguration/istio-sidecar-injector",
+        ] {
             assert!(k.contains(&want.to_string()), "{want} in {k:?}");
         }
         assert!(cp.iter().any(|o| o.to_string().contains("EXTERNAL_ISTIOD")));
@@ -466,8 +603,14 @@ mod tests {
         assert!(kinds(&rev).contains(&"Deployment/istiod-canary".to_string()));
 
         let remote = objects_for(&json!({"spec": {"profile": "remote", "values": {"istiodRemote": {"injectionPath": "/inject/cluster/c2/net/n1"}, "global": {"remotePilotAddress": "172.18.0.200"}}}})).unwrap();
-        let wh = remote.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap();
-        assert_eq!(wh["webhooks"][0]["clientConfig"]["url"], "https://172.18.0.200:15017/inject/cluster/c2/net/n1");
+        let wh = remote
+            .iter()
+            .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .unwrap();
+        assert_eq!(
+            wh["webhooks"][0]["clientConfig"]["url"],
+            "https://172.18.0.200:15017/inject/cluster/c2/net/n1"
+        );
         assert!(objects_for(&json!({"spec": {"profile": "remote"}})).is_err());
         assert!(objects_for(&json!({"spec": {"profile": "nope"}})).is_err());
     }

@@ -13,6 +13,8 @@ pub struct ResourceType {
     pub namespaced: bool,
     /// Serves a `/status` subresource.
     pub status: bool,
+    /// kubectl's abbreviations (`ns`, `svc`).
+    pub short_names: Vec<String>,
 }
 
 impl ResourceType {
@@ -24,6 +26,7 @@ impl ResourceType {
             plural: plural.into(),
             namespaced,
             status: false,
+            short_names: short_names(plural).iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -42,7 +45,9 @@ impl ResourceType {
 
     /// An entry of an APIResourceList.
     pub fn discovery(&self) -> Value {
-        let mut verbs = vec!["create", "delete", "get", "list", "patch", "update", "watch"];
+        let mut verbs = vec![
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
         if self.plural != "namespaces" {
             verbs.push("deletecollection");
         }
@@ -52,7 +57,22 @@ impl ResourceType {
             "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": verbs,
+            "shortNames": self.short_names,
         })
+    }
+}
+
+fn short_names(plural: &str) -> &'static [&'static str] {
+    match plural {
+        "namespaces" => &["ns"],
+        "services" => &["svc"],
+        "serviceaccounts" => &["sa"],
+        "configmaps" => &["cm"],
+        "pods" => &["po"],
+        "endpoints" => &["ep"],
+        "deployments" => &["deploy"],
+        "customresourcedefinitions" => &["crd", "crds"],
+        _ => &[],
     }
 }
 
@@ -73,10 +93,28 @@ pub fn builtin() -> Vec<ResourceType> {
         ResourceType::new("", "v1", "Pod", "pods", true),
         ResourceType::new("", "v1", "Endpoints", "endpoints", true),
         deployments,
-        ResourceType::new("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
-        ResourceType::new("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
+        ResourceType::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        ResourceType::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
         ResourceType::new("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
-        ResourceType::new("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
+        ResourceType::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
         ResourceType::new(
             "admissionregistration.k8s.io",
             "v1",
@@ -122,6 +160,12 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
         .map(|version| {
             let mut t = ResourceType::new(group, version, kind, plural, namespaced);
             t.status = true;
+            t.short_names = spec["names"]["shortNames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect();
             t
         })
         .collect()

@@ -32,12 +32,21 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 impl LabelSelector {
@@ -51,12 +60,21 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 Req::Eq(k.trim().into(), v.trim().into())
             } else if let Some((k, v)) = part.split_once(" notin ") {
-                Req::NotIn(k.trim().into(), set(v).ok_or_else(|| format!("bad set in `{part}`"))?)
+                Req::NotIn(
+                    k.trim().into(),
+                    set(v).ok_or_else(|| format!("bad set in `{part}`"))?,
+                )
             } else if let Some((k, v)) = part.split_once(" in ") {
-                Req::In(k.trim().into(), set(v).ok_or_else(|| format!("bad set in `{part}`"))?)
+                Req::In(
+                    k.trim().into(),
+                    set(v).ok_or_else(|| format!("bad set in `{part}`"))?,
+                )
             } else if let Some(k) = part.strip_prefix('!') {
                 Req::Absent(k.trim().into())
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Req::Exists(part.into())
             } else {
                 return Err(format!("unable to parse requirement `{part}`"));
@@ -129,7 +147,11 @@ mod tests {
             ("missing notin (a)", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&o),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("a b c").is_err());
     }
@@ -138,7 +160,15 @@ mod tests {
     fn field_selectors() {
         let o = json!({"metadata": {"name": "x"}, "type": "kubernetes.io/service-account-token"});
         assert!(FieldSelector::parse("metadata.name=x").unwrap().matches(&o));
-        assert!(!FieldSelector::parse("metadata.name!=x").unwrap().matches(&o));
-        assert!(FieldSelector::parse("type=kubernetes.io/service-account-token").unwrap().matches(&o));
+        assert!(
+            !FieldSelector::parse("metadata.name!=x")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse("type=kubernetes.io/service-account-token")
+                .unwrap()
+                .matches(&o)
+        );
     }
 }

@@ -48,7 +48,9 @@ pub async fn serve(cluster: Arc<Cluster>, listener: TcpListener) {
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         if cluster.faults().refuse_connections {
             drop(tcp);
             continue;
@@ -57,7 +59,9 @@ pub async fn serve(cluster: Arc<Cluster>, listener: TcpListener) {
         let cluster = cluster.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let service = hyper::service::service_fn(move |req| {
                 let cluster = cluster.clone();
                 async move { Ok::<_, Infallible>(handle(cluster, req).await) }
@@ -77,7 +81,10 @@ fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 3;
@@ -132,13 +139,23 @@ async fn handle(cluster: Arc<Cluster>, req: Request<Incoming>) -> Response<Body>
 /// A 500 or a 429 with Retry-After, half and half.
 fn injected_error() -> Response<Body> {
     if rand::random::<bool>() {
-        let e = ApiError::new(500, "InternalError", "kubesim: injected fault: internal error");
+        let e = ApiError::new(
+            500,
+            "InternalError",
+            "kubesim: injected fault: internal error",
+        );
         error_response(&e)
     } else {
-        let mut status = ApiError::new(429, "TooManyRequests", "kubesim: injected fault: too many requests").status();
+        let mut status = ApiError::new(
+            429,
+            "TooManyRequests",
+            "kubesim: injected fault: too many requests",
+        )
+        .status();
         status["details"] = json!({"retryAfterSeconds": 1});
         let mut r = json_response(429, &status);
-        r.headers_mut().insert("retry-after", "1".parse().expect("a header value"));
+        r.headers_mut()
+            .insert("retry-after", "1".parse().expect("a header value"));
         r
     }
 }
@@ -171,19 +188,36 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
         ["apis", g, v] => {
             let list = resource_list(cluster, g, v);
             if list["resources"].as_array().is_some_and(|r| r.is_empty()) {
-                let e = ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({g}/{v})"));
+                let e = ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({g}/{v})"),
+                );
                 return ("discovery".into(), error_response(&e));
             }
             discovery(list)
         }
-        ["api", "v1", rest @ ..] => resource(cluster, req, "", "v1", &rest.iter().map(|s| s.to_string()).collect::<Vec<_>>()).await,
+        ["api", "v1", rest @ ..] => {
+            resource(
+                cluster,
+                req,
+                "",
+                "v1",
+                &rest.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .await
+        }
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             resource(cluster, req, &g, &v, &rest).await
         }
         _ => {
-            let e = ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"));
+            let e = ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            );
             ("unknown".into(), error_response(&e))
         }
     }
@@ -213,13 +247,21 @@ fn group_list(cluster: &Cluster) -> Value {
 fn resource_list(cluster: &Cluster, group: &str, version: &str) -> Value {
     let store = cluster.store();
     let mut resources = Vec::new();
-    for t in store.types.iter().filter(|t| t.group == group && t.version == version) {
+    for t in store
+        .types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
         resources.push(t.discovery());
         if t.status {
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
@@ -232,27 +274,58 @@ async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
-async fn resource(cluster: &Arc<Cluster>, req: Request<Incoming>, group: &str, version: &str, segs: &[String]) -> (String, Response<Body>) {
+async fn resource(
+    cluster: &Arc<Cluster>,
+    req: Request<Incoming>,
+    group: &str,
+    version: &str,
+    segs: &[String],
+) -> (String, Response<Body>) {
     // [plural], [plural, name], [plural, name, sub],
     // [namespaces, ns, plural], [namespaces, ns, plural, name], [.., sub]
     let (ns, plural, name, sub): (Option<String>, String, Option<String>, Option<String>) =
-        if segs.len() >= 3 && segs[0] == "namespaces" && segs[2] != "status" && segs[2] != "finalize" {
-            (Some(segs[1].clone()), segs[2].clone(), segs.get(3).cloned(), segs.get(4).cloned())
+        if segs.len() >= 3
+            && segs[0] == "namespaces"
+            && segs[2] != "status"
+            && segs[2] != "finalize"
+        {
+            (
+                Some(segs[1].clone()),
+                segs[2].clone(),
+                segs.get(3).cloned(),
+                segs.get(4).cloned(),
+            )
         } else {
-            (None, segs.first().cloned().unwrap_or_default(), segs.get(1).cloned(), segs.get(2).cloned())
+            (
+                None,
+                segs.first().cloned().unwrap_or_default(),
+                segs.get(1).cloned(),
+                segs.get(2).cloned(),
+            )
         };
     let rt = cluster.store().find_type(group, version, &plural);
     let Some(rt) = rt else {
-        let e = ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({group}/{version} {plural})"));
+        let e = ApiError::new(
+            404,
+            "NotFound",
+            format!(
+                "the server could not find the requested resource ({group}/{version} {plural})"
+            ),
+        );
         return ("unknown".into(), error_response(&e));
     };
     if let Some(s) = &sub
         && s != "status"
     {
-        let e = ApiError::new(404, "NotFound", format!("subresource {s} is not served by kubesim"));
+        let e = ApiError::new(
+            404,
+            "NotFound",
+            format!("subresource {s} is not served by kubesim"),
+        );
         return ("unknown".into(), error_response(&e));
     }
     let status_only = sub.is_some();
@@ -269,16 +342,23 @@ async fn resource(cluster: &Arc<Cluster>, req: Request<Incoming>, group: &str, v
     let result: (String, Result<Value, ApiError>) = match (&method, &name) {
         (&Method::GET, Some(n)) => ("get".into(), cluster.store().get(&rt, &ns_str, n)),
         (&Method::GET, None) => {
-            let labels = match LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")) {
+            let labels = match LabelSelector::parse(
+                q.get("labelSelector").map(String::as_str).unwrap_or(""),
+            ) {
                 Ok(l) => l,
                 Err(e) => return ("list".into(), error_response(&ApiError::bad_request(e))),
             };
-            let fields = match FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or("")) {
+            let fields = match FieldSelector::parse(
+                q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+            ) {
                 Ok(f) => f,
                 Err(e) => return ("list".into(), error_response(&ApiError::bad_request(e))),
             };
             if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
-                return ("watch".into(), watch(cluster.clone(), rt, ns, labels, fields, &q));
+                return (
+                    "watch".into(),
+                    watch(cluster.clone(), rt, ns, labels, fields, &q),
+                );
             }
             let (items, rv) = cluster.store().list(&rt, ns.as_deref(), &labels, &fields);
             (
@@ -300,11 +380,16 @@ async fn resource(cluster: &Arc<Cluster>, req: Request<Incoming>, group: &str, v
                 return ("create".into(), json_response(201, &body));
             }
             let r = cluster.store().create(&rt, &ns_str, body, &manager);
-            return ("create".into(), r.map_or_else(|e| error_response(&e), |v| json_response(201, &v)));
+            return (
+                "create".into(),
+                r.map_or_else(|e| error_response(&e), |v| json_response(201, &v)),
+            );
         }
         (&Method::PUT, Some(n)) => {
             let r = match body_bytes(req).await.and_then(|b| parse_json(&b)) {
-                Ok(b) => cluster.store().update(&rt, &ns_str, n, b, status_only, &manager),
+                Ok(b) => cluster
+                    .store()
+                    .update(&rt, &ns_str, n, b, status_only, &manager),
                 Err(e) => Err(e),
             };
             ("update".into(), r)
@@ -326,40 +411,72 @@ async fn resource(cluster: &Arc<Cluster>, req: Request<Incoming>, group: &str, v
                 "application/strategic-merge-patch+json" => PatchType::Strategic,
                 "application/apply-patch+yaml" | "application/apply-patch+json" => PatchType::Apply,
                 other => {
-                    let e = ApiError::new(415, "UnsupportedMediaType", format!("the patch type {other:?} is not supported"));
+                    let e = ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("the patch type {other:?} is not supported"),
+                    );
                     return ("patch".into(), error_response(&e));
                 }
             };
             let force = q.get("force").is_some_and(|f| f == "true");
             let r = match body_bytes(req).await {
-                Ok(b) => cluster.store().patch(&rt, &ns_str, n, kind, &b, &manager, force, status_only),
+                Ok(b) => {
+                    cluster
+                        .store()
+                        .patch(&rt, &ns_str, n, kind, &b, &manager, force, status_only)
+                }
                 Err(e) => Err(e),
             };
             ("patch".into(), r)
         }
         (&Method::DELETE, Some(n)) => ("delete".into(), cluster.store().delete(&rt, &ns_str, n)),
         (&Method::DELETE, None) => {
-            let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).unwrap_or_default();
-            let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or("")).unwrap_or_default();
+            let labels =
+                LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+                    .unwrap_or_default();
+            let fields =
+                FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
+                    .unwrap_or_default();
             let mut store = cluster.store();
             let (items, _) = store.list(&rt, ns.as_deref(), &labels, &fields);
             let mut deleted = Vec::new();
             for it in items {
-                let n = it.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-                let ins = it.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+                let n = it
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let ins = it
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 if let Ok(d) = store.delete(&rt, &ins, &n) {
                     deleted.push(d);
                 }
             }
-            ("deletecollection".into(), Ok(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted})))
+            (
+                "deletecollection".into(),
+                Ok(
+                    json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted}),
+                ),
+            )
         }
         _ => {
-            let e = ApiError::new(405, "MethodNotAllowed", format!("{method} is not allowed here"));
+            let e = ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not allowed here"),
+            );
             return ("unknown".into(), error_response(&e));
         }
     };
     let (verb, r) = result;
-    (verb, r.map_or_else(|e| error_response(&e), |v| json_response(200, &v)))
+    (
+        verb,
+        r.map_or_else(|e| error_response(&e), |v| json_response(200, &v)),
+    )
 }
 
 /// A watch: the events after `resourceVersion` (or the current objects as
@@ -380,10 +497,15 @@ fn watch(
         .faults()
         .drop_watches
         .then(|| Duration::from_millis(200 + u64::from(rand::random::<u16>() % 800)));
-    let since: Option<u64> = q.get("resourceVersion").and_then(|r| r.parse().ok()).filter(|r| *r > 0);
+    let since: Option<u64> = q
+        .get("resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0);
     let key = rt.key();
     let in_scope = move |o: &Value| {
-        (ns.is_none() || !rt.namespaced || o.pointer("/metadata/namespace").and_then(Value::as_str) == ns.as_deref())
+        (ns.is_none()
+            || !rt.namespaced
+            || o.pointer("/metadata/namespace").and_then(Value::as_str) == ns.as_deref())
             && labels.matches(o)
             && fields.matches(o)
     };
@@ -409,13 +531,20 @@ fn watch(
             },
             None => {
                 let objects = store.all(&key.0, &key.1);
-                Ok(objects.iter().filter(|o| in_scope(o)).map(|o| {
-                    let mut o = o.clone();
-                    if let Some(m) = o.as_object_mut() {
-                        m.insert("apiVersion".into(), Value::from(rt_api_version(&key, &store)));
-                    }
-                    line("ADDED", &o)
-                }).collect())
+                Ok(objects
+                    .iter()
+                    .filter(|o| in_scope(o))
+                    .map(|o| {
+                        let mut o = o.clone();
+                        if let Some(m) = o.as_object_mut() {
+                            m.insert(
+                                "apiVersion".into(),
+                                Value::from(rt_api_version(&key, &store)),
+                            );
+                        }
+                        line("ADDED", &o)
+                    })
+                    .collect())
             }
         };
         (live, backlog, rv)
@@ -444,7 +573,9 @@ fn watch(
             match ev {
                 Ok(e) if e.key == key && e.rv > last => {
                     last = e.rv;
-                    if in_scope(&e.object) && tx.send(line(event_name(e.kind), &e.object)).await.is_err() {
+                    if in_scope(&e.object)
+                        && tx.send(line(event_name(e.kind), &e.object)).await.is_err()
+                    {
                         return;
                     }
                 }

@@ -74,7 +74,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl ClusterSet {
     /// Who holds `dir`, if a live process serves it.
     pub fn running_in(dir: &Path) -> Option<Running> {
-        let mut f = OpenOptions::new().read(true).write(true).open(lock_path(dir)).ok()?;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(lock_path(dir))
+            .ok()?;
         match f.try_lock() {
             Ok(()) => {
                 let _ = f.unlock();
@@ -91,7 +95,8 @@ impl ClusterSet {
     /// Starts the clusters named `names` (and any others saved in `dir`),
     /// creating those that are new. Refused when another process serves `dir`.
     pub async fn open(dir: &Path, names: &[&str], options: Options) -> Result<ClusterSet> {
-        std::fs::create_dir_all(dir.join("clusters")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("clusters"))
+            .with_context(|| format!("creating {}", dir.display()))?;
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -105,7 +110,9 @@ impl ClusterSet {
                 "the simulated clusters in {} are already served by another process{}: \
                  stop it first, or use them through {}",
                 dir.display(),
-                holder.map(|h| format!(" (pid {}, clusters {})", h.pid, h.contexts.join(", "))).unwrap_or_default(),
+                holder
+                    .map(|h| format!(" (pid {}, clusters {})", h.pid, h.contexts.join(", ")))
+                    .unwrap_or_default(),
                 dir.join("kubeconfig").display()
             );
         }
@@ -114,7 +121,8 @@ impl ClusterSet {
         for entry in std::fs::read_dir(dir.join("clusters"))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 let s: Saved = serde_json::from_str(&text)
                     .with_context(|| format!("{} is not a kubesim cluster file", path.display()))?;
                 saved.push(s);
@@ -132,7 +140,9 @@ impl ClusterSet {
         for s in saved {
             let listener = TcpListener::bind(("127.0.0.1", s.port))
                 .await
-                .with_context(|| format!("port {} of simulated cluster {} is taken", s.port, s.name))?;
+                .with_context(|| {
+                    format!("port {} of simulated cluster {} is taken", s.port, s.name)
+                })?;
             listeners.push((s, listener));
         }
         for name in names {
@@ -143,7 +153,10 @@ impl ClusterSet {
             let port = listener.local_addr()?.port();
             let token = {
                 let b: [u8; 24] = rand::random();
-                format!("kubesim-admin.{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                format!(
+                    "kubesim-admin.{}",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                )
             };
             let s = Saved {
                 name: name.to_string(),
@@ -159,8 +172,12 @@ impl ClusterSet {
         }
         for (s, listener) in listeners {
             let cluster = Cluster::new(s, options.lb_delay, options.lb_mode);
-            set.tasks.push(tokio::spawn(crate::server::serve(cluster.clone(), listener)));
-            set.tasks.push(tokio::spawn(cluster.clone().run_controllers()));
+            set.tasks.push(tokio::spawn(crate::server::serve(
+                cluster.clone(),
+                listener,
+            )));
+            set.tasks
+                .push(tokio::spawn(cluster.clone().run_controllers()));
             set.clusters.insert(cluster.name.clone(), cluster);
         }
         set.save_all()?;
@@ -189,7 +206,8 @@ impl ClusterSet {
         };
         self.lock.set_len(0)?;
         self.lock.seek(SeekFrom::Start(0))?;
-        self.lock.write_all(serde_json::to_string(&info)?.as_bytes())?;
+        self.lock
+            .write_all(serde_json::to_string(&info)?.as_bytes())?;
         self.lock.sync_all()?;
         Ok(())
     }
@@ -205,8 +223,11 @@ impl ClusterSet {
                 token: &c.token,
             })
             .collect();
-        write_atomic(&self.kubeconfig_path(), kubeconfig::render(&entries).as_bytes())
-            .with_context(|| format!("writing {}", self.kubeconfig_path().display()))
+        write_atomic(
+            &self.kubeconfig_path(),
+            kubeconfig::render(&entries).as_bytes(),
+        )
+        .with_context(|| format!("writing {}", self.kubeconfig_path().display()))
     }
 
     /// `DIR/kubeconfig`: one context per cluster.
@@ -247,5 +268,6 @@ impl ClusterSet {
 fn save(dir: &Path, c: &Cluster) -> Result<()> {
     let saved = c.saved();
     let bytes = serde_json::to_vec(&saved)?;
-    write_atomic(&cluster_file(dir, &c.name), &bytes).with_context(|| format!("saving simulated cluster {}", c.name))
+    write_atomic(&cluster_file(dir, &c.name), &bytes)
+        .with_context(|| format!("saving simulated cluster {}", c.name))
 }

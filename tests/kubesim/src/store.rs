@@ -28,7 +28,11 @@ impl ApiError {
         }
     }
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        let what = if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) };
+        let what = if rt.group.is_empty() {
+            rt.plural.clone()
+        } else {
+            format!("{}.{}", rt.plural, rt.group)
+        };
         Self::new(404, "NotFound", format!("{what} \"{name}\" not found"))
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -124,13 +128,25 @@ pub fn now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 fn uid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Leaf field paths of an applied or patched object: what a manager owns.
@@ -147,7 +163,14 @@ pub fn leaf_paths(v: &Value) -> BTreeSet<Vec<String>> {
                         && path[0] == "metadata"
                         && matches!(
                             k.as_str(),
-                            "name" | "namespace" | "resourceVersion" | "uid" | "creationTimestamp" | "managedFields" | "generation" | "deletionTimestamp"
+                            "name"
+                                | "namespace"
+                                | "resourceVersion"
+                                | "uid"
+                                | "creationTimestamp"
+                                | "managedFields"
+                                | "generation"
+                                | "deletionTimestamp"
                         )
                     {
                         continue;
@@ -174,7 +197,9 @@ fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for k in parents {
         match cur.get_mut(k) {
@@ -254,7 +279,12 @@ impl Store {
         for ns in ["default", "kube-system", "kube-public"] {
             if s.get_raw("", "namespaces", "", ns).is_none() {
                 let rt = s.types[0].clone();
-                let _ = s.create(&rt, "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), "kubesim");
+                let _ = s.create(
+                    &rt,
+                    "",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                    "kubesim",
+                );
             }
         }
         s
@@ -290,12 +320,19 @@ impl Store {
     }
 
     pub fn type_of_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
-        self.types.iter().find(|t| t.api_version() == api_version && t.kind == kind).cloned()
+        self.types
+            .iter()
+            .find(|t| t.api_version() == api_version && t.kind == kind)
+            .cloned()
     }
 
     fn register_crd(&mut self, crd: &Value) {
         for t in resources::from_crd(crd) {
-            if !self.types.iter().any(|x| x.group == t.group && x.version == t.version && x.plural == t.plural) {
+            if !self
+                .types
+                .iter()
+                .any(|x| x.group == t.group && x.version == t.version && x.plural == t.plural)
+            {
                 self.types.push(t);
             }
         }
@@ -329,11 +366,18 @@ impl Store {
     }
 
     pub fn get_raw(&self, group: &str, plural: &str, ns: &str, name: &str) -> Option<&Value> {
-        self.data.objects.get(&format!("{group}/{plural}"))?.get(&obj_key(ns, name))
+        self.data
+            .objects
+            .get(&format!("{group}/{plural}"))?
+            .get(&obj_key(ns, name))
     }
 
     fn ns_of(rt: &ResourceType, ns: &str) -> String {
-        if rt.namespaced { ns.to_string() } else { String::new() }
+        if rt.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        }
     }
 
     fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
@@ -341,11 +385,17 @@ impl Store {
             return Ok(());
         }
         match self.get_raw("", "namespaces", "", ns) {
-            None => Err(ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))),
+            None => Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("namespaces \"{ns}\" not found"),
+            )),
             Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::new(
                 403,
                 "Forbidden",
-                format!("unable to create new content in namespace {ns} because it is being terminated"),
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
             )),
             Some(_) => Ok(()),
         }
@@ -368,7 +418,15 @@ impl Store {
             .objects
             .get(&type_key(rt))
             .and_then(|m| m.get(&obj_key(&ns, name)))
-            .map(|o| self.finish(rt, o.clone(), self.data.owners.get(&format!("{}|{}", type_key(rt), obj_key(&ns, name)))))
+            .map(|o| {
+                self.finish(
+                    rt,
+                    o.clone(),
+                    self.data
+                        .owners
+                        .get(&format!("{}|{}", type_key(rt), obj_key(&ns, name))),
+                )
+            })
             .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
@@ -385,33 +443,69 @@ impl Store {
             .get(&type_key(rt))
             .into_iter()
             .flat_map(|m| m.values())
-            .filter(|o| ns.is_none_or(|n| !rt.namespaced || o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(n)))
+            .filter(|o| {
+                ns.is_none_or(|n| {
+                    !rt.namespaced
+                        || o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(n)
+                })
+            })
             .filter(|o| labels.matches(o) && fields.matches(o))
             .map(|o| self.finish(rt, o.clone(), None))
             .collect();
         (items, self.data.rv)
     }
 
-    pub fn create(&mut self, rt: &ResourceType, ns: &str, mut obj: Value, manager: &str) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
         let ns = Self::ns_of(rt, ns);
-        let mut name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty()
-            && let Some(prefix) = obj.pointer("/metadata/generateName").and_then(Value::as_str)
+            && let Some(prefix) = obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
         {
-            let tag: String = (0..5).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
+            let tag: String = (0..5)
+                .map(|_| (b'a' + rand::random::<u8>() % 26) as char)
+                .collect();
             name = format!("{prefix}{tag}");
         }
         if name.is_empty() {
-            return Err(ApiError::new(422, "Invalid", format!("{} is invalid: metadata.name: Required value", rt.kind)));
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!("{} is invalid: metadata.name: Required value", rt.kind),
+            ));
         }
         self.check_namespace(rt, &ns)?;
         let key = obj_key(&ns, &name);
-        if self.data.objects.get(&type_key(rt)).is_some_and(|m| m.contains_key(&key)) {
-            let what = if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) };
-            return Err(ApiError::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists")));
+        if self
+            .data
+            .objects
+            .get(&type_key(rt))
+            .is_some_and(|m| m.contains_key(&key))
+        {
+            let what = if rt.group.is_empty() {
+                rt.plural.clone()
+            } else {
+                format!("{}.{}", rt.plural, rt.group)
+            };
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{what} \"{name}\" already exists"),
+            ));
         }
         let rv = self.bump();
         {
@@ -453,8 +547,14 @@ impl Store {
         let mut owners = Owners::new();
         owners.insert(manager.to_string(), ("Update".into(), leaf_paths(&obj)));
         let stored = self.finish(rt, obj, None);
-        self.data.objects.entry(type_key(rt)).or_default().insert(key.clone(), stored.clone());
-        self.data.owners.insert(format!("{}|{key}", type_key(rt)), owners);
+        self.data
+            .objects
+            .entry(type_key(rt))
+            .or_default()
+            .insert(key.clone(), stored.clone());
+        self.data
+            .owners
+            .insert(format!("{}|{key}", type_key(rt)), owners);
         self.emit(EventType::Added, rt, &stored);
         Ok(stored)
     }
@@ -474,9 +574,14 @@ impl Store {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
-        if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
             && !rv.is_empty()
-            && Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+            && Some(rv)
+                != current
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
         {
             return Err(ApiError::new(
                 409,
@@ -493,7 +598,12 @@ impl Store {
             obj = next;
         } else {
             // The server's own fields are kept.
-            for k in ["uid", "creationTimestamp", "deletionTimestamp", "generation"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "generation",
+            ] {
                 if let Some(v) = current["metadata"].get(k) {
                     obj["metadata"][k] = v.clone();
                 }
@@ -534,9 +644,16 @@ impl Store {
                 o.remove("managedFields");
             }
         }
-        let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let spec_changed = current.get("spec") != next.get("spec");
-        next["metadata"]["generation"] = Value::from(if spec_changed { generation + 1 } else { generation });
+        next["metadata"]["generation"] = Value::from(if spec_changed {
+            generation + 1
+        } else {
+            generation
+        });
         // Ownership: the writer takes the fields it wrote.
         let written = applied.unwrap_or_else(|| {
             let before = leaf_paths(&current);
@@ -551,7 +668,9 @@ impl Store {
                 paths.retain(|p| !written.contains(p));
             }
         }
-        let entry = owners.entry(manager.to_string()).or_insert_with(|| (operation.to_string(), BTreeSet::new()));
+        let entry = owners
+            .entry(manager.to_string())
+            .or_insert_with(|| (operation.to_string(), BTreeSet::new()));
         entry.0 = operation.to_string();
         if operation == "Apply" {
             entry.1 = written;
@@ -569,7 +688,11 @@ impl Store {
         if gone {
             return Ok(self.remove(rt, ns, name).unwrap_or(stored));
         }
-        self.data.objects.entry(type_key(rt)).or_default().insert(key, stored.clone());
+        self.data
+            .objects
+            .entry(type_key(rt))
+            .or_default()
+            .insert(key, stored.clone());
         self.emit(EventType::Modified, rt, &stored);
         self.get(rt, ns, name)
     }
@@ -605,8 +728,13 @@ impl Store {
             PatchType::Json => {
                 let ops: json_patch::Patch = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut next, &ops)
-                    .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+                json_patch::patch(&mut next, &ops).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?;
             }
             _ => {
                 let p: Value = serde_json::from_slice(body)
@@ -622,10 +750,22 @@ impl Store {
             only["status"] = next.get("status").cloned().unwrap_or(Value::Null);
             next = only;
         }
-        if let Some(rv) = next.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-            && Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = next
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && Some(rv)
+                != current
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
         {
-            return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified", rt.plural)));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified",
+                    rt.plural
+                ),
+            ));
         }
         self.store_change(rt, &ns, name, current, next, manager, "Update", None)
     }
@@ -634,8 +774,17 @@ impl Store {
     /// and no longer applies are removed unless another manager owns them;
     /// fields another manager owns with a different value conflict unless
     /// `force`.
-    fn apply(&mut self, rt: &ResourceType, ns: &str, name: &str, body: &[u8], manager: &str, force: bool) -> Result<Value, ApiError> {
-        let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
+    fn apply(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        body: &[u8],
+        manager: &str,
+        force: bool,
+    ) -> Result<Value, ApiError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
         let applied: Value = serde_json::from_str(text)
             .or_else(|_| serde_saphyr::from_str(text))
             .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?;
@@ -645,10 +794,14 @@ impl Store {
         if let Some(n) = applied.pointer("/metadata/name").and_then(Value::as_str)
             && n != name
         {
-            return Err(ApiError::bad_request(format!("the name in the body ({n}) does not match the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name in the body ({n}) does not match the URL ({name})"
+            )));
         }
         if manager.is_empty() {
-            return Err(ApiError::bad_request("fieldManager is required for apply patches"));
+            return Err(ApiError::bad_request(
+                "fieldManager is required for apply patches",
+            ));
         }
         let paths = leaf_paths(&applied);
         let current = match self.get(rt, ns, name) {
@@ -676,7 +829,15 @@ impl Store {
             }
         }
         if !conflicts.is_empty() && !force {
-            return Err(ApiError::new(409, "Conflict", format!("Apply failed with {} conflicts: {}", conflicts.len(), conflicts.join(", "))));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    conflicts.len(),
+                    conflicts.join(", ")
+                ),
+            ));
         }
         let mut next = current.clone();
         let others: BTreeSet<Vec<String>> = owners
@@ -728,7 +889,16 @@ impl Store {
             if rt.kind == "Namespace" {
                 next["status"] = json!({"phase": "Terminating"});
             }
-            return self.store_change(rt, &ns, name, current, next, "kubesim", "Update", Some(BTreeSet::new()));
+            return self.store_change(
+                rt,
+                &ns,
+                name,
+                current,
+                next,
+                "kubesim",
+                "Update",
+                Some(BTreeSet::new()),
+            );
         }
         Ok(self.remove(rt, &ns, name).unwrap_or(current))
     }
@@ -744,11 +914,20 @@ impl Store {
             .into_iter()
             .flat_map(|m| m.values())
             .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
-            .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
+            .filter_map(|n| {
+                n.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .collect();
         let mut changed = false;
         for ns in terminating {
-            let namespaced: Vec<ResourceType> = self.types.iter().filter(|t| t.namespaced).cloned().collect();
+            let namespaced: Vec<ResourceType> = self
+                .types
+                .iter()
+                .filter(|t| t.namespaced)
+                .cloned()
+                .collect();
             let mut left = 0;
             for rt in &namespaced {
                 let names: Vec<String> = self
@@ -757,20 +936,31 @@ impl Store {
                     .get(&type_key(rt))
                     .into_iter()
                     .flat_map(|m| m.values())
-                    .filter(|o| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str()))
-                    .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
+                    .filter(|o| {
+                        o.pointer("/metadata/namespace").and_then(Value::as_str)
+                            == Some(ns.as_str())
+                    })
+                    .filter_map(|o| {
+                        o.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .map(String::from)
+                    })
                     .collect();
                 for name in names {
                     if let Ok(obj) = self.delete(rt, &ns, &name) {
                         changed = true;
-                        if obj.pointer("/metadata/deletionTimestamp").is_some() && self.get(rt, &ns, &name).is_ok() {
+                        if obj.pointer("/metadata/deletionTimestamp").is_some()
+                            && self.get(rt, &ns, &name).is_ok()
+                        {
                             left += 1;
                         }
                     }
                 }
             }
             let nsrt = self.types[0].clone();
-            let Ok(n) = self.get(&nsrt, "", &ns) else { continue };
+            let Ok(n) = self.get(&nsrt, "", &ns) else {
+                continue;
+            };
             let finalizers_left = n
                 .pointer("/metadata/finalizers")
                 .and_then(Value::as_array)
@@ -809,16 +999,32 @@ mod tests {
     fn create_get_conflict_and_delete() {
         let mut s = store();
         let rt = cm(&s);
-        let o = s.create(&rt, "default", json!({"metadata": {"name": "a"}, "data": {"k": "v"}}), "t").unwrap();
+        let o = s
+            .create(
+                &rt,
+                "default",
+                json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+                "t",
+            )
+            .unwrap();
         assert_eq!(o["kind"], "ConfigMap");
         assert!(o.pointer("/metadata/uid").is_some());
-        let e = s.create(&rt, "default", json!({"metadata": {"name": "a"}}), "t").unwrap_err();
+        let e = s
+            .create(&rt, "default", json!({"metadata": {"name": "a"}}), "t")
+            .unwrap_err();
         assert_eq!((e.code, e.reason), (409, "AlreadyExists"));
-        let e = s.create(&rt, "nope", json!({"metadata": {"name": "a"}}), "t").unwrap_err();
+        let e = s
+            .create(&rt, "nope", json!({"metadata": {"name": "a"}}), "t")
+            .unwrap_err();
         assert_eq!(e.code, 404);
         let mut stale = o.clone();
         stale["metadata"]["resourceVersion"] = json!("1");
-        assert_eq!(s.update(&rt, "default", "a", stale, false, "t").unwrap_err().code, 409);
+        assert_eq!(
+            s.update(&rt, "default", "a", stale, false, "t")
+                .unwrap_err()
+                .code,
+            409
+        );
         s.delete(&rt, "default", "a").unwrap();
         assert_eq!(s.get(&rt, "default", "a").unwrap_err().code, 404);
     }
@@ -827,12 +1033,51 @@ mod tests {
     fn json_patches_apply_and_bad_ones_are_refused() {
         let mut s = store();
         let rt = cm(&s);
-        s.create(&rt, "default", json!({"metadata": {"name": "p"}, "data": {"a": "1"}}), "t").unwrap();
-        let o = s.patch(&rt, "default", "p", PatchType::Json, br#"[{"op": "add", "path": "/data/b", "value": "2"}]"#, "t", false, false).unwrap();
+        s.create(
+            &rt,
+            "default",
+            json!({"metadata": {"name": "p"}, "data": {"a": "1"}}),
+            "t",
+        )
+        .unwrap();
+        let o = s
+            .patch(
+                &rt,
+                "default",
+                "p",
+                PatchType::Json,
+                br#"[{"op": "add", "path": "/data/b", "value": "2"}]"#,
+                "t",
+                false,
+                false,
+            )
+            .unwrap();
         assert_eq!(o["data"], json!({"a": "1", "b": "2"}));
-        let e = s.patch(&rt, "default", "p", PatchType::Json, br#"[{"op": "remove", "path": "/nope/x"}]"#, "t", false, false).unwrap_err();
+        let e = s
+            .patch(
+                &rt,
+                "default",
+                "p",
+                PatchType::Json,
+                br#"[{"op": "remove", "path": "/nope/x"}]"#,
+                "t",
+                false,
+                false,
+            )
+            .unwrap_err();
         assert_eq!(e.code, 422);
-        let e = s.patch(&rt, "default", "p", PatchType::Merge, b"not json", "t", false, false).unwrap_err();
+        let e = s
+            .patch(
+                &rt,
+                "default",
+                "p",
+                PatchType::Merge,
+                b"not json",
+                "t",
+                false,
+                false,
+            )
+            .unwrap_err();
         assert_eq!(e.code, 400);
     }
 
@@ -841,16 +1086,38 @@ mod tests {
         let mut s = store();
         let rt = cm(&s);
         let apply = |s: &mut Store, body: Value, m: &str, force: bool| {
-            s.patch(&rt, "default", "x", PatchType::Apply, body.to_string().as_bytes(), m, force, false)
+            s.patch(
+                &rt,
+                "default",
+                "x",
+                PatchType::Apply,
+                body.to_string().as_bytes(),
+                m,
+                force,
+                false,
+            )
         };
         apply(&mut s, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1", "b": "2"}}), "m1", false).unwrap();
         // Another manager sets c; m1 stops applying b: b goes, c stays.
-        s.patch(&rt, "default", "x", PatchType::Merge, br#"{"data": {"c": "3"}}"#, "kubectl", false, false).unwrap();
+        s.patch(
+            &rt,
+            "default",
+            "x",
+            PatchType::Merge,
+            br#"{"data": {"c": "3"}}"#,
+            "kubectl",
+            false,
+            false,
+        )
+        .unwrap();
         let o = apply(&mut s, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}}), "m1", false).unwrap();
         assert_eq!(o["data"], json!({"a": "1", "c": "3"}));
         // m1 applying c with another value conflicts, unless forced.
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1", "c": "9"}});
-        assert_eq!(apply(&mut s, body.clone(), "m1", false).unwrap_err().code, 409);
+        assert_eq!(
+            apply(&mut s, body.clone(), "m1", false).unwrap_err().code,
+            409
+        );
         let o = apply(&mut s, body, "m1", true).unwrap();
         assert_eq!(o["data"]["c"], "9");
         let owners = s.owners(&rt, "default", "x").unwrap();
@@ -862,17 +1129,40 @@ mod tests {
         let mut s = store();
         let nsrt = s.types[0].clone();
         let rt = cm(&s);
-        s.create(&nsrt, "", json!({"metadata": {"name": "n"}}), "t").unwrap();
-        s.create(&rt, "n", json!({"metadata": {"name": "a"}}), "t").unwrap();
-        s.create(&rt, "n", json!({"metadata": {"name": "held", "finalizers": ["x/y"]}}), "t").unwrap();
+        s.create(&nsrt, "", json!({"metadata": {"name": "n"}}), "t")
+            .unwrap();
+        s.create(&rt, "n", json!({"metadata": {"name": "a"}}), "t")
+            .unwrap();
+        s.create(
+            &rt,
+            "n",
+            json!({"metadata": {"name": "held", "finalizers": ["x/y"]}}),
+            "t",
+        )
+        .unwrap();
         let n = s.delete(&nsrt, "", "n").unwrap();
         assert_eq!(n["status"]["phase"], "Terminating");
-        assert_eq!(s.create(&rt, "n", json!({"metadata": {"name": "b"}}), "t").unwrap_err().code, 403);
+        assert_eq!(
+            s.create(&rt, "n", json!({"metadata": {"name": "b"}}), "t")
+                .unwrap_err()
+                .code,
+            403
+        );
         s.reap_namespaces();
         assert!(s.get(&rt, "n", "a").is_err());
         assert!(s.get(&rt, "n", "held").is_ok(), "a finalizer holds it");
         assert!(s.get(&nsrt, "", "n").is_ok(), "so the namespace stays");
-        s.patch(&rt, "n", "held", PatchType::Merge, br#"{"metadata": {"finalizers": null}}"#, "t", false, false).unwrap();
+        s.patch(
+            &rt,
+            "n",
+            "held",
+            PatchType::Merge,
+            br#"{"metadata": {"finalizers": null}}"#,
+            "t",
+            false,
+            false,
+        )
+        .unwrap();
         s.reap_namespaces();
         assert!(s.get(&nsrt, "", "n").is_err());
     }
@@ -880,15 +1170,36 @@ mod tests {
     #[test]
     fn crds_become_served_types() {
         let mut s = store();
-        let crd_rt = s.find_type("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
-        assert!(s.find_type("networking.istio.io", "v1", "gateways").is_none());
-        s.create(&crd_rt, "", json!({"metadata": {"name": "gateways.networking.istio.io"}, "spec": {
+        let crd_rt = s
+            .find_type("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
+        assert!(
+            s.find_type("networking.istio.io", "v1", "gateways")
+                .is_none()
+        );
+        s.create(
+            &crd_rt,
+            "",
+            json!({"metadata": {"name": "gateways.networking.istio.io"}, "spec": {
             "group": "networking.istio.io", "scope": "Namespaced",
             "names": {"kind": "Gateway", "plural": "gateways"},
-            "versions": [{"name": "v1", "served": true}, {"name": "v1beta1", "served": true}]}}), "t").unwrap();
-        assert!(s.find_type("networking.istio.io", "v1", "gateways").is_some());
-        assert!(s.find_type("networking.istio.io", "v1beta1", "gateways").is_some());
-        s.delete(&crd_rt, "", "gateways.networking.istio.io").unwrap();
-        assert!(s.find_type("networking.istio.io", "v1", "gateways").is_none());
+            "versions": [{"name": "v1", "served": true}, {"name": "v1beta1", "served": true}]}}),
+            "t",
+        )
+        .unwrap();
+        assert!(
+            s.find_type("networking.istio.io", "v1", "gateways")
+                .is_some()
+        );
+        assert!(
+            s.find_type("networking.istio.io", "v1beta1", "gateways")
+                .is_some()
+        );
+        s.delete(&crd_rt, "", "gateways.networking.istio.io")
+            .unwrap();
+        assert!(
+            s.find_type("networking.istio.io", "v1", "gateways")
+                .is_none()
+        );
     }
 }

@@ -46,7 +46,10 @@ impl Certs {
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs = vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).context("serving certificate")?];
+        let certs = vec![
+            CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+                .context("serving certificate")?,
+        ];
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).context("serving key")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

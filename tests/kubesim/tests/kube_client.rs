@@ -10,12 +10,24 @@ use std::time::Duration;
 
 async fn client(set: &ClusterSet, context: &str) -> Client {
     let kc = kube::config::Kubeconfig::read_from(set.kubeconfig_path()).unwrap();
-    let opts = kube::config::KubeConfigOptions { context: Some(context.into()), ..Default::default() };
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(context.into()),
+        ..Default::default()
+    };
     Client::try_from(Config::from_custom_kubeconfig(kc, &opts).await.unwrap()).unwrap()
 }
 
 async fn open(dir: &std::path::Path, names: &[&str]) -> ClusterSet {
-    ClusterSet::open(dir, names, Options { lb_delay: Duration::from_millis(100), lb_mode: LbMode::Ip }).await.unwrap()
+    ClusterSet::open(
+        dir,
+        names,
+        Options {
+            lb_delay: Duration::from_millis(100),
+            lb_mode: LbMode::Ip,
+        },
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -24,7 +36,8 @@ async fn crud_conflicts_and_errors_as_status() {
     let set = open(dir.path(), &["c1"]).await;
     let c = client(&set, "c1").await;
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "a"}, "data": {"k": "v"}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "a"}, "data": {"k": "v"}})).unwrap();
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     match cms.create(&PostParams::default(), &cm).await {
@@ -40,13 +53,30 @@ async fn crud_conflicts_and_errors_as_status() {
     }
     let mut fresh = cms.get("a").await.unwrap();
     fresh.data = Some([("k".to_string(), "w".to_string())].into());
-    cms.replace("a", &PostParams::default(), &fresh).await.unwrap();
+    cms.replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
     assert_eq!(cms.get("a").await.unwrap().data.unwrap()["k"], "w");
     // Label selectors and a name field selector.
-    let labelled: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "b", "labels": {"app": "x"}}})).unwrap();
+    let labelled: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "b", "labels": {"app": "x"}}})).unwrap();
     cms.create(&PostParams::default(), &labelled).await.unwrap();
-    assert_eq!(cms.list(&ListParams::default().labels("app=x")).await.unwrap().items.len(), 1);
-    assert_eq!(cms.list(&ListParams::default().fields("metadata.name=a")).await.unwrap().items.len(), 1);
+    assert_eq!(
+        cms.list(&ListParams::default().labels("app=x"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        cms.list(&ListParams::default().fields("metadata.name=a"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     match cms.get("a").await {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (404, "NotFound")),
@@ -54,15 +84,28 @@ async fn crud_conflicts_and_errors_as_status() {
     }
     // Into a missing namespace: 404.
     let nowhere: Api<ConfigMap> = Api::namespaced(c.clone(), "nowhere");
-    assert!(matches!(nowhere.create(&PostParams::default(), &cm).await, Err(kube::Error::Api(s)) if s.code == 404));
+    assert!(
+        matches!(nowhere.create(&PostParams::default(), &cm).await, Err(kube::Error::Api(s)) if s.code == 404)
+    );
     // Merge and strategic patches (JSON patch: the store's unit tests).
-    cms.patch("b", &PatchParams::default(), &Patch::Merge(json!({"data": {"m": "1"}}))).await.unwrap();
-    cms.patch("b", &PatchParams::default(), &Patch::Strategic(json!({"data": {"j": "2"}}))).await.unwrap();
+    cms.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"m": "1"}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"data": {"j": "2"}})),
+    )
+    .await
+    .unwrap();
     let b = cms.get("b").await.unwrap().data.unwrap();
     assert_eq!((b["m"].as_str(), b["j"].as_str()), ("1", "2"));
     set.shutdown().await;
 }
-
 
 #[tokio::test]
 async fn server_side_apply_ownership() {
@@ -70,19 +113,56 @@ async fn server_side_apply_ownership() {
     let set = open(dir.path(), &["c1"]).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&set, "c1").await, "default");
     let doc = |data: serde_json::Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": data});
-    cms.patch("s", &PatchParams::apply("one"), &Patch::Apply(doc(json!({"a": "1", "b": "2"})))).await.unwrap();
-    cms.patch("s", &PatchParams::apply("two"), &Patch::Apply(doc(json!({"c": "3"})))).await.unwrap();
+    cms.patch(
+        "s",
+        &PatchParams::apply("one"),
+        &Patch::Apply(doc(json!({"a": "1", "b": "2"}))),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "s",
+        &PatchParams::apply("two"),
+        &Patch::Apply(doc(json!({"c": "3"}))),
+    )
+    .await
+    .unwrap();
     // `one` stops applying b: b goes; c (owned by two) stays.
-    let o = cms.patch("s", &PatchParams::apply("one"), &Patch::Apply(doc(json!({"a": "1"})))).await.unwrap();
+    let o = cms
+        .patch(
+            "s",
+            &PatchParams::apply("one"),
+            &Patch::Apply(doc(json!({"a": "1"}))),
+        )
+        .await
+        .unwrap();
     let data = o.data.unwrap();
-    assert!(data.contains_key("a") && data.contains_key("c") && !data.contains_key("b"), "{data:?}");
+    assert!(
+        data.contains_key("a") && data.contains_key("c") && !data.contains_key("b"),
+        "{data:?}"
+    );
     // `one` taking c with another value conflicts unless forced.
     assert!(matches!(
         cms.patch("s", &PatchParams::apply("one"), &Patch::Apply(doc(json!({"a": "1", "c": "9"})))).await,
         Err(kube::Error::Api(s)) if s.code == 409
     ));
-    cms.patch("s", &PatchParams::apply("one").force(), &Patch::Apply(doc(json!({"a": "1", "c": "9"})))).await.unwrap();
-    let managers: Vec<String> = cms.get("s").await.unwrap().metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
+    cms.patch(
+        "s",
+        &PatchParams::apply("one").force(),
+        &Patch::Apply(doc(json!({"a": "1", "c": "9"}))),
+    )
+    .await
+    .unwrap();
+    let managers: Vec<String> = cms
+        .get("s")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
     assert!(managers.contains(&"one".to_string()), "{managers:?}");
     set.shutdown().await;
 }
@@ -93,35 +173,83 @@ async fn crds_namespaces_controllers_and_watch() {
     let set = open(dir.path(), &["c1"]).await;
     let c = client(&set, "c1").await;
     // A CRD makes its resources served.
-    let crds: Api<kube::api::DynamicObject> = Api::all_with(c.clone(), &kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"), "customresourcedefinitions"));
+    let crds: Api<kube::api::DynamicObject> = Api::all_with(
+        c.clone(),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+            ),
+            "customresourcedefinitions",
+        ),
+    );
     let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": "gateways.networking.istio.io"},
         "spec": {"group": "networking.istio.io", "scope": "Namespaced", "names": {"kind": "Gateway", "plural": "gateways"},
             "versions": [{"name": "v1", "served": true, "storage": true}]}});
-    crds.patch("gateways.networking.istio.io", &PatchParams::apply("t"), &Patch::Apply(&crd)).await.unwrap();
-    let gw_ar = kube::api::ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"), "gateways");
+    crds.patch(
+        "gateways.networking.istio.io",
+        &PatchParams::apply("t"),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let gw_ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"),
+        "gateways",
+    );
     let gws: Api<kube::api::DynamicObject> = Api::namespaced_with(c.clone(), "default", &gw_ar);
     gws.patch("g", &PatchParams::apply("t"), &Patch::Apply(json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "g"}, "spec": {"x": 1}}))).await.unwrap();
     assert_eq!(gws.get("g").await.unwrap().data["spec"]["x"], 1);
     let discovery = kube::Discovery::new(c.clone()).run().await.unwrap();
-    assert!(discovery.groups().any(|g| g.name() == "networking.istio.io"));
+    assert!(
+        discovery
+            .groups()
+            .any(|g| g.name() == "networking.istio.io")
+    );
 
     // Namespace cascade.
     let nss: Api<Namespace> = Api::all(c.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap()).await.unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "n");
-    sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "reader"}})).unwrap()).await.unwrap();
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "reader"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     // Token controller.
     let secrets: Api<Secret> = Api::namespaced(c.clone(), "n");
     secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "tok", "annotations": {"kubernetes.io/service-account.name": "reader"}}, "type": "kubernetes.io/service-account-token"})).unwrap()).await.unwrap();
-    let filled = tokio::time::timeout(Duration::from_secs(10), await_condition(secrets.clone(), "tok", |s: Option<&Secret>| {
-        s.and_then(|s| s.data.as_ref()).is_some_and(|d| d.contains_key("token") && d.contains_key("ca.crt"))
-    })).await.unwrap().unwrap().unwrap();
+    let filled = tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(secrets.clone(), "tok", |s: Option<&Secret>| {
+            s.and_then(|s| s.data.as_ref())
+                .is_some_and(|d| d.contains_key("token") && d.contains_key("ca.crt"))
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
     let token = String::from_utf8(filled.data.unwrap()["token"].0.clone()).unwrap();
     // The token authenticates.
     let kc = kube::config::Kubeconfig::read_from(set.kubeconfig_path()).unwrap();
-    let mut cfg = Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions { context: Some("c1".into()), ..Default::default() }).await.unwrap();
+    let mut cfg = Config::from_custom_kubeconfig(
+        kc,
+        &kube::config::KubeConfigOptions {
+            context: Some("c1".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     cfg.auth_info.token = Some(token.into());
     let as_reader: Api<Namespace> = Api::all(Client::try_from(cfg.clone()).unwrap());
     as_reader.get("n").await.unwrap();
@@ -132,20 +260,54 @@ async fn crds_namespaces_controllers_and_watch() {
     // LB controller.
     let svcs: Api<Service> = Api::namespaced(c.clone(), "n");
     svcs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})).unwrap()).await.unwrap();
-    let svc = tokio::time::timeout(Duration::from_secs(10), await_condition(svcs.clone(), "lb", |s: Option<&Service>| {
-        s.and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()).is_some_and(|i| !i.is_empty())
-    })).await.unwrap().unwrap().unwrap();
-    assert!(svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0].ip.is_some());
+    let svc = tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(svcs.clone(), "lb", |s: Option<&Service>| {
+            s.and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
+                .is_some_and(|i| !i.is_empty())
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(
+        svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0]
+            .ip
+            .is_some()
+    );
     set.cluster("c1").unwrap().set_lb_mode(LbMode::Hostname);
-    svcs.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "elb"}, "spec": {"type": "LoadBalancer"}})).unwrap()).await.unwrap();
-    let elb = tokio::time::timeout(Duration::from_secs(10), await_condition(svcs.clone(), "elb", |s: Option<&Service>| {
-        s.and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()).is_some_and(|i| !i.is_empty())
-    })).await.unwrap().unwrap().unwrap();
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "elb"}, "spec": {"type": "LoadBalancer"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let elb = tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(svcs.clone(), "elb", |s: Option<&Service>| {
+            s.and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
+                .is_some_and(|i| !i.is_empty())
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
     let ing = &elb.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
     assert!(ing.ip.is_none() && ing.hostname.as_deref().unwrap().ends_with("amazonaws.com"));
 
     nss.delete("n", &DeleteParams::default()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), await_condition(nss.clone(), "n", |n: Option<&Namespace>| n.is_none())).await.unwrap().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(nss.clone(), "n", |n: Option<&Namespace>| n.is_none()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(matches!(sas.get("reader").await, Err(kube::Error::Api(s)) if s.code == 404));
     set.shutdown().await;
 }
@@ -156,7 +318,10 @@ async fn faults_accounting_and_persistence() {
     let set = open(dir.path(), &["c1", "c2"]).await;
     let c1 = set.cluster("c1").unwrap();
     let port = c1.port;
-    c1.set_faults(Faults { error_rate: 1.0, ..Default::default() });
+    c1.set_faults(Faults {
+        error_rate: 1.0,
+        ..Default::default()
+    });
     let cms: Api<ConfigMap> = Api::namespaced(client(&set, "c1").await, "default");
     match cms.get("x").await {
         Err(kube::Error::Api(s)) => assert!(s.code == 500 || s.code == 429, "{s:?}"),
@@ -164,14 +329,33 @@ async fn faults_accounting_and_persistence() {
     }
     c1.set_faults(Faults::default());
     c1.clear_requests();
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "kept"}})).unwrap()).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "kept"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let reqs = c1.requests();
-    assert_eq!(reqs.last().map(|r| (r.verb.as_str(), r.status)), Some(("create", 201)));
-    assert_eq!(set.cluster("c2").unwrap().requests().iter().filter(|r| r.verb == "create").count(), 0);
+    assert_eq!(
+        reqs.last().map(|r| (r.verb.as_str(), r.status)),
+        Some(("create", 201))
+    );
+    assert_eq!(
+        set.cluster("c2")
+            .unwrap()
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "create")
+            .count(),
+        0
+    );
     // A second server on the folder is refused while this one runs.
     let again = ClusterSet::open(dir.path(), &["c1"], Options::default()).await;
     assert!(again.is_err());
-    assert_eq!(ClusterSet::running_in(dir.path()).unwrap().contexts, ["c1", "c2"]);
+    assert_eq!(
+        ClusterSet::running_in(dir.path()).unwrap().contexts,
+        ["c1", "c2"]
+    );
     set.shutdown().await;
     assert!(ClusterSet::running_in(dir.path()).is_none());
     // Restarted from the folder: same port, same objects.

@@ -15,7 +15,10 @@ fn usage() -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("istioctl") => std::process::exit(kubesim::istioctl::main(args[1..].to_vec(), std::io::stdin())),
+        Some("istioctl") => std::process::exit(kubesim::istioctl::main(
+            args[1..].to_vec(),
+            std::io::stdin(),
+        )),
         Some("serve") => {}
         _ => usage(),
     }
@@ -26,9 +29,23 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--dir" => dir = it.next().map(PathBuf::from),
-            "--clusters" => clusters = it.next().map(|c| c.split(',').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default(),
+            "--clusters" => {
+                clusters = it
+                    .next()
+                    .map(|c| {
+                        c.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
             "--lb-delay-ms" => {
-                options.lb_delay = std::time::Duration::from_millis(it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()))
+                options.lb_delay = std::time::Duration::from_millis(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
             }
             _ => usage(),
         }
@@ -49,7 +66,8 @@ fn main() {
         }
         println!("kubeconfig: {}", set.kubeconfig_path().display());
         println!("serving simulated clusters until interrupted (Ctrl-C)");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
