@@ -451,19 +451,39 @@ async fn client(a: &Args) -> Result<kube::Client, String> {
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
+/// Like client-go under istioctl: 429, 5xx and connection errors are
+/// retried with backoff; other errors are answers.
+async fn retry<T, F, Fut>(mut op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(kube::Error::Api(s)) if (s.code == 429 || s.code >= 500) && attempt < 8 => {}
+            Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if attempt < 8 => {}
+            other => return other,
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        attempt += 1;
+    }
+}
+
 async fn install(a: &Args, objects: &[Value]) -> Result<(), String> {
     let client = client(a).await?;
     let pp = PatchParams::apply(MANAGER).force();
     for obj in objects {
         let (api, name) = api_for(&client, obj);
-        api.patch(&name, &pp, &Patch::Apply(obj))
-            .await
-            .map_err(|e| {
-                format!(
-                    "failed to apply {} {name}: {e}",
-                    obj["kind"].as_str().unwrap_or("")
-                )
-            })?;
+        let patch = Patch::Apply(obj);
+        retry(|| api.patch(&name, &pp, &patch)).await.map_err(|e| {
+            format!(
+                "failed to apply {} {name}: {e}",
+                obj["kind"].as_str().unwrap_or("")
+            )
+        })?;
     }
     Ok(())
 }
@@ -507,8 +527,8 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
             for (api_version, kind, _) in KINDS {
                 let ar = api_resource(api_version, kind);
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-                let list = api
-                    .list(&ListParams::default().labels(&selector))
+                let lp = ListParams::default().labels(&selector);
+                let list = retry(|| api.list(&lp))
                     .await
                     .map_err(|e| format!("listing {kind}: {e}"))?;
                 for o in list.items {
@@ -524,7 +544,8 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
     let mut n = 0;
     for obj in doomed.iter().rev() {
         let (api, name) = api_for(&client, obj);
-        match api.delete(&name, &DeleteParams::default()).await {
+        let dp = DeleteParams::default();
+        match retry(|| api.delete(&name, &dp)).await {
             Ok(_) => n += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
