@@ -266,11 +266,33 @@ fn resource_list(cluster: &Cluster, group: &str, version: &str) -> Value {
 }
 
 async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    req.into_body()
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if ctype.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body content type {ctype} is not supported by kubesim: send JSON"),
+        ));
+    }
+    let protobuf = ctype.contains("protobuf");
+    let bytes = req
+        .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
-        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+    if protobuf {
+        // kubectl's typed commands send protobuf; answer as if it were JSON.
+        let v = crate::protobuf::decode(&bytes)
+            .map_err(|m| ApiError::new(415, "UnsupportedMediaType", m))?;
+        return Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()));
+    }
+    Ok(bytes)
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
@@ -376,7 +398,7 @@ async fn resource(
                 Ok(b) => b,
                 Err(e) => return ("create".into(), error_response(&e)),
             };
-            if q.get("dryRun").is_some() {
+            if q.contains_key("dryRun") {
                 return ("create".into(), json_response(201, &body));
             }
             let r = cluster.store().create(&rt, &ns_str, body, &manager);
