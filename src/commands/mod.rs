@@ -13,6 +13,14 @@ use engine::topology::{self, StepGraph};
 use std::path::{Path, PathBuf};
 
 pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
+    // The sandbox folder may also hold the state (`--state DIR/…`), which is
+    // locked before the sandbox starts: make sure the folder is there.
+    if let Some(dir) = &cli.sandbox
+        && !matches!(cli.command, Command::SandboxIstioctl { .. })
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
+    }
     match &cli.command {
         Command::Validate => {
             load_mesh(&cli.file)?;

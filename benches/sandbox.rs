@@ -1,0 +1,87 @@
+//! Apply at scale on simulated clusters: `cargo bench --bench sandbox`.
+//!
+//! One primary with 50 remotes (151 steps) on kubesim, with simulated
+//! install times (istioctl 1 s, load balancer 1 s), applied with
+//! `--parallelism 64`. The critical path is the longest chain of simulated
+//! delays: install-control-plane (1 s) → install-eastwest-gateway (1 s) →
+//! eastwest-address (1 s) → install-remote (1 s) → attach = 4 s. Also
+//! reported: API requests per step, and the time of a refresh of the 151
+//! recorded steps (`mesh plan`).
+
+use kubesim::{ClusterSet, LbMode, Options};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const REMOTES: usize = 50;
+const DELAY_MS: u64 = 1000;
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::from(
+        "[mesh]\nid = \"bench\"\n\n[[cluster]]\nname = \"p\"\ncontext = \"ctx-p\"\nnetwork = \"n1\"\nrole = \"primary\"\n",
+    );
+    let mut contexts = vec!["ctx-p".to_string()];
+    for r in 0..REMOTES {
+        toml.push_str(&format!("\n[[cluster]]\nname = \"r{r}\"\ncontext = \"ctx-r{r}\"\nnetwork = \"n1\"\nrole = \"remote\"\nprimary = \"p\"\n"));
+        contexts.push(format!("ctx-r{r}"));
+    }
+    std::fs::write(dir.path().join("mesh.toml"), &toml).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refs: Vec<&str> = contexts.iter().map(String::as_str).collect();
+    let set = rt
+        .block_on(ClusterSet::open(
+            &dir.path().join("sandbox"),
+            &refs,
+            Options {
+                lb_delay: Duration::from_millis(DELAY_MS),
+                lb_mode: LbMode::Ip,
+            },
+        ))
+        .unwrap();
+    let mesh = |args: &[&str]| {
+        let t0 = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .current_dir(dir.path())
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", DELAY_MS.to_string())
+            .env("NO_COLOR", "1")
+            .args(["--sandbox", "sandbox"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t0.elapsed()
+    };
+    let apply = mesh(&["apply", "--auto-approve", "--parallelism", "64"]);
+    let critical = Duration::from_millis(4 * DELAY_MS);
+    let requests: usize = set.clusters().map(|c| c.requests().len()).sum();
+    let steps = 4 + 3 * REMOTES;
+    println!(
+        "apply of {steps} steps at --parallelism 64: {:.2} s; critical path {:.2} s; ratio {:.3} (target <= 1.1)",
+        apply.as_secs_f64(),
+        critical.as_secs_f64(),
+        apply.as_secs_f64() / critical.as_secs_f64()
+    );
+    println!(
+        "API requests during apply: {requests} ({:.1} per step, mesh and the simulated istioctl together)",
+        requests as f64 / steps as f64
+    );
+    for c in set.clusters() {
+        c.clear_requests();
+    }
+    let mut refreshes = Vec::new();
+    for _ in 0..5 {
+        refreshes.push(mesh(&["plan", "--detailed-exitcode"]));
+    }
+    refreshes.sort();
+    let requests: usize = set.clusters().map(|c| c.requests().len()).sum();
+    println!(
+        "plan with refresh of {steps} recorded steps: median {:.0} ms (whole command); {:.1} API requests per step",
+        refreshes[2].as_secs_f64() * 1000.0,
+        requests as f64 / 5.0 / steps as f64
+    );
+    rt.block_on(set.shutdown());
+}
