@@ -1,10 +1,11 @@
 //! Apply at scale on simulated clusters: `cargo bench --bench sandbox`.
 //!
-//! One primary with 50 remotes (151 steps) on kubesim, with simulated
-//! install times (istioctl 1 s, load balancer 1 s), applied with
-//! `--parallelism 64`. The critical path is the longest chain of simulated
-//! delays: install-control-plane (1 s) → install-eastwest-gateway (1 s) →
-//! eastwest-address (1 s) → install-remote (1 s) → attach = 4 s. Also
+//! One primary with 50 remotes (154 steps) on kubesim, with simulated
+//! install times D (istioctl D, load balancer D; D = 2 s by default,
+//! `MESH_BENCH_DELAY_MS` to change it), applied with `--parallelism 64`. The
+//! critical path is the longest chain of simulated delays:
+//! install-control-plane (D) → install-eastwest-gateway (D) →
+//! eastwest-address (D) → install-remote (D) → attach = 4 D. Also
 //! reported: API requests per step, and the time of a refresh of the 151
 //! recorded steps (`mesh plan`).
 
@@ -13,9 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const REMOTES: usize = 50;
-const DELAY_MS: u64 = 1000;
 
 fn main() {
+    let delay_ms: u64 = std::env::var("MESH_BENCH_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let dir = tempfile::tempdir().unwrap();
     let mut toml = String::from(
         "[mesh]\nid = \"bench\"\n\n[[cluster]]\nname = \"p\"\ncontext = \"ctx-p\"\nnetwork = \"n1\"\nrole = \"primary\"\n",
@@ -33,7 +34,7 @@ fn main() {
             &dir.path().join("sandbox"),
             &refs,
             Options {
-                lb_delay: Duration::from_millis(DELAY_MS),
+                lb_delay: Duration::from_millis(delay_ms),
                 lb_mode: LbMode::Ip,
             },
         ))
@@ -42,7 +43,7 @@ fn main() {
         let t0 = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
             .current_dir(dir.path())
-            .env("KUBESIM_ISTIOCTL_DELAY_MS", DELAY_MS.to_string())
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", delay_ms.to_string())
             .env("NO_COLOR", "1")
             .args(["--sandbox", "sandbox"])
             .args(args)
@@ -56,7 +57,7 @@ fn main() {
         t0.elapsed()
     };
     let apply = mesh(&["apply", "--auto-approve", "--parallelism", "64"]);
-    let critical = Duration::from_millis(4 * DELAY_MS);
+    let critical = Duration::from_millis(4 * delay_ms);
     let requests: usize = set.clusters().map(|c| c.requests().len()).sum();
     let steps = 4 + 3 * REMOTES;
     println!(

@@ -308,7 +308,7 @@ impl Cluster {
         };
         let sa = sa.to_string();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             let token = {
                 let b: [u8; 24] = rand::random();
                 format!(
