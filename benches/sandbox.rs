@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 const REMOTES: usize = 50;
 
 fn main() {
-    let delay_ms: u64 = std::env::var("MESH_BENCH_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let delay_ms: u64 = std::env::var("MESH_BENCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let dir = tempfile::tempdir().unwrap();
     let mut toml = String::from(
         "[mesh]\nid = \"bench\"\n\n[[cluster]]\nname = \"p\"\ncontext = \"ctx-p\"\nnetwork = \"n1\"\nrole = \"primary\"\n",
