@@ -683,3 +683,58 @@ fn a_hostname_load_balancer_is_refused_with_the_eks_explanation() {
         "{out}"
     );
 }
+
+#[test]
+fn a_saved_plan_applies_once_then_is_stale() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["plan", "--out", "seed.plan"]));
+    let out = ok(&w.mesh(&["apply", "seed.plan"]));
+    assert!(out.contains("Apply complete: 7 created"), "{out}");
+    let o = w.mesh(&["apply", "seed.plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("stale plan"), "{}", text(&o));
+}
+
+#[test]
+fn an_unknown_context_and_a_wrong_istio_version_are_clear_errors() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    // Point cluster2 at a context the kubeconfig does not have.
+    std::fs::write(
+        w.path("mesh.toml"),
+        SEED.replace("context = \"kind-cluster2\"", "context = \"kind-nowhere\""),
+    )
+    .unwrap();
+    // Outside the sandbox, with the sandbox's kubeconfig: the context is looked up for real.
+    let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(w.dir.path())
+        .args([
+            "--kubeconfig",
+            w.set().kubeconfig_path().to_str().unwrap(),
+            "plan",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(
+        out.contains("kind-nowhere") && out.contains("cluster2") && out.contains("--no-refresh"),
+        "{out}"
+    );
+
+    std::fs::write(
+        w.path("mesh.toml"),
+        SEED.replace(
+            "id = \"mesh1\"",
+            "id = \"mesh1\"\nistio_version = \"1.99.0\"",
+        ),
+    )
+    .unwrap();
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(
+        out.contains("1.99.0") && out.contains("1.28.0") && out.contains("istio_version"),
+        "{out}"
+    );
+}
