@@ -94,3 +94,40 @@ impl Recorded<'_> {
         self.outputs.get(key).and_then(Value::as_str)
     }
 }
+
+/// `istioctl install -y -f -` of a rendered IstioOperator: the apply of the
+/// three install steps, which differ only in their document.
+pub async fn istioctl_install(
+    env: &Env,
+    step: &str,
+    target: &crate::rendered::Target,
+    rendered: &crate::rendered::Rendered,
+    what: &str,
+) -> Result<Applied, StepError> {
+    env.say(step, &format!("istioctl install ({what})…"));
+    let log = env
+        .istioctl
+        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
+        .await?;
+    Ok(Applied {
+        outputs: BTreeMap::new(),
+        log: log.output,
+    })
+}
+
+/// A read that checks one object a step installed is there: drift
+/// "`<Kind> <ns>/<name>` missing" otherwise.
+pub async fn expect_present(
+    env: &Env,
+    target: &crate::rendered::Target,
+    (api_version, kind, namespace, name): (&str, &str, &str, &str),
+) -> Result<crate::observe::Observation, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    let doc = serde_json::json!({"apiVersion": api_version, "kind": kind,
+        "metadata": {"name": name, "namespace": namespace}});
+    let mut obs = crate::observe::Observation::default();
+    if crate::k8s::get(&conn, &doc).await?.is_none() {
+        obs.drift.push(format!("{kind} {namespace}/{name} missing"));
+    }
+    Ok(obs)
+}

@@ -76,15 +76,7 @@ pub async fn apply(
     target: &Target,
     rendered: &Rendered,
 ) -> Result<Applied, StepError> {
-    env.say(step, "istioctl install (control plane)…");
-    let log = env
-        .istioctl
-        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
-        .await?;
-    Ok(Applied {
-        outputs: Default::default(),
-        log: log.output,
-    })
+    crate::env::istioctl_install(env, step, target, rendered, "control plane").await
 }
 
 /// Drift: istiod's Deployment missing.
@@ -93,16 +85,13 @@ pub async fn read(
     target: &Target,
     recorded: &Recorded<'_>,
 ) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
     let name = istiod_name(recorded_revision(recorded).as_deref());
-    let doc = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": crate::k8s::ISTIO_NAMESPACE}});
-    let mut obs = Observation::default();
-    if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift
-            .push(format!("Deployment istio-system/{name} (istiod) missing"));
-    }
-    Ok(obs)
+    crate::env::expect_present(
+        env,
+        target,
+        ("apps/v1", "Deployment", crate::k8s::ISTIO_NAMESPACE, &name),
+    )
+    .await
 }
 
 /// `istioctl uninstall -y --purge`, then the istio-system namespace is deleted.

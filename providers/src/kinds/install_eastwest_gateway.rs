@@ -75,15 +75,7 @@ pub async fn apply(
     target: &Target,
     rendered: &Rendered,
 ) -> Result<Applied, StepError> {
-    env.say(step, "istioctl install (east-west gateway)…");
-    let log = env
-        .istioctl
-        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
-        .await?;
-    Ok(Applied {
-        outputs: Default::default(),
-        log: log.output,
-    })
+    crate::env::istioctl_install(env, step, target, rendered, "east-west gateway").await
 }
 
 /// Drift: the gateway's Service missing.
@@ -92,15 +84,17 @@ pub async fn read(
     target: &Target,
     _recorded: &Recorded<'_>,
 ) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "istio-eastwestgateway", "namespace": crate::k8s::ISTIO_NAMESPACE}});
-    let mut obs = Observation::default();
-    if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift
-            .push("Service istio-system/istio-eastwestgateway missing".into());
-    }
-    Ok(obs)
+    crate::env::expect_present(
+        env,
+        target,
+        (
+            "v1",
+            "Service",
+            crate::k8s::ISTIO_NAMESPACE,
+            "istio-eastwestgateway",
+        ),
+    )
+    .await
 }
 
 /// `istioctl uninstall -y -f <the recorded document>`.

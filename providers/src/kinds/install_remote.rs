@@ -66,15 +66,7 @@ pub async fn apply(
             "{step} cannot run yet: its input still has values known only after apply (the primary's east-west address)"
         )));
     }
-    env.say(step, "istioctl install (remote profile)…");
-    let log = env
-        .istioctl
-        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
-        .await?;
-    Ok(Applied {
-        outputs: Default::default(),
-        log: log.output,
-    })
+    crate::env::istioctl_install(env, step, target, rendered, "remote profile").await
 }
 
 /// Drift: the reader ServiceAccount (which `attach` needs) missing.
@@ -83,15 +75,17 @@ pub async fn read(
     target: &Target,
     _recorded: &Recorded<'_>,
 ) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let doc = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "istio-reader-service-account", "namespace": crate::k8s::ISTIO_NAMESPACE}});
-    let mut obs = Observation::default();
-    if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift
-            .push("ServiceAccount istio-system/istio-reader-service-account missing".into());
-    }
-    Ok(obs)
+    crate::env::expect_present(
+        env,
+        target,
+        (
+            "v1",
+            "ServiceAccount",
+            crate::k8s::ISTIO_NAMESPACE,
+            "istio-reader-service-account",
+        ),
+    )
+    .await
 }
 
 /// `istioctl uninstall -y --purge` on the remote.
