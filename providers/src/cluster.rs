@@ -214,3 +214,62 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Status::failure("x", "X").with_code(code).boxed())
+    }
+
+    #[test]
+    fn what_is_retried() {
+        assert_eq!(retry_after(&api(429)), Some(None));
+        assert_eq!(retry_after(&api(500)), Some(None));
+        assert_eq!(retry_after(&api(503)), Some(None));
+        assert_eq!(retry_after(&api(404)), None);
+        assert_eq!(retry_after(&api(409)), None);
+        let s: Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 429, "reason": "TooManyRequests", "message": "slow down",
+            "details": {"retryAfterSeconds": 3}
+        }))
+        .unwrap();
+        assert_eq!(
+            retry_after(&kube::Error::Api(s.boxed())),
+            Some(Some(Duration::from_secs(3)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_retries_then_the_error() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = with_retries(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(api(500))
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = with_retries(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(api(403))
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "4xx is not retried");
+        let calls = AtomicU32::new(0);
+        let r = with_retries(|| async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(api(429))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+    }
+}

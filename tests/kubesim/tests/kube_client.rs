@@ -366,3 +366,35 @@ async fn faults_accounting_and_persistence() {
     cms.get("kept").await.unwrap();
     set.shutdown().await;
 }
+
+#[tokio::test]
+async fn latency_and_refused_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = open(dir.path(), &["c1"]).await;
+    let c1 = set.cluster("c1").unwrap();
+    let nss: Api<Namespace> = Api::all(client(&set, "c1").await);
+    c1.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let t0 = std::time::Instant::now();
+    nss.get("default").await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    c1.set_faults(Faults {
+        refuse_connections: true,
+        ..Default::default()
+    });
+    // A new client opens a new connection, which is closed at once.
+    let fresh: Api<Namespace> = Api::all(client(&set, "c1").await);
+    assert!(matches!(
+        fresh.get("default").await,
+        Err(kube::Error::HyperError(_) | kube::Error::Service(_))
+    ));
+    c1.set_faults(Faults::default());
+    fresh.get("default").await.unwrap();
+    set.shutdown().await;
+}
