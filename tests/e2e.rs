@@ -738,3 +738,45 @@ fn an_unknown_context_and_a_wrong_istio_version_are_clear_errors() {
         "{out}"
     );
 }
+
+#[test]
+fn ctrl_c_lets_running_steps_finish_and_saves_the_state() {
+    let w = World::new(SEED);
+    let child = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // install-control-plane is running (its istioctl takes a second).
+    std::thread::sleep(Duration::from_millis(400));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("Interrupted"), "{out}");
+    let st = w.state();
+    assert_eq!(
+        st.steps["cluster1/install-control-plane"].status,
+        state::Status::Applied,
+        "the running step finished"
+    );
+    assert!(
+        !st.steps.contains_key("cluster1/install-eastwest-gateway"),
+        "nothing new started"
+    );
+    let out = ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert!(
+        !out.contains("cluster1/install-control-plane: created"),
+        "finished steps are not run again: {out}"
+    );
+    assert_eq!(
+        w.mesh(&["plan", "--detailed-exitcode"]).status.code(),
+        Some(0)
+    );
+}
