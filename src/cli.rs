@@ -182,33 +182,7 @@ pub enum StateCommand {
 
 /// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            num.push(ch);
-            continue;
-        }
-        let unit = match ch {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h")),
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        num.clear();
-    }
-    if !num.is_empty() || s.is_empty() {
-        return Err(format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h"));
-    }
-    Ok(Duration::from_secs(total))
+    engine::config::parse_duration(s)
 }
 
 #[cfg(test)]

@@ -40,3 +40,45 @@ impl Output {
         }
     }
 }
+
+/// Writes to stdout; a closed pipe (`mesh plan | head`) is not an error
+/// worth dying for, so write errors are ignored (`println!` would panic).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` without the panic on a closed stdout.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout();
+        let _ = write!(o, $($arg)*);
+        let _ = o.flush();
+    }};
+}
+
+/// Writes to stderr, ignoring a closed stderr: an apply must never die
+/// half-way because nobody reads its progress (`mesh apply 2>&1 | head`).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` without the panic on a closed stderr.
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut e = std::io::stderr();
+        let _ = write!(e, $($arg)*);
+        let _ = e.flush();
+    }};
+}

@@ -43,7 +43,7 @@ impl View {
             Some(m) => {
                 let _ = m.println(text);
             }
-            None => eprintln!("{text}"),
+            None => crate::errln!("{text}"),
         }
     }
 

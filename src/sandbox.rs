@@ -69,6 +69,16 @@ impl Sandbox {
         })
     }
 
+    /// Saves the simulated clusters this command runs, now: called before
+    /// every state write, so a killed mesh never leaves a state that records
+    /// more than the clusters kept (they would disagree after a restart).
+    pub fn flush(&self) -> Result<()> {
+        match &self.started {
+            Some(set) => set.flush().context("saving the sandbox clusters"),
+            None => Ok(()),
+        }
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.kubeconfig.clone()
     }

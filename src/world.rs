@@ -19,7 +19,7 @@ pub struct World {
 
 impl World {
     pub async fn open(cli: &Cli, mesh: &MeshFile, view: Arc<View>) -> Result<World> {
-        let (kubeconfig, istioctl, sandbox) = match &cli.sandbox {
+        let (kubeconfig, mut istioctl, sandbox) = match &cli.sandbox {
             Some(dir) => {
                 let sb = crate::sandbox::Sandbox::open(dir, mesh).await?;
                 (Some(sb.kubeconfig()), sb.istioctl()?, Some(sb))
@@ -33,6 +33,8 @@ impl World {
                 (cli.kubeconfig.clone(), Istioctl::new(program), None)
             }
         };
+        istioctl.readiness_timeout = mesh.istioctl.readiness_timeout;
+        istioctl.timeout = mesh.istioctl.timeout;
         let mut env = Env::new(
             Clusters::new(kubeconfig.clone()),
             istioctl,
@@ -49,6 +51,15 @@ impl World {
     /// The kubeconfig for clusters without their own `kubeconfig` key.
     pub fn default_kubeconfig(&self) -> Option<PathBuf> {
         self.kubeconfig.clone()
+    }
+
+    /// Makes what the clusters did so far durable before the state records
+    /// it. Real clusters are durable already; the sandbox saves its clusters.
+    pub fn before_record(&self) -> Result<(), String> {
+        match &self.sandbox {
+            Some(sb) => sb.flush().map_err(|e| format!("{e:#}")),
+            None => Ok(()),
+        }
     }
 
     /// Stops the sandbox's simulated clusters (saving them) if this command

@@ -274,10 +274,23 @@ pub async fn apply(
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
         match event {
-            Event::Started(t) => progress(Progress::Started {
-                step: &t.id,
-                action: action(&t.id),
-            }),
+            Event::Started(t) => {
+                // Recorded tainted before it runs: if mesh dies while the
+                // step runs (kill -9, a crash, a lost terminal), the state
+                // already says its work may be half done, and the next
+                // apply runs it again. Finishing records it applied.
+                let input = current_input(&st, &graph, &t.id);
+                taint(&mut st, &graph, &t.id, input.as_ref(), now());
+                if let Err(e) = persist(&mut st) {
+                    progress(Progress::StateError { error: &e });
+                    state_error.get_or_insert(e);
+                    let _ = halt_tx.send(Stop::Graceful);
+                }
+                progress(Progress::Started {
+                    step: &t.id,
+                    action: action(&t.id),
+                })
+            }
             Event::Finished {
                 task,
                 result,
@@ -332,17 +345,7 @@ pub async fn apply(
                 }
             }
             Event::Aborted(t) => {
-                let input = graph.get(&t.id).map(|step| {
-                    let lookup = |sid: &str, key: &str| match st
-                        .steps
-                        .get(sid)
-                        .and_then(|r| r.outputs.get(key))
-                    {
-                        Some(v) => Known::Known(v.clone()),
-                        None => Known::AfterApply,
-                    };
-                    planner::render_step(step, &lookup)
-                });
+                let input = current_input(&st, &graph, &t.id);
                 taint(&mut st, &graph, &t.id, input.as_ref(), now());
                 if let Err(e) = persist(&mut st) {
                     state_error.get_or_insert(e);
@@ -364,6 +367,18 @@ pub async fn apply(
             state_error,
         },
     )
+}
+
+/// A step's input rendered with the outputs recorded so far.
+fn current_input(st: &State, graph: &StepGraph, id: &str) -> Option<RenderedInput> {
+    graph.get(id).map(|step| {
+        let lookup = |sid: &str, key: &str| match st.steps.get(sid).and_then(|r| r.outputs.get(key))
+        {
+            Some(v) => Known::Known(v.clone()),
+            None => Known::AfterApply,
+        };
+        planner::render_step(step, &lookup)
+    })
 }
 
 /// Marks a step tainted: a failed create is recorded with the input it tried;

@@ -113,6 +113,8 @@ pub async fn execute<R: Runner>(
     let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| remaining[i] == 0).collect();
     let mut running: JoinSet<Finished<R>> = JoinSet::new();
     let mut started: HashSet<usize> = HashSet::new();
+    // Which task each tokio task runs, so a panicked one can be named.
+    let mut spawned: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut report = Report::default();
     let mut halted = false;
     let mut stop_open = true;
@@ -131,27 +133,32 @@ pub async fn execute<R: Runner>(
             started.insert(i);
             on_event(Event::Started(task));
             let fut = runner.run(task);
-            running.spawn(async move {
+            let handle = running.spawn(async move {
                 let t0 = Instant::now();
                 let result = fut.await;
                 (i, result, t0.elapsed())
             });
+            spawned.insert(handle.id(), i);
         }
         if running.is_empty() {
             break;
         }
         tokio::select! {
-            joined = running.join_next() => {
+            joined = running.join_next_with_id() => {
                 let Some(joined) = joined else { break };
                 let (i, result, elapsed) = match joined {
-                    Ok(v) => v,
-                    // A runner that panicked: nothing to record but the
-                    // failure, which the panic hook has printed.
-                    Err(e) if e.is_panic() => {
+                    Ok((_, v)) => v,
+                    // A runner that panicked (a bug): its work may be half
+                    // done, so it is reported as aborted (the caller taints
+                    // it) and nothing new starts.
+                    Err(e) => {
+                        if let Some(&i) = spawned.get(&e.id()) {
+                            on_event(Event::Aborted(&tasks[i]));
+                            report.aborted.push(tasks[i].id.clone());
+                        }
                         halted = true;
                         continue;
                     }
-                    Err(_) => continue,
                 };
                 let task = &tasks[i];
                 on_event(Event::Finished { task, result: &result, elapsed });
@@ -183,7 +190,12 @@ pub async fn execute<R: Runner>(
     // An abort leaves running tasks behind: drop them and say so.
     if !running.is_empty() {
         running.abort_all();
-        let finished: HashSet<&String> = report.succeeded.iter().chain(&report.failed).collect();
+        let finished: HashSet<&String> = report
+            .succeeded
+            .iter()
+            .chain(&report.failed)
+            .chain(&report.aborted)
+            .collect();
         let unfinished: Vec<usize> = started
             .iter()
             .copied()

@@ -87,16 +87,24 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                 network: p.network.clone(),
                 revision: revision.clone(),
                 external_istiod: !remotes.is_empty(),
+                istio_version: mesh.mesh.istio_version.clone(),
                 values: p.values.clone(),
             }),
         ))?;
+        // DESIGN.md "Topologies and trust": a primary without remotes needs
+        // no east-west gateway (on one network), no address wait, and no
+        // istiod exposed on a public load balancer for nobody.
+        if remotes.is_empty() {
+            continue;
+        }
         b.add(step(
             StepKind::InstallEastwestGateway,
             target(p),
             StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
                 network: p.network.clone(),
                 revision: revision.clone(),
-                values: p.values.clone(),
+                values: p.eastwest_values.clone(),
+                istio_version: mesh.mesh.istio_version.clone(),
             }),
         ))?;
         b.depend(&ew, &cp);
@@ -143,6 +151,7 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                     primary: p.name.clone(),
                     revision: revision.clone(),
                     values: r.values.clone(),
+                    istio_version: mesh.mesh.istio_version.clone(),
                 }),
             ))?;
             b.depend(&remote, &prep);
@@ -194,6 +203,7 @@ mod tests {
             kubeconfig: None,
             api_server: None,
             values: Map::new(),
+            eastwest_values: Map::new(),
         }
     }
 
@@ -271,9 +281,12 @@ mod tests {
     }
 
     #[test]
-    fn a_primary_without_remotes_has_no_external_istiod() {
+    fn a_primary_without_remotes_is_only_its_control_plane() {
+        // No east-west gateway, address wait or exposed istiod for nobody
+        // (DESIGN.md, "Topologies and trust"; one network, no remotes).
         let g = compile(&mesh(vec![cluster("solo", Role::Primary, None)])).unwrap();
-        assert_eq!(g.len(), 4);
+        let ids: Vec<&str> = g.in_order().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["solo/install-control-plane"]);
         match &g.get("solo/install-control-plane").unwrap().input {
             StepInput::InstallControlPlane(i) => assert!(!i.external_istiod),
             other => panic!("unexpected {other:?}"),

@@ -88,7 +88,7 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
         let head = format!("{} {} ({})", symbol(c.action), c.step, c.action.as_str());
         let _ = writeln!(out, "{}", paint(&format!("{BOLD}{color}"), &head));
         if let Some(r) = &c.reason {
-            let _ = writeln!(out, "    reason: {r}");
+            let _ = writeln!(out, "    reason: {}", printable(r));
         }
         for line in body(c).lines() {
             let painted = match line.chars().next() {
@@ -214,7 +214,7 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
                 c.step,
                 cell(&c.kind),
                 cell(&c.cluster),
-                cell(c.reason.as_deref().unwrap_or(""))
+                cell(&printable(c.reason.as_deref().unwrap_or("")))
             )
         })
         .collect();
@@ -304,6 +304,22 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
         out.push_str(close);
     }
     out
+}
+
+/// A reason made safe for a terminal or a comment: reasons quote what a
+/// cluster reported, so control characters (ESC sequences, newlines) are
+/// escaped rather than printed.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_debug().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,13 +35,20 @@ pub enum ClusterError {
         context: String,
         reason: String,
     },
+    /// A document mesh cannot send (from a damaged state record).
+    #[error(
+        "a recorded document cannot be used: {detail}. The state may be damaged: \
+         restore it from its `.backup`"
+    )]
+    Document { detail: String },
     #[error("cluster `{cluster}` (context `{context}`): {what} failed: {source}")]
     Api {
         cluster: String,
         context: String,
         what: String,
+        /// Boxed: kube's error is large, and every step result carries this.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -62,7 +69,7 @@ impl Connection {
             cluster: self.cluster.clone(),
             context: self.context.clone(),
             what: what.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

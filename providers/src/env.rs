@@ -70,15 +70,28 @@ pub struct Recorded<'a> {
 }
 
 impl Recorded<'_> {
-    /// The recorded YAML documents, parsed.
-    pub fn documents(&self) -> Vec<Value> {
-        let yaml: String = self
-            .input
-            .lines()
-            .filter(|l| !l.starts_with("# context:"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        serde_saphyr::from_multiple::<Value>(&yaml).unwrap_or_default()
+    /// The recorded YAML documents, parsed. A record that is not a list of
+    /// Kubernetes-shaped documents (a hand-edited or damaged state) is an
+    /// error that says so, never a panic further down.
+    pub fn documents(&self) -> Result<Vec<Value>, StepError> {
+        let corrupt = |why: String| {
+            StepError::Failed(format!(
+                "the state's record of this step is damaged: its `input` {why}. \
+                 Restore the state from its `.backup`, or re-create the record with `mesh apply`"
+            ))
+        };
+        let docs = serde_saphyr::from_multiple::<Value>(&self.yaml())
+            .map_err(|e| corrupt(format!("is not YAML ({e})")))?;
+        for (i, doc) in docs.iter().enumerate() {
+            let field = |k: &str| doc.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+            if !doc.is_object() || field("apiVersion").is_none() || field("kind").is_none() {
+                return Err(corrupt(format!(
+                    "document {} is not a Kubernetes object with `apiVersion` and `kind`",
+                    i + 1
+                )));
+            }
+        }
+        Ok(docs)
     }
 
     /// The recorded YAML without the context line.

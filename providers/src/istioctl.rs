@@ -29,11 +29,14 @@ pub enum IstioctlError {
         status: String,
         output: String,
     },
-    #[error("`istioctl {args}` did not finish within {secs} s and was stopped")]
+    #[error(
+        "`istioctl {args}` did not finish within {secs} s and was stopped. If the cluster is slow to \
+         pull images or schedule pods, raise `[istioctl] readiness_timeout` (and `timeout`) in the mesh file"
+    )]
     Timeout { args: String, secs: u64 },
     #[error(
         "the mesh file asks for Istio {wanted} (`istio_version`), but `{program} version --remote=false` says {found}: \
-         install istioctl {wanted} or change `istio_version`"
+         install istioctl {wanted} or change `istio_version` (\"1.28\" accepts any 1.28.x; \"1.28.0\" only that release)"
     )]
     Version {
         program: String,
@@ -61,7 +64,11 @@ pub struct Istioctl {
     pub prefix: Vec<OsString>,
     /// Extra environment for the child.
     pub env: Vec<(OsString, OsString)>,
+    /// When a run is stopped: longer than `readiness_timeout`.
     pub timeout: Duration,
+    /// `istioctl install --readiness-timeout`, passed explicitly so that
+    /// istioctl gives up (with its own message) before mesh stops it.
+    pub readiness_timeout: Duration,
 }
 
 /// What an istioctl run printed, stdout then stderr.
@@ -77,7 +84,8 @@ impl Istioctl {
             program: program.into(),
             prefix: Vec::new(),
             env: Vec::new(),
-            timeout: Duration::from_secs(600),
+            timeout: Duration::from_secs(720),
+            readiness_timeout: Duration::from_secs(300),
         }
     }
 
@@ -97,7 +105,14 @@ impl Istioctl {
         kubeconfig: Option<&PathBuf>,
         document: &str,
     ) -> Result<RunLog, IstioctlError> {
-        let mut args = vec!["install".to_string(), "-y".into(), "-f".into(), "-".into()];
+        let mut args = vec![
+            "install".to_string(),
+            "-y".into(),
+            "-f".into(),
+            "-".into(),
+            "--readiness-timeout".into(),
+            format!("{}s", self.readiness_timeout.as_secs()),
+        ];
         args.extend(Self::target_args(target, kubeconfig));
         self.run(&args, Some(document)).await
     }
@@ -144,13 +159,36 @@ impl Istioctl {
         self.run(&args, None).await
     }
 
-    /// Checks `istioctl version --remote=false` against `wanted`.
-    pub async fn check_version(&self, wanted: &str) -> Result<(), IstioctlError> {
+    /// The client version, from `istioctl version --remote=false -o json`
+    /// (`clientVersion.version`); the plain output's last version-looking
+    /// word only if the JSON form is refused (very old istioctl).
+    pub async fn version(&self) -> Result<String, IstioctlError> {
+        let json = self
+            .run(
+                &[
+                    "version".into(),
+                    "--remote=false".into(),
+                    "-o".into(),
+                    "json".into(),
+                ],
+                None,
+            )
+            .await;
+        if let Ok(log) = &json
+            && let Some(v) = parse_version_json(&log.output)
+        {
+            return Ok(v);
+        }
         let log = self
             .run(&["version".into(), "--remote=false".into()], None)
             .await?;
-        let found = parse_version(&log.output).unwrap_or_else(|| log.output.trim().to_string());
-        if found == wanted {
+        Ok(parse_version(&log.output).unwrap_or_else(|| crate::rendered::shown(log.output.trim())))
+    }
+
+    /// Checks the client version against `wanted` (see [`version_matches`]).
+    pub async fn check_version(&self, wanted: &str) -> Result<(), IstioctlError> {
+        let found = self.version().await?;
+        if version_matches(wanted, &found) {
             Ok(())
         } else {
             Err(IstioctlError::Version {
@@ -221,6 +259,44 @@ impl Istioctl {
     }
 }
 
+/// `clientVersion.version` of `istioctl version --remote=false -o json`.
+pub fn parse_version_json(output: &str) -> Option<String> {
+    // istioctl may print warnings before the JSON; the JSON is the object
+    // that starts at the first `{` of a line.
+    let start = output
+        .find("\n{")
+        .map(|i| i + 1)
+        .or_else(|| output.starts_with('{').then_some(0))?;
+    let value: serde_json::Value = serde_json::from_str(output[start..].trim()).ok()?;
+    value
+        .pointer("/clientVersion/version")
+        .and_then(serde_json::Value::as_str)
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+}
+
+/// Whether istioctl's `found` version is the mesh file's `wanted` one:
+/// `1.28` accepts any 1.28 release (`1.28.0`, `1.28.3`, `1.28-dev`, a
+/// `1.28.1-beta.0`); `1.28.0` only `1.28.0` exactly (a pre-release of it
+/// is another release).
+pub fn version_matches(wanted: &str, found: &str) -> bool {
+    if wanted == found {
+        return true;
+    }
+    let core = |v: &str| -> Vec<String> {
+        v.split(['-', '+'])
+            .next()
+            .unwrap_or("")
+            .split('.')
+            .map(String::from)
+            .collect()
+    };
+    let w = core(wanted);
+    let f = core(found);
+    // Only a two-part `major.minor` (without a suffix) is a range.
+    w.len() == 2 && !wanted.contains(['-', '+']) && f.len() >= 2 && f[..2] == w[..]
+}
+
 /// The version in `istioctl version --remote=false` output, which is either
 /// a bare `1.28.0` or `client version: 1.28.0`.
 pub fn parse_version(output: &str) -> Option<String> {
@@ -234,6 +310,24 @@ pub fn parse_version(output: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_versions_and_ranges() {
+        let out = "{\n  \"clientVersion\": {\n    \"version\": \"1.31-dev\",\n    \"revision\": \"x\"\n  }\n}\n";
+        assert_eq!(parse_version_json(out).as_deref(), Some("1.31-dev"));
+        let warned = format!("warning: no config\n{out}");
+        assert_eq!(parse_version_json(&warned).as_deref(), Some("1.31-dev"));
+        assert_eq!(parse_version_json("client version: 1.28.0"), None);
+        assert!(version_matches("1.28", "1.28.0"));
+        assert!(version_matches("1.28", "1.28.4"));
+        assert!(version_matches("1.31", "1.31-dev"));
+        assert!(!version_matches("1.28", "1.29.0"));
+        assert!(!version_matches("1.28", "1.2.8"));
+        assert!(version_matches("1.28.0", "1.28.0"));
+        assert!(!version_matches("1.28.0", "1.28.1"));
+        assert!(!version_matches("1.28.0", "1.28.0-beta.1"));
+        assert!(!version_matches("1.28.0-beta.1", "1.28.0"));
+    }
 
     #[test]
     fn versions() {

@@ -42,6 +42,18 @@ pub fn resource_of(doc: &Value) -> Option<ApiResource> {
     })
 }
 
+/// The API resource of `doc`, or an error for a kind mesh does not apply
+/// (only reachable through a damaged state record).
+fn resource(doc: &Value) -> Result<ApiResource, ClusterError> {
+    resource_of(doc).ok_or_else(|| ClusterError::Document {
+        detail: format!(
+            "`{}` `{}` is not a kind mesh manages",
+            doc.get("apiVersion").and_then(Value::as_str).unwrap_or("?"),
+            doc.get("kind").and_then(Value::as_str).unwrap_or("?")
+        ),
+    })
+}
+
 fn name_of(doc: &Value) -> &str {
     doc.pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -61,7 +73,7 @@ fn api(conn: &Connection, ar: &ApiResource, namespace: Option<&str>) -> Api<Dyna
 
 /// Server-side applies `doc` (field manager `mesh`, forced: mesh owns what it renders).
 pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
-    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let ar = resource(doc)?;
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -75,7 +87,7 @@ pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
 
 /// The live object for a rendered document, if it exists.
 pub async fn get(conn: &Connection, doc: &Value) -> Result<Option<DynamicObject>, ClusterError> {
-    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let ar = resource(doc)?;
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
     conn.call(&format!("reading {} {name}", ar.kind), || a.get_opt(&name))
@@ -84,7 +96,7 @@ pub async fn get(conn: &Connection, doc: &Value) -> Result<Option<DynamicObject>
 
 /// Deletes the object of a rendered document; already gone is fine.
 pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
-    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let ar = resource(doc)?;
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
     conn.call(&format!("deleting {} {name}", ar.kind), || async {
@@ -97,13 +109,117 @@ pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> 
     .await
 }
 
+/// Creates the object of `doc`; Ok(false) when it already exists (then it is
+/// left as it is). Unlike an apply, this tells who made the object.
+pub async fn create(conn: &Connection, doc: &Value) -> Result<bool, ClusterError> {
+    let ar = resource(doc)?;
+    let name = name_of(doc).to_string();
+    let a = api(conn, &ar, namespace_of(doc));
+    let obj: DynamicObject =
+        serde_json::from_value(doc.clone()).map_err(|e| ClusterError::Document {
+            detail: format!("{} {name}: {e}", ar.kind),
+        })?;
+    let pp = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    conn.call(&format!("creating {} {name}", ar.kind), || async {
+        match a.create(&pp, &obj).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// Deletes the object of `doc` and waits until it is gone (a namespace
+/// terminates for a while): a re-apply right after must not meet it
+/// half-deleted. Polls, since a deletion is short and a watch would need
+/// the object's list permission on the whole kind.
+pub async fn delete_and_wait(
+    conn: &Connection,
+    doc: &Value,
+    timeout: Duration,
+) -> Result<Result<(), String>, ClusterError> {
+    delete(conn, doc).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if get(conn, doc).await?.is_none() {
+            return Ok(Ok(()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let ar = resource(doc)?;
+            return Ok(Err(format!(
+                "{} {} in cluster `{}` was deleted but is still there after {} s (finalizers?): \
+                 look at `kubectl --context {} get {} {} -o yaml`, then run the command again",
+                ar.kind,
+                name_of(doc),
+                conn.cluster,
+                timeout.as_secs(),
+                conn.context,
+                ar.plural,
+                name_of(doc)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Deletes every object of the kinds `kinds` (`(apiVersion, kind, plural)`)
+/// in `namespace` that matches the label `selector`; returns what it
+/// deleted (`Kind name`, sorted). A kind the cluster does not serve is
+/// skipped.
+pub async fn delete_labelled(
+    conn: &Connection,
+    kinds: &[(&str, &str, &str)],
+    namespace: &str,
+    selector: &str,
+) -> Result<Vec<String>, ClusterError> {
+    let mut deleted = Vec::new();
+    for (api_version, kind, plural) in kinds {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let ar = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: (*api_version).into(),
+            kind: (*kind).into(),
+            plural: (*plural).into(),
+        };
+        let a: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), namespace, &ar);
+        let lp = kube::api::ListParams::default().labels(selector);
+        let listed = conn
+            .call(&format!("listing {kind}s labelled {selector}"), || async {
+                match a.list(&lp).await {
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        for obj in listed.map(|l| l.items).unwrap_or_default() {
+            let name = obj.metadata.name.unwrap_or_default();
+            conn.call(&format!("deleting {kind} {name}"), || async {
+                match a.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+            deleted.push(format!("{kind} {name}"));
+        }
+    }
+    deleted.sort();
+    Ok(deleted)
+}
+
 /// Applies a JSON merge patch to the object of a rendered document.
 pub async fn merge_patch(
     conn: &Connection,
     doc: &Value,
     patch: &Value,
 ) -> Result<(), ClusterError> {
-    let ar = resource_of(doc).expect("mesh renders only kinds it knows");
+    let ar = resource(doc)?;
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
     let pp = PatchParams::default();

@@ -63,6 +63,25 @@ impl Rendered {
     }
 }
 
+/// A value that came from a cluster (or anywhere untrusted), made safe to
+/// print on a terminal: control characters (ESC, newline…) are escaped as
+/// `\u{1b}`, `\n`, and anything past 200 characters is cut with `…`.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 200 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Hex sha256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -150,6 +169,14 @@ mod tests {
             Value::Object(base),
             json!({"global": {"meshID": "m", "network": "x", "logging": {"level": "debug"}}, "pilot": 3})
         );
+    }
+
+    #[test]
+    fn shown_escapes_control_characters_and_cuts_long_values() {
+        assert_eq!(shown("10.0.0.1"), "10.0.0.1");
+        assert_eq!(shown("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
+        let long = "x".repeat(500);
+        assert_eq!(shown(&long).chars().count(), 201);
     }
 
     #[test]

@@ -20,6 +20,50 @@ fn docs(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Istio's guide leaves the control plane's and the remote's IstioOperator
+/// unnamed; mesh names them (istioctl's prune would otherwise delete the
+/// east-west gateway), and that is the one difference, placed where
+/// `metadata` goes: after `kind`.
+fn named(d: Value, name: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in d.as_object().unwrap() {
+        out.insert(k.clone(), v.clone());
+        if k == "kind" {
+            out.insert("metadata".into(), json!({ "name": name }));
+        }
+    }
+    Value::Object(out)
+}
+
+fn named_all(ds: Vec<Value>, name: &str) -> Vec<Value> {
+    ds.into_iter().map(|d| named(d, name)).collect()
+}
+
+#[test]
+fn every_install_is_named_and_carries_the_pinned_istio_version() {
+    let r = install_control_plane::render(&install_control_plane::Input {
+        mesh_id: "mesh1".into(),
+        cluster: "cluster1".into(),
+        network: "network1".into(),
+        revision: None,
+        external_istiod: true,
+        values: Map::new(),
+        istio_version: Some("1.28".into()),
+    });
+    assert_eq!(
+        r.documents[0]["metadata"],
+        json!({"name": "control-plane", "annotations": {"mesh/istio-version": "1.28"}})
+    );
+    assert_eq!(
+        eastwest("network1", None).documents[0]["metadata"]["name"],
+        "eastwest"
+    );
+    assert_eq!(
+        remote(Known::AfterApply, Map::new()).documents[0]["metadata"]["name"],
+        "remote"
+    );
+}
+
 fn with_namespace(mut d: Value) -> Value {
     d["metadata"]["namespace"] = json!("istio-system");
     d
@@ -33,6 +77,7 @@ fn cp(external: bool, revision: Option<&str>, values: Map<String, Value>) -> Ren
         revision: revision.map(Into::into),
         external_istiod: external,
         values,
+        istio_version: None,
     })
 }
 
@@ -43,6 +88,7 @@ fn remote(address: Known<Value>, values: Map<String, Value>) -> Rendered {
         primary: "cluster1".into(),
         revision: None,
         values,
+        istio_version: None,
     };
     let lookup = move |step: &str, key: &str| {
         assert_eq!((step, key), ("cluster1/eastwest-address", "address"));
@@ -56,12 +102,13 @@ fn eastwest(network: &str, revision: Option<&str>) -> Rendered {
         network: network.into(),
         revision: revision.map(Into::into),
         values: Map::new(),
+        istio_version: None,
     })
 }
 
 #[test]
 fn primary_is_the_seed_document_plus_external_istiod() {
-    let mut expected = docs(&testdata("cluster1.yaml")).remove(0);
+    let mut expected = named(docs(&testdata("cluster1.yaml")).remove(0), "control-plane");
     let plain = cp(false, None, Map::new());
     assert_eq!(plain.documents, vec![expected.clone()]);
     expected["spec"]["values"]["pilot"] = json!({"env": {"EXTERNAL_ISTIOD": true}});
@@ -79,13 +126,19 @@ fn remote_is_the_seed_document_with_the_address_once_known() {
     assert!(unknown.unknown);
     assert_eq!(
         unknown.documents,
-        docs(&seed.replace("${DISCOVERY_ADDRESS}", &format!("\"{KNOWN_AFTER_APPLY}\"")))
+        named_all(
+            docs(&seed.replace("${DISCOVERY_ADDRESS}", &format!("\"{KNOWN_AFTER_APPLY}\""))),
+            "remote"
+        )
     );
     let known = remote(Known::Known(json!("172.18.0.200")), Map::new());
     assert!(!known.unknown);
     assert_eq!(
         known.documents,
-        docs(&seed.replace("${DISCOVERY_ADDRESS}", "172.18.0.200"))
+        named_all(
+            docs(&seed.replace("${DISCOVERY_ADDRESS}", "172.18.0.200")),
+            "remote"
+        )
     );
 }
 
@@ -218,6 +271,7 @@ fn values_merge_into_every_istio_operator() {
         network: "network1".into(),
         revision: None,
         values,
+        istio_version: None,
     });
     assert_eq!(
         ew.documents[0]["spec"]["values"]["global"]["network"],

@@ -137,14 +137,14 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 )
             }
         };
-        print!("{}", render_plan(&plan, Format::Text, out));
+        crate::out!("{}", render_plan(&plan, Format::Text, out));
         if !plan.summary.has_changes() {
             world.close().await;
             return Ok(0);
         }
         if args.planfile.is_none() && !confirm(args.operation, args.auto_approve)? {
             world.close().await;
-            eprintln!(
+            crate::errln!(
                 "{} cancelled: nothing was changed.",
                 capitalise(args.operation)
             );
@@ -185,12 +185,12 @@ async fn execute(
         while tokio::signal::ctrl_c().await.is_ok() {
             presses += 1;
             if presses == 1 {
-                eprintln!(
+                crate::errln!(
                     "\nInterrupted: finishing the running steps and saving the state (Ctrl-C again to abort them)."
                 );
                 let _ = stop_tx.send(Stop::Graceful);
             } else {
-                eprintln!("\nAborting the running steps; they will be recorded as tainted.");
+                crate::errln!("\nAborting the running steps; they will be recorded as tainted.");
                 let _ = stop_tx.send(Stop::Abort);
                 break;
             }
@@ -204,7 +204,10 @@ async fn execute(
         world.default_kubeconfig(),
         parallelism,
         stop_rx,
-        |st| lock.write(st).map_err(|e| e.to_string()),
+        |st| {
+            world.before_record()?;
+            lock.write(st).map_err(|e| e.to_string())
+        },
         |p| view.event(p),
         state::now_rfc3339,
     )
@@ -231,7 +234,7 @@ fn confirm(operation: &str, auto_approve: bool) -> Result<bool> {
              pass --auto-approve to {operation} without asking"
         );
     }
-    eprint!("\nDo you want to {operation} these changes? Only 'yes' will be accepted: ");
+    crate::err!("\nDo you want to {operation} these changes? Only 'yes' will be accepted: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
@@ -243,7 +246,7 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
     let r = &outcome.report;
     if outcome.is_success() {
         let s = plan.summary;
-        eprintln!(
+        crate::errln!(
             "\n{} complete: {} created, {} updated, {} destroyed.",
             capitalise(operation),
             s.create,
@@ -252,12 +255,12 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
         );
         return 0;
     }
-    eprintln!("\n{} did not complete.", capitalise(operation));
+    crate::errln!("\n{} did not complete.", capitalise(operation));
     if !r.succeeded.is_empty() {
-        eprintln!("  done ({}): {}", r.succeeded.len(), r.succeeded.join(", "));
+        crate::errln!("  done ({}): {}", r.succeeded.len(), r.succeeded.join(", "));
     }
     for id in &r.failed {
-        eprintln!(
+        crate::errln!(
             "  failed: {id}: {}",
             outcome
                 .errors
@@ -267,18 +270,18 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
         );
     }
     if !r.aborted.is_empty() {
-        eprintln!("  aborted (tainted): {}", r.aborted.join(", "));
+        crate::errln!("  aborted (tainted): {}", r.aborted.join(", "));
     }
     if !r.not_started.is_empty() {
-        eprintln!(
+        crate::errln!(
             "  not started ({}): {}",
             r.not_started.len(),
             r.not_started.join(", ")
         );
     }
     if let Some(e) = &outcome.state_error {
-        eprintln!("  the state could not be saved: {e}");
+        crate::errln!("  the state could not be saved: {e}");
     }
-    eprintln!("Finished steps are recorded; run `mesh {operation}` again to resume.");
+    crate::errln!("Finished steps are recorded; run `mesh {operation}` again to resume.");
     1
 }

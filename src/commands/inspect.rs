@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
     if let Some(file) = &args.planfile {
         let saved = SavedPlan::read(file)?;
-        print!("{}", render_plan(&saved.plan, args.format, out));
+        crate::out!("{}", render_plan(&saved.plan, args.format, out));
         return Ok(0);
     }
     let path = state_path(cli, None)?;
@@ -52,7 +52,7 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
             s
         }
     };
-    print!("{text}");
+    crate::out!("{text}");
     Ok(0)
 }
 
@@ -62,7 +62,7 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
     match cmd {
         StateCommand::List => {
             for id in st.iter().flat_map(|s| s.steps.keys()) {
-                println!("{id}");
+                crate::outln!("{id}");
             }
         }
         StateCommand::Show { step } => {
@@ -72,18 +72,18 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
                     path.display()
                 );
             };
-            println!("step:        {step}");
-            println!("kind:        {}", r.kind);
-            println!("cluster:     {}", r.cluster);
-            println!("context:     {}", r.context);
-            println!("status:      {}", r.status.as_str());
-            println!("updated:     {}", r.updated_at);
-            println!("depends on:  {}", r.depends_on.join(", "));
-            println!("fingerprint: sha256:{}", r.input_fingerprint);
+            crate::outln!("step:        {step}");
+            crate::outln!("kind:        {}", r.kind);
+            crate::outln!("cluster:     {}", r.cluster);
+            crate::outln!("context:     {}", r.context);
+            crate::outln!("status:      {}", r.status.as_str());
+            crate::outln!("updated:     {}", r.updated_at);
+            crate::outln!("depends on:  {}", r.depends_on.join(", "));
+            crate::outln!("fingerprint: sha256:{}", r.input_fingerprint);
             for (k, v) in &r.outputs {
-                println!("output {k}: {v}");
+                crate::outln!("output {k}: {v}");
             }
-            println!("input:\n{}", r.input);
+            crate::outln!("input:\n{}", r.input);
         }
     }
     Ok(0)

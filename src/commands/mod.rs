@@ -28,7 +28,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         }
         Command::Graph => {
             let (_, graph) = load_graph(&cli.file)?;
-            print!("{}", graph.to_dot());
+            crate::out!("{}", graph.to_dot());
             Ok(0)
         }
         Command::Plan(args) => plan::plan(cli, args, out),
@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         Command::ForceUnlock { lock_id } => {
             let path = state_path(cli, None)?;
             state::force_unlock(&path, lock_id)?;
-            eprintln!("Lock {lock_id} on {} cleared.", path.display());
+            crate::errln!("Lock {lock_id} on {} cleared.", path.display());
             Ok(0)
         }
         Command::SandboxIstioctl { args } => Ok(crate::sandbox::istioctl(args)),

@@ -62,7 +62,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             .write(file)
             .with_context(|| format!("saving the plan to {}", file.display()))?;
     }
-    print!("{}", render_plan(&plan, args.format, out));
+    crate::out!("{}", render_plan(&plan, args.format, out));
     Ok(if args.detailed_exitcode && plan.summary.has_changes() {
         2
     } else {
@@ -74,13 +74,14 @@ pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
     let (base_mesh, base) = load_graph(&args.base_file)?;
     let (mesh, head) = load_graph(&cli.file)?;
     if base_mesh.mesh.id != mesh.mesh.id {
-        eprintln!(
+        crate::errln!(
             "note: the mesh ID changes from `{}` to `{}`: every step is compared as if it were the same mesh.",
-            base_mesh.mesh.id, mesh.mesh.id
+            base_mesh.mesh.id,
+            mesh.mesh.id
         );
     }
     let plan = planner::diff(&mesh.mesh.id, &base, &head);
-    print!("{}", render_plan(&plan, args.format, out));
+    crate::out!("{}", render_plan(&plan, args.format, out));
     Ok(if args.detailed_exitcode && plan.summary.has_changes() {
         2
     } else {

@@ -22,15 +22,24 @@ pub enum StateError {
 
     /// Not JSON, or not the shape of a state. `detail` carries serde's
     /// `line N column M` where there is one.
+    /// `backup` is named only when that file exists.
     #[error(
-        "the state file {path} is corrupt: {detail}. The previous version is at {backup}; \
-         inspect it and restore it by hand: mesh will not overwrite a file it cannot read"
+        "the state file {path} is corrupt: {detail}. {}mesh will not overwrite a file it cannot read",
+        backup_hint(.backup.as_deref())
     )]
     Corrupt {
         path: PathBuf,
-        backup: PathBuf,
+        backup: Option<PathBuf>,
         detail: String,
     },
+
+    /// The lock path is a symlink, a folder or another special file: mesh
+    /// never follows a link there (it could truncate the link's target).
+    #[error(
+        "the lock file {path} is not a regular file ({what}): mesh will not open it. \
+         Remove it (it holds nothing mesh needs) and run the command again"
+    )]
+    LockNotAFile { path: PathBuf, what: String },
 
     /// Written by a newer mesh whose format this one does not know.
     #[error(
@@ -107,6 +116,16 @@ pub enum StateError {
         .info.id, .info.who, .info.pid, .info.operation, .info.created
     )]
     LockHeld { path: PathBuf, info: Box<LockInfo> },
+}
+
+fn backup_hint(backup: Option<&std::path::Path>) -> String {
+    match backup {
+        Some(b) => format!(
+            "The previous version is at {}; inspect it and restore it by hand: ",
+            b.display()
+        ),
+        None => "Restore it from your own copy, or pass --state to use another state file: ".into(),
+    }
 }
 
 fn locked_message(path: &std::path::Path, info: Option<&LockInfo>) -> String {

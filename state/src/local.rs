@@ -45,6 +45,9 @@ impl LocalBackend {
     /// `destroy`), retrying until `timeout` (zero: fail at once). A refusal
     /// is [`StateError::Locked`] with the holder's details.
     pub fn lock(&self, operation: &str, timeout: Duration) -> Result<StateLock, StateError> {
+        // A path that holds something other than a mesh state (a typo'd
+        // `--state /etc/passwd`) gets no `.lock` created beside it.
+        read_unlocked(&self.path)?;
         let held = lock::acquire(&self.path, operation, timeout)?;
         Ok(StateLock {
             path: self.path.clone(),
@@ -111,9 +114,10 @@ pub fn read_unlocked(path: &Path) -> Result<Option<State>, StateError> {
 /// Parses a state file. The format version is looked at before the shape,
 /// so a newer file is reported as newer rather than as corrupt.
 pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    let backup = sibling(path, ".backup");
     let corrupt = |detail: String| StateError::Corrupt {
         path: path.to_path_buf(),
-        backup: sibling(path, ".backup"),
+        backup: backup.is_file().then(|| backup.clone()),
         detail,
     };
     let value: serde_json::Value =
@@ -159,6 +163,7 @@ impl Staged {
     fn new(target: &Path, infix: &str, bytes: &[u8]) -> std::io::Result<Staged> {
         let tmp = sibling(target, &format!("{infix}.tmp-{}", &random_id()[..12]));
         let mut options = OpenOptions::new();
+        // create_new is O_EXCL: a link planted at this name is never followed.
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
@@ -189,7 +194,7 @@ impl Staged {
 
 /// The file a write replaces: a symlinked state is replaced at its
 /// destination (which need not exist yet), so the link survives.
-fn real_target(path: &Path) -> PathBuf {
+pub(crate) fn real_target(path: &Path) -> PathBuf {
     let mut target = path.to_path_buf();
     // A bounded number of hops: a symlink loop then fails on open, clearly.
     for _ in 0..16 {
@@ -352,7 +357,8 @@ mod tests {
         let e = parse(path, b"{\n  \"format_version\": 1,\n  \"lineage\": 5\n}").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("line 3 column"), "{msg}");
-        assert!(msg.contains("/x/mesh.state.json.backup"), "{msg}");
+        // No backup exists there, so none is named.
+        assert!(!msg.contains(".backup"), "{msg}");
         let e = parse(path, b"{\n  oops").unwrap_err().to_string();
         assert!(e.contains("line 2 column"), "{e}");
     }

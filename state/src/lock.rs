@@ -41,9 +41,10 @@ pub struct LockInfo {
     pub path: String,
 }
 
-/// `<state>.lock`.
+/// `<state>.lock`, beside the file the state path resolves to: two names
+/// of one state (a symlink and its target) share one lock.
 pub fn lock_path(state: &Path) -> PathBuf {
-    crate::local::sibling(state, ".lock")
+    crate::local::sibling(&crate::local::real_target(state), ".lock")
 }
 
 /// A held lock. Dropping it empties the record and releases the lock (and
@@ -64,12 +65,30 @@ impl Drop for Held {
     }
 }
 
+/// Opens (or creates) the lock file without following a symlink at its
+/// name, and refuses anything but a regular file: a link planted there must
+/// never make mesh truncate or create the link's target.
 fn open(path: &Path) -> Result<File, StateError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_file()
+    {
+        return Err(not_a_file(path, &meta));
+    }
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map_err(|source| {
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(path).map_err(|source| {
+        #[cfg(unix)]
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return StateError::LockNotAFile {
+                path: path.to_path_buf(),
+                what: "a symbolic link".into(),
+            };
+        }
         // "No such file or directory" alone would not say which folder.
         let source = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) if source.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {
@@ -84,7 +103,28 @@ fn open(path: &Path) -> Result<File, StateError> {
             path: path.to_path_buf(),
             source,
         }
-    })
+    })?;
+    // Between the check above and the open a special file (a FIFO, a
+    // device) could have appeared; the open file itself says what it is.
+    match file.metadata() {
+        Ok(meta) if !meta.file_type().is_file() => Err(not_a_file(path, &meta)),
+        _ => Ok(file),
+    }
+}
+
+fn not_a_file(path: &Path, meta: &std::fs::Metadata) -> StateError {
+    let t = meta.file_type();
+    let what = if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    };
+    StateError::LockNotAFile {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
 }
 
 /// Reads the holder's record from an open lock file (None: empty or not

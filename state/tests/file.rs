@@ -124,6 +124,8 @@ fn a_corrupt_file_is_refused_named_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = state_path(&dir);
     let (mut lock, mut st) = written_once(&path);
+    // A second write, so that a backup exists to be named.
+    lock.write(&mut st).unwrap();
     std::fs::write(&path, "{\n  \"format_version\": 1,\n  oops").unwrap();
 
     let e = lock.read().unwrap_err();
@@ -146,7 +148,7 @@ fn a_corrupt_file_is_refused_named_and_never_overwritten() {
     // Not even a caller that skipped `read` can overwrite it.
     let w = lock.write(&mut st).unwrap_err();
     assert!(matches!(w, StateError::Corrupt { .. }), "{w}");
-    assert_eq!(st.serial, 1, "serial put back");
+    assert_eq!(st.serial, 2, "serial put back");
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         "{\n  \"format_version\": 1,\n  oops"

@@ -244,3 +244,92 @@ fn force_unlock_clears_a_stale_record_written_by_hand() {
     force_unlock(&path, &stale.id).unwrap();
     assert_eq!(std::fs::read_to_string(lock_path(&path)).unwrap(), "");
 }
+
+/// Two names of one state file (a symlink and its target) are one state:
+/// they must share one lock, or two applies run at once.
+#[test]
+fn a_symlinked_state_path_shares_the_lock_of_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = state_path(&dir);
+    let link = dir.path().join("alias.state.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let held = LocalBackend::new(real.clone())
+        .lock("apply", Duration::ZERO)
+        .unwrap();
+    let e = LocalBackend::new(link.clone())
+        .lock("apply", Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, StateError::Locked { .. }), "{e}");
+    drop(held);
+    // And the other way round, through a link in another folder.
+    let other = tempfile::tempdir().unwrap();
+    let far_link = other.path().join("s.json");
+    std::os::unix::fs::symlink(&real, &far_link).unwrap();
+    let _held = LocalBackend::new(far_link)
+        .lock("apply", Duration::ZERO)
+        .unwrap();
+    let e = LocalBackend::new(real)
+        .lock("apply", Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, StateError::Locked { .. }), "{e}");
+}
+
+/// A symlink planted at `<state>.lock` is never followed: its target keeps
+/// its contents, a dangling link's target is never created.
+#[test]
+fn a_symlink_at_the_lock_path_is_refused_and_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_path(&dir);
+    let victim = dir.path().join("precious.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let lock = dir.path().join("mesh.state.json.lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let e = LocalBackend::new(state.clone())
+        .lock("apply", Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, StateError::LockNotAFile { .. }), "{e}");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+
+    std::fs::remove_file(&lock).unwrap();
+    let nowhere = dir.path().join("created-by-a-dangling-link");
+    std::os::unix::fs::symlink(&nowhere, &lock).unwrap();
+    let e = LocalBackend::new(state)
+        .lock("apply", Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, StateError::LockNotAFile { .. }), "{e}");
+    assert!(!nowhere.exists(), "a dangling link's target was created");
+}
+
+#[test]
+fn a_folder_at_the_lock_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mesh.state.json.lock")).unwrap();
+    let e = LocalBackend::new(state_path(&dir))
+        .lock("plan", Duration::ZERO)
+        .unwrap_err();
+    assert!(e.to_string().contains("a folder"), "{e}");
+}
+
+/// `--state /etc/passwd` by mistake: refused as not a mesh state, with no
+/// `.lock` created beside it and no backup named that does not exist.
+#[test]
+fn a_file_that_is_not_a_state_gets_no_lock_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let e = LocalBackend::new(passwd.clone())
+        .lock("apply", Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        !msg.contains(".backup"),
+        "names a backup that does not exist: {msg}"
+    );
+    assert!(!dir.path().join("passwd.lock").exists());
+    assert_eq!(
+        std::fs::read_to_string(&passwd).unwrap(),
+        "root:x:0:0:root:/root:/bin/bash\n"
+    );
+}

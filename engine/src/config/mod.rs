@@ -28,9 +28,10 @@ pub fn parse(source: &str, path: &Path) -> Result<MeshFile, Diagnostics> {
         errors: Vec::new(),
     };
     let draft = walker.document(root.get_ref());
-    let values = cluster_values(source);
+    let values = cluster_values(source, "values");
+    let eastwest_values = cluster_values(source, "eastwest_values");
     let shape_errors = walker.errors;
-    match validate::validate(draft, &values, path, &loc) {
+    match validate::validate(draft, (&values, &eastwest_values), path, &loc) {
         Ok(mesh) if shape_errors.is_empty() => Ok(mesh),
         Ok(_) => Err(sorted(shape_errors)),
         Err(mut rule_errors) => {
@@ -69,8 +70,9 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
     }
 }
 
-/// Each `[[cluster]]`'s `values` table as JSON, by position.
-fn cluster_values(source: &str) -> Vec<Option<Map<String, Value>>> {
+/// Each `[[cluster]]`'s `key` table (`values`, `eastwest_values`) as JSON,
+/// by position.
+fn cluster_values(source: &str, key: &str) -> Vec<Option<Map<String, Value>>> {
     let Ok(table) = toml::from_str::<toml::Table>(source) else {
         return Vec::new();
     };
@@ -79,7 +81,7 @@ fn cluster_values(source: &str) -> Vec<Option<Map<String, Value>>> {
     };
     clusters
         .iter()
-        .map(|c| match c.get("values") {
+        .map(|c| match c.get(key) {
             Some(v @ toml::Value::Table(_)) => match to_json(v) {
                 Value::Object(m) => Some(m),
                 _ => None,
@@ -102,6 +104,37 @@ fn to_json(v: &toml::Value) -> Value {
             Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
         }
     }
+}
+
+/// A duration as the mesh file and the CLI write it: `30s`, `5m`, `1h`,
+/// `1m30s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+    }
+    if !num.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// The JSON Schema of the mesh file format (docs/mesh.schema.json).

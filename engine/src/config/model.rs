@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshFile {
@@ -21,9 +22,35 @@ pub struct MeshSection {
     pub istio_version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IstioctlSection {
     pub path: Option<String>,
+    /// `istioctl install --readiness-timeout`: how long istioctl waits for
+    /// what it installed to become ready.
+    pub readiness_timeout: Duration,
+    /// When mesh stops an istioctl run: longer than the readiness wait.
+    pub timeout: Duration,
+}
+
+impl IstioctlSection {
+    /// istioctl's own default.
+    pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// Twice the readiness wait plus two minutes: istioctl waits once per
+    /// install, and applying the manifests takes time too.
+    pub fn default_timeout(readiness: Duration) -> Duration {
+        readiness * 2 + Duration::from_secs(120)
+    }
+}
+
+impl Default for IstioctlSection {
+    fn default() -> Self {
+        IstioctlSection {
+            path: None,
+            readiness_timeout: Self::DEFAULT_READINESS_TIMEOUT,
+            timeout: Self::default_timeout(Self::DEFAULT_READINESS_TIMEOUT),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -47,8 +74,13 @@ pub struct Cluster {
     pub primary: Option<String>,
     pub kubeconfig: Option<String>,
     pub api_server: Option<String>,
-    /// `[cluster.values]`, merged into every IstioOperator's `spec.values`.
+    /// `[cluster.values]`: merged into the control plane's (primary) or the
+    /// remote profile's (remote) IstioOperator `spec.values`.
     pub values: Map<String, Value>,
+    /// `[cluster.eastwest_values]`: merged into the east-west gateway's
+    /// IstioOperator `spec.values` only (it is a separate install, and an
+    /// ingress setting such as a NodePort must not reach it).
+    pub eastwest_values: Map<String, Value>,
 }
 
 impl MeshFile {

@@ -26,6 +26,8 @@ pub(crate) struct Draft {
     pub revision: Option<At<String>>,
     pub istio_version: Option<At<String>>,
     pub istioctl_path: Option<At<String>>,
+    pub readiness_timeout: Option<At<String>>,
+    pub istioctl_timeout: Option<At<String>>,
     pub state_path: Option<At<String>>,
     pub clusters: Vec<DraftCluster>,
 }
@@ -44,13 +46,14 @@ pub(crate) struct DraftCluster {
     pub kubeconfig: Option<At<String>>,
     pub api_server: Option<At<String>>,
     pub values: Option<At<()>>,
+    pub eastwest_values: Option<At<()>>,
     /// As `Draft::mesh_keys`, for this table.
     pub keys: Vec<String>,
 }
 
 pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "cluster"];
 pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version"];
-pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path"];
+pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path", "readiness_timeout", "timeout"];
 pub(crate) const STATE_KEYS: &[&str] = &["path"];
 pub(crate) const CLUSTER_KEYS: &[&str] = &[
     "name",
@@ -61,6 +64,7 @@ pub(crate) const CLUSTER_KEYS: &[&str] = &[
     "kubeconfig",
     "api_server",
     "values",
+    "eastwest_values",
 ];
 
 /// The closest of `candidates` to `word`, if close enough to be a typo.
@@ -187,6 +191,10 @@ impl Walker<'_> {
                         for (k, v) in t {
                             match k.get_ref().as_ref() {
                                 "path" => draft.istioctl_path = self.string("path", v),
+                                "readiness_timeout" => {
+                                    draft.readiness_timeout = self.string("readiness_timeout", v)
+                                }
+                                "timeout" => draft.istioctl_timeout = self.string("timeout", v),
                                 _ => {
                                     self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS);
                                 }
@@ -253,12 +261,17 @@ impl Walker<'_> {
                 "primary" => &mut c.primary,
                 "kubeconfig" => &mut c.kubeconfig,
                 "api_server" => &mut c.api_server,
-                "values" => {
-                    if self.table("values", v).is_some() {
-                        c.values = Some(At {
+                "values" | "eastwest_values" => {
+                    if self.table(key, v).is_some() {
+                        let at = Some(At {
                             value: (),
                             span: v.span(),
                         });
+                        if key == "values" {
+                            c.values = at;
+                        } else {
+                            c.eastwest_values = at;
+                        }
                     }
                     continue;
                 }

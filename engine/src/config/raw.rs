@@ -41,6 +41,12 @@ pub struct RawMesh {
 pub struct RawIstioctl {
     /// The istioctl binary: a name looked up in PATH, or a path. Default `istioctl`.
     pub path: Option<String>,
+    /// `istioctl install --readiness-timeout`: how long istioctl waits for what it
+    /// installed to become ready (`30s`, `5m`, `1h`). Default `300s`, istioctl's own.
+    pub readiness_timeout: Option<String>,
+    /// When mesh stops an istioctl run that has not finished (`30s`, `5m`, `1h`).
+    /// Must be longer than `readiness_timeout`. Default: twice `readiness_timeout` plus 2 minutes.
+    pub timeout: Option<String>,
 }
 
 /// Where the state is kept.
@@ -81,6 +87,9 @@ pub struct RawCluster {
     /// The https:// URL other clusters use to reach this API server
     /// (default: the context's server; kind needs this).
     pub api_server: Option<String>,
-    /// Merged into `spec.values` of every IstioOperator installed on this cluster.
+    /// Merged into `spec.values` of the control plane's IstioOperator (a primary)
+    /// or of the remote profile's (a remote). Not into the east-west gateway's.
     pub values: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Merged into `spec.values` of the east-west gateway's IstioOperator only.
+    pub eastwest_values: Option<serde_json::Map<String, serde_json::Value>>,
 }

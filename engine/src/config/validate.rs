@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 /// A Kubernetes DNS-1123 label: what a cluster name must be, since it names
 /// Secrets (`istio-remote-secret-<name>`) and appears in URLs.
@@ -109,9 +110,12 @@ impl Checker<'_> {
 }
 
 /// Checks the draft and builds the model, or returns every error.
+/// A `[cluster.values]`-like table as JSON, if the cluster has one.
+type ValuesTable = Option<Map<String, Value>>;
+
 pub(crate) fn validate(
     draft: Draft,
-    values: &[Option<Map<String, Value>>],
+    (values, eastwest_values): (&[ValuesTable], &[ValuesTable]),
     path: &Path,
     loc: &Locator<'_>,
 ) -> Result<MeshFile, Vec<Diagnostic>> {
@@ -175,8 +179,55 @@ pub(crate) fn validate(
             "write it as istioctl prints it, e.g. \"1.28.0\"",
         );
     }
+    let mut duration = |v: &Option<At<String>>, key: &str, default: Duration| {
+        let Some(at) = v else { return default };
+        match super::parse_duration(&at.value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                ck.error(
+                    at.span.clone(),
+                    format!("[istioctl] {key} is zero"),
+                    "give istioctl some time, e.g. \"5m\"",
+                );
+                default
+            }
+            Err(e) => {
+                ck.error(
+                    at.span.clone(),
+                    format!("[istioctl] {key}: {e}"),
+                    "write e.g. \"300s\" or \"5m\"",
+                );
+                default
+            }
+        }
+    };
+    let readiness_timeout = duration(
+        &draft.readiness_timeout,
+        "readiness_timeout",
+        IstioctlSection::DEFAULT_READINESS_TIMEOUT,
+    );
+    let timeout = duration(
+        &draft.istioctl_timeout,
+        "timeout",
+        IstioctlSection::default_timeout(readiness_timeout),
+    );
+    if let Some(at) = &draft.istioctl_timeout
+        && timeout <= readiness_timeout
+    {
+        ck.error(
+            at.span.clone(),
+            format!(
+                "[istioctl] timeout ({} s) is not longer than readiness_timeout ({} s)",
+                timeout.as_secs(),
+                readiness_timeout.as_secs()
+            ),
+            "istioctl is stopped after `timeout`, so it must outlast the readiness wait: raise `timeout` or remove it (default: twice readiness_timeout plus 2 minutes)",
+        );
+    }
     let istioctl = IstioctlSection {
         path: ck.optional_nonempty(&draft.istioctl_path, "path"),
+        readiness_timeout,
+        timeout,
     };
     let state_path = ck.optional_nonempty(&draft.state_path, "path");
     if let (Some(p), Some(at)) = (&state_path, &draft.state_path)
@@ -225,6 +276,18 @@ pub(crate) fn validate(
                 "use lowercase letters, digits and `-` (at most 63, starting and ending with a letter or digit): it names Kubernetes Secrets",
             );
         }
+        if let (Some(c), Some(at)) = (&context, &dc.context)
+            && c.chars().any(char::is_control)
+        {
+            ck.error(
+                at.span.clone(),
+                format!(
+                    "context `{}` contains control characters",
+                    c.escape_debug()
+                ),
+                "write the context's name as `kubectl config get-contexts` shows it: printable characters on one line",
+            );
+        }
         if let (Some(n), Some(at)) = (&network, &dc.network)
             && !is_label_value(n)
         {
@@ -255,8 +318,18 @@ pub(crate) fn validate(
         if let (Some(url), Some(at)) = (&api_server, &dc.api_server) {
             let host = url
                 .strip_prefix("https://")
-                .map(|r| r.split(['/', '?']).next().unwrap_or(""));
+                .map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
             match host {
+                _ if url.chars().any(|c| c.is_whitespace() || c.is_control()) => ck.error(
+                    at.span.clone(),
+                    format!("api_server `{}` contains spaces or control characters", url.escape_debug()),
+                    "write the URL alone, e.g. \"https://172.18.0.3:6443\"",
+                ),
+                Some(h) if h.contains('@') => ck.error(
+                    at.span.clone(),
+                    "api_server has user information (`user@` or `user:password@`) in its URL",
+                    "remove it: the remote secret authenticates with the reader token, and a password in the mesh file would be copied into plans",
+                ),
                 Some(h) if !h.is_empty() && !h.starts_with(':') => {}
                 Some(_) => ck.error(at.span.clone(), format!("api_server `{url}` has no host"), "write the URL other clusters use, e.g. \"https://172.18.0.3:6443\""),
                 None => ck.error(
@@ -299,6 +372,11 @@ pub(crate) fn validate(
                     kubeconfig,
                     api_server,
                     values: values.get(dc.index).cloned().flatten().unwrap_or_default(),
+                    eastwest_values: eastwest_values
+                        .get(dc.index)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default(),
                 },
                 dc,
             ));

@@ -232,8 +232,8 @@ pub async fn apply(
     })
 }
 
-fn secret_doc(recorded: &Recorded<'_>) -> Option<Value> {
-    recorded.documents().into_iter().next()
+fn secret_doc(recorded: &Recorded<'_>) -> Result<Option<Value>, StepError> {
+    Ok(recorded.documents()?.into_iter().next())
 }
 
 /// Drift: the Secret missing, its label or annotation gone, or other contents.
@@ -244,7 +244,7 @@ pub async fn read(
 ) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut obs = Observation::in_sync(recorded.outputs.clone());
-    let Some(doc) = secret_doc(recorded) else {
+    let Some(doc) = secret_doc(recorded)? else {
         return Ok(obs);
     };
     let name = doc
@@ -310,7 +310,7 @@ pub async fn destroy(
     recorded: &Recorded<'_>,
 ) -> Result<String, StepError> {
     let conn = env.clusters.connect(target).await?;
-    let Some(doc) = secret_doc(recorded) else {
+    let Some(doc) = secret_doc(recorded)? else {
         return Ok(String::new());
     };
     crate::k8s::delete(&conn, &doc).await?;

@@ -36,6 +36,7 @@ const SERVICE: &str = "istio-eastwestgateway";
 
 /// Why a hostname is refused, in the words of Istio's guide.
 fn hostname_refusal(hostname: &str) -> String {
+    let hostname = crate::rendered::shown(hostname);
     format!(
         "the east-west gateway's load balancer has a hostname ({hostname}) and no IP address. \
          Primary-remote on one network needs an IP: remotes reach istiod through a Service of type \
@@ -45,15 +46,25 @@ fn hostname_refusal(hostname: &str) -> String {
     )
 }
 
-/// `Some(Ok(ip))`, `Some(Err(why))` for a hostname-only balancer, `None` while waiting.
-fn address_of(svc: &DynamicObject) -> Option<Result<String, String>> {
+/// `Some(Ok(ip))`, `Some(Err(why))` for a hostname-only balancer or an
+/// address that is not an IP, `None` while waiting. The address goes into
+/// the remote's IstioOperator, so only a parsed IP (printed canonically)
+/// ever leaves here.
+pub fn address_of(svc: &DynamicObject) -> Option<Result<String, String>> {
     let ingress = svc.data.pointer("/status/loadBalancer/ingress/0")?;
     if let Some(ip) = ingress
         .get("ip")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
     {
-        return Some(Ok(ip.to_string()));
+        return Some(match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ip.to_string()),
+            Err(_) => Err(format!(
+                "the east-west gateway's load balancer reports `{}` as its IP, which is not an IP address. \
+                 Check the load balancer controller of this cluster",
+                crate::rendered::shown(ip)
+            )),
+        });
     }
     ingress
         .get("hostname")
@@ -129,14 +140,16 @@ pub async fn read(
         Some(svc) => match address_of(&svc) {
             Some(Ok(ip)) => {
                 if ip != was {
-                    obs.drift
-                        .push(format!("load-balancer address changed from {was} to {ip}"));
+                    obs.drift.push(format!(
+                        "load-balancer address changed from {} to {ip}",
+                        crate::rendered::shown(&was)
+                    ));
                 }
                 obs.outputs.insert("address".into(), Value::from(ip));
             }
             Some(Err(_)) => obs
                 .drift
-                .push("load balancer has a hostname and no IP".into()),
+                .push("load balancer has no usable IP address (a hostname, or not an IP)".into()),
             None => obs
                 .drift
                 .push(format!("Service istio-system/{SERVICE} has no external IP")),

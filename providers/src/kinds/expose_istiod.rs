@@ -111,7 +111,7 @@ pub async fn read(
 ) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut obs = Observation::default();
-    for doc in recorded.documents() {
+    for doc in recorded.documents()? {
         let what = format!(
             "{} istio-system/{}",
             doc["kind"].as_str().unwrap_or(""),
@@ -143,7 +143,7 @@ pub async fn destroy(
 ) -> Result<String, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut log = String::new();
-    for doc in recorded.documents().iter().rev() {
+    for doc in recorded.documents()?.iter().rev() {
         crate::k8s::delete(&conn, doc).await?;
         log.push_str(&format!(
             "deleted {} istio-system/{}\n",

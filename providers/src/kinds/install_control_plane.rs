@@ -3,6 +3,9 @@
 use crate::rendered::{Rendered, deep_merge};
 use serde_json::{Map, Value, json};
 
+/// The control plane's IstioOperator name (why it has one: [`super::iop_metadata`]).
+pub const NAME: &str = "control-plane";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     pub mesh_id: String,
@@ -11,6 +14,8 @@ pub struct Input {
     pub revision: Option<String>,
     /// `values.pilot.env.EXTERNAL_ISTIOD: true`: set when the primary has remotes.
     pub external_istiod: bool,
+    /// `[mesh] istio_version`, recorded in the document (see [`super::iop_metadata`]).
+    pub istio_version: Option<String>,
     /// The cluster's `[cluster.values]`, deep-merged into `spec.values`.
     pub values: Map<String, Value>,
 }
@@ -40,6 +45,7 @@ pub fn render(input: &Input) -> Rendered {
         documents: vec![json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
+            "metadata": super::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
         })],
         unknown: false,
@@ -60,13 +66,13 @@ fn istiod_name(revision: Option<&str>) -> String {
     }
 }
 
-fn recorded_revision(recorded: &Recorded<'_>) -> Option<String> {
-    recorded
-        .documents()
+fn recorded_revision(recorded: &Recorded<'_>) -> Result<Option<String>, StepError> {
+    Ok(recorded
+        .documents()?
         .first()
         .and_then(|d| d.pointer("/spec/revision"))
         .and_then(Value::as_str)
-        .map(String::from)
+        .map(String::from))
 }
 
 /// `istioctl install -y -f - --context <ctx>` with the rendered document.
@@ -85,7 +91,7 @@ pub async fn read(
     target: &Target,
     recorded: &Recorded<'_>,
 ) -> Result<Observation, StepError> {
-    let name = istiod_name(recorded_revision(recorded).as_deref());
+    let name = istiod_name(recorded_revision(recorded)?.as_deref());
     crate::env::expect_present(
         env,
         target,
@@ -94,7 +100,9 @@ pub async fn read(
     .await
 }
 
-/// `istioctl uninstall -y --purge`, then the istio-system namespace is deleted.
+/// `istioctl uninstall -y --purge`, then the istio-system namespace is
+/// deleted and waited for: an apply right after must not meet a
+/// terminating namespace (it would refuse to create objects in it).
 pub async fn destroy(
     env: &Env,
     step: &str,
@@ -108,6 +116,9 @@ pub async fn destroy(
         .await?;
     let conn = env.clusters.connect(target).await?;
     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::k8s::ISTIO_NAMESPACE}});
-    crate::k8s::delete(&conn, &ns).await?;
+    env.say(step, "deleting namespace istio-system…");
+    crate::k8s::delete_and_wait(&conn, &ns, env.wait_timeout)
+        .await?
+        .map_err(StepError::Failed)?;
     Ok(log.output)
 }

@@ -8,8 +8,10 @@ use serde_json::{Map, Value, json};
 pub struct Input {
     pub network: String,
     pub revision: Option<String>,
-    /// The cluster's `[cluster.values]`, deep-merged into `spec.values`.
+    /// The cluster's `[cluster.eastwest_values]`, deep-merged into `spec.values`.
     pub values: Map<String, Value>,
+    /// `[mesh] istio_version`, recorded in the document (see [`super::iop_metadata`]).
+    pub istio_version: Option<String>,
 }
 
 /// Exactly what `gen-eastwest-gateway.sh --network <network> [--revision
@@ -29,7 +31,7 @@ pub fn render(input: &Input) -> Rendered {
         documents: vec![json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
-            "metadata": {"name": "eastwest"},
+            "metadata": super::iop_metadata("eastwest", input.istio_version.as_deref()),
             "spec": {
                 "revision": input.revision.as_deref().unwrap_or(""),
                 "profile": "empty",
@@ -97,17 +99,58 @@ pub async fn read(
     .await
 }
 
-/// `istioctl uninstall -y -f <the recorded document>`.
+/// The kinds Istio's gateway chart renders.
+const GATEWAY_KINDS: &[(&str, &str, &str)] = &[
+    ("apps/v1", "Deployment", "deployments"),
+    ("v1", "Service", "services"),
+    ("v1", "ServiceAccount", "serviceaccounts"),
+    ("rbac.authorization.k8s.io/v1", "Role", "roles"),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rolebindings",
+    ),
+    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    ),
+];
+
+/// Deletes the gateway's own objects: those istioctl labelled as the
+/// `IngressGateways` component of the IstioOperator recorded here.
+///
+/// Not `istioctl uninstall -f <document>`, which is what Istio's guide would
+/// suggest: every install on the default revision regenerates the default
+/// tag's webhooks (`istio-revision-tag-default`, `istiod-default-validator`)
+/// and labels them as its own, so uninstalling the gateway's IstioOperator
+/// deletes them and sidecar injection stops in the whole cluster.
 pub async fn destroy(
     env: &Env,
     step: &str,
     target: &Target,
     recorded: &Recorded<'_>,
 ) -> Result<String, StepError> {
-    env.say(step, "istioctl uninstall -f (east-west gateway)…");
-    let log = env
-        .istioctl
-        .uninstall_document(target, env.kubeconfig.as_ref(), &recorded.yaml())
-        .await?;
-    Ok(log.output)
+    let docs = recorded.documents()?;
+    let owner = docs
+        .first()
+        .and_then(|d| d.pointer("/metadata/name"))
+        .and_then(Value::as_str)
+        .unwrap_or("eastwest");
+    let selector = format!(
+        "install.operator.istio.io/owning-resource={owner},operator.istio.io/component=IngressGateways"
+    );
+    env.say(
+        step,
+        &format!("deleting the east-west gateway ({selector})…"),
+    );
+    let conn = env.clusters.connect(target).await?;
+    let deleted =
+        crate::k8s::delete_labelled(&conn, GATEWAY_KINDS, crate::k8s::ISTIO_NAMESPACE, &selector)
+            .await?;
+    Ok(deleted
+        .iter()
+        .map(|d| format!("deleted {d}\n"))
+        .collect::<String>())
 }

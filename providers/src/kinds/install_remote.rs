@@ -13,7 +13,12 @@ pub struct Input {
     pub primary: String,
     pub revision: Option<String>,
     pub values: Map<String, Value>,
+    /// `[mesh] istio_version`, recorded in the document (see [`super::iop_metadata`]).
+    pub istio_version: Option<String>,
 }
+
+/// The remote profile's IstioOperator name (why it has one: [`super::iop_metadata`]).
+pub const NAME: &str = "remote";
 
 /// The seed's cluster2 document: the remote profile, the injection path
 /// for this cluster and network, and the primary's east-west address as
@@ -42,6 +47,7 @@ pub fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
         documents: vec![json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
+            "metadata": super::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
         })],
         unknown,

@@ -14,6 +14,26 @@ use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
+/// The annotation that carries `[mesh] istio_version` into the install
+/// steps' IstioOperators: istioctl ignores it, but it is part of the
+/// step's input, so changing the version shows as an update of every
+/// install (an upgrade in the plan) and re-runs them.
+pub const ISTIO_VERSION_ANNOTATION: &str = "mesh/istio-version";
+
+/// An IstioOperator's `metadata`: its name, and the Istio version when the
+/// mesh file pins one. The name matters: `istioctl install` prunes every
+/// object of its revision that carries its owner labels, and an unnamed
+/// IstioOperator's owner labels match other IstioOperators' objects too,
+/// so re-installing an unnamed control plane deletes the east-west gateway
+/// (Istio issues 29634 and 36982). Each install of mesh's has its own name.
+pub(crate) fn iop_metadata(name: &str, istio_version: Option<&str>) -> Value {
+    let mut meta = serde_json::json!({ "name": name });
+    if let Some(v) = istio_version {
+        meta["annotations"] = serde_json::json!({ ISTIO_VERSION_ANNOTATION: v });
+    }
+    meta
+}
+
 /// Looks up an upstream step's output: `(step id, output key)`.
 pub type OutputLookup<'a> = &'a dyn Fn(&str, &str) -> Known<Value>;
 

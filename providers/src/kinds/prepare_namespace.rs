@@ -33,14 +33,27 @@ use crate::rendered::Target;
 use std::collections::BTreeMap;
 
 const ANNOTATION: &str = "topology.istio.io/controlPlaneClusters";
+/// Set on istio-system when mesh creates it, in the same request: whether
+/// mesh owns the namespace is then read from the cluster, so a state write
+/// lost to a crash or a full disk cannot make destroy leave it behind.
+pub const CREATED_BY: &str = "mesh/created-by";
+const CREATED_BY_VALUE: &str = "mesh";
+
+fn created_by_mesh(ns: &kube::api::DynamicObject) -> bool {
+    ns.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CREATED_BY))
+        .is_some_and(|v| v == CREATED_BY_VALUE)
+}
 
 fn namespace_doc() -> Value {
     serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::k8s::ISTIO_NAMESPACE}})
 }
 
-/// Creates istio-system if absent, then sets the annotation. `created`
-/// remembers whether mesh made the namespace (so destroy only deletes its
-/// own), across re-runs too.
+/// Creates istio-system if absent (marked [`CREATED_BY`] in the same
+/// request), then sets the annotation. `created` (whether mesh made the
+/// namespace, so destroy only deletes its own) is read back from the mark.
 pub async fn apply(
     env: &Env,
     step: &str,
@@ -49,7 +62,10 @@ pub async fn apply(
     previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
     let conn = env.clusters.connect(target).await?;
-    let existed = crate::k8s::get(&conn, &namespace_doc()).await?.is_some();
+    let marked = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": crate::k8s::ISTIO_NAMESPACE,
+                     "annotations": {CREATED_BY: CREATED_BY_VALUE, ANNOTATION: input.primary}}});
+    let existed = !crate::k8s::create(&conn, &marked).await?;
     env.say(
         step,
         &format!(
@@ -57,15 +73,23 @@ pub async fn apply(
             input.primary
         ),
     );
-    // Server-side apply both creates and annotates; mesh owns only the annotation.
-    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": crate::k8s::ISTIO_NAMESPACE, "annotations": {ANNOTATION: input.primary}}});
-    crate::k8s::apply(&conn, &doc).await?;
+    // States written before the mark existed remember `created` themselves.
     let created_before = previous
         .and_then(|p| p.outputs.get("created"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let created = created_before || !existed;
+    let live = crate::k8s::get(&conn, &namespace_doc()).await?;
+    let created = !existed || created_before || live.as_ref().is_some_and(created_by_mesh);
+    // Server-side apply of what mesh owns: the annotation, and the mark when
+    // the namespace is mesh's (applied too, so that this apply, by the same
+    // field manager as the create, never drops it).
+    let mut annotations = serde_json::json!({ ANNOTATION: input.primary });
+    if created {
+        annotations[CREATED_BY] = Value::from(CREATED_BY_VALUE);
+    }
+    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": crate::k8s::ISTIO_NAMESPACE, "annotations": annotations}});
+    crate::k8s::apply(&conn, &doc).await?;
     Ok(Applied {
         outputs: BTreeMap::from([("created".to_string(), Value::from(created))]),
         log: format!(
@@ -84,7 +108,7 @@ pub async fn read(
 ) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let want = recorded
-        .documents()
+        .documents()?
         .first()
         .and_then(|d| {
             d.pointer("/metadata/annotations")
@@ -104,7 +128,9 @@ pub async fn read(
         {
             None => obs.drift.push(format!("annotation {ANNOTATION} removed")),
             Some(v) if *v != want => obs.drift.push(format!(
-                "annotation {ANNOTATION} is `{v}`, mesh set `{want}`"
+                "annotation {ANNOTATION} is `{}`, mesh set `{}`",
+                crate::rendered::shown(v),
+                crate::rendered::shown(&want)
             )),
             Some(_) => {}
         },
@@ -112,24 +138,29 @@ pub async fn read(
     Ok(obs)
 }
 
-/// Removes the annotation; deletes the namespace if mesh created it.
+/// Removes the annotation; deletes the namespace (and waits for it to go)
+/// if mesh created it: the live mark says so, or the record does.
 pub async fn destroy(
     env: &Env,
-    _step: &str,
+    step: &str,
     target: &Target,
     recorded: &Recorded<'_>,
 ) -> Result<String, StepError> {
     let conn = env.clusters.connect(target).await?;
-    if recorded
+    let live = crate::k8s::get(&conn, &namespace_doc()).await?;
+    let recorded_created = recorded
         .outputs
         .get("created")
         .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        crate::k8s::delete(&conn, &namespace_doc()).await?;
+        .unwrap_or(false);
+    if recorded_created || live.as_ref().is_some_and(created_by_mesh) {
+        env.say(step, "deleting namespace istio-system…");
+        crate::k8s::delete_and_wait(&conn, &namespace_doc(), env.wait_timeout)
+            .await?
+            .map_err(StepError::Failed)?;
         return Ok("deleted namespace istio-system (mesh created it)\n".into());
     }
-    if crate::k8s::get(&conn, &namespace_doc()).await?.is_some() {
+    if live.is_some() {
         let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION: null}}});
         crate::k8s::merge_patch(&conn, &namespace_doc(), &patch).await?;
     }

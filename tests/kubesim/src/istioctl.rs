@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 const NS: &str = "istio-system";
 const OWNER_LABEL: &str = "install.operator.istio.io/owning-resource";
 const REV_LABEL: &str = "istio.io/rev";
+const COMPONENT_LABEL: &str = "operator.istio.io/component";
 const MANAGER: &str = "istioctl";
 
 #[derive(Debug, Default, PartialEq)]
@@ -30,6 +31,8 @@ struct Args {
     purge: bool,
     revision: Option<String>,
     remote: Option<String>,
+    readiness_timeout: Option<String>,
+    output: Option<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -54,6 +57,16 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--purge" => a.purge = true,
             "-r" | "--revision" => a.revision = Some(value("--revision")?),
             "--remote" => a.remote = Some(inline.clone().unwrap_or_else(|| "true".into())),
+            "--readiness-timeout" => {
+                let v = value("--readiness-timeout")?;
+                if !v.ends_with(['s', 'm', 'h']) {
+                    return Err(format!(
+                        "invalid argument \"{v}\" for \"--readiness-timeout\" flag: time: missing unit in duration"
+                    ));
+                }
+                a.readiness_timeout = Some(v);
+            }
+            "-o" | "--output" => a.output = Some(value("--output")?),
             f if f.starts_with('-') => return Err(format!("unknown flag: {f}")),
             cmd if a.command.is_empty() => a.command = cmd.to_string(),
             extra => {
@@ -108,7 +121,18 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
     match a.command.as_str() {
         "version" => {
             let v = std::env::var("KUBESIM_ISTIOCTL_VERSION").unwrap_or_else(|_| "1.28.0".into());
-            Ok(format!("client version: {v}\n"))
+            match a.output.as_deref() {
+                // As the real one prints it: `clientVersion` with its fields.
+                Some("json") => Ok(format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&json!({"clientVersion": {
+                        "version": v, "revision": "simulated", "golang_version": "go1.24",
+                        "status": "Clean", "tag": v}}))
+                    .map_err(|e| e.to_string())?
+                )),
+                None | Some("") => Ok(format!("client version: {v}\n")),
+                Some(other) => Err(format!("--output must be 'yaml' or 'json', not {other:?}")),
+            }
         }
         "install" | "uninstall" => {
             if !a.yes {
@@ -138,7 +162,13 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                 }
                 delay();
                 block_on(install(a, &objects))?;
-                Ok("✔ Installation complete\n".into())
+                let pruned = block_on(prune(a, &iop, &objects))?;
+                let mut out = String::new();
+                for p in pruned {
+                    out.push_str(&format!("  Removed {p}.\n"));
+                }
+                out.push_str("✔ Installation complete\n");
+                Ok(out)
             } else {
                 let target = match (&doc, a.purge, &a.revision) {
                     (Some(d), _, _) => Removal::Objects(objects_for(&parse_iop(d)?)?),
@@ -263,8 +293,15 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
     let owner = iop
         .pointer("/metadata/name")
         .and_then(Value::as_str)
-        .unwrap_or("installed-state");
-    let labels = |component: &str| json!({REV_LABEL: rev.unwrap_or("default"), OWNER_LABEL: owner, "operator.istio.io/component": component});
+        .filter(|n| !n.is_empty());
+    // As the real istioctl: the owner label only when the IstioOperator has a name.
+    let labels = |component: &str| {
+        let mut l = json!({REV_LABEL: rev.unwrap_or("default"), COMPONENT_LABEL: component});
+        if let Some(owner) = owner {
+            l[OWNER_LABEL] = json!(owner);
+        }
+        l
+    };
     let values = &spec["values"];
     let profile = spec["profile"].as_str().unwrap_or("default");
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
@@ -488,6 +525,76 @@ async fn install(a: &Args, objects: &[Value]) -> Result<(), String> {
     Ok(())
 }
 
+/// What the real `istioctl install` does after applying (Istio's
+/// `operator/pkg/install` prune): every object of the kinds it installs that
+/// carries a component label and the installing IstioOperator's owner
+/// labels (its revision, and its name *only if it has one*) but is not among
+/// the objects just applied is deleted. An unnamed IstioOperator therefore
+/// prunes what other IstioOperators installed on the same revision, e.g. the
+/// east-west gateway (Istio issues 29634 and 36982). Returns what it removed.
+async fn prune(a: &Args, iop: &Value, applied: &[Value]) -> Result<Vec<String>, String> {
+    let client = client(a).await?;
+    let rev = iop
+        .pointer("/spec/revision")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("default");
+    let mut selector = format!("{REV_LABEL}={rev},{COMPONENT_LABEL}");
+    if let Some(name) = iop
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        selector.push_str(&format!(",{OWNER_LABEL}={name}"));
+    }
+    let key = |kind: &str, ns: Option<&str>, name: &str| {
+        format!(
+            "{kind} {}{name}",
+            ns.map(|n| format!("{n}/")).unwrap_or_default()
+        )
+    };
+    let keep: std::collections::HashSet<String> = applied
+        .iter()
+        .map(|o| {
+            key(
+                o["kind"].as_str().unwrap_or(""),
+                o.pointer("/metadata/namespace").and_then(Value::as_str),
+                o.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
+    let mut removed = Vec::new();
+    for (api_version, kind, _) in KINDS {
+        let ar = api_resource(api_version, kind);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let lp = ListParams::default().labels(&selector);
+        let list = retry(|| api.list(&lp))
+            .await
+            .map_err(|e| format!("listing {kind} to prune: {e}"))?;
+        for o in list.items {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            let ns = o.metadata.namespace.clone();
+            let k = key(kind, ns.as_deref(), &name);
+            if keep.contains(&k) {
+                continue;
+            }
+            let api: Api<DynamicObject> = match &ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            let dp = DeleteParams::default();
+            match retry(|| api.delete(&name, &dp)).await {
+                Ok(_) => removed.push(k),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(format!("pruning {k}: {e}")),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 enum Removal {
     Purge,
     Revision(String),
@@ -522,7 +629,7 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
         Removal::Purge | Removal::Revision(_) => {
             let selector = match &what {
                 Removal::Revision(r) => format!("{REV_LABEL}={r}"),
-                _ => OWNER_LABEL.to_string(),
+                _ => COMPONENT_LABEL.to_string(),
             };
             for (api_version, kind, _) in KINDS {
                 let ar = api_resource(api_version, kind);

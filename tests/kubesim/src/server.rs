@@ -126,6 +126,11 @@ async fn handle(cluster: Arc<Cluster>, req: Request<Incoming>) -> Response<Body>
     } else {
         route(&cluster, req).await
     };
+    // Marked before the client hears back, so a `flush` after any answered
+    // write saves it (the controllers' own writes mark it too).
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        cluster.mark_dirty();
+    }
     cluster.record(RequestRecord {
         method: method.to_string(),
         path,

@@ -49,14 +49,36 @@ pub struct ClusterSet {
     clusters: BTreeMap<String, Arc<Cluster>>,
     tasks: Vec<JoinHandle<()>>,
     lock: File,
+    flusher: Flusher,
 }
 
 fn lock_path(dir: &Path) -> PathBuf {
     dir.join("kubesim.lock")
 }
 
-fn cluster_file(dir: &Path, name: &str) -> PathBuf {
-    dir.join("clusters").join(format!("{name}.json"))
+/// `DIR/clusters/<name>.json`. A context name can hold anything (`../x`,
+/// `/`, control characters), so it becomes a file name only percent-encoded:
+/// every byte outside `[A-Za-z0-9._-]` is `%XX`, and a name that would be
+/// `.` or `..` cannot occur since the `.json` suffix follows it.
+pub fn cluster_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("clusters")
+        .join(format!("{}.json", file_name_of(name)))
+}
+
+/// The safe file-name form of a context name (see [`cluster_file`]).
+pub fn file_name_of(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -134,6 +156,7 @@ impl ClusterSet {
             clusters: BTreeMap::new(),
             tasks: Vec::new(),
             lock,
+            flusher: Flusher::default(),
         };
         let mut next_index = saved.iter().map(|s| s.index + 1).max().unwrap_or(0);
         let mut listeners = Vec::new();
@@ -183,17 +206,17 @@ impl ClusterSet {
         set.save_all()?;
         set.write_kubeconfig()?;
         set.write_lock_info()?;
-        // Write-through: save what changed every 200 ms.
-        let flush: Vec<Arc<Cluster>> = set.clusters.values().cloned().collect();
-        let flush_dir = set.dir.clone();
+        // Write-through: save what changed every 200 ms (and on `flush`).
+        let flusher = Flusher {
+            dir: set.dir.clone(),
+            clusters: set.clusters.values().cloned().collect(),
+            saving: set.flusher.saving.clone(),
+        };
+        set.flusher = flusher.clone();
         set.tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                for c in &flush {
-                    if c.dirty.swap(false, Ordering::SeqCst) {
-                        let _ = save(&flush_dir, c);
-                    }
-                }
+                let _ = flusher.flush();
             }
         }));
         Ok(set)
@@ -243,6 +266,19 @@ impl ClusterSet {
         self.clusters.values()
     }
 
+    /// Saves every cluster changed since its last save, now. A caller about
+    /// to record that some change happened (mesh, before each state write)
+    /// calls this first, so a kill never leaves the clusters behind what the
+    /// record says.
+    pub fn flush(&self) -> Result<()> {
+        self.flusher.flush()
+    }
+
+    /// A handle that flushes from another thread.
+    pub fn flusher(&self) -> Flusher {
+        self.flusher.clone()
+    }
+
     /// Writes every cluster to the folder now.
     pub fn save_all(&self) -> Result<()> {
         for c in self.clusters.values() {
@@ -262,6 +298,30 @@ impl ClusterSet {
         let _ = self.clusters.values().try_for_each(|c| save(&self.dir, c));
         let _ = self.lock.set_len(0);
         let _ = self.lock.unlock();
+    }
+}
+
+/// Saves the clusters of a set that changed; one save at a time, so the
+/// background flush and an explicit one never write one file together.
+#[derive(Clone, Default)]
+pub struct Flusher {
+    dir: PathBuf,
+    clusters: Vec<Arc<Cluster>>,
+    saving: Arc<std::sync::Mutex<()>>,
+}
+
+impl Flusher {
+    pub fn flush(&self) -> Result<()> {
+        let _one = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        for c in &self.clusters {
+            if c.dirty.swap(false, Ordering::SeqCst)
+                && let Err(e) = save(&self.dir, c)
+            {
+                c.dirty.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Builds the real-cluster tier's tools from their pinned Go modules, once, into
+# a cache folder outside the repository:
+#
+#   ${MESH_REALK8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh-realk8s}/<key>/bin
+#
+# <key> is a hash of the four tool modules (go.mod + go.sum) and the Go
+# version, so changing a pin builds into a new folder and an unchanged pin
+# reuses the old one (CI on the same machine reuses a developer's build).
+# Prints the bin folder on its last line of stdout; everything else goes to
+# stderr. Idempotent: a tool already built is skipped.
+#
+# Usage: tests/realk8s/build.sh            build what is missing, print the bin folder
+#        tests/realk8s/build.sh --print    print the bin folder, build nothing
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+say() { printf '%s\n' "realk8s: $*" >&2; }
+
+if ! command -v go >/dev/null 2>&1; then
+  say "Go is not installed: the real-cluster tier builds kube-apiserver, kwok and istioctl from Go modules."
+  say "Install Go 1.24 or newer (https://go.dev/doc/install, or Debian's golang-go), then run: bash tests/realk8s/build.sh"
+  exit 1
+fi
+
+key="$( { go env GOVERSION; for m in kubernetes etcd kwok istio; do cat "$here/$m/go.mod" "$here/$m/go.sum"; done; } | sha256sum | cut -c1-16)"
+cache="${MESH_REALK8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh-realk8s}"
+bin="$cache/$key/bin"
+
+if [[ "${1:-}" == "--print" ]]; then
+  echo "$bin"
+  exit 0
+fi
+mkdir -p "$bin"
+
+# The version of each pin, read from its go.mod (one place to change a pin).
+modver() { awk -v m="$2" '($1=="require" && $2==m) {print $3; exit} ($1==m && $2 ~ /^v/) {print $2; exit}' "$here/$1/go.mod"; }
+k8s_version="$(modver kubernetes k8s.io/kubernetes)"
+etcd_version="$(modver etcd go.etcd.io/etcd/server/v3)"
+kwok_version="$(modver kwok sigs.k8s.io/kwok)"
+istio_module_version="$(modver istio istio.io/istio)"
+# Istio's source names its release in the VERSION file; its Makefile builds
+# from master as "<VERSION>-dev" and passes it with -ldflags, as we do.
+istio_version=""
+
+# build MODULE TOOL VERSION OUT PACKAGE [LDFLAGS]
+build() {
+  local module="$1" tool="$2" version="$3" out="$4" pkg="$5" ldflags="${6:-}"
+  if [[ -x "$bin/$out" ]]; then
+    say "$tool $version: already built ($bin/$out)"
+    return 0
+  fi
+  say "building $tool $version (module tests/realk8s/$module) ..."
+  local start=$SECONDS
+  if ! (cd "$here/$module" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$out.partial" "$pkg"); then
+    rm -f "$bin/$out.partial"
+    say "FAILED to build $tool $version from $pkg."
+    say "If a module download failed, check that the Go module proxy is reachable (go env GOPROXY)."
+    say "Retry with: bash tests/realk8s/build.sh"
+    exit 1
+  fi
+  mv "$bin/$out.partial" "$bin/$out"
+  say "built $tool $version in $((SECONDS - start)) s"
+}
+
+total_start=$SECONDS
+
+minor="${k8s_version#v1.}"; minor="${minor%%.*}"
+k8s_ldflags="-X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+for t in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  build kubernetes "$t" "$k8s_version" "$t" "k8s.io/kubernetes/cmd/$t" "$k8s_ldflags"
+done
+
+build etcd etcd "$etcd_version" etcd go.etcd.io/etcd/server/v3
+
+for t in kwok kwokctl; do
+  build kwok "$t" "$kwok_version" "$t" "sigs.k8s.io/kwok/cmd/$t" "-X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
+done
+
+if [[ ! -x "$bin/istioctl" || ! -x "$bin/pilot-discovery" ]]; then
+  istio_dir="$(cd "$here/istio" && go mod download -json istio.io/istio | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  if [[ -z "$istio_dir" ]]; then
+    say "FAILED to download istio.io/istio $istio_module_version. Retry with: bash tests/realk8s/build.sh"
+    exit 1
+  fi
+  istio_version="$(cat "$istio_dir/VERSION")-dev"
+  istio_ldflags="-X istio.io/istio/pkg/version.buildVersion=$istio_version -X istio.io/istio/pkg/version.buildStatus=Clean -X istio.io/istio/pkg/version.buildTag=$istio_version -X istio.io/istio/pkg/version.buildHub=docker.io/istio"
+  for t in istioctl pilot-discovery; do
+    dir=istioctl/cmd/istioctl
+    [[ "$t" == pilot-discovery ]] && dir=pilot/cmd/pilot-discovery
+    build istio "$t" "$istio_version ($istio_module_version)" "$t" "istio.io/istio/$dir" "$istio_ldflags"
+  done
+fi
+
+say "all tools in $bin ($((SECONDS - total_start)) s)"
+echo "$bin"
