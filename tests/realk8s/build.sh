@@ -92,5 +92,26 @@ if [[ ! -x "$bin/istioctl" || ! -x "$bin/pilot-discovery" ]]; then
   done
 fi
 
+# kwok's default Stages (node ready with a lease heartbeat, pod ready,
+# pod deletion) as one file for `kwok --config`: the kwok binary has none
+# built in. Taken from the pinned kwok module, never written by hand.
+if [[ ! -s "$bin/kwok-stages.yaml" ]]; then
+  kwok_dir="$(cd "$here/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  stage="$kwok_dir/kustomize/stage"
+  {
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+             pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+      if [[ ! -f "$stage/$f" ]]; then
+        say "FAILED: kwok $kwok_version has no stage file $f. Retry with: bash tests/realk8s/build.sh"
+        exit 1
+      fi
+      echo "---"
+      cat "$stage/$f"
+    done
+  } > "$bin/kwok-stages.yaml.partial"
+  mv "$bin/kwok-stages.yaml.partial" "$bin/kwok-stages.yaml"
+  say "wrote kwok's default stages to $bin/kwok-stages.yaml"
+fi
+
 say "all tools in $bin ($((SECONDS - total_start)) s)"
 echo "$bin"
