@@ -145,3 +145,182 @@ fn seed_procedure_on_real_clusters() {
     let addr = run.state()["steps"]["cluster1/eastwest-address"]["outputs"]["address"].clone();
     assert_eq!(addr, Value::from(s.cluster("cluster1").lb_ip.clone()));
 }
+
+/// A plain HTTP GET on loopback (pilot-discovery's debug port), no client crate.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let (head, rest) = body.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| rest.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| rest.to_string()))
+}
+
+fn yaml(text: &str) -> Value {
+    serde_saphyr::from_str(text).unwrap()
+}
+
+#[test]
+fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it() {
+    if !harness::in_private_network(
+        "the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    run.write_mesh(&mesh_toml(&run.set.tools, &["cluster2"], ""));
+    run.ok(&["apply", "--auto-approve"]);
+    let s = &run.set;
+
+    // The kubeconfig mesh wrote into the primary reaches cluster2's real
+    // API server with the reader's rights, and no more.
+    let secret: Value = serde_json::from_str(&s.kubectl_ok(
+        "cluster1",
+        &["get", "secret", "-n", "istio-system", "istio-remote-secret-cluster2", "-o", "json"],
+    ))
+    .unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let kubeconfig = String::from_utf8(
+        b64.decode(secret["data"]["cluster2"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let kc_path = tmp.path().join("remote-secret.kubeconfig");
+    std::fs::write(&kc_path, &kubeconfig).unwrap();
+    let reader = |args: &[&str]| {
+        Command::new(s.tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&kc_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for what in ["pods", "services", "endpointslices"] {
+        let o = reader(&["get", what, "--all-namespaces"]);
+        assert!(
+            o.status.success(),
+            "the remote secret cannot list {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = reader(&["create", "secret", "generic", "x", "-n", "default", "--from-literal=a=b"]);
+    assert!(!o.status.success(), "the reader may create Secrets");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Forbidden")
+            || String::from_utf8_lossy(&o.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Differential: the real `istioctl create-remote-secret` makes the same
+    // Secret, field by field, all but the token.
+    let o = Command::new(s.tool("istioctl"))
+        .args(["create-remote-secret", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .args(["--context", "real-cluster2", "--name", "cluster2", "-n", "istio-system"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "istioctl create-remote-secret: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let theirs = docs.into_iter().find(|d| d["kind"] == "Secret").expect("a Secret");
+    assert_eq!(theirs["metadata"]["name"], secret["metadata"]["name"]);
+    assert_eq!(theirs["metadata"]["namespace"], secret["metadata"]["namespace"]);
+    for (k, v) in theirs["metadata"]["labels"].as_object().unwrap() {
+        assert_eq!(&secret["metadata"]["labels"][k], v, "label {k}");
+    }
+    for (k, v) in theirs["metadata"]["annotations"].as_object().unwrap() {
+        assert_eq!(&secret["metadata"]["annotations"][k], v, "annotation {k}");
+    }
+    let their_keys: Vec<&String> = theirs["stringData"].as_object().unwrap().keys().collect();
+    assert_eq!(their_keys, ["cluster2"], "their data key");
+    let mine = yaml(&kubeconfig);
+    let their_kc = yaml(theirs["stringData"]["cluster2"].as_str().unwrap());
+    for ptr in [
+        "/clusters/0/name",
+        "/clusters/0/cluster/server",
+        "/clusters/0/cluster/certificate-authority-data",
+        "/contexts/0/name",
+        "/contexts/0/context/cluster",
+        "/contexts/0/context/user",
+        "/current-context",
+        "/users/0/name",
+    ] {
+        assert_eq!(mine.pointer(ptr), their_kc.pointer(ptr), "{ptr} differs");
+        assert!(mine.pointer(ptr).is_some(), "{ptr} missing");
+    }
+    assert!(their_kc.pointer("/users/0/user/token").is_some());
+
+    // A real istiod (pilot-discovery as a local process, with the
+    // primary's kubeconfig) reads mesh's remote secret and syncs cluster2.
+    let c1 = s.cluster("cluster1");
+    let work = tmp.path().join("istiod");
+    std::fs::create_dir_all(&work).unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, grpc, mon, ctrlz) = (free(), free(), free(), free());
+    let istiod = harness::Proc::start(
+        "pilot-discovery",
+        &s.tool("pilot-discovery"),
+        &[
+            "discovery".into(),
+            "--kubeconfig".into(),
+            c1.kubeconfig.display().to_string(),
+            "--clusterID".into(),
+            "cluster1".into(),
+            format!("--httpAddr=127.0.0.1:{http}"),
+            format!("--grpcAddr=127.0.0.1:{grpc}"),
+            format!("--monitoringAddr=127.0.0.1:{mon}"),
+            format!("--ctrlz_port={ctrlz}"),
+            "--secureGRPCAddr=".into(),
+            "--httpsAddr=".into(),
+        ],
+        work.join("pilot-discovery.log"),
+        &[
+            ("POD_NAMESPACE", "istio-system"),
+            ("POD_NAME", "mesh-test-istiod"),
+            ("ENABLE_CA_SERVER", "false"),
+            ("INJECTION_WEBHOOK_CONFIG_NAME", ""),
+            ("VALIDATION_WEBHOOK_CONFIG_NAME", ""),
+            ("INJECT_ENABLED", "false"),
+            ("ENABLE_LEADER_ELECTION", "false"),
+        ],
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    let synced = loop {
+        if let Some(body) = http_get(http, "/debug/clusterz")
+            && let Ok(v) = serde_json::from_str::<Value>(&body)
+            && let Some(c2) = v
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["id"] == "cluster2"))
+            && c2["syncStatus"] == "synced"
+        {
+            break c2.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pilot-discovery did not sync cluster2 within 90 s. Its log:\n{}",
+            istiod.tail(40)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(
+        synced["secretName"],
+        "istio-system/istio-remote-secret-cluster2"
+    );
+    eprintln!("pilot-discovery: {synced}");
+}
