@@ -324,3 +324,102 @@ fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it()
     );
     eprintln!("pilot-discovery: {synced}");
 }
+
+/// The east-west gateway and its address, as the seed left them: what every
+/// later apply must keep (a control-plane re-install must not prune it).
+fn assert_gateway_intact(run: &Run) {
+    let s = &run.set;
+    assert!(
+        s.exists("cluster1", "deployment", Some("istio-system"), "istio-eastwestgateway"),
+        "the east-west gateway's Deployment is gone"
+    );
+    let ip = s.kubectl_ok(
+        "cluster1",
+        &["get", "svc", "-n", "istio-system", "istio-eastwestgateway", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"],
+    );
+    assert_eq!(ip, s.cluster("cluster1").lb_ip, "the east-west address changed");
+    assert_eq!(
+        run.state()["steps"]["cluster1/eastwest-address"]["outputs"]["address"],
+        Value::from(ip)
+    );
+}
+
+#[test]
+fn every_kind_of_change_re_applies_cleanly_and_destroy_leaves_nothing() {
+    if !harness::in_private_network(
+        "every_kind_of_change_re_applies_cleanly_and_destroy_leaves_nothing",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut run = Run::start(tmp.path(), &["cluster1", "cluster2", "cluster3"]);
+    let tools = run.set.tools.clone();
+    run.write_mesh(&mesh_toml(&tools, &["cluster2"], ""));
+    run.ok(&["apply", "--auto-approve"]);
+    assert_gateway_intact(&run);
+
+    // A value changed on the primary: the control plane is re-installed by
+    // the real istioctl, whose prune must leave the east-west gateway.
+    run.write_mesh(&mesh_toml(
+        &tools,
+        &["cluster2"],
+        "[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
+    ));
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("cluster1/install-control-plane: updated"), "{out}");
+    run.assert_clean();
+    assert_gateway_intact(&run);
+
+    // A remote added, then removed.
+    let values = "[cluster.values.global.logging]\nlevel = \"default:debug\"\n";
+    run.write_mesh(&mesh_toml(&tools, &["cluster2", "cluster3"], values));
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("3 created"), "{out}");
+    run.assert_clean();
+    assert!(run.set.exists("cluster1", "secret", Some("istio-system"), "istio-remote-secret-cluster3"));
+    run.write_mesh(&mesh_toml(&tools, &["cluster2"], values));
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("3 destroyed"), "{out}");
+    run.assert_clean();
+    assert!(!run.set.exists("cluster1", "secret", Some("istio-system"), "istio-remote-secret-cluster3"));
+    assert!(!run.set.exists("cluster3", "namespace", None, "istio-system"), "cluster3 keeps istio-system");
+    assert_gateway_intact(&run);
+
+    // Drift, repaired: the annotation removed, the remote secret deleted,
+    // istiod's Deployment deleted.
+    run.set.kubectl_ok(
+        "cluster2",
+        &["annotate", "ns", "istio-system", "topology.istio.io/controlPlaneClusters-"],
+    );
+    run.set
+        .kubectl_ok("cluster1", &["delete", "secret", "-n", "istio-system", "istio-remote-secret-cluster2"]);
+    run.set
+        .kubectl_ok("cluster1", &["delete", "deployment", "-n", "istio-system", "istiod"]);
+    let o = run.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "drift not seen");
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    for step in ["cluster2/prepare-namespace", "cluster2/attach", "cluster1/install-control-plane"] {
+        assert!(plan.contains(&format!("{step} (update)")), "{step} not updated:\n{plan}");
+    }
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    assert_gateway_intact(&run);
+    assert!(run.set.exists("cluster1", "deployment", Some("istio-system"), "istiod"));
+
+    // Destroy leaves nothing of mesh's in either cluster; a second apply works.
+    run.ok(&["destroy", "--auto-approve"]);
+    for c in ["cluster1", "cluster2"] {
+        assert!(!run.set.exists(c, "namespace", None, "istio-system"), "{c} keeps istio-system");
+        let crds = run.set.kubectl_ok(c, &["get", "crd", "-o", "name"]);
+        assert!(!crds.contains("istio.io"), "{c} keeps Istio CRDs: {crds}");
+        for kind in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations", "clusterroles"] {
+            let left = run.set.kubectl_ok(c, &["get", kind, "-o", "name"]);
+            assert!(!left.contains("istio"), "{c} keeps {kind}: {left}");
+        }
+    }
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("7 created"), "{out}");
+    run.assert_clean();
+    assert_gateway_intact(&run);
+    run.set.check_alive();
+}
