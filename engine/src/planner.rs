@@ -149,7 +149,7 @@ pub fn plan(
                         cluster: step.cluster.clone(),
                         action: Action::Update,
                         depends_on,
-                        reason: Some(reason),
+                        reason: Some(with_leftovers(reason, step, &rec.input, lookup)),
                         diff: Some(plans::diff::unified(&rec.input, &new.text, &step.id)),
                         before: Some(rec.input.clone()),
                         after: Some(new.text),
@@ -161,6 +161,22 @@ pub fn plan(
         changes.push(change);
     }
     Plan::new(mesh_id, changes)
+}
+
+/// The reason, with what the update will remove (see
+/// `StepInput::leftovers`) so the plan shows those deletions too.
+fn with_leftovers(
+    reason: String,
+    step: &Step,
+    recorded: &str,
+    lookup: impl Fn(&str, &str) -> Known<Value>,
+) -> String {
+    let leftovers = step.input.leftovers(recorded, &step.input.render(&lookup));
+    if leftovers.is_empty() {
+        reason
+    } else {
+        format!("{reason}; {}", leftovers.join("; "))
+    }
 }
 
 /// Delete changes for `ids`, ordered so that a step is removed before the

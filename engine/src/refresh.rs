@@ -44,7 +44,8 @@ pub async fn refresh(
                 input: &rec.input,
                 outputs: &rec.outputs,
             };
-            let result = providers::run::read(env, kind, &target, &recorded).await;
+            let input = graph.get(id).map(|s| &s.input);
+            let result = providers::run::read(env, kind, &target, &recorded, input).await;
             (id.clone(), result)
         })
     });

@@ -167,6 +167,7 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                     primary: p.name.clone(),
                     api_server: r.api_server.clone(),
                     remote_kubeconfig: target(r).kubeconfig,
+                    reader: attach::Reader::from_values(&r.values),
                 }),
             ))?;
             b.depend(&attach, &remote);

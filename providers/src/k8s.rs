@@ -54,6 +54,23 @@ fn resource(doc: &Value) -> Result<ApiResource, ClusterError> {
     })
 }
 
+/// `Kind namespace/name` (or `Kind name`) of a document, for messages.
+pub fn describe(doc: &Value) -> String {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("?");
+    match namespace_of(doc) {
+        Some(ns) => format!("{kind} {ns}/{}", name_of(doc)),
+        None => format!("{kind} {}", name_of(doc)),
+    }
+}
+
+/// Whether two documents name the same object.
+pub fn same_object(a: &Value, b: &Value) -> bool {
+    a.get("apiVersion") == b.get("apiVersion")
+        && a.get("kind") == b.get("kind")
+        && namespace_of(a) == namespace_of(b)
+        && name_of(a) == name_of(b)
+}
+
 fn name_of(doc: &Value) -> &str {
     doc.pointer("/metadata/name")
         .and_then(Value::as_str)

@@ -18,31 +18,34 @@ pub async fn apply(
 ) -> Result<Applied, StepError> {
     match input {
         StepInput::InstallControlPlane(_) => {
-            kinds::install_control_plane::apply(env, step, target, rendered).await
+            kinds::install_control_plane::apply(env, step, target, rendered, previous).await
         }
         StepInput::InstallEastwestGateway(_) => {
             kinds::install_eastwest_gateway::apply(env, step, target, rendered).await
         }
         StepInput::EastwestAddress(i) => kinds::eastwest_address::apply(env, step, target, i).await,
         StepInput::ExposeIstiod(_) => {
-            kinds::expose_istiod::apply(env, step, target, rendered).await
+            kinds::expose_istiod::apply(env, step, target, rendered, previous).await
         }
         StepInput::PrepareNamespace(i) => {
             kinds::prepare_namespace::apply(env, step, target, i, previous).await
         }
         StepInput::InstallRemote(_) => {
-            kinds::install_remote::apply(env, step, target, rendered).await
+            kinds::install_remote::apply(env, step, target, rendered, previous).await
         }
         StepInput::Attach(i) => kinds::attach::apply(env, step, target, i, rendered).await,
     }
 }
 
-/// Reads a recorded step back from its cluster.
+/// Reads a recorded step back from its cluster. `input` is the step as the
+/// mesh file has it now, when it still has it (some checks need more than
+/// the record: attach asks the remote whether its token is still current).
 pub async fn read(
     env: &Env,
     kind: StepKind,
     target: &Target,
     recorded: &Recorded<'_>,
+    input: Option<&StepInput>,
 ) -> Result<Observation, StepError> {
     match kind {
         StepKind::InstallControlPlane => {
@@ -55,7 +58,13 @@ pub async fn read(
         StepKind::ExposeIstiod => kinds::expose_istiod::read(env, target, recorded).await,
         StepKind::PrepareNamespace => kinds::prepare_namespace::read(env, target, recorded).await,
         StepKind::InstallRemote => kinds::install_remote::read(env, target, recorded).await,
-        StepKind::Attach => kinds::attach::read(env, target, recorded).await,
+        StepKind::Attach => {
+            let input = match input {
+                Some(StepInput::Attach(i)) => Some(i),
+                _ => None,
+            };
+            kinds::attach::read(env, target, recorded, input).await
+        }
     }
 }
 

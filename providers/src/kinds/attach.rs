@@ -17,6 +17,50 @@ pub struct Input {
     pub api_server: Option<String>,
     /// The remote's own kubeconfig (its `kubeconfig` key), if set.
     pub remote_kubeconfig: Option<PathBuf>,
+    /// The reader ServiceAccount whose token the primary uses:
+    /// `values.global.readerServiceAccount` of the remote (Istio's chart
+    /// then expects the user to create it), else Istio's default.
+    pub reader: Reader,
+}
+
+/// A ServiceAccount in the remote: `(namespace, name)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reader {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader {
+            namespace: "istio-system".into(),
+            name: DEFAULT_READER.into(),
+        }
+    }
+}
+
+impl Reader {
+    /// The reader a remote's `[cluster.values]` asks for.
+    pub fn from_values(values: &Map<String, Value>) -> Reader {
+        let get = |k: &str| {
+            values
+                .get("global")
+                .and_then(|g| g.get("readerServiceAccount"))
+                .and_then(|r| r.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
+        let d = Reader::default();
+        Reader {
+            namespace: get("namespace").unwrap_or(d.namespace),
+            name: get("name").unwrap_or(d.name),
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Reader::default()
+    }
 }
 
 /// The Secret the primary will hold, as `istioctl create-remote-secret`
@@ -31,8 +75,8 @@ pub fn render(input: &Input) -> Rendered {
     data.insert(
         input.remote.clone(),
         Value::from(format!(
-            "(sensitive: kubeconfig for {server} with the token of istio-system/istio-reader-service-account in {}, made at apply time)",
-            input.remote
+            "(sensitive: kubeconfig for {server} with the token of {}/{} in {}, made at apply time)",
+            input.reader.namespace, input.reader.name, input.remote
         )),
     );
     Rendered {
@@ -61,9 +105,45 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use std::collections::BTreeMap;
 
-const READER: &str = "istio-reader-service-account";
-const TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret-token";
+const DEFAULT_READER: &str = "istio-reader-service-account";
 const SA_ANNOTATION: &str = "kubernetes.io/service-account.name";
+
+/// The token Secret `istioctl create-remote-secret` makes for a reader.
+fn token_secret_name(reader: &Reader) -> String {
+    format!("{}-istio-remote-secret-token", reader.name)
+}
+
+/// The remote's filled token Secrets of `reader`: `(name, token, ca.crt)`.
+async fn reader_tokens(
+    remote: &crate::cluster::Connection,
+    reader: &Reader,
+) -> Result<Vec<(String, Sensitive, Vec<u8>)>, StepError> {
+    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), &reader.namespace);
+    let lp = ListParams::default().fields("type=kubernetes.io/service-account-token");
+    let listed = remote
+        .call("listing token Secrets", || secrets.list(&lp))
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|s| s.type_.as_deref() == Some("kubernetes.io/service-account-token"))
+        .filter(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SA_ANNOTATION))
+                .map(String::as_str)
+                == Some(reader.name.as_str())
+        })
+        .filter_map(|s| {
+            let data = s.data.as_ref()?;
+            let token = String::from_utf8(data.get("token")?.0.clone()).ok()?;
+            let ca = data.get("ca.crt")?.0.clone();
+            (!token.is_empty() && !ca.is_empty())
+                .then(|| (s.metadata.name.clone().unwrap_or_default(), Sensitive::new(token), ca))
+        })
+        .collect())
+}
 
 /// The reader token and CA of the remote, found or made as
 /// `istioctl create-remote-secret` does.
@@ -71,18 +151,30 @@ async fn reader_credentials(
     env: &Env,
     step: &str,
     remote: &crate::cluster::Connection,
+    reader: &Reader,
 ) -> Result<(Sensitive, Vec<u8>), StepError> {
-    let ns = crate::k8s::ISTIO_NAMESPACE;
+    let ns = reader.namespace.as_str();
+    let reader_name = reader.name.as_str();
+    let token_secret = token_secret_name(reader);
     let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), ns);
     if remote
-        .call("reading the reader ServiceAccount", || sas.get_opt(READER))
+        .call("reading the reader ServiceAccount", || sas.get_opt(reader_name))
         .await?
         .is_none()
     {
+        let hint = if reader.is_default() {
+            format!(
+                "install Istio's remote profile there first (the `{}/install-remote` step does)",
+                remote.cluster
+            )
+        } else {
+            "values.global.readerServiceAccount names it, so Istio does not create it: create it \
+             (with the reader's ClusterRole bound) before applying"
+                .to_string()
+        };
         return Err(StepError::Failed(format!(
-            "cluster `{}` has no ServiceAccount {ns}/{READER}: install Istio's remote profile there first \
-             (the `{}/install-remote` step does)",
-            remote.cluster, remote.cluster
+            "cluster `{}` has no ServiceAccount {ns}/{reader_name}: {hint}",
+            remote.cluster
         )));
     }
     let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), ns);
@@ -100,25 +192,25 @@ async fn reader_credentials(
                 .as_ref()
                 .and_then(|a| a.get(SA_ANNOTATION))
                 .map(String::as_str)
-                == Some(READER)
+                == Some(reader_name)
         })
         .and_then(|s| s.metadata.name.clone());
     if name.is_none() {
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-            "metadata": {"name": TOKEN_SECRET, "namespace": ns, "annotations": {SA_ANNOTATION: READER}}
+            "metadata": {"name": token_secret, "namespace": ns, "annotations": {SA_ANNOTATION: reader_name}}
         })).expect("a valid Secret");
         let created = remote
             .call("creating the reader token Secret", || async {
                 match secrets.create(&PostParams::default(), &secret).await {
-                    Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(TOKEN_SECRET).await,
+                    Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(&token_secret).await,
                     other => other,
                 }
             })
             .await?;
         name = created.metadata.name;
     }
-    let name = name.unwrap_or_else(|| TOKEN_SECRET.to_string());
+    let name = name.unwrap_or_else(|| token_secret.clone());
     env.say(
         step,
         &format!(
@@ -183,7 +275,7 @@ pub async fn apply(
         kubeconfig: input.remote_kubeconfig.clone(),
     };
     let remote = env.clusters.connect(&remote_target).await?;
-    let (token, ca) = reader_credentials(env, step, &remote).await?;
+    let (token, ca) = reader_credentials(env, step, &remote, &input.reader).await?;
     let server = input
         .api_server
         .clone()
@@ -236,11 +328,16 @@ fn secret_doc(recorded: &Recorded<'_>) -> Result<Option<Value>, StepError> {
     Ok(recorded.documents()?.into_iter().next())
 }
 
-/// Drift: the Secret missing, its label or annotation gone, or other contents.
+/// Drift: the Secret missing, its label or annotation gone, other contents,
+/// or (when the mesh file still has the step) a token that is no longer one
+/// of the remote's reader tokens: a re-created reader ServiceAccount gets a
+/// new token and the old one stops working, although the Secret is as mesh
+/// wrote it.
 pub async fn read(
     env: &Env,
     target: &Target,
     recorded: &Recorded<'_>,
+    input: Option<&Input>,
 ) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut obs = Observation::in_sync(recorded.outputs.clone());
@@ -290,6 +387,40 @@ pub async fn read(
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .map(|bytes| crate::rendered::sha256_hex(&bytes));
     let want = recorded.output_str("kubeconfig_sha256");
+    if let (Some(input), Some(live_sha)) = (input, &live_sha)
+        && want == Some(live_sha.as_str())
+    {
+        let token = live
+            .data
+            .pointer(&format!("/data/{}", key.replace('~', "~0").replace('/', "~1")))
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|bytes| serde_saphyr::from_slice::<Value>(&bytes).ok())
+            .and_then(|kc| {
+                kc.pointer("/users/0/user/token")
+                    .and_then(Value::as_str)
+                    .map(|t| Sensitive::new(t.to_string()))
+            });
+        let remote = env
+            .clusters
+            .connect(&Target {
+                cluster: input.remote.clone(),
+                context: input.remote_context.clone(),
+                kubeconfig: input.remote_kubeconfig.clone(),
+            })
+            .await?;
+        let current = reader_tokens(&remote, &input.reader).await?;
+        let still_valid = token
+            .as_ref()
+            .is_some_and(|t| current.iter().any(|(_, c, _)| c.sha256() == t.sha256()));
+        if !still_valid {
+            obs.drift.push(format!(
+                "Secret istio-system/{name} holds a token that is no longer one of {}/{}'s in `{}` \
+                 (the ServiceAccount was re-created?)",
+                input.reader.namespace, input.reader.name, input.remote
+            ));
+        }
+    }
     if live_sha.as_deref() != want {
         obs.drift.push(format!(
             "Secret istio-system/{name} has other contents (sha256:{} instead of sha256:{})",

@@ -72,12 +72,23 @@ use crate::env::{Applied, Env, Recorded, StepError};
 use crate::observe::Observation;
 use crate::rendered::Target;
 
-/// Server-side apply of the Gateway and the VirtualService.
+/// The recorded objects the new documents no longer name (e.g.
+/// `istiod-vs` after a revision is set, which renames it `istiod-vs-<rev>`).
+pub fn no_longer_rendered(old: &[Value], new: &[Value]) -> Vec<Value> {
+    old.iter()
+        .filter(|o| !new.iter().any(|n| crate::k8s::same_object(o, n)))
+        .cloned()
+        .collect()
+}
+
+/// Server-side apply of the Gateway and the VirtualService, then deletion
+/// of what the previous apply made and this one no longer renders.
 pub async fn apply(
     env: &Env,
     step: &str,
     target: &Target,
     rendered: &Rendered,
+    previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
     let conn = env.clusters.connect(target).await?;
     let mut log = String::new();
@@ -96,6 +107,16 @@ pub async fn apply(
             doc["kind"].as_str().unwrap_or(""),
             doc["metadata"]["name"].as_str().unwrap_or("")
         ));
+    }
+    if let Some(prev) = previous {
+        for doc in no_longer_rendered(&prev.documents()?, &rendered.documents) {
+            env.say(step, &format!("deleting {}…", crate::k8s::describe(&doc)));
+            crate::k8s::delete(&conn, &doc).await?;
+            log.push_str(&format!(
+                "deleted {} (no longer rendered)\n",
+                crate::k8s::describe(&doc)
+            ));
+        }
     }
     Ok(Applied {
         outputs: Default::default(),

@@ -75,14 +75,19 @@ fn recorded_revision(recorded: &Recorded<'_>) -> Result<Option<String>, StepErro
         .map(String::from))
 }
 
-/// `istioctl install -y -f - --context <ctx>` with the rendered document.
+/// `istioctl install -y -f - --context <ctx>` with the rendered document;
+/// then, if the revision changed, the replaced revision is uninstalled.
 pub async fn apply(
     env: &Env,
     step: &str,
     target: &Target,
     rendered: &Rendered,
+    previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
-    crate::env::istioctl_install(env, step, target, rendered, "control plane").await
+    let mut applied =
+        crate::env::istioctl_install(env, step, target, rendered, "control plane").await?;
+    applied.log += &crate::env::uninstall_replaced_revision(env, step, target, rendered, previous).await?;
+    Ok(applied)
 }
 
 /// Drift: istiod's Deployment missing.

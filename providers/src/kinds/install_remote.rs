@@ -66,32 +66,61 @@ pub async fn apply(
     step: &str,
     target: &Target,
     rendered: &Rendered,
+    previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
     if rendered.unknown {
         return Err(StepError::Failed(format!(
             "{step} cannot run yet: its input still has values known only after apply (the primary's east-west address)"
         )));
     }
-    crate::env::istioctl_install(env, step, target, rendered, "remote profile").await
+    let mut applied =
+        crate::env::istioctl_install(env, step, target, rendered, "remote profile").await?;
+    applied.log += &crate::env::uninstall_replaced_revision(env, step, target, rendered, previous).await?;
+    Ok(applied)
 }
 
-/// Drift: the reader ServiceAccount (which `attach` needs) missing.
+/// Drift: the sidecar injector's webhook missing, or Istio's reader
+/// ServiceAccount (which `attach` needs) missing. A reader named by
+/// `values.global.readerServiceAccount` is the user's to create, not
+/// istioctl's, so it is not looked for here (attach reports it).
 pub async fn read(
     env: &Env,
     target: &Target,
-    _recorded: &Recorded<'_>,
+    recorded: &Recorded<'_>,
 ) -> Result<Observation, StepError> {
-    crate::env::expect_present(
-        env,
-        target,
-        (
-            "v1",
-            "ServiceAccount",
-            crate::k8s::ISTIO_NAMESPACE,
-            "istio-reader-service-account",
-        ),
-    )
-    .await
+    let docs = recorded.documents()?;
+    let doc = docs.first();
+    let custom_reader = doc
+        .and_then(|d| d.pointer("/spec/values/global/readerServiceAccount/name"))
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let mut obs = if custom_reader {
+        Observation::default()
+    } else {
+        crate::env::expect_present(
+            env,
+            target,
+            (
+                "v1",
+                "ServiceAccount",
+                crate::k8s::ISTIO_NAMESPACE,
+                "istio-reader-service-account",
+            ),
+        )
+        .await?
+    };
+    let webhook = match crate::kinds::revision_of(doc).as_str() {
+        "default" => "istio-sidecar-injector".to_string(),
+        rev => format!("istio-sidecar-injector-{rev}"),
+    };
+    let conn = env.clusters.connect(target).await?;
+    let mwc = serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration", "metadata": {"name": webhook}});
+    if crate::k8s::get(&conn, &mwc).await?.is_none() {
+        obs.drift
+            .push(format!("MutatingWebhookConfiguration {webhook} missing"));
+    }
+    Ok(obs)
 }
 
 /// `istioctl uninstall -y --purge` on the remote.

@@ -34,6 +34,21 @@ pub(crate) fn iop_metadata(name: &str, istio_version: Option<&str>) -> Value {
     meta
 }
 
+/// The revision of an IstioOperator document (`default` when it has none).
+pub(crate) fn revision_of(doc: Option<&Value>) -> String {
+    doc.and_then(|d| d.pointer("/spec/revision"))
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("default")
+        .to_string()
+}
+
+/// The recorded revision, when the new document installs another one.
+pub(crate) fn revision_change(old: &[Value], new: &[Value]) -> Option<String> {
+    let (was, now) = (revision_of(old.first()), revision_of(new.first()));
+    (!old.is_empty() && was != now).then_some(was)
+}
+
 /// Looks up an upstream step's output: `(step id, output key)`.
 pub type OutputLookup<'a> = &'a dyn Fn(&str, &str) -> Known<Value>;
 
@@ -112,6 +127,33 @@ impl StepInput {
             StepInput::PrepareNamespace(_) => StepKind::PrepareNamespace,
             StepInput::InstallRemote(_) => StepKind::InstallRemote,
             StepInput::Attach(_) => StepKind::Attach,
+        }
+    }
+
+    /// What an update from the recorded input `recorded` (its canonical
+    /// text) to `new` leaves behind that the apply will remove: objects
+    /// mesh applied and no longer renders (a VirtualService renamed by a
+    /// revision), or an Istio revision no longer installed. One phrase
+    /// each, for the plan's reason; pure.
+    pub fn leftovers(&self, recorded: &str, new: &Rendered) -> Vec<String> {
+        let old = crate::env::Recorded {
+            input: recorded,
+            outputs: &Default::default(),
+        };
+        let Ok(old_docs) = old.documents() else {
+            return Vec::new();
+        };
+        match self {
+            StepInput::ExposeIstiod(_) => expose_istiod::no_longer_rendered(&old_docs, &new.documents)
+                .iter()
+                .map(|d| format!("will delete {} (no longer rendered)", crate::k8s::describe(d)))
+                .collect(),
+            StepInput::InstallControlPlane(_) | StepInput::InstallRemote(_) => {
+                revision_change(&old_docs, &new.documents)
+                    .map(|old| vec![format!("will uninstall Istio revision `{old}` (replaced)")])
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
         }
     }
 

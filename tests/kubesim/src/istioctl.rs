@@ -256,16 +256,31 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], labels: &Value)
     })
 }
 
-fn reader_objects(labels: &Value) -> Vec<Value> {
+/// The reader's ServiceAccount and RBAC. As Istio's base chart: with
+/// `values.global.readerServiceAccount.name` set, the ServiceAccount is the
+/// user's to create and only the binding to it is installed.
+fn reader_objects(labels: &Value, values: &Value) -> Vec<Value> {
     let name = format!("istio-reader-clusterrole-{NS}");
-    vec![
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("istio-reader-service-account", Some(NS), labels)}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(&name, None, labels),
-            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(&name, None, labels),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "istio-reader-service-account", "namespace": NS}]}),
-    ]
+    let custom = values
+        .pointer("/global/readerServiceAccount/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    let sa_ns = values
+        .pointer("/global/readerServiceAccount/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(NS);
+    let sa = custom.unwrap_or("istio-reader-service-account");
+    let mut out = Vec::new();
+    if custom.is_none() {
+        out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, Some(NS), labels)}));
+    }
+    out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(&name, None, labels),
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}));
+    out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(&name, None, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]}));
+    out
 }
 
 fn webhook(name: &str, client: Value, labels: &Value) -> Value {
@@ -343,7 +358,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ] {
                 out.push(crd(group, kind, plural, versions, &base));
             }
-            out.extend(reader_objects(&base));
+            out.extend(reader_objects(&base, values));
             let pilot = labels("Pilot");
             let istiod = format!("istiod{suffix}");
             let mut env = vec![
@@ -391,7 +406,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 .and_then(Value::as_str)
                 .unwrap_or("/inject");
             let remote = labels("IstiodRemote");
-            out.extend(reader_objects(&remote));
+            out.extend(reader_objects(&remote, values));
             out.push(webhook(
                 &format!("istio-sidecar-injector{suffix}"),
                 json!({"url": format!("https://{address}:15017{path}")}),
