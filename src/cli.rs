@@ -21,12 +21,14 @@ pub struct Cli {
         long = "file",
         global = true,
         default_value = "mesh.toml",
-        value_name = "FILE"
+        value_name = "FILE",
+        env = "MESH_FILE"
     )]
     pub file: PathBuf,
 
-    /// The state file [default: `[state] path`, else mesh.state.json beside the mesh file].
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The state file [default: with --sandbox DIR, DIR/mesh.state.json; else `[state] path`,
+    /// else mesh.state.json beside the mesh file].
+    #[arg(long, global = true, value_name = "PATH", env = "MESH_STATE")]
     pub state: Option<PathBuf>,
 
     /// A kubeconfig to use for every cluster without its own `kubeconfig` key
@@ -34,8 +36,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Run against simulated clusters kept in DIR instead of real ones.
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Run against simulated clusters kept in DIR instead of real ones
+    /// (the state then defaults to DIR/mesh.state.json).
+    #[arg(long, global = true, value_name = "DIR", env = "MESH_SANDBOX")]
     pub sandbox: Option<PathBuf>,
 
     /// Never colour the output (also: the NO_COLOR environment variable).

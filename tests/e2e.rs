@@ -124,7 +124,7 @@ impl World {
     }
 
     fn state(&self) -> state::State {
-        state::read_unlocked(&self.path("mesh.state.json"))
+        state::read_unlocked(&self.path("sandbox/mesh.state.json"))
             .unwrap()
             .expect("a state")
     }
@@ -341,8 +341,8 @@ fn the_seed_procedure_end_to_end() {
         .map(|o| ("output".to_string(), o))
         .collect();
     for f in [
-        "mesh.state.json",
-        "mesh.state.json.backup",
+        "sandbox/mesh.state.json",
+        "sandbox/mesh.state.json.backup",
         "again.plan",
         "istioctl.log",
     ] {
@@ -576,8 +576,8 @@ fn kill_9_at_any_point_leaves_a_valid_state_and_apply_converges() {
         std::thread::sleep(Duration::from_millis(ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        if w.path("mesh.state.json").exists() {
-            state::read_unlocked(&w.path("mesh.state.json"))
+        if w.path("sandbox/mesh.state.json").exists() {
+            state::read_unlocked(&w.path("sandbox/mesh.state.json"))
                 .unwrap_or_else(|e| panic!("round {i}: {e}"));
         }
     }
@@ -606,7 +606,7 @@ fn a_second_apply_is_refused_or_waits_for_the_lock() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lock = w.path("mesh.state.json.lock");
+    let lock = w.path("sandbox/mesh.state.json.lock");
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&lock)
         .map(|s| s.is_empty())
@@ -712,7 +712,22 @@ fn an_unknown_context_and_a_wrong_istio_version_are_clear_errors() {
         SEED.replace("context = \"kind-cluster2\"", "context = \"kind-nowhere\""),
     )
     .unwrap();
-    // Outside the sandbox, with the sandbox's kubeconfig: the context is looked up for real.
+    // Outside the sandbox, with the sandbox's kubeconfig: the context is
+    // looked up for real. (A state kept in the sandbox folder is refused
+    // outside it, so the test copies it out, as if it were a real one.)
+    let refused = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(w.dir.path())
+        .args(["--state", "sandbox/mesh.state.json", "plan"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("belongs to the sandbox")
+            && text(&refused).contains("--sandbox sandbox"),
+        "{}",
+        text(&refused)
+    );
+    std::fs::copy(w.path("sandbox/mesh.state.json"), w.path("mesh.state.json")).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
         .current_dir(w.dir.path())
         .args([

@@ -133,13 +133,39 @@ fn seed_procedure_on_real_clusters() {
     // Every object of the guide, looked at with kubectl.
     let s = &run.set;
     assert!(s.exists("cluster1", "deployment", Some("istio-system"), "istiod"));
-    assert!(s.exists("cluster1", "service", Some("istio-system"), "istio-eastwestgateway"));
-    assert!(s.exists("cluster1", "gateway.networking.istio.io", Some("istio-system"), "istiod-gateway"));
-    assert!(s.exists("cluster1", "virtualservice.networking.istio.io", Some("istio-system"), "istiod-vs"));
-    assert!(s.exists("cluster1", "secret", Some("istio-system"), "istio-remote-secret-cluster2"));
+    assert!(s.exists(
+        "cluster1",
+        "service",
+        Some("istio-system"),
+        "istio-eastwestgateway"
+    ));
+    assert!(s.exists(
+        "cluster1",
+        "gateway.networking.istio.io",
+        Some("istio-system"),
+        "istiod-gateway"
+    ));
+    assert!(s.exists(
+        "cluster1",
+        "virtualservice.networking.istio.io",
+        Some("istio-system"),
+        "istiod-vs"
+    ));
+    assert!(s.exists(
+        "cluster1",
+        "secret",
+        Some("istio-system"),
+        "istio-remote-secret-cluster2"
+    ));
     let ann = s.kubectl_ok(
         "cluster2",
-        &["get", "ns", "istio-system", "-o", "jsonpath={.metadata.annotations.topology\\.istio\\.io/controlPlaneClusters}"],
+        &[
+            "get",
+            "ns",
+            "istio-system",
+            "-o",
+            "jsonpath={.metadata.annotations.topology\\.istio\\.io/controlPlaneClusters}",
+        ],
     );
     assert_eq!(ann, "cluster1");
     let addr = run.state()["steps"]["cluster1/eastwest-address"]["outputs"]["address"].clone();
@@ -150,7 +176,8 @@ fn seed_procedure_on_real_clusters() {
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
@@ -181,7 +208,15 @@ fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it()
     // API server with the reader's rights, and no more.
     let secret: Value = serde_json::from_str(&s.kubectl_ok(
         "cluster1",
-        &["get", "secret", "-n", "istio-system", "istio-remote-secret-cluster2", "-o", "json"],
+        &[
+            "get",
+            "secret",
+            "-n",
+            "istio-system",
+            "istio-remote-secret-cluster2",
+            "-o",
+            "json",
+        ],
     ))
     .unwrap();
     use base64::Engine as _;
@@ -209,7 +244,15 @@ fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it()
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let o = reader(&["create", "secret", "generic", "x", "-n", "default", "--from-literal=a=b"]);
+    let o = reader(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "-n",
+        "default",
+        "--from-literal=a=b",
+    ]);
     assert!(!o.status.success(), "the reader may create Secrets");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("Forbidden")
@@ -223,7 +266,14 @@ fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it()
     let o = Command::new(s.tool("istioctl"))
         .args(["create-remote-secret", "--kubeconfig"])
         .arg(&s.kubeconfig)
-        .args(["--context", "real-cluster2", "--name", "cluster2", "-n", "istio-system"])
+        .args([
+            "--context",
+            "real-cluster2",
+            "--name",
+            "cluster2",
+            "-n",
+            "istio-system",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -231,10 +281,17 @@ fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it()
         "istioctl create-remote-secret: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&o.stdout)).unwrap();
-    let theirs = docs.into_iter().find(|d| d["kind"] == "Secret").expect("a Secret");
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let theirs = docs
+        .into_iter()
+        .find(|d| d["kind"] == "Secret")
+        .expect("a Secret");
     assert_eq!(theirs["metadata"]["name"], secret["metadata"]["name"]);
-    assert_eq!(theirs["metadata"]["namespace"], secret["metadata"]["namespace"]);
+    assert_eq!(
+        theirs["metadata"]["namespace"],
+        secret["metadata"]["namespace"]
+    );
     for (k, v) in theirs["metadata"]["labels"].as_object().unwrap() {
         assert_eq!(&secret["metadata"]["labels"][k], v, "label {k}");
     }
@@ -330,14 +387,31 @@ fn the_remote_secret_works_matches_istioctl_and_a_real_istiod_syncs_through_it()
 fn assert_gateway_intact(run: &Run) {
     let s = &run.set;
     assert!(
-        s.exists("cluster1", "deployment", Some("istio-system"), "istio-eastwestgateway"),
+        s.exists(
+            "cluster1",
+            "deployment",
+            Some("istio-system"),
+            "istio-eastwestgateway"
+        ),
         "the east-west gateway's Deployment is gone"
     );
     let ip = s.kubectl_ok(
         "cluster1",
-        &["get", "svc", "-n", "istio-system", "istio-eastwestgateway", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"],
+        &[
+            "get",
+            "svc",
+            "-n",
+            "istio-system",
+            "istio-eastwestgateway",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
     );
-    assert_eq!(ip, s.cluster("cluster1").lb_ip, "the east-west address changed");
+    assert_eq!(
+        ip,
+        s.cluster("cluster1").lb_ip,
+        "the east-west address changed"
+    );
     assert_eq!(
         run.state()["steps"]["cluster1/eastwest-address"]["outputs"]["address"],
         Value::from(ip)
@@ -366,7 +440,10 @@ fn every_kind_of_change_re_applies_cleanly_and_destroy_leaves_nothing() {
         "[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
     ));
     let out = run.ok(&["apply", "--auto-approve"]);
-    assert!(out.contains("cluster1/install-control-plane: updated"), "{out}");
+    assert!(
+        out.contains("cluster1/install-control-plane: updated"),
+        "{out}"
+    );
     run.assert_clean();
     assert_gateway_intact(&run);
 
@@ -376,43 +453,89 @@ fn every_kind_of_change_re_applies_cleanly_and_destroy_leaves_nothing() {
     let out = run.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("3 created"), "{out}");
     run.assert_clean();
-    assert!(run.set.exists("cluster1", "secret", Some("istio-system"), "istio-remote-secret-cluster3"));
+    assert!(run.set.exists(
+        "cluster1",
+        "secret",
+        Some("istio-system"),
+        "istio-remote-secret-cluster3"
+    ));
     run.write_mesh(&mesh_toml(&tools, &["cluster2"], values));
     let out = run.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("3 destroyed"), "{out}");
     run.assert_clean();
-    assert!(!run.set.exists("cluster1", "secret", Some("istio-system"), "istio-remote-secret-cluster3"));
-    assert!(!run.set.exists("cluster3", "namespace", None, "istio-system"), "cluster3 keeps istio-system");
+    assert!(!run.set.exists(
+        "cluster1",
+        "secret",
+        Some("istio-system"),
+        "istio-remote-secret-cluster3"
+    ));
+    assert!(
+        !run.set
+            .exists("cluster3", "namespace", None, "istio-system"),
+        "cluster3 keeps istio-system"
+    );
     assert_gateway_intact(&run);
 
     // Drift, repaired: the annotation removed, the remote secret deleted,
     // istiod's Deployment deleted.
     run.set.kubectl_ok(
         "cluster2",
-        &["annotate", "ns", "istio-system", "topology.istio.io/controlPlaneClusters-"],
+        &[
+            "annotate",
+            "ns",
+            "istio-system",
+            "topology.istio.io/controlPlaneClusters-",
+        ],
     );
-    run.set
-        .kubectl_ok("cluster1", &["delete", "secret", "-n", "istio-system", "istio-remote-secret-cluster2"]);
-    run.set
-        .kubectl_ok("cluster1", &["delete", "deployment", "-n", "istio-system", "istiod"]);
+    run.set.kubectl_ok(
+        "cluster1",
+        &[
+            "delete",
+            "secret",
+            "-n",
+            "istio-system",
+            "istio-remote-secret-cluster2",
+        ],
+    );
+    run.set.kubectl_ok(
+        "cluster1",
+        &["delete", "deployment", "-n", "istio-system", "istiod"],
+    );
     let o = run.mesh(&["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2), "drift not seen");
     let plan = String::from_utf8_lossy(&o.stdout).into_owned();
-    for step in ["cluster2/prepare-namespace", "cluster2/attach", "cluster1/install-control-plane"] {
-        assert!(plan.contains(&format!("{step} (update)")), "{step} not updated:\n{plan}");
+    for step in [
+        "cluster2/prepare-namespace",
+        "cluster2/attach",
+        "cluster1/install-control-plane",
+    ] {
+        assert!(
+            plan.contains(&format!("{step} (update)")),
+            "{step} not updated:\n{plan}"
+        );
     }
     run.ok(&["apply", "--auto-approve"]);
     run.assert_clean();
     assert_gateway_intact(&run);
-    assert!(run.set.exists("cluster1", "deployment", Some("istio-system"), "istiod"));
+    assert!(
+        run.set
+            .exists("cluster1", "deployment", Some("istio-system"), "istiod")
+    );
 
     // Destroy leaves nothing of mesh's in either cluster; a second apply works.
     run.ok(&["destroy", "--auto-approve"]);
     for c in ["cluster1", "cluster2"] {
-        assert!(!run.set.exists(c, "namespace", None, "istio-system"), "{c} keeps istio-system");
+        assert!(
+            !run.set.exists(c, "namespace", None, "istio-system"),
+            "{c} keeps istio-system"
+        );
         let crds = run.set.kubectl_ok(c, &["get", "crd", "-o", "name"]);
         assert!(!crds.contains("istio.io"), "{c} keeps Istio CRDs: {crds}");
-        for kind in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations", "clusterroles"] {
+        for kind in [
+            "mutatingwebhookconfigurations",
+            "validatingwebhookconfigurations",
+            "clusterroles",
+        ] {
             let left = run.set.kubectl_ok(c, &["get", kind, "-o", "name"]);
             assert!(!left.contains("istio"), "{c} keeps {kind}: {left}");
         }

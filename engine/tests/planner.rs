@@ -319,7 +319,20 @@ fn a_changed_input_shows_a_diff() {
     let plan = planner::plan("mesh1", &changed, Some(&st), None, Mode::Converge);
     let cp = change(&plan, "cluster1/install-control-plane");
     assert_eq!(cp.action, Action::Update);
-    assert_eq!(cp.reason.as_deref(), Some("input changed"));
+    // The old revision's control plane stays, and the plan says how to remove it.
+    assert_eq!(
+        cp.reason.as_deref(),
+        Some(
+            "input changed; Istio revision `default` stays installed beside the new one: \
+             once workloads have moved, remove it with `istioctl uninstall --revision default`"
+        )
+    );
+    assert_eq!(
+        change(&plan, "cluster1/expose-istiod").reason.as_deref(),
+        Some(
+            "input changed; will delete VirtualService istio-system/istiod-vs (no longer rendered)"
+        )
+    );
     assert!(
         cp.diff.as_deref().unwrap().contains("+  revision: canary"),
         "{}",

@@ -128,30 +128,6 @@ pub async fn istioctl_install(
     })
 }
 
-/// After an install whose revision replaced the recorded one: `istioctl
-/// uninstall --revision <old>`, so the old control plane (or remote
-/// webhook) does not stay behind next to the new one.
-pub async fn uninstall_replaced_revision(
-    env: &Env,
-    step: &str,
-    target: &crate::rendered::Target,
-    rendered: &crate::rendered::Rendered,
-    previous: Option<&Recorded<'_>>,
-) -> Result<String, StepError> {
-    let Some(prev) = previous else {
-        return Ok(String::new());
-    };
-    let Some(old) = crate::kinds::revision_change(&prev.documents()?, &rendered.documents) else {
-        return Ok(String::new());
-    };
-    env.say(step, &format!("istioctl uninstall --revision {old}…"));
-    let log = env
-        .istioctl
-        .uninstall_revision(target, env.kubeconfig.as_ref(), &old)
-        .await?;
-    Ok(log.output)
-}
-
 /// A read that checks one object a step installed is there: drift
 /// "`<Kind> <ns>/<name>` missing" otherwise.
 pub async fn expect_present(

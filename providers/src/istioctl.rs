@@ -128,23 +128,6 @@ impl Istioctl {
         self.run(&args, None).await
     }
 
-    /// `istioctl uninstall -y --revision REV --context C`.
-    pub async fn uninstall_revision(
-        &self,
-        target: &Target,
-        kubeconfig: Option<&PathBuf>,
-        revision: &str,
-    ) -> Result<RunLog, IstioctlError> {
-        let mut args = vec![
-            "uninstall".to_string(),
-            "-y".into(),
-            "--revision".into(),
-            revision.into(),
-        ];
-        args.extend(Self::target_args(target, kubeconfig));
-        self.run(&args, None).await
-    }
-
     /// `istioctl uninstall -y -f FILE --context C`: uninstall needs a path, so
     /// the document goes to a private temporary file, removed afterwards.
     pub async fn uninstall_document(

@@ -18,7 +18,7 @@ pub async fn apply(
 ) -> Result<Applied, StepError> {
     match input {
         StepInput::InstallControlPlane(_) => {
-            kinds::install_control_plane::apply(env, step, target, rendered, previous).await
+            kinds::install_control_plane::apply(env, step, target, rendered).await
         }
         StepInput::InstallEastwestGateway(_) => {
             kinds::install_eastwest_gateway::apply(env, step, target, rendered).await
@@ -31,7 +31,7 @@ pub async fn apply(
             kinds::prepare_namespace::apply(env, step, target, i, previous).await
         }
         StepInput::InstallRemote(_) => {
-            kinds::install_remote::apply(env, step, target, rendered, previous).await
+            kinds::install_remote::apply(env, step, target, rendered).await
         }
         StepInput::Attach(i) => kinds::attach::apply(env, step, target, i, rendered).await,
     }

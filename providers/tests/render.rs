@@ -201,6 +201,7 @@ fn attach_renders_the_secret_without_any_credential() {
         primary: "cluster1".into(),
         api_server: Some("https://172.18.0.3:6443".into()),
         remote_kubeconfig: None,
+        reader: attach::Reader::default(),
     };
     let r = attach::render(&input);
     let d = &r.documents[0];
@@ -302,4 +303,22 @@ fn rendering_is_deterministic_and_round_trips_through_yaml() {
         // Strings such as "", "*", "true" and "(known after apply)" keep their types.
         assert_eq!(docs(&r.to_yaml()), r.documents, "{}", r.to_yaml());
     }
+}
+
+#[test]
+fn the_reader_is_istios_unless_the_remote_values_name_another() {
+    let values: Map<String, Value> =
+        serde_json::from_value(json!({"global": {"readerServiceAccount": {"name": "my-reader"}}}))
+            .unwrap();
+    let r = attach::Reader::from_values(&values);
+    assert_eq!(
+        (r.namespace.as_str(), r.name.as_str()),
+        ("istio-system", "my-reader")
+    );
+    assert!(!r.is_default());
+    assert!(attach::Reader::from_values(&Map::new()).is_default());
+    assert_eq!(
+        attach::Reader::default().name,
+        "istio-reader-service-account"
+    );
 }

@@ -59,11 +59,37 @@ pub fn load_graph(path: &Path) -> Result<(MeshFile, StepGraph)> {
     Ok((mesh, graph))
 }
 
-/// `--state`, else the mesh file's `[state] path` (relative to the file),
-/// else `mesh.state.json` beside the mesh file.
+/// `--state` (or `$MESH_STATE`); else, with `--sandbox DIR`,
+/// `DIR/mesh.state.json` (a sandbox never touches the real state); else the
+/// mesh file's `[state] path` (relative to the file), else
+/// `mesh.state.json` beside the mesh file.
 pub fn state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
+    let path = chosen_state_path(cli, mesh)?;
+    if cli.sandbox.is_none()
+        && let Some(dir) = path.parent()
+        && kubesim::ClusterSet::is_sandbox(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+    {
+        anyhow::bail!(
+            "the state {} belongs to the sandbox in {}: its steps were applied to simulated clusters. \
+             Pass `--sandbox {}` to use it, or another state for real clusters",
+            path.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(path)
+}
+
+fn chosen_state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
     if let Some(p) = &cli.state {
         return Ok(p.clone());
+    }
+    if let Some(dir) = &cli.sandbox {
+        return Ok(dir.join("mesh.state.json"));
     }
     let dir = cli.file.parent().map(Path::to_path_buf).unwrap_or_default();
     let configured = match mesh {

@@ -16,9 +16,28 @@ const REFRESH_PARALLELISM: usize = 16;
 pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     let (mesh, graph) = load_graph(&cli.file)?;
     let path = state_path(cli, Some(&mesh))?;
-    let backend = state::LocalBackend::new(path);
-    let lock = backend.lock("plan", args.lock.lock_timeout)?;
-    let recorded = lock.read()?;
+    let backend = state::LocalBackend::new(path.clone());
+    // A plan writes no state: where the lock cannot be created (a read-only
+    // folder, e.g. a state checked out in CI) it plans from the state as it
+    // is, and says so, rather than refusing.
+    let (_lock, recorded) = match backend.lock("plan", args.lock.lock_timeout) {
+        Ok(lock) => {
+            let recorded = lock.read()?;
+            (Some(lock), recorded)
+        }
+        Err(state::StateError::Lock { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            crate::errln!(
+                "note: the state's folder is read-only ({source}); planning without the state lock"
+            );
+            (None, state::read_unlocked(&path)?)
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(s) = &recorded {
         s.check_mesh_id(&mesh.mesh.id)?;
     }

@@ -76,7 +76,10 @@ pub fn in_private_network(name: &str) -> bool {
             .args(["link", "set", "lo", "up"])
             .status()
             .expect("running `ip link set lo up` (iproute2)");
-        assert!(up.success(), "could not bring up loopback in the test's network namespace");
+        assert!(
+            up.success(),
+            "could not bring up loopback in the test's network namespace"
+        );
         return true;
     }
     // One real test at a time: each starts several control planes, and the
@@ -91,8 +94,13 @@ pub fn in_private_network(name: &str) -> bool {
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, "1")
         .status()
-        .expect("running `unshare --net` (util-linux): the real tier runs in its own network namespace");
-    assert!(status.success(), "{name} failed inside its network namespace (output above)");
+        .expect(
+            "running `unshare --net` (util-linux): the real tier runs in its own network namespace",
+        );
+    assert!(
+        status.success(),
+        "{name} failed inside its network namespace (output above)"
+    );
     false
 }
 
@@ -106,7 +114,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn start(name: &str, program: &Path, args: &[String], log: PathBuf, env: &[(&str, &str)]) -> Proc {
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let mut cmd = Command::new(program);
@@ -183,9 +197,7 @@ fn free_port() -> u16 {
 }
 
 fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand_byte()))
-        .collect()
+    (0..bytes).map(|_| format!("{:02x}", rand_byte())).collect()
 }
 
 fn rand_byte() -> u8 {
@@ -238,7 +250,13 @@ impl RealCluster {
     /// Every component still running? Names the first that is not, with its log.
     pub fn check_alive(&mut self) {
         for p in &mut self.procs {
-            assert!(p.alive(), "{} of {} exited:\n{}", p.name, self.name, p.tail(30));
+            assert!(
+                p.alive(),
+                "{} of {} exited:\n{}",
+                p.name,
+                self.name,
+                p.tail(30)
+            );
         }
     }
 
@@ -355,7 +373,11 @@ pub fn kubeconfig_yaml(clusters: &[&RealCluster], current: Option<&str>) -> Stri
     }
     s += "users:\n";
     for c in clusters {
-        s += &format!("- name: admin-{n}\n  user:\n    token: {t}\n", n = c.name, t = c.token);
+        s += &format!(
+            "- name: admin-{n}\n  user:\n    token: {t}\n",
+            n = c.name,
+            t = c.token
+        );
     }
     s += "contexts:\n";
     for c in clusters {
@@ -426,7 +448,10 @@ fn start_one(tools: &Path, root: &Path, name: &str, index: usize) -> RealCluster
             "--authorization-mode=Node,RBAC".into(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", s(&dir.join("sa.pub"))),
-            format!("--service-account-signing-key-file={}", s(&dir.join("sa.key"))),
+            format!(
+                "--service-account-signing-key-file={}",
+                s(&dir.join("sa.key"))
+            ),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--endpoint-reconciler-type=none".into(),
             "--disable-admission-plugins=TaintNodesByCondition".into(),
@@ -569,7 +594,11 @@ spec:
             ipMode: VIP
 "#
     );
-    std::fs::write(dir.join("kwok-stages.yaml"), format!("{stages}\n{lb_stage}")).unwrap();
+    std::fs::write(
+        dir.join("kwok-stages.yaml"),
+        format!("{stages}\n{lb_stage}"),
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.join("kwokhome")).unwrap();
     let kwok_home = s(&dir.join("kwokhome"));
     cluster.procs.push(Proc::start(
@@ -617,9 +646,18 @@ status:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    apply.stdin.take().unwrap().write_all(node.as_bytes()).unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(node.as_bytes())
+        .unwrap();
     let o = apply.wait_with_output().unwrap();
-    assert!(o.status.success(), "creating the fake node of {name}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "creating the fake node of {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let deadline = Instant::now() + STARTUP;
     loop {
         let o = kubectl(&[

@@ -139,8 +139,13 @@ async fn reader_tokens(
             let data = s.data.as_ref()?;
             let token = String::from_utf8(data.get("token")?.0.clone()).ok()?;
             let ca = data.get("ca.crt")?.0.clone();
-            (!token.is_empty() && !ca.is_empty())
-                .then(|| (s.metadata.name.clone().unwrap_or_default(), Sensitive::new(token), ca))
+            (!token.is_empty() && !ca.is_empty()).then(|| {
+                (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    Sensitive::new(token),
+                    ca,
+                )
+            })
         })
         .collect())
 }
@@ -158,7 +163,9 @@ async fn reader_credentials(
     let token_secret = token_secret_name(reader);
     let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), ns);
     if remote
-        .call("reading the reader ServiceAccount", || sas.get_opt(reader_name))
+        .call("reading the reader ServiceAccount", || {
+            sas.get_opt(reader_name)
+        })
         .await?
         .is_none()
     {
@@ -392,7 +399,10 @@ pub async fn read(
     {
         let token = live
             .data
-            .pointer(&format!("/data/{}", key.replace('~', "~0").replace('/', "~1")))
+            .pointer(&format!(
+                "/data/{}",
+                key.replace('~', "~0").replace('/', "~1")
+            ))
             .and_then(Value::as_str)
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .and_then(|bytes| serde_saphyr::from_slice::<Value>(&bytes).ok())

@@ -75,19 +75,14 @@ fn recorded_revision(recorded: &Recorded<'_>) -> Result<Option<String>, StepErro
         .map(String::from))
 }
 
-/// `istioctl install -y -f - --context <ctx>` with the rendered document;
-/// then, if the revision changed, the replaced revision is uninstalled.
+/// `istioctl install -y -f - --context <ctx>` with the rendered document.
 pub async fn apply(
     env: &Env,
     step: &str,
     target: &Target,
     rendered: &Rendered,
-    previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
-    let mut applied =
-        crate::env::istioctl_install(env, step, target, rendered, "control plane").await?;
-    applied.log += &crate::env::uninstall_replaced_revision(env, step, target, rendered, previous).await?;
-    Ok(applied)
+    crate::env::istioctl_install(env, step, target, rendered, "control plane").await
 }
 
 /// Drift: istiod's Deployment missing.

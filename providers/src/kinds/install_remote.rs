@@ -66,17 +66,13 @@ pub async fn apply(
     step: &str,
     target: &Target,
     rendered: &Rendered,
-    previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
     if rendered.unknown {
         return Err(StepError::Failed(format!(
             "{step} cannot run yet: its input still has values known only after apply (the primary's east-west address)"
         )));
     }
-    let mut applied =
-        crate::env::istioctl_install(env, step, target, rendered, "remote profile").await?;
-    applied.log += &crate::env::uninstall_replaced_revision(env, step, target, rendered, previous).await?;
-    Ok(applied)
+    crate::env::istioctl_install(env, step, target, rendered, "remote profile").await
 }
 
 /// Drift: the sidecar injector's webhook missing, or Istio's reader

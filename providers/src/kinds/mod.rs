@@ -131,10 +131,12 @@ impl StepInput {
     }
 
     /// What an update from the recorded input `recorded` (its canonical
-    /// text) to `new` leaves behind that the apply will remove: objects
-    /// mesh applied and no longer renders (a VirtualService renamed by a
-    /// revision), or an Istio revision no longer installed. One phrase
-    /// each, for the plan's reason; pure.
+    /// text) to `new` leaves behind: objects mesh applied and no longer
+    /// renders, which the apply deletes (a VirtualService renamed by a
+    /// revision), and a replaced Istio revision, which stays installed (a
+    /// canary upgrade keeps the old control plane until workloads moved;
+    /// removing it is the user's call). One phrase each, for the plan's
+    /// reason; pure.
     pub fn leftovers(&self, recorded: &str, new: &Rendered) -> Vec<String> {
         let old = crate::env::Recorded {
             input: recorded,
@@ -144,15 +146,28 @@ impl StepInput {
             return Vec::new();
         };
         match self {
-            StepInput::ExposeIstiod(_) => expose_istiod::no_longer_rendered(&old_docs, &new.documents)
-                .iter()
-                .map(|d| format!("will delete {} (no longer rendered)", crate::k8s::describe(d)))
-                .collect(),
-            StepInput::InstallControlPlane(_) | StepInput::InstallRemote(_) => {
-                revision_change(&old_docs, &new.documents)
-                    .map(|old| vec![format!("will uninstall Istio revision `{old}` (replaced)")])
-                    .unwrap_or_default()
+            StepInput::ExposeIstiod(_) => {
+                expose_istiod::no_longer_rendered(&old_docs, &new.documents)
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "will delete {} (no longer rendered)",
+                            crate::k8s::describe(d)
+                        )
+                    })
+                    .collect()
             }
+            StepInput::InstallControlPlane(_) | StepInput::InstallRemote(_) => revision_change(
+                &old_docs,
+                &new.documents,
+            )
+            .map(|old| {
+                vec![format!(
+                    "Istio revision `{old}` stays installed beside the new one: once workloads \
+                             have moved, remove it with `istioctl uninstall --revision {old}`"
+                )]
+            })
+            .unwrap_or_default(),
             _ => Vec::new(),
         }
     }

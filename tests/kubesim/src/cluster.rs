@@ -181,6 +181,9 @@ impl Cluster {
                 Ok(ev) => {
                     self.mark_dirty();
                     if ev.kind == EventType::Deleted {
+                        if ev.key.0.is_empty() && ev.key.1 == "serviceaccounts" {
+                            self.clone().tokens_of_deleted(&ev.object);
+                        }
                         continue;
                     }
                     match (ev.key.0.as_str(), ev.key.1.as_str()) {
@@ -283,6 +286,59 @@ impl Cluster {
 
     /// The token controller: fills token, ca.crt and namespace into
     /// service-account-token Secrets whose ServiceAccount exists.
+    /// As Kubernetes' token controller: the token Secrets of a deleted
+    /// ServiceAccount are deleted, and their tokens stop authenticating. A
+    /// ServiceAccount re-created under the same name gets new tokens.
+    fn tokens_of_deleted(self: Arc<Self>, sa: &Value) {
+        let ns = sa
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = sa
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut store = self.store();
+        let Some(rt) = store.find_type("", "v1", "secrets") else {
+            return;
+        };
+        let doomed: Vec<(String, Option<String>)> = store
+            .all("", "secrets")
+            .into_iter()
+            .filter(|s| {
+                s["type"] == SA_TOKEN_TYPE
+                    && s.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str())
+                    && s.pointer(&format!(
+                        "/metadata/annotations/{}",
+                        SA_ANNOTATION.replace('/', "~1")
+                    ))
+                    .and_then(Value::as_str)
+                        == Some(name.as_str())
+            })
+            .map(|s| {
+                let secret = s
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let token = s
+                    .pointer("/data/token")
+                    .and_then(Value::as_str)
+                    .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                    .and_then(|t| String::from_utf8(t).ok());
+                (secret, token)
+            })
+            .collect();
+        for (secret, token) in doomed {
+            let _ = store.delete(&rt, &ns, &secret);
+            if let Some(t) = token {
+                self.tokens.lock().expect("tokens").remove(&t);
+            }
+        }
+    }
+
     fn token(self: Arc<Self>, secret: &Value) {
         if secret["type"] != SA_TOKEN_TYPE || secret.pointer("/data/token").is_some() {
             return;

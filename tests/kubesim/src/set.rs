@@ -94,6 +94,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl ClusterSet {
+    /// Whether `dir` holds simulated clusters (a `--sandbox` folder).
+    pub fn is_sandbox(dir: &Path) -> bool {
+        lock_path(dir).is_file() && dir.join("clusters").is_dir()
+    }
+
     /// Who holds `dir`, if a live process serves it.
     pub fn running_in(dir: &Path) -> Option<Running> {
         let mut f = OpenOptions::new()

@@ -1,0 +1,561 @@
+//! Regression tests for what an attack on mesh found (issue "Trustworthy on
+//! real clusters"): each fails without its fix. On kubesim, the project's
+//! simulator; the behaviours that need the real Istio are also in
+//! tests/real_clusters.rs.
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
+use kubesim::{ClusterSet, LbMode, Options};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const SEED: &str = include_str!("../examples/primary-remote.toml");
+const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
+
+struct World {
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    set: Option<ClusterSet>,
+}
+
+impl World {
+    fn new(mesh_toml: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mesh.toml"), mesh_toml).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let set = rt
+            .block_on(ClusterSet::open(
+                &dir.path().join("sandbox"),
+                CONTEXTS,
+                Options {
+                    lb_delay: Duration::from_millis(50),
+                    lb_mode: LbMode::Ip,
+                },
+            ))
+            .unwrap();
+        World {
+            dir,
+            rt,
+            set: Some(set),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn write_mesh(&self, toml: &str) {
+        std::fs::write(self.path("mesh.toml"), toml).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
+        c.current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("KUBESIM_ISTIOCTL_LOG", self.path("istioctl.log"))
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
+            .env_remove("KUBECONFIG")
+            .args(["--sandbox", "sandbox", "--state", "mesh.state.json"])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn mesh(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn client(&self, context: &str) -> kube::Client {
+        let path = self.set.as_ref().unwrap().kubeconfig_path();
+        self.rt.block_on(async move {
+            let kc = kube::config::Kubeconfig::read_from(path).unwrap();
+            let opts = kube::config::KubeConfigOptions {
+                context: Some(context.into()),
+                ..Default::default()
+            };
+            kube::Client::try_from(
+                kube::Config::from_custom_kubeconfig(kc, &opts)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+    }
+
+    fn cluster(&self, context: &str) -> std::sync::Arc<kubesim::Cluster> {
+        self.set.as_ref().unwrap().cluster(context).unwrap()
+    }
+
+    fn exists(&self, context: &str, group: &str, plural: &str, ns: &str, name: &str) -> bool {
+        self.cluster(context)
+            .store()
+            .get_raw(group, plural, ns, name)
+            .is_some()
+    }
+
+    fn secret(&self, context: &str, ns: &str, name: &str) -> Option<Secret> {
+        let api: Api<Secret> = Api::namespaced(self.client(context), ns);
+        self.rt.block_on(api.get_opt(name)).unwrap()
+    }
+
+    fn istioctl_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("istioctl.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn state_json(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path("mesh.state.json")).unwrap())
+            .unwrap()
+    }
+
+    fn assert_clean(&self) {
+        let o = self.mesh(&["plan", "--detailed-exitcode"]);
+        assert_eq!(o.status.code(), Some(0), "plan is not clean:\n{}", text(&o));
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(set) = self.set.take() {
+            self.rt.block_on(set.shutdown());
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: &Output) -> String {
+    let t = text(o);
+    assert!(o.status.success(), "mesh failed ({}):\n{t}", o.status);
+    t
+}
+
+/// The seed with `extra` appended to cluster1's table.
+fn seed_with_primary(extra: &str) -> String {
+    SEED.replacen(
+        "role = \"primary\"\n",
+        &format!("role = \"primary\"\n{extra}"),
+        1,
+    )
+}
+
+/// The seed with `extra` appended to cluster2's table (the last one).
+fn seed_with_remote(extra: &str) -> String {
+    format!("{SEED}{extra}")
+}
+
+// 1. A control-plane re-install must not prune the east-west gateway.
+#[test]
+fn re_installing_the_control_plane_keeps_the_eastwest_gateway() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&seed_with_primary(
+        "[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
+    ));
+    let out = ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert!(
+        out.contains("cluster1/install-control-plane: updated"),
+        "{out}"
+    );
+    assert!(
+        w.exists(
+            "kind-cluster1",
+            "",
+            "services",
+            "istio-system",
+            "istio-eastwestgateway"
+        ),
+        "the simulated istioctl's prune removed the east-west gateway"
+    );
+    assert!(w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istio-eastwestgateway"
+    ));
+    w.assert_clean();
+}
+
+// 2. A re-created reader ServiceAccount leaves a dead token: attach notices.
+#[test]
+fn a_re_created_reader_service_account_makes_attach_drift_and_apply_renews_the_token() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let sas: Api<ServiceAccount> = Api::namespaced(w.client("kind-cluster2"), "istio-system");
+    w.rt.block_on(sas.delete("istio-reader-service-account", &DeleteParams::default()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan = text(&o);
+    assert!(plan.contains("cluster2/attach (update)"), "{plan}");
+    assert!(
+        plan.contains("no longer one of istio-system/istio-reader-service-account"),
+        "{plan}"
+    );
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.assert_clean();
+    // The token now in the primary authenticates with cluster2 again.
+    let secret = w
+        .secret(
+            "kind-cluster1",
+            "istio-system",
+            "istio-remote-secret-cluster2",
+        )
+        .unwrap();
+    let kc = String::from_utf8(secret.data.unwrap()["cluster2"].0.clone()).unwrap();
+    let kc: Value = serde_saphyr::from_str(&kc).unwrap();
+    let token = kc.pointer("/users/0/user/token").unwrap().as_str().unwrap();
+    assert!(w.cluster("kind-cluster2").authorised(token), "a dead token");
+}
+
+// 3. An Istio upgrade is a change of the install steps' inputs.
+#[test]
+fn changing_istio_version_plans_an_upgrade_of_every_install() {
+    let with = |v: &str| {
+        SEED.replacen(
+            "id = \"mesh1\"\n",
+            &format!("id = \"mesh1\"\nistio_version = \"{v}\"\n"),
+            1,
+        )
+    };
+    let w = World::new(&with("1.28"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&with("1.29"));
+    let o = w
+        .command(&["plan", "--detailed-exitcode"])
+        .env("KUBESIM_ISTIOCTL_VERSION", "1.29.2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan = text(&o);
+    for step in [
+        "cluster1/install-control-plane",
+        "cluster1/install-eastwest-gateway",
+        "cluster2/install-remote",
+    ] {
+        assert!(
+            plan.contains(&format!("{step} (update)")),
+            "{step}:\n{plan}"
+        );
+    }
+    assert!(plan.contains("mesh/istio-version: \"1.29\""), "{plan}");
+    // The old istioctl is refused for the new version, saying what to do.
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("asks for Istio 1.29"), "{}", text(&o));
+    let o = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_VERSION", "1.29.2")
+        .output()
+        .unwrap();
+    ok(&o);
+}
+
+// 4. A revision change deletes the objects the old revision's names left.
+#[test]
+fn a_revision_change_deletes_the_old_virtual_service_and_says_so() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&SEED.replacen(
+        "id = \"mesh1\"\n",
+        "id = \"mesh1\"\nrevision = \"canary\"\n",
+        1,
+    ));
+    let plan = text(&w.mesh(&["plan"]));
+    assert!(
+        plan.contains("will delete VirtualService istio-system/istiod-vs (no longer rendered)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("Istio revision `default` stays installed"),
+        "{plan}"
+    );
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let vs = |name: &str| {
+        w.exists(
+            "kind-cluster1",
+            "networking.istio.io",
+            "virtualservices",
+            "istio-system",
+            name,
+        )
+    };
+    assert!(!vs("istiod-vs"), "the old VirtualService is still there");
+    assert!(vs("istiod-vs-canary"));
+}
+
+// 7. istioctl gets an explicit readiness timeout, and mesh outlasts it.
+#[test]
+fn istioctl_install_gets_the_readiness_timeout_of_the_mesh_file() {
+    let w = World::new(&SEED.replacen(
+        "[[cluster]]",
+        "[istioctl]\nreadiness_timeout = \"45s\"\n\n[[cluster]]",
+        1,
+    ));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let installs: Vec<Value> = w
+        .istioctl_log()
+        .into_iter()
+        .filter(|i| i["argv"][0] == "install")
+        .collect();
+    assert_eq!(installs.len(), 3);
+    for i in installs {
+        let argv: Vec<&str> = i["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let at = argv
+            .iter()
+            .position(|a| *a == "--readiness-timeout")
+            .expect("--readiness-timeout");
+        assert_eq!(argv[at + 1], "45s");
+    }
+}
+
+// 8. A custom reader ServiceAccount is honoured: no drift, its token used.
+#[test]
+fn a_custom_reader_service_account_is_used_and_plans_clean() {
+    let w = World::new(&seed_with_remote(
+        "[cluster.values.global.readerServiceAccount]\nname = \"my-reader\"\n",
+    ));
+    // The user creates it, as Istio's chart expects with a custom name.
+    let client = w.client("kind-cluster2");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "istio-system"}})).unwrap();
+    let sa: ServiceAccount = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "my-reader", "namespace": "istio-system"}}),
+    )
+    .unwrap();
+    w.rt.block_on(async {
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        Api::<ServiceAccount>::namespaced(client, "istio-system")
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+    });
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.assert_clean();
+    assert!(w.exists(
+        "kind-cluster2",
+        "",
+        "secrets",
+        "istio-system",
+        "my-reader-istio-remote-secret-token"
+    ));
+    assert!(!w.exists(
+        "kind-cluster2",
+        "",
+        "serviceaccounts",
+        "istio-system",
+        "istio-reader-service-account"
+    ));
+    // Refresh runs again without drift.
+    w.assert_clean();
+    // istio-system existed before mesh: destroy leaves it.
+    ok(&w.mesh(&["destroy", "--auto-approve"]));
+    assert!(w.exists("kind-cluster2", "", "namespaces", "", "istio-system"));
+}
+
+// 9. Destroy waits for istio-system to go; an apply right after works.
+#[test]
+fn destroy_returns_with_istio_system_gone_and_a_re_apply_works() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    ok(&w.mesh(&["destroy", "--auto-approve"]));
+    for c in CONTEXTS {
+        assert!(
+            !w.exists(c, "", "namespaces", "", "istio-system"),
+            "{c}: istio-system still there"
+        );
+    }
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.assert_clean();
+}
+
+// 10. Nobody reading the output (`mesh apply 2>&1 | head -5`) is no reason to die.
+#[test]
+fn a_closed_output_pipe_does_not_abort_an_apply() {
+    let w = World::new(SEED);
+    let mut child = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close both pipes before mesh writes its progress.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "mesh panicked");
+    assert!(status.success(), "{status}");
+    let st = w.state_json();
+    let steps = st["steps"].as_object().unwrap();
+    assert_eq!(steps.len(), 7);
+    assert!(steps.values().all(|s| s["status"] == "applied"), "{st}");
+}
+
+// 11. Whether mesh made istio-system is read from the cluster: a lost
+// state write does not make destroy leave it behind.
+#[test]
+fn a_lost_state_write_does_not_lose_ownership_of_istio_system() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    // The state write of the first apply is lost (a crash, a full disk).
+    std::fs::remove_file(w.path("mesh.state.json")).unwrap();
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let st = w.state_json();
+    assert_eq!(
+        st["steps"]["cluster2/prepare-namespace"]["outputs"]["created"],
+        true
+    );
+    ok(&w.mesh(&["destroy", "--auto-approve"]));
+    assert!(!w.exists("kind-cluster2", "", "namespaces", "", "istio-system"));
+}
+
+// 16. A damaged step record is a clear error naming the step, never a panic.
+#[test]
+fn a_damaged_step_record_is_a_clear_error() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let mut st = w.state_json();
+    st["steps"]["cluster1/expose-istiod"]["input"] =
+        Value::from("# context: kind-cluster1\n- just\n- a list\n");
+    std::fs::write(
+        w.path("mesh.state.json"),
+        serde_json::to_string_pretty(&st).unwrap(),
+    )
+    .unwrap();
+    for args in [&["plan"][..], &["destroy", "--auto-approve"][..]] {
+        let o = w.mesh(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        let t = text(&o);
+        assert!(t.contains("cluster1/expose-istiod"), "{t}");
+        assert!(t.contains("damaged"), "{t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+}
+
+// 14. Context names become sandbox file names only safely encoded.
+#[test]
+fn a_hostile_context_name_stays_inside_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("work");
+    std::fs::create_dir_all(&inner).unwrap();
+    let toml = SEED
+        .replace("kind-cluster1", "../../escaped")
+        .replace("kind-cluster2", "a/b%2F..");
+    std::fs::write(inner.join("mesh.toml"), toml).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(&inner)
+        .env("NO_COLOR", "1")
+        .args(["--sandbox", "sb", "plan"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(&o);
+    let all: Vec<PathBuf> = walk(dir.path());
+    for p in &all {
+        assert!(
+            p.starts_with(inner.join("sb")) || p == &inner.join("mesh.toml") || p == &inner,
+            "written outside the sandbox: {}",
+            p.display()
+        );
+    }
+    assert!(
+        inner.join("sb/clusters/..%2F..%2Fescaped.json").exists(),
+        "{all:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+// 15. A load balancer "address" that is not an IP never reaches istioctl.
+#[test]
+fn a_load_balancer_address_that_is_not_an_ip_is_refused() {
+    let w = World::new(SEED);
+    w.cluster("kind-cluster1").set_lb_mode(LbMode::Ip);
+    // Patch the address the simulated load balancer gave into garbage as soon as it appears.
+    let o = {
+        let mut child = w
+            .command(&["apply", "--auto-approve"])
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "300")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let svc_api: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(w.client("kind-cluster1"), "istio-system");
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1\u{1b}[2J; rm -rf /"}]}}});
+        for _ in 0..200 {
+            if w.rt
+                .block_on(svc_api.get_opt("istio-eastwestgateway"))
+                .unwrap()
+                .is_some()
+            {
+                let _ = w.rt.block_on(svc_api.patch_status(
+                    "istio-eastwestgateway",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                ));
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("not an IP address"), "{t}");
+    assert!(
+        !t.contains('\u{1b}'),
+        "a raw control character reached the terminal: {t:?}"
+    );
+    let installs = w.istioctl_log();
+    assert!(
+        !installs
+            .iter()
+            .any(|i| i["stdin"].as_str().unwrap_or_default().contains("rm -rf")),
+        "the bad address reached istioctl"
+    );
+}
+
+#[allow(dead_code)]
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
