@@ -89,6 +89,7 @@ impl Sandbox {
             .context("finding the mesh binary for the simulated istioctl")?;
         let mut i = Istioctl::new(exe);
         i.prefix = vec!["__sandbox-istioctl".into()];
+        i.die_with_mesh = true;
         if std::env::var_os("KUBESIM_ISTIOCTL_DELAY_MS").is_none() {
             i.env
                 .push(("KUBESIM_ISTIOCTL_DELAY_MS".into(), ISTIOCTL_DELAY_MS.into()));

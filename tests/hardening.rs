@@ -472,7 +472,8 @@ fn a_hostile_context_name_stays_inside_the_sandbox() {
     let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
         .current_dir(&inner)
         .env("NO_COLOR", "1")
-        .args(["--sandbox", "sb", "plan"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
+        .args(["--sandbox", "sb", "apply", "--auto-approve"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -558,4 +559,198 @@ fn a_load_balancer_address_that_is_not_an_ip_is_refused() {
 #[allow(dead_code)]
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+// 17. A dependency cycle in the state is an error naming the steps.
+#[test]
+fn a_dependency_cycle_in_the_state_is_named() {
+    let w = World::new(SEED);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let mut st = w.state_json();
+    st["steps"]["cluster2/install-remote"]["depends_on"] = serde_json::json!(["cluster2/attach"]);
+    std::fs::write(
+        w.path("mesh.state.json"),
+        serde_json::to_string_pretty(&st).unwrap(),
+    )
+    .unwrap();
+    // cluster2 leaves the mesh file: its steps are deleted in the recorded order.
+    let solo = SEED
+        .split("\n[[cluster]]\nname = \"cluster2\"")
+        .next()
+        .unwrap()
+        .to_string();
+    w.write_mesh(&solo);
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("cycle")
+            && t.contains("cluster2/attach")
+            && t.contains("cluster2/install-remote"),
+        "{t}"
+    );
+}
+
+// 17. The simulated istioctl dies with a killed mesh.
+#[test]
+fn a_killed_mesh_leaves_no_simulated_istioctl_running() {
+    let w = World::new(SEED);
+    let mut child = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "30000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mesh_pid = child.id();
+    // Wait until istioctl runs.
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        l.split_whitespace().collect::<Vec<_>>() == ["PPid:", &pid.to_string()]
+                    })
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let istioctl = loop {
+        if let Some(&c) = children(mesh_pid).first() {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "istioctl never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while Path::new(&format!("/proc/{istioctl}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{istioctl}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the simulated istioctl {istioctl} outlived mesh"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// 18. mesh killed while it runs the sandbox itself: the simulated clusters
+// and the state never disagree (the clusters are saved before each record).
+#[test]
+fn killing_mesh_mid_destroy_on_its_own_sandbox_keeps_clusters_and_state_in_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.toml"), SEED).unwrap();
+    let mesh = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
+        c.current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "50")
+            .args(["--sandbox", "sb"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut rounds = 0;
+    for (i, ms) in [150u64, 300, 450, 600, 800, 1000].into_iter().enumerate() {
+        ok(&mesh(&["apply", "--auto-approve"]).output().unwrap());
+        let mut child = mesh(&["destroy", "--auto-approve"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Refresh reads every recorded step back: none may be missing from
+        // the clusters (which is what lost cluster writes look like).
+        let o = mesh(&["plan"]).output().unwrap();
+        let t = ok(&o);
+        assert!(
+            !t.contains("drift:"),
+            "round {i} ({ms} ms): the state and the clusters disagree:\n{t}"
+        );
+        // And no step the state has forgotten may have left its object in
+        // the clusters as saved (a delete done in memory, never saved).
+        let st: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("sb/mesh.state.json")).unwrap(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let set = rt
+            .block_on(ClusterSet::open(
+                &dir.path().join("sb"),
+                CONTEXTS,
+                Options::default(),
+            ))
+            .unwrap();
+        for (step, ctx, group, plural, ns, name) in [
+            (
+                "cluster1/install-control-plane",
+                "kind-cluster1",
+                "apps",
+                "deployments",
+                "istio-system",
+                "istiod",
+            ),
+            (
+                "cluster1/install-eastwest-gateway",
+                "kind-cluster1",
+                "",
+                "services",
+                "istio-system",
+                "istio-eastwestgateway",
+            ),
+            (
+                "cluster1/expose-istiod",
+                "kind-cluster1",
+                "networking.istio.io",
+                "virtualservices",
+                "istio-system",
+                "istiod-vs",
+            ),
+            (
+                "cluster2/prepare-namespace",
+                "kind-cluster2",
+                "",
+                "namespaces",
+                "",
+                "istio-system",
+            ),
+            (
+                "cluster2/attach",
+                "kind-cluster1",
+                "",
+                "secrets",
+                "istio-system",
+                "istio-remote-secret-cluster2",
+            ),
+        ] {
+            if st["steps"].get(step).is_none() {
+                let left = set
+                    .cluster(ctx)
+                    .unwrap()
+                    .store()
+                    .get_raw(group, plural, ns, name)
+                    .is_some();
+                assert!(
+                    !left,
+                    "round {i} ({ms} ms): {step} left the state but {plural} {ns}/{name} is still saved in {ctx}"
+                );
+            }
+        }
+        rt.block_on(set.shutdown());
+        rounds += 1;
+    }
+    assert_eq!(rounds, 6);
+    ok(&mesh(&["destroy", "--auto-approve"]).output().unwrap());
 }

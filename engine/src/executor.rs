@@ -216,6 +216,32 @@ pub async fn execute<R: Runner>(
     report
 }
 
+/// The tasks that can never start because they wait for each other in a
+/// cycle (only a hand-edited state or saved plan has one), sorted; None
+/// when every task can run. Checked before a run, so such tasks are an
+/// error that names them rather than "not started".
+pub fn blocked_by_cycle(tasks: &[Task]) -> Option<Vec<String>> {
+    let waits = WaitGraph::new(tasks);
+    let mut remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
+    let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut done = vec![false; tasks.len()];
+    while let Some(i) = ready.pop() {
+        done[i] = true;
+        for &w in &waits.waiters[i] {
+            remaining[w] -= 1;
+            if remaining[w] == 0 {
+                ready.push(w);
+            }
+        }
+    }
+    let mut stuck: Vec<String> = (0..tasks.len())
+        .filter(|&i| !done[i])
+        .map(|i| tasks[i].id.clone())
+        .collect();
+    stuck.sort();
+    (!stuck.is_empty()).then_some(stuck)
+}
+
 /// Who waits for whom. An apply waits for its dependencies; a delete waits
 /// for the deletes of the steps that depended on it; every apply waits for
 /// every delete.
@@ -270,6 +296,46 @@ impl WaitGraph {
             }
         }
         WaitGraph { blockers, waiters }
+    }
+}
+
+#[cfg(test)]
+mod cycle_tests {
+    use super::*;
+
+    fn task(id: &str, action: TaskAction, deps: &[&str]) -> Task {
+        Task {
+            id: id.into(),
+            action,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_found_and_named() {
+        let ok = [
+            task("a", TaskAction::Apply, &[]),
+            task("b", TaskAction::Apply, &["a"]),
+        ];
+        assert_eq!(blocked_by_cycle(&ok), None);
+        let cyclic = [
+            task("a", TaskAction::Apply, &["c"]),
+            task("b", TaskAction::Apply, &["a"]),
+            task("c", TaskAction::Apply, &["b"]),
+            task("d", TaskAction::Apply, &[]),
+        ];
+        assert_eq!(
+            blocked_by_cycle(&cyclic),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+        let deletes = [
+            task("x", TaskAction::Delete, &["y"]),
+            task("y", TaskAction::Delete, &["x"]),
+        ];
+        assert_eq!(
+            blocked_by_cycle(&deletes),
+            Some(vec!["x".into(), "y".into()])
+        );
     }
 }
 

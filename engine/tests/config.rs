@@ -222,7 +222,61 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "state path `state/` names a folder",
         "name a file",
     ),
+    (
+        "30-control-character-context.toml",
+        6,
+        11,
+        "context `kind-\\u{1b}[2Jcluster1` contains control characters",
+        "printable characters",
+    ),
+    (
+        "31-api-server-user-info.toml",
+        9,
+        14,
+        "api_server has user information",
+        "remove it",
+    ),
+    (
+        "32-api-server-whitespace.toml",
+        9,
+        14,
+        "contains spaces or control characters",
+        "the URL alone",
+    ),
+    (
+        "33-duplicate-key.toml",
+        8,
+        1,
+        "duplicate key `name`, first set at line 5",
+        "once per table",
+    ),
+    (
+        "34-bad-readiness-timeout.toml",
+        5,
+        21,
+        "[istioctl] readiness_timeout: `5 minutes` is not a duration",
+        "300s",
+    ),
+    (
+        "35-timeout-shorter-than-readiness.toml",
+        6,
+        11,
+        "[istioctl] timeout (300 s) is not longer than readiness_timeout (600 s)",
+        "raise `timeout`",
+    ),
 ];
+
+/// A file that is not UTF-8 names the line and column of its first bad byte.
+#[test]
+fn invalid_utf8_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.toml");
+    std::fs::write(&path, b"[mesh]\nid = \"m\xffesh\"\n").unwrap();
+    let d = config::load(&path).expect_err("not UTF-8");
+    let d = &d.0[0];
+    assert_eq!((d.line, d.column), (2, 8), "{}", d.message);
+    assert!(d.message.contains("byte 14 (0xff)"), "{}", d.message);
+}
 
 #[test]
 fn every_invalid_file_reports_its_error_where_it_is() {

@@ -106,6 +106,13 @@ impl SavedPlan {
             None => return Err(not_a_plan("no `mesh_saved_plan` marker".into())),
         }
         let file: File = serde_json::from_value(value).map_err(|e| not_a_plan(e.to_string()))?;
+        if file.saved.plan.format_version != crate::model::FORMAT_VERSION {
+            return Err(not_a_plan(format!(
+                "its plan has format_version {:?}, this mesh reads {:?}: make a new plan with this mesh",
+                file.saved.plan.format_version,
+                crate::model::FORMAT_VERSION
+            )));
+        }
         Ok(file.saved)
     }
 

@@ -260,3 +260,18 @@ fn stale_plans_are_refused_with_the_reason() {
     assert!(reason(fresh.check_fresh(Some("new"), 1, &sha)).contains("before any state"));
     assert!(reason(fresh.check_fresh(Some("new"), 1, &sha)).starts_with("stale plan"));
 }
+
+#[test]
+fn a_saved_plan_of_an_unknown_plan_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.json");
+    saved().write(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut v = v;
+    v["plan"]["format_version"] = serde_json::json!("99");
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let e = SavedPlan::read(&path).unwrap_err();
+    assert!(matches!(e, SavedPlanError::NotAPlan { .. }), "{e}");
+    assert!(e.to_string().contains("format_version \"99\""), "{e}");
+}

@@ -69,6 +69,10 @@ pub struct Istioctl {
     /// `istioctl install --readiness-timeout`, passed explicitly so that
     /// istioctl gives up (with its own message) before mesh stops it.
     pub readiness_timeout: Duration,
+    /// Ends the child when mesh dies, however it dies (Linux's parent-death
+    /// signal): for the sandbox's simulated istioctl, whose clusters die
+    /// with mesh. A real istioctl is left to finish what it started.
+    pub die_with_mesh: bool,
 }
 
 /// What an istioctl run printed, stdout then stderr.
@@ -86,6 +90,7 @@ impl Istioctl {
             env: Vec::new(),
             timeout: Duration::from_secs(720),
             readiness_timeout: Duration::from_secs(300),
+            die_with_mesh: false,
         }
     }
 
@@ -214,6 +219,16 @@ impl Istioctl {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        if self.die_with_mesh {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 IstioctlError::NotFound {

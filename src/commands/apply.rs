@@ -137,6 +137,15 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 )
             }
         };
+        if let Some(stuck) = engine::executor::blocked_by_cycle(&engine::apply::tasks(&plan)) {
+            world.close().await;
+            bail!(
+                "the steps {} depend on each other in a cycle, so none of them could ever run: \
+                 the state or the saved plan was edited by hand. Restore the state from its `.backup`, \
+                 or make a new plan with `mesh plan`",
+                stuck.join(", ")
+            );
+        }
         crate::out!("{}", render_plan(&plan, Format::Text, out));
         if !plan.summary.has_changes() {
             world.close().await;

@@ -85,7 +85,13 @@ impl StateLock {
     /// is as it was.
     pub fn write(&mut self, state: &mut State) -> Result<(), StateError> {
         let before = (state.serial, state.format_version);
-        state.serial += 1;
+        state.serial = state.serial.checked_add(1).ok_or_else(|| StateError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(
+                "its serial is at the largest number a state can count to (it was edited by hand?): \
+                 set `serial` lower, or start a new state",
+            ),
+        })?;
         state.format_version = FORMAT_VERSION;
         let result = write_atomic(&self.path, state, before.0);
         if result.is_err() {

@@ -392,3 +392,18 @@ fn a_process_killed_mid_write_leaves_a_readable_state() {
     }
     assert!(last_serial > 1);
 }
+
+/// A serial edited to the largest number cannot wrap to 0 (which would make
+/// every saved plan look fresh again): the write is refused, nothing changes.
+#[test]
+fn a_serial_that_cannot_grow_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let (mut lock, mut st) = written_once(&path);
+    st.serial = u64::MAX;
+    let before = std::fs::read(&path).unwrap();
+    let e = lock.write(&mut st).unwrap_err();
+    assert!(e.to_string().contains("largest number"), "{e}");
+    assert_eq!(st.serial, u64::MAX);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}

@@ -49,7 +49,31 @@ fn sorted(mut errors: Vec<Diagnostic>) -> Diagnostics {
 
 /// Reads and validates the mesh file at `path`.
 pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
-    match std::fs::read_to_string(path) {
+    let bytes = std::fs::read(path);
+    if let Ok(bytes) = &bytes
+        && let Err(e) = std::str::from_utf8(bytes)
+    {
+        // Point at the first bad byte: the valid text before it gives its line and column.
+        let good = &bytes[..e.valid_up_to()];
+        let text = String::from_utf8_lossy(good);
+        let line = text.matches('\n').count() + 1;
+        let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+        let column = text[line_start..].chars().count() + 1;
+        return Err(Diagnostics(vec![Diagnostic {
+            path: path.to_path_buf(),
+            line,
+            column,
+            width: 1,
+            source_line: text[line_start..].to_string(),
+            message: format!(
+                "the mesh file is not UTF-8 text: byte {} (0x{:02x}) is not valid UTF-8",
+                e.valid_up_to(),
+                bytes[e.valid_up_to()]
+            ),
+            help: Some("save the file as UTF-8 (TOML files must be UTF-8)".into()),
+        }]));
+    }
+    match bytes.and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
         Ok(source) => parse(&source, path),
         Err(e) => {
             let help = if e.kind() == std::io::ErrorKind::NotFound {

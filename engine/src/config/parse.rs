@@ -300,11 +300,55 @@ pub(crate) fn syntax<'i>(
         .iter()
         .map(|e| {
             let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim_end_matches('\n');
+            if message.starts_with("duplicate key")
+                && let Some(d) = duplicate_key(source, span.clone(), loc)
+            {
+                return d;
+            }
             loc.at(
                 span,
-                format!("invalid TOML: {}", e.message().trim_end_matches('\n')),
+                format!("invalid TOML: {message}"),
                 Some("fix the syntax here; https://toml.io explains the format".into()),
             )
         })
         .collect())
+}
+
+/// toml says only "duplicate key": name the key and where it was set first
+/// (the nearest earlier line of the same table that sets it).
+fn duplicate_key(source: &str, span: Range<usize>, loc: &Locator<'_>) -> Option<Diagnostic> {
+    let key = source.get(span.clone())?.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    // The lines before the duplicate's own line, nearest first.
+    let start = span.start.min(source.len());
+    let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+    let mut first = None;
+    for (i, line) in source[..line_start]
+        .lines()
+        .enumerate()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        let name = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+        if t.contains('=') && name == key {
+            first = Some(i + 1);
+        }
+    }
+    let first_line = first;
+    Some(loc.at(
+        span,
+        match first_line {
+            Some(l) => format!("invalid TOML: duplicate key `{key}`, first set at line {l}"),
+            None => format!("invalid TOML: duplicate key `{key}`"),
+        },
+        Some("a key may be set once per table: remove one of them".into()),
+    ))
 }
