@@ -12,7 +12,17 @@ use std::time::Duration;
     long_about = "mesh reads a mesh file (mesh.toml) describing clusters, their roles and networks, \
 compiles it into a graph of install steps, and plans, applies or destroys them against your \
 clusters, recording what it did in a state file.",
-    after_help = "Start with `mesh validate`, then `mesh plan`. Docs: docs/mesh-toml.md."
+    after_help = "Examples:
+  mesh init --context kind-cluster1 --context kind-cluster2   write a mesh.toml for two clusters
+  mesh validate                                    check mesh.toml
+  mesh plan                                        what apply would change
+  mesh plan --out mesh.plan && mesh apply mesh.plan   apply exactly a reviewed plan
+  mesh apply                                       make the clusters match mesh.toml
+  mesh --sandbox sandbox apply --auto-approve      the same on simulated clusters
+  mesh output                                      the east-west addresses and other outputs
+  mesh destroy                                     remove everything mesh applied
+
+Docs: docs/mesh-toml.md (the mesh file), docs/state.md, docs/pull-requests.md."
 )]
 pub struct Cli {
     /// The mesh file.
@@ -73,6 +83,43 @@ pub enum Command {
     /// Inspect the state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print what applied steps produced: the east-west addresses, the remote
+    /// secrets' fingerprints, whether mesh created a namespace.
+    #[command(
+        after_help = "Examples:\n  mesh output                    every output\n  \
+        mesh output cluster1           the outputs of cluster1's steps\n  \
+        mesh output cluster1/eastwest-address --json"
+    )]
+    Output {
+        /// A cluster name or a step ID; all steps when left out.
+        name: Option<String>,
+        /// As JSON (step ID → outputs).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented mesh.toml for your kubeconfig contexts.
+    #[command(
+        after_help = "Examples:\n  mesh init --context kind-cluster1 --context kind-cluster2\n  \
+        mesh init              (every context of the kubeconfig)\n\n\
+        The first context becomes the primary, the others its remotes; edit the file, then `mesh validate`."
+    )]
+    Init {
+        /// A kubeconfig context to include (repeat it); default: every context.
+        #[arg(long = "context", value_name = "CONTEXT")]
+        contexts: Vec<String>,
+        /// Overwrite an existing mesh file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  mesh completion bash > /etc/bash_completion.d/mesh\n  \
+        mesh completion zsh > \"${fpath[1]}/_mesh\"\n  mesh completion fish > ~/.config/fish/completions/mesh.fish"
+    )]
+    Completion { shell: clap_complete::Shell },
+    /// The simulated clusters of --sandbox DIR.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Clear a state lock whose holder cannot release it.
     ForceUnlock {
         /// The lock ID, as printed by the command that was refused.
@@ -170,6 +217,18 @@ pub struct ShowArgs {
     /// text for a terminal, markdown for a pull-request comment, json for scripts.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Serve the mesh file's simulated clusters until Ctrl-C, so kubectl can
+    /// look at them (KUBECONFIG=DIR/kubeconfig) while other mesh commands
+    /// use them.
+    #[command(
+        after_help = "Example:\n  mesh -f examples/primary-remote.toml --sandbox sandbox sandbox serve\n  \
+        KUBECONFIG=sandbox/kubeconfig kubectl --context kind-cluster1 get svc -A"
+    )]
+    Serve,
 }
 
 #[derive(Debug, Subcommand)]

@@ -115,6 +115,16 @@ impl Clusters {
     }
 }
 
+/// The context names of a kubeconfig (`path`, else `$KUBECONFIG` or
+/// `~/.kube/config`), in file order: what `mesh init` offers.
+pub fn context_names(path: Option<&Path>) -> Result<Vec<String>, kube::config::KubeconfigError> {
+    let kubeconfig = match path {
+        Some(p) => Kubeconfig::read_from(p)?,
+        None => Kubeconfig::read()?,
+    };
+    Ok(kubeconfig.contexts.into_iter().map(|c| c.name).collect())
+}
+
 async fn open(path: Option<&Path>, target: &Target) -> Result<Connection, ClusterError> {
     let kubeconfig = match path {
         Some(p) => Kubeconfig::read_from(p),

@@ -146,11 +146,19 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 stuck.join(", ")
             );
         }
-        crate::out!("{}", render_plan(&plan, Format::Text, out));
         if !plan.summary.has_changes() {
             world.close().await;
+            if args.mode == Mode::Destroy {
+                crate::outln!(
+                    "Nothing to destroy: the state at {} records no steps.",
+                    path.display()
+                );
+            } else {
+                crate::out!("{}", render_plan(&plan, Format::Text, out));
+            }
             return Ok(0);
         }
+        crate::out!("{}", render_plan(&plan, Format::Text, out));
         if args.planfile.is_none() && !confirm(args.operation, args.auto_approve)? {
             world.close().await;
             crate::errln!(
@@ -243,7 +251,12 @@ fn confirm(operation: &str, auto_approve: bool) -> Result<bool> {
              pass --auto-approve to {operation} without asking"
         );
     }
-    crate::err!("\nDo you want to {operation} these changes? Only 'yes' will be accepted: ");
+    let question = if operation == "destroy" {
+        "Do you want to destroy everything mesh applied, as listed above?"
+    } else {
+        "Do you want to apply these changes?"
+    };
+    crate::err!("\n{question} Only 'yes' will be accepted: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -59,6 +59,12 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
 pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
     let path = state_path(cli, None)?;
     let st = state::read_unlocked(&path)?;
+    if st.is_none() {
+        bail!(
+            "there is no state at {}: nothing has been applied with it yet (pass --state to read another file)",
+            path.display()
+        );
+    }
     match cmd {
         StateCommand::List => {
             for id in st.iter().flat_map(|s| s.steps.keys()) {
@@ -84,6 +90,59 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
                 crate::outln!("output {k}: {v}");
             }
             crate::outln!("input:\n{}", r.input);
+        }
+    }
+    Ok(0)
+}
+
+/// `mesh output [NAME]`: the recorded outputs of every step (the east-west
+/// addresses, whether mesh created a namespace, the remote secrets'
+/// fingerprints), or of the steps of one cluster or one step.
+pub fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8> {
+    let path = state_path(cli, None)?;
+    let Some(st) = state::read_unlocked(&path)? else {
+        bail!(
+            "there is no state at {}: apply first, then `mesh output` shows what the steps produced",
+            path.display()
+        );
+    };
+    let selected: Vec<(&String, &state::StepRecord)> = st
+        .steps
+        .iter()
+        .filter(|(id, _)| match name {
+            None => true,
+            Some(n) => id.as_str() == n || id.split('/').next() == Some(n),
+        })
+        .filter(|(_, r)| !r.outputs.is_empty())
+        .collect();
+    if let Some(n) = name
+        && !st
+            .steps
+            .keys()
+            .any(|id| id == n || id.split('/').next() == Some(n))
+    {
+        bail!("no step or cluster `{n}` in the state: `mesh state list` shows the recorded steps");
+    }
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = selected
+            .iter()
+            .map(|(id, r)| {
+                (
+                    (*id).clone(),
+                    serde_json::to_value(&r.outputs).unwrap_or_default(),
+                )
+            })
+            .collect();
+        crate::outln!("{}", serde_json::to_string_pretty(&map)?);
+        return Ok(0);
+    }
+    for (id, r) in selected {
+        for (k, v) in &r.outputs {
+            let v = v
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string());
+            crate::outln!("{id} {k} = {v}");
         }
     }
     Ok(0)

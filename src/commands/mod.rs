@@ -2,10 +2,11 @@
 //! calls the engine, and prints; the exit code is returned, errors bubble up.
 
 mod apply;
+mod init;
 mod inspect;
 mod plan;
 
-use crate::cli::{Cli, Command, Format};
+use crate::cli::{Cli, Command, Format, SandboxCommand};
 use crate::output::Output;
 use anyhow::{Context, Result};
 use engine::config::{self, MeshFile};
@@ -23,9 +24,28 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
     }
     match &cli.command {
         Command::Validate => {
-            load_mesh(&cli.file)?;
+            let mesh = load_mesh(&cli.file)?;
+            let graph = topology::compile(&mesh)?;
+            crate::outln!(
+                "{} is valid: mesh `{}`, {} clusters, {} steps.",
+                cli.file.display(),
+                mesh.mesh.id,
+                mesh.clusters.len(),
+                graph.len()
+            );
             Ok(0)
         }
+        Command::Output { name, json } => inspect::output(cli, name.as_deref(), *json),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into a buffer first: clap_complete panics on a closed stdout.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "mesh", &mut script);
+            crate::out!("{}", String::from_utf8_lossy(&script));
+            Ok(0)
+        }
+        Command::Init { contexts, force } => init::init(cli, contexts, *force),
+        Command::Sandbox(SandboxCommand::Serve) => crate::sandbox::serve(cli),
         Command::Graph => {
             let (_, graph) = load_graph(&cli.file)?;
             crate::out!("{}", graph.to_dot());

@@ -82,6 +82,18 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             .with_context(|| format!("saving the plan to {}", file.display()))?;
     }
     crate::out!("{}", render_plan(&plan, args.format, out));
+    if let Some(file) = &args.out {
+        crate::errln!(
+            "\nSaved the plan to {}. To apply exactly these changes: mesh{} apply {}",
+            file.display(),
+            if cli.file == std::path::Path::new("mesh.toml") {
+                String::new()
+            } else {
+                format!(" -f {}", cli.file.display())
+            },
+            file.display()
+        );
+    }
     Ok(if args.detailed_exitcode && plan.summary.has_changes() {
         2
     } else {

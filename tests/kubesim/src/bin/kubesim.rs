@@ -2,55 +2,70 @@
 //! until interrupted, saving them to DIR. `kubesim istioctl …`: the
 //! simulated istioctl.
 
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-fn usage() -> ! {
-    eprintln!(
-        "usage:\n  kubesim serve --dir DIR [--clusters a,b,…] [--lb-delay-ms N]\n  kubesim istioctl ARGS…\n\n\
-         kubesim is a Kubernetes API simulator for mesh's tests and sandbox; it is not Kubernetes."
-    );
-    std::process::exit(2);
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubesim",
+    version,
+    about = "A Kubernetes API simulator for mesh's tests and sandbox. It is not Kubernetes: \
+             see tests/kubesim/README.md for what it models and what it does not."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve simulated clusters over HTTPS on 127.0.0.1 until interrupted.
+    ///
+    /// Each cluster gets its own port, CA and admin token; DIR/kubeconfig
+    /// has one context per cluster (named as the cluster). Clusters already
+    /// saved in DIR come back with their objects and addresses. mesh
+    /// --sandbox DIR uses these servers while they run, so kubectl can watch
+    /// an apply. Stop with Ctrl-C or SIGTERM: everything is saved to DIR.
+    #[command(
+        after_help = "Example:\n  kubesim serve --dir sandbox --clusters kind-cluster1,kind-cluster2\n  \
+        KUBECONFIG=sandbox/kubeconfig kubectl --context kind-cluster1 get svc -A"
+    )]
+    Serve {
+        /// The folder the clusters are saved in (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Cluster (context) names to create if DIR does not have them yet.
+        #[arg(long, value_name = "A,B,…", value_delimiter = ',')]
+        clusters: Vec<String>,
+        /// How long the simulated load balancer takes to give a Service of
+        /// type LoadBalancer its address.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        lb_delay_ms: u64,
+    },
+    /// The simulated istioctl (install, uninstall, version), as mesh runs it.
+    #[command(trailing_var_arg = true)]
+    Istioctl {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("istioctl") => std::process::exit(kubesim::istioctl::main(
-            args[1..].to_vec(),
-            std::io::stdin(),
-        )),
-        Some("serve") => {}
-        _ => usage(),
-    }
-    let mut dir: Option<PathBuf> = None;
-    let mut clusters: Vec<String> = Vec::new();
-    let mut options = kubesim::Options::default();
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dir" => dir = it.next().map(PathBuf::from),
-            "--clusters" => {
-                clusters = it
-                    .next()
-                    .map(|c| {
-                        c.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(String::from)
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }
-            "--lb-delay-ms" => {
-                options.lb_delay = std::time::Duration::from_millis(
-                    it.next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| usage()),
-                )
-            }
-            _ => usage(),
+    let cli = Cli::parse();
+    let (dir, clusters, lb_delay_ms) = match cli.command {
+        Command::Istioctl { args } => {
+            std::process::exit(kubesim::istioctl::main(args, std::io::stdin()))
         }
-    }
-    let Some(dir) = dir else { usage() };
+        Command::Serve {
+            dir,
+            clusters,
+            lb_delay_ms,
+        } => (dir, clusters, lb_delay_ms),
+    };
+    let options = kubesim::Options {
+        lb_delay: std::time::Duration::from_millis(lb_delay_ms),
+        ..Default::default()
+    };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let code = runtime.block_on(async {
         let names: Vec<&str> = clusters.iter().map(String::as_str).collect();

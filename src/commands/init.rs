@@ -1,0 +1,162 @@
+//! `mesh init`: a first, commented mesh file for the user's kubeconfig
+//! contexts, so nobody starts from a blank page.
+
+use crate::cli::Cli;
+use anyhow::{Context, Result, bail};
+
+/// A DNS-1123 label made from a context name (`kind-cluster1` stays,
+/// `gke_proj_zone_name` becomes `gke-proj-zone-name`), unique among `taken`.
+fn cluster_name(context: &str, taken: &[String]) -> String {
+    let mut name: String = context
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    // Collapse runs of `-`, trim them, keep at most 55 characters (room for a suffix).
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    let mut name = name.trim_matches('-').chars().take(55).collect::<String>();
+    name = name.trim_end_matches('-').to_string();
+    if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        name = format!("cluster{}", taken.len() + 1);
+    }
+    let base = name.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The mesh file for `contexts`: the first is the primary, the rest its remotes.
+pub fn render(contexts: &[String]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for c in contexts {
+        let n = cluster_name(c, &names);
+        names.push(n);
+    }
+    let toml_str = |s: &str| toml::Value::from(s).to_string();
+    let mut out = String::from(
+        "# A mesh description for `mesh` (docs/mesh-toml.md has every key).\n\
+         # Check it with `mesh validate`, see what it would do with `mesh plan`.\n\n\
+         [mesh]\n\
+         id = \"mesh1\"                  # the Istio meshID\n\
+         # revision = \"canary\"         # an Istio revision for every install\n\
+         # istio_version = \"1.28\"      # refuse to run with another istioctl\n\n\
+         # [istioctl]\n\
+         # path = \"istioctl\"           # a name on PATH, or a path\n\
+         # readiness_timeout = \"300s\"  # istioctl install --readiness-timeout\n",
+    );
+    // `key = value` with a comment aligned at column 31, as above.
+    let line = |kv: String, comment: &str| {
+        if comment.is_empty() {
+            format!("{kv}\n")
+        } else {
+            format!("{kv:<29} # {comment}\n")
+        }
+    };
+    for (i, (ctx, name)) in contexts.iter().zip(&names).enumerate() {
+        out.push_str("\n[[cluster]]\n");
+        let first = i == 0;
+        out.push_str(&line(
+            format!("name = {}", toml_str(name)),
+            if first {
+                "the Istio clusterName: it names Secrets"
+            } else {
+                ""
+            },
+        ));
+        out.push_str(&line(
+            format!("context = {}", toml_str(ctx)),
+            if first { "its kubeconfig context" } else { "" },
+        ));
+        out.push_str(&line(
+            "network = \"network1\"".into(),
+            if first { "the Istio network" } else { "" },
+        ));
+        if first {
+            out.push_str(&line(
+                "role = \"primary\"".into(),
+                "runs the control plane (istiod)",
+            ));
+        } else {
+            out.push_str(&line(
+                "role = \"remote\"".into(),
+                "uses its primary's control plane",
+            ));
+            out.push_str(&line(format!("primary = {}", toml_str(&names[0])), ""));
+            out.push_str(&line(
+                "# api_server = \"https://172.18.0.3:6443\"".into(),
+                "how the primary reaches this API server (kind needs it)",
+            ));
+        }
+    }
+    out
+}
+
+pub fn init(cli: &Cli, contexts: &[String], force: bool) -> Result<u8> {
+    let contexts = if contexts.is_empty() {
+        let all = providers::cluster::context_names(cli.kubeconfig.as_deref()).context(
+            "reading the kubeconfig's contexts (pass --kubeconfig, or name them with --context)",
+        )?;
+        if all.is_empty() {
+            bail!(
+                "the kubeconfig has no contexts: name the clusters with --context CONTEXT (repeat it)"
+            );
+        }
+        all
+    } else {
+        contexts.to_vec()
+    };
+    if cli.file.exists() && !force {
+        bail!(
+            "{} exists already: mesh init will not overwrite it (pass --force to replace it, or -f to write another file)",
+            cli.file.display()
+        );
+    }
+    let text = render(&contexts);
+    // The generated file must be one mesh accepts.
+    engine::config::parse(&text, &cli.file).map_err(|d| anyhow::anyhow!("{}", d.render(false)))?;
+    std::fs::write(&cli.file, &text).with_context(|| format!("writing {}", cli.file.display()))?;
+    crate::outln!(
+        "Wrote {} with {} clusters: {} is the primary. Edit it, then run `mesh validate` and `mesh plan`.",
+        cli.file.display(),
+        contexts.len(),
+        contexts[0]
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels_and_unique() {
+        assert_eq!(cluster_name("kind-cluster1", &[]), "kind-cluster1");
+        assert_eq!(
+            cluster_name("gke_proj_us-east1_prod", &[]),
+            "gke-proj-us-east1-prod"
+        );
+        assert_eq!(
+            cluster_name("arn:aws:eks:eu-west-1:123:cluster/Prod", &[]),
+            "arn-aws-eks-eu-west-1-123-cluster-prod"
+        );
+        assert_eq!(cluster_name("a", &["a".into()]), "a-2");
+        assert_eq!(cluster_name("___", &[]), "cluster1");
+    }
+
+    #[test]
+    fn the_generated_file_is_valid() {
+        let text = render(&[
+            "kind-cluster1".into(),
+            "kind-cluster2".into(),
+            "gke_x_y".into(),
+        ]);
+        let mesh = engine::config::parse(&text, std::path::Path::new("mesh.toml")).expect("valid");
+        assert_eq!(mesh.clusters.len(), 3);
+        assert_eq!(mesh.clusters[2].primary.as_deref(), Some("kind-cluster1"));
+    }
+}
