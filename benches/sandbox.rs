@@ -2,7 +2,8 @@
 //!
 //! One primary with 50 remotes (154 steps) on kubesim, with simulated
 //! install times D (istioctl D, load balancer D; D = 2 s by default,
-//! `MESH_BENCH_DELAY_MS` to change it), applied with `--parallelism 64`. The
+//! `MESH_BENCH_DELAY_MS` to change it), applied with mesh's default limits
+//! (`MESH_BENCH_PARALLELISM=N` passes `--parallelism N` instead). The
 //! critical path is the longest chain of simulated delays:
 //! install-control-plane (D) → install-eastwest-gateway (D) →
 //! eastwest-address (D) → install-remote (D) → attach = 4 D. Also
@@ -59,12 +60,21 @@ fn main() {
         );
         t0.elapsed()
     };
-    let apply = mesh(&["apply", "--auto-approve", "--parallelism", "64"]);
+    let parallelism = std::env::var("MESH_BENCH_PARALLELISM").ok();
+    let mut args = vec!["apply", "--auto-approve"];
+    if let Some(p) = &parallelism {
+        args.extend(["--parallelism", p.as_str()]);
+    }
+    let limits = match &parallelism {
+        Some(p) => format!("--parallelism {p}"),
+        None => "the default limits (--parallelism 64, --cluster-parallelism 4)".into(),
+    };
+    let apply = mesh(&args);
     let critical = Duration::from_millis(4 * delay_ms);
     let requests: usize = set.clusters().map(|c| c.requests().len()).sum();
     let steps = 4 + 3 * REMOTES;
     println!(
-        "apply of {steps} steps at --parallelism 64: {:.2} s; critical path {:.2} s; ratio {:.3} (target <= 1.1)",
+        "apply of {steps} steps at {limits}: {:.2} s; critical path {:.2} s; ratio {:.3} (target <= 1.1)",
         apply.as_secs_f64(),
         critical.as_secs_f64(),
         apply.as_secs_f64() / critical.as_secs_f64()

@@ -66,7 +66,9 @@ impl Outcome {
     }
 }
 
-/// The tasks of a plan: every change but the no-ops.
+/// The tasks of a plan: every change but the no-ops. Each is grouped by
+/// the cluster named in its step ID, so that the per-cluster limit keeps
+/// one API server from seeing many steps at once.
 pub fn tasks(plan: &Plan) -> Vec<Task> {
     plan.changes
         .iter()
@@ -79,6 +81,7 @@ pub fn tasks(plan: &Plan) -> Vec<Task> {
                 TaskAction::Apply
             },
             depends_on: c.depends_on.clone(),
+            group: Some(c.cluster.clone()),
         })
         .collect()
 }
@@ -231,7 +234,7 @@ pub async fn apply(
     env: Arc<Env>,
     state: State,
     default_kubeconfig: Option<PathBuf>,
-    parallelism: usize,
+    limits: executor::Limits,
     stop: watch::Receiver<Stop>,
     mut persist: impl FnMut(&mut State) -> Result<(), String>,
     mut progress: impl FnMut(Progress<'_>),
@@ -270,7 +273,7 @@ pub async fn apply(
         }
     });
 
-    let report = executor::execute(tasks(plan), runner, parallelism, halt_rx, |event| {
+    let report = executor::execute(tasks(plan), runner, limits, halt_rx, |event| {
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
         match event {

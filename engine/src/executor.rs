@@ -36,6 +36,25 @@ pub struct Task {
     /// Step IDs this step depends on. Those not among the tasks are taken as
     /// already done.
     pub depends_on: Vec<String>,
+    /// Tasks of one group share [`Limits::per_group`] (the caller groups by
+    /// the API server a step talks to). None: only the total limit applies.
+    pub group: Option<String>,
+}
+
+/// How many tasks may run at once: in total, and per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub total: usize,
+    pub per_group: usize,
+}
+
+impl From<usize> for Limits {
+    fn from(total: usize) -> Limits {
+        Limits {
+            total,
+            per_group: usize::MAX,
+        }
+    }
 }
 
 /// A future a runner returns for one task.
@@ -102,11 +121,15 @@ type Finished<R> = (
 pub async fn execute<R: Runner>(
     tasks: Vec<Task>,
     runner: Arc<R>,
-    parallelism: usize,
+    limits: impl Into<Limits>,
     mut stop: watch::Receiver<Stop>,
     mut on_event: impl FnMut(Event<'_, R::Output, R::Error>),
 ) -> Report {
-    let parallelism = parallelism.max(1);
+    let limits = limits.into();
+    let parallelism = limits.total.max(1);
+    let per_group = limits.per_group.max(1);
+    // How many tasks of each group run now.
+    let mut in_group: HashMap<&str, usize> = HashMap::new();
     let waits = WaitGraph::new(&tasks);
     let mut remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
     // Ready tasks, in plan order (the plan's order is deterministic).
@@ -127,9 +150,21 @@ pub async fn execute<R: Runner>(
         if *stop.borrow() == Stop::Abort {
             break;
         }
-        while !halted && running.len() < parallelism && !ready.is_empty() {
-            let i = ready.remove(0);
+        while !halted && running.len() < parallelism {
+            // The first ready task (plan order) whose group has room.
+            let Some(pos) = ready.iter().position(|&i| {
+                tasks[i]
+                    .group
+                    .as_deref()
+                    .is_none_or(|g| in_group.get(g).copied().unwrap_or(0) < per_group)
+            }) else {
+                break;
+            };
+            let i = ready.remove(pos);
             let task = &tasks[i];
+            if let Some(g) = task.group.as_deref() {
+                *in_group.entry(g).or_default() += 1;
+            }
             started.insert(i);
             on_event(Event::Started(task));
             let fut = runner.run(task);
@@ -153,6 +188,11 @@ pub async fn execute<R: Runner>(
                     // it) and nothing new starts.
                     Err(e) => {
                         if let Some(&i) = spawned.get(&e.id()) {
+                            if let Some(g) = tasks[i].group.as_deref()
+                                && let Some(n) = in_group.get_mut(g)
+                            {
+                                *n = n.saturating_sub(1);
+                            }
                             on_event(Event::Aborted(&tasks[i]));
                             report.aborted.push(tasks[i].id.clone());
                         }
@@ -161,6 +201,11 @@ pub async fn execute<R: Runner>(
                     }
                 };
                 let task = &tasks[i];
+                if let Some(g) = task.group.as_deref()
+                    && let Some(n) = in_group.get_mut(g)
+                {
+                    *n = n.saturating_sub(1);
+                }
                 on_event(Event::Finished { task, result: &result, elapsed });
                 match result {
                     Ok(_) => {
@@ -308,6 +353,7 @@ mod cycle_tests {
             id: id.into(),
             action,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            group: None,
         }
     }
 
@@ -378,6 +424,7 @@ mod tests {
             id: id.into(),
             action: TaskAction::Apply,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            group: None,
         }
     }
 
@@ -407,6 +454,49 @@ mod tests {
     async fn run(tasks: Vec<Task>, runner: Arc<Fake>, par: usize) -> Report {
         let (_tx, rx) = watch::channel(Stop::No);
         execute(tasks, runner, par, rx, |_| {}).await
+    }
+
+    /// Per group at most `per_group` at once; other groups are not held up.
+    #[tokio::test(start_paused = true)]
+    async fn a_group_never_runs_more_than_its_limit() {
+        let grouped = |id: &str, g: &str| Task {
+            group: Some(g.into()),
+            ..apply(id, &[])
+        };
+        let mut tasks: Vec<Task> = (0..6)
+            .map(|i| grouped(&format!("p{i}"), "primary"))
+            .collect();
+        tasks.extend((0..4).map(|i| grouped(&format!("r{i}"), &format!("remote{i}"))));
+        let (r, log) = fake(&[], &[]);
+        let t0 = tokio::time::Instant::now();
+        let (_tx, rx) = watch::channel(Stop::No);
+        let report = execute(
+            tasks,
+            r,
+            Limits {
+                total: 64,
+                per_group: 2,
+            },
+            rx,
+            |_| {},
+        )
+        .await;
+        assert!(report.is_success());
+        // 6 tasks of 10 ms, two at a time: 30 ms; the remotes ran beside them.
+        assert_eq!(t0.elapsed(), Duration::from_millis(30));
+        let log = log.lock().unwrap().clone();
+        let mut running = 0usize;
+        let mut most = 0usize;
+        for l in &log {
+            if l.starts_with("start p") {
+                running += 1;
+                most = most.max(running);
+            } else if l.starts_with("end p") {
+                running -= 1;
+            }
+        }
+        assert_eq!(most, 2, "{log:?}");
+        assert!(pos(&log, "start r3") < pos(&log, "end p0"), "{log:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,40 @@ use std::path::PathBuf;
 pub struct RefreshError {
     pub step: String,
     pub message: String,
+    /// `(cluster, context)` when the cluster could not be reached at all.
+    pub unreachable: Option<(String, String)>,
+}
+
+/// The refresh errors as lines for the user: one line per unreachable
+/// cluster (naming its steps), then one per other failed step.
+pub fn report(errors: &[RefreshError]) -> Vec<String> {
+    let mut by_cluster: std::collections::BTreeMap<(&str, &str), (Vec<&str>, &str)> =
+        Default::default();
+    let mut lines = Vec::new();
+    for e in errors {
+        match &e.unreachable {
+            Some((cluster, context)) => {
+                let entry = by_cluster
+                    .entry((cluster.as_str(), context.as_str()))
+                    .or_insert((Vec::new(), e.message.as_str()));
+                entry.0.push(e.step.as_str());
+            }
+            None => lines.push(e.to_string()),
+        }
+    }
+    let mut grouped: Vec<String> = by_cluster
+        .into_iter()
+        .map(|((cluster, _), (steps, message))| {
+            format!(
+                "cluster `{cluster}` cannot be reached ({} step{}: {}): {message}",
+                steps.len(),
+                if steps.len() == 1 { "" } else { "s" },
+                steps.join(", ")
+            )
+        })
+        .collect();
+    grouped.extend(lines);
+    grouped
 }
 
 /// Reads every recorded step, at most `parallelism` at once. Steps whose
@@ -63,6 +97,9 @@ pub async fn refresh(
             Err(e) => errors.push(RefreshError {
                 step: id,
                 message: e.to_string(),
+                unreachable: e
+                    .unreachable_cluster()
+                    .map(|(c, x)| (c.to_string(), x.to_string())),
             }),
         }
     }
@@ -71,5 +108,39 @@ pub async fn refresh(
     } else {
         errors.sort_by(|a, b| a.step.cmp(&b.step));
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_cluster_is_reported_once_with_its_steps() {
+        let down = |step: &str| RefreshError {
+            step: step.into(),
+            message: format!(
+                "cluster `c2` (context `k2`): reading {step} failed: connection refused"
+            ),
+            unreachable: Some(("c2".into(), "k2".into())),
+        };
+        let errors = vec![
+            down("c2/prepare-namespace"),
+            down("c2/install-remote"),
+            RefreshError {
+                step: "c1/expose-istiod".into(),
+                message: "forbidden".into(),
+                unreachable: None,
+            },
+        ];
+        let lines = report(&errors);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                "cluster `c2` cannot be reached (2 steps: c2/prepare-namespace, c2/install-remote):"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(lines[1], "refreshing c1/expose-istiod: forbidden");
     }
 }

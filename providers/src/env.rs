@@ -52,6 +52,38 @@ pub enum StepError {
     Failed(String),
 }
 
+impl StepError {
+    /// The cluster (name, context) when the error is that a cluster cannot
+    /// be reached or used at all (kubeconfig, context, connection), not
+    /// something about one object: such an error is reported once per
+    /// cluster, not once per step.
+    pub fn unreachable_cluster(&self) -> Option<(&str, &str)> {
+        match self {
+            StepError::Cluster(
+                ClusterError::Kubeconfig {
+                    cluster, context, ..
+                }
+                | ClusterError::Context {
+                    cluster, context, ..
+                },
+            ) => Some((cluster, context)),
+            StepError::Cluster(ClusterError::Api {
+                cluster,
+                context,
+                source,
+                ..
+            }) if matches!(
+                **source,
+                kube::Error::HyperError(_) | kube::Error::Service(_)
+            ) =>
+            {
+                Some((cluster, context))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a successful apply leaves behind.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {

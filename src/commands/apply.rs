@@ -33,7 +33,10 @@ pub async fn refresh(
     )
     .await
     .map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        let lines: Vec<String> = engine::refresh::report(&errors)
+            .into_iter()
+            .map(|e| format!("  {e}"))
+            .collect();
         anyhow::anyhow!(
             "the clusters could not be read, so no plan was made:\n{}\n\
                  Fix access to those clusters, or plan from the state alone with --no-refresh",
@@ -51,7 +54,10 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
             operation: "apply",
             planfile: args.planfile.as_deref(),
             auto_approve: args.auto_approve,
-            parallelism: args.parallelism.into(),
+            limits: engine::executor::Limits {
+                total: args.parallelism.into(),
+                per_group: args.cluster_parallelism.into(),
+            },
             no_refresh: args.no_refresh,
             lock_timeout: args.lock.lock_timeout,
             mode,
@@ -67,7 +73,10 @@ pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
             operation: "destroy",
             planfile: None,
             auto_approve: args.auto_approve,
-            parallelism: args.parallelism.into(),
+            limits: engine::executor::Limits {
+                total: args.parallelism.into(),
+                per_group: args.cluster_parallelism.into(),
+            },
             no_refresh: true,
             lock_timeout: args.lock.lock_timeout,
             mode: Mode::Destroy,
@@ -79,7 +88,7 @@ struct RunArgs<'a> {
     operation: &'static str,
     planfile: Option<&'a std::path::Path>,
     auto_approve: bool,
-    parallelism: usize,
+    limits: engine::executor::Limits,
     no_refresh: bool,
     lock_timeout: std::time::Duration,
     mode: Mode,
@@ -124,7 +133,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             None => {
                 let refreshed = match (&recorded, args.no_refresh) {
                     (Some(s), false) if !s.steps.is_empty() => {
-                        Some(refresh(&world, &graph, s, args.parallelism).await?)
+                        Some(refresh(&world, &graph, s, args.limits.total).await?)
                     }
                     _ => None,
                 };
@@ -176,7 +185,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             graph,
             state,
             &mut lock,
-            args.parallelism,
+            args.limits,
             &view,
         )
         .await;
@@ -193,7 +202,7 @@ async fn execute(
     graph: Arc<StepGraph>,
     state: State,
     lock: &mut StateLock,
-    parallelism: usize,
+    limits: engine::executor::Limits,
     view: &Arc<View>,
 ) -> Outcome {
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
@@ -219,7 +228,7 @@ async fn execute(
         world.env.clone(),
         state,
         world.default_kubeconfig(),
-        parallelism,
+        limits,
         stop_rx,
         |st| {
             world.before_record()?;
