@@ -11,10 +11,9 @@
 #[path = "realk8s/harness.rs"]
 mod harness;
 
-use futures::{StreamExt, TryStreamExt};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    WatchParams,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +59,7 @@ impl Record {
     }
 
     /// A kube-rs call: its outcome, and `fields` of the answer when it succeeded.
-    fn api<T: serde::Serialize>(
+    fn api<T: k8s_openapi::serde::Serialize>(
         &mut self,
         step: &str,
         r: &kube::Result<T>,
@@ -275,6 +274,21 @@ async fn apply(
     api.patch(name, &pp, &Patch::Apply(&body)).await
 }
 
+/// DELETE: the answer as JSON, the deleted object or a `Status` (marked
+/// `kind: Status`).
+async fn del(api: &Api<DynamicObject>, name: &str) -> kube::Result<Value> {
+    api.delete(name, &DeleteParams::default()).await.map(|e| {
+        e.either(
+            |o| serde_json::to_value(o).unwrap(),
+            |st| {
+                let mut v = serde_json::to_value(st).unwrap();
+                v["kind"] = json!("Status");
+                v
+            },
+        )
+    })
+}
+
 /// Polls `f` until it is true, for at most `timeout`.
 async fn until<F: Future<Output = bool>>(timeout: Duration, f: impl Fn() -> F) -> bool {
     let deadline = Instant::now() + timeout;
@@ -293,39 +307,34 @@ async fn gone(api: &Api<DynamicObject>, name: &str) -> bool {
     matches!(api.get_opt(name).await, Ok(None))
 }
 
-/// The events of a watch from `version`, as `TYPE name`, until it has been
-/// quiet for two seconds.
+/// The events of a watch from `version` (`path` is the collection's URL),
+/// as `TYPE name`, until the server ends it (`timeoutSeconds`).
 async fn watch_events(
-    api: &Api<DynamicObject>,
+    client: &kube::Client,
+    path: &str,
     wp: &WatchParams,
     version: &str,
 ) -> (String, String) {
-    let stream = match api.watch(wp, version).await {
-        Ok(s) => s,
+    let req = kube::core::Request::new(path).watch(wp, version).unwrap();
+    let text = match client.request_text(req).await {
+        Ok(t) => t,
         Err(e) => return (outcome::<()>(&Err(e)), String::new()),
     };
-    let mut stream = std::pin::pin!(stream.into_stream());
-    let mut seen = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
-            Ok(Some(Ok(ev))) => seen.push(match ev {
-                WatchEvent::Added(o) => format!("ADDED {}", o.metadata.name.unwrap_or_default()),
-                WatchEvent::Modified(o) => {
-                    format!("MODIFIED {}", o.metadata.name.unwrap_or_default())
-                }
-                WatchEvent::Deleted(o) => {
-                    format!("DELETED {}", o.metadata.name.unwrap_or_default())
-                }
-                WatchEvent::Bookmark(_) => "BOOKMARK".into(),
-                WatchEvent::Error(s) => format!("ERROR {} {}", s.code, s.reason),
-            }),
-            Ok(Some(Err(e))) => {
-                seen.push(format!("stream error: {e}"));
-                break;
+    let seen: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let ev: Value = serde_json::from_str(l).unwrap_or_default();
+            match at(&ev, "/type").as_str() {
+                "ERROR" => format!(
+                    "ERROR {} {}",
+                    at(&ev, "/object/code"),
+                    at(&ev, "/object/reason")
+                ),
+                t => format!("{t} {}", at(&ev, "/object/metadata/name")),
             }
-            Ok(None) | Err(_) => break,
-        }
-    }
+        })
+        .collect();
     ("ok".into(), seen.join(", "))
 }
 
@@ -463,7 +472,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
         )
         .await;
     s.api("replace: missing object", &r, |_| vec![]);
-    let r = cms.delete("nope", &DeleteParams::default()).await;
+    let r = del(&cms, "nope").await;
     s.api("delete: missing object", &r, |_| vec![]);
 
     // -- patches --
@@ -908,7 +917,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("finalizer: create", &r, |v| {
         vec![("finalizers", at(v, "/metadata/finalizers"))]
     });
-    let r = cms.delete("held", &DeleteParams::default()).await;
+    let r = del(&cms, "held").await;
     s.api("finalizer: delete", &r, |v| {
         vec![
             ("answer", at(v, "/kind")),
@@ -929,7 +938,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("finalizer: remove it", &r, |_| vec![]);
     let r = cms.get("held").await;
     s.api("finalizer: then it is gone", &r, |_| vec![]);
-    let r = cms.delete("c1", &DeleteParams::default()).await;
+    let r = del(&cms, "c1").await;
     s.api("delete: an object without finalizers", &r, |v| {
         vec![("answer", at(v, "/kind")), ("status", at(v, "/status"))]
     });
@@ -1025,25 +1034,26 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
         )
         .await;
     s.api("watch: create w3 (not selected)", &r, |_| vec![]);
-    let r = cms.delete("w1", &DeleteParams::default()).await;
+    let r = del(&cms, "w1").await;
     s.api("watch: delete w1", &r, |_| vec![]);
+    let cms_path = "/api/v1/namespaces/diff/configmaps";
     let wp = WatchParams::default()
         .labels("watch=yes")
-        .timeout(10)
+        .timeout(2)
         .disable_bookmarks();
-    let (o, events) = watch_events(&cms, &wp, &list_rv).await;
+    let (o, events) = watch_events(&client, cms_path, &wp, &list_rv).await;
     s.push(
         "watch: from the list's resourceVersion",
         o,
         vec![("events", events)],
     );
-    let (o, events) = watch_events(&cms, &wp, "0").await;
+    let (o, events) = watch_events(&client, cms_path, &wp, "0").await;
     s.push("watch: from resourceVersion 0", o, vec![("events", events)]);
     let wp = WatchParams::default()
         .fields("metadata.name=w2")
-        .timeout(10)
+        .timeout(2)
         .disable_bookmarks();
-    let (o, events) = watch_events(&cms, &wp, &list_rv).await;
+    let (o, events) = watch_events(&client, cms_path, &wp, &list_rv).await;
     s.push(
         "watch: by field, from the list's resourceVersion",
         o,
@@ -1071,7 +1081,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
         )
         .await;
     s.api("namespace deletion: create held", &r, |_| vec![]);
-    let r = namespaces.delete("doomed", &DeleteParams::default()).await;
+    let r = del(&namespaces, "doomed").await;
     s.api("namespace deletion: delete", &r, |v| {
         vec![
             ("answer", at(v, "/kind")),
@@ -1079,7 +1089,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
             ("deletionTimestamp", set(v, "/metadata/deletionTimestamp")),
         ]
     });
-    let r = namespaces.delete("doomed", &DeleteParams::default()).await;
+    let r = del(&namespaces, "doomed").await;
     s.api("namespace deletion: delete again", &r, |v| {
         vec![
             ("answer", at(v, "/kind")),
@@ -1416,9 +1426,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     );
 
     // -- deleting a CRD takes its CRs --
-    let r = crds
-        .delete("gateways.networking.istio.io", &DeleteParams::default())
-        .await;
+    let r = del(&crds, "gateways.networking.istio.io").await;
     s.api("CRD: delete", &r, |_| vec![]);
     let crs_gone = {
         let a = &crds;
@@ -1608,7 +1616,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     k(
         "kubectl: server-side apply",
         &mut s,
-        &["apply", "--server-side", "-f", &k2],
+        &["apply", "--server-side", "--validate=false", "-f", &k2],
     );
     k(
         "kubectl: server-side apply, conflict",

@@ -26,7 +26,9 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         Command::Validate => {
             let mesh = load_mesh(&cli.file)?;
             let graph = topology::compile(&mesh)?;
-            crate::outln!(
+            // On stderr: stdout stays empty ("print nothing but errors"),
+            // so scripts and pipes are unaffected.
+            crate::errln!(
                 "{} is valid: mesh `{}`, {} clusters, {} steps.",
                 cli.file.display(),
                 mesh.mesh.id,

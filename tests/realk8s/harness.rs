@@ -71,15 +71,7 @@ const INNER: &str = "MESH_REAL_INNER";
 /// namespace and asserts it passed. Returns false in the outer process
 /// (the caller returns), true inside (the caller runs the test).
 pub fn in_private_network(name: &str) -> bool {
-    if std::env::var_os(INNER).is_some() {
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("running `ip link set lo up` (iproute2)");
-        assert!(
-            up.success(),
-            "could not bring up loopback in the test's network namespace"
-        );
+    if inside() {
         return true;
     }
     // One real test at a time: each starts several control planes, and the
@@ -102,6 +94,43 @@ pub fn in_private_network(name: &str) -> bool {
         "{name} failed inside its network namespace (output above)"
     );
     false
+}
+
+/// Inside the private namespace (loopback brought up on the first call)?
+fn inside() -> bool {
+    if std::env::var_os(INNER).is_none() {
+        return false;
+    }
+    static UP: std::sync::Once = std::sync::Once::new();
+    UP.call_once(|| {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("running `ip link set lo up` (iproute2)");
+        assert!(
+            up.success(),
+            "could not bring up loopback in the private network namespace"
+        );
+    });
+    true
+}
+
+/// For a program that is not a test (a benchmark): runs this very program
+/// again, with the same arguments, in a private network namespace, and
+/// exits with its status. Returns only inside the namespace.
+pub fn run_in_private_network() {
+    if inside() {
+        return;
+    }
+    let status = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(std::env::args_os().skip(1))
+        .env(INNER, "1")
+        .status()
+        .expect("running `unshare --net` (util-linux)");
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 // ---- processes ----

@@ -187,7 +187,11 @@ impl Cluster {
                         continue;
                     }
                     match (ev.key.0.as_str(), ev.key.1.as_str()) {
-                        ("", "services") => self.clone().load_balancer(&ev.object),
+                        ("", "services") => {
+                            self.cluster_ip(&ev.object);
+                            self.clone().load_balancer(&ev.object)
+                        }
+                        ("apps", "deployments") => self.deployment_ready(&ev.object),
                         ("", "secrets") => self.clone().token(&ev.object),
                         ("", "namespaces")
                             if ev.object.pointer("/metadata/deletionTimestamp").is_some() =>
@@ -213,6 +217,92 @@ impl Cluster {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.settle_all(),
                 Err(_) => return,
             }
+        }
+    }
+
+    /// A Service without a cluster IP gets one from 10.96.0.0/16, as the
+    /// API server allocates it (no traffic goes there: nothing routes it).
+    fn cluster_ip(&self, svc: &Value) {
+        if svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .is_some_and(|ip| !ip.is_empty())
+        {
+            return;
+        }
+        let ns = svc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        // Stable per name, so a restart or a re-create gives the same one.
+        let h = name.bytes().chain(ns.bytes()).fold(2166136261u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(16777619)
+        });
+        let ip = format!("10.96.{}.{}", (h >> 8) % 256, (h % 254) + 1);
+        let mut store = self.store();
+        if let Some(rt) = store.find_type("", "v1", "services") {
+            let patch = json!({"spec": {"clusterIP": ip, "clusterIPs": [ip]}});
+            let _ = store.patch(
+                &rt,
+                ns,
+                name,
+                crate::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "kubesim-service-ip-allocator",
+                false,
+                false,
+            );
+        }
+    }
+
+    /// As kwok's fake nodes make it on a real cluster: a Deployment's pods
+    /// are at once ready, so its status says every replica is available.
+    /// (No pods are simulated; `kubectl get deploy` shows READY 1/1.)
+    fn deployment_ready(&self, d: &Value) {
+        let replicas = d
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let generation = d
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let status = json!({
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
+        });
+        if d.get("status") == Some(&status) {
+            return;
+        }
+        let ns = d
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = d
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut store = self.store();
+        if let Some(rt) = store.find_type("apps", "v1", "deployments") {
+            let patch = json!({"status": status});
+            let _ = store.patch(
+                &rt,
+                ns,
+                name,
+                crate::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "kubesim-deployment-controller",
+                false,
+                true,
+            );
         }
     }
 

@@ -20,6 +20,7 @@ pub mod select;
 pub mod server;
 pub mod set;
 pub mod store;
+pub mod table;
 pub mod tls;
 
 pub use cluster::{Cluster, Faults, LbMode, RequestRecord};

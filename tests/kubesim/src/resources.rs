@@ -51,14 +51,23 @@ impl ResourceType {
         if self.plural != "namespaces" {
             verbs.push("deletecollection");
         }
-        json!({
+        let mut entry = json!({
             "name": self.plural,
             "singularName": self.kind.to_lowercase(),
             "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": verbs,
             "shortNames": self.short_names,
-        })
+        });
+        // `kubectl get all`: the kinds a real server puts in category "all"
+        // (of those kubesim serves).
+        if matches!(
+            (self.group.as_str(), self.plural.as_str()),
+            ("", "pods" | "services") | ("apps", "deployments")
+        ) {
+            entry["categories"] = json!(["all"]);
+        }
+        entry
     }
 }
 

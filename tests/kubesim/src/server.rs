@@ -366,7 +366,23 @@ async fn resource(
             .unwrap_or_else(|| "unknown".into())
     });
     let method = req.method().clone();
+    let as_table = req
+        .headers()
+        .get("accept")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(crate::table::wants_table);
     let result: (String, Result<Value, ApiError>) = match (&method, &name) {
+        (&Method::GET, Some(n)) if as_table => (
+            "get".into(),
+            cluster.store().get(&rt, &ns_str, n).map(|o| {
+                let rv = o
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                crate::table::table(&rt.kind, &[o], &rv)
+            }),
+        ),
         (&Method::GET, Some(n)) => ("get".into(), cluster.store().get(&rt, &ns_str, n)),
         (&Method::GET, None) => {
             let labels = match LabelSelector::parse(
@@ -388,6 +404,12 @@ async fn resource(
                 );
             }
             let (items, rv) = cluster.store().list(&rt, ns.as_deref(), &labels, &fields);
+            if as_table {
+                return (
+                    "list".into(),
+                    json_response(200, &crate::table::table(&rt.kind, &items, &rv.to_string())),
+                );
+            }
             (
                 "list".into(),
                 Ok(json!({

@@ -255,6 +255,64 @@ fn kubectl_works_against_kubesim_serve() {
     );
     assert!(ip.starts_with("172.18."), "{ip}");
 
+    // Tables as a cluster prints them (server-side printing), and `get all`.
+    let deploy = s.dir.path().join("web.yaml");
+    std::fs::write(
+        &deploy,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: istio-system}\n\
+         spec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  \
+         template: {metadata: {labels: {app: web}}, spec: {containers: [{name: web, image: x}]}}\n",
+    )
+    .unwrap();
+    s.ok(
+        "a",
+        &[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            deploy.to_str().unwrap(),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let all = loop {
+        let all = s.ok("a", &["-n", "istio-system", "get", "all"]);
+        if all.contains("1/1") || std::time::Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let header = all.lines().find(|l| l.contains("TYPE")).unwrap_or_default();
+    for col in [
+        "NAME",
+        "TYPE",
+        "CLUSTER-IP",
+        "EXTERNAL-IP",
+        "PORT(S)",
+        "AGE",
+    ] {
+        assert!(header.contains(col), "{all}");
+    }
+    let lb_row = all
+        .lines()
+        .find(|l| l.contains("service/lb"))
+        .unwrap_or_default();
+    assert!(
+        lb_row.contains("LoadBalancer") && lb_row.contains(&ip) && lb_row.contains("80/TCP"),
+        "{all}"
+    );
+    assert!(lb_row.contains("10.96."), "a cluster IP: {all}");
+    let deploy_row = all
+        .lines()
+        .find(|l| l.contains("deployment.apps/web"))
+        .unwrap_or_default();
+    assert!(deploy_row.contains("1/1"), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.contains("READY") && l.contains("UP-TO-DATE") && l.contains("AVAILABLE")),
+        "{all}"
+    );
+
     // Deleting the namespace takes its objects; then it is NotFound.
     s.ok(
         "a",
