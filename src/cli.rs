@@ -120,6 +120,9 @@ pub enum Command {
     /// The simulated clusters of --sandbox DIR.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// A root of trust for [trust] (several primaries need a common root).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Clear a state lock whose holder cannot release it.
     ForceUnlock {
         /// The lock ID, as printed by the command that was refused.
@@ -227,6 +230,21 @@ pub struct ShowArgs {
     /// text for a terminal, markdown for a pull-request comment, json for scripts.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write a new root CA: DIR/root-cert.pem and DIR/root-key.pem (mode
+    /// 0600). Never overwrites.
+    #[command(
+        after_help = "Example:\n  mesh ca init            (./certs beside the mesh file)\n\n\
+        Then add to the mesh file:\n  [trust]\n  root_cert = \"certs/root-cert.pem\"\n  root_key = \"certs/root-key.pem\"\n\n\
+        Keep root-key.pem out of version control and off shared disks."
+    )]
+    Init {
+        /// Where to write them [default: `certs` beside the mesh file].
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,11 +6,12 @@
 //! how steps are ordered, planned and run is in [`crate::graph`],
 //! [`crate::planner`] and the executor.
 
+use crate::config::Role;
 use crate::config::{Cluster, MeshFile};
 use crate::graph::{Dag, GraphBuilder, GraphError, Node};
 use providers::kinds::{
-    attach, eastwest_address, expose_istiod, install_control_plane, install_eastwest_gateway,
-    install_remote, prepare_namespace,
+    attach, eastwest_address, expose_istiod, expose_services, install_control_plane,
+    install_eastwest_gateway, install_remote, plug_ca, prepare_namespace,
 };
 use providers::{StepInput, StepKind, Target};
 use std::path::PathBuf;
@@ -50,8 +51,10 @@ pub fn step_id(cluster: &str, kind: StepKind) -> String {
     format!("{cluster}/{kind}")
 }
 
-/// Compiles the mesh into its step graph. Validation has already guaranteed
-/// that every remote's primary exists, so this only fails on a bug.
+/// Compiles the mesh into its step graph, by DESIGN.md's step tables (the
+/// seed's, and "Topologies and trust" for several networks, several
+/// primaries and a common root). Validation has already guaranteed that
+/// every remote's primary exists, so this only fails on a bug.
 pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
     let mut b = GraphBuilder::new();
     let base_dir = mesh.path.parent().map(PathBuf::from).unwrap_or_default();
@@ -61,24 +64,64 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
         kubeconfig: c.kubeconfig.as_deref().map(|k| resolve_path(&base_dir, k)),
     };
     let revision = mesh.mesh.revision.clone();
+    let version = mesh.mesh.istio_version.clone();
+    let multi_network = mesh.is_multi_network();
+    let trust = mesh.trust.as_ref();
+    let step = |c: &Cluster, kind: StepKind, target: Target, input: StepInput| {
+        debug_assert_eq!(kind, input.kind());
+        Step {
+            id: step_id(&c.name, kind),
+            cluster: c.name.clone(),
+            target,
+            input,
+        }
+    };
 
     for p in mesh.primaries() {
         let remotes: Vec<&Cluster> = mesh.remotes_of(&p.name).collect();
-        let step = |kind: StepKind, target: Target, input: StepInput| {
-            debug_assert_eq!(kind, input.kind());
-            Step {
-                id: step_id(&p.name, kind),
-                cluster: p.name.clone(),
-                target,
-                input,
-            }
-        };
+        let prep = step_id(&p.name, StepKind::PrepareNamespace);
+        let plug = step_id(&p.name, StepKind::PlugCa);
         let cp = step_id(&p.name, StepKind::InstallControlPlane);
         let ew = step_id(&p.name, StepKind::InstallEastwestGateway);
         let addr = step_id(&p.name, StepKind::EastwestAddress);
         let expose = step_id(&p.name, StepKind::ExposeIstiod);
+        let services = step_id(&p.name, StepKind::ExposeServices);
 
+        // Before the control plane: istio-system labelled with the network,
+        // and the primary's own intermediate CA as `cacerts`.
+        let mut cp_after = None;
+        if multi_network || trust.is_some() {
+            b.add(step(
+                p,
+                StepKind::PrepareNamespace,
+                target(p),
+                StepInput::PrepareNamespace(prepare_namespace::Input {
+                    primary: None,
+                    network: multi_network.then(|| p.network.clone()),
+                }),
+            ))?;
+            cp_after = Some(prep.clone());
+        }
+        if let Some(t) = trust {
+            b.add(step(
+                p,
+                StepKind::PlugCa,
+                target(p),
+                StepInput::PlugCa(plug_ca::Input {
+                    cluster: p.name.clone(),
+                    root_cert_pem: t.root_cert_pem.clone(),
+                    root_sha256: providers::ca::inspect(&t.root_cert_pem)
+                        .map(|i| i.sha256)
+                        .unwrap_or_default(),
+                    root_key: t.root_key.clone(),
+                    days: t.intermediate_days,
+                }),
+            ))?;
+            b.depend(&plug, &prep);
+            cp_after = Some(plug.clone());
+        }
         b.add(step(
+            p,
             StepKind::InstallControlPlane,
             target(p),
             StepInput::InstallControlPlane(install_control_plane::Input {
@@ -87,28 +130,44 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                 network: p.network.clone(),
                 revision: revision.clone(),
                 external_istiod: !remotes.is_empty(),
-                istio_version: mesh.mesh.istio_version.clone(),
+                istio_version: version.clone(),
                 values: p.values.clone(),
             }),
         ))?;
-        // DESIGN.md "Topologies and trust": a primary without remotes needs
-        // no east-west gateway (on one network), no address wait, and no
-        // istiod exposed on a public load balancer for nobody.
-        if remotes.is_empty() {
+        if let Some(after) = &cp_after {
+            b.depend(&cp, after);
+        }
+        // A primary alone on one network needs no east-west gateway, no
+        // address wait, and no istiod exposed on a public load balancer.
+        if remotes.is_empty() && !multi_network {
             continue;
         }
         b.add(step(
+            p,
             StepKind::InstallEastwestGateway,
             target(p),
             StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
                 network: p.network.clone(),
                 revision: revision.clone(),
                 values: p.eastwest_values.clone(),
-                istio_version: mesh.mesh.istio_version.clone(),
+                istio_version: version.clone(),
             }),
         ))?;
         b.depend(&ew, &cp);
+        if multi_network {
+            b.add(step(
+                p,
+                StepKind::ExposeServices,
+                target(p),
+                StepInput::ExposeServices(expose_services::Input {}),
+            ))?;
+            b.depend(&services, &ew);
+        }
+        if remotes.is_empty() {
+            continue;
+        }
         b.add(step(
+            p,
             StepKind::EastwestAddress,
             target(p),
             StepInput::EastwestAddress(eastwest_address::Input {
@@ -117,6 +176,7 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
         ))?;
         b.depend(&addr, &ew);
         b.add(step(
+            p,
             StepKind::ExposeIstiod,
             target(p),
             StepInput::ExposeIstiod(expose_istiod::Input {
@@ -126,23 +186,20 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
         b.depend(&expose, &ew);
 
         for r in remotes {
-            let rstep = |kind: StepKind, target: Target, input: StepInput| Step {
-                id: step_id(&r.name, kind),
-                cluster: r.name.clone(),
-                target,
-                input,
-            };
-            let prep = step_id(&r.name, StepKind::PrepareNamespace);
+            let rprep = step_id(&r.name, StepKind::PrepareNamespace);
             let remote = step_id(&r.name, StepKind::InstallRemote);
             let attach = step_id(&r.name, StepKind::Attach);
-            b.add(rstep(
+            b.add(step(
+                r,
                 StepKind::PrepareNamespace,
                 target(r),
                 StepInput::PrepareNamespace(prepare_namespace::Input {
-                    primary: p.name.clone(),
+                    primary: Some(p.name.clone()),
+                    network: multi_network.then(|| r.network.clone()),
                 }),
             ))?;
-            b.add(rstep(
+            b.add(step(
+                r,
                 StepKind::InstallRemote,
                 target(r),
                 StepInput::InstallRemote(install_remote::Input {
@@ -151,30 +208,83 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                     primary: p.name.clone(),
                     revision: revision.clone(),
                     values: r.values.clone(),
-                    istio_version: mesh.mesh.istio_version.clone(),
+                    istio_version: version.clone(),
+                    multi_network,
                 }),
             ))?;
-            b.depend(&remote, &prep);
+            b.depend(&remote, &rprep);
             b.depend(&remote, &addr);
             b.depend(&remote, &expose);
+            // A remote on another network than its primary's has its own
+            // east-west gateway, for its network's traffic.
+            if r.network != p.network {
+                let rew = step_id(&r.name, StepKind::InstallEastwestGateway);
+                b.add(step(
+                    r,
+                    StepKind::InstallEastwestGateway,
+                    target(r),
+                    StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
+                        network: r.network.clone(),
+                        revision: revision.clone(),
+                        values: r.eastwest_values.clone(),
+                        istio_version: version.clone(),
+                    }),
+                ))?;
+                b.depend(&rew, &remote);
+            }
             // The Secret is written in the primary; reading the token needs R.
-            b.add(rstep(
-                StepKind::Attach,
-                target(p),
-                StepInput::Attach(attach::Input {
-                    remote: r.name.clone(),
-                    remote_context: r.context.clone(),
-                    primary: p.name.clone(),
-                    api_server: r.api_server.clone(),
-                    remote_kubeconfig: target(r).kubeconfig,
-                    reader: attach::Reader::from_values(&r.values),
-                }),
-            ))?;
+            b.add(Step {
+                id: attach.clone(),
+                cluster: r.name.clone(),
+                target: target(p),
+                input: StepInput::Attach(attach_input(r, p, &target(r))),
+            })?;
             b.depend(&attach, &remote);
             b.depend(&attach, &cp);
         }
     }
+
+    // Several primaries: every control plane discovers every other cluster
+    // of the mesh, so each holds a remote secret for every cluster that is
+    // neither itself nor one of its own remotes (`C/attach@Q`).
+    for q in mesh.primaries() {
+        for c in &mesh.clusters {
+            if c.name == q.name || c.primary.as_deref() == Some(q.name.as_str()) {
+                continue;
+            }
+            let id = attach_id(&c.name, &q.name);
+            b.add(Step {
+                id: id.clone(),
+                cluster: c.name.clone(),
+                target: target(q),
+                input: StepInput::Attach(attach_input(c, q, &target(c))),
+            })?;
+            b.depend(&id, step_id(&q.name, StepKind::InstallControlPlane));
+            let ready = match c.role {
+                Role::Primary => StepKind::InstallControlPlane,
+                Role::Remote => StepKind::InstallRemote,
+            };
+            b.depend(&id, step_id(&c.name, ready));
+        }
+    }
     b.build()
+}
+
+/// `C/attach@Q`: C's remote secret in primary Q (not C's own primary).
+pub fn attach_id(cluster: &str, primary: &str) -> String {
+    format!("{}@{primary}", step_id(cluster, StepKind::Attach))
+}
+
+/// The remote secret of cluster `c` (reached through `c_target`) in primary `p`.
+fn attach_input(c: &Cluster, p: &Cluster, c_target: &Target) -> attach::Input {
+    attach::Input {
+        remote: c.name.clone(),
+        remote_context: c.context.clone(),
+        primary: p.name.clone(),
+        api_server: c.api_server.clone(),
+        remote_kubeconfig: c_target.kubeconfig.clone(),
+        reader: attach::Reader::from_values(&c.values),
+    }
 }
 
 /// `~/` expands to the home directory; relative paths are relative to the
@@ -218,8 +328,157 @@ mod tests {
             },
             istioctl: Default::default(),
             state: Default::default(),
+            trust: None,
             clusters,
+            warnings: Vec::new(),
         }
+    }
+
+    fn on(mut c: Cluster, network: &str) -> Cluster {
+        c.network = network.into();
+        c
+    }
+
+    fn with_trust(mut m: MeshFile) -> MeshFile {
+        let (cert, _) = providers::ca::new_root("test").unwrap();
+        m.trust = Some(crate::config::TrustSection {
+            root_cert: "/tmp/m/certs/root-cert.pem".into(),
+            root_key: "/tmp/m/certs/root-key.pem".into(),
+            intermediate_days: 365,
+            root_cert_pem: cert,
+            spans: (0..0, 0..0),
+        });
+        m
+    }
+
+    fn deps(g: &StepGraph, id: &str) -> Vec<String> {
+        let mut d: Vec<String> = g.dependencies(id).into_iter().map(String::from).collect();
+        d.sort();
+        d
+    }
+
+    /// Primary-remote on two networks (Istio's second procedure).
+    #[test]
+    fn primary_remote_on_two_networks() {
+        let g = compile(&mesh(vec![
+            on(cluster("cluster1", Role::Primary, None), "network1"),
+            on(
+                cluster("cluster2", Role::Remote, Some("cluster1")),
+                "network2",
+            ),
+        ]))
+        .unwrap();
+        for id in [
+            "cluster1/prepare-namespace",
+            "cluster1/expose-services",
+            "cluster2/install-eastwest-gateway",
+        ] {
+            assert!(g.contains(id), "{id} missing");
+        }
+        assert!(!g.contains("cluster1/plug-ca"), "no [trust], no plug-ca");
+        assert_eq!(
+            deps(&g, "cluster1/install-control-plane"),
+            ["cluster1/prepare-namespace"]
+        );
+        assert_eq!(
+            deps(&g, "cluster2/install-eastwest-gateway"),
+            ["cluster2/install-remote"]
+        );
+        match &g.get("cluster2/install-eastwest-gateway").unwrap().input {
+            StepInput::InstallEastwestGateway(i) => assert_eq!(i.network, "network2"),
+            other => panic!("{other:?}"),
+        }
+        match &g.get("cluster2/prepare-namespace").unwrap().input {
+            StepInput::PrepareNamespace(i) => {
+                assert_eq!(i.network.as_deref(), Some("network2"));
+                assert_eq!(i.primary.as_deref(), Some("cluster1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &g.get("cluster2/install-remote").unwrap().input {
+            StepInput::InstallRemote(i) => assert!(i.multi_network),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Multi-primary on one network: both trust one root, each discovers the other.
+    #[test]
+    fn multi_primary_has_plug_ca_and_cross_attach() {
+        let g = compile(&with_trust(mesh(vec![
+            cluster("cluster1", Role::Primary, None),
+            cluster("cluster2", Role::Primary, None),
+        ])))
+        .unwrap();
+        let mut ids: Vec<&str> = g.in_order().map(|s| s.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                "cluster1/attach@cluster2",
+                "cluster1/install-control-plane",
+                "cluster1/plug-ca",
+                "cluster1/prepare-namespace",
+                "cluster2/attach@cluster1",
+                "cluster2/install-control-plane",
+                "cluster2/plug-ca",
+                "cluster2/prepare-namespace",
+            ]
+        );
+        assert_eq!(
+            deps(&g, "cluster1/install-control-plane"),
+            ["cluster1/plug-ca"]
+        );
+        assert_eq!(deps(&g, "cluster1/plug-ca"), ["cluster1/prepare-namespace"]);
+        assert_eq!(
+            deps(&g, "cluster2/attach@cluster1"),
+            [
+                "cluster1/install-control-plane",
+                "cluster2/install-control-plane"
+            ]
+        );
+        // The Secret of cluster2 lives in cluster1.
+        assert_eq!(
+            g.get("cluster2/attach@cluster1").unwrap().target.context,
+            "kind-cluster1"
+        );
+    }
+
+    /// A mixed fleet: two primaries on two networks, each with a remote;
+    /// every control plane holds a secret for every cluster not its own.
+    #[test]
+    fn a_mixed_fleet_attaches_every_cluster_to_every_other_control_plane() {
+        let g = compile(&with_trust(mesh(vec![
+            on(cluster("p1", Role::Primary, None), "n1"),
+            on(cluster("r1", Role::Remote, Some("p1")), "n1"),
+            on(cluster("p2", Role::Primary, None), "n2"),
+            on(cluster("r2", Role::Remote, Some("p2")), "n2"),
+        ])))
+        .unwrap();
+        let attaches: Vec<&str> = g
+            .in_order()
+            .filter(|s| s.kind() == StepKind::Attach)
+            .map(|s| s.id.as_str())
+            .collect();
+        let mut sorted = attaches.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                "p1/attach@p2",
+                "p2/attach@p1",
+                "r1/attach",
+                "r1/attach@p2",
+                "r2/attach",
+                "r2/attach@p1"
+            ]
+        );
+        assert_eq!(
+            deps(&g, "r1/attach@p2"),
+            ["p2/install-control-plane", "r1/install-remote"]
+        );
+        // Remotes on their primary's network have no gateway of their own.
+        assert!(!g.contains("r1/install-eastwest-gateway"));
+        assert!(g.contains("p1/expose-services") && g.contains("p2/expose-services"));
     }
 
     #[test]
@@ -308,7 +567,9 @@ mod tests {
             }
         }
         let g = compile(&mesh(cs)).unwrap();
-        assert_eq!(g.len(), 3 * 4 + 15 * 3);
+        // Each primary's 4 steps, each remote's 3, and in each of the 3
+        // control planes a secret for the 12 clusters not its own.
+        assert_eq!(g.len(), 3 * 4 + 15 * 3 + 3 * 12);
         assert_eq!(
             g.dependencies("p2r4/install-remote"),
             [

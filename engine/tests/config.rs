@@ -118,11 +118,11 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "remove `primary`",
     ),
     (
-        "14-network-mismatch.toml",
-        13,
-        11,
-        "multi-network meshes are not supported yet",
-        "network = \"network1\"",
+        "14-two-primaries-without-trust.toml",
+        14,
+        8,
+        "`cluster2` is a second primary, and a mesh with several primaries needs a common root of trust",
+        "mesh ca init",
     ),
     (
         "15-no-primary.toml",
@@ -264,6 +264,20 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "[istioctl] timeout (300 s) is not longer than readiness_timeout (600 s)",
         "raise `timeout`",
     ),
+    (
+        "36-trust-without-key.toml",
+        4,
+        2,
+        "[trust] is missing `root_key`",
+        "root_key",
+    ),
+    (
+        "37-bad-intermediate-days.toml",
+        7,
+        21,
+        "intermediate_days = 0 is not between 1 and 3650",
+        "e.g. 365",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.
@@ -371,9 +385,16 @@ istio_version = "1.28.0"
 
 [istioctl]
 path = "/opt/istio/bin/istioctl"
+readiness_timeout = "10m"
+timeout = "30m"
 
 [state]
 path = "state/mesh.state.json"
+
+[trust]
+root_cert = "certs/root-cert.pem"
+root_key = "certs/root-key.pem"
+intermediate_days = 90
 
 [[cluster]]
 name = "east"
@@ -385,6 +406,9 @@ api_server = "https://10.0.0.1:6443"
 
 [cluster.values.global.logging]
 level = "default:debug"
+
+[cluster.eastwest_values.gateways.istio-ingressgateway]
+injectionTemplate = ""
 
 [[cluster]]
 name = "east-a"
@@ -415,10 +439,21 @@ fn every_key_is_read() {
     assert_eq!(m.mesh.istio_version.as_deref(), Some("1.28.0"));
     assert_eq!(m.istioctl.path.as_deref(), Some("/opt/istio/bin/istioctl"));
     assert_eq!(m.state.path.as_deref(), Some("state/mesh.state.json"));
+    assert_eq!(m.istioctl.readiness_timeout.as_secs(), 600);
+    assert_eq!(m.istioctl.timeout.as_secs(), 1800);
+    let trust = m.trust.as_ref().unwrap();
+    assert_eq!(trust.root_cert, Path::new("certs/root-cert.pem"));
+    assert_eq!(trust.root_key, Path::new("certs/root-key.pem"));
+    assert_eq!(trust.intermediate_days, 90);
+    assert!(m.is_multi_network());
     let east = m.cluster("east").unwrap();
     assert_eq!(east.kubeconfig.as_deref(), Some("~/.kube/east"));
     assert_eq!(east.api_server.as_deref(), Some("https://10.0.0.1:6443"));
     assert_eq!(east.values["global"]["logging"]["level"], "default:debug");
+    assert_eq!(
+        east.eastwest_values["gateways"]["istio-ingressgateway"]["injectionTemplate"],
+        ""
+    );
     let a = m.cluster("east-a").unwrap();
     assert_eq!(
         a.values["pilot"]["env"],
@@ -515,4 +550,74 @@ proptest! {
         }
         let _ = config::parse(&out.join("\n"), Path::new("fuzz.toml"));
     }
+}
+
+/// `[trust]`'s files are read and checked when the mesh file is loaded:
+/// each problem is located at the key that names the file.
+#[test]
+fn the_root_of_trust_is_checked_where_it_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cert, key) = providers::ca::new_root("root").unwrap();
+    let (_, other_key) = providers::ca::new_root("other").unwrap();
+    std::fs::create_dir_all(d.join("certs")).unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = d.join("certs").join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    };
+    write("root-cert.pem", &cert, 0o644);
+    write("root-key.pem", key.expose(), 0o600);
+    write("other-key.pem", other_key.expose(), 0o600);
+    write("open-key.pem", key.expose(), 0o644);
+    write("junk.pem", "not a certificate\n", 0o644);
+    let mesh = |cert: &str, key: &str| {
+        let path = d.join("mesh.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[mesh]\nid = \"m\"\n\n[trust]\nroot_cert = \"certs/{cert}\"\nroot_key = \"certs/{key}\"\n\n\
+                 [[cluster]]\nname = \"a\"\ncontext = \"a\"\nnetwork = \"n\"\nrole = \"primary\"\n\n\
+                 [[cluster]]\nname = \"b\"\ncontext = \"b\"\nnetwork = \"n\"\nrole = \"primary\"\n"
+            ),
+        )
+        .unwrap();
+        config::load(&path)
+    };
+    let ok = mesh("root-cert.pem", "root-key.pem").unwrap();
+    assert_eq!(ok.trust.as_ref().unwrap().root_cert_pem, cert);
+    assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+    let one = |r: Result<config::MeshFile, config::Diagnostics>| {
+        let d = r.expect_err("an error");
+        assert_eq!(d.len(), 1, "{}", d.render(false));
+        let d = &d.0[0];
+        (
+            d.line,
+            d.column,
+            d.message.clone(),
+            d.help.clone().unwrap_or_default(),
+        )
+    };
+    let (line, col, msg, _) = one(mesh("root-cert.pem", "other-key.pem"));
+    assert_eq!((line, col), (6, 12), "{msg}");
+    assert!(msg.contains("not the key of the root certificate"), "{msg}");
+    let (line, col, msg, help) = one(mesh("missing.pem", "root-key.pem"));
+    assert_eq!((line, col), (5, 13), "{msg}");
+    assert!(
+        msg.contains("cannot read the root certificate") && help.contains("mesh ca init"),
+        "{msg}"
+    );
+    let (line, _, msg, _) = one(mesh("junk.pem", "root-key.pem"));
+    assert_eq!(line, 5);
+    assert!(msg.contains("cannot be read"), "{msg}");
+    // A root key readable by others is a warning naming the file.
+    let warned = mesh("root-cert.pem", "open-key.pem").unwrap();
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.contains("open-key.pem") && w.contains("chmod 600")),
+        "{:?}",
+        warned.warnings
+    );
 }

@@ -6,6 +6,7 @@
 //! The engine never looks inside a rendered document: it only compares,
 //! fingerprints and orders them. Everything Istio-specific lives here.
 
+pub mod ca;
 pub mod cluster;
 pub mod env;
 pub mod istioctl;

@@ -34,6 +34,10 @@ pub async fn apply(
             kinds::install_remote::apply(env, step, target, rendered).await
         }
         StepInput::Attach(i) => kinds::attach::apply(env, step, target, i, rendered).await,
+        StepInput::PlugCa(i) => kinds::plug_ca::apply(env, step, target, i, rendered).await,
+        StepInput::ExposeServices(_) => {
+            kinds::expose_services::apply(env, step, target, rendered).await
+        }
     }
 }
 
@@ -65,6 +69,8 @@ pub async fn read(
             };
             kinds::attach::read(env, target, recorded, input).await
         }
+        StepKind::PlugCa => kinds::plug_ca::read(env, target, recorded).await,
+        StepKind::ExposeServices => kinds::expose_services::read(env, target, recorded).await,
     }
 }
 
@@ -95,5 +101,9 @@ pub async fn destroy(
             kinds::install_remote::destroy(env, step, target, recorded).await
         }
         StepKind::Attach => kinds::attach::destroy(env, step, target, recorded).await,
+        StepKind::PlugCa => kinds::plug_ca::destroy(env, step, target, recorded).await,
+        StepKind::ExposeServices => {
+            kinds::expose_services::destroy(env, step, target, recorded).await
+        }
     }
 }

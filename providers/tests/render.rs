@@ -89,6 +89,7 @@ fn remote(address: Known<Value>, values: Map<String, Value>) -> Rendered {
         revision: None,
         values,
         istio_version: None,
+        multi_network: false,
     };
     let lookup = move |step: &str, key: &str| {
         assert_eq!((step, key), ("cluster1/eastwest-address", "address"));
@@ -181,7 +182,8 @@ fn expose_istiod_is_the_sample_in_istio_system() {
 #[test]
 fn prepare_namespace_annotates_istio_system() {
     let r = prepare_namespace::render(&prepare_namespace::Input {
-        primary: "cluster1".into(),
+        primary: Some("cluster1".into()),
+        network: None,
     });
     assert_eq!(
         r.documents,
@@ -190,6 +192,15 @@ fn prepare_namespace_annotates_istio_system() {
             "name": "istio-system",
             "annotations": {"topology.istio.io/controlPlaneClusters": "cluster1"}}})
         ]
+    );
+    // A primary of a multi-network mesh: the network label, no annotation.
+    let r = prepare_namespace::render(&prepare_namespace::Input {
+        primary: None,
+        network: Some("network2".into()),
+    });
+    assert_eq!(
+        r.documents[0]["metadata"],
+        json!({"name": "istio-system", "labels": {"topology.istio.io/network": "network2"}})
     );
 }
 

@@ -129,6 +129,63 @@ pub fn init(cli: &Cli, contexts: &[String], force: bool) -> Result<u8> {
     Ok(0)
 }
 
+/// `mesh ca init [DIR]`: a new root CA for `[trust]`.
+pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => cli
+            .file
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+            .join("certs"),
+    };
+    let cert_path = dir.join("root-cert.pem");
+    let key_path = dir.join("root-key.pem");
+    for p in [&cert_path, &key_path] {
+        if std::fs::symlink_metadata(p).is_ok() {
+            bail!(
+                "{} exists already: mesh ca init never overwrites a root (the mesh's workloads trust it). \
+                 Move it away first, or name another folder: mesh ca init DIR",
+                p.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert, key) = providers::ca::new_root("mesh root CA")
+        .map_err(|e| anyhow::anyhow!("making the root: {e}"))?;
+    write_new(&key_path, key.expose(), 0o600)?;
+    write_new(&cert_path, &cert, 0o644)?;
+    let info = providers::ca::inspect(&cert).map_err(|e| anyhow::anyhow!(e))?;
+    crate::outln!(
+        "Wrote {} (sha256:{}, valid until {}) and its key {} (mode 0600).\n\
+         Add to the mesh file:\n\n[trust]\nroot_cert = \"{}\"\nroot_key = \"{}\"\n\n\
+         Keep the key out of version control.",
+        cert_path.display(),
+        &info.sha256[..16],
+        providers::ca::date(info.not_after),
+        key_path.display(),
+        cert_path.display(),
+        key_path.display()
+    );
+    Ok(0)
+}
+
+/// Writes a new file (never replacing one, never following a link) with `mode`.
+fn write_new(path: &std::path::Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ mod init;
 mod inspect;
 mod plan;
 
-use crate::cli::{Cli, Command, Format, SandboxCommand};
+use crate::cli::{CaCommand, Cli, Command, Format, SandboxCommand};
 use crate::output::Output;
 use anyhow::{Context, Result};
 use engine::config::{self, MeshFile};
@@ -48,6 +48,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         }
         Command::Init { contexts, force } => init::init(cli, contexts, *force),
         Command::Sandbox(SandboxCommand::Serve) => crate::sandbox::serve(cli),
+        Command::Ca(CaCommand::Init { dir }) => init::ca_init(cli, dir.as_deref()),
         Command::Graph => {
             let (_, graph) = load_graph(&cli.file)?;
             crate::out!("{}", graph.to_dot());
@@ -71,7 +72,11 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
 
 /// Reads and validates the mesh file; diagnostics are returned as the error.
 pub fn load_mesh(path: &Path) -> Result<MeshFile> {
-    Ok(config::load(path)?)
+    let mesh = config::load(path)?;
+    for w in &mesh.warnings {
+        crate::errln!("warning: {w}");
+    }
+    Ok(mesh)
 }
 
 pub fn load_graph(path: &Path) -> Result<(MeshFile, StepGraph)> {

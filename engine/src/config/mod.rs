@@ -74,7 +74,11 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
         }]));
     }
     match bytes.and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
-        Ok(source) => parse(&source, path),
+        Ok(source) => {
+            let mut mesh = parse(&source, path)?;
+            load_trust(&mut mesh, &source)?;
+            Ok(mesh)
+        }
         Err(e) => {
             let help = if e.kind() == std::io::ErrorKind::NotFound {
                 "create it (examples/primary-remote.toml is a start), or name another with -f FILE"
@@ -92,6 +96,72 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
             }]))
         }
     }
+}
+
+/// Reads and checks `[trust]`'s files: the root certificate (kept, it is
+/// public) and the key (read only to check it matches, then dropped; it is
+/// read again at apply time). A key file readable by others is a warning.
+fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
+    let Some(trust) = mesh.trust.as_mut() else {
+        return Ok(());
+    };
+    let loc = Locator::new(&mesh.path, source);
+    let (cert_span, key_span) = trust.spans.clone();
+    let read = |p: &Path, span: &std::ops::Range<usize>, what: &str| {
+        std::fs::read_to_string(p).map_err(|e| {
+            Diagnostics(vec![loc.at(
+                span.clone(),
+                format!("cannot read the {what} {}: {e}", p.display()),
+                Some(
+                    "check the path (relative to the mesh file); `mesh ca init` makes a new root in ./certs"
+                        .into(),
+                ),
+            )])
+        })
+    };
+    let cert = read(&trust.root_cert, &cert_span, "root certificate")?;
+    let key = providers::Sensitive::new(read(&trust.root_key, &key_span, "root key")?);
+    use providers::ca::RootProblem;
+    if let Err(problem) = providers::ca::check_root(&cert, Some(&key), providers::ca::now()) {
+        let (span, help) = match &problem {
+            RootProblem::Key(_) => (
+                key_span,
+                "root_key must be the PEM private key of root_cert",
+            ),
+            RootProblem::KeyMismatch => (
+                key_span,
+                "point root_key at the key the root certificate was made with",
+            ),
+            RootProblem::NotCa => (
+                cert_span,
+                "root_cert must be a CA certificate (basicConstraints CA:true)",
+            ),
+            RootProblem::Expired { .. } => (
+                cert_span,
+                "make a new root (`mesh ca init`) and plan: every primary's intermediate is then rotated",
+            ),
+            RootProblem::Cert(_) => (cert_span, "root_cert must be a PEM certificate"),
+        };
+        return Err(Diagnostics(vec![loc.at(
+            span,
+            problem.to_string(),
+            Some(help.into()),
+        )]));
+    }
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(&trust.root_key) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            mesh.warnings.push(format!(
+                "the root key {} is readable by others (mode {mode:o}): `chmod 600 {}`",
+                trust.root_key.display(),
+                trust.root_key.display()
+            ));
+        }
+    }
+    trust.root_cert_pem = cert;
+    Ok(())
 }
 
 /// Each `[[cluster]]`'s `key` table (`values`, `eastwest_values`) as JSON,

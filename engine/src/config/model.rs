@@ -11,8 +11,34 @@ pub struct MeshFile {
     pub mesh: MeshSection,
     pub istioctl: IstioctlSection,
     pub state: StateSection,
+    /// `[trust]`: the mesh's root of trust, when it has one.
+    pub trust: Option<TrustSection>,
     /// In file order.
     pub clusters: Vec<Cluster>,
+    /// Warnings (not errors) found while loading, e.g. a root key readable
+    /// by others. Already worded for the user.
+    pub warnings: Vec<String>,
+}
+
+/// `[trust]`: a root CA from which every primary gets its own intermediate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustSection {
+    /// The root certificate's path, resolved against the mesh file's folder.
+    pub root_cert: PathBuf,
+    /// The root key's path: read at apply time only.
+    pub root_key: PathBuf,
+    /// Validity of each primary's intermediate CA.
+    pub intermediate_days: u32,
+    /// The root certificate (PEM, public), read by [`crate::config::load`];
+    /// empty when the file was only parsed.
+    pub root_cert_pem: String,
+    /// Where `root_cert` and `root_key` are written (byte spans), for errors
+    /// found when the files are read.
+    pub spans: (std::ops::Range<usize>, std::ops::Range<usize>),
+}
+
+impl TrustSection {
+    pub const DEFAULT_INTERMEDIATE_DAYS: u32 = 365;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +113,13 @@ impl MeshFile {
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
     }
+    /// More than one network among the clusters.
+    pub fn is_multi_network(&self) -> bool {
+        self.clusters
+            .iter()
+            .any(|c| c.network != self.clusters[0].network)
+    }
+
     pub fn primaries(&self) -> impl Iterator<Item = &Cluster> {
         self.clusters.iter().filter(|c| c.role == Role::Primary)
     }

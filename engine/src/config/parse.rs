@@ -29,6 +29,12 @@ pub(crate) struct Draft {
     pub readiness_timeout: Option<At<String>>,
     pub istioctl_timeout: Option<At<String>>,
     pub state_path: Option<At<String>>,
+    /// `[trust]` was written (its span).
+    pub trust_span: Option<Range<usize>>,
+    pub trust_keys: Vec<String>,
+    pub root_cert: Option<At<String>>,
+    pub root_key: Option<At<String>>,
+    pub intermediate_days: Option<At<i64>>,
     pub clusters: Vec<DraftCluster>,
 }
 
@@ -51,7 +57,8 @@ pub(crate) struct DraftCluster {
     pub keys: Vec<String>,
 }
 
-pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "cluster"];
+pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "trust", "cluster"];
+pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
 pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version"];
 pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path", "readiness_timeout", "timeout"];
 pub(crate) const STATE_KEYS: &[&str] = &["path"];
@@ -145,6 +152,35 @@ impl Walker<'_> {
         }
     }
 
+    fn integer(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<At<i64>> {
+        match value.get_ref() {
+            DeValue::Integer(i) => {
+                match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                    Ok(n) => Some(At {
+                        value: n,
+                        span: value.span(),
+                    }),
+                    Err(_) => {
+                        self.error(
+                            value.span(),
+                            format!("`{what}` is not a whole number mesh can use"),
+                            format!("write a plain number of days, e.g. {what} = 365"),
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`{what}` must be a number, not {}", type_name(other)),
+                    format!("write a number without quotes, e.g. {what} = 365"),
+                );
+                None
+            }
+        }
+    }
+
     fn table<'t, 'i>(
         &mut self,
         what: &str,
@@ -197,6 +233,27 @@ impl Walker<'_> {
                                 "timeout" => draft.istioctl_timeout = self.string("timeout", v),
                                 _ => {
                                     self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS);
+                                }
+                            }
+                        }
+                    }
+                }
+                "trust" => {
+                    if let Some(t) = self.table("trust", value) {
+                        draft.trust_span = Some(key.span().start..value.span().end);
+                        for (k, v) in t {
+                            let name = k.get_ref().as_ref();
+                            draft.trust_keys.push(name.to_string());
+                            match name {
+                                "root_cert" => draft.root_cert = self.string("root_cert", v),
+                                "root_key" => draft.root_key = self.string("root_key", v),
+                                "intermediate_days" => {
+                                    draft.intermediate_days = self.integer("intermediate_days", v)
+                                }
+                                _ => {
+                                    if let Some(m) = self.unknown_key(k, "[trust]", TRUST_KEYS) {
+                                        draft.trust_keys.push(m);
+                                    }
                                 }
                             }
                         }

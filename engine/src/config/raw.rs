@@ -16,6 +16,8 @@ pub struct RawMeshFile {
     pub istioctl: Option<RawIstioctl>,
     #[serde(default)]
     pub state: Option<RawState>,
+    #[serde(default)]
+    pub trust: Option<RawTrust>,
     /// The clusters, as an array of tables (`[[cluster]]`).
     #[serde(default)]
     pub cluster: Vec<RawCluster>,
@@ -55,6 +57,22 @@ pub struct RawIstioctl {
 pub struct RawState {
     /// The state file, relative to the mesh file. Default `mesh.state.json`.
     pub path: Option<String>,
+}
+
+/// The mesh's root of trust: every primary gets its own intermediate CA,
+/// signed by this root, as Istio's `cacerts` Secret. Required with more
+/// than one primary. `mesh ca init` makes a root.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    /// The root certificate (PEM), relative to the mesh file.
+    pub root_cert: String,
+    /// The root's private key (PEM, mode 0600), relative to the mesh file.
+    /// Read at apply time only; never in plans, state or logs.
+    pub root_key: String,
+    /// Validity of each primary's intermediate CA, in days. Default 365.
+    #[schemars(range(min = 1, max = 3650))]
+    pub intermediate_days: Option<u32>,
 }
 
 /// The role of a cluster in the mesh.

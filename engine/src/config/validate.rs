@@ -3,7 +3,9 @@
 //! All rules run; every error is collected.
 
 use super::diagnostic::{Diagnostic, Locator};
-use super::model::{Cluster, IstioctlSection, MeshFile, MeshSection, Role, StateSection};
+use super::model::{
+    Cluster, IstioctlSection, MeshFile, MeshSection, Role, StateSection, TrustSection,
+};
 use super::parse::{At, Draft, DraftCluster, did_you_mean};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -450,17 +452,6 @@ pub(crate) fn validate(
                 format!("cluster `{}` names `{p}` as its primary, but `{p}` is a remote", c.name),
                 "a remote's primary must have role = \"primary\": point `primary` at one, or make it a primary",
             ),
-            Some(pc) if pc.network != c.network => {
-                let span = dc.network.as_ref().map_or(at.span.clone(), |n| n.span.clone());
-                ck.error(
-                    span,
-                    format!(
-                        "remote `{}` is on network `{}` but its primary `{p}` is on `{}`: multi-network meshes are not supported yet",
-                        c.name, c.network, pc.network
-                    ),
-                    format!("put both on the same network (network = \"{}\"), or wait for mesh's multi-network support", pc.network),
-                );
-            }
             Some(_) => {}
         }
     }
@@ -487,6 +478,67 @@ pub(crate) fn validate(
         );
     }
 
+    // [trust]
+    let trust = match &draft.trust_span {
+        None => None,
+        Some(span) => {
+            let cert = ck.required(
+                &draft.root_cert,
+                "root_cert",
+                ("[trust]", span, &draft.trust_keys),
+                "\"certs/root-cert.pem\"",
+            );
+            let key = ck.required(
+                &draft.root_key,
+                "root_key",
+                ("[trust]", span, &draft.trust_keys),
+                "\"certs/root-key.pem\"",
+            );
+            let days = match &draft.intermediate_days {
+                None => Some(TrustSection::DEFAULT_INTERMEDIATE_DAYS),
+                Some(at) if (1..=3650).contains(&at.value) => Some(at.value as u32),
+                Some(at) => {
+                    ck.error(
+                        at.span.clone(),
+                        format!("intermediate_days = {} is not between 1 and 3650", at.value),
+                        "give each primary's intermediate CA a validity of 1 day to 10 years, e.g. 365",
+                    );
+                    None
+                }
+            };
+            let base = path.parent().unwrap_or(Path::new(""));
+            match (cert, key, days, &draft.root_cert, &draft.root_key) {
+                (Some(c), Some(k), Some(d), Some(cs), Some(ks)) => Some(TrustSection {
+                    root_cert: base.join(c),
+                    root_key: base.join(k),
+                    intermediate_days: d,
+                    root_cert_pem: String::new(),
+                    spans: (cs.span.clone(), ks.span.clone()),
+                }),
+                _ => None,
+            }
+        }
+    };
+    // Several control planes must sign workload certificates from one root.
+    if draft.trust_span.is_none() {
+        let second_primary = clusters
+            .iter()
+            .filter(|(c, _)| c.role == Role::Primary)
+            .nth(1);
+        if let Some((c, dc)) = second_primary {
+            let span = dc.role.as_ref().map_or(dc.span.clone(), |r| r.span.clone());
+            ck.error(
+                span,
+                format!(
+                    "`{}` is a second primary, and a mesh with several primaries needs a common root of trust",
+                    c.name
+                ),
+                "add a [trust] section with root_cert and root_key (PEM files beside the mesh file); \
+                 `mesh ca init` makes a new root in ./certs",
+            );
+        }
+    }
+
     if !ck.errors.is_empty() {
         let mut errors = ck.errors;
         errors.sort_by_key(|d| (d.line, d.column));
@@ -501,7 +553,9 @@ pub(crate) fn validate(
         },
         istioctl,
         state: StateSection { path: state_path },
+        trust,
         clusters: clusters.into_iter().map(|(c, _)| c).collect(),
+        warnings: Vec::new(),
     })
 }
 

@@ -15,6 +15,8 @@ pub struct Input {
     pub values: Map<String, Value>,
     /// `[mesh] istio_version`, recorded in the document (see [`super::iop_metadata`]).
     pub istio_version: Option<String>,
+    /// In a multi-network mesh: `values.global.network` is the remote's own.
+    pub multi_network: bool,
 }
 
 /// The remote profile's IstioOperator name (why it has one: [`super::iop_metadata`]).
@@ -36,6 +38,9 @@ pub fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
     .as_object()
     .cloned()
     .unwrap_or_default();
+    if input.multi_network {
+        values["global"]["network"] = Value::from(input.network.as_str());
+    }
     deep_merge(&mut values, &input.values);
     let mut spec = Map::new();
     if let Some(rev) = &input.revision {

@@ -1,12 +1,15 @@
-//! The seven step kinds of the primary-remote procedure (DESIGN.md's step
-//! table), one module each, and the enums the engine uses to hold any of them.
+//! The step kinds (DESIGN.md's step tables: the seed's seven, and the
+//! topologies' `plug-ca` and `expose-services`), one module each, and the
+//! enums the engine uses to hold any of them.
 
 pub mod attach;
 pub mod eastwest_address;
 pub mod expose_istiod;
+pub mod expose_services;
 pub mod install_control_plane;
 pub mod install_eastwest_gateway;
 pub mod install_remote;
+pub mod plug_ca;
 pub mod prepare_namespace;
 
 use crate::rendered::{Known, Rendered};
@@ -63,10 +66,12 @@ pub enum StepKind {
     PrepareNamespace,
     InstallRemote,
     Attach,
+    PlugCa,
+    ExposeServices,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 7] = [
+    pub const ALL: [StepKind; 9] = [
         StepKind::InstallControlPlane,
         StepKind::InstallEastwestGateway,
         StepKind::EastwestAddress,
@@ -74,6 +79,8 @@ impl StepKind {
         StepKind::PrepareNamespace,
         StepKind::InstallRemote,
         StepKind::Attach,
+        StepKind::PlugCa,
+        StepKind::ExposeServices,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +92,8 @@ impl StepKind {
             StepKind::PrepareNamespace => "prepare-namespace",
             StepKind::InstallRemote => "install-remote",
             StepKind::Attach => "attach",
+            StepKind::PlugCa => "plug-ca",
+            StepKind::ExposeServices => "expose-services",
         }
     }
 }
@@ -115,6 +124,8 @@ pub enum StepInput {
     PrepareNamespace(prepare_namespace::Input),
     InstallRemote(install_remote::Input),
     Attach(attach::Input),
+    PlugCa(plug_ca::Input),
+    ExposeServices(expose_services::Input),
 }
 
 impl StepInput {
@@ -127,6 +138,8 @@ impl StepInput {
             StepInput::PrepareNamespace(_) => StepKind::PrepareNamespace,
             StepInput::InstallRemote(_) => StepKind::InstallRemote,
             StepInput::Attach(_) => StepKind::Attach,
+            StepInput::PlugCa(_) => StepKind::PlugCa,
+            StepInput::ExposeServices(_) => StepKind::ExposeServices,
         }
     }
 
@@ -183,6 +196,8 @@ impl StepInput {
             StepInput::PrepareNamespace(i) => prepare_namespace::render(i),
             StepInput::InstallRemote(i) => install_remote::render(i, outputs),
             StepInput::Attach(i) => attach::render(i),
+            StepInput::PlugCa(i) => plug_ca::render(i),
+            StepInput::ExposeServices(i) => expose_services::render(i),
         }
     }
 }

@@ -1,28 +1,55 @@
-//! `R/prepare-namespace`: istio-system in the remote, annotated with the
-//! primary that manages it (`topology.istio.io/controlPlaneClusters`).
+//! `C/prepare-namespace`: istio-system made ready before Istio is installed
+//! there. In a remote, annotated with the primary that manages it
+//! (`topology.istio.io/controlPlaneClusters`); in a multi-network mesh,
+//! labelled with the cluster's network (`topology.istio.io/network`), on
+//! primaries too.
 
 use crate::rendered::Rendered;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
-    /// The primary cluster's name.
-    pub primary: String,
+    /// The primary cluster's name, for a remote: the annotation's value.
+    pub primary: Option<String>,
+    /// The cluster's network, in a multi-network mesh: the label's value.
+    pub network: Option<String>,
 }
 
-/// The namespace as the guide leaves it: istio-system, annotated.
+const ANNOTATION: &str = "topology.istio.io/controlPlaneClusters";
+const NETWORK_LABEL: &str = "topology.istio.io/network";
+
+/// The namespace as Istio's guides leave it: istio-system, annotated and
+/// labelled as the input says.
 pub fn render(input: &Input) -> Rendered {
     Rendered {
         documents: vec![json!({
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {
-                "name": "istio-system",
-                "annotations": {"topology.istio.io/controlPlaneClusters": input.primary},
-            }
+            "metadata": metadata(input, false),
         })],
         unknown: false,
     }
+}
+
+/// The namespace's metadata as mesh applies it (with the ownership mark
+/// when mesh created it).
+fn metadata(input: &Input, created: bool) -> Value {
+    let mut meta = Map::new();
+    meta.insert("name".into(), Value::from("istio-system"));
+    let mut annotations = Map::new();
+    if let Some(p) = &input.primary {
+        annotations.insert(ANNOTATION.into(), Value::from(p.as_str()));
+    }
+    if created {
+        annotations.insert(CREATED_BY.into(), Value::from(CREATED_BY_VALUE));
+    }
+    if let Some(n) = &input.network {
+        meta.insert("labels".into(), json!({ NETWORK_LABEL: n }));
+    }
+    if !annotations.is_empty() {
+        meta.insert("annotations".into(), Value::Object(annotations));
+    }
+    Value::Object(meta)
 }
 
 // ---- against a cluster ----
@@ -32,7 +59,6 @@ use crate::observe::Observation;
 use crate::rendered::Target;
 use std::collections::BTreeMap;
 
-const ANNOTATION: &str = "topology.istio.io/controlPlaneClusters";
 /// Set on istio-system when mesh creates it, in the same request: whether
 /// mesh owns the namespace is then read from the cluster, so a state write
 /// lost to a crash or a full disk cannot make destroy leave it behind.
@@ -51,9 +77,21 @@ fn namespace_doc() -> Value {
     serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::k8s::ISTIO_NAMESPACE}})
 }
 
+fn describe(input: &Input) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = &input.primary {
+        parts.push(format!("{ANNOTATION}={p}"));
+    }
+    if let Some(n) = &input.network {
+        parts.push(format!("{NETWORK_LABEL}={n}"));
+    }
+    parts.join(", ")
+}
+
 /// Creates istio-system if absent (marked [`CREATED_BY`] in the same
-/// request), then sets the annotation. `created` (whether mesh made the
-/// namespace, so destroy only deletes its own) is read back from the mark.
+/// request), then applies the annotation and label. `created` (whether mesh
+/// made the namespace, so destroy only deletes its own) is read back from
+/// the mark.
 pub async fn apply(
     env: &Env,
     step: &str,
@@ -62,16 +100,12 @@ pub async fn apply(
     previous: Option<&Recorded<'_>>,
 ) -> Result<Applied, StepError> {
     let conn = env.clusters.connect(target).await?;
-    let marked = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": crate::k8s::ISTIO_NAMESPACE,
-                     "annotations": {CREATED_BY: CREATED_BY_VALUE, ANNOTATION: input.primary}}});
+    let marked =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(input, true)});
     let existed = !crate::k8s::create(&conn, &marked).await?;
     env.say(
         step,
-        &format!(
-            "annotating namespace istio-system {ANNOTATION}={}…",
-            input.primary
-        ),
+        &format!("preparing namespace istio-system ({})…", describe(input)),
     );
     // States written before the mark existed remember `created` themselves.
     let created_before = previous
@@ -80,66 +114,75 @@ pub async fn apply(
         .unwrap_or(false);
     let live = crate::k8s::get(&conn, &namespace_doc()).await?;
     let created = !existed || created_before || live.as_ref().is_some_and(created_by_mesh);
-    // Server-side apply of what mesh owns: the annotation, and the mark when
-    // the namespace is mesh's (applied too, so that this apply, by the same
-    // field manager as the create, never drops it).
-    let mut annotations = serde_json::json!({ ANNOTATION: input.primary });
-    if created {
-        annotations[CREATED_BY] = Value::from(CREATED_BY_VALUE);
-    }
-    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": crate::k8s::ISTIO_NAMESPACE, "annotations": annotations}});
+    // Server-side apply of what mesh owns: the annotation and label, and
+    // the mark when the namespace is mesh's (applied too, so that this
+    // apply, by the same field manager as the create, never drops it).
+    let doc =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(input, created)});
     crate::k8s::apply(&conn, &doc).await?;
     Ok(Applied {
         outputs: BTreeMap::from([("created".to_string(), Value::from(created))]),
         log: format!(
-            "{} namespace istio-system; annotated {ANNOTATION}={}\n",
+            "{} namespace istio-system; set {}\n",
             if existed { "found" } else { "created" },
-            input.primary
+            describe(input)
         ),
     })
 }
 
-/// Drift: the namespace missing, or the annotation removed or changed.
+/// Drift: the namespace missing, or the annotation or label removed or changed.
 pub async fn read(
     env: &Env,
     target: &Target,
     recorded: &Recorded<'_>,
 ) -> Result<Observation, StepError> {
     let conn = env.clusters.connect(target).await?;
-    let want = recorded
-        .documents()?
-        .first()
-        .and_then(|d| {
-            d.pointer("/metadata/annotations")
-                .and_then(|a| a.get(ANNOTATION))
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .unwrap_or_default();
+    let docs = recorded.documents()?;
+    let want = |ptr: &str, key: &str| {
+        docs.first()
+            .and_then(|d| d.pointer(ptr))
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let want_annotation = want("/metadata/annotations", ANNOTATION);
+    let want_label = want("/metadata/labels", NETWORK_LABEL);
     let mut obs = Observation::in_sync(recorded.outputs.clone());
-    match crate::k8s::get(&conn, &namespace_doc()).await? {
-        None => obs.drift.push("namespace istio-system missing".into()),
-        Some(ns) => match ns
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION))
-        {
-            None => obs.drift.push(format!("annotation {ANNOTATION} removed")),
+    let Some(ns) = crate::k8s::get(&conn, &namespace_doc()).await? else {
+        obs.drift.push("namespace istio-system missing".into());
+        return Ok(obs);
+    };
+    let checks = [
+        (
+            "annotation",
+            ANNOTATION,
+            want_annotation,
+            ns.metadata.annotations.as_ref(),
+        ),
+        (
+            "label",
+            NETWORK_LABEL,
+            want_label,
+            ns.metadata.labels.as_ref(),
+        ),
+    ];
+    for (what, key, want, live) in checks {
+        let Some(want) = want else { continue };
+        match live.and_then(|m| m.get(key)) {
+            None => obs.drift.push(format!("{what} {key} removed")),
             Some(v) if *v != want => obs.drift.push(format!(
-                "annotation {ANNOTATION} is `{}`, mesh set `{}`",
+                "{what} {key} is `{}`, mesh set `{}`",
                 crate::rendered::shown(v),
                 crate::rendered::shown(&want)
             )),
             Some(_) => {}
-        },
+        }
     }
     Ok(obs)
 }
 
-/// Removes the annotation; deletes the namespace (and waits for it to go)
-/// if mesh created it: the live mark says so, or the record does.
+/// Removes the annotation and label; deletes the namespace (and waits for
+/// it to go) if mesh created it: the live mark says so, or the record does.
 pub async fn destroy(
     env: &Env,
     step: &str,
@@ -161,10 +204,10 @@ pub async fn destroy(
         return Ok("deleted namespace istio-system (mesh created it)\n".into());
     }
     if live.is_some() {
-        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION: null}}});
+        let patch = json!({"metadata": {"annotations": {ANNOTATION: null}, "labels": {NETWORK_LABEL: null}}});
         crate::k8s::merge_patch(&conn, &namespace_doc(), &patch).await?;
     }
     Ok(format!(
-        "removed annotation {ANNOTATION} from namespace istio-system\n"
+        "removed {ANNOTATION} and {NETWORK_LABEL} from namespace istio-system\n"
     ))
 }

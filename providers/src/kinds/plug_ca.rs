@@ -1,0 +1,275 @@
+//! `P/plug-ca`: the primary's own intermediate CA, signed by the mesh's
+//! root, as Istio's plug-in CA Secret `cacerts` in istio-system, written
+//! before the control plane is installed (istiod reads it when it starts).
+//!
+//! The intermediate and its key are made at apply time, so the plan shows
+//! only what they will be (the root's fingerprint, the validity); the state
+//! records the intermediate's fingerprint and expiry, never a key.
+
+use crate::rendered::Rendered;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// The primary (the intermediate's `L=`).
+    pub cluster: String,
+    /// The root certificate (PEM, public).
+    pub root_cert_pem: String,
+    /// sha256 of the root certificate (DER).
+    pub root_sha256: String,
+    /// Where the root key is: read at apply time only.
+    pub root_key: PathBuf,
+    /// Validity of the intermediate.
+    pub days: u32,
+}
+
+pub const SECRET: &str = "cacerts";
+/// The root the Secret's intermediate was signed by, as mesh wrote it.
+pub const ROOT_ANNOTATION: &str = "mesh/root-sha256";
+/// An intermediate closer to its expiry than this is rotated.
+pub const ROTATE_WITHIN_DAYS: i64 = 30;
+
+/// The Secret as it will be, its contents described: the keys exist only
+/// once apply makes them.
+pub fn render(input: &Input) -> Rendered {
+    let root = &input.root_sha256[..16.min(input.root_sha256.len())];
+    Rendered {
+        documents: vec![json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": SECRET,
+                "namespace": "istio-system",
+                "annotations": {ROOT_ANNOTATION: input.root_sha256},
+            },
+            "type": "Opaque",
+            "stringData": {
+                "ca-cert.pem": format!(
+                    "(a new intermediate CA for {}, valid {} days, signed by root sha256:{root}…, made at apply time)",
+                    input.cluster, input.days
+                ),
+                "ca-key.pem": "(sensitive: the intermediate's private key, made at apply time)",
+                "root-cert.pem": format!("(the root certificate, sha256:{root}…)"),
+                "cert-chain.pem": "(the intermediate, then the root)",
+            }
+        })],
+        unknown: false,
+    }
+}
+
+// ---- against a cluster ----
+
+use crate::env::{Applied, Env, Recorded, StepError};
+use crate::observe::Observation;
+use crate::rendered::{Sensitive, Target};
+use base64::Engine as _;
+use std::collections::BTreeMap;
+
+fn secret_doc() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": "istio-system"}})
+}
+
+/// A data key of a live Secret, decoded.
+fn data(live: &kube::api::DynamicObject, key: &str) -> Option<String> {
+    let b64 = live
+        .data
+        .pointer(&format!(
+            "/data/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        ))?
+        .as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not
+/// write (another root, made by hand) is replaced, and the log says so;
+/// when it replaces an earlier one of its own, istiod is restarted so that
+/// it loads the new CA (as `kubectl rollout restart` does).
+pub async fn apply(
+    env: &Env,
+    step: &str,
+    target: &Target,
+    input: &Input,
+    rendered: &Rendered,
+) -> Result<Applied, StepError> {
+    let key = std::fs::read_to_string(&input.root_key).map_err(|e| {
+        StepError::Failed(format!(
+            "cannot read the root key {}: {e}. It is read at apply time only: check [trust] root_key",
+            input.root_key.display()
+        ))
+    })?;
+    let key = Sensitive::new(key);
+    crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now())
+        .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
+    env.say(step, "making an intermediate CA…");
+    let ca = crate::ca::intermediate(&input.root_cert_pem, &key, &input.cluster, input.days)
+        .map_err(StepError::Failed)?;
+    drop(key);
+    let conn = env.clusters.connect(target).await?;
+    let mut log = String::new();
+    let before = crate::k8s::get(&conn, &secret_doc()).await?;
+    if let Some(live) = &before {
+        let ours = live
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ROOT_ANNOTATION));
+        let their_root = data(live, "root-cert.pem")
+            .and_then(|p| crate::ca::inspect(&p).ok())
+            .map_or("unreadable".to_string(), |i| {
+                format!("sha256:{}", &i.sha256[..16])
+            });
+        if !ours {
+            log.push_str(&format!(
+                "replaced a cacerts Secret mesh did not write (its root: {their_root})\n"
+            ));
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut secret = rendered.documents.first().cloned().unwrap_or_default();
+    if let Some(obj) = secret.as_object_mut() {
+        obj.remove("stringData");
+        obj.insert(
+            "data".into(),
+            json!({
+                "ca-cert.pem": b64.encode(&ca.cert_pem),
+                "ca-key.pem": b64.encode(ca.key_pem.expose()),
+                "root-cert.pem": b64.encode(&ca.root_pem),
+                "cert-chain.pem": b64.encode(&ca.chain_pem),
+            }),
+        );
+    }
+    env.say(step, "writing Secret istio-system/cacerts…");
+    crate::k8s::apply(&conn, &secret).await?;
+    log.push_str(&format!(
+        "wrote Secret istio-system/cacerts: intermediate sha256:{} for {}, valid until {}, key {}\n",
+        &ca.info.sha256[..16],
+        input.cluster,
+        crate::ca::date(ca.info.not_after),
+        ca.key_pem
+    ));
+    if before.is_some() {
+        let restarted = restart_istiod(&conn).await?;
+        if !restarted.is_empty() {
+            log.push_str(&format!(
+                "restarted {} to load the new CA\n",
+                restarted.join(", ")
+            ));
+        }
+    }
+    Ok(Applied {
+        outputs: BTreeMap::from([
+            (
+                "intermediate_sha256".to_string(),
+                Value::from(ca.info.sha256.clone()),
+            ),
+            (
+                "intermediate_expires".to_string(),
+                Value::from(crate::ca::date(ca.info.not_after)),
+            ),
+            (
+                "root_sha256".to_string(),
+                Value::from(input.root_sha256.clone()),
+            ),
+        ]),
+        log,
+    })
+}
+
+/// istiod reads its CA when it starts: restart the Deployments of every
+/// revision (`kubectl rollout restart`: a pod-template annotation).
+async fn restart_istiod(conn: &crate::cluster::Connection) -> Result<Vec<String>, StepError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
+    let deployments: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
+    let lp = ListParams::default().labels("app=istiod");
+    let list = conn
+        .call("listing istiod Deployments", || deployments.list(&lp))
+        .await?;
+    let mut restarted = Vec::new();
+    let stamp = crate::ca::date(crate::ca::now());
+    for d in list.items {
+        let name = d.metadata.name.unwrap_or_default();
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": format!("{stamp} (mesh: new CA)")}}}}});
+        let pp = PatchParams::default();
+        let p = Patch::Merge(&patch);
+        conn.call(&format!("restarting Deployment {name}"), || {
+            deployments.patch(&name, &pp, &p)
+        })
+        .await?;
+        restarted.push(format!("Deployment istio-system/{name}"));
+    }
+    Ok(restarted)
+}
+
+/// Drift: the Secret missing, made from another root, not the intermediate
+/// mesh wrote, or expiring within 30 days (the plan then shows a rotation).
+pub async fn read(
+    env: &Env,
+    target: &Target,
+    recorded: &Recorded<'_>,
+) -> Result<Observation, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    let mut obs = Observation::in_sync(recorded.outputs.clone());
+    let want_root = recorded
+        .documents()?
+        .first()
+        .and_then(|d| {
+            d.pointer(&format!(
+                "/metadata/annotations/{}",
+                ROOT_ANNOTATION.replace('/', "~1")
+            ))
+        })
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
+        obs.drift.push("Secret istio-system/cacerts missing".into());
+        return Ok(obs);
+    };
+    let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
+    match root {
+        None => obs.drift.push("Secret istio-system/cacerts has no readable root-cert.pem".into()),
+        Some(r) if r.sha256 != want_root => obs.drift.push(format!(
+            "Secret istio-system/cacerts was made from another root (sha256:{}…, the mesh's is sha256:{}…)",
+            &r.sha256[..16],
+            &want_root[..16.min(want_root.len())]
+        )),
+        Some(_) => {}
+    }
+    match data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok()) {
+        None => obs
+            .drift
+            .push("Secret istio-system/cacerts has no readable ca-cert.pem".into()),
+        Some(ca) => {
+            if Some(ca.sha256.as_str()) != recorded.output_str("intermediate_sha256") {
+                obs.drift.push(format!(
+                    "Secret istio-system/cacerts holds another intermediate (sha256:{}…) than mesh wrote",
+                    &ca.sha256[..16]
+                ));
+            }
+            if ca.not_after - crate::ca::now() < ROTATE_WITHIN_DAYS * 86400 {
+                obs.drift.push(format!(
+                    "the intermediate CA expires on {} (within {ROTATE_WITHIN_DAYS} days): it will be rotated",
+                    crate::ca::date(ca.not_after)
+                ));
+            }
+        }
+    }
+    Ok(obs)
+}
+
+/// Deletes the Secret.
+pub async fn destroy(
+    env: &Env,
+    _step: &str,
+    target: &Target,
+    _recorded: &Recorded<'_>,
+) -> Result<String, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    crate::k8s::delete(&conn, &secret_doc()).await?;
+    Ok("deleted Secret istio-system/cacerts\n".into())
+}
