@@ -373,3 +373,70 @@ fn apply_without_a_terminal_needs_auto_approve() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--auto-approve"), "{}", stderr(&o));
 }
+
+/// A folder with one of the examples as mesh.toml and the test root of
+/// trust as certs/ (key mode 0600).
+fn topology(example: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("examples").join(example),
+        dir.path().join("mesh.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    for f in ["root-cert.pem", "root-key.pem"] {
+        let to = dir.path().join("certs").join(f);
+        std::fs::copy(root.join("tests/fixtures/trust").join(f), &to).unwrap();
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+/// Istio's four procedures and a mixed fleet: the plan of a first apply in
+/// each format, and the mixed fleet's graph. A reviewer reads these.
+#[test]
+fn every_topology_plans_as_golden() {
+    for (example, name) in [
+        (
+            "primary-remote-multi-network.toml",
+            "primary-remote-multi-network",
+        ),
+        ("multi-primary.toml", "multi-primary"),
+        (
+            "multi-primary-multi-network.toml",
+            "multi-primary-multi-network",
+        ),
+        ("mixed-fleet.toml", "mixed-fleet"),
+    ] {
+        let dir = topology(example);
+        for (format, ext) in [("text", "txt"), ("markdown", "md")] {
+            let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", format]);
+            assert!(o.status.success(), "{example}: {}", stderr(&o));
+            assert_eq!(stderr(&o), "", "{example}: no warning");
+            golden(&format!("{name}.{ext}"), &stdout(&o));
+        }
+    }
+    let dir = topology("mixed-fleet.toml");
+    let o = mesh(dir.path(), &["graph"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    golden("mixed-fleet.dot", &stdout(&o));
+}
+
+/// The plan never shows a key: only the root's fingerprint.
+#[test]
+fn a_plan_with_trust_shows_no_key() {
+    let dir = topology("multi-primary.toml");
+    let key = std::fs::read_to_string(dir.path().join("certs/root-key.pem")).unwrap();
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for format in ["text", "markdown", "json"] {
+        let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", format]);
+        let out = stdout(&o);
+        assert!(
+            !out.contains(&body[..40]),
+            "{format}: the root key is in the plan"
+        );
+        assert!(!out.contains("PRIVATE KEY"), "{format}");
+        assert!(out.contains("mesh/root-sha256"), "{format}");
+    }
+}

@@ -183,9 +183,36 @@ impl<N: Node> Dag<N> {
 
     /// The graph in Graphviz DOT: an edge `a -> b` means a runs before b.
     pub fn to_dot(&self) -> String {
+        self.to_dot_grouped(|_| None)
+    }
+
+    /// DOT with the nodes boxed in groups: `group(node)` gives a group's
+    /// key and label (e.g. a cluster: `east (primary, network net-east)`);
+    /// groups appear in order of their first node, then ungrouped nodes.
+    pub fn to_dot_grouped(&self, group: impl Fn(&N) -> Option<(String, String)>) -> String {
         let mut out = String::from("digraph mesh {\n  rankdir=LR;\n  node [shape=box];\n");
+        let mut groups: Vec<(String, String, Vec<&str>)> = Vec::new();
+        let mut loose = Vec::new();
         for &ix in &self.order {
-            let _ = writeln!(out, "  {};", dot_id(self.graph[ix].id()));
+            let node = &self.graph[ix];
+            match group(node) {
+                Some((key, label)) => match groups.iter_mut().find(|g| g.0 == key) {
+                    Some(g) => g.2.push(node.id()),
+                    None => groups.push((key, label, vec![node.id()])),
+                },
+                None => loose.push(node.id()),
+            }
+        }
+        for (key, label, ids) in &groups {
+            let _ = writeln!(out, "  subgraph {} {{", dot_id(&format!("cluster_{key}")));
+            let _ = writeln!(out, "    label={};", dot_id(label));
+            for id in ids {
+                let _ = writeln!(out, "    {};", dot_id(id));
+            }
+            out.push_str("  }\n");
+        }
+        for id in loose {
+            let _ = writeln!(out, "  {};", dot_id(id));
         }
         for &ix in &self.order {
             for dep in self.dependents(self.graph[ix].id()) {

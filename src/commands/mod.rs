@@ -50,8 +50,21 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         Command::Sandbox(SandboxCommand::Serve) => crate::sandbox::serve(cli),
         Command::Ca(CaCommand::Init { dir }) => init::ca_init(cli, dir.as_deref()),
         Command::Graph => {
-            let (_, graph) = load_graph(&cli.file)?;
-            crate::out!("{}", graph.to_dot());
+            let (mesh, graph) = load_graph(&cli.file)?;
+            // One box per cluster, labelled with its role and network, so a
+            // reviewer sees where each step runs.
+            let dot = graph.to_dot_grouped(|step| {
+                let c = mesh.cluster(&step.cluster)?;
+                let role = match &c.primary {
+                    None => "primary".to_string(),
+                    Some(p) => format!("remote of {p}"),
+                };
+                Some((
+                    c.name.clone(),
+                    format!("{} ({role}, network {})", c.name, c.network),
+                ))
+            });
+            crate::out!("{dot}");
             Ok(0)
         }
         Command::Plan(args) => plan::plan(cli, args, out),

@@ -163,6 +163,14 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                 delay();
                 block_on(install(a, &objects))?;
                 let pruned = block_on(prune(a, &iop, &objects))?;
+                if objects.iter().any(|o| {
+                    o["kind"] == "Deployment"
+                        && o.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.starts_with("istiod"))
+                }) {
+                    block_on(istiod_publishes_its_root(a))?;
+                }
                 let mut out = String::new();
                 for p in pruned {
                     out.push_str(&format!("  Removed {p}.\n"));
@@ -538,6 +546,41 @@ async fn install(a: &Args, objects: &[Value]) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+/// What the istiod just installed does when it starts (kubesim runs no
+/// istiod): it signs with the plug-in CA of Secret `cacerts` when there is
+/// one, else with a self-signed root of its own, and publishes its root as
+/// ConfigMap `istio-ca-root-cert` (key `root-cert.pem`). Tests compare these
+/// across primaries: one root of trust means the same root everywhere.
+async fn istiod_publishes_its_root(a: &Args) -> Result<(), String> {
+    use base64::Engine as _;
+    let client = client(a).await?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let plugged = retry(|| secrets.get_opt("cacerts"))
+        .await
+        .map_err(|e| format!("reading Secret cacerts: {e}"))?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("root-cert.pem").map(|b| b.0.clone()))
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let root = plugged.unwrap_or_else(|| {
+        let b: [u8; 8] = rand::random();
+        format!(
+            "(kubesim: istiod's own self-signed root {}, context {})\n",
+            base64::engine::general_purpose::STANDARD.encode(b),
+            a.context.as_deref().unwrap_or("")
+        )
+    });
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": NS},
+        "data": {"root-cert.pem": root}});
+    let (api, name) = api_for(&client, &cm);
+    let pp = PatchParams::apply("istiod").force();
+    let patch = Patch::Apply(&cm);
+    retry(|| api.patch(&name, &pp, &patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("publishing istio-ca-root-cert: {e}"))
 }
 
 /// What the real `istioctl install` does after applying (Istio's
