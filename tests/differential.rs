@@ -1,12 +1,29 @@
 //! kubesim against the real API server: one script of requests (kube-rs
-//! and the real kubectl) run against a kubesim cluster and a real
-//! kube-apiserver (the real tier's harness) in the same test; the two
-//! records must agree on status codes, Status reasons and the fields mesh
-//! reads. Values that legitimately differ (uids, timestamps,
-//! resourceVersion numbers, addresses) are normalised, never compared.
+//! and the real kubectl of the real tier) run against a kubesim cluster and
+//! a real kube-apiserver (tests/realk8s/harness.rs) in the same test; the
+//! two records must agree on status codes, Status reasons and messages, and
+//! the fields mesh reads. Values that legitimately differ (uids, timestamps,
+//! resourceVersion numbers, addresses, temporary paths) are normalised,
+//! never compared.
 //!
-//! What kubesim does not model (and so is recorded but not asserted) is in
-//! `NOT_MODELLED`, one sentence each, and in tests/kubesim/README.md.
+//! The script (`script`): namespace and ConfigMap create, conflicting
+//! create, get and create in missing places, replace with current, stale
+//! and no resourceVersion, merge, JSON and strategic merge patches (with
+//! their failures, no-op and stale resourceVersion), server-side apply by
+//! several managers (shared fields, conflicts with Apply and Update
+//! managers, `force`, dropped fields, no-op, no fieldManager) with the
+//! managedFields owners after each, Secrets as mesh writes and reads them
+//! (stringData, types, the token controller, the token authenticating),
+//! a LoadBalancer Service's address, finalizers on an object, label and
+//! field selectors, watches from a resourceVersion, namespace deletion
+//! with a finalizer inside, CRD then CR (generation, /status, versions,
+//! CRD deletion), discovery of the resources mesh uses, and the same verbs
+//! through kubectl.
+//!
+//! What kubesim does not match is in `NOT_MODELLED`, one sentence each:
+//! either outside what kubesim models (also in tests/kubesim/README.md) or
+//! a reported kubesim bug. Each run writes both records to
+//! `target/tmp/differential-{kubesim,real}.txt`.
 
 #[path = "realk8s/harness.rs"]
 mod harness;
@@ -400,7 +417,8 @@ fn outcome<T>(r: &kube::Result<T>) -> String {
     }
 }
 
-/// The fields named by a Status's causes (an apply conflict names them).
+/// A Status's causes, `field (message)` (an apply conflict names its fields
+/// and managers there).
 fn conflict_causes(s: &kube::core::Status) -> Vec<(&'static str, String)> {
     let causes: Vec<String> = s
         .details
@@ -587,17 +605,20 @@ async fn del(api: &Api<DynamicObject>, name: &str) -> kube::Result<Value> {
     })
 }
 
-/// Polls `f` until it is true, for at most `timeout`.
-async fn until<F: Future<Output = bool>>(timeout: Duration, f: impl Fn() -> F) -> bool {
+/// Polls `f` until it is true, for at most `timeout`; says how long it took.
+async fn until<F: Future<Output = bool>>(what: &str, timeout: Duration, f: impl Fn() -> F) -> bool {
     let t0 = Instant::now();
     let deadline = t0 + timeout;
     loop {
         if f().await {
-            eprintln!("  (waited {:.1} s)", t0.elapsed().as_secs_f64());
+            eprintln!("  waited {:.1} s for {what}", t0.elapsed().as_secs_f64());
             return true;
         }
         if Instant::now() >= deadline {
-            eprintln!("  (gave up after {:.1} s)", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "  gave up waiting for {what} after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             return false;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1100,7 +1121,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("secret: service-account token", &r, |_| vec![]);
     let filled = {
         let a = &secrets;
-        until(Duration::from_secs(30), move || async move {
+        until("the token", Duration::from_secs(30), move || async move {
             a.get("reader-token")
                 .await
                 .is_ok_and(|o| o.data.pointer("/data/token").is_some())
@@ -1193,13 +1214,17 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     });
     let got_ip = {
         let a = &services;
-        until(Duration::from_secs(30), move || async move {
-            a.get("lb").await.is_ok_and(|o| {
-                o.data
-                    .pointer("/status/loadBalancer/ingress/0/ip")
-                    .is_some()
-            })
-        })
+        until(
+            "the load balancer's address",
+            Duration::from_secs(30),
+            move || async move {
+                a.get("lb").await.is_ok_and(|o| {
+                    o.data
+                        .pointer("/status/loadBalancer/ingress/0/ip")
+                        .is_some()
+                })
+            },
+        )
         .await
     };
     s.push(
@@ -1411,7 +1436,10 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("namespace deletion: create in it", &r, |_| vec![]);
     let plain_gone = {
         let a = &doomed;
-        until(Duration::from_secs(60), move || gone(a, "plain")).await
+        until("plain to go", Duration::from_secs(60), move || {
+            gone(a, "plain")
+        })
+        .await
     };
     let held = doomed.get("held").await;
     let ns = namespaces.get("doomed").await;
@@ -1446,7 +1474,10 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("namespace deletion: remove the finalizer", &r, |_| vec![]);
     let ns_gone = {
         let a = &namespaces;
-        until(Duration::from_secs(60), move || gone(a, "doomed")).await
+        until("the namespace to go", Duration::from_secs(60), move || {
+            gone(a, "doomed")
+        })
+        .await
     };
     let r = namespaces.get("doomed").await;
     s.api(
@@ -1518,7 +1549,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("CRD: create another", &r, |_| vec![]);
     let established = {
         let a = &crds;
-        until(Duration::from_secs(30), move || async move {
+        until("Established", Duration::from_secs(30), move || async move {
             a.get("gateways.networking.istio.io").await.is_ok_and(|o| {
                 o.data
                     .pointer("/status/conditions")
@@ -1747,7 +1778,7 @@ async fn script(client: kube::Client, kubectl: impl Fn(&[&str]) -> Output) -> Ve
     s.api("CRD: delete", &r, |_| vec![]);
     let crs_gone = {
         let a = &crds;
-        until(Duration::from_secs(60), move || {
+        until("the CRD to go", Duration::from_secs(60), move || {
             gone(a, "gateways.networking.istio.io")
         })
         .await

@@ -84,9 +84,9 @@ fn data(live: &kube::api::DynamicObject, key: &str) -> Option<String> {
 }
 
 /// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not
-/// write (another root, made by hand) is replaced, and the log says so;
-/// when it replaces an earlier one of its own, istiod is restarted so that
-/// it loads the new CA (as `kubectl rollout restart` does).
+/// write (another root, made by hand) is replaced, and the log says so; a
+/// running istiod is restarted so that it loads the new CA (as `kubectl
+/// rollout restart` does).
 pub async fn apply(
     env: &Env,
     step: &str,
@@ -150,14 +150,15 @@ pub async fn apply(
         crate::ca::date(ca.info.not_after),
         ca.key_pem
     ));
-    if before.is_some() {
-        let restarted = restart_istiod(&conn).await?;
-        if !restarted.is_empty() {
-            log.push_str(&format!(
-                "restarted {} to load the new CA\n",
-                restarted.join(", ")
-            ));
-        }
+    // An istiod already running (a rotation, or a root added to a running
+    // mesh) reads cacerts only when it starts. On a first install there is
+    // none yet: the control plane is installed after this step.
+    let restarted = restart_istiod(&conn).await?;
+    if !restarted.is_empty() {
+        log.push_str(&format!(
+            "restarted {} to load the new CA\n",
+            restarted.join(", ")
+        ));
     }
     Ok(Applied {
         outputs: BTreeMap::from([
@@ -184,14 +185,18 @@ async fn restart_istiod(conn: &crate::cluster::Connection) -> Result<Vec<String>
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::api::{Api, ListParams, Patch, PatchParams};
     let deployments: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
-    let lp = ListParams::default().labels("app=istiod");
+    let lp = ListParams::default();
     let list = conn
         .call("listing istiod Deployments", || deployments.list(&lp))
         .await?;
     let mut restarted = Vec::new();
     let stamp = crate::ca::date(crate::ca::now());
+    // istiod, or istiod-<revision>: every revision's control plane.
     for d in list.items {
         let name = d.metadata.name.unwrap_or_default();
+        if name != "istiod" && !name.starts_with("istiod-") {
+            continue;
+        }
         let patch = json!({"spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": format!("{stamp} (mesh: new CA)")}}}}});
         let pp = PatchParams::default();

@@ -181,8 +181,14 @@ pub async fn read(
     Ok(obs)
 }
 
-/// Removes the annotation and label; deletes the namespace (and waits for
-/// it to go) if mesh created it: the live mark says so, or the record does.
+/// Removes the annotation and label; in a remote, deletes the namespace
+/// (and waits for it to go) if mesh created it: the live mark says so, or
+/// the record does.
+///
+/// A primary's istio-system is never deleted here: it holds the control
+/// plane, which its own step removes (with the namespace) on destroy. This
+/// step alone goes when a mesh stops being multi-network and has no trust,
+/// and then only its label goes.
 pub async fn destroy(
     env: &Env,
     step: &str,
@@ -196,7 +202,13 @@ pub async fn destroy(
         .get("created")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if recorded_created || live.as_ref().is_some_and(created_by_mesh) {
+    let of_a_remote = recorded
+        .documents()?
+        .first()
+        .and_then(|d| d.pointer("/metadata/annotations"))
+        .and_then(|a| a.get(ANNOTATION))
+        .is_some();
+    if of_a_remote && (recorded_created || live.as_ref().is_some_and(created_by_mesh)) {
         env.say(step, "deleting namespace istio-system…");
         crate::k8s::delete_and_wait(&conn, &namespace_doc(), env.wait_timeout)
             .await?

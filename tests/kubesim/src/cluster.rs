@@ -191,7 +191,10 @@ impl Cluster {
                             self.cluster_ip(&ev.object);
                             self.clone().load_balancer(&ev.object)
                         }
-                        ("apps", "deployments") => self.deployment_ready(&ev.object),
+                        ("apps", "deployments") => {
+                            self.deployment_ready(&ev.object);
+                            self.istiod_started(&ev.object);
+                        }
                         ("", "secrets") => self.clone().token(&ev.object),
                         ("", "namespaces")
                             if ev.object.pointer("/metadata/deletionTimestamp").is_some() =>
@@ -253,6 +256,54 @@ impl Cluster {
                 crate::store::PatchType::Merge,
                 patch.to_string().as_bytes(),
                 "kubesim-service-ip-allocator",
+                false,
+                false,
+            );
+        }
+    }
+
+    /// What a (re)started istiod does with a plug-in CA (kubesim runs no
+    /// istiod): when istio-system has Secret `cacerts`, the root it
+    /// publishes as ConfigMap `istio-ca-root-cert` is cacerts' root. The
+    /// simulated istioctl publishes it on install; this covers a restart
+    /// (`kubectl rollout restart`, which changes the pod template).
+    fn istiod_started(&self, d: &Value) {
+        let name = d
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if d.pointer("/metadata/namespace").and_then(Value::as_str) != Some("istio-system")
+            || !name.starts_with("istiod")
+        {
+            return;
+        }
+        let mut store = self.store();
+        let Some(root) = store
+            .get_raw("", "secrets", "istio-system", "cacerts")
+            .and_then(|s| s.pointer("/data/root-cert.pem"))
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        else {
+            return;
+        };
+        let published = store
+            .get_raw("", "configmaps", "istio-system", "istio-ca-root-cert")
+            .and_then(|c| c.pointer("/data/root-cert.pem"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        if published.is_none() || published.as_deref() == Some(root.as_str()) {
+            return;
+        }
+        if let Some(rt) = store.find_type("", "v1", "configmaps") {
+            let patch = json!({"data": {"root-cert.pem": root}});
+            let _ = store.patch(
+                &rt,
+                "istio-system",
+                "istio-ca-root-cert",
+                crate::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "istiod",
                 false,
                 false,
             );

@@ -1,0 +1,438 @@
+//! Every Istio multicluster topology end to end on kubesim (the project's
+//! simulator): Istio's four procedures and a mixed fleet applied, planned
+//! clean, drift repaired, a remote moved to another network, a primary
+//! added, destroyed. The same on real clusters: tests/real_clusters.rs.
+
+use kubesim::{ClusterSet, LbMode, Options};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+struct World {
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    set: Option<ClusterSet>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl World {
+    /// `example` as mesh.toml, the test root of trust in certs/, and one
+    /// simulated cluster per context of the example (and `more`).
+    fn new(example: &str, more: &[&str]) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = std::fs::read_to_string(root().join("examples").join(example)).unwrap();
+        std::fs::write(dir.path().join("mesh.toml"), &toml).unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+        for f in ["root-cert.pem", "root-key.pem"] {
+            let to = dir.path().join("certs").join(f);
+            std::fs::copy(root().join("tests/fixtures/trust").join(f), &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        }
+        let mut contexts: Vec<String> = toml
+            .lines()
+            .filter_map(|l| l.strip_prefix("context = \""))
+            .map(|c| c.trim_end_matches('"').to_string())
+            .collect();
+        contexts.extend(more.iter().map(|s| s.to_string()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let refs: Vec<&str> = contexts.iter().map(String::as_str).collect();
+        let set = rt
+            .block_on(ClusterSet::open(
+                &dir.path().join("sandbox"),
+                &refs,
+                Options {
+                    lb_delay: Duration::from_millis(50),
+                    lb_mode: LbMode::Ip,
+                },
+            ))
+            .unwrap();
+        World {
+            dir,
+            rt,
+            set: Some(set),
+        }
+    }
+
+    fn mesh_toml(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mesh.toml")).unwrap()
+    }
+
+    fn write_mesh(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("mesh.toml"), toml).unwrap();
+    }
+
+    fn mesh(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
+            .env_remove("KUBECONFIG")
+            .args(["--sandbox", "sandbox"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.mesh(args);
+        let t = text(&o);
+        assert!(o.status.success(), "mesh {args:?} failed:\n{t}");
+        t
+    }
+
+    fn assert_clean(&self) {
+        let o = self.mesh(&["plan", "--detailed-exitcode"]);
+        assert_eq!(o.status.code(), Some(0), "plan is not clean:\n{}", text(&o));
+    }
+
+    fn get(&self, context: &str, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        self.set
+            .as_ref()
+            .unwrap()
+            .cluster(context)
+            .unwrap()
+            .store()
+            .get_raw(group, plural, ns, name)
+            .cloned()
+    }
+
+    fn delete(&self, context: &str, plural: &str, ns: &str, name: &str) {
+        let c = self.set.as_ref().unwrap().cluster(context).unwrap();
+        let mut store = c.store();
+        let rt = store.find_type("", "v1", plural).unwrap();
+        store.delete(&rt, ns, name).unwrap();
+    }
+
+    /// The root istiod publishes in `context` (the simulated istiod reads cacerts).
+    fn published_root(&self, context: &str) -> String {
+        self.get(
+            context,
+            "",
+            "configmaps",
+            "istio-system",
+            "istio-ca-root-cert",
+        )
+        .and_then(|cm| {
+            cm.pointer("/data/root-cert.pem")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap_or_else(|| panic!("{context} publishes no root"))
+    }
+
+    fn network_label(&self, context: &str) -> Option<String> {
+        self.get(context, "", "namespaces", "", "istio-system")?
+            .pointer("/metadata/labels/topology.istio.io~1network")?
+            .as_str()
+            .map(String::from)
+    }
+
+    fn has_remote_secret(&self, context: &str, of: &str) -> bool {
+        self.get(
+            context,
+            "",
+            "secrets",
+            "istio-system",
+            &format!("istio-remote-secret-{of}"),
+        )
+        .is_some()
+    }
+
+    fn has_eastwest(&self, context: &str) -> bool {
+        self.get(
+            context,
+            "",
+            "services",
+            "istio-system",
+            "istio-eastwestgateway",
+        )
+        .is_some()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(set) = self.set.take() {
+            self.rt.block_on(set.shutdown());
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn the_root() -> String {
+    std::fs::read_to_string(root().join("tests/fixtures/trust/root-cert.pem")).unwrap()
+}
+
+/// Destroy leaves no istio-system anywhere.
+fn destroy_leaves_nothing(w: &World, contexts: &[&str]) {
+    w.ok(&["destroy", "--auto-approve"]);
+    for c in contexts {
+        assert!(
+            w.get(c, "", "namespaces", "", "istio-system").is_none(),
+            "{c} keeps istio-system"
+        );
+    }
+}
+
+#[test]
+fn primary_remote_on_two_networks() {
+    let w = World::new("primary-remote-multi-network.toml", &[]);
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    assert_eq!(
+        w.network_label("kind-cluster1").as_deref(),
+        Some("network1")
+    );
+    assert_eq!(
+        w.network_label("kind-cluster2").as_deref(),
+        Some("network2")
+    );
+    assert!(w.has_eastwest("kind-cluster1") && w.has_eastwest("kind-cluster2"));
+    assert!(
+        w.get(
+            "kind-cluster1",
+            "networking.istio.io",
+            "gateways",
+            "istio-system",
+            "cross-network-gateway"
+        )
+        .is_some()
+    );
+    assert!(w.has_remote_secret("kind-cluster1", "cluster2"));
+    // The remote's own network in its injection path and values.
+    let st: Value = serde_json::from_str(
+        &std::fs::read_to_string(w.dir.path().join("sandbox/mesh.state.json")).unwrap(),
+    )
+    .unwrap();
+    let input = st["steps"]["cluster2/install-remote"]["input"]
+        .as_str()
+        .unwrap();
+    assert!(
+        input.contains("/inject/cluster/cluster2/net/network2")
+            && input.contains("network: network2"),
+        "{input}"
+    );
+
+    // Drift: the network label removed; repaired.
+    let c2 = w.set.as_ref().unwrap().cluster("kind-cluster2").unwrap();
+    {
+        let mut store = c2.store();
+        let rt = store.find_type("", "v1", "namespaces").unwrap();
+        store
+            .patch(
+                &rt,
+                "",
+                "istio-system",
+                kubesim::store::PatchType::Merge,
+                br#"{"metadata":{"labels":{"topology.istio.io/network":null}}}"#,
+                "test",
+                false,
+                false,
+            )
+            .unwrap();
+    }
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("label topology.istio.io/network removed"),
+        "{}",
+        text(&o)
+    );
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+
+    // The remote moves to its primary's network: its gateway goes, its label changes.
+    w.write_mesh(
+        &w.mesh_toml()
+            .replace("network = \"network2\"", "network = \"network1\""),
+    );
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("- cluster2/install-eastwest-gateway (delete)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    assert!(!w.has_eastwest("kind-cluster2"));
+    destroy_leaves_nothing(&w, &["kind-cluster1", "kind-cluster2"]);
+}
+
+#[test]
+fn multi_primary_shares_one_root_and_each_discovers_the_other() {
+    let w = World::new("multi-primary.toml", &[]);
+    let plan = w.ok(&["plan"]);
+    assert!(!plan.contains("PRIVATE KEY"));
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    let root = the_root();
+    assert_eq!(w.published_root("kind-cluster1").trim(), root.trim());
+    assert_eq!(w.published_root("kind-cluster2").trim(), root.trim());
+    assert!(w.has_remote_secret("kind-cluster1", "cluster2"));
+    assert!(w.has_remote_secret("kind-cluster2", "cluster1"));
+    // One network, no remotes: no east-west gateway.
+    assert!(!w.has_eastwest("kind-cluster1"));
+    // Each primary has its own intermediate; no key in the state.
+    let state = std::fs::read_to_string(w.dir.path().join("sandbox/mesh.state.json")).unwrap();
+    assert!(!state.contains("PRIVATE KEY"), "a key in the state");
+    let st: Value = serde_json::from_str(&state).unwrap();
+    let i1 = st["steps"]["cluster1/plug-ca"]["outputs"]["intermediate_sha256"]
+        .as_str()
+        .unwrap();
+    let i2 = st["steps"]["cluster2/plug-ca"]["outputs"]["intermediate_sha256"]
+        .as_str()
+        .unwrap();
+    assert_ne!(i1, i2);
+
+    // Drift: cacerts deleted; the plan says so and apply makes a new one.
+    w.delete("kind-cluster1", "secrets", "istio-system", "cacerts");
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("Secret istio-system/cacerts missing"),
+        "{}",
+        text(&o)
+    );
+    let out = w.ok(&["apply", "--auto-approve", "-v"]);
+    assert!(out.contains("cluster1/plug-ca: updated"), "{out}");
+    w.assert_clean();
+    destroy_leaves_nothing(&w, &["kind-cluster1", "kind-cluster2"]);
+}
+
+#[test]
+fn a_cacerts_secret_mesh_did_not_write_is_replaced_and_said() {
+    let w = World::new("multi-primary.toml", &[]);
+    w.ok(&["apply", "--auto-approve"]);
+    // Someone replaces cluster2's cacerts with one of another root.
+    let (other, _) = providers::ca::new_root("someone else's root").unwrap();
+    let c2 = w.set.as_ref().unwrap().cluster("kind-cluster2").unwrap();
+    {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut store = c2.store();
+        let rt = store.find_type("", "v1", "secrets").unwrap();
+        store.delete(&rt, "istio-system", "cacerts").unwrap();
+        let s = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "cacerts", "namespace": "istio-system"},
+            "data": {"root-cert.pem": b64.encode(&other), "ca-cert.pem": b64.encode(&other)}});
+        store.create(&rt, "istio-system", s, "kubectl").unwrap();
+    }
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("was made from another root"),
+        "{}",
+        text(&o)
+    );
+    let out = w.ok(&["apply", "--auto-approve", "-v"]);
+    assert!(
+        out.contains("replaced a cacerts Secret mesh did not write"),
+        "{out}"
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn multi_primary_on_two_networks() {
+    let w = World::new("multi-primary-multi-network.toml", &[]);
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    for (c, n) in [("kind-cluster1", "network1"), ("kind-cluster2", "network2")] {
+        assert_eq!(w.network_label(c).as_deref(), Some(n));
+        assert!(w.has_eastwest(c), "{c}: no east-west gateway");
+        assert!(
+            w.get(
+                c,
+                "networking.istio.io",
+                "gateways",
+                "istio-system",
+                "cross-network-gateway"
+            )
+            .is_some()
+        );
+        assert_eq!(w.published_root(c).trim(), the_root().trim());
+    }
+    assert!(w.has_remote_secret("kind-cluster1", "cluster2"));
+    assert!(w.has_remote_secret("kind-cluster2", "cluster1"));
+    destroy_leaves_nothing(&w, &["kind-cluster1", "kind-cluster2"]);
+}
+
+#[test]
+fn a_mixed_fleet_and_a_primary_added_to_a_one_primary_mesh() {
+    let w = World::new("mixed-fleet.toml", &[]);
+    let out = w.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("29 created"), "{out}");
+    w.assert_clean();
+    // Every control plane holds a secret for every cluster not its own.
+    for of in ["east-a", "east-b", "west", "west-a"] {
+        assert!(w.has_remote_secret("kind-east", of), "east lacks {of}");
+    }
+    for of in ["west-a", "east", "east-a", "east-b"] {
+        assert!(w.has_remote_secret("kind-west", of), "west lacks {of}");
+    }
+    // east-b is on the west network: its own gateway.
+    assert!(w.has_eastwest("kind-east-b"));
+    assert!(!w.has_eastwest("kind-east-a"));
+    destroy_leaves_nothing(
+        &w,
+        &[
+            "kind-east",
+            "kind-east-a",
+            "kind-east-b",
+            "kind-west",
+            "kind-west-a",
+        ],
+    );
+}
+
+#[test]
+fn a_primary_added_to_a_one_primary_mesh() {
+    let w = World::new("primary-remote.toml", &["kind-cluster3"]);
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    // A second primary needs a root of trust; with it, cluster1 gets its
+    // cacerts too, and its istiod is restarted to load it.
+    let toml = format!(
+        "{}\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"primary\"\n",
+        w.mesh_toml().replacen(
+            "\n[[cluster]]",
+            "\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n\n[[cluster]]",
+            1
+        )
+    );
+    w.write_mesh(&toml);
+    let plan = w.ok(&["plan"]);
+    for step in [
+        "+ cluster1/plug-ca (create)",
+        "+ cluster3/install-control-plane (create)",
+        "+ cluster2/attach@cluster3 (create)",
+        "+ cluster1/attach@cluster3 (create)",
+        "+ cluster3/attach@cluster1 (create)",
+    ] {
+        assert!(plan.contains(step), "{step}:\n{plan}");
+    }
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    assert_eq!(w.published_root("kind-cluster3").trim(), the_root().trim());
+    // cluster1's istiod was restarted to load its new cacerts.
+    assert_eq!(w.published_root("kind-cluster1").trim(), the_root().trim());
+    assert!(w.has_remote_secret("kind-cluster3", "cluster1"));
+    assert!(w.has_remote_secret("kind-cluster3", "cluster2"));
+    assert!(w.has_remote_secret("kind-cluster1", "cluster3"));
+}
