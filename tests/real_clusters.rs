@@ -546,3 +546,66 @@ fn every_kind_of_change_re_applies_cleanly_and_destroy_leaves_nothing() {
     assert_gateway_intact(&run);
     run.set.check_alive();
 }
+
+/// Multi-primary on two networks with a remote on the second network, on
+/// real clusters with the real istioctl: one root of trust plugged in each
+/// primary before its control plane, network labels, east-west gateways
+/// and cross-network gateways, and every control plane holding a remote
+/// secret for every cluster not its own.
+#[test]
+fn multi_primary_multi_network_with_a_remote_on_real_clusters() {
+    if !harness::in_private_network("multi_primary_multi_network_with_a_remote_on_real_clusters") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2", "cluster3"]);
+    run.ok(&["ca", "init"]);
+    let gateways = "[cluster.values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n\
+                    [cluster.eastwest_values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n";
+    let toml = format!(
+        "[mesh]\nid = \"mesh1\"\n\n[istioctl]\npath = \"{}\"\nreadiness_timeout = \"120s\"\n\n\
+         [trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n\n\
+         [[cluster]]\nname = \"cluster1\"\ncontext = \"real-cluster1\"\nnetwork = \"network1\"\nrole = \"primary\"\n{gateways}\n\
+         [[cluster]]\nname = \"cluster2\"\ncontext = \"real-cluster2\"\nnetwork = \"network2\"\nrole = \"primary\"\n{gateways}\n\
+         [[cluster]]\nname = \"cluster3\"\ncontext = \"real-cluster3\"\nnetwork = \"network2\"\nrole = \"remote\"\nprimary = \"cluster1\"\n{gateways}",
+        run.set.tools.join("istioctl").display()
+    );
+    run.write_mesh(&toml);
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("Apply complete"), "{out}");
+    run.assert_clean();
+    let s = &run.set;
+    let root = std::fs::read_to_string(tmp.path().join("certs/root-cert.pem")).unwrap();
+    for (c, net) in [("cluster1", "network1"), ("cluster2", "network2"), ("cluster3", "network2")] {
+        let label = s.kubectl_ok(
+            c,
+            &["get", "ns", "istio-system", "-o", "jsonpath={.metadata.labels.topology\\.istio\\.io/network}"],
+        );
+        assert_eq!(label, net, "{c}");
+        assert!(s.exists(c, "service", Some("istio-system"), "istio-eastwestgateway"), "{c}: no east-west gateway");
+    }
+    for c in ["cluster1", "cluster2"] {
+        let plugged = s.kubectl_ok(
+            c,
+            &["get", "secret", "-n", "istio-system", "cacerts", "-o", "jsonpath={.data.root-cert\\.pem}"],
+        );
+        use base64::Engine as _;
+        let plugged = base64::engine::general_purpose::STANDARD.decode(plugged.trim()).unwrap();
+        assert_eq!(String::from_utf8(plugged).unwrap().trim(), root.trim(), "{c}: cacerts of another root");
+        assert!(s.exists(c, "gateway.networking.istio.io", Some("istio-system"), "cross-network-gateway"));
+    }
+    // Each control plane: a remote secret for every cluster not its own.
+    for (primary, of) in [("cluster1", "cluster2"), ("cluster1", "cluster3"), ("cluster2", "cluster1"), ("cluster2", "cluster3")] {
+        assert!(
+            s.exists(primary, "secret", Some("istio-system"), &format!("istio-remote-secret-{of}")),
+            "{primary} has no remote secret for {of}"
+        );
+    }
+    // No key anywhere in the state.
+    let state = std::fs::read_to_string(tmp.path().join("mesh.state.json")).unwrap();
+    assert!(!state.contains("PRIVATE KEY"));
+    run.ok(&["destroy", "--auto-approve"]);
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        assert!(!s.exists(c, "namespace", None, "istio-system"), "{c} keeps istio-system");
+    }
+}
