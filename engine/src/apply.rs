@@ -273,6 +273,34 @@ pub async fn apply(
         }
     });
 
+    // Records are written as they happen, paced by what a write costs: a
+    // state that writes in under 20 ms is written on every event; a larger
+    // one (thousands of steps, tens of milliseconds a write) waits until
+    // twice its last write's duration has passed, so writing never takes
+    // more than a third of the run. What a pause leaves unwritten is
+    // written at the next event or at the end; a crash in between loses
+    // only records of steps that are safe to run again.
+    let mut pacer = Pacer::default();
+    let dirty = std::cell::Cell::new(false);
+    let mut persist = |st: &mut State, force: bool| -> Result<(), String> {
+        dirty.set(true);
+        if !force && pacer.last.elapsed() < pacer.interval {
+            return Ok(());
+        }
+        let t0 = std::time::Instant::now();
+        let r = persist(st);
+        pacer.last = std::time::Instant::now();
+        let took = t0.elapsed();
+        pacer.interval = if took < Duration::from_millis(20) {
+            Duration::ZERO
+        } else {
+            took * 2
+        };
+        if r.is_ok() {
+            dirty.set(false);
+        }
+        r
+    };
     let report = executor::execute(tasks(plan), runner, limits, halt_rx, |event| {
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
@@ -284,7 +312,7 @@ pub async fn apply(
                 // apply runs it again. Finishing records it applied.
                 let input = current_input(&st, &graph, &t.id);
                 taint(&mut st, &graph, &t.id, input.as_ref(), now());
-                if let Err(e) = persist(&mut st) {
+                if let Err(e) = persist(&mut st, false) {
                     progress(Progress::StateError { error: &e });
                     state_error.get_or_insert(e);
                     let _ = halt_tx.send(Stop::Graceful);
@@ -341,7 +369,9 @@ pub async fn apply(
                         });
                     }
                 }
-                if let Err(e) = persist(&mut st) {
+                // A failure is written at once: the run stops after it.
+                let failed = matches!(result, Err(_));
+                if let Err(e) = persist(&mut st, failed) {
                     progress(Progress::StateError { error: &e });
                     state_error.get_or_insert(e);
                     let _ = halt_tx.send(Stop::Graceful);
@@ -350,7 +380,7 @@ pub async fn apply(
             Event::Aborted(t) => {
                 let input = current_input(&st, &graph, &t.id);
                 taint(&mut st, &graph, &t.id, input.as_ref(), now());
-                if let Err(e) = persist(&mut st) {
+                if let Err(e) = persist(&mut st, true) {
                     state_error.get_or_insert(e);
                 }
                 progress(Progress::Aborted { step: &t.id });
@@ -359,6 +389,13 @@ pub async fn apply(
     })
     .await;
     forward.abort();
+    // What the pacing left unwritten.
+    if dirty.get()
+        && state_error.is_none()
+        && let Err(e) = persist(&mut state.lock().expect("state lock"), true)
+    {
+        state_error = Some(e);
+    }
     let state = Arc::try_unwrap(state)
         .map(|m| m.into_inner().expect("state lock"))
         .unwrap_or_else(|arc| arc.lock().expect("state lock").clone());
@@ -370,6 +407,21 @@ pub async fn apply(
             state_error,
         },
     )
+}
+
+/// When the state was last written, and how long until the next write.
+struct Pacer {
+    last: std::time::Instant,
+    interval: Duration,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer {
+            last: std::time::Instant::now() - Duration::from_secs(3600),
+            interval: Duration::ZERO,
+        }
+    }
 }
 
 /// A step's input rendered with the outputs recorded so far.
