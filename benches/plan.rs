@@ -27,7 +27,9 @@ fn mesh_toml(primaries: usize, remotes: usize, networks: usize) -> String {
     if primaries > 1 {
         // Parsed, not loaded: the files are not read (the plan shows the
         // root's fingerprint, here of nothing).
-        s.push_str("\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n");
+        s.push_str(
+            "\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n",
+        );
     }
     for p in 0..primaries {
         let net = p % networks;

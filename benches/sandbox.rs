@@ -16,20 +16,55 @@ use std::time::{Duration, Instant};
 
 const REMOTES: usize = 50;
 
+/// The mesh: 1 primary with 50 remotes, or with `MESH_BENCH_FLEET=PxRxN`
+/// P primaries with R remotes each over N networks (primary p on network
+/// p % N, its remote r on (p + r) % N), with the test root of trust.
+fn fleet(dir: &std::path::Path) -> (String, Vec<String>, usize) {
+    let spec = std::env::var("MESH_BENCH_FLEET").unwrap_or_else(|_| format!("1x{REMOTES}x1"));
+    let n: Vec<usize> = spec.split('x').map(|v| v.parse().expect("PxRxN")).collect();
+    let (primaries, remotes, networks) = (n[0], n[1], n[2]);
+    let mut toml = String::from("[mesh]\nid = \"bench\"\n");
+    if primaries > 1 {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trust");
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        for f in ["root-cert.pem", "root-key.pem"] {
+            std::fs::copy(root.join(f), dir.join("certs").join(f)).unwrap();
+            std::fs::set_permissions(
+                dir.join("certs").join(f),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+        }
+        toml.push_str(
+            "\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n",
+        );
+    }
+    let mut contexts = Vec::new();
+    let mut other_network = false;
+    for p in 0..primaries {
+        let pn = p % networks;
+        toml.push_str(&format!("\n[[cluster]]\nname = \"p{p}\"\ncontext = \"ctx-p{p}\"\nnetwork = \"n{pn}\"\nrole = \"primary\"\n"));
+        contexts.push(format!("ctx-p{p}"));
+        for r in 0..remotes {
+            let rn = (p + r) % networks;
+            other_network |= rn != pn;
+            toml.push_str(&format!("\n[[cluster]]\nname = \"p{p}r{r}\"\ncontext = \"ctx-p{p}r{r}\"\nnetwork = \"n{rn}\"\nrole = \"remote\"\nprimary = \"p{p}\"\n"));
+            contexts.push(format!("ctx-p{p}r{r}"));
+        }
+    }
+    // The longest chain of simulated delays: control plane, east-west
+    // gateway, its address, the remote profile, and (a remote on another
+    // network) the remote's own gateway.
+    (toml, contexts, if other_network { 5 } else { 4 })
+}
+
 fn main() {
     let delay_ms: u64 = std::env::var("MESH_BENCH_DELAY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let dir = tempfile::tempdir().unwrap();
-    let mut toml = String::from(
-        "[mesh]\nid = \"bench\"\n\n[[cluster]]\nname = \"p\"\ncontext = \"ctx-p\"\nnetwork = \"n1\"\nrole = \"primary\"\n",
-    );
-    let mut contexts = vec!["ctx-p".to_string()];
-    for r in 0..REMOTES {
-        toml.push_str(&format!("\n[[cluster]]\nname = \"r{r}\"\ncontext = \"ctx-r{r}\"\nnetwork = \"n1\"\nrole = \"remote\"\nprimary = \"p\"\n"));
-        contexts.push(format!("ctx-r{r}"));
-    }
+    let (toml, contexts, chain) = fleet(dir.path());
     std::fs::write(dir.path().join("mesh.toml"), &toml).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let refs: Vec<&str> = contexts.iter().map(String::as_str).collect();
@@ -70,9 +105,13 @@ fn main() {
         None => "the default limits (--parallelism 64, --cluster-parallelism 4)".into(),
     };
     let apply = mesh(&args);
-    let critical = Duration::from_millis(4 * delay_ms);
+    let critical = Duration::from_millis(chain as u64 * delay_ms);
     let requests: usize = set.clusters().map(|c| c.requests().len()).sum();
-    let steps = 4 + 3 * REMOTES;
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sandbox/mesh.state.json")).unwrap(),
+    )
+    .unwrap();
+    let steps = state["steps"].as_object().map_or(0, |s| s.len());
     println!(
         "apply of {steps} steps at {limits}: {:.2} s; critical path {:.2} s; ratio {:.3} (target <= 1.1)",
         apply.as_secs_f64(),

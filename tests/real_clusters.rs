@@ -576,28 +576,70 @@ fn multi_primary_multi_network_with_a_remote_on_real_clusters() {
     run.assert_clean();
     let s = &run.set;
     let root = std::fs::read_to_string(tmp.path().join("certs/root-cert.pem")).unwrap();
-    for (c, net) in [("cluster1", "network1"), ("cluster2", "network2"), ("cluster3", "network2")] {
+    for (c, net) in [
+        ("cluster1", "network1"),
+        ("cluster2", "network2"),
+        ("cluster3", "network2"),
+    ] {
         let label = s.kubectl_ok(
             c,
-            &["get", "ns", "istio-system", "-o", "jsonpath={.metadata.labels.topology\\.istio\\.io/network}"],
+            &[
+                "get",
+                "ns",
+                "istio-system",
+                "-o",
+                "jsonpath={.metadata.labels.topology\\.istio\\.io/network}",
+            ],
         );
         assert_eq!(label, net, "{c}");
-        assert!(s.exists(c, "service", Some("istio-system"), "istio-eastwestgateway"), "{c}: no east-west gateway");
+        assert!(
+            s.exists(c, "service", Some("istio-system"), "istio-eastwestgateway"),
+            "{c}: no east-west gateway"
+        );
     }
     for c in ["cluster1", "cluster2"] {
         let plugged = s.kubectl_ok(
             c,
-            &["get", "secret", "-n", "istio-system", "cacerts", "-o", "jsonpath={.data.root-cert\\.pem}"],
+            &[
+                "get",
+                "secret",
+                "-n",
+                "istio-system",
+                "cacerts",
+                "-o",
+                "jsonpath={.data.root-cert\\.pem}",
+            ],
         );
         use base64::Engine as _;
-        let plugged = base64::engine::general_purpose::STANDARD.decode(plugged.trim()).unwrap();
-        assert_eq!(String::from_utf8(plugged).unwrap().trim(), root.trim(), "{c}: cacerts of another root");
-        assert!(s.exists(c, "gateway.networking.istio.io", Some("istio-system"), "cross-network-gateway"));
+        let plugged = base64::engine::general_purpose::STANDARD
+            .decode(plugged.trim())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(plugged).unwrap().trim(),
+            root.trim(),
+            "{c}: cacerts of another root"
+        );
+        assert!(s.exists(
+            c,
+            "gateway.networking.istio.io",
+            Some("istio-system"),
+            "cross-network-gateway"
+        ));
     }
     // Each control plane: a remote secret for every cluster not its own.
-    for (primary, of) in [("cluster1", "cluster2"), ("cluster1", "cluster3"), ("cluster2", "cluster1"), ("cluster2", "cluster3")] {
+    for (primary, of) in [
+        ("cluster1", "cluster2"),
+        ("cluster1", "cluster3"),
+        ("cluster2", "cluster1"),
+        ("cluster2", "cluster3"),
+    ] {
         assert!(
-            s.exists(primary, "secret", Some("istio-system"), &format!("istio-remote-secret-{of}")),
+            s.exists(
+                primary,
+                "secret",
+                Some("istio-system"),
+                &format!("istio-remote-secret-{of}")
+            ),
             "{primary} has no remote secret for {of}"
         );
     }
@@ -606,6 +648,9 @@ fn multi_primary_multi_network_with_a_remote_on_real_clusters() {
     assert!(!state.contains("PRIVATE KEY"));
     run.ok(&["destroy", "--auto-approve"]);
     for c in ["cluster1", "cluster2", "cluster3"] {
-        assert!(!s.exists(c, "namespace", None, "istio-system"), "{c} keeps istio-system");
+        assert!(
+            !s.exists(c, "namespace", None, "istio-system"),
+            "{c} keeps istio-system"
+        );
     }
 }

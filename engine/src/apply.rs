@@ -274,7 +274,7 @@ pub async fn apply(
     });
 
     // Records are written as they happen, paced by what a write costs: a
-    // state that writes in under 20 ms is written on every event; a larger
+    // state that writes in under 5 ms is written on every event; a larger
     // one (thousands of steps, tens of milliseconds a write) waits until
     // twice its last write's duration has passed, so writing never takes
     // more than a third of the run. What a pause leaves unwritten is
@@ -291,7 +291,7 @@ pub async fn apply(
         let r = persist(st);
         pacer.last = std::time::Instant::now();
         let took = t0.elapsed();
-        pacer.interval = if took < Duration::from_millis(20) {
+        pacer.interval = if took < Duration::from_millis(5) {
             Duration::ZERO
         } else {
             took * 2
