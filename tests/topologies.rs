@@ -436,3 +436,38 @@ fn a_primary_added_to_a_one_primary_mesh() {
     assert!(w.has_remote_secret("kind-cluster3", "cluster2"));
     assert!(w.has_remote_secret("kind-cluster1", "cluster3"));
 }
+
+/// A `cacerts` made by hand before mesh's first apply: the plan says it
+/// will be replaced, and from which root it was made; apply replaces it.
+#[test]
+fn a_hand_made_cacerts_before_the_first_apply_is_in_the_plan() {
+    use base64::Engine as _;
+    let w = World::new("multi-primary.toml", &[]);
+    let (other, _) = providers::ca::new_root("a hand-made root").unwrap();
+    let other_sha = providers::ca::inspect(&other).unwrap().sha256;
+    let c1 = w.set.as_ref().unwrap().cluster("kind-cluster1").unwrap();
+    {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut store = c1.store();
+        let ns_rt = store.find_type("", "v1", "namespaces").unwrap();
+        store
+            .create(&ns_rt, "", serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}), "kubectl")
+            .unwrap();
+        let rt = store.find_type("", "v1", "secrets").unwrap();
+        let s = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "cacerts", "namespace": "istio-system"},
+            "data": {"root-cert.pem": b64.encode(&other)}});
+        store.create(&rt, "istio-system", s, "kubectl").unwrap();
+    }
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains(&format!(
+            "not in the state yet; a cacerts Secret mesh did not write is there (root sha256:{}…): it will be replaced",
+            &other_sha[..16]
+        )),
+        "{plan}"
+    );
+    w.ok(&["apply", "--auto-approve"]);
+    w.assert_clean();
+    assert_eq!(w.published_root("kind-cluster1").trim(), the_root().trim());
+}

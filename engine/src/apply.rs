@@ -370,7 +370,7 @@ pub async fn apply(
                     }
                 }
                 // A failure is written at once: the run stops after it.
-                let failed = matches!(result, Err(_));
+                let failed = result.is_err();
                 if let Err(e) = persist(&mut st, failed) {
                     progress(Progress::StateError { error: &e });
                     state_error.get_or_insert(e);

@@ -108,7 +108,16 @@ pub fn plan(
                 cluster: step.cluster.clone(),
                 action: Action::Create,
                 depends_on,
-                reason: Some("not in the state yet".into()),
+                // What a preview saw that this create replaces.
+                reason: Some(
+                    match refresh
+                        .and_then(|r| r.get(&step.id))
+                        .filter(|o| !o.drift.is_empty())
+                    {
+                        Some(o) => format!("not in the state yet; {}", o.drift.join("; ")),
+                        None => "not in the state yet".into(),
+                    },
+                ),
                 before: None,
                 diff: Some(plans::diff::unified("", &new.text, &step.id)),
                 after: Some(new.text),

@@ -20,6 +20,64 @@ pub struct RefreshError {
     pub unreachable: Option<(String, String)>,
 }
 
+/// Looks, for the graph's steps that are not recorded yet and have a
+/// preview (`StepInput::has_preview`), at what they would replace. The
+/// phrases go into the plan's reason for their create.
+pub async fn preview(
+    env: &Env,
+    graph: &StepGraph,
+    state: Option<&State>,
+    parallelism: usize,
+) -> Result<Refresh, Vec<RefreshError>> {
+    let looks = graph
+        .in_order()
+        .filter(|s| s.input.has_preview())
+        .filter(|s| state.is_none_or(|st| !st.steps.contains_key(&s.id)))
+        .map(|s| async move {
+            let r = providers::run::preview(env, &s.target, &s.input).await;
+            (s.id.clone(), r)
+        });
+    let results: Vec<_> = stream::iter(looks)
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await;
+    let mut refresh = Refresh::new();
+    let mut errors = Vec::new();
+    for (id, r) in results {
+        match r {
+            Ok(notes) if !notes.is_empty() => {
+                refresh.insert(
+                    id,
+                    providers::Observation {
+                        drift: notes,
+                        outputs: Default::default(),
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(RefreshError {
+                step: id,
+                message: e.to_string(),
+                unreachable: e
+                    .unreachable_cluster()
+                    .map(|(c, x)| (c.to_string(), x.to_string())),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(refresh)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Whether [`preview`] has anything to look at.
+pub fn wants_preview(graph: &StepGraph, state: Option<&State>) -> bool {
+    graph
+        .in_order()
+        .any(|s| s.input.has_preview() && state.is_none_or(|st| !st.steps.contains_key(&s.id)))
+}
+
 /// The refresh errors as lines for the user: one line per unreachable
 /// cluster (naming its steps), then one per other failed step.
 pub fn report(errors: &[RefreshError]) -> Vec<String> {

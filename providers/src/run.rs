@@ -74,6 +74,20 @@ pub async fn read(
     }
 }
 
+/// Looks at what a step not yet recorded would replace, as phrases for the
+/// plan's reason (empty for kinds that replace nothing; see
+/// [`StepInput::has_preview`]).
+pub async fn preview(
+    env: &Env,
+    target: &Target,
+    input: &StepInput,
+) -> Result<Vec<String>, StepError> {
+    match input {
+        StepInput::PlugCa(_) => kinds::plug_ca::preview(env, target).await,
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// Undoes a recorded step. Works from the record alone, so a step removed
 /// from the mesh file can still be destroyed.
 pub async fn destroy(

@@ -17,22 +17,44 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Reads every recorded step back from the clusters.
+/// Reads every recorded step back from the clusters, and previews the
+/// steps about to be created that look first (a `cacerts` to replace).
 pub async fn refresh(
     world: &World,
     graph: &StepGraph,
-    state: &State,
+    state: Option<&State>,
     parallelism: usize,
 ) -> Result<Refresh> {
-    engine::refresh::refresh(
-        &world.env,
-        graph,
-        state,
-        world.default_kubeconfig(),
-        parallelism,
-    )
-    .await
-    .map_err(|errors| {
+    let recorded = match state {
+        Some(s) if !s.steps.is_empty() => {
+            engine::refresh::refresh(
+                &world.env,
+                graph,
+                s,
+                world.default_kubeconfig(),
+                parallelism,
+            )
+            .await
+        }
+        _ => Ok(Refresh::new()),
+    };
+    let previewed = if engine::refresh::wants_preview(graph, state) {
+        engine::refresh::preview(&world.env, graph, state, parallelism).await
+    } else {
+        Ok(Refresh::new())
+    };
+    let merged = match (recorded, previewed) {
+        (Ok(mut a), Ok(b)) => {
+            a.extend(b);
+            Ok(a)
+        }
+        (Err(mut a), Err(b)) => {
+            a.extend(b);
+            Err(a)
+        }
+        (Err(a), _) | (_, Err(a)) => Err(a),
+    };
+    merged.map_err(|errors| {
         let lines: Vec<String> = engine::refresh::report(&errors)
             .into_iter()
             .map(|e| format!("  {e}"))
@@ -131,11 +153,12 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 saved.plan
             }
             None => {
-                let refreshed = match (&recorded, args.no_refresh) {
-                    (Some(s), false) if !s.steps.is_empty() => {
-                        Some(refresh(&world, &graph, s, args.limits.total).await?)
-                    }
-                    _ => None,
+                let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
+                    || engine::refresh::wants_preview(&graph, recorded.as_ref());
+                let refreshed = if !args.no_refresh && needed && args.mode == Mode::Converge {
+                    Some(refresh(&world, &graph, recorded.as_ref(), args.limits.total).await?)
+                } else {
+                    None
                 };
                 planner::plan(
                     &mesh.mesh.id,

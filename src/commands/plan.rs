@@ -43,17 +43,21 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     }
     // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
     // which deletes whatever is recorded) needs no cluster access at all.
-    let refreshed = match &recorded {
-        Some(s) if !args.no_refresh && !args.destroy && !s.steps.is_empty() => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            Some(runtime.block_on(async {
-                let world = World::open(cli, &mesh, Arc::new(View::new(cli.verbose > 0))).await?;
-                let r = super::apply::refresh(&world, &graph, s, REFRESH_PARALLELISM).await;
-                world.close().await;
-                r
-            })?)
-        }
-        _ => None,
+    // (and a first plan with `[trust]` looks whether a `cacerts` is there
+    // to be replaced).
+    let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
+        || engine::refresh::wants_preview(&graph, recorded.as_ref());
+    let refreshed = if !args.no_refresh && !args.destroy && needed {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        Some(runtime.block_on(async {
+            let world = World::open(cli, &mesh, Arc::new(View::new(cli.verbose > 0))).await?;
+            let r =
+                super::apply::refresh(&world, &graph, recorded.as_ref(), REFRESH_PARALLELISM).await;
+            world.close().await;
+            r
+        })?)
+    } else {
+        None
     };
     let mode = if args.destroy {
         Mode::Destroy

@@ -143,6 +143,13 @@ impl StepInput {
         }
     }
 
+    /// Whether the step looks at its cluster before it is first applied
+    /// ([`crate::run::preview`]): what is there may be replaced, and the
+    /// plan should say so.
+    pub fn has_preview(&self) -> bool {
+        matches!(self, StepInput::PlugCa(_))
+    }
+
     /// What an update from the recorded input `recorded` (its canonical
     /// text) to `new` leaves behind: objects mesh applied and no longer
     /// renders, which the apply deletes (a VirtualService renamed by a

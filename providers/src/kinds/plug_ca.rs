@@ -267,6 +267,24 @@ pub async fn read(
     Ok(obs)
 }
 
+/// Before the first apply: a `cacerts` already there (made by hand, or by
+/// another tool) will be replaced; the plan says so, and from which root it
+/// was made.
+pub async fn preview(env: &Env, target: &Target) -> Result<Vec<String>, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
+        return Ok(Vec::new());
+    };
+    let root = data(&live, "root-cert.pem")
+        .and_then(|p| crate::ca::inspect(&p).ok())
+        .map_or("an unreadable root".to_string(), |i| {
+            format!("root sha256:{}…", &i.sha256[..16])
+        });
+    Ok(vec![format!(
+        "a cacerts Secret mesh did not write is there ({root}): it will be replaced"
+    )])
+}
+
 /// Deletes the Secret.
 pub async fn destroy(
     env: &Env,
