@@ -268,6 +268,23 @@ pub enum StateCommand {
         /// A step ID such as cluster2/attach.
         step: String,
     },
+    /// Print the state as JSON (to keep, to move it elsewhere).
+    Pull,
+    /// Replace the state with FILE (a state printed by `state pull`):
+    /// refused for another mesh, or, unless --force, another lineage or a
+    /// lower serial.
+    #[command(
+        after_help = "Example (moving a state):\n  mesh state pull > state.json\n  \
+        mesh --state new/mesh.state.json state push state.json"
+    )]
+    Push {
+        /// The state file to push (not `file`: that is the global -f).
+        #[arg(value_name = "FILE")]
+        from: PathBuf,
+        /// Replace a state of another lineage or a newer serial.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds.

@@ -440,3 +440,99 @@ fn a_plan_with_trust_shows_no_key() {
         assert!(out.contains("mesh/root-sha256"), "{format}");
     }
 }
+
+/// `state pull` prints the state; `state push` moves it, refusing a file
+/// that is not a state, another mesh, another lineage or an older serial
+/// (unless --force), and writing nothing when it refuses.
+#[test]
+fn state_pull_and_push_move_a_state_and_refuse_what_would_lose_one() {
+    let dir = workdir(SEED);
+    write_applied_state(dir.path(), SEED);
+    let o = mesh(dir.path(), &["state", "pull"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pulled: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("mesh.state.json")).unwrap())
+            .unwrap();
+    assert_eq!(pulled, on_disk);
+    std::fs::write(dir.path().join("pulled.json"), stdout(&o)).unwrap();
+
+    // Moved to a new place.
+    let o = mesh(
+        dir.path(),
+        &[
+            "--state",
+            "moved/mesh.state.json",
+            "state",
+            "push",
+            "pulled.json",
+        ],
+    );
+    assert!(!o.status.success(), "no folder yet: {}", stderr(&o));
+    std::fs::create_dir_all(dir.path().join("moved")).unwrap();
+    let o = mesh(
+        dir.path(),
+        &[
+            "--state",
+            "moved/mesh.state.json",
+            "state",
+            "push",
+            "pulled.json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let moved = state::read_unlocked(&dir.path().join("moved/mesh.state.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.lineage, pulled["lineage"].as_str().unwrap());
+    assert_eq!(moved.steps.len(), 7);
+    assert!(
+        moved.serial > pulled["serial"].as_u64().unwrap(),
+        "old saved plans must go stale"
+    );
+
+    let before = std::fs::read(dir.path().join("mesh.state.json")).unwrap();
+    let refused = |file: &str, text: &str, why: &str| {
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let o = mesh(dir.path(), &["state", "push", file]);
+        assert!(!o.status.success(), "{file} was pushed");
+        assert!(stderr(&o).contains(why), "{file}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read(dir.path().join("mesh.state.json")).unwrap(),
+            before,
+            "{file}: written"
+        );
+    };
+    refused(
+        "passwd",
+        "root:x:0:0:root:/root:/bin/bash\n",
+        "is not a mesh state",
+    );
+    let mut other = pulled.clone();
+    other["lineage"] = json!("f".repeat(32));
+    refused(
+        "other-lineage.json",
+        &other.to_string(),
+        "another state (lineage",
+    );
+    let mut older = pulled.clone();
+    older["serial"] = json!(0);
+    refused(
+        "older.json",
+        &older.to_string(),
+        "is lower than the current state's",
+    );
+    let mut foreign = pulled.clone();
+    foreign["mesh_id"] = json!("another-mesh");
+    refused("foreign.json", &foreign.to_string(), "another-mesh");
+    // --force replaces another lineage.
+    let o = mesh(
+        dir.path(),
+        &["state", "push", "other-lineage.json", "--force"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let now = state::read_unlocked(&dir.path().join("mesh.state.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.lineage, "f".repeat(32));
+}

@@ -471,3 +471,33 @@ fn a_hand_made_cacerts_before_the_first_apply_is_in_the_plan() {
     w.assert_clean();
     assert_eq!(w.published_root("kind-cluster1").trim(), the_root().trim());
 }
+
+/// An intermediate that expires within 30 days is drift: the plan shows a
+/// rotation, and apply makes a new intermediate.
+#[test]
+fn an_intermediate_close_to_expiry_is_rotated() {
+    let w = World::new("multi-primary.toml", &[]);
+    w.write_mesh(&w.mesh_toml().replace(
+        "root_key = \"certs/root-key.pem\"",
+        "root_key = \"certs/root-key.pem\"\nintermediate_days = 20",
+    ));
+    w.ok(&["apply", "--auto-approve"]);
+    let st = || -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(w.dir.path().join("sandbox/mesh.state.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let before = st()["steps"]["cluster1/plug-ca"]["outputs"]["intermediate_sha256"].clone();
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    let plan = text(&o);
+    assert!(
+        plan.contains("(within 30 days): it will be rotated"),
+        "{plan}"
+    );
+    assert!(plan.contains("~ cluster1/plug-ca (update)"), "{plan}");
+    w.ok(&["apply", "--auto-approve"]);
+    let after = st()["steps"]["cluster1/plug-ca"]["outputs"]["intermediate_sha256"].clone();
+    assert_ne!(before, after, "not rotated");
+}

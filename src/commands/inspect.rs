@@ -58,6 +58,9 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
 
 pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
     let path = state_path(cli, None)?;
+    if let StateCommand::Push { from, force } = cmd {
+        return push(cli, &path, from, *force);
+    }
     let st = state::read_unlocked(&path)?;
     if st.is_none() {
         bail!(
@@ -66,6 +69,11 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
         );
     }
     match cmd {
+        StateCommand::Push { .. } => unreachable!("handled above"),
+        StateCommand::Pull => {
+            let st = st.as_ref().expect("checked above");
+            crate::outln!("{}", serde_json::to_string_pretty(st)?);
+        }
         StateCommand::List => {
             for id in st.iter().flat_map(|s| s.steps.keys()) {
                 crate::outln!("{id}");
@@ -145,5 +153,34 @@ pub fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8> {
             crate::outln!("{id} {k} = {v}");
         }
     }
+    Ok(0)
+}
+
+/// `mesh state push FILE [--force]`.
+fn push(cli: &Cli, path: &std::path::Path, file: &std::path::Path, force: bool) -> Result<u8> {
+    let incoming = match state::read_unlocked(file) {
+        Ok(Some(s)) => s,
+        Ok(None) => bail!("{} does not exist: nothing was pushed", file.display()),
+        Err(e) => bail!(
+            "{} is not a mesh state, so it was not pushed: {e}",
+            file.display()
+        ),
+    };
+    if let Ok(mesh) = engine::config::load(&cli.file) {
+        incoming
+            .check_mesh_id(&mesh.mesh.id)
+            .map_err(|e| anyhow::anyhow!("{} was not pushed: {e}", file.display()))?;
+    }
+    let backend = state::LocalBackend::new(path.to_path_buf());
+    let mut lock = backend.lock("state push", std::time::Duration::ZERO)?;
+    let written = lock.push(incoming, force)?;
+    crate::errln!(
+        "Pushed {} to {}: {} steps, serial {}, lineage {}.",
+        file.display(),
+        path.display(),
+        written.steps.len(),
+        written.serial,
+        written.lineage
+    );
     Ok(0)
 }

@@ -33,6 +33,13 @@ pub enum StateError {
         detail: String,
     },
 
+    /// `state push` of a state that would lose the current one.
+    #[error(
+        "refusing to push over the state {path}: {detail}. Nothing was written; \
+         pass --force to replace it anyway"
+    )]
+    PushRefused { path: PathBuf, detail: String },
+
     /// The lock path is a symlink, a folder or another special file: mesh
     /// never follows a link there (it could truncate the link's target).
     #[error(

@@ -101,6 +101,42 @@ impl StateLock {
     }
 }
 
+impl StateLock {
+    /// `mesh state push`: replaces the state with `incoming` (a state read
+    /// from a file), refusing one of another lineage or with a lower serial
+    /// than the current state's unless `force`. The pushed state is written
+    /// with a serial above both, so every saved plan made before is stale.
+    pub fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
+        let current = self.read()?;
+        let refuse = |detail: String| StateError::PushRefused {
+            path: self.path.clone(),
+            detail,
+        };
+        let read_serial = current.as_ref().map_or(0, |c| c.serial);
+        if let Some(cur) = &current {
+            if cur.lineage != incoming.lineage && !force {
+                return Err(refuse(format!(
+                    "it is another state (lineage {}, the current state is lineage {})",
+                    incoming.lineage, cur.lineage
+                )));
+            }
+            if incoming.serial < cur.serial && !force {
+                return Err(refuse(format!(
+                    "its serial {} is lower than the current state's {}: it is older",
+                    incoming.serial, cur.serial
+                )));
+            }
+        }
+        let mut next = incoming;
+        next.serial = next.serial.max(read_serial).checked_add(1).ok_or_else(|| {
+            refuse("its serial is at the largest number a state can count to".into())
+        })?;
+        next.format_version = FORMAT_VERSION;
+        write_atomic_as(&self.path, &next, read_serial, force)?;
+        Ok(next)
+    }
+}
+
 /// Reads a state file without the lock, for read-only commands (`mesh
 /// state list`, `mesh show`). None when there is no file.
 pub fn read_unlocked(path: &Path) -> Result<Option<State>, StateError> {
@@ -278,6 +314,17 @@ fn check_replaceable(
 }
 
 fn write_atomic(path: &Path, state: &State, read_serial: u64) -> Result<(), StateError> {
+    write_atomic_as(path, state, read_serial, false)
+}
+
+/// [`write_atomic`]; `replace_lineage` lets a forced push replace a state
+/// of another lineage (a corrupt or newer file is still never replaced).
+fn write_atomic_as(
+    path: &Path,
+    state: &State,
+    read_serial: u64,
+    replace_lineage: bool,
+) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
@@ -294,7 +341,14 @@ fn write_atomic(path: &Path, state: &State, read_serial: u64) -> Result<(), Stat
         }
     };
     if let Some(current) = &current {
-        check_replaceable(path, current, state, read_serial)?;
+        if replace_lineage {
+            let on_disk = parse(path, current)?;
+            let mut same = state.clone();
+            same.lineage = on_disk.lineage;
+            check_replaceable(path, current, &same, read_serial)?;
+        } else {
+            check_replaceable(path, current, state, read_serial)?;
+        }
     }
     remove_leftovers(&target);
 
