@@ -83,6 +83,19 @@ pub enum Command {
     /// Inspect the state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Record as applied the steps already live in the clusters (a mesh
+    /// installed by hand, e.g. with Istio's guide); changes nothing there.
+    #[command(
+        after_help = "Example:\n  mesh import        then `mesh plan` shows only what differs\n\n\
+        Refuses a state that already records steps, unless --force (which replaces them)."
+    )]
+    Import {
+        /// Replace the steps a state already records.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Print what applied steps produced: the east-west addresses, the remote
     /// secrets' fingerprints, whether mesh created a namespace.
     #[command(

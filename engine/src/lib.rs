@@ -19,6 +19,7 @@ pub mod apply;
 pub mod config;
 pub mod executor;
 pub mod graph;
+pub mod import;
 pub mod planner;
 pub mod refresh;
 pub mod topology;

@@ -74,6 +74,56 @@ pub async fn read(
     }
 }
 
+/// What `mesh import` found for one step of the mesh file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adoption {
+    /// The live objects are what mesh would apply: recorded as applied,
+    /// with these outputs (read from the cluster).
+    Adopted(std::collections::BTreeMap<String, serde_json::Value>),
+    /// They are not (missing, or other): the phrases say how.
+    Differs(Vec<String>),
+}
+
+/// For `mesh import`: whether the step's live objects match what mesh
+/// would apply (its `rendered` input, `text` the canonical form), reading
+/// its outputs from the cluster (the east-west address, the remote
+/// secret's fingerprint, whether mesh made a namespace). Changes nothing.
+pub async fn adopt(
+    env: &Env,
+    target: &Target,
+    input: &StepInput,
+    text: &str,
+) -> Result<Adoption, StepError> {
+    let outputs = std::collections::BTreeMap::new();
+    let guess = Recorded {
+        input: text,
+        outputs: &outputs,
+    };
+    let done = |obs: Observation| {
+        if obs.drift.is_empty() {
+            Adoption::Adopted(obs.outputs)
+        } else {
+            Adoption::Differs(obs.drift)
+        }
+    };
+    Ok(match input {
+        StepInput::EastwestAddress(_) => kinds::eastwest_address::adopt(env, target).await?,
+        StepInput::Attach(i) => kinds::attach::adopt(env, target, i, text).await?,
+        StepInput::PlugCa(i) => kinds::plug_ca::adopt(env, target, i).await?,
+        StepInput::PrepareNamespace(_) => {
+            let obs = kinds::prepare_namespace::read(env, target, &guess).await?;
+            match done(obs) {
+                Adoption::Adopted(_) => Adoption::Adopted(std::collections::BTreeMap::from([(
+                    "created".to_string(),
+                    serde_json::Value::from(kinds::prepare_namespace::marked(env, target).await?),
+                )])),
+                other => other,
+            }
+        }
+        other => done(read(env, other.kind(), target, &guess, Some(other)).await?),
+    })
+}
+
 /// Looks at what a step not yet recorded would replace, as phrases for the
 /// plan's reason (empty for kinds that replace nothing; see
 /// [`StepInput::has_preview`]).

@@ -339,3 +339,58 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
     crate::errln!("Finished steps are recorded; run `mesh {operation}` again to resume.");
     1
 }
+
+/// `mesh import`: records as applied every step whose live objects are
+/// what mesh would apply; changes nothing in the clusters.
+pub fn import(cli: &Cli, force: bool, lock_timeout: std::time::Duration) -> Result<u8> {
+    let (mesh, graph) = load_graph(&cli.file)?;
+    let path = state_path(cli, Some(&mesh))?;
+    let backend = state::LocalBackend::new(path.clone());
+    let mut lock = backend.lock("import", lock_timeout)?;
+    let recorded = lock.read()?;
+    if let Some(s) = &recorded {
+        s.check_mesh_id(&mesh.mesh.id)?;
+        if !s.steps.is_empty() && !force {
+            bail!(
+                "the state at {} already records {} steps: import is for a mesh mesh has not recorded. \
+                 `mesh plan` compares it with the clusters; pass --force to replace its records with what import finds",
+                path.display(),
+                s.steps.len()
+            );
+        }
+    }
+    let mut st = recorded.unwrap_or_else(|| State::new(&mesh.mesh.id));
+    st.steps.clear();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let view = Arc::new(View::new(cli.verbose > 0));
+    let report = runtime.block_on(async {
+        let world = World::open(cli, &mesh, view).await?;
+        let r = engine::import::import(&world.env, &graph, &mut st, state::now_rfc3339).await;
+        world.close().await;
+        r.map_err(|errors| {
+            let lines: Vec<String> = engine::refresh::report(&errors)
+                .into_iter()
+                .map(|e| format!("  {e}"))
+                .collect();
+            anyhow::anyhow!(
+                "the clusters could not be read, so nothing was imported:\n{}",
+                lines.join("\n")
+            )
+        })
+    })?;
+    lock.write(&mut st)?;
+    for id in &report.adopted {
+        crate::outln!("adopted {id}");
+    }
+    for (id, why) in &report.differs {
+        crate::outln!("differs {id}: {why}");
+    }
+    crate::outln!(
+        "\nImported {} of {} steps into {}; `mesh plan` shows the {} that differ.",
+        report.adopted.len(),
+        graph.len(),
+        path.display(),
+        report.differs.len()
+    );
+    Ok(0)
+}

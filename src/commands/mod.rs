@@ -70,6 +70,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         Command::Plan(args) => plan::plan(cli, args, out),
         Command::Diff(args) => plan::diff(cli, args, out),
         Command::Apply(args) => apply::apply(cli, args, out),
+        Command::Import { force, lock } => apply::import(cli, *force, lock.lock_timeout),
         Command::Destroy(args) => apply::destroy(cli, args, out),
         Command::Show(args) => inspect::show(cli, args, out),
         Command::State(cmd) => inspect::state(cli, cmd),

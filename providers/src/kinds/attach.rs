@@ -443,6 +443,56 @@ pub async fn read(
     Ok(obs)
 }
 
+/// For `mesh import`: the remote secret in the primary matches when it is
+/// there with mesh's label and annotation, a kubeconfig for the remote's
+/// API server, and a token that is one of the remote's current reader
+/// tokens (what `istioctl create-remote-secret` made); its fingerprint
+/// becomes the recorded output.
+pub async fn adopt(
+    env: &Env,
+    target: &Target,
+    input: &Input,
+    text: &str,
+) -> Result<crate::run::Adoption, StepError> {
+    use crate::run::Adoption;
+    let conn = env.clusters.connect(target).await?;
+    let name = format!("istio-remote-secret-{}", input.remote);
+    let doc = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "istio-system"}});
+    let Some(live) = crate::k8s::get(&conn, &doc).await? else {
+        return Ok(Adoption::Differs(vec![format!(
+            "Secret istio-system/{name} missing"
+        )]));
+    };
+    let sha = live
+        .data
+        .pointer(&format!(
+            "/data/{}",
+            input.remote.replace('~', "~0").replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(|bytes| crate::rendered::sha256_hex(&bytes));
+    let Some(sha) = sha else {
+        return Ok(Adoption::Differs(vec![format!(
+            "Secret istio-system/{name} has no kubeconfig under key `{}`",
+            input.remote
+        )]));
+    };
+    // The same checks as a refresh, with the live fingerprint as recorded.
+    let outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
+    let recorded = Recorded {
+        input: text,
+        outputs: &outputs,
+    };
+    let obs = read(env, target, &recorded, Some(input)).await?;
+    Ok(if obs.drift.is_empty() {
+        Adoption::Adopted(outputs)
+    } else {
+        Adoption::Differs(obs.drift)
+    })
+}
+
 /// Deletes the Secret in the primary.
 pub async fn destroy(
     env: &Env,

@@ -119,6 +119,26 @@ pub async fn apply(
     }
 }
 
+/// For `mesh import`: the live address, if the gateway has an IP.
+pub async fn adopt(env: &Env, target: &Target) -> Result<crate::run::Adoption, StepError> {
+    use crate::run::Adoption;
+    let conn = env.clusters.connect(target).await?;
+    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
+    Ok(match crate::k8s::get(&conn, &doc).await? {
+        None => Adoption::Differs(vec![format!("Service istio-system/{SERVICE} missing")]),
+        Some(svc) => match address_of(&svc) {
+            Some(Ok(ip)) => {
+                Adoption::Adopted(BTreeMap::from([("address".to_string(), Value::from(ip))]))
+            }
+            Some(Err(why)) => Adoption::Differs(vec![why]),
+            None => Adoption::Differs(vec![format!(
+                "Service istio-system/{SERVICE} has no address yet"
+            )]),
+        },
+    })
+}
+
 /// The current address; drift when it differs from the recorded one.
 pub async fn read(
     env: &Env,

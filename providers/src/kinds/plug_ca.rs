@@ -285,6 +285,51 @@ pub async fn preview(env: &Env, target: &Target) -> Result<Vec<String>, StepErro
     )])
 }
 
+/// For `mesh import`: a `cacerts` made from the mesh's root, with a
+/// readable intermediate that is not about to expire, is adopted.
+pub async fn adopt(
+    env: &Env,
+    target: &Target,
+    input: &Input,
+) -> Result<crate::run::Adoption, StepError> {
+    use crate::run::Adoption;
+    let conn = env.clusters.connect(target).await?;
+    let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
+        return Ok(Adoption::Differs(vec![
+            "Secret istio-system/cacerts missing".into(),
+        ]));
+    };
+    let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
+    let ca = data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
+    match (root, ca) {
+        (Some(r), Some(c))
+            if r.sha256 == input.root_sha256
+                && c.not_after - crate::ca::now() >= ROTATE_WITHIN_DAYS * 86400 =>
+        {
+            Ok(Adoption::Adopted(BTreeMap::from([
+                ("intermediate_sha256".to_string(), Value::from(c.sha256)),
+                (
+                    "intermediate_expires".to_string(),
+                    Value::from(crate::ca::date(c.not_after)),
+                ),
+                ("root_sha256".to_string(), Value::from(r.sha256)),
+            ])))
+        }
+        (Some(r), Some(_)) if r.sha256 != input.root_sha256 => {
+            Ok(Adoption::Differs(vec![format!(
+                "Secret istio-system/cacerts was made from another root (sha256:{}…)",
+                &r.sha256[..16]
+            )]))
+        }
+        (Some(_), Some(_)) => Ok(Adoption::Differs(vec![
+            "its intermediate expires within 30 days".into(),
+        ])),
+        _ => Ok(Adoption::Differs(vec![
+            "Secret istio-system/cacerts is not a readable plug-in CA".into(),
+        ])),
+    }
+}
+
 /// Deletes the Secret.
 pub async fn destroy(
     env: &Env,

@@ -73,6 +73,15 @@ fn created_by_mesh(ns: &kube::api::DynamicObject) -> bool {
         .is_some_and(|v| v == CREATED_BY_VALUE)
 }
 
+/// Whether the live istio-system carries mesh's creation mark.
+pub async fn marked(env: &Env, target: &Target) -> Result<bool, StepError> {
+    let conn = env.clusters.connect(target).await?;
+    Ok(crate::k8s::get(&conn, &namespace_doc())
+        .await?
+        .as_ref()
+        .is_some_and(created_by_mesh))
+}
+
 fn namespace_doc() -> Value {
     serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": crate::k8s::ISTIO_NAMESPACE}})
 }

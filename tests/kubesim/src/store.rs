@@ -6,6 +6,7 @@
 
 use crate::resources::{self, ResourceType};
 use crate::select::{FieldSelector, LabelSelector};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -507,6 +508,7 @@ impl Store {
                 format!("{what} \"{name}\" already exists"),
             ));
         }
+        fold_string_data(rt, &mut obj);
         let rv = self.bump();
         {
             let meta = obj
@@ -630,6 +632,7 @@ impl Store {
         operation: &str,
         applied: Option<BTreeSet<Vec<String>>>,
     ) -> Result<Value, ApiError> {
+        fold_string_data(rt, &mut next);
         let key = obj_key(ns, name);
         let owner_key = format!("{}|{key}", type_key(rt));
         let rv = self.bump();
@@ -980,6 +983,29 @@ impl Store {
             .get(&format!("{group}/{plural}"))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// As the API server does: a Secret's `stringData` is written into `data`
+/// (base64), key by key over what `data` has, and never stored.
+fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
+    if !(rt.group.is_empty() && rt.plural == "secrets") {
+        return;
+    }
+    let Some(m) = obj.as_object_mut() else { return };
+    let Some(Value::Object(strings)) = m.remove("stringData") else {
+        return;
+    };
+    let data = m.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (k, v) in strings {
+        let text = v
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string());
+        data[k.as_str()] = Value::from(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 

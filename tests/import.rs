@@ -1,0 +1,297 @@
+//! `mesh import` on a mesh installed by hand, step by step as Istio's guide
+//! does it (the simulated istioctl with the guide's own documents, kubectl's
+//! verbs through the API, a remote secret made as `istioctl
+//! create-remote-secret` makes it), on kubesim (the project's simulator).
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubesim::{ClusterSet, LbMode, Options};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const SEED: &str = include_str!("../examples/primary-remote.toml");
+
+struct World {
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    set: Option<ClusterSet>,
+}
+
+fn testdata(name: &str) -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("providers/testdata")
+            .join(name),
+    )
+    .unwrap()
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mesh.toml"), SEED).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let set = rt
+            .block_on(ClusterSet::open(
+                &dir.path().join("sandbox"),
+                &["kind-cluster1", "kind-cluster2"],
+                Options {
+                    lb_delay: Duration::from_millis(50),
+                    lb_mode: LbMode::Ip,
+                },
+            ))
+            .unwrap();
+        World {
+            dir,
+            rt,
+            set: Some(set),
+        }
+    }
+
+    fn client(&self, context: &str) -> kube::Client {
+        let path = self.set.as_ref().unwrap().kubeconfig_path();
+        self.rt.block_on(async move {
+            let kc = kube::config::Kubeconfig::read_from(path).unwrap();
+            let opts = kube::config::KubeConfigOptions {
+                context: Some(context.into()),
+                ..Default::default()
+            };
+            kube::Client::try_from(
+                kube::Config::from_custom_kubeconfig(kc, &opts)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+    }
+
+    /// `istioctl install -y -f - --context CTX` (the simulated istioctl).
+    fn istioctl_install(&self, context: &str, document: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args([
+                "__sandbox-istioctl",
+                "install",
+                "-y",
+                "-f",
+                "-",
+                "--context",
+                context,
+                "--kubeconfig",
+            ])
+            .arg(self.set.as_ref().unwrap().kubeconfig_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(document.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn mesh(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
+            .env_remove("KUBECONFIG")
+            .args(["--sandbox", "sandbox"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Istio's primary-remote guide, by hand; `with_secret: false` stops
+    /// before the last command (the remote secret).
+    fn install_by_hand(&self, with_secret: bool) {
+        let c1 = self.client("kind-cluster1");
+        let c2 = self.client("kind-cluster2");
+        // cluster1: the control plane with external istiod, the east-west
+        // gateway, its address, istiod exposed.
+        let mut cp = testdata("cluster1.yaml");
+        cp.push_str("    pilot:\n      env:\n        EXTERNAL_ISTIOD: true\n");
+        self.istioctl_install("kind-cluster1", &cp);
+        self.istioctl_install("kind-cluster1", &testdata("eastwest-gateway-network1.yaml"));
+        let svcs: Api<Service> = Api::namespaced(c1.clone(), "istio-system");
+        let address = self.rt.block_on(async {
+            for _ in 0..200 {
+                if let Some(ip) = svcs
+                    .get("istio-eastwestgateway")
+                    .await
+                    .unwrap()
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|l| l.ingress)
+                    .and_then(|i| i.first().and_then(|x| x.ip.clone()))
+                {
+                    return ip;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no address")
+        });
+        let pp = PatchParams::apply("kubectl").force();
+        for doc in serde_saphyr::from_multiple::<Value>(&testdata("expose-istiod.yaml")).unwrap() {
+            let ar = kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(
+                    "networking.istio.io",
+                    "v1",
+                    doc["kind"].as_str().unwrap(),
+                ),
+                if doc["kind"] == "Gateway" {
+                    "gateways"
+                } else {
+                    "virtualservices"
+                },
+            );
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(c1.clone(), "istio-system", &ar);
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            self.rt
+                .block_on(api.patch(&name, &pp, &Patch::Apply(&doc)))
+                .unwrap();
+        }
+        // cluster2: istio-system annotated, the remote profile.
+        let nss: Api<Namespace> = Api::all(c2.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "istio-system",
+            "annotations": {"topology.istio.io/controlPlaneClusters": "cluster1"}}}))
+        .unwrap();
+        self.rt
+            .block_on(nss.create(&PostParams::default(), &ns))
+            .unwrap();
+        self.istioctl_install(
+            "kind-cluster2",
+            &testdata("cluster2.yaml").replace("${DISCOVERY_ADDRESS}", &address),
+        );
+        if !with_secret {
+            return;
+        }
+        // istioctl create-remote-secret --context kind-cluster2 --name cluster2 | kubectl apply -f - --context kind-cluster1
+        let secrets2: Api<Secret> = Api::namespaced(c2.clone(), "istio-system");
+        let token_secret: Secret = serde_json::from_value(json!({"metadata": {
+            "name": "istio-reader-service-account-istio-remote-secret-token", "namespace": "istio-system",
+            "annotations": {"kubernetes.io/service-account.name": "istio-reader-service-account"}},
+            "type": "kubernetes.io/service-account-token"}))
+        .unwrap();
+        self.rt
+            .block_on(secrets2.create(&PostParams::default(), &token_secret))
+            .unwrap();
+        let (token, ca) = self.rt.block_on(async {
+            for _ in 0..200 {
+                let s = secrets2
+                    .get("istio-reader-service-account-istio-remote-secret-token")
+                    .await
+                    .unwrap();
+                if let Some(d) = s.data
+                    && let (Some(t), Some(c)) = (d.get("token"), d.get("ca.crt"))
+                {
+                    return (String::from_utf8(t.0.clone()).unwrap(), c.0.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no token")
+        });
+        let server = self
+            .set
+            .as_ref()
+            .unwrap()
+            .cluster("kind-cluster2")
+            .unwrap()
+            .server();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let kubeconfig = format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: cluster2\n\
+             contexts:\n- context:\n    cluster: cluster2\n    user: cluster2\n  name: cluster2\ncurrent-context: cluster2\n\
+             kind: Config\npreferences: {{}}\nusers:\n- name: cluster2\n  user:\n    token: {token}\n",
+            b64.encode(&ca)
+        );
+        let remote_secret: Secret = serde_json::from_value(json!({"metadata": {
+            "name": "istio-remote-secret-cluster2", "namespace": "istio-system",
+            "labels": {"istio/multiCluster": "true"},
+            "annotations": {"networking.istio.io/cluster": "cluster2"}},
+            "stringData": {"cluster2": kubeconfig}}))
+        .unwrap();
+        let secrets1: Api<Secret> = Api::namespaced(c1, "istio-system");
+        self.rt
+            .block_on(secrets1.create(&PostParams::default(), &remote_secret))
+            .unwrap();
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(set) = self.set.take() {
+            self.rt.block_on(set.shutdown());
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_mesh_installed_by_hand_is_adopted_whole_and_plans_clean() {
+    let w = World::new();
+    w.install_by_hand(true);
+    let o = w.mesh(&["import"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("Imported 7 of 7 steps"), "{t}");
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // It changed nothing, and a second import is refused.
+    let o = w.mesh(&["import"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("already records 7 steps") && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_half_installed_mesh_records_only_what_is_there() {
+    let w = World::new();
+    w.install_by_hand(false);
+    let o = w.mesh(&["import"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("Imported 6 of 7 steps"), "{t}");
+    assert!(
+        t.contains(
+            "differs cluster2/attach: Secret istio-system/istio-remote-secret-cluster2 missing"
+        ),
+        "{t}"
+    );
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    let plan = text(&o);
+    assert!(plan.contains("+ cluster2/attach (create)"), "{plan}");
+    assert!(
+        plan.contains("Plan: 1 to create, 0 to update, 0 to delete."),
+        "{plan}"
+    );
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
