@@ -184,6 +184,27 @@ impl Cluster {
                         if ev.key.0.is_empty() && ev.key.1 == "serviceaccounts" {
                             self.clone().tokens_of_deleted(&ev.object);
                         }
+                        // An object held by finalizers going (its last
+                        // finalizer removed) may let its terminating
+                        // namespace go.
+                        if ev.object.pointer("/metadata/deletionTimestamp").is_some()
+                            && let Some(ns) = ev
+                                .object
+                                .pointer("/metadata/namespace")
+                                .and_then(Value::as_str)
+                        {
+                            let (me, ns) = (self.clone(), ns.to_string());
+                            tokio::spawn(async move {
+                                let mut store = me.store();
+                                let terminating =
+                                    store.get_raw("", "namespaces", "", &ns).is_some_and(|n| {
+                                        n.pointer("/metadata/deletionTimestamp").is_some()
+                                    });
+                                if terminating {
+                                    store.reap_namespaces();
+                                }
+                            });
+                        }
                         continue;
                     }
                     match (ev.key.0.as_str(), ev.key.1.as_str()) {

@@ -69,6 +69,29 @@ fn string_map(entries: &[&[u8]]) -> Option<Value> {
     Some(Value::Object(m))
 }
 
+/// A map<string, bytes>: JSON carries the values base64-encoded.
+fn bytes_map(entries: &[&[u8]]) -> Option<Value> {
+    use base64::Engine as _;
+    let mut m = Map::new();
+    for e in entries {
+        let (mut k, mut v): (String, &[u8]) = (String::new(), &[]);
+        for (f, w) in fields(e)? {
+            if let Wire::Bytes(b) = w {
+                match f {
+                    1 => k = string(b),
+                    2 => v = b,
+                    _ => {}
+                }
+            }
+        }
+        m.insert(
+            k,
+            Value::from(base64::engine::general_purpose::STANDARD.encode(v)),
+        );
+    }
+    Some(Value::Object(m))
+}
+
 fn object_meta(buf: &[u8]) -> Option<Value> {
     let mut meta = Map::new();
     let (mut labels, mut annotations) = (Vec::new(), Vec::new());
@@ -187,11 +210,27 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         }
     }
     let mut obj = json!({"apiVersion": api_version, "kind": kind});
+    // Map fields come as one entry per occurrence: (JSON field, entries, bytes values).
+    let mut maps: Vec<(&str, Vec<&[u8]>, bool)> = Vec::new();
+    let mut map_entry = |name: &'static str, b, binary| match maps.iter_mut().find(|m| m.0 == name)
+    {
+        Some(m) => m.1.push(b),
+        None => maps.push((name, vec![b], binary)),
+    };
     for (f, w) in fields(raw).ok_or_else(bad)? {
+        if let (("ConfigMap", 4) | ("Secret", 5), Wire::Varint(v)) = ((kind.as_str(), f), &w) {
+            obj["immutable"] = Value::from(*v != 0);
+            continue;
+        }
         let Wire::Bytes(b) = w else { continue };
         match (kind.as_str(), f) {
             (_, 1) => obj["metadata"] = object_meta(b).ok_or_else(bad)?,
             ("Service", 2) => obj["spec"] = service_spec(b).ok_or_else(bad)?,
+            ("ConfigMap", 2) => map_entry("data", b, false),
+            ("ConfigMap", 3) => map_entry("binaryData", b, true),
+            ("Secret", 2) => map_entry("data", b, true),
+            ("Secret", 4) => map_entry("stringData", b, false),
+            ("Secret", 3) => obj["type"] = Value::from(string(b)),
             ("Namespace", 2 | 3) | ("Service", 3) => {}
             (other, _) => {
                 return Err(format!(
@@ -199,6 +238,14 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
                 ));
             }
         }
+    }
+    for (name, entries, binary) in maps {
+        obj[name] = if binary {
+            bytes_map(&entries)
+        } else {
+            string_map(&entries)
+        }
+        .ok_or_else(bad)?;
     }
     Ok(obj)
 }

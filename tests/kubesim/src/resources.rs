@@ -38,6 +38,15 @@ impl ResourceType {
         }
     }
 
+    /// `plural` or `plural.group`, as the API server names a resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     /// The key objects of this type are stored under (all versions share it).
     pub fn key(&self) -> (String, String) {
         (self.group.clone(), self.plural.clone())
@@ -165,10 +174,12 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
         .into_iter()
         .flatten()
         .filter(|v| v["served"].as_bool().unwrap_or(true))
-        .filter_map(|v| v["name"].as_str())
-        .map(|version| {
+        .filter_map(|v| Some((v["name"].as_str()?, v)))
+        .map(|(version, v)| {
             let mut t = ResourceType::new(group, version, kind, plural, namespaced);
-            t.status = true;
+            // A status subresource only where the CRD declares one.
+            t.status = v.pointer("/subresources/status").is_some()
+                || spec.pointer("/subresources/status").is_some();
             t.short_names = spec["names"]["shortNames"]
                 .as_array()
                 .into_iter()

@@ -336,14 +336,13 @@ async fn resource(
         };
     let rt = cluster.store().find_type(group, version, &plural);
     let Some(rt) = rt else {
-        let e = ApiError::new(
-            404,
-            "NotFound",
-            format!(
-                "the server could not find the requested resource ({group}/{version} {plural})"
-            ),
-        );
-        return ("unknown".into(), error_response(&e));
+        // As the API server: a resource no one serves is a plain-text 404.
+        let r = Response::builder()
+            .status(404)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(full("404 page not found\n"))
+            .expect("a valid response");
+        return ("unknown".into(), r);
     };
     if let Some(s) = &sub
         && s != "status"
@@ -469,6 +468,10 @@ async fn resource(
                 }
             };
             let force = q.get("force").is_some_and(|f| f == "true");
+            if kind == PatchType::Apply && q.get("fieldManager").is_none_or(String::is_empty) {
+                let e = crate::store::field_manager_required();
+                return ("patch".into(), error_response(&e));
+            }
             let r = match body_bytes(req).await {
                 Ok(b) => {
                     cluster
@@ -479,7 +482,26 @@ async fn resource(
             };
             ("patch".into(), r)
         }
-        (&Method::DELETE, Some(n)) => ("delete".into(), cluster.store().delete(&rt, &ns_str, n)),
+        (&Method::DELETE, Some(n)) => {
+            let r = cluster.store().delete(&rt, &ns_str, n).map(|o| {
+                // Gone at once: the API server answers Status Success,
+                // except for the kinds whose registry returns the object.
+                let gone = o.pointer("/metadata/deletionTimestamp").is_none();
+                if gone && !matches!(rt.kind.as_str(), "Service" | "Pod") {
+                    json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": n, "group": rt.group, "kind": rt.plural,
+                            "uid": o.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+                        },
+                    })
+                } else {
+                    o
+                }
+            });
+            ("delete".into(), r)
+        }
         (&Method::DELETE, None) => {
             let labels =
                 LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))

@@ -6,7 +6,6 @@
 
 use crate::resources::{self, ResourceType};
 use crate::select::{FieldSelector, LabelSelector};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -18,6 +17,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    /// `details.causes` of the Status: (reason, message, field).
+    pub causes: Vec<(&'static str, String, String)>,
 }
 
 impl ApiError {
@@ -26,7 +27,17 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            causes: Vec::new(),
         }
+    }
+    pub fn with_cause(
+        mut self,
+        reason: &'static str,
+        message: impl Into<String>,
+        field: impl Into<String>,
+    ) -> Self {
+        self.causes.push((reason, message.into(), field.into()));
+        self
     }
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
         let what = if rt.group.is_empty() {
@@ -40,7 +51,7 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
     pub fn status(&self) -> Value {
-        json!({
+        let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -48,7 +59,13 @@ impl ApiError {
             "message": self.message,
             "reason": self.reason,
             "code": self.code,
-        })
+        });
+        if !self.causes.is_empty() {
+            s["details"] = json!({"causes": self.causes.iter().map(|(r, m, f)| {
+                json!({"reason": r, "message": m, "field": f})
+            }).collect::<Vec<_>>()});
+        }
+        s
     }
 }
 
@@ -85,6 +102,9 @@ pub enum PatchType {
 
 /// manager → (operation, owned field paths)
 type Owners = BTreeMap<String, (String, BTreeSet<Vec<String>>)>;
+
+/// Field paths (`["data", "a"]`).
+type Paths = BTreeSet<Vec<String>>;
 
 const HISTORY: usize = 20_000;
 
@@ -193,6 +213,20 @@ pub fn leaf_paths(v: &Value) -> BTreeSet<Vec<String>> {
     out
 }
 
+/// `leaf_paths` and the status fields too: what an update or a write to
+/// /status changes and so owns.
+fn all_leaf_paths(v: &Value) -> BTreeSet<Vec<String>> {
+    let mut out = leaf_paths(v);
+    if let Some(st) = v.get("status") {
+        for p in leaf_paths(&json!({"metadata": {"x": st}})) {
+            let mut q = vec!["status".to_string()];
+            q.extend(p.into_iter().skip(2));
+            out.insert(q);
+        }
+    }
+    out
+}
+
 fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |cur, k| cur.get(k))
 }
@@ -211,6 +245,78 @@ fn remove_path(v: &mut Value, path: &[String]) {
     if let Some(m) = cur.as_object_mut() {
         m.remove(last);
     }
+}
+
+/// A write to the main resource of a type with a status subresource leaves
+/// status as it was.
+fn keep_status(current: &Value, next: &mut Value) {
+    match current.get("status") {
+        Some(st) => next["status"] = st.clone(),
+        None => {
+            if let Some(m) = next.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    }
+}
+
+/// An apply patch without a field manager, as the API server refuses it.
+pub fn field_manager_required() -> ApiError {
+    ApiError::new(
+        422,
+        "Invalid",
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+    )
+    .with_cause(
+        "FieldValueRequired",
+        "Required value: is required for apply patch",
+        "fieldManager",
+    )
+}
+
+/// The API server's 409 for an apply that conflicts: its message and a
+/// cause per field.
+fn apply_conflict(conflicts: &[(String, String, Vec<String>)], api_version: &str) -> ApiError {
+    let who = |m: &str, op: &str| {
+        if op == "Update" {
+            format!("\"{m}\" using {api_version}")
+        } else {
+            format!("\"{m}\"")
+        }
+    };
+    let path = |p: &[String]| format!(".{}", p.join("."));
+    let message = if let [(m, op, p)] = conflicts {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            who(m, op),
+            path(p)
+        )
+    } else {
+        let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (m, op, p) in conflicts {
+            by.entry(who(m, op))
+                .or_default()
+                .push(format!("- {}", path(p)));
+        }
+        let parts: Vec<String> = by
+            .into_iter()
+            .map(|(w, ps)| format!("conflicts with {w}:\n{}", ps.join("\n")))
+            .collect();
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            parts.join("\n")
+        )
+    };
+    conflicts
+        .iter()
+        .fold(ApiError::new(409, "Conflict", message), |e, (m, op, p)| {
+            e.with_cause(
+                "FieldManagerConflict",
+                format!("conflict with {}", who(m, op)),
+                path(p),
+            )
+        })
 }
 
 /// Objects merge key by key; anything else replaces.
@@ -256,6 +362,47 @@ fn managed_fields(owners: &Owners, api_version: &str) -> Value {
         }));
     }
     Value::Array(list)
+}
+
+/// The API server's defaulting that clients see: a Namespace's
+/// `kubernetes.io/metadata.name` label; a Secret's `stringData` merged into
+/// `data` (base64) and its `type` defaulted to `Opaque`.
+fn normalise(rt: &ResourceType, obj: &mut Value) {
+    if !rt.group.is_empty() {
+        return;
+    }
+    match rt.kind.as_str() {
+        "Namespace" => {
+            if let Some(name) = obj.pointer("/metadata/name").cloned() {
+                let meta = &mut obj["metadata"];
+                if !meta["labels"].is_object() {
+                    meta["labels"] = json!({});
+                }
+                meta["labels"]["kubernetes.io/metadata.name"] = name;
+            }
+        }
+        "Secret" => {
+            use base64::Engine as _;
+            let Some(m) = obj.as_object_mut() else { return };
+            if let Some(Value::Object(sd)) = m.remove("stringData") {
+                let data = m.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in sd {
+                    let text = v.as_str().unwrap_or_default().to_string();
+                    data[k.as_str()] =
+                        Value::from(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+            if m.get("type")
+                .is_none_or(|t| t.as_str().is_none_or(str::is_empty))
+            {
+                m.insert("type".into(), Value::from("Opaque"));
+            }
+        }
+        _ => {}
+    }
 }
 
 impl Store {
@@ -381,7 +528,7 @@ impl Store {
         }
     }
 
-    fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
+    fn check_namespace(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -395,8 +542,15 @@ impl Store {
                 403,
                 "Forbidden",
                 format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} \
+                     because it is being terminated",
+                    rt.qualified()
                 ),
+            )
+            .with_cause(
+                "NamespaceTerminating",
+                format!("namespace {ns} is being terminated"),
+                "metadata.namespace",
             )),
             Some(_) => Ok(()),
         }
@@ -489,7 +643,7 @@ impl Store {
                 format!("{} is invalid: metadata.name: Required value", rt.kind),
             ));
         }
-        self.check_namespace(rt, &ns)?;
+        self.check_namespace(rt, &ns, &name)?;
         let key = obj_key(&ns, &name);
         if self
             .data
@@ -508,7 +662,6 @@ impl Store {
                 format!("{what} \"{name}\" already exists"),
             ));
         }
-        fold_string_data(rt, &mut obj);
         let rv = self.bump();
         {
             let meta = obj
@@ -533,6 +686,10 @@ impl Store {
             meta.remove("managedFields");
             meta.remove("deletionTimestamp");
         }
+        // Defaulting (before ownership: the creator owns defaulted fields).
+        normalise(rt, &mut obj);
+        let mut owners = Owners::new();
+        owners.insert(manager.to_string(), ("Update".into(), leaf_paths(&obj)));
         if rt.kind == "Namespace" {
             obj["status"] = json!({"phase": "Active"});
             if obj.pointer("/spec/finalizers").is_none() {
@@ -546,8 +703,6 @@ impl Store {
                 "acceptedNames": obj["spec"]["names"].clone()});
             self.register_crd(&obj);
         }
-        let mut owners = Owners::new();
-        owners.insert(manager.to_string(), ("Update".into(), leaf_paths(&obj)));
         let stored = self.finish(rt, obj, None);
         self.data
             .objects
@@ -558,7 +713,7 @@ impl Store {
             .owners
             .insert(format!("{}|{key}", type_key(rt)), owners);
         self.emit(EventType::Added, rt, &stored);
-        Ok(stored)
+        self.get(rt, &ns, &name)
     }
 
     /// Replaces a stored object (PUT), or only its status.
@@ -610,8 +765,16 @@ impl Store {
                     obj["metadata"][k] = v.clone();
                 }
             }
-            if current.get("status").is_some() && obj.get("status").is_none() {
-                obj["status"] = current["status"].clone();
+            // With a status subresource, status is written only through it.
+            if rt.status || obj.get("status").is_none() {
+                match current.get("status") {
+                    Some(st) => obj["status"] = st.clone(),
+                    None => {
+                        if let Some(m) = obj.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
             }
             obj["metadata"]["name"] = Value::from(name);
         }
@@ -619,7 +782,11 @@ impl Store {
     }
 
     /// Saves `next` in place of `current`: resourceVersion, generation,
-    /// ownership of the fields the writer set, finalizer-driven removal.
+    /// ownership of the fields the writer set, finalizer-driven removal. A
+    /// write that changes neither the object nor its owners changes nothing
+    /// (no new resourceVersion, no event), as on the API server.
+    /// `applied` is an Apply's (fields it applies, fields it takes from
+    /// other managers); an Update owns, and takes, the fields it changed.
     #[allow(clippy::too_many_arguments)]
     fn store_change(
         &mut self,
@@ -630,15 +797,13 @@ impl Store {
         mut next: Value,
         manager: &str,
         operation: &str,
-        applied: Option<BTreeSet<Vec<String>>>,
+        applied: Option<(Paths, Paths)>,
     ) -> Result<Value, ApiError> {
-        fold_string_data(rt, &mut next);
         let key = obj_key(ns, name);
         let owner_key = format!("{}|{key}", type_key(rt));
-        let rv = self.bump();
+        normalise(rt, &mut next);
         if let Some(m) = next.as_object_mut() {
             let meta = m.entry("metadata").or_insert_with(|| json!({}));
-            meta["resourceVersion"] = Value::from(rv.to_string());
             meta["name"] = Value::from(name);
             if rt.namespaced {
                 meta["namespace"] = Value::from(ns);
@@ -658,28 +823,54 @@ impl Store {
             generation
         });
         // Ownership: the writer takes the fields it wrote.
-        let written = applied.unwrap_or_else(|| {
-            let before = leaf_paths(&current);
-            leaf_paths(&next)
+        let (written, taken) = applied.unwrap_or_else(|| {
+            let before = all_leaf_paths(&current);
+            let changed: BTreeSet<Vec<String>> = all_leaf_paths(&next)
                 .into_iter()
                 .filter(|p| !before.contains(p) || get_path(&current, p) != get_path(&next, p))
-                .collect()
+                .collect();
+            (changed.clone(), changed)
         });
-        let owners = self.data.owners.entry(owner_key).or_default();
+        let before_owners = self
+            .data
+            .owners
+            .get(&owner_key)
+            .cloned()
+            .unwrap_or_default();
+        let mut owners = before_owners.clone();
         for (m, (_, paths)) in owners.iter_mut() {
             if m != manager {
-                paths.retain(|p| !written.contains(p));
+                paths.retain(|p| !taken.contains(p));
             }
         }
         let entry = owners
             .entry(manager.to_string())
             .or_insert_with(|| (operation.to_string(), BTreeSet::new()));
-        entry.0 = operation.to_string();
         if operation == "Apply" {
+            entry.0 = operation.to_string();
             entry.1 = written;
-        } else {
+        } else if !written.is_empty() {
+            entry.0 = operation.to_string();
             entry.1.extend(written);
         }
+        let unchanged = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                for k in ["resourceVersion", "managedFields"] {
+                    m.remove(k);
+                }
+            }
+            v
+        };
+        let api_version = rt.api_version();
+        if unchanged(&current) == unchanged(&next)
+            && managed_fields(&before_owners, &api_version) == managed_fields(&owners, &api_version)
+        {
+            return Ok(current);
+        }
+        self.data.owners.insert(owner_key, owners);
+        let rv = self.bump();
+        next["metadata"]["resourceVersion"] = Value::from(rv.to_string());
         // A deleted object whose last finalizer went away is removed now.
         let gone = next.pointer("/metadata/deletionTimestamp").is_some()
             && next
@@ -731,11 +922,11 @@ impl Store {
             PatchType::Json => {
                 let ops: json_patch::Patch = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut next, &ops).map_err(|e| {
+                json_patch::patch(&mut next, &ops).map_err(|_| {
                     ApiError::new(
                         422,
                         "Invalid",
-                        format!("the JSON patch could not be applied: {e}"),
+                        "the server rejected our request due to an error in our request",
                     )
                 })?;
             }
@@ -752,6 +943,8 @@ impl Store {
             let mut only = current.clone();
             only["status"] = next.get("status").cloned().unwrap_or(Value::Null);
             next = only;
+        } else if rt.status {
+            keep_status(&current, &mut next);
         }
         if let Some(rv) = next
             .pointer("/metadata/resourceVersion")
@@ -765,8 +958,9 @@ impl Store {
                 409,
                 "Conflict",
                 format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified",
-                    rt.plural
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                     please apply your changes to the latest version and try again",
+                    rt.qualified()
                 ),
             ));
         }
@@ -798,56 +992,50 @@ impl Store {
             && n != name
         {
             return Err(ApiError::bad_request(format!(
-                "the name in the body ({n}) does not match the URL ({name})"
+                "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
         if manager.is_empty() {
-            return Err(ApiError::bad_request(
-                "fieldManager is required for apply patches",
-            ));
+            return Err(field_manager_required());
         }
         let paths = leaf_paths(&applied);
+        let key = format!("{}|{}", type_key(rt), obj_key(ns, name));
         let current = match self.get(rt, ns, name) {
             Err(e) if e.code == 404 => {
-                let created = self.create(rt, ns, applied, manager)?;
-                let key = format!("{}|{}", type_key(rt), obj_key(ns, name));
+                self.create(rt, ns, applied, manager)?;
                 let mut owners = Owners::new();
                 owners.insert(manager.to_string(), ("Apply".into(), paths));
                 self.data.owners.insert(key, owners);
-                return Ok(created);
+                return self.get(rt, ns, name);
             }
             other => other?,
         };
-        let key = format!("{}|{}", type_key(rt), obj_key(ns, name));
         let owners = self.data.owners.get(&key).cloned().unwrap_or_default();
-        let mut conflicts = Vec::new();
-        for (m, (_, owned)) in &owners {
+        // (manager, operation, path) of every field another manager owns
+        // with another value.
+        let mut conflicts: Vec<(String, String, Vec<String>)> = Vec::new();
+        for (m, (op, owned)) in &owners {
             if m == manager {
                 continue;
             }
             for p in owned.intersection(&paths) {
                 if get_path(&current, p) != get_path(&applied, p) {
-                    conflicts.push(format!("conflict with \"{m}\": .{}", p.join(".")));
+                    conflicts.push((m.clone(), op.clone(), p.clone()));
                 }
             }
         }
         if !conflicts.is_empty() && !force {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Apply failed with {} conflicts: {}",
-                    conflicts.len(),
-                    conflicts.join(", ")
-                ),
-            ));
+            return Err(apply_conflict(&conflicts, &rt.api_version()));
         }
+        // Fields applied with the value another manager owns are shared;
+        // only forced conflicts are taken from their owners.
+        let taken: BTreeSet<Vec<String>> = conflicts.into_iter().map(|(_, _, p)| p).collect();
         let mut next = current.clone();
         let others: BTreeSet<Vec<String>> = owners
             .iter()
             .filter(|(m, _)| *m != manager)
             .flat_map(|(_, (_, p))| p.iter().cloned())
-            .filter(|p| !paths.contains(p) || !force)
+            .filter(|p| !taken.contains(p))
             .collect();
         if let Some((_, before)) = owners.get(manager) {
             for p in before.difference(&paths) {
@@ -857,7 +1045,19 @@ impl Store {
             }
         }
         deep_merge(&mut next, &applied);
-        self.store_change(rt, ns, name, current, next, manager, "Apply", Some(paths))
+        if rt.status {
+            keep_status(&current, &mut next);
+        }
+        self.store_change(
+            rt,
+            ns,
+            name,
+            current,
+            next,
+            manager,
+            "Apply",
+            Some((paths, taken)),
+        )
     }
 
     fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Value> {
@@ -900,7 +1100,7 @@ impl Store {
                 next,
                 "kubesim",
                 "Update",
-                Some(BTreeSet::new()),
+                Some((BTreeSet::new(), BTreeSet::new())),
             );
         }
         Ok(self.remove(rt, &ns, name).unwrap_or(current))
@@ -983,29 +1183,6 @@ impl Store {
             .get(&format!("{group}/{plural}"))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
-    }
-}
-
-/// As the API server does: a Secret's `stringData` is written into `data`
-/// (base64), key by key over what `data` has, and never stored.
-fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
-    if !(rt.group.is_empty() && rt.plural == "secrets") {
-        return;
-    }
-    let Some(m) = obj.as_object_mut() else { return };
-    let Some(Value::Object(strings)) = m.remove("stringData") else {
-        return;
-    };
-    let data = m.entry("data").or_insert_with(|| json!({}));
-    if !data.is_object() {
-        *data = json!({});
-    }
-    for (k, v) in strings {
-        let text = v
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| v.to_string());
-        data[k.as_str()] = Value::from(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 
