@@ -9,141 +9,18 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kubesim::{ClusterSet, LbMode, Options};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SEED: &str = include_str!("../examples/primary-remote.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
-struct World {
-    dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
-    set: Option<ClusterSet>,
-}
+mod support;
+use support::{World, succeeded as ok, text};
 
-impl World {
-    fn new(mesh_toml: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mesh.toml"), mesh_toml).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let set = rt
-            .block_on(ClusterSet::open(
-                &dir.path().join("sandbox"),
-                CONTEXTS,
-                Options {
-                    lb_delay: Duration::from_millis(50),
-                    lb_mode: LbMode::Ip,
-                },
-            ))
-            .unwrap();
-        World {
-            dir,
-            rt,
-            set: Some(set),
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn write_mesh(&self, toml: &str) {
-        std::fs::write(self.path("mesh.toml"), toml).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
-        c.current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("KUBESIM_ISTIOCTL_LOG", self.path("istioctl.log"))
-            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
-            .env_remove("KUBECONFIG")
-            .args(["--sandbox", "sandbox", "--state", "mesh.state.json"])
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn mesh(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn client(&self, context: &str) -> kube::Client {
-        let path = self.set.as_ref().unwrap().kubeconfig_path();
-        self.rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-            let opts = kube::config::KubeConfigOptions {
-                context: Some(context.into()),
-                ..Default::default()
-            };
-            kube::Client::try_from(
-                kube::Config::from_custom_kubeconfig(kc, &opts)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap()
-        })
-    }
-
-    fn cluster(&self, context: &str) -> std::sync::Arc<kubesim::Cluster> {
-        self.set.as_ref().unwrap().cluster(context).unwrap()
-    }
-
-    fn exists(&self, context: &str, group: &str, plural: &str, ns: &str, name: &str) -> bool {
-        self.cluster(context)
-            .store()
-            .get_raw(group, plural, ns, name)
-            .is_some()
-    }
-
-    fn secret(&self, context: &str, ns: &str, name: &str) -> Option<Secret> {
-        let api: Api<Secret> = Api::namespaced(self.client(context), ns);
-        self.rt.block_on(api.get_opt(name)).unwrap()
-    }
-
-    fn istioctl_log(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.path("istioctl.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn state_json(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.path("mesh.state.json")).unwrap())
-            .unwrap()
-    }
-
-    fn assert_clean(&self) {
-        let o = self.mesh(&["plan", "--detailed-exitcode"]);
-        assert_eq!(o.status.code(), Some(0), "plan is not clean:\n{}", text(&o));
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(set) = self.set.take() {
-            self.rt.block_on(set.shutdown());
-        }
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &Output) -> String {
-    let t = text(o);
-    assert!(o.status.success(), "mesh failed ({}):\n{t}", o.status);
-    t
+fn secret(w: &World, context: &str, ns: &str, name: &str) -> Option<Secret> {
+    let api: Api<Secret> = Api::namespaced(w.client(context), ns);
+    w.rt.block_on(api.get_opt(name)).unwrap()
 }
 
 /// The seed with `extra` appended to cluster1's table.
@@ -163,7 +40,7 @@ fn seed_with_remote(extra: &str) -> String {
 // 1. A control-plane re-install must not prune the east-west gateway.
 #[test]
 fn re_installing_the_control_plane_keeps_the_eastwest_gateway() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     w.write_mesh(&seed_with_primary(
         "[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
@@ -196,7 +73,7 @@ fn re_installing_the_control_plane_keeps_the_eastwest_gateway() {
 // 2. A re-created reader ServiceAccount leaves a dead token: attach notices.
 #[test]
 fn a_re_created_reader_service_account_makes_attach_drift_and_apply_renews_the_token() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let sas: Api<ServiceAccount> = Api::namespaced(w.client("kind-cluster2"), "istio-system");
     w.rt.block_on(sas.delete("istio-reader-service-account", &DeleteParams::default()))
@@ -213,13 +90,13 @@ fn a_re_created_reader_service_account_makes_attach_drift_and_apply_renews_the_t
     ok(&w.mesh(&["apply", "--auto-approve"]));
     w.assert_clean();
     // The token now in the primary authenticates with cluster2 again.
-    let secret = w
-        .secret(
-            "kind-cluster1",
-            "istio-system",
-            "istio-remote-secret-cluster2",
-        )
-        .unwrap();
+    let secret = secret(
+        &w,
+        "kind-cluster1",
+        "istio-system",
+        "istio-remote-secret-cluster2",
+    )
+    .unwrap();
     let kc = String::from_utf8(secret.data.unwrap()["cluster2"].0.clone()).unwrap();
     let kc: Value = serde_saphyr::from_str(&kc).unwrap();
     let token = kc.pointer("/users/0/user/token").unwrap().as_str().unwrap();
@@ -236,7 +113,7 @@ fn changing_istio_version_plans_an_upgrade_of_every_install() {
             1,
         )
     };
-    let w = World::new(&with("1.28"));
+    let w = World::new(&with("1.28"), CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     w.write_mesh(&with("1.29"));
     let o = w
@@ -272,7 +149,7 @@ fn changing_istio_version_plans_an_upgrade_of_every_install() {
 // 4. A revision change deletes the objects the old revision's names left.
 #[test]
 fn a_revision_change_deletes_the_old_virtual_service_and_says_so() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     w.write_mesh(&SEED.replacen(
         "id = \"mesh1\"\n",
@@ -305,11 +182,14 @@ fn a_revision_change_deletes_the_old_virtual_service_and_says_so() {
 // 7. istioctl gets an explicit readiness timeout, and mesh outlasts it.
 #[test]
 fn istioctl_install_gets_the_readiness_timeout_of_the_mesh_file() {
-    let w = World::new(&SEED.replacen(
-        "[[cluster]]",
-        "[istioctl]\nreadiness_timeout = \"45s\"\n\n[[cluster]]",
-        1,
-    ));
+    let w = World::new(
+        &SEED.replacen(
+            "[[cluster]]",
+            "[istioctl]\nreadiness_timeout = \"45s\"\n\n[[cluster]]",
+            1,
+        ),
+        CONTEXTS,
+    );
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let installs: Vec<Value> = w
         .istioctl_log()
@@ -335,9 +215,10 @@ fn istioctl_install_gets_the_readiness_timeout_of_the_mesh_file() {
 // 8. A custom reader ServiceAccount is honoured: no drift, its token used.
 #[test]
 fn a_custom_reader_service_account_is_used_and_plans_clean() {
-    let w = World::new(&seed_with_remote(
-        "[cluster.values.global.readerServiceAccount]\nname = \"my-reader\"\n",
-    ));
+    let w = World::new(
+        &seed_with_remote("[cluster.values.global.readerServiceAccount]\nname = \"my-reader\"\n"),
+        CONTEXTS,
+    );
     // The user creates it, as Istio's chart expects with a custom name.
     let client = w.client("kind-cluster2");
     let ns: Namespace =
@@ -382,7 +263,7 @@ fn a_custom_reader_service_account_is_used_and_plans_clean() {
 // 9. Destroy waits for istio-system to go; an apply right after works.
 #[test]
 fn destroy_returns_with_istio_system_gone_and_a_re_apply_works() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     ok(&w.mesh(&["destroy", "--auto-approve"]));
     for c in CONTEXTS {
@@ -398,7 +279,7 @@ fn destroy_returns_with_istio_system_gone_and_a_re_apply_works() {
 // 10. Nobody reading the output (`mesh apply 2>&1 | head -5`) is no reason to die.
 #[test]
 fn a_closed_output_pipe_does_not_abort_an_apply() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     let mut child = w
         .command(&["apply", "--auto-approve"])
         .env("KUBESIM_ISTIOCTL_DELAY_MS", "100")
@@ -422,10 +303,10 @@ fn a_closed_output_pipe_does_not_abort_an_apply() {
 // state write does not make destroy leave it behind.
 #[test]
 fn a_lost_state_write_does_not_lose_ownership_of_istio_system() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     // The state write of the first apply is lost (a crash, a full disk).
-    std::fs::remove_file(w.path("mesh.state.json")).unwrap();
+    std::fs::remove_file(w.state_path()).unwrap();
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let st = w.state_json();
     assert_eq!(
@@ -439,16 +320,12 @@ fn a_lost_state_write_does_not_lose_ownership_of_istio_system() {
 // 16. A damaged step record is a clear error naming the step, never a panic.
 #[test]
 fn a_damaged_step_record_is_a_clear_error() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let mut st = w.state_json();
     st["steps"]["cluster1/expose-istiod"]["input"] =
         Value::from("# context: kind-cluster1\n- just\n- a list\n");
-    std::fs::write(
-        w.path("mesh.state.json"),
-        serde_json::to_string_pretty(&st).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(w.state_path(), serde_json::to_string_pretty(&st).unwrap()).unwrap();
     for args in [&["plan"][..], &["destroy", "--auto-approve"][..]] {
         let o = w.mesh(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
@@ -507,7 +384,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 // 15. A load balancer "address" that is not an IP never reaches istioctl.
 #[test]
 fn a_load_balancer_address_that_is_not_an_ip_is_refused() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     w.cluster("kind-cluster1").set_lb_mode(LbMode::Ip);
     // Patch the address the simulated load balancer gave into garbage as soon as it appears.
     let o = {
@@ -564,15 +441,11 @@ fn b64(s: &str) -> String {
 // 17. A dependency cycle in the state is an error naming the steps.
 #[test]
 fn a_dependency_cycle_in_the_state_is_named() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let mut st = w.state_json();
     st["steps"]["cluster2/install-remote"]["depends_on"] = serde_json::json!(["cluster2/attach"]);
-    std::fs::write(
-        w.path("mesh.state.json"),
-        serde_json::to_string_pretty(&st).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(w.state_path(), serde_json::to_string_pretty(&st).unwrap()).unwrap();
     // cluster2 leaves the mesh file: its steps are deleted in the recorded order.
     let solo = SEED
         .split("\n[[cluster]]\nname = \"cluster2\"")
@@ -594,7 +467,7 @@ fn a_dependency_cycle_in_the_state_is_named() {
 // 17. The simulated istioctl dies with a killed mesh.
 #[test]
 fn a_killed_mesh_leaves_no_simulated_istioctl_running() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     let mut child = w
         .command(&["apply", "--auto-approve"])
         .env("KUBESIM_ISTIOCTL_DELAY_MS", "30000")

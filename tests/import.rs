@@ -6,73 +6,28 @@
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kubesim::{ClusterSet, LbMode, Options};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SEED: &str = include_str!("../examples/primary-remote.toml");
 
-struct World {
-    dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
-    set: Option<ClusterSet>,
-}
+mod support;
+use support::{World, repo, text};
 
+/// Istio's own documents (providers/testdata, credited there).
 fn testdata(name: &str) -> String {
-    std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("providers/testdata")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read_to_string(repo().join("providers/testdata").join(name)).unwrap()
 }
 
-impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mesh.toml"), SEED).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let set = rt
-            .block_on(ClusterSet::open(
-                &dir.path().join("sandbox"),
-                &["kind-cluster1", "kind-cluster2"],
-                Options {
-                    lb_delay: Duration::from_millis(50),
-                    lb_mode: LbMode::Ip,
-                },
-            ))
-            .unwrap();
-        World {
-            dir,
-            rt,
-            set: Some(set),
-        }
-    }
+/// Istio's guide, done by hand against the simulated clusters.
+trait ByHand {
+    fn istioctl_install(&self, context: &str, document: &str);
+    fn install_by_hand(&self, with_secret: bool);
+}
 
-    fn client(&self, context: &str) -> kube::Client {
-        let path = self.set.as_ref().unwrap().kubeconfig_path();
-        self.rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-            let opts = kube::config::KubeConfigOptions {
-                context: Some(context.into()),
-                ..Default::default()
-            };
-            kube::Client::try_from(
-                kube::Config::from_custom_kubeconfig(kc, &opts)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap()
-        })
-    }
-
+impl ByHand for World {
     /// `istioctl install -y -f - --context CTX` (the simulated istioctl).
     fn istioctl_install(&self, context: &str, document: &str) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
@@ -86,7 +41,7 @@ impl World {
                 context,
                 "--kubeconfig",
             ])
-            .arg(self.set.as_ref().unwrap().kubeconfig_path())
+            .arg(self.set().kubeconfig_path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,19 +55,6 @@ impl World {
             .unwrap();
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-
-    fn mesh(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
-            .env_remove("KUBECONFIG")
-            .args(["--sandbox", "sandbox"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
     }
 
     /// Istio's primary-remote guide, by hand; `with_secret: false` stops
@@ -205,13 +147,7 @@ impl World {
             }
             panic!("no token")
         });
-        let server = self
-            .set
-            .as_ref()
-            .unwrap()
-            .cluster("kind-cluster2")
-            .unwrap()
-            .server();
+        let server = self.cluster("kind-cluster2").server();
         let b64 = base64::engine::general_purpose::STANDARD;
         let kubeconfig = format!(
             "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: cluster2\n\
@@ -232,25 +168,9 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(set) = self.set.take() {
-            self.rt.block_on(set.shutdown());
-        }
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_mesh_installed_by_hand_is_adopted_whole_and_plans_clean() {
-    let w = World::new();
+    let w = World::new(SEED, &["kind-cluster1", "kind-cluster2"]);
     w.install_by_hand(true);
     let o = w.mesh(&["import"]);
     let t = text(&o);
@@ -270,7 +190,7 @@ fn a_mesh_installed_by_hand_is_adopted_whole_and_plans_clean() {
 
 #[test]
 fn a_half_installed_mesh_records_only_what_is_there() {
-    let w = World::new();
+    let w = World::new(SEED, &["kind-cluster1", "kind-cluster2"]);
     w.install_by_hand(false);
     let o = w.mesh(&["import"]);
     let t = text(&o);

@@ -3,177 +3,74 @@
 //! clean, drift repaired, a remote moved to another network, a primary
 //! added, destroyed. The same on real clusters: tests/real_clusters.rs.
 
-use kubesim::{ClusterSet, LbMode, Options};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-struct World {
-    dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
-    set: Option<ClusterSet>,
+mod support;
+use support::{World, repo as root, text};
+
+/// `example` as mesh.toml with the test root of trust in certs/, and one
+/// simulated cluster per context of the example (and `more`).
+fn world(example: &str, more: &[&str]) -> World {
+    let toml = std::fs::read_to_string(root().join("examples").join(example)).unwrap();
+    let mut contexts: Vec<String> = toml
+        .lines()
+        .filter_map(|l| l.strip_prefix("context = \""))
+        .map(|c| c.trim_end_matches('"').to_string())
+        .collect();
+    contexts.extend(more.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = contexts.iter().map(String::as_str).collect();
+    World::new(&toml, &refs).with_test_root()
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-impl World {
-    /// `example` as mesh.toml, the test root of trust in certs/, and one
-    /// simulated cluster per context of the example (and `more`).
-    fn new(example: &str, more: &[&str]) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = std::fs::read_to_string(root().join("examples").join(example)).unwrap();
-        std::fs::write(dir.path().join("mesh.toml"), &toml).unwrap();
-        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
-        for f in ["root-cert.pem", "root-key.pem"] {
-            let to = dir.path().join("certs").join(f);
-            std::fs::copy(root().join("tests/fixtures/trust").join(f), &to).unwrap();
-            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
-        }
-        let mut contexts: Vec<String> = toml
-            .lines()
-            .filter_map(|l| l.strip_prefix("context = \""))
-            .map(|c| c.trim_end_matches('"').to_string())
-            .collect();
-        contexts.extend(more.iter().map(|s| s.to_string()));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let refs: Vec<&str> = contexts.iter().map(String::as_str).collect();
-        let set = rt
-            .block_on(ClusterSet::open(
-                &dir.path().join("sandbox"),
-                &refs,
-                Options {
-                    lb_delay: Duration::from_millis(50),
-                    lb_mode: LbMode::Ip,
-                },
-            ))
-            .unwrap();
-        World {
-            dir,
-            rt,
-            set: Some(set),
-        }
-    }
-
-    fn mesh_toml(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mesh.toml")).unwrap()
-    }
-
-    fn write_mesh(&self, toml: &str) {
-        std::fs::write(self.dir.path().join("mesh.toml"), toml).unwrap();
-    }
-
-    fn mesh(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
-            .env_remove("KUBECONFIG")
-            .args(["--sandbox", "sandbox"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.mesh(args);
-        let t = text(&o);
-        assert!(o.status.success(), "mesh {args:?} failed:\n{t}");
-        t
-    }
-
-    fn assert_clean(&self) {
-        let o = self.mesh(&["plan", "--detailed-exitcode"]);
-        assert_eq!(o.status.code(), Some(0), "plan is not clean:\n{}", text(&o));
-    }
-
-    fn get(&self, context: &str, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
-        self.set
-            .as_ref()
-            .unwrap()
-            .cluster(context)
-            .unwrap()
-            .store()
-            .get_raw(group, plural, ns, name)
-            .cloned()
-    }
-
-    fn delete(&self, context: &str, plural: &str, ns: &str, name: &str) {
-        let c = self.set.as_ref().unwrap().cluster(context).unwrap();
-        let mut store = c.store();
-        let rt = store.find_type("", "v1", plural).unwrap();
-        store.delete(&rt, ns, name).unwrap();
-    }
-
-    /// The root istiod publishes in `context` (the simulated istiod reads cacerts).
-    fn published_root(&self, context: &str) -> String {
-        self.get(
-            context,
-            "",
-            "configmaps",
-            "istio-system",
-            "istio-ca-root-cert",
-        )
-        .and_then(|cm| {
-            cm.pointer("/data/root-cert.pem")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .unwrap_or_else(|| panic!("{context} publishes no root"))
-    }
-
-    fn network_label(&self, context: &str) -> Option<String> {
-        self.get(context, "", "namespaces", "", "istio-system")?
-            .pointer("/metadata/labels/topology.istio.io~1network")?
-            .as_str()
-            .map(String::from)
-    }
-
-    fn has_remote_secret(&self, context: &str, of: &str) -> bool {
-        self.get(
-            context,
-            "",
-            "secrets",
-            "istio-system",
-            &format!("istio-remote-secret-{of}"),
-        )
-        .is_some()
-    }
-
-    fn has_eastwest(&self, context: &str) -> bool {
-        self.get(
-            context,
-            "",
-            "services",
-            "istio-system",
-            "istio-eastwestgateway",
-        )
-        .is_some()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(set) = self.set.take() {
-            self.rt.block_on(set.shutdown());
-        }
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+/// The root istiod publishes in `context` (the simulated istiod reads cacerts).
+fn published_root(w: &World, context: &str) -> String {
+    w.get(
+        context,
+        "",
+        "configmaps",
+        "istio-system",
+        "istio-ca-root-cert",
     )
+    .and_then(|cm| {
+        cm.pointer("/data/root-cert.pem")
+            .and_then(Value::as_str)
+            .map(String::from)
+    })
+    .unwrap_or_else(|| panic!("{context} publishes no root"))
+}
+
+fn network_label(w: &World, context: &str) -> Option<String> {
+    w.get(context, "", "namespaces", "", "istio-system")?
+        .pointer("/metadata/labels/topology.istio.io~1network")?
+        .as_str()
+        .map(String::from)
+}
+
+fn has_remote_secret(w: &World, context: &str, of: &str) -> bool {
+    w.exists(
+        context,
+        "",
+        "secrets",
+        "istio-system",
+        &format!("istio-remote-secret-{of}"),
+    )
+}
+
+fn has_eastwest(w: &World, context: &str) -> bool {
+    w.exists(
+        context,
+        "",
+        "services",
+        "istio-system",
+        "istio-eastwestgateway",
+    )
+}
+
+fn delete(w: &World, context: &str, plural: &str, ns: &str, name: &str) {
+    let c = w.cluster(context);
+    let mut store = c.store();
+    let rt = store.find_type("", "v1", plural).unwrap();
+    store.delete(&rt, ns, name).unwrap();
 }
 
 fn the_root() -> String {
@@ -193,18 +90,18 @@ fn destroy_leaves_nothing(w: &World, contexts: &[&str]) {
 
 #[test]
 fn primary_remote_on_two_networks() {
-    let w = World::new("primary-remote-multi-network.toml", &[]);
+    let w = world("primary-remote-multi-network.toml", &[]);
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
     assert_eq!(
-        w.network_label("kind-cluster1").as_deref(),
+        network_label(&w, "kind-cluster1").as_deref(),
         Some("network1")
     );
     assert_eq!(
-        w.network_label("kind-cluster2").as_deref(),
+        network_label(&w, "kind-cluster2").as_deref(),
         Some("network2")
     );
-    assert!(w.has_eastwest("kind-cluster1") && w.has_eastwest("kind-cluster2"));
+    assert!(has_eastwest(&w, "kind-cluster1") && has_eastwest(&w, "kind-cluster2"));
     assert!(
         w.get(
             "kind-cluster1",
@@ -215,12 +112,10 @@ fn primary_remote_on_two_networks() {
         )
         .is_some()
     );
-    assert!(w.has_remote_secret("kind-cluster1", "cluster2"));
+    assert!(has_remote_secret(&w, "kind-cluster1", "cluster2"));
     // The remote's own network in its injection path and values.
-    let st: Value = serde_json::from_str(
-        &std::fs::read_to_string(w.dir.path().join("sandbox/mesh.state.json")).unwrap(),
-    )
-    .unwrap();
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(w.state_path()).unwrap()).unwrap();
     let input = st["steps"]["cluster2/install-remote"]["input"]
         .as_str()
         .unwrap();
@@ -231,7 +126,7 @@ fn primary_remote_on_two_networks() {
     );
 
     // Drift: the network label removed; repaired.
-    let c2 = w.set.as_ref().unwrap().cluster("kind-cluster2").unwrap();
+    let c2 = w.cluster("kind-cluster2");
     {
         let mut store = c2.store();
         let rt = store.find_type("", "v1", "namespaces").unwrap();
@@ -270,26 +165,26 @@ fn primary_remote_on_two_networks() {
     );
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
-    assert!(!w.has_eastwest("kind-cluster2"));
+    assert!(!has_eastwest(&w, "kind-cluster2"));
     destroy_leaves_nothing(&w, &["kind-cluster1", "kind-cluster2"]);
 }
 
 #[test]
 fn multi_primary_shares_one_root_and_each_discovers_the_other() {
-    let w = World::new("multi-primary.toml", &[]);
+    let w = world("multi-primary.toml", &[]);
     let plan = w.ok(&["plan"]);
     assert!(!plan.contains("PRIVATE KEY"));
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
     let root = the_root();
-    assert_eq!(w.published_root("kind-cluster1").trim(), root.trim());
-    assert_eq!(w.published_root("kind-cluster2").trim(), root.trim());
-    assert!(w.has_remote_secret("kind-cluster1", "cluster2"));
-    assert!(w.has_remote_secret("kind-cluster2", "cluster1"));
+    assert_eq!(published_root(&w, "kind-cluster1").trim(), root.trim());
+    assert_eq!(published_root(&w, "kind-cluster2").trim(), root.trim());
+    assert!(has_remote_secret(&w, "kind-cluster1", "cluster2"));
+    assert!(has_remote_secret(&w, "kind-cluster2", "cluster1"));
     // One network, no remotes: no east-west gateway.
-    assert!(!w.has_eastwest("kind-cluster1"));
+    assert!(!has_eastwest(&w, "kind-cluster1"));
     // Each primary has its own intermediate; no key in the state.
-    let state = std::fs::read_to_string(w.dir.path().join("sandbox/mesh.state.json")).unwrap();
+    let state = std::fs::read_to_string(w.state_path()).unwrap();
     assert!(!state.contains("PRIVATE KEY"), "a key in the state");
     let st: Value = serde_json::from_str(&state).unwrap();
     let i1 = st["steps"]["cluster1/plug-ca"]["outputs"]["intermediate_sha256"]
@@ -301,7 +196,7 @@ fn multi_primary_shares_one_root_and_each_discovers_the_other() {
     assert_ne!(i1, i2);
 
     // Drift: cacerts deleted; the plan says so and apply makes a new one.
-    w.delete("kind-cluster1", "secrets", "istio-system", "cacerts");
+    delete(&w, "kind-cluster1", "secrets", "istio-system", "cacerts");
     let o = w.mesh(&["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -317,11 +212,11 @@ fn multi_primary_shares_one_root_and_each_discovers_the_other() {
 
 #[test]
 fn a_cacerts_secret_mesh_did_not_write_is_replaced_and_said() {
-    let w = World::new("multi-primary.toml", &[]);
+    let w = world("multi-primary.toml", &[]);
     w.ok(&["apply", "--auto-approve"]);
     // Someone replaces cluster2's cacerts with one of another root.
     let (other, _) = providers::ca::new_root("someone else's root").unwrap();
-    let c2 = w.set.as_ref().unwrap().cluster("kind-cluster2").unwrap();
+    let c2 = w.cluster("kind-cluster2");
     {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -350,12 +245,12 @@ fn a_cacerts_secret_mesh_did_not_write_is_replaced_and_said() {
 
 #[test]
 fn multi_primary_on_two_networks() {
-    let w = World::new("multi-primary-multi-network.toml", &[]);
+    let w = world("multi-primary-multi-network.toml", &[]);
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
     for (c, n) in [("kind-cluster1", "network1"), ("kind-cluster2", "network2")] {
-        assert_eq!(w.network_label(c).as_deref(), Some(n));
-        assert!(w.has_eastwest(c), "{c}: no east-west gateway");
+        assert_eq!(network_label(&w, c).as_deref(), Some(n));
+        assert!(has_eastwest(&w, c), "{c}: no east-west gateway");
         assert!(
             w.get(
                 c,
@@ -366,29 +261,29 @@ fn multi_primary_on_two_networks() {
             )
             .is_some()
         );
-        assert_eq!(w.published_root(c).trim(), the_root().trim());
+        assert_eq!(published_root(&w, c).trim(), the_root().trim());
     }
-    assert!(w.has_remote_secret("kind-cluster1", "cluster2"));
-    assert!(w.has_remote_secret("kind-cluster2", "cluster1"));
+    assert!(has_remote_secret(&w, "kind-cluster1", "cluster2"));
+    assert!(has_remote_secret(&w, "kind-cluster2", "cluster1"));
     destroy_leaves_nothing(&w, &["kind-cluster1", "kind-cluster2"]);
 }
 
 #[test]
 fn a_mixed_fleet_and_a_primary_added_to_a_one_primary_mesh() {
-    let w = World::new("mixed-fleet.toml", &[]);
+    let w = world("mixed-fleet.toml", &[]);
     let out = w.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("29 created"), "{out}");
     w.assert_clean();
     // Every control plane holds a secret for every cluster not its own.
     for of in ["east-a", "east-b", "west", "west-a"] {
-        assert!(w.has_remote_secret("kind-east", of), "east lacks {of}");
+        assert!(has_remote_secret(&w, "kind-east", of), "east lacks {of}");
     }
     for of in ["west-a", "east", "east-a", "east-b"] {
-        assert!(w.has_remote_secret("kind-west", of), "west lacks {of}");
+        assert!(has_remote_secret(&w, "kind-west", of), "west lacks {of}");
     }
     // east-b is on the west network: its own gateway.
-    assert!(w.has_eastwest("kind-east-b"));
-    assert!(!w.has_eastwest("kind-east-a"));
+    assert!(has_eastwest(&w, "kind-east-b"));
+    assert!(!has_eastwest(&w, "kind-east-a"));
     destroy_leaves_nothing(
         &w,
         &[
@@ -403,7 +298,7 @@ fn a_mixed_fleet_and_a_primary_added_to_a_one_primary_mesh() {
 
 #[test]
 fn a_primary_added_to_a_one_primary_mesh() {
-    let w = World::new("primary-remote.toml", &["kind-cluster3"]);
+    let w = world("primary-remote.toml", &["kind-cluster3"]);
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
     // A second primary needs a root of trust; with it, cluster1 gets its
@@ -429,12 +324,18 @@ fn a_primary_added_to_a_one_primary_mesh() {
     }
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
-    assert_eq!(w.published_root("kind-cluster3").trim(), the_root().trim());
+    assert_eq!(
+        published_root(&w, "kind-cluster3").trim(),
+        the_root().trim()
+    );
     // cluster1's istiod was restarted to load its new cacerts.
-    assert_eq!(w.published_root("kind-cluster1").trim(), the_root().trim());
-    assert!(w.has_remote_secret("kind-cluster3", "cluster1"));
-    assert!(w.has_remote_secret("kind-cluster3", "cluster2"));
-    assert!(w.has_remote_secret("kind-cluster1", "cluster3"));
+    assert_eq!(
+        published_root(&w, "kind-cluster1").trim(),
+        the_root().trim()
+    );
+    assert!(has_remote_secret(&w, "kind-cluster3", "cluster1"));
+    assert!(has_remote_secret(&w, "kind-cluster3", "cluster2"));
+    assert!(has_remote_secret(&w, "kind-cluster1", "cluster3"));
 }
 
 /// A `cacerts` made by hand before mesh's first apply: the plan says it
@@ -442,10 +343,10 @@ fn a_primary_added_to_a_one_primary_mesh() {
 #[test]
 fn a_hand_made_cacerts_before_the_first_apply_is_in_the_plan() {
     use base64::Engine as _;
-    let w = World::new("multi-primary.toml", &[]);
+    let w = world("multi-primary.toml", &[]);
     let (other, _) = providers::ca::new_root("a hand-made root").unwrap();
     let other_sha = providers::ca::inspect(&other).unwrap().sha256;
-    let c1 = w.set.as_ref().unwrap().cluster("kind-cluster1").unwrap();
+    let c1 = w.cluster("kind-cluster1");
     {
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut store = c1.store();
@@ -469,24 +370,24 @@ fn a_hand_made_cacerts_before_the_first_apply_is_in_the_plan() {
     );
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
-    assert_eq!(w.published_root("kind-cluster1").trim(), the_root().trim());
+    assert_eq!(
+        published_root(&w, "kind-cluster1").trim(),
+        the_root().trim()
+    );
 }
 
 /// An intermediate that expires within 30 days is drift: the plan shows a
 /// rotation, and apply makes a new intermediate.
 #[test]
 fn an_intermediate_close_to_expiry_is_rotated() {
-    let w = World::new("multi-primary.toml", &[]);
+    let w = world("multi-primary.toml", &[]);
     w.write_mesh(&w.mesh_toml().replace(
         "root_key = \"certs/root-key.pem\"",
         "root_key = \"certs/root-key.pem\"\nintermediate_days = 20",
     ));
     w.ok(&["apply", "--auto-approve"]);
     let st = || -> Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(w.dir.path().join("sandbox/mesh.state.json")).unwrap(),
-        )
-        .unwrap()
+        serde_json::from_str(&std::fs::read_to_string(w.state_path()).unwrap()).unwrap()
     };
     let before = st()["steps"]["cluster1/plug-ca"]["outputs"]["intermediate_sha256"].clone();
     let o = w.mesh(&["plan", "--detailed-exitcode"]);

@@ -273,29 +273,25 @@ pub async fn apply(
         }
     });
 
-    // Records are written as they happen, paced by what a write costs: a
-    // state that writes in under 5 ms is written on every event; a larger
-    // one (thousands of steps, tens of milliseconds a write) waits until
-    // twice its last write's duration has passed, so writing never takes
-    // more than a third of the run. What a pause leaves unwritten is
-    // written at the next event or at the end; a crash in between loses
-    // only records of steps that are safe to run again.
+    // Records are written as they happen: every event of a state of up to
+    // PACED_ABOVE_STEPS steps (so a kill never leaves the state behind the
+    // clusters). A larger state (thousands of steps, tens of milliseconds a
+    // write) waits until twice its last write's duration has passed, so
+    // writing never takes more than a third of the run; what a pause leaves
+    // unwritten is written at the next event or at the end, and a crash in
+    // between loses only records of steps that are safe to run again.
     let mut pacer = Pacer::default();
     let dirty = std::cell::Cell::new(false);
     let mut persist = |st: &mut State, force: bool| -> Result<(), String> {
         dirty.set(true);
-        if !force && pacer.last.elapsed() < pacer.interval {
+        let large = st.steps.len() > PACED_ABOVE_STEPS;
+        if !force && large && pacer.last.elapsed() < pacer.interval {
             return Ok(());
         }
         let t0 = std::time::Instant::now();
         let r = persist(st);
         pacer.last = std::time::Instant::now();
-        let took = t0.elapsed();
-        pacer.interval = if took < Duration::from_millis(5) {
-            Duration::ZERO
-        } else {
-            took * 2
-        };
+        pacer.interval = t0.elapsed() * 2;
         if r.is_ok() {
             dirty.set(false);
         }
@@ -408,6 +404,9 @@ pub async fn apply(
         },
     )
 }
+
+/// A state of more steps than this has its writes paced (see `apply`).
+const PACED_ABOVE_STEPS: usize = 300;
 
 /// When the state was last written, and how long until the next write.
 struct Pacer {
