@@ -278,6 +278,27 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "intermediate_days = 0 is not between 1 and 3650",
         "e.g. 365",
     ),
+    (
+        "38-unknown-state-backend.toml",
+        5,
+        11,
+        "state backend `kubernete` is not a backend",
+        "did you mean \"kubernetes\"?",
+    ),
+    (
+        "39-state-in-istio-system.toml",
+        6,
+        13,
+        "the state cannot be kept in istio-system: destroy deletes that namespace",
+        "another namespace",
+    ),
+    (
+        "40-kubernetes-key-on-local-state.toml",
+        5,
+        13,
+        "`namespace` is for the Kubernetes backend, and this state is a local file",
+        "backend = \"kubernetes\"",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.

@@ -15,6 +15,7 @@ pub mod kinds;
 pub mod observe;
 pub mod rendered;
 pub mod run;
+pub mod state_store;
 
 pub use kinds::{StepInput, StepKind};
 pub use observe::Observation;

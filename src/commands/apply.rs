@@ -1,7 +1,7 @@
 //! `mesh apply`, `mesh destroy`, and `mesh plan`'s refresh: everything that
 //! touches clusters. Runs on a tokio runtime made here.
 
-use super::{load_graph, mesh_file_sha256, render_plan, state_path};
+use super::{backend, load_graph, mesh_file_sha256, render_plan};
 use crate::cli::{ApplyArgs, Cli, DestroyArgs, Format};
 use crate::output::Output;
 use crate::progress::View;
@@ -12,7 +12,7 @@ use engine::executor::Stop;
 use engine::planner::{self, Mode, Refresh};
 use engine::topology::StepGraph;
 use plans::{Plan, SavedPlan};
-use state::{State, StateLock};
+use state::{LockedState, State};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -118,8 +118,8 @@ struct RunArgs<'a> {
 
 fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     let (mesh, graph) = load_graph(&cli.file)?;
-    let path = state_path(cli, Some(&mesh))?;
-    let backend = state::LocalBackend::new(path.clone());
+    let backend = backend(cli, Some(&mesh))?;
+    let path = backend.location();
     let mut lock = backend.lock(args.operation, args.lock_timeout)?;
     let recorded = lock.read()?;
     if let Some(s) = &recorded {
@@ -183,7 +183,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             if args.mode == Mode::Destroy {
                 crate::outln!(
                     "Nothing to destroy: the state at {} records no steps.",
-                    path.display()
+                    path
                 );
             } else {
                 crate::out!("{}", render_plan(&plan, Format::Text, out));
@@ -224,7 +224,7 @@ async fn execute(
     plan: &Plan,
     graph: Arc<StepGraph>,
     state: State,
-    lock: &mut StateLock,
+    lock: &mut Box<dyn LockedState>,
     limits: engine::executor::Limits,
     view: &Arc<View>,
 ) -> Outcome {
@@ -344,8 +344,8 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
 /// what mesh would apply; changes nothing in the clusters.
 pub fn import(cli: &Cli, force: bool, lock_timeout: std::time::Duration) -> Result<u8> {
     let (mesh, graph) = load_graph(&cli.file)?;
-    let path = state_path(cli, Some(&mesh))?;
-    let backend = state::LocalBackend::new(path.clone());
+    let backend = backend(cli, Some(&mesh))?;
+    let path = backend.location();
     let mut lock = backend.lock("import", lock_timeout)?;
     let recorded = lock.read()?;
     if let Some(s) = &recorded {
@@ -354,7 +354,7 @@ pub fn import(cli: &Cli, force: bool, lock_timeout: std::time::Duration) -> Resu
             bail!(
                 "the state at {} already records {} steps: import is for a mesh mesh has not recorded. \
                  `mesh plan` compares it with the clusters; pass --force to replace its records with what import finds",
-                path.display(),
+                path,
                 s.steps.len()
             );
         }
@@ -389,7 +389,7 @@ pub fn import(cli: &Cli, force: bool, lock_timeout: std::time::Duration) -> Resu
         "\nImported {} of {} steps into {}; `mesh plan` shows the {} that differ.",
         report.adopted.len(),
         graph.len(),
-        path.display(),
+        path,
         report.differs.len()
     );
     Ok(0)

@@ -1,6 +1,6 @@
 //! `mesh show` and `mesh state …`: read-only views of saved plans and state.
 
-use super::{render_plan, state_path};
+use super::{backend, render_plan};
 use crate::cli::{Cli, Format, ShowArgs, StateCommand};
 use crate::output::Output;
 use anyhow::{Result, bail};
@@ -13,11 +13,12 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
         crate::out!("{}", render_plan(&saved.plan, args.format, out));
         return Ok(0);
     }
-    let path = state_path(cli, None)?;
-    let Some(st) = state::read_unlocked(&path)? else {
+    let backend = backend(cli, None)?;
+    let path = backend.location();
+    let Some(st) = backend.read_unlocked()? else {
         bail!(
             "there is no state at {}: nothing has been applied with it yet (pass --state to read another file)",
-            path.display()
+            path
         );
     };
     let text = match args.format {
@@ -57,15 +58,16 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
 }
 
 pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
-    let path = state_path(cli, None)?;
+    let backend = backend(cli, None)?;
+    let path = backend.location();
     if let StateCommand::Push { from, force } = cmd {
-        return push(cli, &path, from, *force);
+        return push(cli, backend.as_ref(), from, *force);
     }
-    let st = state::read_unlocked(&path)?;
+    let st = backend.read_unlocked()?;
     if st.is_none() {
         bail!(
             "there is no state at {}: nothing has been applied with it yet (pass --state to read another file)",
-            path.display()
+            path
         );
     }
     match cmd {
@@ -83,7 +85,7 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
             let Some(r) = st.as_ref().and_then(|s| s.steps.get(step)) else {
                 bail!(
                     "step `{step}` is not in the state at {}: `mesh state list` shows the recorded steps",
-                    path.display()
+                    path
                 );
             };
             crate::outln!("step:        {step}");
@@ -107,11 +109,12 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
 /// addresses, whether mesh created a namespace, the remote secrets'
 /// fingerprints), or of the steps of one cluster or one step.
 pub fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8> {
-    let path = state_path(cli, None)?;
-    let Some(st) = state::read_unlocked(&path)? else {
+    let backend = backend(cli, None)?;
+    let path = backend.location();
+    let Some(st) = backend.read_unlocked()? else {
         bail!(
             "there is no state at {}: apply first, then `mesh output` shows what the steps produced",
-            path.display()
+            path
         );
     };
     let selected: Vec<(&String, &state::StepRecord)> = st
@@ -157,7 +160,12 @@ pub fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8> {
 }
 
 /// `mesh state push FILE [--force]`.
-fn push(cli: &Cli, path: &std::path::Path, file: &std::path::Path, force: bool) -> Result<u8> {
+fn push(
+    cli: &Cli,
+    backend: &dyn state::Backend,
+    file: &std::path::Path,
+    force: bool,
+) -> Result<u8> {
     let incoming = match state::read_unlocked(file) {
         Ok(Some(s)) => s,
         Ok(None) => bail!("{} does not exist: nothing was pushed", file.display()),
@@ -171,13 +179,12 @@ fn push(cli: &Cli, path: &std::path::Path, file: &std::path::Path, force: bool) 
             .check_mesh_id(&mesh.mesh.id)
             .map_err(|e| anyhow::anyhow!("{} was not pushed: {e}", file.display()))?;
     }
-    let backend = state::LocalBackend::new(path.to_path_buf());
     let mut lock = backend.lock("state push", std::time::Duration::ZERO)?;
     let written = lock.push(incoming, force)?;
     crate::errln!(
         "Pushed {} to {}: {} steps, serial {}, lineage {}.",
         file.display(),
-        path.display(),
+        backend.location(),
         written.steps.len(),
         written.serial,
         written.lineage

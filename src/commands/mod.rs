@@ -75,9 +75,9 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         Command::Show(args) => inspect::show(cli, args, out),
         Command::State(cmd) => inspect::state(cli, cmd),
         Command::ForceUnlock { lock_id } => {
-            let path = state_path(cli, None)?;
-            state::force_unlock(&path, lock_id)?;
-            crate::errln!("Lock {lock_id} on {} cleared.", path.display());
+            let backend = backend(cli, None)?;
+            backend.force_unlock(lock_id)?;
+            crate::errln!("Lock {lock_id} on {} cleared.", backend.location());
             Ok(0)
         }
         Command::SandboxIstioctl { args } => Ok(crate::sandbox::istioctl(args)),
@@ -140,6 +140,40 @@ fn chosen_state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
         None => config::load(&cli.file).ok().and_then(|m| m.state.path),
     };
     Ok(dir.join(configured.as_deref().unwrap_or("mesh.state.json")))
+}
+
+/// Where the state is kept: the Kubernetes backend when the mesh file says
+/// `[state] backend = "kubernetes"` (and no `--state` names a file), else
+/// the local file of [`state_path`].
+pub fn backend(cli: &Cli, mesh: Option<&MeshFile>) -> Result<Box<dyn state::Backend>> {
+    let loaded;
+    let mesh = match mesh {
+        Some(m) => Some(m),
+        None => {
+            loaded = config::load(&cli.file).ok();
+            loaded.as_ref()
+        }
+    };
+    if cli.state.is_none()
+        && let Some(k) = mesh.and_then(|m| m.state.kubernetes.as_ref())
+    {
+        let base = cli.file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let kubeconfig = k
+            .kubeconfig
+            .as_deref()
+            .map(|p| base.join(p))
+            .or_else(|| cli.kubeconfig.clone())
+            .or_else(|| cli.sandbox.as_ref().map(|d| d.join("kubeconfig")));
+        return Ok(Box::new(providers::state_store::KubernetesBackend::new(
+            providers::state_store::Location {
+                context: k.context.clone(),
+                kubeconfig,
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+            },
+        )));
+    }
+    Ok(Box::new(state::LocalBackend::new(state_path(cli, mesh)?)))
 }
 
 /// The sha256 of the mesh file's bytes, for the saved plan's stale check.

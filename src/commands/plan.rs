@@ -1,6 +1,6 @@
 //! `mesh plan` and `mesh diff`.
 
-use super::{load_graph, mesh_file_sha256, render_plan, state_path};
+use super::{backend, load_graph, mesh_file_sha256, render_plan};
 use crate::cli::{Cli, DiffArgs, PlanArgs};
 use crate::output::Output;
 use crate::progress::View;
@@ -15,8 +15,7 @@ const REFRESH_PARALLELISM: usize = 16;
 
 pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     let (mesh, graph) = load_graph(&cli.file)?;
-    let path = state_path(cli, Some(&mesh))?;
-    let backend = state::LocalBackend::new(path.clone());
+    let backend = backend(cli, Some(&mesh))?;
     // A plan writes no state: where the lock cannot be created (a read-only
     // folder, e.g. a state checked out in CI) it plans from the state as it
     // is, and says so, rather than refusing.
@@ -34,7 +33,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             crate::errln!(
                 "note: the state's folder is read-only ({source}); planning without the state lock"
             );
-            (None, state::read_unlocked(&path)?)
+            (None, backend.read_unlocked()?)
         }
         Err(e) => return Err(e.into()),
     };

@@ -38,6 +38,44 @@ pub trait LockedState: Send {
     /// Increments `state.serial` and stores it atomically; on error,
     /// nothing changed (and the serial is put back).
     fn write(&mut self, state: &mut State) -> Result<(), StateError>;
+    /// `mesh state push`: replaces the state with `incoming`, refusing one
+    /// of another lineage or a lower serial unless `force`; returns what
+    /// was written.
+    fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError>;
+}
+
+/// The checks of a push against the current state (shared by backends):
+/// the serial the pushed state is written with.
+pub fn push_serial(
+    location: &std::path::Path,
+    current: Option<&State>,
+    incoming: &State,
+    force: bool,
+) -> Result<u64, StateError> {
+    let refuse = |detail: String| StateError::PushRefused {
+        path: location.to_path_buf(),
+        detail,
+    };
+    let read_serial = current.map_or(0, |c| c.serial);
+    if let Some(cur) = current {
+        if cur.lineage != incoming.lineage && !force {
+            return Err(refuse(format!(
+                "it is another state (lineage {}, the current state is lineage {})",
+                incoming.lineage, cur.lineage
+            )));
+        }
+        if incoming.serial < cur.serial && !force {
+            return Err(refuse(format!(
+                "its serial {} is lower than the current state's {}: it is older",
+                incoming.serial, cur.serial
+            )));
+        }
+    }
+    incoming
+        .serial
+        .max(read_serial)
+        .checked_add(1)
+        .ok_or_else(|| refuse("its serial is at the largest number a state can count to".into()))
 }
 
 impl Backend for LocalBackend {
@@ -69,5 +107,9 @@ impl LockedState for StateLock {
 
     fn write(&mut self, state: &mut State) -> Result<(), StateError> {
         StateLock::write(self, state)
+    }
+
+    fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
+        StateLock::push(self, incoming, force)
     }
 }

@@ -39,9 +39,9 @@ pub mod lock;
 pub mod model;
 mod time;
 
-pub use backend::{Backend, LockedState};
+pub use backend::{Backend, LockedState, push_serial};
 pub use error::StateError;
-pub use local::{LocalBackend, StateLock, read_unlocked};
+pub use local::{LocalBackend, StateLock, parse_state, read_unlocked};
 pub use lock::{LockInfo, force_unlock, lock_path};
 pub use model::{FORMAT_VERSION, State, Status, StepRecord};
 pub use time::{format_rfc3339, now_rfc3339};

@@ -108,29 +108,10 @@ impl StateLock {
     /// with a serial above both, so every saved plan made before is stale.
     pub fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
         let current = self.read()?;
-        let refuse = |detail: String| StateError::PushRefused {
-            path: self.path.clone(),
-            detail,
-        };
         let read_serial = current.as_ref().map_or(0, |c| c.serial);
-        if let Some(cur) = &current {
-            if cur.lineage != incoming.lineage && !force {
-                return Err(refuse(format!(
-                    "it is another state (lineage {}, the current state is lineage {})",
-                    incoming.lineage, cur.lineage
-                )));
-            }
-            if incoming.serial < cur.serial && !force {
-                return Err(refuse(format!(
-                    "its serial {} is lower than the current state's {}: it is older",
-                    incoming.serial, cur.serial
-                )));
-            }
-        }
+        let serial = crate::backend::push_serial(&self.path, current.as_ref(), &incoming, force)?;
         let mut next = incoming;
-        next.serial = next.serial.max(read_serial).checked_add(1).ok_or_else(|| {
-            refuse("its serial is at the largest number a state can count to".into())
-        })?;
+        next.serial = serial;
         next.format_version = FORMAT_VERSION;
         write_atomic_as(&self.path, &next, read_serial, force)?;
         Ok(next)
@@ -151,6 +132,12 @@ pub fn read_unlocked(path: &Path) -> Result<Option<State>, StateError> {
         }
     };
     parse(path, &bytes).map(Some)
+}
+
+/// Parses a state read from anywhere (`location` names it in errors): a
+/// remote backend's bytes get the same checks as a file's.
+pub fn parse_state(location: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    parse(location, bytes)
 }
 
 /// Parses a state file. The format version is looked at before the shape,

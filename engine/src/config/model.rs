@@ -82,6 +82,22 @@ impl Default for IstioctlSection {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateSection {
     pub path: Option<String>,
+    /// `backend = "kubernetes"`: the state in a Secret of a cluster, locked
+    /// by a Lease. None: the local file.
+    pub kubernetes: Option<KubernetesState>,
+}
+
+/// Where the Kubernetes backend keeps the state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesState {
+    /// The kubeconfig context (default: the first primary's).
+    pub context: String,
+    /// The kubeconfig file of that context's cluster, if the mesh file names one.
+    pub kubeconfig: Option<String>,
+    /// Never istio-system (destroy deletes it). Default `default`.
+    pub namespace: String,
+    /// The Secret's name (default: the mesh id); the Lease is `<name>-lock`.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,6 +29,10 @@ pub(crate) struct Draft {
     pub readiness_timeout: Option<At<String>>,
     pub istioctl_timeout: Option<At<String>>,
     pub state_path: Option<At<String>>,
+    pub state_backend: Option<At<String>>,
+    pub state_context: Option<At<String>>,
+    pub state_namespace: Option<At<String>>,
+    pub state_name: Option<At<String>>,
     /// `[trust]` was written (its span).
     pub trust_span: Option<Range<usize>>,
     pub trust_keys: Vec<String>,
@@ -61,7 +65,7 @@ pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "trust", "cl
 pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
 pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version"];
 pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path", "readiness_timeout", "timeout"];
-pub(crate) const STATE_KEYS: &[&str] = &["path"];
+pub(crate) const STATE_KEYS: &[&str] = &["path", "backend", "context", "namespace", "name"];
 pub(crate) const CLUSTER_KEYS: &[&str] = &[
     "name",
     "context",
@@ -264,6 +268,10 @@ impl Walker<'_> {
                         for (k, v) in t {
                             match k.get_ref().as_ref() {
                                 "path" => draft.state_path = self.string("path", v),
+                                "backend" => draft.state_backend = self.string("backend", v),
+                                "context" => draft.state_context = self.string("context", v),
+                                "namespace" => draft.state_namespace = self.string("namespace", v),
+                                "name" => draft.state_name = self.string("name", v),
                                 _ => {
                                     self.unknown_key(k, "[state]", STATE_KEYS);
                                 }

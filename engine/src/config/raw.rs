@@ -57,6 +57,16 @@ pub struct RawIstioctl {
 pub struct RawState {
     /// The state file, relative to the mesh file. Default `mesh.state.json`.
     pub path: Option<String>,
+    /// `local` (the file, default) or `kubernetes` (a Secret, locked by a Lease).
+    pub backend: Option<String>,
+    /// Kubernetes backend: the context of the cluster that keeps the state.
+    /// Default: the first primary's.
+    pub context: Option<String>,
+    /// Kubernetes backend: the namespace (it must exist; never istio-system,
+    /// which destroy deletes). Default `default`.
+    pub namespace: Option<String>,
+    /// Kubernetes backend: the Secret's name. Default: the mesh id.
+    pub name: Option<String>,
 }
 
 /// The mesh's root of trust: every primary gets its own intermediate CA,

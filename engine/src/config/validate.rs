@@ -4,7 +4,8 @@
 
 use super::diagnostic::{Diagnostic, Locator};
 use super::model::{
-    Cluster, IstioctlSection, MeshFile, MeshSection, Role, StateSection, TrustSection,
+    Cluster, IstioctlSection, KubernetesState, MeshFile, MeshSection, Role, StateSection,
+    TrustSection,
 };
 use super::parse::{At, Draft, DraftCluster, did_you_mean};
 use serde_json::{Map, Value};
@@ -478,6 +479,106 @@ pub(crate) fn validate(
         );
     }
 
+    // [state] backend
+    let backend = ck.optional_nonempty(&draft.state_backend, "backend");
+    let kube_keys = [
+        (&draft.state_context, "context"),
+        (&draft.state_namespace, "namespace"),
+        (&draft.state_name, "name"),
+    ];
+    let kubernetes = match (backend.as_deref(), &draft.state_backend) {
+        (Some("kubernetes"), _) => {
+            let first_primary = clusters.iter().find(|(c, _)| c.role == Role::Primary);
+            let context = ck
+                .optional_nonempty(&draft.state_context, "context")
+                .or_else(|| first_primary.map(|(c, _)| c.context.clone()));
+            let kubeconfig = clusters
+                .iter()
+                .find(|(c, _)| Some(&c.context) == context.as_ref())
+                .and_then(|(c, _)| c.kubeconfig.clone());
+            let namespace = ck
+                .optional_nonempty(&draft.state_namespace, "namespace")
+                .unwrap_or_else(|| "default".into());
+            if let Some(at) = &draft.state_namespace {
+                if namespace == "istio-system" {
+                    ck.error(
+                        at.span.clone(),
+                        "the state cannot be kept in istio-system: destroy deletes that namespace",
+                        "keep it in another namespace, e.g. namespace = \"default\"",
+                    );
+                } else if !is_dns1123_label(&namespace) {
+                    ck.error(
+                        at.span.clone(),
+                        format!("namespace `{namespace}` is not a Kubernetes namespace name"),
+                        "use lowercase letters, digits and `-`",
+                    );
+                }
+            }
+            let name = ck
+                .optional_nonempty(&draft.state_name, "name")
+                .or_else(|| id.clone())
+                .unwrap_or_default();
+            let secret_name_ok = !name.is_empty()
+                && name.len() <= 240
+                && name.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')
+                })
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+            if !secret_name_ok {
+                let span = draft
+                    .state_name
+                    .as_ref()
+                    .map(|a| a.span.clone())
+                    .or_else(|| draft.mesh_id.as_ref().map(|a| a.span.clone()))
+                    .unwrap_or(mesh_span.clone());
+                ck.error(
+                    span,
+                    format!("`{name}` cannot name the state's Secret"),
+                    "set [state] name to lowercase letters, digits, `-` and `.` (the mesh id is the default)",
+                );
+            }
+            if let Some(at) = &draft.state_path {
+                ck.error(
+                    at.span.clone(),
+                    "`path` is for the local backend; the Kubernetes backend keeps the state in a Secret",
+                    "remove `path`, or set backend = \"local\"",
+                );
+            }
+            context.map(|context| KubernetesState {
+                context,
+                kubeconfig,
+                namespace,
+                name,
+            })
+        }
+        (Some("local") | None, _) => {
+            for (v, key) in kube_keys {
+                if let Some(at) = v {
+                    ck.error(
+                        at.span.clone(),
+                        format!(
+                            "`{key}` is for the Kubernetes backend, and this state is a local file"
+                        ),
+                        format!("set backend = \"kubernetes\", or remove `{key}`"),
+                    );
+                }
+            }
+            None
+        }
+        (Some(other), Some(at)) => {
+            let hint = did_you_mean(other, ["local", "kubernetes"])
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            ck.error(
+                at.span.clone(),
+                format!("state backend `{other}` is not a backend"),
+                format!("set backend to \"local\" or \"kubernetes\"{hint}"),
+            );
+            None
+        }
+        (Some(_), None) => None,
+    };
+
     // [trust]
     let trust = match &draft.trust_span {
         None => None,
@@ -552,7 +653,10 @@ pub(crate) fn validate(
             istio_version,
         },
         istioctl,
-        state: StateSection { path: state_path },
+        state: StateSection {
+            path: state_path,
+            kubernetes,
+        },
         trust,
         clusters: clusters.into_iter().map(|(c, _)| c).collect(),
         warnings: Vec::new(),

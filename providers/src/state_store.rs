@@ -1,0 +1,652 @@
+//! The Kubernetes state backend: the state kept in a Secret of one cluster
+//! (gzipped JSON, the same document as the local file), written with
+//! resourceVersion checks and a backup Secret, and locked with a
+//! `coordination.k8s.io/v1` Lease that carries the holder's details, is
+//! renewed while the command runs, and expires on its own when the holder
+//! dies.
+//!
+//! `state::Backend` is synchronous (the local file needs nothing else), so
+//! this backend runs its own thread with its own runtime: calls are
+//! messages to it, and the Lease is renewed there while a lock is held.
+
+use crate::cluster::{Clusters, Connection};
+use crate::rendered::Target;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
+use state::{LockInfo, State, StateError};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The Secret's data key.
+const KEY: &str = "state.json.gz";
+/// Kubernetes refuses objects above 1 MiB; keep room for metadata.
+const MAX_BYTES: usize = 1024 * 1024 - 64 * 1024;
+/// The Lease's annotation with the holder's [`LockInfo`].
+const LOCK_INFO: &str = "mesh/lock-info";
+
+/// How long a Lease lives without renewal: a killed holder's lock is free
+/// after this (`MESH_STATE_LEASE_SECONDS` changes it, for tests).
+pub fn lease_seconds() -> i32 {
+    std::env::var("MESH_STATE_LEASE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30)
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub context: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Location {
+    pub fn describe(&self) -> String {
+        format!(
+            "Secret {}/{} in context {}",
+            self.namespace, self.name, self.context
+        )
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(self.describe())
+    }
+}
+
+type Reply<T> = mpsc::Sender<Result<T, StateError>>;
+
+enum Request {
+    Read(Reply<Option<State>>),
+    Write(State, u64, bool, Reply<()>),
+    Lock(String, Duration, Reply<LockInfo>),
+    Unlock(Reply<()>),
+    ForceUnlock(String, Reply<()>),
+}
+
+/// The backend: a handle on its thread.
+pub struct KubernetesBackend {
+    location: Location,
+    tx: tokio::sync::mpsc::UnboundedSender<Request>,
+}
+
+impl KubernetesBackend {
+    pub fn new(location: Location) -> KubernetesBackend {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let loc = location.clone();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(Worker::new(loc).run(rx));
+        });
+        KubernetesBackend { location, tx }
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StateError> {
+        let (reply, answer) = mpsc::channel();
+        let gone = || StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other("the state backend's thread stopped"),
+        };
+        self.tx.send(make(reply)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
+}
+
+impl state::Backend for KubernetesBackend {
+    fn location(&self) -> String {
+        self.location.describe()
+    }
+
+    fn lock(
+        &self,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn state::LockedState>, StateError> {
+        let info = self.ask(|r| Request::Lock(operation.to_string(), timeout, r))?;
+        Ok(Box::new(KubernetesLock {
+            tx: self.tx.clone(),
+            location: self.location.clone(),
+            info,
+            read_serial: std::sync::Mutex::new(0),
+        }))
+    }
+
+    fn read_unlocked(&self) -> Result<Option<State>, StateError> {
+        self.ask(Request::Read)
+    }
+
+    fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        self.ask(|r| Request::ForceUnlock(id.to_string(), r))
+    }
+}
+
+/// A held Lease. Dropping it releases the lock.
+pub struct KubernetesLock {
+    tx: tokio::sync::mpsc::UnboundedSender<Request>,
+    location: Location,
+    info: LockInfo,
+    /// The serial the state was read at: a write refuses a newer one.
+    read_serial: std::sync::Mutex<u64>,
+}
+
+impl KubernetesLock {
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StateError> {
+        let (reply, answer) = mpsc::channel();
+        let gone = || StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other("the state backend's thread stopped"),
+        };
+        self.tx.send(make(reply)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
+}
+
+impl state::LockedState for KubernetesLock {
+    fn info(&self) -> &LockInfo {
+        &self.info
+    }
+
+    fn read(&self) -> Result<Option<State>, StateError> {
+        let st = self.ask(Request::Read)?;
+        *self.read_serial.lock().unwrap_or_else(|p| p.into_inner()) =
+            st.as_ref().map_or(0, |s| s.serial);
+        Ok(st)
+    }
+
+    fn write(&mut self, st: &mut State) -> Result<(), StateError> {
+        let read_serial = *self.read_serial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = st.clone();
+        next.serial = next
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::Write {
+                path: self.location.path(),
+                source: std::io::Error::other(
+                    "the serial is at the largest number a state can count to",
+                ),
+            })?;
+        next.format_version = state::FORMAT_VERSION;
+        let serial = next.serial;
+        self.ask(|r| Request::Write(next, read_serial, false, r))?;
+        st.serial = serial;
+        st.format_version = state::FORMAT_VERSION;
+        *self.read_serial.lock().unwrap_or_else(|p| p.into_inner()) = serial;
+        Ok(())
+    }
+
+    fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
+        let current = self.read()?;
+        let serial = state::push_serial(&self.location.path(), current.as_ref(), &incoming, force)?;
+        let mut next = incoming;
+        next.serial = serial;
+        next.format_version = state::FORMAT_VERSION;
+        let read_serial = current.as_ref().map_or(0, |c| c.serial);
+        self.ask(|r| Request::Write(next.clone(), read_serial, force, r))?;
+        Ok(next)
+    }
+}
+
+impl Drop for KubernetesLock {
+    fn drop(&mut self) {
+        let _ = self.ask(Request::Unlock);
+    }
+}
+
+/// The backend's thread: one connection, the lock it holds, its renewal.
+struct Worker {
+    location: Location,
+    clusters: Clusters,
+    /// The Secret's resourceVersion when last read or written.
+    version: Option<String>,
+    /// The held lock's ID, and the renewal task.
+    held: Option<(String, tokio::task::JoinHandle<()>)>,
+}
+
+impl Worker {
+    fn new(location: Location) -> Worker {
+        Worker {
+            clusters: Clusters::new(location.kubeconfig.clone()),
+            location,
+            version: None,
+            held: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Request>) {
+        while let Some(req) = rx.recv().await {
+            match req {
+                Request::Read(r) => {
+                    let _ = r.send(self.read().await);
+                }
+                Request::Write(st, read_serial, force, r) => {
+                    let _ = r.send(self.write(&st, read_serial, force).await);
+                }
+                Request::Lock(op, timeout, r) => {
+                    let _ = r.send(self.lock(&op, timeout).await);
+                }
+                Request::Unlock(r) => {
+                    let _ = r.send(self.unlock().await);
+                }
+                Request::ForceUnlock(id, r) => {
+                    let _ = r.send(self.force_unlock(&id).await);
+                }
+            }
+        }
+        let _ = self.unlock().await;
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> StateError {
+        StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other(format!("{what}: {e}")),
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, StateError> {
+        let target = Target {
+            cluster: format!("the state's cluster ({})", self.location.context),
+            context: self.location.context.clone(),
+            kubeconfig: self.location.kubeconfig.clone(),
+        };
+        self.clusters
+            .connect(&target)
+            .await
+            .map_err(|e| self.err("connecting", e))
+    }
+
+    /// A kube error worded for the user: a missing namespace, a missing
+    /// permission (naming the verb and resource), or the error itself.
+    async fn explain(
+        &self,
+        conn: &Connection,
+        verb: &str,
+        resource: &str,
+        e: kube::Error,
+    ) -> StateError {
+        let ns = &self.location.namespace;
+        let ctx = &self.location.context;
+        let message = match &e {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "no permission to {verb} {resource} in namespace {ns} (context {ctx}): \
+                 grant the kubeconfig's user `{verb}` on `{resource}` there"
+            ),
+            kube::Error::Api(s) if s.code == 404 => {
+                let nss: Api<Namespace> = Api::all(conn.client.clone());
+                match nss.get_opt(ns).await {
+                    Ok(None) => return self.namespace_missing(),
+                    _ => format!("{verb} {resource}: {e}"),
+                }
+            }
+            _ => format!("{verb} {resource}: {e}"),
+        };
+        StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other(message),
+        }
+    }
+
+    fn namespace_missing(&self) -> StateError {
+        let ns = &self.location.namespace;
+        let ctx = &self.location.context;
+        StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other(format!(
+                "the namespace {ns} does not exist in context {ctx}: create it with \
+                 `kubectl --context {ctx} create namespace {ns}`, or set [state] namespace"
+            )),
+        }
+    }
+
+    async fn read(&mut self) -> Result<Option<State>, StateError> {
+        let conn = self.connect().await?;
+        let secrets: Api<Secret> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        let got = match secrets.get_opt(&self.location.name).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.explain(&conn, "get", "secrets", e).await),
+        };
+        let Some(secret) = got else {
+            // A namespace that does not exist is said now, not at the first write.
+            let nss: Api<Namespace> = Api::all(conn.client.clone());
+            if let Ok(None) = nss.get_opt(&self.location.namespace).await {
+                return Err(self.namespace_missing());
+            }
+            self.version = None;
+            return Ok(None);
+        };
+        self.version = secret.metadata.resource_version.clone();
+        let corrupt = |detail: String| StateError::Corrupt {
+            path: self.location.path(),
+            backup: None,
+            detail,
+        };
+        let is_mesh = secret.metadata.labels.as_ref().is_some_and(|l| {
+            l.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("mesh")
+        });
+        let Some(gz) = secret.data.as_ref().and_then(|d| d.get(KEY)) else {
+            return Err(corrupt(format!(
+                "it has no `{KEY}`{}",
+                if is_mesh { "" } else { ": is it a mesh state?" }
+            )));
+        };
+        let mut json = Vec::new();
+        GzDecoder::new(&gz.0[..])
+            .read_to_end(&mut json)
+            .map_err(|e| corrupt(format!("`{KEY}` is not gzip ({e})")))?;
+        state::parse_state(&self.location.path(), &json).map(Some)
+    }
+
+    async fn write(&mut self, st: &State, read_serial: u64, force: bool) -> Result<(), StateError> {
+        let conn = self.connect().await?;
+        let secrets: Api<Secret> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        let path = self.location.path();
+        let write_err = |source: std::io::Error| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        // Never replace what could not be read, or a newer state.
+        let current = match secrets.get_opt(&self.location.name).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.explain(&conn, "get", "secrets", e).await),
+        };
+        if let Some(cur) = &current {
+            let old = self.read().await?;
+            if let Some(old) = old {
+                if old.lineage != st.lineage && !force {
+                    return Err(StateError::Changed {
+                        path: self.location.path(),
+                        detail: format!(
+                            "it is another state: lineage {} there, {} here",
+                            old.lineage, st.lineage
+                        ),
+                    });
+                }
+                if old.serial > read_serial {
+                    return Err(StateError::Changed {
+                        path: self.location.path(),
+                        detail: format!(
+                            "serial {} there is newer than serial {read_serial} it was read at",
+                            old.serial
+                        ),
+                    });
+                }
+            }
+            // The previous version, kept as `<name>-backup`.
+            let mut backup = cur.clone();
+            backup.metadata = kube::api::ObjectMeta {
+                name: Some(format!("{}-backup", self.location.name)),
+                namespace: Some(self.location.namespace.clone()),
+                labels: cur.metadata.labels.clone(),
+                ..Default::default()
+            };
+            let bname = format!("{}-backup", self.location.name);
+            let existing = secrets.get_opt(&bname).await.ok().flatten();
+            backup.metadata.resource_version = existing.and_then(|b| b.metadata.resource_version);
+            let r = if backup.metadata.resource_version.is_some() {
+                secrets
+                    .replace(&bname, &PostParams::default(), &backup)
+                    .await
+            } else {
+                secrets.create(&PostParams::default(), &backup).await
+            };
+            if let Err(e) = r {
+                return Err(self.explain(&conn, "create or update", "secrets", e).await);
+            }
+        }
+        let json =
+            serde_json::to_vec_pretty(st).map_err(|e| write_err(std::io::Error::other(e)))?;
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(&json).map_err(write_err)?;
+        let gz = enc.finish().map_err(write_err)?;
+        if gz.len() > MAX_BYTES {
+            return Err(write_err(std::io::Error::other(format!(
+                "the state is {} bytes gzipped, more than a Secret holds ({MAX_BYTES}): \
+                 use the local backend for a mesh this large",
+                gz.len()
+            ))));
+        }
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(self.location.name.clone()),
+                namespace: Some(self.location.namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "mesh".to_string(),
+                    ),
+                    ("mesh/state".to_string(), st.mesh_id.clone()),
+                ])),
+                resource_version: current.as_ref().and(self.version.clone()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(KEY.to_string(), ByteString(gz))])),
+            ..Default::default()
+        };
+        let written = if current.is_some() {
+            secrets
+                .replace(&self.location.name, &PostParams::default(), &secret)
+                .await
+        } else {
+            secrets.create(&PostParams::default(), &secret).await
+        };
+        match written {
+            Ok(s) => {
+                self.version = s.metadata.resource_version;
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(StateError::Changed {
+                path: self.location.path(),
+                detail: "someone else wrote it meanwhile (its resourceVersion changed)".into(),
+            }),
+            Err(e) => Err(self.explain(&conn, "update", "secrets", e).await),
+        }
+    }
+
+    fn lease_name(&self) -> String {
+        format!("{}-lock", self.location.name)
+    }
+
+    async fn lock(&mut self, operation: &str, timeout: Duration) -> Result<LockInfo, StateError> {
+        let conn = self.connect().await?;
+        let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        let info = LockInfo {
+            id: random_id(),
+            who: who(),
+            pid: std::process::id(),
+            operation: operation.into(),
+            created: state::now_rfc3339(),
+            path: self.location.describe(),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let existing = match leases.get_opt(&self.lease_name()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(self
+                        .explain(&conn, "get", "leases.coordination.k8s.io", e)
+                        .await);
+                }
+            };
+            let mut lease = self.lease(&info);
+            let taken = match &existing {
+                None => leases.create(&PostParams::default(), &lease).await,
+                Some(l) if expired(l) => {
+                    lease.metadata.resource_version = l.metadata.resource_version.clone();
+                    leases
+                        .replace(&self.lease_name(), &PostParams::default(), &lease)
+                        .await
+                }
+                Some(l) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StateError::Locked {
+                            path: self.location.path(),
+                            info: holder(l).map(Box::new),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            match taken {
+                Ok(_) => break,
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => {
+                    return Err(self
+                        .explain(&conn, "create or update", "leases.coordination.k8s.io", e)
+                        .await);
+                }
+            }
+        }
+        // Renewed at a third of its life, until released.
+        let api = leases.clone();
+        let name = self.lease_name();
+        let id = info.id.clone();
+        let renew = tokio::spawn(async move {
+            let every = Duration::from_secs(u64::from(lease_seconds().max(3) as u32) / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                let Ok(Some(mut l)) = api.get_opt(&name).await else {
+                    return;
+                };
+                if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(id.as_str()) {
+                    return;
+                }
+                if let Some(spec) = l.spec.as_mut() {
+                    spec.renew_time = Some(micro_now());
+                }
+                let _ = api.replace(&name, &PostParams::default(), &l).await;
+            }
+        });
+        self.held = Some((info.id.clone(), renew));
+        Ok(info)
+    }
+
+    fn lease(&self, info: &LockInfo) -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": self.lease_name(),
+                "namespace": self.location.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "mesh"},
+                "annotations": {LOCK_INFO: serde_json::to_string(info).unwrap_or_default()},
+            },
+            "spec": {
+                "holderIdentity": info.id,
+                "leaseDurationSeconds": lease_seconds(),
+                "acquireTime": micro_now().0,
+                "renewTime": micro_now().0,
+            }
+        }))
+        .expect("a valid Lease")
+    }
+
+    async fn unlock(&mut self) -> Result<(), StateError> {
+        let Some((id, renew)) = self.held.take() else {
+            return Ok(());
+        };
+        renew.abort();
+        let conn = self.connect().await?;
+        let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        if let Ok(Some(l)) = leases.get_opt(&self.lease_name()).await
+            && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(id.as_str())
+        {
+            let _ = leases
+                .delete(&self.lease_name(), &DeleteParams::default())
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn force_unlock(&mut self, id: &str) -> Result<(), StateError> {
+        let conn = self.connect().await?;
+        let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        let lease = match leases.get_opt(&self.lease_name()).await {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(self
+                    .explain(&conn, "get", "leases.coordination.k8s.io", e)
+                    .await);
+            }
+        };
+        let Some(lease) = lease else {
+            return Err(StateError::NotLocked {
+                path: self.location.path(),
+            });
+        };
+        let holder_id = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default();
+        if holder_id != id {
+            return Err(StateError::LockIdMismatch {
+                path: self.location.path(),
+                given: id.into(),
+                actual: holder_id,
+            });
+        }
+        match leases
+            .delete(&self.lease_name(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self
+                .explain(&conn, "delete", "leases.coordination.k8s.io", e)
+                .await),
+        }
+    }
+}
+
+/// The holder's details from a Lease's annotation.
+fn holder(l: &Lease) -> Option<LockInfo> {
+    l.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOCK_INFO))
+        .and_then(|j| serde_json::from_str(j).ok())
+}
+
+/// Whether a Lease's holder stopped renewing it longer ago than its duration.
+fn expired(l: &Lease) -> bool {
+    let Some(spec) = &l.spec else { return true };
+    let secs = spec.lease_duration_seconds.unwrap_or(0);
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return true;
+    };
+    let renewed = renewed.0.as_second();
+    crate::ca::now() > renewed + i64::from(secs)
+}
+
+fn micro_now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn who() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
