@@ -213,3 +213,112 @@ fn a_missing_namespace_says_how_to_make_it() {
         "{t}"
     );
 }
+
+/// Writes `state` (JSON) gzipped into the state Secret, as another writer would.
+fn put_state(w: &World, state: &Value) {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(state.to_string().as_bytes()).unwrap();
+    let gz = enc.finish().unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
+    let c1 = w.cluster("kind-cluster1");
+    let mut store = c1.store();
+    let rt = store.find_type("", "v1", "secrets").unwrap();
+    let patch = serde_json::json!({"data": {"state.json.gz": b64}});
+    if store.get_raw("", "secrets", "default", "mesh1").is_some() {
+        store
+            .patch(&rt, "default", "mesh1", kubesim::store::PatchType::Merge, patch.to_string().as_bytes(), "someone", false, false)
+            .unwrap();
+    } else {
+        let s = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "mesh1", "namespace": "default"}, "data": patch["data"]});
+        store.create(&rt, "default", s, "someone").unwrap();
+    }
+}
+
+/// Someone else writes the state while an apply runs: the apply's next
+/// write is refused with a clear error, and the other write is kept.
+#[test]
+fn a_conflicting_write_is_refused_and_loses_nothing() {
+    let w = World::new(&team_mesh(), CONTEXTS);
+    let mut first = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while state_secret(&w).is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no state written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut theirs: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    theirs["serial"] = Value::from(theirs["serial"].as_u64().unwrap() + 100);
+    put_state(&w, &theirs);
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("changed since it was read"), "{}", text(&o));
+    let now: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    assert_eq!(now["serial"], theirs["serial"], "the other write was lost");
+}
+
+#[test]
+fn a_newer_or_foreign_state_secret_is_refused_and_kept() {
+    let w = World::new(&team_mesh(), CONTEXTS);
+    w.ok(&["apply", "--auto-approve"]);
+    let mine: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    let mut newer = mine.clone();
+    newer["format_version"] = Value::from(99);
+    put_state(&w, &newer);
+    let o = w.mesh(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("format version 99") && text(&o).contains("newer mesh"), "{}", text(&o));
+    let mut foreign = mine.clone();
+    foreign["mesh_id"] = Value::from("another-mesh");
+    put_state(&w, &foreign);
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("another-mesh"), "{}", text(&o));
+    let kept: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    assert_eq!(kept["mesh_id"], "another-mesh", "overwritten");
+}
+
+/// The pull-request workflow of docs/pull-requests.md on the Kubernetes
+/// backend: a plan saved on a branch, an apply racing it on main, the saved
+/// plan refused as stale after the merge, a fresh plan applied.
+#[test]
+fn a_saved_plan_raced_by_another_apply_is_stale_and_a_fresh_one_applies() {
+    let w = World::new(&team_mesh(), CONTEXTS);
+    w.ok(&["apply", "--auto-approve"]);
+    let main = w.mesh_toml();
+    let branch = main.replacen(
+        "role = \"primary\"\n",
+        "role = \"primary\"\n[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
+        1,
+    );
+    // The pull request's plan job: the branch's file, a saved plan.
+    w.write_mesh(&branch);
+    let out = w.ok(&["plan", "--out", "pr.plan", "--format", "markdown"]);
+    assert!(out.contains("cluster1/install-control-plane"), "{out}");
+    // Meanwhile on main: drift repaired by an apply of main's file.
+    w.write_mesh(&main);
+    let c1 = w.cluster("kind-cluster1");
+    {
+        let mut store = c1.store();
+        let rt = store.find_type("", "v1", "secrets").unwrap();
+        store.delete(&rt, "istio-system", "istio-remote-secret-cluster2").unwrap();
+    }
+    w.ok(&["apply", "--auto-approve"]);
+    // The merge, then the apply job: exactly the saved plan, refused.
+    w.write_mesh(&branch);
+    let o = w.mesh(&["apply", "pr.plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("stale plan") && text(&o).contains("state changed"), "{}", text(&o));
+    // A fresh plan of the merged file applies.
+    w.ok(&["plan", "--out", "fresh.plan"]);
+    let out = w.ok(&["apply", "fresh.plan"]);
+    assert!(out.contains("cluster1/install-control-plane: updated"), "{out}");
+    w.assert_clean();
+}
