@@ -228,7 +228,16 @@ fn put_state(w: &World, state: &Value) {
     let patch = serde_json::json!({"data": {"state.json.gz": b64}});
     if store.get_raw("", "secrets", "default", "mesh1").is_some() {
         store
-            .patch(&rt, "default", "mesh1", kubesim::store::PatchType::Merge, patch.to_string().as_bytes(), "someone", false, false)
+            .patch(
+                &rt,
+                "default",
+                "mesh1",
+                kubesim::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "someone",
+                false,
+                false,
+            )
             .unwrap();
     } else {
         let s = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
@@ -259,7 +268,11 @@ fn a_conflicting_write_is_refused_and_loses_nothing() {
     put_state(&w, &theirs);
     let o = first.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("changed since it was read"), "{}", text(&o));
+    assert!(
+        text(&o).contains("changed since it was read"),
+        "{}",
+        text(&o)
+    );
     let now: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
     assert_eq!(now["serial"], theirs["serial"], "the other write was lost");
 }
@@ -274,7 +287,11 @@ fn a_newer_or_foreign_state_secret_is_refused_and_kept() {
     put_state(&w, &newer);
     let o = w.mesh(&["plan"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("format version 99") && text(&o).contains("newer mesh"), "{}", text(&o));
+    assert!(
+        text(&o).contains("format version 99") && text(&o).contains("newer mesh"),
+        "{}",
+        text(&o)
+    );
     let mut foreign = mine.clone();
     foreign["mesh_id"] = Value::from("another-mesh");
     put_state(&w, &foreign);
@@ -308,17 +325,26 @@ fn a_saved_plan_raced_by_another_apply_is_stale_and_a_fresh_one_applies() {
     {
         let mut store = c1.store();
         let rt = store.find_type("", "v1", "secrets").unwrap();
-        store.delete(&rt, "istio-system", "istio-remote-secret-cluster2").unwrap();
+        store
+            .delete(&rt, "istio-system", "istio-remote-secret-cluster2")
+            .unwrap();
     }
     w.ok(&["apply", "--auto-approve"]);
     // The merge, then the apply job: exactly the saved plan, refused.
     w.write_mesh(&branch);
     let o = w.mesh(&["apply", "pr.plan"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("stale plan") && text(&o).contains("state changed"), "{}", text(&o));
+    assert!(
+        text(&o).contains("stale plan") && text(&o).contains("state changed"),
+        "{}",
+        text(&o)
+    );
     // A fresh plan of the merged file applies.
     w.ok(&["plan", "--out", "fresh.plan"]);
     let out = w.ok(&["apply", "fresh.plan"]);
-    assert!(out.contains("cluster1/install-control-plane: updated"), "{out}");
+    assert!(
+        out.contains("cluster1/install-control-plane: updated"),
+        "{out}"
+    );
     w.assert_clean();
 }
