@@ -251,7 +251,7 @@ fn put_state(w: &World, state: &Value) {
 #[test]
 fn a_conflicting_write_is_refused_and_loses_nothing() {
     let w = World::new(&team_mesh(), CONTEXTS);
-    let mut first = w
+    let first = w
         .command(&["apply", "--auto-approve"])
         .env("KUBESIM_ISTIOCTL_DELAY_MS", "1000")
         .stdout(Stdio::piped())
