@@ -654,3 +654,78 @@ fn multi_primary_multi_network_with_a_remote_on_real_clusters() {
         );
     }
 }
+
+/// The Kubernetes state backend on a real API server: the state in a
+/// Secret, the lock a real Lease (a second apply is refused naming the
+/// holder), and a user without RBAC told which verb on which resource it
+/// lacks.
+#[test]
+fn the_kubernetes_state_backend_on_a_real_api_server() {
+    if !harness::in_private_network("the_kubernetes_state_backend_on_a_real_api_server") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    let toml = mesh_toml(&run.set.tools, &["cluster2"], "").replacen(
+        "[[cluster]]",
+        "[state]\nbackend = \"kubernetes\"\nnamespace = \"default\"\n\n[[cluster]]",
+        1,
+    );
+    run.write_mesh(&toml);
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    let s = &run.set;
+    assert!(s.exists("cluster1", "secret", Some("default"), "mesh1"));
+    assert!(!s.exists("cluster1", "lease", Some("default"), "mesh1-lock"), "the Lease was not released");
+    assert!(!tmp.path().join("mesh.state.json").exists());
+
+    // A second apply while one holds the Lease: refused, naming the holder.
+    run.write_mesh(&toml.replacen(
+        "role = \"primary\"\n",
+        "role = \"primary\"\n[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
+        1,
+    ));
+    let mut first = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(tmp.path())
+        .env("NO_COLOR", "1")
+        .env_remove("KUBECONFIG")
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["apply", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !s.exists("cluster1", "lease", Some("default"), "mesh1-lock") {
+        assert!(t0.elapsed().as_secs() < 30, "no Lease taken");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = run.mesh(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(t.contains("locked") && t.contains(&format!("pid {}", first.id())), "{t}");
+    assert!(first.wait().unwrap().success());
+    run.assert_clean();
+
+    // A user without RBAC: the verb and the resource it lacks.
+    let nobody = tmp.path().join("nobody.kubeconfig");
+    let admin = std::fs::read_to_string(&s.kubeconfig).unwrap();
+    let c1 = s.cluster("cluster1");
+    std::fs::write(&nobody, admin.replace(&c1.token, &c1.nobody_token)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(tmp.path())
+        .env("NO_COLOR", "1")
+        .env_remove("KUBECONFIG")
+        .arg("--kubeconfig")
+        .arg(&nobody)
+        .args(["plan", "--no-refresh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        t.contains("no permission to get leases.coordination.k8s.io in namespace default"),
+        "{t}"
+    );
+}

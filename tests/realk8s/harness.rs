@@ -248,6 +248,9 @@ pub struct RealCluster {
     pub port: u16,
     pub ca_pem: String,
     pub token: String,
+    /// A user with no RBAC bindings at all (`nobody`): to see mesh's
+    /// permission errors.
+    pub nobody_token: String,
     /// The load-balancer address kwok gives every LoadBalancer Service here.
     pub lb_ip: String,
     /// Its own kubeconfig (only this cluster, as the current context).
@@ -438,9 +441,10 @@ fn start_one(tools: &Path, root: &Path, name: &str, index: usize) -> RealCluster
     let key = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("sa.key"), key.serialize_pem()).unwrap();
     std::fs::write(dir.join("sa.pub"), key.public_key_pem()).unwrap();
+    let nobody_token = random_hex(16);
     std::fs::write(
         dir.join("tokens.csv"),
-        format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        format!("{token},admin,admin-uid,\"system:masters\"\n{nobody_token},nobody,nobody-uid\n"),
     )
     .unwrap();
 
@@ -520,6 +524,7 @@ fn start_one(tools: &Path, root: &Path, name: &str, index: usize) -> RealCluster
         port,
         ca_pem,
         token,
+        nobody_token,
         lb_ip: lb_ip.clone(),
         kubeconfig: dir.join("admin.kubeconfig"),
         procs,
