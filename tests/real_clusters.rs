@@ -676,7 +676,10 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
     run.assert_clean();
     let s = &run.set;
     assert!(s.exists("cluster1", "secret", Some("default"), "mesh1"));
-    assert!(!s.exists("cluster1", "lease", Some("default"), "mesh1-lock"), "the Lease was not released");
+    assert!(
+        !s.exists("cluster1", "lease", Some("default"), "mesh1-lock"),
+        "the Lease was not released"
+    );
     assert!(!tmp.path().join("mesh.state.json").exists());
 
     // A second apply while one holds the Lease: refused, naming the holder.
@@ -703,8 +706,15 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
     }
     let o = run.mesh(&["plan"]);
     assert_eq!(o.status.code(), Some(1));
-    let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(t.contains("locked") && t.contains(&format!("pid {}", first.id())), "{t}");
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        t.contains("locked") && t.contains(&format!("pid {}", first.id())),
+        "{t}"
+    );
     assert!(first.wait().unwrap().success());
     run.assert_clean();
 

@@ -348,3 +348,38 @@ fn a_saved_plan_raced_by_another_apply_is_stale_and_a_fresh_one_applies() {
     );
     w.assert_clean();
 }
+
+/// A command that runs longer than the Lease's life keeps it: the holder
+/// renews it, so nobody takes it over while it works.
+#[test]
+fn a_long_apply_renews_its_lease() {
+    let w = World::new(&team_mesh(), CONTEXTS);
+    let first = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "2500")
+        .env("MESH_STATE_LEASE_SECONDS", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while lease(&w).is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no Lease taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Well past the Lease's 3 s: still held, so refused.
+    std::thread::sleep(Duration::from_secs(5));
+    let o = w
+        .command(&["plan"])
+        .env("MESH_STATE_LEASE_SECONDS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the Lease was taken over: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("locked"), "{}", text(&o));
+    assert!(first.wait_with_output().unwrap().status.success());
+}
