@@ -739,3 +739,141 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
         "{t}"
     );
 }
+
+/// `mesh import` of a mesh installed by hand on real clusters, with the real
+/// istioctl and kubectl, as Istio's guide does it (with kwok's
+/// `injectionTemplate = ""` for the gateways): every step adopted, the next
+/// plan clean.
+#[test]
+fn import_adopts_a_mesh_installed_by_hand_with_the_real_istioctl() {
+    if !harness::in_private_network("import_adopts_a_mesh_installed_by_hand_with_the_real_istioctl")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    let s = &run.set;
+    let testdata = |f: &str| {
+        std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("providers/testdata")
+                .join(f),
+        )
+        .unwrap()
+    };
+    let istioctl = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut c = Command::new(s.tool("istioctl"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "istioctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let no_injection =
+        "\n    gateways:\n      istio-ingressgateway:\n        injectionTemplate: \"\"\n";
+    // cluster1: the control plane (external istiod), the east-west gateway.
+    let cp = format!(
+        "{}    pilot:\n      env:\n        EXTERNAL_ISTIOD: true{no_injection}",
+        testdata("cluster1.yaml")
+    );
+    istioctl(
+        &["install", "-y", "-f", "-", "--context", "real-cluster1"],
+        &cp,
+    );
+    let ew = testdata("eastwest-gateway-network1.yaml")
+        .replace("injectionTemplate: gateway", "injectionTemplate: \"\"");
+    istioctl(
+        &["install", "-y", "-f", "-", "--context", "real-cluster1"],
+        &ew,
+    );
+    s.kubectl_ok(
+        "cluster1",
+        &[
+            "wait",
+            "-n",
+            "istio-system",
+            "--for=jsonpath={.status.loadBalancer.ingress[0].ip}",
+            "svc/istio-eastwestgateway",
+            "--timeout=60s",
+        ],
+    );
+    let address = s.kubectl_ok(
+        "cluster1",
+        &[
+            "get",
+            "svc",
+            "-n",
+            "istio-system",
+            "istio-eastwestgateway",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
+    );
+    let expose = tmp.path().join("expose-istiod.yaml");
+    std::fs::write(&expose, testdata("expose-istiod.yaml")).unwrap();
+    s.kubectl_ok(
+        "cluster1",
+        &[
+            "apply",
+            "-n",
+            "istio-system",
+            "-f",
+            expose.to_str().unwrap(),
+        ],
+    );
+    // cluster2: the namespace annotated, the remote profile, its secret in cluster1.
+    s.kubectl_ok("cluster2", &["create", "namespace", "istio-system"]);
+    s.kubectl_ok(
+        "cluster2",
+        &[
+            "annotate",
+            "namespace",
+            "istio-system",
+            "topology.istio.io/controlPlaneClusters=cluster1",
+        ],
+    );
+    let remote = testdata("cluster2.yaml").replace("${DISCOVERY_ADDRESS}", &address);
+    istioctl(
+        &["install", "-y", "-f", "-", "--context", "real-cluster2"],
+        &remote,
+    );
+    let secret = istioctl(
+        &[
+            "create-remote-secret",
+            "--context",
+            "real-cluster2",
+            "--name",
+            "cluster2",
+            "-n",
+            "istio-system",
+        ],
+        "",
+    );
+    let secret_file = tmp.path().join("remote-secret.yaml");
+    std::fs::write(&secret_file, secret).unwrap();
+    s.kubectl_ok("cluster1", &["apply", "-f", secret_file.to_str().unwrap()]);
+
+    run.write_mesh(&mesh_toml(&s.tools, &["cluster2"], ""));
+    let out = run.ok(&["import"]);
+    assert!(out.contains("Imported 7 of 7 steps"), "{out}");
+    run.assert_clean();
+    // It changed nothing: the Secret istioctl made is still the one there.
+    assert!(s.exists(
+        "cluster1",
+        "secret",
+        Some("istio-system"),
+        "istio-remote-secret-cluster2"
+    ));
+}
