@@ -6,9 +6,8 @@
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kubesim::{ClusterSet, Faults, LbMode, Options};
+use kubesim::{Faults, LbMode};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -16,80 +15,26 @@ const SEED: &str = include_str!("../examples/primary-remote.toml");
 const THIRD: &str = "\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n";
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2", "kind-cluster3"];
 
-struct World {
-    dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
-    set: Option<ClusterSet>,
+mod support;
+use support::World;
+
+/// What these tests read from the simulated clusters and the state.
+trait Look {
+    fn get_dyn(
+        &self,
+        context: &str,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<DynamicObject>;
+    fn namespace(&self, context: &str, name: &str) -> Option<Namespace>;
+    fn secret(&self, context: &str, ns: &str, name: &str) -> Option<Secret>;
+    fn state(&self) -> state::State;
 }
 
-impl World {
-    fn new(mesh_toml: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mesh.toml"), mesh_toml).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let set = rt
-            .block_on(ClusterSet::open(
-                &dir.path().join("sandbox"),
-                CONTEXTS,
-                Options {
-                    lb_delay: Duration::from_millis(100),
-                    lb_mode: LbMode::Ip,
-                },
-            ))
-            .unwrap();
-        World {
-            dir,
-            rt,
-            set: Some(set),
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn set(&self) -> &ClusterSet {
-        self.set.as_ref().unwrap()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
-        c.current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("KUBESIM_ISTIOCTL_LOG", self.path("istioctl.log"))
-            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
-            .env_remove("KUBECONFIG")
-            .args(["--sandbox", "sandbox"])
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn mesh(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn client(&self, context: &str) -> kube::Client {
-        let path = self.set().kubeconfig_path();
-        self.rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-            let opts = kube::config::KubeConfigOptions {
-                context: Some(context.into()),
-                ..Default::default()
-            };
-            kube::Client::try_from(
-                kube::Config::from_custom_kubeconfig(kc, &opts)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap()
-        })
-    }
-
+impl Look for World {
     fn get_dyn(
         &self,
         context: &str,
@@ -115,26 +60,10 @@ impl World {
         self.rt.block_on(api.get_opt(name)).unwrap()
     }
 
-    fn istioctl_log(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.path("istioctl.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
     fn state(&self) -> state::State {
-        state::read_unlocked(&self.path("sandbox/mesh.state.json"))
+        state::read_unlocked(&self.state_path())
             .unwrap()
             .expect("a state")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(set) = self.set.take() {
-            self.rt.block_on(set.shutdown());
-        }
     }
 }
 
@@ -171,7 +100,7 @@ fn context_of(inv: &Value) -> String {
 
 #[test]
 fn the_seed_procedure_end_to_end() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     let mut outputs = vec![ok(&w.mesh(&["apply", "--auto-approve"]))];
     assert!(
         outputs[0].contains("Apply complete: 7 created"),
@@ -366,7 +295,7 @@ fn the_seed_procedure_end_to_end() {
 
 #[test]
 fn drift_is_planned_with_reasons_and_repaired() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let kubectl = |args: &[&str]| {
         let o = Command::new("kubectl")
@@ -430,7 +359,7 @@ fn drift_is_planned_with_reasons_and_repaired() {
 
 #[test]
 fn a_third_cluster_comes_and_goes_with_only_its_steps() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     std::fs::write(w.path("mesh.toml"), format!("{SEED}{THIRD}")).unwrap();
     let plan = ok(&w.mesh(&["plan"]));
@@ -482,7 +411,7 @@ fn a_third_cluster_comes_and_goes_with_only_its_steps() {
 
 #[test]
 fn a_failed_step_is_tainted_and_the_next_apply_resumes() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     let o = w
         .command(&["apply", "--auto-approve"])
         .env("KUBESIM_ISTIOCTL_FAIL_CONTEXT", "kind-cluster2")
@@ -524,7 +453,7 @@ fn a_failed_step_is_tainted_and_the_next_apply_resumes() {
 
 #[test]
 fn apply_completes_through_api_faults() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     for c in ["kind-cluster1", "kind-cluster2"] {
         w.set().cluster(c).unwrap().set_faults(Faults {
             error_rate: 0.10,
@@ -564,7 +493,7 @@ fn apply_completes_through_api_faults() {
 
 #[test]
 fn kill_9_at_any_point_leaves_a_valid_state_and_apply_converges() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     for (i, ms) in [150u64, 400, 700, 1000].into_iter().enumerate() {
         let mut child = w
             .command(&["apply", "--auto-approve"])
@@ -598,7 +527,7 @@ fn kill_9_at_any_point_leaves_a_valid_state_and_apply_converges() {
 
 #[test]
 fn a_second_apply_is_refused_or_waits_for_the_lock() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     let mut first = w
         .command(&["apply", "--auto-approve"])
         .env("KUBESIM_ISTIOCTL_DELAY_MS", "1500")
@@ -629,7 +558,7 @@ fn a_second_apply_is_refused_or_waits_for_the_lock() {
 
 #[test]
 fn destroy_removes_everything_in_reverse_order() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let out = ok(&w.mesh(&["destroy", "--auto-approve"]));
     assert!(out.contains("7 destroyed"), "{out}");
@@ -676,7 +605,7 @@ fn destroy_removes_everything_in_reverse_order() {
 
 #[test]
 fn a_hostname_load_balancer_is_refused_with_the_eks_explanation() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     w.set()
         .cluster("kind-cluster1")
         .unwrap()
@@ -693,7 +622,7 @@ fn a_hostname_load_balancer_is_refused_with_the_eks_explanation() {
 
 #[test]
 fn a_saved_plan_applies_once_then_is_stale() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["plan", "--out", "seed.plan"]));
     let out = ok(&w.mesh(&["apply", "seed.plan"]));
     assert!(out.contains("Apply complete: 7 created"), "{out}");
@@ -704,7 +633,7 @@ fn a_saved_plan_applies_once_then_is_stale() {
 
 #[test]
 fn an_unknown_context_and_a_wrong_istio_version_are_clear_errors() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     // Point cluster2 at a context the kubeconfig does not have.
     std::fs::write(
@@ -763,7 +692,7 @@ fn an_unknown_context_and_a_wrong_istio_version_are_clear_errors() {
 
 #[test]
 fn ctrl_c_lets_running_steps_finish_and_saves_the_state() {
-    let w = World::new(SEED);
+    let w = World::new(SEED, CONTEXTS);
     let child = w
         .command(&["apply", "--auto-approve"])
         .env("KUBESIM_ISTIOCTL_DELAY_MS", "1000")

@@ -70,18 +70,22 @@ impl Run {
         std::fs::write(self.dir.join("mesh.toml"), toml).unwrap();
     }
 
-    fn mesh(&self, args: &[&str]) -> Output {
-        let t0 = Instant::now();
-        let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .current_dir(&self.dir)
+    /// `mesh --kubeconfig KUBECONFIG ARGS…` in the run's folder, not yet run.
+    fn command(&self, kubeconfig: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
+        c.current_dir(&self.dir)
             .env("NO_COLOR", "1")
             .env_remove("KUBECONFIG")
             .arg("--kubeconfig")
-            .arg(&self.set.kubeconfig)
+            .arg(kubeconfig)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn mesh(&self, args: &[&str]) -> Output {
+        let t0 = Instant::now();
+        let o = self.command(&self.set.kubeconfig, args).output().unwrap();
         eprintln!(
             "mesh {args:?}: {} in {:.1} s",
             o.status,
@@ -688,13 +692,8 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
         "role = \"primary\"\n[cluster.values.global.logging]\nlevel = \"default:debug\"\n",
         1,
     ));
-    let mut first = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .current_dir(tmp.path())
-        .env("NO_COLOR", "1")
-        .env_remove("KUBECONFIG")
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(["apply", "--auto-approve"])
+    let mut first = run
+        .command(&s.kubeconfig, &["apply", "--auto-approve"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -723,13 +722,8 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
     let admin = std::fs::read_to_string(&s.kubeconfig).unwrap();
     let c1 = s.cluster("cluster1");
     std::fs::write(&nobody, admin.replace(&c1.token, &c1.nobody_token)).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .current_dir(tmp.path())
-        .env("NO_COLOR", "1")
-        .env_remove("KUBECONFIG")
-        .arg("--kubeconfig")
-        .arg(&nobody)
-        .args(["plan", "--no-refresh"])
+    let o = run
+        .command(&nobody, &["plan", "--no-refresh"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));

@@ -35,6 +35,42 @@ fn lease(w: &World) -> Option<Value> {
     )
 }
 
+/// Starts `mesh apply` with simulated installs of `delay_ms` (and a Lease
+/// of `lease_secs`, if given), and waits until it holds the Lease; returns
+/// the running apply and the Lease's holder ID.
+// The returned child is the caller's to wait for.
+#[allow(clippy::zombie_processes)]
+fn holding_apply(
+    w: &World,
+    delay_ms: &str,
+    lease_secs: Option<&str>,
+) -> (std::process::Child, String) {
+    let mut c = w.command(&["apply", "--auto-approve"]);
+    c.env("KUBESIM_ISTIOCTL_DELAY_MS", delay_ms)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(secs) = lease_secs {
+        c.env("MESH_STATE_LEASE_SECONDS", secs);
+    }
+    let mut child = c.spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(id) = lease(w).and_then(|l| {
+            l.pointer("/spec/holderIdentity")
+                .and_then(Value::as_str)
+                .map(String::from)
+        }) {
+            return (child, id);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no Lease taken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_state_lives_in_a_secret_and_every_command_uses_it() {
     let w = World::new(&team_mesh(), CONTEXTS);
@@ -68,18 +104,7 @@ fn the_state_lives_in_a_secret_and_every_command_uses_it() {
 #[test]
 fn two_applies_at_once_one_runs_the_other_waits_or_names_the_holder() {
     let w = World::new(&team_mesh(), CONTEXTS);
-    let mut first = w
-        .command(&["apply", "--auto-approve"])
-        .env("KUBESIM_ISTIOCTL_DELAY_MS", "800")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while lease(&w).is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no Lease taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut first, _) = holding_apply(&w, "800", None);
     let o = w.mesh(&["apply", "--auto-approve"]);
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
@@ -103,19 +128,7 @@ fn two_applies_at_once_one_runs_the_other_waits_or_names_the_holder() {
 #[test]
 fn a_killed_holders_lease_expires_and_the_next_apply_resumes() {
     let w = World::new(&team_mesh(), CONTEXTS);
-    let mut first = w
-        .command(&["apply", "--auto-approve"])
-        .env("KUBESIM_ISTIOCTL_DELAY_MS", "2000")
-        .env("MESH_STATE_LEASE_SECONDS", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while lease(&w).is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no Lease taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut first, _) = holding_apply(&w, "2000", Some("3"));
     std::thread::sleep(Duration::from_millis(500));
     first.kill().unwrap();
     first.wait().unwrap();
@@ -144,25 +157,7 @@ fn a_killed_holders_lease_expires_and_the_next_apply_resumes() {
 #[test]
 fn force_unlock_clears_a_dead_holders_lease() {
     let w = World::new(&team_mesh(), CONTEXTS);
-    let mut first = w
-        .command(&["apply", "--auto-approve"])
-        .env("KUBESIM_ISTIOCTL_DELAY_MS", "2000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let id = loop {
-        if let Some(l) = lease(&w) {
-            break l
-                .pointer("/spec/holderIdentity")
-                .and_then(Value::as_str)
-                .unwrap()
-                .to_string();
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut first, id) = holding_apply(&w, "2000", None);
     first.kill().unwrap();
     first.wait().unwrap();
     let o = w.mesh(&["force-unlock", "not-the-id"]);
@@ -354,19 +349,7 @@ fn a_saved_plan_raced_by_another_apply_is_stale_and_a_fresh_one_applies() {
 #[test]
 fn a_long_apply_renews_its_lease() {
     let w = World::new(&team_mesh(), CONTEXTS);
-    let first = w
-        .command(&["apply", "--auto-approve"])
-        .env("KUBESIM_ISTIOCTL_DELAY_MS", "2500")
-        .env("MESH_STATE_LEASE_SECONDS", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while lease(&w).is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no Lease taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (first, _) = holding_apply(&w, "2500", Some("3"));
     // Well past the Lease's 3 s: still held, so refused.
     std::thread::sleep(Duration::from_secs(5));
     let o = w

@@ -56,13 +56,7 @@ pub async fn import(
                 report.adopted.push(step.id.clone());
             }
             Ok(Adoption::Differs(why)) => report.differs.push((step.id.clone(), why.join("; "))),
-            Err(e) => errors.push(RefreshError {
-                step: step.id.clone(),
-                message: e.to_string(),
-                unreachable: e
-                    .unreachable_cluster()
-                    .map(|(c, x)| (c.to_string(), x.to_string())),
-            }),
+            Err(e) => errors.push(RefreshError::of(step.id.clone(), &e)),
         }
     }
     if errors.is_empty() {

@@ -55,13 +55,7 @@ pub async fn preview(
                 );
             }
             Ok(_) => {}
-            Err(e) => errors.push(RefreshError {
-                step: id,
-                message: e.to_string(),
-                unreachable: e
-                    .unreachable_cluster()
-                    .map(|(c, x)| (c.to_string(), x.to_string())),
-            }),
+            Err(e) => errors.push(RefreshError::of(id, &e)),
         }
     }
     if errors.is_empty() {
@@ -110,6 +104,19 @@ pub fn report(errors: &[RefreshError]) -> Vec<String> {
     grouped
 }
 
+impl RefreshError {
+    /// A step's error, noting when its cluster could not be reached at all.
+    pub fn of(step: String, e: &providers::env::StepError) -> RefreshError {
+        RefreshError {
+            step,
+            message: e.to_string(),
+            unreachable: e
+                .unreachable_cluster()
+                .map(|(c, x)| (c.to_string(), x.to_string())),
+        }
+    }
+}
+
 /// Reads every recorded step, at most `parallelism` at once. Steps whose
 /// kind this mesh does not know are skipped (they will be deleted).
 pub async fn refresh(
@@ -152,13 +159,7 @@ pub async fn refresh(
             Ok(obs) => {
                 refresh.insert(id, obs);
             }
-            Err(e) => errors.push(RefreshError {
-                step: id,
-                message: e.to_string(),
-                unreachable: e
-                    .unreachable_cluster()
-                    .map(|(c, x)| (c.to_string(), x.to_string())),
-            }),
+            Err(e) => errors.push(RefreshError::of(id, &e)),
         }
     }
     if errors.is_empty() {

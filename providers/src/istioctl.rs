@@ -133,37 +133,6 @@ impl Istioctl {
         self.run(&args, None).await
     }
 
-    /// `istioctl uninstall -y -f FILE --context C`: uninstall needs a path, so
-    /// the document goes to a private temporary file, removed afterwards.
-    pub async fn uninstall_document(
-        &self,
-        target: &Target,
-        kubeconfig: Option<&PathBuf>,
-        document: &str,
-    ) -> Result<RunLog, IstioctlError> {
-        let file = tempfile::Builder::new()
-            .prefix("mesh-istiooperator-")
-            .suffix(".yaml")
-            .tempfile()
-            .map_err(|source| IstioctlError::Spawn {
-                program: "a temporary file".into(),
-                source,
-            })?;
-        std::fs::write(file.path(), document).map_err(|source| IstioctlError::Spawn {
-            program: file.path().display().to_string(),
-            source,
-        })?;
-        let mut args = vec![
-            "uninstall".to_string(),
-            "-y".into(),
-            "-f".into(),
-            file.path().display().to_string(),
-        ];
-        args.extend(Self::target_args(target, kubeconfig));
-        // `file` is removed when dropped, after the run.
-        self.run(&args, None).await
-    }
-
     /// The client version, from `istioctl version --remote=false -o json`
     /// (`clientVersion.version`); the plain output's last version-looking
     /// word only if the JSON form is refused (very old istioctl).

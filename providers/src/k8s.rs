@@ -63,6 +63,15 @@ pub fn describe(doc: &Value) -> String {
     }
 }
 
+/// A data key of a live Secret, base64-decoded (None: no such key, or not
+/// base64).
+pub fn secret_data(secret: &DynamicObject, key: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let pointer = format!("/data/{}", key.replace('~', "~0").replace('/', "~1"));
+    let b64 = secret.data.pointer(&pointer)?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
 /// Whether two documents name the same object.
 pub fn same_object(a: &Value, b: &Value) -> bool {
     a.get("apiVersion") == b.get("apiVersion")

@@ -97,14 +97,23 @@ impl KubernetesBackend {
     }
 
     fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StateError> {
-        let (reply, answer) = mpsc::channel();
-        let gone = || StateError::Lock {
-            path: self.location.path(),
-            source: std::io::Error::other("the state backend's thread stopped"),
-        };
-        self.tx.send(make(reply)).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        ask(&self.tx, &self.location, make)
     }
+}
+
+/// Sends a request to the backend's thread and waits for its answer.
+fn ask<T>(
+    tx: &tokio::sync::mpsc::UnboundedSender<Request>,
+    location: &Location,
+    make: impl FnOnce(Reply<T>) -> Request,
+) -> Result<T, StateError> {
+    let (reply, answer) = mpsc::channel();
+    let gone = || StateError::Lock {
+        path: location.path(),
+        source: std::io::Error::other("the state backend's thread stopped"),
+    };
+    tx.send(make(reply)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
 }
 
 impl state::Backend for KubernetesBackend {
@@ -146,13 +155,7 @@ pub struct KubernetesLock {
 
 impl KubernetesLock {
     fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StateError> {
-        let (reply, answer) = mpsc::channel();
-        let gone = || StateError::Lock {
-            path: self.location.path(),
-            source: std::io::Error::other("the state backend's thread stopped"),
-        };
-        self.tx.send(make(reply)).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        ask(&self.tx, &self.location, make)
     }
 }
 
@@ -329,6 +332,12 @@ impl Worker {
             return Ok(None);
         };
         self.version = secret.metadata.resource_version.clone();
+        self.decode(&secret).map(Some)
+    }
+
+    /// The state a Secret holds; a Secret it cannot read is an error that
+    /// says why (and is then never overwritten).
+    fn decode(&self, secret: &Secret) -> Result<State, StateError> {
         let corrupt = |detail: String| StateError::Corrupt {
             path: self.location.path(),
             backup: None,
@@ -347,7 +356,7 @@ impl Worker {
         GzDecoder::new(&gz.0[..])
             .read_to_end(&mut json)
             .map_err(|e| corrupt(format!("`{KEY}` is not gzip ({e})")))?;
-        state::parse_state(&self.location.path(), &json).map(Some)
+        state::parse_state(&self.location.path(), &json)
     }
 
     async fn write(&mut self, st: &State, read_serial: u64, force: bool) -> Result<(), StateError> {
@@ -364,26 +373,27 @@ impl Worker {
             Err(e) => return Err(self.explain(&conn, "get", "secrets", e).await),
         };
         if let Some(cur) = &current {
-            let old = self.read().await?;
-            if let Some(old) = old {
-                if old.lineage != st.lineage && !force {
-                    return Err(StateError::Changed {
-                        path: self.location.path(),
-                        detail: format!(
-                            "it is another state: lineage {} there, {} here",
-                            old.lineage, st.lineage
-                        ),
-                    });
-                }
-                if old.serial > read_serial {
-                    return Err(StateError::Changed {
-                        path: self.location.path(),
-                        detail: format!(
-                            "serial {} there is newer than serial {read_serial} it was read at",
-                            old.serial
-                        ),
-                    });
-                }
+            // The Secret just fetched: read once, checked, then replaced
+            // with this very resourceVersion.
+            let old = self.decode(cur)?;
+            self.version = cur.metadata.resource_version.clone();
+            if old.lineage != st.lineage && !force {
+                return Err(StateError::Changed {
+                    path: self.location.path(),
+                    detail: format!(
+                        "it is another state: lineage {} there, {} here",
+                        old.lineage, st.lineage
+                    ),
+                });
+            }
+            if old.serial > read_serial {
+                return Err(StateError::Changed {
+                    path: self.location.path(),
+                    detail: format!(
+                        "serial {} there is newer than serial {read_serial} it was read at",
+                        old.serial
+                    ),
+                });
             }
             // The previous version, kept as `<name>-backup`.
             let mut backup = cur.clone();

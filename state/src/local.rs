@@ -274,18 +274,21 @@ pub(crate) fn remove_leftovers(target: &Path) {
 /// Refuses to replace a file this state was not read from: the guarantee
 /// that a corrupt, newer or foreign state is never overwritten holds even
 /// for a caller that skipped `read`.
+/// `replace_lineage`: a forced push may replace a state of another lineage
+/// (a corrupt or newer file is still refused).
 fn check_replaceable(
     path: &Path,
     current: &[u8],
     state: &State,
     read_serial: u64,
+    replace_lineage: bool,
 ) -> Result<(), StateError> {
     let on_disk = parse(path, current)?;
     let changed = |detail: String| StateError::Changed {
         path: path.to_path_buf(),
         detail,
     };
-    if on_disk.lineage != state.lineage {
+    if on_disk.lineage != state.lineage && !replace_lineage {
         return Err(changed(format!(
             "it is another state: lineage {} on disk, {} in memory",
             on_disk.lineage, state.lineage
@@ -328,14 +331,7 @@ fn write_atomic_as(
         }
     };
     if let Some(current) = &current {
-        if replace_lineage {
-            let on_disk = parse(path, current)?;
-            let mut same = state.clone();
-            same.lineage = on_disk.lineage;
-            check_replaceable(path, current, &same, read_serial)?;
-        } else {
-            check_replaceable(path, current, state, read_serial)?;
-        }
+        check_replaceable(path, current, state, read_serial, replace_lineage)?;
     }
     remove_leftovers(&target);
 

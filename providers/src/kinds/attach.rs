@@ -384,28 +384,15 @@ pub async fn read(
         .get("networking.istio.io/cluster")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let live_sha = live
-        .data
-        .pointer(&format!(
-            "/data/{}",
-            key.replace('~', "~0").replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .map(|bytes| crate::rendered::sha256_hex(&bytes));
+    let live_kubeconfig = crate::k8s::secret_data(&live, key);
+    let live_sha = live_kubeconfig.as_deref().map(crate::rendered::sha256_hex);
     let want = recorded.output_str("kubeconfig_sha256");
     if let (Some(input), Some(live_sha)) = (input, &live_sha)
         && want == Some(live_sha.as_str())
     {
-        let token = live
-            .data
-            .pointer(&format!(
-                "/data/{}",
-                key.replace('~', "~0").replace('/', "~1")
-            ))
-            .and_then(Value::as_str)
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|bytes| serde_saphyr::from_slice::<Value>(&bytes).ok())
+        let token = live_kubeconfig
+            .as_deref()
+            .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok())
             .and_then(|kc| {
                 kc.pointer("/users/0/user/token")
                     .and_then(Value::as_str)
@@ -464,14 +451,7 @@ pub async fn adopt(
             "Secret istio-system/{name} missing"
         )]));
     };
-    let sha = live
-        .data
-        .pointer(&format!(
-            "/data/{}",
-            input.remote.replace('~', "~0").replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    let sha = crate::k8s::secret_data(&live, &input.remote)
         .map(|bytes| crate::rendered::sha256_hex(&bytes));
     let Some(sha) = sha else {
         return Ok(Adoption::Differs(vec![format!(

@@ -70,17 +70,9 @@ fn secret_doc() -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": "istio-system"}})
 }
 
-/// A data key of a live Secret, decoded.
+/// A data key of a live Secret, decoded as text.
 fn data(live: &kube::api::DynamicObject, key: &str) -> Option<String> {
-    let b64 = live
-        .data
-        .pointer(&format!(
-            "/data/{}",
-            key.replace('~', "~0").replace('/', "~1")
-        ))?
-        .as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(bytes).ok()
+    String::from_utf8(crate::k8s::secret_data(live, key)?).ok()
 }
 
 /// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not

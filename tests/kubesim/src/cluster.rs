@@ -254,14 +254,7 @@ impl Cluster {
         {
             return;
         }
-        let ns = svc
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let name = svc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let (ns, name) = ns_and_name(svc);
         // Stable per name, so a restart or a re-create gives the same one.
         let h = name.bytes().chain(ns.bytes()).fold(2166136261u32, |h, b| {
             (h ^ u32::from(b)).wrapping_mul(16777619)
@@ -354,14 +347,7 @@ impl Cluster {
         if d.get("status") == Some(&status) {
             return;
         }
-        let ns = d
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let name = d
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let (ns, name) = ns_and_name(d);
         let mut store = self.store();
         if let Some(rt) = store.find_type("apps", "v1", "deployments") {
             let patch = json!({"status": status});
@@ -400,16 +386,8 @@ impl Cluster {
         {
             return;
         }
-        let ns = svc
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_string();
-        let name = svc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let (ns, name) = ns_and_name(svc);
+        let (ns, name) = (ns.to_string(), name.to_string());
         let delay = *self.lb_delay.lock().expect("lb");
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -452,16 +430,8 @@ impl Cluster {
     /// ServiceAccount are deleted, and their tokens stop authenticating. A
     /// ServiceAccount re-created under the same name gets new tokens.
     fn tokens_of_deleted(self: Arc<Self>, sa: &Value) {
-        let ns = sa
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let name = sa
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let (ns, name) = ns_and_name(sa);
+        let (ns, name) = (ns.to_string(), name.to_string());
         let mut store = self.store();
         let Some(rt) = store.find_type("", "v1", "secrets") else {
             return;
@@ -505,16 +475,8 @@ impl Cluster {
         if secret["type"] != SA_TOKEN_TYPE || secret.pointer("/data/token").is_some() {
             return;
         }
-        let ns = secret
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let name = secret
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let (ns, name) = ns_and_name(secret);
+        let (ns, name) = (ns.to_string(), name.to_string());
         let Some(sa) = secret
             .pointer(&format!(
                 "/metadata/annotations/{}",
@@ -564,4 +526,14 @@ impl Cluster {
             }
         });
     }
+}
+
+/// An object's namespace (`default` when it has none, as a namespaced
+/// create without one gets) and name.
+fn ns_and_name(obj: &Value) -> (&str, &str) {
+    let field = |p: &str| obj.pointer(p).and_then(Value::as_str);
+    (
+        field("/metadata/namespace").unwrap_or("default"),
+        field("/metadata/name").unwrap_or_default(),
+    )
 }
