@@ -527,7 +527,7 @@ impl Worker {
         let name = self.lease_name();
         let id = info.id.clone();
         let renew = tokio::spawn(async move {
-            let every = Duration::from_secs(u64::from(lease_seconds().max(3) as u32) / 3);
+            let every = Duration::from_secs(lease_seconds().max(3) as u64 / 3);
             loop {
                 tokio::time::sleep(every).await;
                 let Ok(Some(mut l)) = api.get_opt(&name).await else {

@@ -279,11 +279,6 @@ impl ClusterSet {
         self.flusher.flush()
     }
 
-    /// A handle that flushes from another thread.
-    pub fn flusher(&self) -> Flusher {
-        self.flusher.clone()
-    }
-
     /// Writes every cluster to the folder now.
     pub fn save_all(&self) -> Result<()> {
         for c in self.clusters.values() {
