@@ -196,8 +196,9 @@ pub struct ApplyArgs {
     /// a 1 + 50 cluster mesh within 1.1x of its critical path).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
-    /// How many steps of one cluster may run at once: keeps each API server
-    /// (and istioctl's load on it) safe however large the mesh.
+    /// How many steps of one cluster may run at once (a step that writes to
+    /// another cluster counts against both): keeps each API server (and
+    /// istioctl's load on it) safe however large the mesh.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub cluster_parallelism: u16,
     /// Plan from the state alone, without reading the clusters first.
@@ -216,8 +217,9 @@ pub struct DestroyArgs {
     /// a 1 + 50 cluster mesh within 1.1x of its critical path).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
-    /// How many steps of one cluster may run at once: keeps each API server
-    /// (and istioctl's load on it) safe however large the mesh.
+    /// How many steps of one cluster may run at once (a step that writes to
+    /// another cluster counts against both): keeps each API server (and
+    /// istioctl's load on it) safe however large the mesh.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub cluster_parallelism: u16,
     #[command(flatten)]

@@ -67,13 +67,24 @@ impl Outcome {
 }
 
 /// The tasks of a plan: every change but the no-ops. Each is grouped by
-/// the cluster named in its step ID, so that the per-cluster limit keeps
-/// one API server from seeing many steps at once.
-pub fn tasks(plan: &Plan) -> Vec<Task> {
+/// the clusters it talks to, so that the per-cluster limit keeps one API
+/// server from seeing many steps at once: the cluster named in its step ID
+/// and, when the graph has the step, the cluster its objects live in
+/// (`C/attach@P` reads from C and writes to P).
+pub fn tasks(plan: &Plan, graph: &StepGraph) -> Vec<Task> {
     plan.changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
-        .map(|c| Task {
+        .map(|c| {
+            let mut groups = vec![c.cluster.clone()];
+            if let Some(step) = graph.get(&c.step)
+                && step.target.cluster != c.cluster
+            {
+                groups.push(step.target.cluster.clone());
+            }
+            (c, groups)
+        })
+        .map(|(c, groups)| Task {
             id: c.step.clone(),
             action: if c.action == Action::Delete {
                 TaskAction::Delete
@@ -81,7 +92,7 @@ pub fn tasks(plan: &Plan) -> Vec<Task> {
                 TaskAction::Apply
             },
             depends_on: c.depends_on.clone(),
-            group: Some(c.cluster.clone()),
+            groups,
         })
         .collect()
 }
@@ -127,28 +138,31 @@ impl Runner for StepRunner {
                         })
                     });
                 };
-                // Upstream outputs as recorded by now: the executor starts
-                // a step only after its dependencies were recorded.
-                let (input, previous) = {
-                    let st = self.state.lock().expect("state lock");
-                    let lookup = |sid: &str, key: &str| match st
-                        .steps
-                        .get(sid)
-                        .and_then(|r| r.outputs.get(key))
-                    {
-                        Some(v) => Known::Known(v.clone()),
-                        None => Known::AfterApply,
-                    };
-                    let rendered = step.input.render(&lookup);
-                    let input = planner::render_step(&step, &lookup);
-                    let previous = st
-                        .steps
-                        .get(&id)
-                        .map(|r| (r.input.clone(), r.outputs.clone()));
-                    (Some((rendered, input)), previous)
-                };
+                let state = self.state.clone();
                 Box::pin(async move {
-                    let (rendered, input) = input.expect("rendered above");
+                    // Upstream outputs as recorded by now: the executor starts
+                    // a step only after its dependencies were recorded. Rendered
+                    // here, in the task, not on the executor's loop: a fleet
+                    // starts thousands of steps at once.
+                    let (input, previous) = {
+                        let st = state.lock().expect("state lock");
+                        let lookup = |sid: &str, key: &str| match st
+                            .steps
+                            .get(sid)
+                            .and_then(|r| r.outputs.get(key))
+                        {
+                            Some(v) => Known::Known(v.clone()),
+                            None => Known::AfterApply,
+                        };
+                        let rendered = step.input.render(&lookup);
+                        let input = planner::render_step(&step, &lookup);
+                        let previous = st
+                            .steps
+                            .get(&id)
+                            .map(|r| (r.input.clone(), r.outputs.clone()));
+                        ((rendered, input), previous)
+                    };
+                    let (rendered, input) = input;
                     let prev = previous.as_ref().map(|(i, o)| Recorded {
                         input: i,
                         outputs: o,
@@ -297,7 +311,7 @@ pub async fn apply(
         }
         r
     };
-    let report = executor::execute(tasks(plan), runner, limits, halt_rx, |event| {
+    let report = executor::execute(tasks(plan, &graph), runner, limits, halt_rx, |event| {
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
         match event {

@@ -36,9 +36,11 @@ pub struct Task {
     /// Step IDs this step depends on. Those not among the tasks are taken as
     /// already done.
     pub depends_on: Vec<String>,
-    /// Tasks of one group share [`Limits::per_group`] (the caller groups by
-    /// the API server a step talks to). None: only the total limit applies.
-    pub group: Option<String>,
+    /// The groups the task counts against: each runs at most
+    /// [`Limits::per_group`] tasks at once (the caller groups by the API
+    /// servers a step talks to; a step that talks to two is in both).
+    /// Empty: only the total limit applies.
+    pub groups: Vec<String>,
 }
 
 /// How many tasks may run at once: in total, and per group.
@@ -128,12 +130,19 @@ pub async fn execute<R: Runner>(
     let limits = limits.into();
     let parallelism = limits.total.max(1);
     let per_group = limits.per_group.max(1);
-    // How many tasks of each group run now.
-    let mut in_group: HashMap<&str, usize> = HashMap::new();
+    // Groups as indices, and how many tasks of each run now.
+    let (task_groups, group_count) = intern_groups(&tasks);
+    let mut in_group = vec![0usize; group_count];
     let waits = WaitGraph::new(&tasks);
+    // Longest chain first: of the ready tasks, the one with the most tasks
+    // waiting behind it in a row starts first (then plan order), so a
+    // limit spends its slots on the critical path before the leaves.
+    let height = waits.heights();
+    let rank = |i: usize| (std::cmp::Reverse(height[i]), i);
     let mut remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
-    // Ready tasks, in plan order (the plan's order is deterministic).
+    // Ready tasks, sorted by rank.
     let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| remaining[i] == 0).collect();
+    ready.sort_by_key(|&i| rank(i));
     let mut running: JoinSet<Finished<R>> = JoinSet::new();
     let mut started: HashSet<usize> = HashSet::new();
     // Which task each tokio task runs, so a panicked one can be named.
@@ -141,6 +150,11 @@ pub async fn execute<R: Runner>(
     let mut report = Report::default();
     let mut halted = false;
     let mut stop_open = true;
+    let release = |in_group: &mut Vec<usize>, i: usize| {
+        for &g in &task_groups[i] {
+            in_group[g] = in_group[g].saturating_sub(1);
+        }
+    };
 
     loop {
         if *stop.borrow() >= Stop::Graceful {
@@ -150,30 +164,32 @@ pub async fn execute<R: Runner>(
         if *stop.borrow() == Stop::Abort {
             break;
         }
-        while !halted && running.len() < parallelism {
-            // The first ready task (plan order) whose group has room.
-            let Some(pos) = ready.iter().position(|&i| {
-                tasks[i]
-                    .group
-                    .as_deref()
-                    .is_none_or(|g| in_group.get(g).copied().unwrap_or(0) < per_group)
-            }) else {
-                break;
-            };
-            let i = ready.remove(pos);
-            let task = &tasks[i];
-            if let Some(g) = task.group.as_deref() {
-                *in_group.entry(g).or_default() += 1;
+        if !halted && running.len() < parallelism {
+            // One pass over the ready tasks, in rank order: each whose
+            // groups all have room starts, until the total limit is reached.
+            let mut kept = Vec::with_capacity(ready.len());
+            for i in std::mem::take(&mut ready) {
+                let room = running.len() < parallelism
+                    && task_groups[i].iter().all(|&g| in_group[g] < per_group);
+                if !room {
+                    kept.push(i);
+                    continue;
+                }
+                for &g in &task_groups[i] {
+                    in_group[g] += 1;
+                }
+                let task = &tasks[i];
+                started.insert(i);
+                on_event(Event::Started(task));
+                let fut = runner.run(task);
+                let handle = running.spawn(async move {
+                    let t0 = Instant::now();
+                    let result = fut.await;
+                    (i, result, t0.elapsed())
+                });
+                spawned.insert(handle.id(), i);
             }
-            started.insert(i);
-            on_event(Event::Started(task));
-            let fut = runner.run(task);
-            let handle = running.spawn(async move {
-                let t0 = Instant::now();
-                let result = fut.await;
-                (i, result, t0.elapsed())
-            });
-            spawned.insert(handle.id(), i);
+            ready = kept;
         }
         if running.is_empty() {
             break;
@@ -188,11 +204,7 @@ pub async fn execute<R: Runner>(
                     // it) and nothing new starts.
                     Err(e) => {
                         if let Some(&i) = spawned.get(&e.id()) {
-                            if let Some(g) = tasks[i].group.as_deref()
-                                && let Some(n) = in_group.get_mut(g)
-                            {
-                                *n = n.saturating_sub(1);
-                            }
+                            release(&mut in_group, i);
                             on_event(Event::Aborted(&tasks[i]));
                             report.aborted.push(tasks[i].id.clone());
                         }
@@ -201,11 +213,7 @@ pub async fn execute<R: Runner>(
                     }
                 };
                 let task = &tasks[i];
-                if let Some(g) = task.group.as_deref()
-                    && let Some(n) = in_group.get_mut(g)
-                {
-                    *n = n.saturating_sub(1);
-                }
+                release(&mut in_group, i);
                 on_event(Event::Finished { task, result: &result, elapsed });
                 match result {
                     Ok(_) => {
@@ -213,8 +221,7 @@ pub async fn execute<R: Runner>(
                         for &w in &waits.waiters[i] {
                             remaining[w] -= 1;
                             if remaining[w] == 0 {
-                                // Keep plan order among the ready.
-                                let pos = ready.partition_point(|&r| r < w);
+                                let pos = ready.partition_point(|&r| rank(r) < rank(w));
                                 ready.insert(pos, w);
                             }
                         }
@@ -287,6 +294,29 @@ pub fn blocked_by_cycle(tasks: &[Task]) -> Option<Vec<String>> {
     (!stuck.is_empty()).then_some(stuck)
 }
 
+/// Each task's groups as indices into one numbering of all groups, and how
+/// many groups there are.
+fn intern_groups(tasks: &[Task]) -> (Vec<Vec<usize>>, usize) {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let groups = tasks
+        .iter()
+        .map(|t| {
+            let mut ids: Vec<usize> = t
+                .groups
+                .iter()
+                .map(|g| {
+                    let next = index.len();
+                    *index.entry(g.as_str()).or_insert(next)
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        })
+        .collect();
+    (groups, index.len())
+}
+
 /// Who waits for whom. An apply waits for its dependencies; a delete waits
 /// for the deletes of the steps that depended on it; every apply waits for
 /// every delete.
@@ -342,6 +372,24 @@ impl WaitGraph {
         }
         WaitGraph { blockers, waiters }
     }
+
+    /// For each task, how many tasks wait behind it in a row at most (0 for
+    /// one nothing waits for). Tasks in a cycle, which never run, get 0.
+    fn heights(&self) -> Vec<usize> {
+        let mut unplaced: Vec<usize> = self.waiters.iter().map(Vec::len).collect();
+        let mut height = vec![0; unplaced.len()];
+        let mut placed: Vec<usize> = (0..unplaced.len()).filter(|&i| unplaced[i] == 0).collect();
+        while let Some(i) = placed.pop() {
+            for &b in &self.blockers[i] {
+                height[b] = height[b].max(height[i] + 1);
+                unplaced[b] -= 1;
+                if unplaced[b] == 0 {
+                    placed.push(b);
+                }
+            }
+        }
+        height
+    }
 }
 
 #[cfg(test)]
@@ -353,7 +401,7 @@ mod cycle_tests {
             id: id.into(),
             action,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            group: None,
+            groups: Vec::new(),
         }
     }
 
@@ -424,7 +472,7 @@ mod tests {
             id: id.into(),
             action: TaskAction::Apply,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
-            group: None,
+            groups: Vec::new(),
         }
     }
 
@@ -460,7 +508,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_group_never_runs_more_than_its_limit() {
         let grouped = |id: &str, g: &str| Task {
-            group: Some(g.into()),
+            groups: vec![g.into()],
             ..apply(id, &[])
         };
         let mut tasks: Vec<Task> = (0..6)
@@ -497,6 +545,77 @@ mod tests {
         }
         assert_eq!(most, 2, "{log:?}");
         assert!(pos(&log, "start r3") < pos(&log, "end p0"), "{log:?}");
+    }
+
+    /// A task in two groups (a step that talks to two API servers) needs
+    /// room in both.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_in_two_groups_counts_against_both() {
+        let in_groups = |id: &str, gs: &[&str]| Task {
+            groups: gs.iter().map(|g| g.to_string()).collect(),
+            ..apply(id, &[])
+        };
+        let tasks = vec![
+            in_groups("r1/attach@p", &["r1", "p"]),
+            in_groups("r2/attach@p", &["r2", "p"]),
+            in_groups("r3/attach@p", &["r3", "p"]),
+            in_groups("r1/other", &["r1"]),
+        ];
+        let (r, log) = fake(&[], &[]);
+        let t0 = tokio::time::Instant::now();
+        let (_tx, rx) = watch::channel(Stop::No);
+        let limits = Limits {
+            total: 64,
+            per_group: 1,
+        };
+        let report = execute(tasks, r, limits, rx, |_| {}).await;
+        assert!(report.is_success());
+        // p admits one at a time: three 10 ms tasks in a row; r1/other
+        // waits for r1's slot, then runs beside r2's attach.
+        assert_eq!(t0.elapsed(), Duration::from_millis(30));
+        let log = log.lock().unwrap().clone();
+        assert!(
+            pos(&log, "end r1/attach@p") < pos(&log, "start r2/attach@p"),
+            "{log:?}"
+        );
+        assert!(
+            pos(&log, "end r1/attach@p") < pos(&log, "start r1/other"),
+            "{log:?}"
+        );
+        assert!(
+            pos(&log, "start r1/other") < pos(&log, "end r2/attach@p"),
+            "{log:?}"
+        );
+    }
+
+    /// Under a limit, the ready task with the longest chain behind it starts
+    /// first, whatever its place in the plan.
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_chain_starts_first() {
+        let (r, log) = fake(&[], &[]);
+        let t0 = tokio::time::Instant::now();
+        let report = run(
+            vec![
+                apply("leaf1", &[]),
+                apply("leaf2", &[]),
+                apply("a", &[]),
+                apply("b", &["a"]),
+                apply("c", &["b"]),
+            ],
+            r,
+            1,
+        )
+        .await;
+        assert!(report.is_success());
+        assert_eq!(t0.elapsed(), Duration::from_millis(50));
+        let log = log.lock().unwrap().clone();
+        let starts: Vec<&str> = log
+            .iter()
+            .filter_map(|l| l.strip_prefix("start "))
+            .collect();
+        // a (two behind it) first, then b (one) before the leaves; c,
+        // a leaf like them, comes after those before it in the plan.
+        assert_eq!(starts, ["a", "b", "leaf1", "leaf2", "c"], "{log:?}");
     }
 
     #[tokio::test(start_paused = true)]

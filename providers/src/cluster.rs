@@ -10,8 +10,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 /// A cluster could not be reached or used.
 #[derive(Debug, thiserror::Error)]
@@ -83,17 +84,29 @@ impl Connection {
     }
 }
 
+/// A connection is to a (kubeconfig path, context).
+type ConnectionKey = (Option<PathBuf>, String);
+
 /// The pool of connections, shared by all steps of a run.
+///
+/// A fleet's kubeconfig can hold a thousand contexts: each kubeconfig file
+/// is parsed once per run, and each connection is made from a copy holding
+/// only its own context, so connecting to N clusters costs O(N), not O(N²).
+/// Connections to different clusters are made concurrently; two steps on
+/// one cluster share the first one's connection.
 pub struct Clusters {
     /// `--kubeconfig`, used by clusters without their own.
     default_kubeconfig: Option<PathBuf>,
-    connections: Mutex<HashMap<(Option<PathBuf>, String), Connection>>,
+    /// Parsed kubeconfigs by path (`None`: `$KUBECONFIG` or `~/.kube/config`).
+    kubeconfigs: Mutex<HashMap<Option<PathBuf>, Arc<Kubeconfig>>>,
+    connections: Mutex<HashMap<ConnectionKey, Arc<OnceCell<Connection>>>>,
 }
 
 impl Clusters {
     pub fn new(default_kubeconfig: Option<PathBuf>) -> Clusters {
         Clusters {
             default_kubeconfig,
+            kubeconfigs: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -104,14 +117,44 @@ impl Clusters {
             .kubeconfig
             .clone()
             .or_else(|| self.default_kubeconfig.clone());
-        let key = (path.clone(), target.context.clone());
-        let mut pool = self.connections.lock().await;
-        if let Some(c) = pool.get(&key) {
-            return Ok(c.clone());
+        let cell = {
+            let mut pool = self.connections.lock().await;
+            pool.entry((path.clone(), target.context.clone()))
+                .or_default()
+                .clone()
+        };
+        cell.get_or_try_init(|| async {
+            let kubeconfig = self.kubeconfig(path.as_deref(), target).await?;
+            open(&kubeconfig, target).await
+        })
+        .await
+        .cloned()
+    }
+
+    /// The kubeconfig at `path`, parsed on first use. The lock is held while
+    /// parsing so that a thousand first connections parse it once.
+    async fn kubeconfig(
+        &self,
+        path: Option<&Path>,
+        target: &Target,
+    ) -> Result<Arc<Kubeconfig>, ClusterError> {
+        let mut parsed = self.kubeconfigs.lock().await;
+        let key = path.map(Path::to_path_buf);
+        if let Some(kubeconfig) = parsed.get(&key) {
+            return Ok(kubeconfig.clone());
         }
-        let conn = open(path.as_deref(), target).await?;
-        pool.insert(key, conn.clone());
-        Ok(conn)
+        let kubeconfig = match path {
+            Some(p) => Kubeconfig::read_from(p),
+            None => Kubeconfig::read(),
+        }
+        .map_err(|source| ClusterError::Kubeconfig {
+            cluster: target.cluster.clone(),
+            context: target.context.clone(),
+            source,
+        })?;
+        let kubeconfig = Arc::new(kubeconfig);
+        parsed.insert(key, kubeconfig.clone());
+        Ok(kubeconfig)
     }
 }
 
@@ -125,28 +168,32 @@ pub fn context_names(path: Option<&Path>) -> Result<Vec<String>, kube::config::K
     Ok(kubeconfig.contexts.into_iter().map(|c| c.name).collect())
 }
 
-async fn open(path: Option<&Path>, target: &Target) -> Result<Connection, ClusterError> {
-    let kubeconfig = match path {
-        Some(p) => Kubeconfig::read_from(p),
-        None => Kubeconfig::read(),
-    }
-    .map_err(|source| ClusterError::Kubeconfig {
-        cluster: target.cluster.clone(),
-        context: target.context.clone(),
-        source,
-    })?;
-    if !kubeconfig.contexts.iter().any(|c| c.name == target.context) {
+/// How many context names an error about a missing context lists.
+const LISTED_CONTEXTS: usize = 20;
+
+async fn open(kubeconfig: &Kubeconfig, target: &Target) -> Result<Connection, ClusterError> {
+    let Some(kubeconfig) = only_context(kubeconfig, &target.context) else {
         let known: Vec<&str> = kubeconfig
             .contexts
             .iter()
+            .take(LISTED_CONTEXTS)
             .map(|c| c.name.as_str())
             .collect();
+        let more = kubeconfig.contexts.len().saturating_sub(LISTED_CONTEXTS);
+        let reason = match (known.is_empty(), more) {
+            (true, _) => "the kubeconfig has no contexts".to_string(),
+            (false, 0) => format!("the contexts there are: {}", known.join(", ")),
+            (false, more) => format!(
+                "the contexts there are: {} and {more} more",
+                known.join(", ")
+            ),
+        };
         return Err(ClusterError::Context {
             cluster: target.cluster.clone(),
             context: target.context.clone(),
-            reason: format!("the contexts there are: {}", known.join(", ")),
+            reason,
         });
-    }
+    };
     let options = KubeConfigOptions {
         context: Some(target.context.clone()),
         ..Default::default()
@@ -175,6 +222,37 @@ async fn open(path: Option<&Path>, target: &Target) -> Result<Connection, Cluste
         server,
         cluster: target.cluster.clone(),
         context: target.context.clone(),
+    })
+}
+
+/// A copy of `kubeconfig` with only `context`, its cluster and its user
+/// (and the file-wide settings), or `None` when it has no such context.
+fn only_context(kubeconfig: &Kubeconfig, context: &str) -> Option<Kubeconfig> {
+    let named = kubeconfig.contexts.iter().find(|c| c.name == context)?;
+    let (cluster, user) = match &named.context {
+        Some(c) => (Some(c.cluster.as_str()), c.user.as_deref()),
+        None => (None, None),
+    };
+    Some(Kubeconfig {
+        preferences: kubeconfig.preferences.clone(),
+        clusters: kubeconfig
+            .clusters
+            .iter()
+            .filter(|c| Some(c.name.as_str()) == cluster)
+            .cloned()
+            .collect(),
+        auth_infos: kubeconfig
+            .auth_infos
+            .iter()
+            .filter(|u| Some(u.name.as_str()) == user)
+            .cloned()
+            .collect(),
+        contexts: vec![named.clone()],
+        current_context: Some(context.to_string()),
+        extensions: kubeconfig.extensions.clone(),
+        kind: kubeconfig.kind.clone(),
+        api_version: kubeconfig.api_version.clone(),
+        other: kubeconfig.other.clone(),
     })
 }
 

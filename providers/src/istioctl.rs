@@ -69,10 +69,6 @@ pub struct Istioctl {
     /// `istioctl install --readiness-timeout`, passed explicitly so that
     /// istioctl gives up (with its own message) before mesh stops it.
     pub readiness_timeout: Duration,
-    /// Ends the child when mesh dies, however it dies (Linux's parent-death
-    /// signal): for the sandbox's simulated istioctl, whose clusters die
-    /// with mesh. A real istioctl is left to finish what it started.
-    pub die_with_mesh: bool,
 }
 
 /// What an istioctl run printed, stdout then stderr.
@@ -90,7 +86,6 @@ impl Istioctl {
             env: Vec::new(),
             timeout: Duration::from_secs(720),
             readiness_timeout: Duration::from_secs(300),
-            die_with_mesh: false,
         }
     }
 
@@ -188,16 +183,8 @@ impl Istioctl {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        #[cfg(target_os = "linux")]
-        if self.die_with_mesh {
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-        }
+        // No pre_exec hook: without one, the child is started with
+        // posix_spawn, not a fork of this (possibly large) process.
         let mut child = cmd.spawn().map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 IstioctlError::NotFound {

@@ -169,7 +169,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 )
             }
         };
-        if let Some(stuck) = engine::executor::blocked_by_cycle(&engine::apply::tasks(&plan)) {
+        if let Some(stuck) = engine::executor::blocked_by_cycle(&engine::apply::tasks(&plan, &graph)) {
             world.close().await;
             bail!(
                 "the steps {} depend on each other in a cycle, so none of them could ever run: \

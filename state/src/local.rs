@@ -52,6 +52,7 @@ impl LocalBackend {
         Ok(StateLock {
             path: self.path.clone(),
             held,
+            written: None,
         })
     }
 }
@@ -62,6 +63,20 @@ impl LocalBackend {
 pub struct StateLock {
     path: PathBuf,
     held: Held,
+    /// The file this lock last wrote, as the file system describes it: a
+    /// state file still so was not changed since, so the next write need
+    /// not read and parse it again (a fleet's state is megabytes, written
+    /// several times a second during an apply).
+    written: Option<Written>,
+}
+
+/// A state file this lock wrote: what the file system says of it, and the
+/// lineage and serial in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    file: FileId,
+    lineage: String,
+    serial: u64,
 }
 
 impl StateLock {
@@ -93,7 +108,7 @@ impl StateLock {
             ),
         })?;
         state.format_version = FORMAT_VERSION;
-        let result = write_atomic(&self.path, state, before.0);
+        let result = write_atomic_as(&self.path, state, before.0, false, &mut self.written);
         if result.is_err() {
             (state.serial, state.format_version) = before;
         }
@@ -113,7 +128,7 @@ impl StateLock {
         let mut next = incoming;
         next.serial = serial;
         next.format_version = FORMAT_VERSION;
-        write_atomic_as(&self.path, &next, read_serial, force)?;
+        write_atomic_as(&self.path, &next, read_serial, force, &mut self.written)?;
         Ok(next)
     }
 }
@@ -221,6 +236,29 @@ impl Staged {
     }
 }
 
+/// Makes the state file about to be replaced the `.backup`: a second link
+/// to it (no copy of a large state; it was synced when it was written), or
+/// a copy where the file system has no hard links.
+fn keep_as_backup(target: &Path) -> std::io::Result<()> {
+    let backup = sibling(target, ".backup");
+    let tmp = sibling(target, &format!(".backup.tmp-{}", &random_id()[..12]));
+    match std::fs::hard_link(target, &tmp) {
+        // Private, as every file mesh writes, whatever the state's mode was
+        // (this is the replaced file itself, so it changes that one too).
+        Ok(()) => {
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .and_then(|()| std::fs::rename(&tmp, &backup))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
+        }
+        Err(_) => {
+            let previous = std::fs::read(target)?;
+            Staged::new(target, ".backup", &previous)?.commit(&backup)
+        }
+    }
+}
+
 /// The file a write replaces: a symlinked state is replaced at its
 /// destination (which need not exist yet), so the link survives.
 pub(crate) fn real_target(path: &Path) -> PathBuf {
@@ -284,70 +322,112 @@ fn check_replaceable(
     replace_lineage: bool,
 ) -> Result<(), StateError> {
     let on_disk = parse(path, current)?;
+    check_replaceable_by(
+        path,
+        (&on_disk.lineage, on_disk.serial),
+        state,
+        read_serial,
+        replace_lineage,
+    )
+}
+
+/// [`check_replaceable`] for a file known to hold `(lineage, serial)`.
+fn check_replaceable_by(
+    path: &Path,
+    (lineage, serial): (&str, u64),
+    state: &State,
+    read_serial: u64,
+    replace_lineage: bool,
+) -> Result<(), StateError> {
     let changed = |detail: String| StateError::Changed {
         path: path.to_path_buf(),
         detail,
     };
-    if on_disk.lineage != state.lineage && !replace_lineage {
+    if lineage != state.lineage && !replace_lineage {
         return Err(changed(format!(
-            "it is another state: lineage {} on disk, {} in memory",
-            on_disk.lineage, state.lineage
+            "it is another state: lineage {lineage} on disk, {} in memory",
+            state.lineage
         )));
     }
-    if on_disk.serial > read_serial {
+    if serial > read_serial {
         return Err(changed(format!(
-            "serial {} on disk is newer than serial {read_serial} it was read at",
-            on_disk.serial
+            "serial {serial} on disk is newer than serial {read_serial} it was read at"
         )));
     }
     Ok(())
 }
 
-fn write_atomic(path: &Path, state: &State, read_serial: u64) -> Result<(), StateError> {
-    write_atomic_as(path, state, read_serial, false)
+/// A file's identity and version as `stat` reports them: device, inode,
+/// size and modification time. A write renames a new file into place, so a
+/// file written by anyone else differs in one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64, u64, i64, i64);
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
+    }
 }
 
-/// [`write_atomic`]; `replace_lineage` lets a forced push replace a state
-/// of another lineage (a corrupt or newer file is still never replaced).
+/// Writes `state` over the state file, keeping the file it replaces as the
+/// `.backup`. Refuses to replace a file that changed since it was read at
+/// `read_serial` (unless it is the file this lock wrote last, `written`);
+/// `replace_lineage` lets a forced push replace a state of another lineage
+/// (a corrupt or newer file is still never replaced).
 fn write_atomic_as(
     path: &Path,
     state: &State,
     read_serial: u64,
     replace_lineage: bool,
+    written: &mut Option<Written>,
 ) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let target = real_target(path);
-    let current = match std::fs::read(&target) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+    let read_err = |source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
     };
-    if let Some(current) = &current {
-        check_replaceable(path, current, state, read_serial, replace_lineage)?;
-    }
+    let target = real_target(path);
+    let exists = match std::fs::metadata(&target) {
+        Ok(m) => {
+            match written.as_ref().filter(|w| w.file == FileId::of(&m)) {
+                Some(w) => check_replaceable_by(
+                    path,
+                    (&w.lineage, w.serial),
+                    state,
+                    read_serial,
+                    replace_lineage,
+                )?,
+                None => {
+                    let current = std::fs::read(&target).map_err(read_err)?;
+                    check_replaceable(path, &current, state, read_serial, replace_lineage)?;
+                }
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(read_err(e)),
+    };
+    *written = None;
     remove_leftovers(&target);
 
     let json = serde_json::to_string_pretty(state)
         .map_err(|e| write_err(std::io::Error::other(e)))?
         + "\n";
     let staged = Staged::new(&target, "", json.as_bytes()).map_err(write_err)?;
-    if let Some(previous) = &current {
-        let kept = Staged::new(&target, ".backup", previous)
-            .and_then(|b| b.commit(&sibling(&target, ".backup")));
-        if let Err(e) = kept {
-            staged.discard();
-            return Err(write_err(e));
-        }
+    if exists && let Err(e) = keep_as_backup(&target) {
+        staged.discard();
+        return Err(write_err(e));
     }
     staged.commit(&target).map_err(write_err)?;
+    *written = std::fs::metadata(&target).ok().map(|m| Written {
+        file: FileId::of(&m),
+        lineage: state.lineage.clone(),
+        serial: state.serial,
+    });
     // The renames are durable only once the folder's entry is synced. Some
     // filesystems cannot fsync a folder; the write itself has succeeded.
     let dir = target

@@ -407,3 +407,25 @@ fn a_serial_that_cannot_grow_is_refused() {
     assert_eq!(st.serial, u64::MAX);
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+/// The lock skips re-reading a file it wrote itself, but a file replaced
+/// since (a hand edit, another tool) is read and checked as before, and
+/// the backup still holds the replaced file.
+#[test]
+fn a_file_replaced_after_our_write_is_checked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let (mut lock, mut st) = written_once(&path);
+    lock.write(&mut st).unwrap();
+    assert_eq!(read_unlocked(&path).unwrap().unwrap().serial, 2);
+    let backup = std::fs::read_to_string(path.with_extension("json.backup")).unwrap();
+    assert!(backup.contains("\"serial\": 1"), "{backup}");
+
+    // Someone else writes serial 7 of the same state.
+    let mut newer = st.clone();
+    newer.serial = 7;
+    std::fs::write(&path, serde_json::to_string_pretty(&newer).unwrap()).unwrap();
+    let e = lock.write(&mut st).unwrap_err();
+    assert!(matches!(e, StateError::Changed { .. }), "{e}");
+    assert_eq!(read_unlocked(&path).unwrap().unwrap().serial, 7);
+}

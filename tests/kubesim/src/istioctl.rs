@@ -14,6 +14,7 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 use std::io::{Read, Write};
+use std::path::Path;
 
 const NS: &str = "istio-system";
 const OWNER_LABEL: &str = "install.operator.istio.io/owning-resource";
@@ -118,6 +119,7 @@ pub fn main(args: Vec<String>, mut stdin: impl Read) -> i32 {
 }
 
 fn run(a: &Args, stdin: &str) -> Result<String, String> {
+    let started = std::time::Instant::now();
     match a.command.as_str() {
         "version" => {
             let v = std::env::var("KUBESIM_ISTIOCTL_VERSION").unwrap_or_else(|_| "1.28.0".into());
@@ -155,12 +157,11 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                 if let Some(ctx) = &a.context
                     && std::env::var("KUBESIM_ISTIOCTL_FAIL_CONTEXT").is_ok_and(|f| f == *ctx)
                 {
-                    delay();
+                    delay(started);
                     return Err(format!(
                         "failed to install manifests: simulated failure on context {ctx} (KUBESIM_ISTIOCTL_FAIL_CONTEXT)"
                     ));
                 }
-                delay();
                 block_on(install(a, &objects))?;
                 let pruned = block_on(prune(a, &iop, &objects))?;
                 if objects.iter().any(|o| {
@@ -171,6 +172,7 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                 }) {
                     block_on(istiod_publishes_its_root(a))?;
                 }
+                delay(started);
                 let mut out = String::new();
                 for p in pruned {
                     out.push_str(&format!("  Removed {p}.\n"));
@@ -186,8 +188,8 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                         return Err("at least one of the --revision (or --istioctl-revision), --filename or --purge flags should be set".into());
                     }
                 };
-                delay();
                 let n = block_on(uninstall(a, target))?;
+                delay(started);
                 Ok(format!("✔ Uninstall complete ({n} objects removed)\n"))
             }
         }
@@ -198,12 +200,18 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
     }
 }
 
-fn delay() {
+/// Waits until the run has taken `KUBESIM_ISTIOCTL_DELAY_MS` since it
+/// `started`: a simulated install takes that long in all, as a real one
+/// waits for its workloads to become ready, however long its requests took
+/// (unless they took longer). The objects exist before the wait ends, as
+/// they do while a real install waits.
+fn delay(started: std::time::Instant) {
     if let Some(ms) = std::env::var("KUBESIM_ISTIOCTL_DELAY_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let total = std::time::Duration::from_millis(ms);
+        std::thread::sleep(total.saturating_sub(started.elapsed()));
     }
 }
 
@@ -492,7 +500,7 @@ fn api_for(client: &kube::Client, obj: &Value) -> (Api<DynamicObject>, String) {
 
 async fn client(a: &Args) -> Result<kube::Client, String> {
     let kubeconfig = match &a.kubeconfig {
-        Some(p) => kube::config::Kubeconfig::read_from(p),
+        Some(p) => read_kubeconfig(p, a.context.as_deref()),
         None => kube::config::Kubeconfig::read(),
     }
     .map_err(|e| format!("cannot read the kubeconfig: {e}"))?;
@@ -509,6 +517,34 @@ async fn client(a: &Args) -> Result<kube::Client, String> {
             )
         })?;
     kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// The kubeconfig at `path`. A fleet's kubeconfig holds a thousand
+/// contexts and every simulated istioctl run would read all of them: the
+/// one-context file kubesim writes beside its kubeconfig is read instead
+/// when there is one, and a JSON kubeconfig (kubesim's; kubectl reads JSON
+/// too) is parsed as JSON, not by the slower YAML parser.
+fn read_kubeconfig(
+    path: &str,
+    context: Option<&str>,
+) -> Result<kube::config::Kubeconfig, kube::config::KubeconfigError> {
+    let json = |p: &Path| -> Option<kube::config::Kubeconfig> {
+        let text = std::fs::read(p).ok()?;
+        if text.first() != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(&text).ok()
+    };
+    if let Some(context) = context
+        && let Some(one) = json(&crate::kubeconfig::context_file(Path::new(path), context))
+        && one.contexts.iter().any(|c| c.name == context)
+    {
+        return Ok(one);
+    }
+    match json(Path::new(path)) {
+        Some(all) => Ok(all),
+        None => kube::config::Kubeconfig::read_from(path),
+    }
 }
 
 /// Like client-go under istioctl: 429, 5xx and connection errors are

@@ -251,11 +251,31 @@ impl ClusterSet {
                 token: &c.token,
             })
             .collect();
-        write_atomic(
-            &self.kubeconfig_path(),
-            kubeconfig::render(&entries).as_bytes(),
-        )
-        .with_context(|| format!("writing {}", self.kubeconfig_path().display()))
+        let path = self.kubeconfig_path();
+        write_atomic(&path, kubeconfig::render(&entries).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        // One file per context too, for the simulated istioctl (see
+        // `kubeconfig::context_file`). They are derived and rewritten at
+        // every start, so they are not synced; the old ones go first.
+        let dir = path.with_file_name("kubeconfig.d");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for e in &entries {
+            let one = kubeconfig::context_file(&path, e.context);
+            let tmp = one.with_extension("tmp");
+            std::fs::write(&tmp, kubeconfig::render(std::slice::from_ref(e)))
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &tmp,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                    )
+                })
+                .and_then(|()| std::fs::rename(&tmp, &one))
+                .with_context(|| format!("writing {}", one.display()))?;
+        }
+        Ok(())
     }
 
     /// `DIR/kubeconfig`: one context per cluster.

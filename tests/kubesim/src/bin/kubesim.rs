@@ -68,7 +68,12 @@ fn main() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let code = runtime.block_on(async {
-        let names: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        // `--clusters ""` names none (a restart serves the saved ones).
+        let names: Vec<&str> = clusters
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+            .collect();
         let set = match kubesim::ClusterSet::open(&dir, &names, options).await {
             Ok(s) => s,
             Err(e) => {
