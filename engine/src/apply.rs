@@ -82,17 +82,16 @@ pub fn tasks(plan: &Plan, graph: &StepGraph) -> Vec<Task> {
             {
                 groups.push(step.target.cluster.clone());
             }
-            (c, groups)
-        })
-        .map(|(c, groups)| Task {
-            id: c.step.clone(),
-            action: if c.action == Action::Delete {
-                TaskAction::Delete
-            } else {
-                TaskAction::Apply
-            },
-            depends_on: c.depends_on.clone(),
-            groups,
+            Task {
+                id: c.step.clone(),
+                action: if c.action == Action::Delete {
+                    TaskAction::Delete
+                } else {
+                    TaskAction::Apply
+                },
+                depends_on: c.depends_on.clone(),
+                groups,
+            }
         })
         .collect()
 }
@@ -144,7 +143,7 @@ impl Runner for StepRunner {
                     // a step only after its dependencies were recorded. Rendered
                     // here, in the task, not on the executor's loop: a fleet
                     // starts thousands of steps at once.
-                    let (input, previous) = {
+                    let (rendered, input, previous) = {
                         let st = state.lock().expect("state lock");
                         let lookup = |sid: &str, key: &str| match st
                             .steps
@@ -160,9 +159,8 @@ impl Runner for StepRunner {
                             .steps
                             .get(&id)
                             .map(|r| (r.input.clone(), r.outputs.clone()));
-                        ((rendered, input), previous)
+                        (rendered, input, previous)
                     };
-                    let (rendered, input) = input;
                     let prev = previous.as_ref().map(|(i, o)| Recorded {
                         input: i,
                         outputs: o,

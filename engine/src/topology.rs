@@ -401,6 +401,33 @@ mod tests {
         }
     }
 
+    /// The executor's per-cluster limit sees `C/attach@P` in both C and P
+    /// (it reads from one and writes to the other); other steps in their own.
+    #[test]
+    fn a_step_that_writes_to_another_cluster_is_grouped_with_both() {
+        let g = compile(&with_trust(mesh(vec![
+            cluster("cluster1", Role::Primary, None),
+            cluster("cluster2", Role::Primary, None),
+            cluster("cluster3", Role::Remote, Some("cluster1")),
+        ])))
+        .unwrap();
+        let plan = crate::planner::plan("mesh1", &g, None, None, crate::planner::Mode::Converge);
+        let tasks = crate::apply::tasks(&plan, &g);
+        let groups = |id: &str| {
+            tasks
+                .iter()
+                .find(|t| t.id == id)
+                .unwrap_or_else(|| panic!("{id}"))
+                .groups
+                .clone()
+        };
+        assert_eq!(groups("cluster3/attach"), ["cluster3", "cluster1"]);
+        assert_eq!(groups("cluster3/attach@cluster2"), ["cluster3", "cluster2"]);
+        assert_eq!(groups("cluster1/attach@cluster2"), ["cluster1", "cluster2"]);
+        assert_eq!(groups("cluster3/install-remote"), ["cluster3"]);
+        assert_eq!(tasks.len(), g.len());
+    }
+
     /// Multi-primary on one network: both trust one root, each discovers the other.
     #[test]
     fn multi_primary_has_plug_ca_and_cross_attach() {

@@ -13,8 +13,9 @@ pub struct Entry<'a> {
 }
 
 /// Where the one-context kubeconfig of `context` is kept beside the
-/// kubeconfig at `kubeconfig` (`DIR/kubeconfig.d/<context>`, the name
-/// %-escaped but for letters, digits, `-` and `_`): the simulated istioctl reads that instead of every context.
+/// kubeconfig at `kubeconfig`: `DIR/kubeconfig.d/<context>`, the name
+/// %-escaped but for letters, digits, `-` and `_`. The simulated istioctl
+/// reads that instead of every context.
 pub fn context_file(kubeconfig: &Path, context: &str) -> PathBuf {
     let mut name = String::new();
     for c in context.chars() {
@@ -31,7 +32,12 @@ pub fn context_file(kubeconfig: &Path, context: &str) -> PathBuf {
         // The empty name: `%` alone is no escape of anything else.
         name.push('%');
     }
-    kubeconfig.with_file_name("kubeconfig.d").join(name)
+    contexts_dir(kubeconfig).join(name)
+}
+
+/// `DIR/kubeconfig.d`, where the one-context kubeconfigs are kept.
+pub fn contexts_dir(kubeconfig: &Path) -> PathBuf {
+    kubeconfig.with_file_name("kubeconfig.d")
 }
 
 /// The kubeconfig, as JSON (which kubectl and kube-rs read as YAML, and

@@ -82,6 +82,12 @@ pub fn file_name_of(name: &str) -> String {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private(path, bytes, true)
+}
+
+/// Writes `bytes` to a temporary file of mode 0600 (synced if `sync`) and
+/// renames it over `path`.
+fn write_private(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -89,7 +95,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -257,23 +265,19 @@ impl ClusterSet {
         // One file per context too, for the simulated istioctl (see
         // `kubeconfig::context_file`). They are derived and rewritten at
         // every start, so they are not synced; the old ones go first.
-        let dir = path.with_file_name("kubeconfig.d");
+        let dir = kubeconfig::contexts_dir(&path);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for e in &entries {
             let one = kubeconfig::context_file(&path, e.context);
-            let tmp = one.with_extension("tmp");
-            std::fs::write(&tmp, kubeconfig::render(std::slice::from_ref(e)))
-                .and_then(|()| {
-                    std::fs::set_permissions(
-                        &tmp,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                    )
-                })
-                .and_then(|()| std::fs::rename(&tmp, &one))
-                .with_context(|| format!("writing {}", one.display()))?;
+            write_private(
+                &one,
+                kubeconfig::render(std::slice::from_ref(e)).as_bytes(),
+                false,
+            )
+            .with_context(|| format!("writing {}", one.display()))?;
         }
         Ok(())
     }
