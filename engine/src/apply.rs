@@ -12,7 +12,7 @@ use crate::planner::{self, RenderedInput};
 use crate::topology::StepGraph;
 use plans::{Action, Plan};
 use providers::env::{Applied, Env, Recorded, StepError};
-use providers::{Known, StepKind, Target};
+use providers::{Ctx, Known, StepKind, Target};
 use serde_json::Value;
 use state::{State, Status};
 use std::collections::BTreeMap;
@@ -165,16 +165,8 @@ impl Runner for StepRunner {
                         input: i,
                         outputs: o,
                     });
-                    match providers::run::apply(
-                        &env,
-                        &id,
-                        &step.target,
-                        &step.input,
-                        &rendered,
-                        prev.as_ref(),
-                    )
-                    .await
-                    {
+                    let cx = Ctx::new(&env, &id, &step.target);
+                    match step.input.apply(cx, &rendered, prev.as_ref()).await {
                         Ok(applied) => Ok(Done::Applied { input, applied }),
                         Err(e) => Err(Failure {
                             input: Some(input),
@@ -220,7 +212,7 @@ impl Runner for StepRunner {
                         input: &rec.input,
                         outputs: &rec.outputs,
                     };
-                    match providers::run::destroy(&env, &id, kind, &target, &recorded).await {
+                    match kind.destroy(Ctx::new(&env, &id, &target), &recorded).await {
                         Ok(log) => Ok(Done::Deleted { log }),
                         Err(e) => Err(Failure {
                             input: None,

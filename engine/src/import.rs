@@ -7,9 +7,8 @@
 use crate::planner;
 use crate::refresh::RefreshError;
 use crate::topology::StepGraph;
-use providers::Known;
 use providers::env::Env;
-use providers::run::Adoption;
+use providers::{Adoption, Ctx, Known};
 use state::{State, Status};
 
 /// What import found.
@@ -49,7 +48,8 @@ pub async fn import(
             ));
             continue;
         }
-        match providers::run::adopt(env, &step.target, &step.input, &input.text).await {
+        let cx = Ctx::new(env, &step.id, &step.target);
+        match step.input.adopt(cx, &input.text).await {
             Ok(Adoption::Adopted(outputs)) => {
                 let rec = planner::record(step, graph, &input, outputs, Status::Applied, now());
                 state.steps.insert(step.id.clone(), rec);

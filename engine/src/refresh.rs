@@ -6,7 +6,7 @@ use crate::planner::Refresh;
 use crate::topology::StepGraph;
 use futures::stream::{self, StreamExt};
 use providers::env::{Env, Recorded};
-use providers::{StepKind, Target};
+use providers::{Ctx, StepKind, Target};
 use state::State;
 use std::path::PathBuf;
 
@@ -34,7 +34,7 @@ pub async fn preview(
         .filter(|s| s.input.has_preview())
         .filter(|s| state.is_none_or(|st| !st.steps.contains_key(&s.id)))
         .map(|s| async move {
-            let r = providers::run::preview(env, &s.target, &s.input).await;
+            let r = s.input.preview(Ctx::new(env, &s.id, &s.target)).await;
             (s.id.clone(), r)
         });
     let results: Vec<_> = stream::iter(looks)
@@ -144,7 +144,9 @@ pub async fn refresh(
                 outputs: &rec.outputs,
             };
             let input = graph.get(id).map(|s| &s.input);
-            let result = providers::run::read(env, kind, &target, &recorded, input).await;
+            let result = kind
+                .read(Ctx::new(env, id, &target), &recorded, input)
+                .await;
             (id.clone(), result)
         })
     });

@@ -3,6 +3,7 @@
 
 use crate::cluster::{ClusterError, Clusters};
 use crate::istioctl::{Istioctl, IstioctlError};
+use crate::rendered::Target;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +38,31 @@ impl Env {
 
     pub fn say(&self, step: &str, what: &str) {
         (self.progress)(step, what)
+    }
+}
+
+/// Where a verb runs: the run's environment, the step's ID (for progress
+/// and messages) and the cluster its objects live in.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub env: &'a Env,
+    pub step: &'a str,
+    pub target: &'a Target,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(env: &'a Env, step: &'a str, target: &'a Target) -> Self {
+        Ctx { env, step, target }
+    }
+
+    /// Tells the progress view what the step is doing now.
+    pub fn say(&self, what: &str) {
+        self.env.say(self.step, what)
+    }
+
+    /// The step's cluster.
+    pub async fn connect(&self) -> Result<crate::cluster::Connection, StepError> {
+        Ok(self.env.clusters.connect(self.target).await?)
     }
 }
 
@@ -138,41 +164,4 @@ impl Recorded<'_> {
     pub fn output_str(&self, key: &str) -> Option<&str> {
         self.outputs.get(key).and_then(Value::as_str)
     }
-}
-
-/// `istioctl install -y -f -` of a rendered IstioOperator: the apply of the
-/// three install steps, which differ only in their document.
-pub async fn istioctl_install(
-    env: &Env,
-    step: &str,
-    target: &crate::rendered::Target,
-    rendered: &crate::rendered::Rendered,
-    what: &str,
-) -> Result<Applied, StepError> {
-    env.say(step, &format!("istioctl install ({what})…"));
-    let log = env
-        .istioctl
-        .install(target, env.kubeconfig.as_ref(), &rendered.to_yaml())
-        .await?;
-    Ok(Applied {
-        outputs: BTreeMap::new(),
-        log: log.output,
-    })
-}
-
-/// A read that checks one object a step installed is there: drift
-/// "`<Kind> <ns>/<name>` missing" otherwise.
-pub async fn expect_present(
-    env: &Env,
-    target: &crate::rendered::Target,
-    (api_version, kind, namespace, name): (&str, &str, &str, &str),
-) -> Result<crate::observe::Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let doc = serde_json::json!({"apiVersion": api_version, "kind": kind,
-        "metadata": {"name": name, "namespace": namespace}});
-    let mut obs = crate::observe::Observation::default();
-    if crate::k8s::get(&conn, &doc).await?.is_none() {
-        obs.drift.push(format!("{kind} {namespace}/{name} missing"));
-    }
-    Ok(obs)
 }

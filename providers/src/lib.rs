@@ -1,22 +1,27 @@
-//! The step kinds of an Istio primary-remote install, one file each.
+//! The step kinds of an Istio multicluster install, one file each.
 //!
-//! A step kind knows how to *render* its input (pure: the documents it will
-//! apply, deterministic, so the planner can diff and fingerprint them), and,
-//! against a live cluster, how to *read* (refresh), *apply* and *destroy*.
-//! The engine never looks inside a rendered document: it only compares,
-//! fingerprints and orders them. Everything Istio-specific lives here.
+//! A step kind ([`kind::Kind`]) knows how to *render* its input (pure: the
+//! documents it will apply, deterministic, so the planner can diff and
+//! fingerprint them), and, against a live cluster, how to *read* (refresh),
+//! *apply*, *destroy* and *adopt* (import). The engine never looks inside a
+//! rendered document: it only compares, fingerprints and orders them, and
+//! calls the verbs through [`StepInput`] and [`StepKind`]. Everything
+//! Istio-specific lives here.
 
 pub mod ca;
 pub mod cluster;
 pub mod env;
 pub mod istioctl;
 pub mod k8s;
+pub mod kind;
 pub mod kinds;
+pub mod objects;
 pub mod observe;
 pub mod rendered;
-pub mod run;
 pub mod state_store;
 
+pub use env::Ctx;
+pub use kind::{Adoption, Kind};
 pub use kinds::{StepInput, StepKind};
 pub use observe::Observation;
 pub use rendered::{

@@ -97,7 +97,8 @@ pub fn render(input: &Input) -> Rendered {
 
 // ---- against a cluster ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
+use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
 use crate::rendered::{Sensitive, Target};
 use base64::Engine as _;
@@ -153,8 +154,7 @@ async fn reader_tokens(
 /// The reader token and CA of the remote, found or made as
 /// `istioctl create-remote-secret` does.
 async fn reader_credentials(
-    env: &Env,
-    step: &str,
+    cx: Ctx<'_>,
     remote: &crate::cluster::Connection,
     reader: &Reader,
 ) -> Result<(Sensitive, Vec<u8>), StepError> {
@@ -218,13 +218,10 @@ async fn reader_credentials(
         name = created.metadata.name;
     }
     let name = name.unwrap_or_else(|| token_secret.clone());
-    env.say(
-        step,
-        &format!(
-            "waiting for the token of {ns}/{name} in {}…",
-            remote.cluster
-        ),
-    );
+    cx.say(&format!(
+        "waiting for the token of {ns}/{name} in {}…",
+        remote.cluster
+    ));
     let ar = crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Secret"}))
         .expect("known kind");
     let filled = |obj: &kube::api::DynamicObject| {
@@ -240,14 +237,15 @@ async fn reader_credentials(
             _ => None,
         }
     };
-    match crate::k8s::wait_for(remote, &ar, Some(ns), &name, env.wait_timeout, filled).await {
+    let wait = cx.env.wait_timeout;
+    match crate::k8s::wait_for(remote, &ar, Some(ns), &name, wait, filled).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(StepError::Failed(e)),
         Err(_) => Err(StepError::Failed(format!(
             "the token Secret {ns}/{name} in cluster `{}` got no token within {} s: \
              is the token controller running (kube-controller-manager)?",
             remote.cluster,
-            env.wait_timeout.as_secs()
+            wait.as_secs()
         ))),
     }
 }
@@ -267,228 +265,221 @@ fn kubeconfig(remote: &str, server: &str, ca: &[u8], token: &Sensitive) -> Sensi
     Sensitive::new(serde_saphyr::to_string(&doc).expect("a JSON value serialises as YAML"))
 }
 
-/// Reads the reader token in the remote and writes Secret
-/// `istio-remote-secret-<R>` in the primary. The token goes nowhere else.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    input: &Input,
-    rendered: &Rendered,
-) -> Result<Applied, StepError> {
-    let remote_target = Target {
+/// The remote's side of the link: where the reader token is.
+fn remote_target(input: &Input) -> Target {
+    Target {
         cluster: input.remote.clone(),
         context: input.remote_context.clone(),
         kubeconfig: input.remote_kubeconfig.clone(),
-    };
-    let remote = env.clusters.connect(&remote_target).await?;
-    let (token, ca) = reader_credentials(env, step, &remote, &input.reader).await?;
-    let server = input
-        .api_server
-        .clone()
-        .unwrap_or_else(|| remote.server.clone());
-    let mut log = String::new();
-    if server.contains("127.0.0.1") || server.contains("localhost") {
-        log.push_str(&format!(
+    }
+}
+
+/// The kind.
+pub struct Attach;
+
+impl Kind for Attach {
+    const NAME: &'static str = "attach";
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
+
+    /// Reads the reader token in the remote and writes Secret
+    /// `istio-remote-secret-<R>` in the primary. The token goes nowhere else.
+    async fn apply(
+        cx: Ctx<'_>,
+        input: &Input,
+        rendered: &Rendered,
+        _previous: Option<&Recorded<'_>>,
+    ) -> Result<Applied, StepError> {
+        let remote = cx.env.clusters.connect(&remote_target(input)).await?;
+        let (token, ca) = reader_credentials(cx, &remote, &input.reader).await?;
+        let server = input
+            .api_server
+            .clone()
+            .unwrap_or_else(|| remote.server.clone());
+        let mut log = String::new();
+        if server.contains("127.0.0.1") || server.contains("localhost") {
+            log.push_str(&format!(
             "warning: the API server address of `{}` is {server}, which is likely unreachable from inside \
              cluster `{}`; set `api_server` for this cluster in the mesh file (kind: the node's address)\n",
             input.remote, input.primary
         ));
-    }
-    let config = kubeconfig(&input.remote, &server, &ca, &token);
-    let mut secret = rendered
-        .documents
-        .first()
-        .cloned()
-        .expect("attach renders its Secret");
-    if let Some(obj) = secret.as_object_mut() {
-        obj.remove("stringData");
-        let b64 = base64::engine::general_purpose::STANDARD;
-        obj.insert(
-            "data".into(),
-            serde_json::json!({ input.remote.clone(): b64.encode(config.expose()) }),
-        );
-    }
-    let primary = env.clusters.connect(target).await?;
-    env.say(
-        step,
-        &format!(
+        }
+        let config = kubeconfig(&input.remote, &server, &ca, &token);
+        let mut secret = rendered
+            .documents
+            .first()
+            .cloned()
+            .expect("attach renders its Secret");
+        if let Some(obj) = secret.as_object_mut() {
+            obj.remove("stringData");
+            let b64 = base64::engine::general_purpose::STANDARD;
+            obj.insert(
+                "data".into(),
+                serde_json::json!({ input.remote.clone(): b64.encode(config.expose()) }),
+            );
+        }
+        let primary = cx.connect().await?;
+        cx.say(&format!(
             "writing Secret istio-system/istio-remote-secret-{} in {}…",
             input.remote, input.primary
-        ),
-    );
-    crate::k8s::apply(&primary, &secret).await?;
-    log.push_str(&format!(
+        ));
+        crate::k8s::apply(&primary, &secret).await?;
+        log.push_str(&format!(
         "wrote Secret istio-system/istio-remote-secret-{} in `{}` with a kubeconfig for {server} {config}\n",
         input.remote, input.primary
     ));
-    Ok(Applied {
-        outputs: BTreeMap::from([(
-            "kubeconfig_sha256".to_string(),
-            Value::from(config.sha256()),
-        )]),
-        log,
-    })
-}
-
-fn secret_doc(recorded: &Recorded<'_>) -> Result<Option<Value>, StepError> {
-    Ok(recorded.documents()?.into_iter().next())
-}
-
-/// Drift: the Secret missing, its label or annotation gone, other contents,
-/// or (when the mesh file still has the step) a token that is no longer one
-/// of the remote's reader tokens: a re-created reader ServiceAccount gets a
-/// new token and the old one stops working, although the Secret is as mesh
-/// wrote it.
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    recorded: &Recorded<'_>,
-    input: Option<&Input>,
-) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let mut obs = Observation::in_sync(recorded.outputs.clone());
-    let Some(doc) = secret_doc(recorded)? else {
-        return Ok(obs);
-    };
-    let name = doc
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let Some(live) = crate::k8s::get(&conn, &doc).await? else {
-        obs.drift
-            .push(format!("Secret istio-system/{name} missing"));
-        return Ok(obs);
-    };
-    let labels = doc.pointer("/metadata/labels").cloned().unwrap_or_default();
-    let annotations = doc
-        .pointer("/metadata/annotations")
-        .cloned()
-        .unwrap_or_default();
-    let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
-    if !crate::k8s::contains(live_meta.get("labels").unwrap_or(&Value::Null), &labels) {
-        obs.drift.push(format!(
-            "Secret istio-system/{name}: label istio/multiCluster changed or removed"
-        ));
+        Ok(Applied {
+            outputs: BTreeMap::from([(
+                "kubeconfig_sha256".to_string(),
+                Value::from(config.sha256()),
+            )]),
+            log,
+        })
     }
-    if !crate::k8s::contains(
-        live_meta.get("annotations").unwrap_or(&Value::Null),
-        &annotations,
-    ) {
-        obs.drift.push(format!(
+
+    /// Drift: the Secret missing, its label or annotation gone, other contents,
+    /// or (when the mesh file still has the step) a token that is no longer one
+    /// of the remote's reader tokens: a re-created reader ServiceAccount gets a
+    /// new token and the old one stops working, although the Secret is as mesh
+    /// wrote it.
+    async fn read(
+        cx: Ctx<'_>,
+        recorded: &Recorded<'_>,
+        input: Option<&Input>,
+    ) -> Result<Observation, StepError> {
+        let conn = cx.connect().await?;
+        let mut obs = Observation::in_sync(recorded.outputs.clone());
+        let Some(doc) = secret_doc(recorded)? else {
+            return Ok(obs);
+        };
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(live) = crate::k8s::get(&conn, &doc).await? else {
+            obs.drift
+                .push(format!("Secret istio-system/{name} missing"));
+            return Ok(obs);
+        };
+        let labels = doc.pointer("/metadata/labels").cloned().unwrap_or_default();
+        let annotations = doc
+            .pointer("/metadata/annotations")
+            .cloned()
+            .unwrap_or_default();
+        let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
+        if !crate::k8s::contains(live_meta.get("labels").unwrap_or(&Value::Null), &labels) {
+            obs.drift.push(format!(
+                "Secret istio-system/{name}: label istio/multiCluster changed or removed"
+            ));
+        }
+        if !crate::k8s::contains(
+            live_meta.get("annotations").unwrap_or(&Value::Null),
+            &annotations,
+        ) {
+            obs.drift.push(format!(
             "Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"
         ));
-    }
-    let key = annotations
-        .get("networking.istio.io/cluster")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let live_kubeconfig = crate::k8s::secret_data(&live, key);
-    let live_sha = live_kubeconfig.as_deref().map(crate::rendered::sha256_hex);
-    let want = recorded.output_str("kubeconfig_sha256");
-    if let (Some(input), Some(live_sha)) = (input, &live_sha)
-        && want == Some(live_sha.as_str())
-    {
-        let token = live_kubeconfig
-            .as_deref()
-            .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok())
-            .and_then(|kc| {
-                kc.pointer("/users/0/user/token")
-                    .and_then(Value::as_str)
-                    .map(|t| Sensitive::new(t.to_string()))
-            });
-        let remote = env
-            .clusters
-            .connect(&Target {
-                cluster: input.remote.clone(),
-                context: input.remote_context.clone(),
-                kubeconfig: input.remote_kubeconfig.clone(),
-            })
-            .await?;
-        let current = reader_tokens(&remote, &input.reader).await?;
-        let still_valid = token
-            .as_ref()
-            .is_some_and(|t| current.iter().any(|(_, c, _)| c.sha256() == t.sha256()));
-        if !still_valid {
-            obs.drift.push(format!(
+        }
+        let key = annotations
+            .get("networking.istio.io/cluster")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let live_kubeconfig = crate::k8s::secret_data(&live, key);
+        let live_sha = live_kubeconfig.as_deref().map(crate::rendered::sha256_hex);
+        let want = recorded.output_str("kubeconfig_sha256");
+        if let (Some(input), Some(live_sha)) = (input, &live_sha)
+            && want == Some(live_sha.as_str())
+        {
+            let token = live_kubeconfig
+                .as_deref()
+                .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok())
+                .and_then(|kc| {
+                    kc.pointer("/users/0/user/token")
+                        .and_then(Value::as_str)
+                        .map(|t| Sensitive::new(t.to_string()))
+                });
+            let remote = cx.env.clusters.connect(&remote_target(input)).await?;
+            let current = reader_tokens(&remote, &input.reader).await?;
+            let still_valid = token
+                .as_ref()
+                .is_some_and(|t| current.iter().any(|(_, c, _)| c.sha256() == t.sha256()));
+            if !still_valid {
+                obs.drift.push(format!(
                 "Secret istio-system/{name} holds a token that is no longer one of {}/{}'s in `{}` \
                  (the ServiceAccount was re-created?)",
                 input.reader.namespace, input.reader.name, input.remote
             ));
+            }
         }
+        if live_sha.as_deref() != want {
+            obs.drift.push(format!(
+                "Secret istio-system/{name} has other contents (sha256:{} instead of sha256:{})",
+                live_sha
+                    .as_deref()
+                    .map_or("none", |s| &s[..12.min(s.len())]),
+                want.map_or("none", |s| &s[..12.min(s.len())]),
+            ));
+        }
+        Ok(obs)
     }
-    if live_sha.as_deref() != want {
-        obs.drift.push(format!(
-            "Secret istio-system/{name} has other contents (sha256:{} instead of sha256:{})",
-            live_sha
-                .as_deref()
-                .map_or("none", |s| &s[..12.min(s.len())]),
-            want.map_or("none", |s| &s[..12.min(s.len())]),
-        ));
-    }
-    Ok(obs)
-}
 
-/// For `mesh import`: the remote secret in the primary matches when it is
-/// there with mesh's label and annotation, a kubeconfig for the remote's
-/// API server, and a token that is one of the remote's current reader
-/// tokens (what `istioctl create-remote-secret` made); its fingerprint
-/// becomes the recorded output.
-pub async fn adopt(
-    env: &Env,
-    target: &Target,
-    input: &Input,
-    text: &str,
-) -> Result<crate::run::Adoption, StepError> {
-    use crate::run::Adoption;
-    let conn = env.clusters.connect(target).await?;
-    let name = format!("istio-remote-secret-{}", input.remote);
-    let doc = json!({"apiVersion": "v1", "kind": "Secret",
+    /// For `mesh import`: the remote secret in the primary matches when it is
+    /// there with mesh's label and annotation, a kubeconfig for the remote's
+    /// API server, and a token that is one of the remote's current reader
+    /// tokens (what `istioctl create-remote-secret` made); its fingerprint
+    /// becomes the recorded output.
+    async fn adopt(cx: Ctx<'_>, input: &Input, text: &str) -> Result<Adoption, StepError> {
+        let conn = cx.connect().await?;
+        let name = format!("istio-remote-secret-{}", input.remote);
+        let doc = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": "istio-system"}});
-    let Some(live) = crate::k8s::get(&conn, &doc).await? else {
-        return Ok(Adoption::Differs(vec![format!(
-            "Secret istio-system/{name} missing"
-        )]));
-    };
-    let sha = crate::k8s::secret_data(&live, &input.remote)
-        .map(|bytes| crate::rendered::sha256_hex(&bytes));
-    let Some(sha) = sha else {
-        return Ok(Adoption::Differs(vec![format!(
-            "Secret istio-system/{name} has no kubeconfig under key `{}`",
-            input.remote
-        )]));
-    };
-    // The same checks as a refresh, with the live fingerprint as recorded.
-    let outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
-    let recorded = Recorded {
-        input: text,
-        outputs: &outputs,
-    };
-    let obs = read(env, target, &recorded, Some(input)).await?;
-    Ok(if obs.drift.is_empty() {
-        Adoption::Adopted(outputs)
-    } else {
-        Adoption::Differs(obs.drift)
-    })
+        let Some(live) = crate::k8s::get(&conn, &doc).await? else {
+            return Ok(Adoption::Differs(vec![format!(
+                "Secret istio-system/{name} missing"
+            )]));
+        };
+        let sha = crate::k8s::secret_data(&live, &input.remote)
+            .map(|bytes| crate::rendered::sha256_hex(&bytes));
+        let Some(sha) = sha else {
+            return Ok(Adoption::Differs(vec![format!(
+                "Secret istio-system/{name} has no kubeconfig under key `{}`",
+                input.remote
+            )]));
+        };
+        // The same checks as a refresh, with the live fingerprint as recorded.
+        let outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
+        let recorded = Recorded {
+            input: text,
+            outputs: &outputs,
+        };
+        let obs = Self::read(cx, &recorded, Some(input)).await?;
+        Ok(if obs.drift.is_empty() {
+            Adoption::Adopted(outputs)
+        } else {
+            Adoption::Differs(obs.drift)
+        })
+    }
+
+    /// Deletes the Secret in the primary.
+    async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
+        let conn = cx.connect().await?;
+        let Some(doc) = secret_doc(recorded)? else {
+            return Ok(String::new());
+        };
+        crate::k8s::delete(&conn, &doc).await?;
+        Ok(format!(
+            "deleted Secret istio-system/{}\n",
+            doc.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ))
+    }
 }
 
-/// Deletes the Secret in the primary.
-pub async fn destroy(
-    env: &Env,
-    _step: &str,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let Some(doc) = secret_doc(recorded)? else {
-        return Ok(String::new());
-    };
-    crate::k8s::delete(&conn, &doc).await?;
-    Ok(format!(
-        "deleted Secret istio-system/{}\n",
-        doc.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    ))
+fn secret_doc(recorded: &Recorded<'_>) -> Result<Option<Value>, StepError> {
+    Ok(recorded.documents()?.into_iter().next())
 }

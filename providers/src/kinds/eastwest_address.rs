@@ -26,9 +26,9 @@ pub fn render(input: &Input) -> Rendered {
 
 // ---- against a cluster ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
+use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
-use crate::rendered::Target;
 use kube::api::{ApiResource, DynamicObject};
 use std::collections::BTreeMap;
 
@@ -77,113 +77,117 @@ fn service_resource() -> ApiResource {
         .expect("known kind")
 }
 
-/// Waits (a watch, with a timeout) for the gateway's external IP.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    input: &Input,
-) -> Result<Applied, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    env.say(
-        step,
-        &format!("waiting for {SERVICE} to get an external IP…"),
-    );
-    let timeout = std::time::Duration::from_secs(input.timeout_secs).min(
-        env.wait_timeout
-            .max(std::time::Duration::from_secs(input.timeout_secs)),
-    );
-    match crate::k8s::wait_for(
-        &conn,
-        &service_resource(),
-        Some(crate::k8s::ISTIO_NAMESPACE),
-        SERVICE,
-        timeout,
-        address_of,
-    )
-    .await
-    {
-        Ok(Ok(ip)) => Ok(Applied {
-            log: format!("{SERVICE} has external IP {ip}\n"),
-            outputs: BTreeMap::from([("address".to_string(), Value::from(ip))]),
-        }),
-        Ok(Err(why)) => Err(StepError::Failed(why)),
-        Err(_) => Err(StepError::Failed(format!(
-            "Service istio-system/{SERVICE} in cluster `{}` got no external IP within {} s. \
+/// The kind.
+pub struct EastwestAddress;
+
+impl Kind for EastwestAddress {
+    const NAME: &'static str = "eastwest-address";
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
+
+    /// Waits (a watch, with a timeout) for the gateway's external IP.
+    async fn apply(
+        cx: Ctx<'_>,
+        input: &Input,
+        _rendered: &Rendered,
+        _previous: Option<&Recorded<'_>>,
+    ) -> Result<Applied, StepError> {
+        let (env, target) = (cx.env, cx.target);
+        let conn = cx.connect().await?;
+        cx.say(&format!("waiting for {SERVICE} to get an external IP…"));
+        let timeout = std::time::Duration::from_secs(input.timeout_secs).min(
+            env.wait_timeout
+                .max(std::time::Duration::from_secs(input.timeout_secs)),
+        );
+        match crate::k8s::wait_for(
+            &conn,
+            &service_resource(),
+            Some(crate::k8s::ISTIO_NAMESPACE),
+            SERVICE,
+            timeout,
+            address_of,
+        )
+        .await
+        {
+            Ok(Ok(ip)) => Ok(Applied {
+                log: format!("{SERVICE} has external IP {ip}\n"),
+                outputs: BTreeMap::from([("address".to_string(), Value::from(ip))]),
+            }),
+            Ok(Err(why)) => Err(StepError::Failed(why)),
+            Err(_) => Err(StepError::Failed(format!(
+                "Service istio-system/{SERVICE} in cluster `{}` got no external IP within {} s. \
              Does the cluster have a load-balancer implementation (MetalLB on kind)? \
              `kubectl --context {} -n istio-system get svc {SERVICE}` shows its state",
-            target.cluster,
-            timeout.as_secs(),
-            target.context
-        ))),
+                target.cluster,
+                timeout.as_secs(),
+                target.context
+            ))),
+        }
     }
-}
 
-/// For `mesh import`: the live address, if the gateway has an IP.
-pub async fn adopt(env: &Env, target: &Target) -> Result<crate::run::Adoption, StepError> {
-    use crate::run::Adoption;
-    let conn = env.clusters.connect(target).await?;
-    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+    /// For `mesh import`: the live address, if the gateway has an IP.
+    async fn adopt(cx: Ctx<'_>, _input: &Input, _text: &str) -> Result<Adoption, StepError> {
+        let conn = cx.connect().await?;
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
-    Ok(match crate::k8s::get(&conn, &doc).await? {
-        None => Adoption::Differs(vec![format!("Service istio-system/{SERVICE} missing")]),
-        Some(svc) => match address_of(&svc) {
-            Some(Ok(ip)) => {
-                Adoption::Adopted(BTreeMap::from([("address".to_string(), Value::from(ip))]))
-            }
-            Some(Err(why)) => Adoption::Differs(vec![why]),
-            None => Adoption::Differs(vec![format!(
-                "Service istio-system/{SERVICE} has no address yet"
-            )]),
-        },
-    })
-}
-
-/// The current address; drift when it differs from the recorded one.
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
-    let mut obs = Observation::default();
-    let was = recorded
-        .output_str("address")
-        .unwrap_or_default()
-        .to_string();
-    match crate::k8s::get(&conn, &doc).await? {
-        None => obs
-            .drift
-            .push(format!("Service istio-system/{SERVICE} missing")),
-        Some(svc) => match address_of(&svc) {
-            Some(Ok(ip)) => {
-                if ip != was {
-                    obs.drift.push(format!(
-                        "load-balancer address changed from {} to {ip}",
-                        crate::rendered::shown(&was)
-                    ));
+        Ok(match crate::k8s::get(&conn, &doc).await? {
+            None => Adoption::Differs(vec![format!("Service istio-system/{SERVICE} missing")]),
+            Some(svc) => match address_of(&svc) {
+                Some(Ok(ip)) => {
+                    Adoption::Adopted(BTreeMap::from([("address".to_string(), Value::from(ip))]))
                 }
-                obs.outputs.insert("address".into(), Value::from(ip));
-            }
-            Some(Err(_)) => obs
-                .drift
-                .push("load balancer has no usable IP address (a hostname, or not an IP)".into()),
+                Some(Err(why)) => Adoption::Differs(vec![why]),
+                None => Adoption::Differs(vec![format!(
+                    "Service istio-system/{SERVICE} has no address yet"
+                )]),
+            },
+        })
+    }
+
+    /// The current address; drift when it differs from the recorded one.
+    async fn read(
+        cx: Ctx<'_>,
+        recorded: &Recorded<'_>,
+        _input: Option<&Input>,
+    ) -> Result<Observation, StepError> {
+        let conn = cx.connect().await?;
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
+        let mut obs = Observation::default();
+        let was = recorded
+            .output_str("address")
+            .unwrap_or_default()
+            .to_string();
+        match crate::k8s::get(&conn, &doc).await? {
             None => obs
                 .drift
-                .push(format!("Service istio-system/{SERVICE} has no external IP")),
-        },
+                .push(format!("Service istio-system/{SERVICE} missing")),
+            Some(svc) => match address_of(&svc) {
+                Some(Ok(ip)) => {
+                    if ip != was {
+                        obs.drift.push(format!(
+                            "load-balancer address changed from {} to {ip}",
+                            crate::rendered::shown(&was)
+                        ));
+                    }
+                    obs.outputs.insert("address".into(), Value::from(ip));
+                }
+                Some(Err(_)) => obs.drift.push(
+                    "load balancer has no usable IP address (a hostname, or not an IP)".into(),
+                ),
+                None => obs
+                    .drift
+                    .push(format!("Service istio-system/{SERVICE} has no external IP")),
+            },
+        }
+        Ok(obs)
     }
-    Ok(obs)
-}
 
-/// Nothing to undo: the address goes with the gateway.
-pub async fn destroy(
-    _env: &Env,
-    _step: &str,
-    _target: &Target,
-    _recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    Ok(String::new())
+    /// Nothing to undo: the address goes with the gateway.
+    async fn destroy(_cx: Ctx<'_>, _recorded: &Recorded<'_>) -> Result<String, StepError> {
+        Ok(String::new())
+    }
 }

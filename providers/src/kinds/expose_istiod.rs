@@ -2,7 +2,7 @@
 //! (or `istiod-vs-<rev>`) in istio-system, server-side applied.
 
 use crate::rendered::Rendered;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
@@ -66,111 +66,20 @@ pub fn render(input: &Input) -> Rendered {
 
 const NAMESPACE: &str = "istio-system";
 
-// ---- against a cluster ----
+// ---- against a cluster: [`Kind`]'s defaults ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
-use crate::observe::Observation;
-use crate::rendered::Target;
+use crate::kind::{Kind, OutputLookup};
 
-/// The recorded objects the new documents no longer name (e.g.
-/// `istiod-vs` after a revision is set, which renames it `istiod-vs-<rev>`).
-pub fn no_longer_rendered(old: &[Value], new: &[Value]) -> Vec<Value> {
-    old.iter()
-        .filter(|o| !new.iter().any(|n| crate::k8s::same_object(o, n)))
-        .cloned()
-        .collect()
-}
+/// The kind: its objects server-side applied, read and deleted by
+/// [`Kind`]'s defaults. A revision renames the VirtualService, and the
+/// apply deletes the old one (the default `leftovers` and `apply`).
+pub struct ExposeIstiod;
 
-/// Server-side apply of the Gateway and the VirtualService, then deletion
-/// of what the previous apply made and this one no longer renders.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    rendered: &Rendered,
-    previous: Option<&Recorded<'_>>,
-) -> Result<Applied, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let mut log = String::new();
-    for doc in &rendered.documents {
-        env.say(
-            step,
-            &format!(
-                "applying {} {}…",
-                doc["kind"].as_str().unwrap_or(""),
-                doc["metadata"]["name"].as_str().unwrap_or("")
-            ),
-        );
-        crate::k8s::apply(&conn, doc).await?;
-        log.push_str(&format!(
-            "applied {} istio-system/{}\n",
-            doc["kind"].as_str().unwrap_or(""),
-            doc["metadata"]["name"].as_str().unwrap_or("")
-        ));
+impl Kind for ExposeIstiod {
+    const NAME: &'static str = "expose-istiod";
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
     }
-    if let Some(prev) = previous {
-        for doc in no_longer_rendered(&prev.documents()?, &rendered.documents) {
-            env.say(step, &format!("deleting {}…", crate::k8s::describe(&doc)));
-            crate::k8s::delete(&conn, &doc).await?;
-            log.push_str(&format!(
-                "deleted {} (no longer rendered)\n",
-                crate::k8s::describe(&doc)
-            ));
-        }
-    }
-    Ok(Applied {
-        outputs: Default::default(),
-        log,
-    })
-}
-
-/// Drift: either object missing, or its spec no longer what mesh applied.
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let mut obs = Observation::default();
-    for doc in recorded.documents()? {
-        let what = format!(
-            "{} istio-system/{}",
-            doc["kind"].as_str().unwrap_or(""),
-            doc["metadata"]["name"].as_str().unwrap_or("")
-        );
-        match crate::k8s::get(&conn, &doc).await? {
-            None => obs.drift.push(format!("{what} missing")),
-            Some(live) => {
-                if !crate::k8s::contains(&live.data, &doc["spec"])
-                    && !crate::k8s::contains(
-                        live.data.get("spec").unwrap_or(&Value::Null),
-                        &doc["spec"],
-                    )
-                {
-                    obs.drift.push(format!("{what} changed"));
-                }
-            }
-        }
-    }
-    Ok(obs)
-}
-
-/// Deletes both objects.
-pub async fn destroy(
-    env: &Env,
-    _step: &str,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let mut log = String::new();
-    for doc in recorded.documents()?.iter().rev() {
-        crate::k8s::delete(&conn, doc).await?;
-        log.push_str(&format!(
-            "deleted {} istio-system/{}\n",
-            doc["kind"].as_str().unwrap_or(""),
-            doc["metadata"]["name"].as_str().unwrap_or("")
-        ));
-    }
-    Ok(log)
 }

@@ -30,19 +30,19 @@ pub fn render(_input: &Input) -> Rendered {
     }
 }
 
-// ---- against a cluster: the same verbs as expose-istiod's objects ----
+// ---- against a cluster: [`Kind`]'s defaults ----
 
-pub use super::expose_istiod::{destroy, read};
+use crate::kind::{Kind, OutputLookup};
 
-use crate::env::{Applied, Env, StepError};
-use crate::rendered::Target;
+/// The kind: its Gateway server-side applied, read and deleted by
+/// [`Kind`]'s defaults.
+pub struct ExposeServices;
 
-/// Server-side apply of the Gateway.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    rendered: &Rendered,
-) -> Result<Applied, StepError> {
-    super::expose_istiod::apply(env, step, target, rendered, None).await
+impl Kind for ExposeServices {
+    const NAME: &'static str = "expose-services";
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
 }

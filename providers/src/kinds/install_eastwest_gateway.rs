@@ -4,13 +4,18 @@
 use crate::rendered::{Rendered, deep_merge};
 use serde_json::{Map, Value, json};
 
+/// The gateway's IstioOperator name (why it has one:
+/// [`super::istioctl_install::iop_metadata`]).
+pub const IOP_NAME: &str = "eastwest";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     pub network: String,
     pub revision: Option<String>,
     /// The cluster's `[cluster.eastwest_values]`, deep-merged into `spec.values`.
     pub values: Map<String, Value>,
-    /// `[mesh] istio_version`, recorded in the document (see [`super::iop_metadata`]).
+    /// `[mesh] istio_version`, recorded in the document (see
+    /// [`super::istioctl_install::iop_metadata`]).
     pub istio_version: Option<String>,
 }
 
@@ -31,7 +36,7 @@ pub fn render(input: &Input) -> Rendered {
         documents: vec![json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
-            "metadata": super::iop_metadata("eastwest", input.istio_version.as_deref()),
+            "metadata": super::istioctl_install::iop_metadata(IOP_NAME, input.istio_version.as_deref()),
             "spec": {
                 "revision": input.revision.as_deref().unwrap_or(""),
                 "profile": "empty",
@@ -64,93 +69,36 @@ pub fn render(input: &Input) -> Rendered {
     }
 }
 
-// ---- against a cluster ----
+// ---- against a cluster: an istioctl install ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
-use crate::observe::Observation;
-use crate::rendered::Target;
+use super::istioctl_install::{IstioctlInstall, Uninstall, object};
+use crate::kind::OutputLookup;
 
-/// `istioctl install -y -f -` with the east-west IstioOperator.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    rendered: &Rendered,
-) -> Result<Applied, StepError> {
-    crate::env::istioctl_install(env, step, target, rendered, "east-west gateway").await
-}
+/// The kind: [`IstioctlInstall`] of the east-west gateway.
+pub struct InstallEastwestGateway;
 
-/// Drift: the gateway's Service missing.
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    _recorded: &Recorded<'_>,
-) -> Result<Observation, StepError> {
-    crate::env::expect_present(
-        env,
-        target,
-        (
+impl IstioctlInstall for InstallEastwestGateway {
+    const NAME: &'static str = "install-eastwest-gateway";
+    const WHAT: &'static str = "east-west gateway";
+    /// Its own objects deleted by their labels, never `istioctl uninstall`
+    /// (why: [`Uninstall::Labelled`]).
+    const UNINSTALL: Uninstall = Uninstall::Labelled {
+        component: "IngressGateways",
+        owner: IOP_NAME,
+    };
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
+
+    /// The gateway's Service.
+    fn owned(_recorded: &[Value]) -> Vec<Value> {
+        vec![object(
             "v1",
             "Service",
-            crate::k8s::ISTIO_NAMESPACE,
+            Some(crate::k8s::ISTIO_NAMESPACE),
             "istio-eastwestgateway",
-        ),
-    )
-    .await
-}
-
-/// The kinds Istio's gateway chart renders.
-const GATEWAY_KINDS: &[(&str, &str, &str)] = &[
-    ("apps/v1", "Deployment", "deployments"),
-    ("v1", "Service", "services"),
-    ("v1", "ServiceAccount", "serviceaccounts"),
-    ("rbac.authorization.k8s.io/v1", "Role", "roles"),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "RoleBinding",
-        "rolebindings",
-    ),
-    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-    (
-        "autoscaling/v2",
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers",
-    ),
-];
-
-/// Deletes the gateway's own objects: those istioctl labelled as the
-/// `IngressGateways` component of the IstioOperator recorded here.
-///
-/// Not `istioctl uninstall -f <document>`, which is what Istio's guide would
-/// suggest: every install on the default revision regenerates the default
-/// tag's webhooks (`istio-revision-tag-default`, `istiod-default-validator`)
-/// and labels them as its own, so uninstalling the gateway's IstioOperator
-/// deletes them and sidecar injection stops in the whole cluster.
-pub async fn destroy(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    let docs = recorded.documents()?;
-    let owner = docs
-        .first()
-        .and_then(|d| d.pointer("/metadata/name"))
-        .and_then(Value::as_str)
-        .unwrap_or("eastwest");
-    let selector = format!(
-        "install.operator.istio.io/owning-resource={owner},operator.istio.io/component=IngressGateways"
-    );
-    env.say(
-        step,
-        &format!("deleting the east-west gateway ({selector})…"),
-    );
-    let conn = env.clusters.connect(target).await?;
-    let deleted =
-        crate::k8s::delete_labelled(&conn, GATEWAY_KINDS, crate::k8s::ISTIO_NAMESPACE, &selector)
-            .await?;
-    Ok(deleted
-        .iter()
-        .map(|d| format!("deleted {d}\n"))
-        .collect::<String>())
+        )]
+    }
 }

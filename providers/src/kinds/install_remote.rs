@@ -1,7 +1,7 @@
 //! `R/install-remote`: `istioctl install` of the remote profile, pointing at
 //! the primary's east-west address.
 
-use crate::kinds::OutputLookup;
+use crate::kind::OutputLookup;
 use crate::rendered::{KNOWN_AFTER_APPLY, Known, Rendered, deep_merge};
 use serde_json::{Map, Value, json};
 
@@ -13,13 +13,15 @@ pub struct Input {
     pub primary: String,
     pub revision: Option<String>,
     pub values: Map<String, Value>,
-    /// `[mesh] istio_version`, recorded in the document (see [`super::iop_metadata`]).
+    /// `[mesh] istio_version`, recorded in the document (see
+    /// [`super::istioctl_install::iop_metadata`]).
     pub istio_version: Option<String>,
     /// In a multi-network mesh: `values.global.network` is the remote's own.
     pub multi_network: bool,
 }
 
-/// The remote profile's IstioOperator name (why it has one: [`super::iop_metadata`]).
+/// The remote profile's IstioOperator name (why it has one:
+/// [`super::istioctl_install::iop_metadata`]).
 pub const NAME: &str = "remote";
 
 /// The seed's cluster2 document: the remote profile, the injection path
@@ -52,89 +54,60 @@ pub fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
         documents: vec![json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
-            "metadata": super::iop_metadata(NAME, input.istio_version.as_deref()),
+            "metadata": super::istioctl_install::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
         })],
         unknown,
     }
 }
 
-// ---- against a cluster ----
+// ---- against a cluster: an istioctl install ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
-use crate::observe::Observation;
-use crate::rendered::Target;
+use super::istioctl_install::{IstioctlInstall, Uninstall, object, revision_of};
 
-/// `istioctl install -y -f -` with the remote profile.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    rendered: &Rendered,
-) -> Result<Applied, StepError> {
-    if rendered.unknown {
-        return Err(StepError::Failed(format!(
-            "{step} cannot run yet: its input still has values known only after apply (the primary's east-west address)"
-        )));
+/// The kind: [`IstioctlInstall`] of the remote profile.
+pub struct InstallRemote;
+
+impl IstioctlInstall for InstallRemote {
+    const NAME: &'static str = "install-remote";
+    const WHAT: &'static str = "remote profile";
+    /// `--purge`; the remote's istio-system is its prepare-namespace step's.
+    const UNINSTALL: Uninstall = Uninstall::Purge;
+    type Input = Input;
+
+    fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
+        render(input, outputs)
     }
-    crate::env::istioctl_install(env, step, target, rendered, "remote profile").await
-}
 
-/// Drift: the sidecar injector's webhook missing, or Istio's reader
-/// ServiceAccount (which `attach` needs) missing. A reader named by
-/// `values.global.readerServiceAccount` is the user's to create, not
-/// istioctl's, so it is not looked for here (attach reports it).
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<Observation, StepError> {
-    let docs = recorded.documents()?;
-    let doc = docs.first();
-    let custom_reader = doc
-        .and_then(|d| d.pointer("/spec/values/global/readerServiceAccount/name"))
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let mut obs = if custom_reader {
-        Observation::default()
-    } else {
-        crate::env::expect_present(
-            env,
-            target,
-            (
+    /// The sidecar injector's webhook, and Istio's reader ServiceAccount
+    /// (which `attach` needs). A reader named by
+    /// `values.global.readerServiceAccount` is the user's to create, not
+    /// istioctl's, so it is not looked for here (attach reports it).
+    fn owned(recorded: &[Value]) -> Vec<Value> {
+        let doc = recorded.first();
+        let custom_reader = doc
+            .and_then(|d| d.pointer("/spec/values/global/readerServiceAccount/name"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let mut owned = Vec::new();
+        if !custom_reader {
+            owned.push(object(
                 "v1",
                 "ServiceAccount",
-                crate::k8s::ISTIO_NAMESPACE,
+                Some(crate::k8s::ISTIO_NAMESPACE),
                 "istio-reader-service-account",
-            ),
-        )
-        .await?
-    };
-    let webhook = match crate::kinds::revision_of(doc).as_str() {
-        "default" => "istio-sidecar-injector".to_string(),
-        rev => format!("istio-sidecar-injector-{rev}"),
-    };
-    let conn = env.clusters.connect(target).await?;
-    let mwc = serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration", "metadata": {"name": webhook}});
-    if crate::k8s::get(&conn, &mwc).await?.is_none() {
-        obs.drift
-            .push(format!("MutatingWebhookConfiguration {webhook} missing"));
+            ));
+        }
+        let webhook = match revision_of(doc).as_str() {
+            "default" => "istio-sidecar-injector".to_string(),
+            rev => format!("istio-sidecar-injector-{rev}"),
+        };
+        owned.push(object(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            None,
+            &webhook,
+        ));
+        owned
     }
-    Ok(obs)
-}
-
-/// `istioctl uninstall -y --purge` on the remote.
-pub async fn destroy(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    _recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    env.say(step, "istioctl uninstall --purge (remote)…");
-    Ok(env
-        .istioctl
-        .uninstall_purge(target, env.kubeconfig.as_ref())
-        .await?
-        .output)
 }

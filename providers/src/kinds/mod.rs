@@ -1,101 +1,170 @@
-//! The step kinds (DESIGN.md's step tables: the seed's seven, and the
-//! topologies' `plug-ca` and `expose-services`), one module each, and the
-//! enums the engine uses to hold any of them.
+//! The step kinds, one file each, and the one list that registers them.
+//!
+//! Each file holds its kind's `Input`, its pure `render`, and a unit struct
+//! implementing [`Kind`] (apply, read, destroy, and where it differs from
+//! the defaults, adopt and preview). The `registry!` list below turns the
+//! kinds into what the engine holds: [`StepKind`] (a step ID's second half),
+//! [`StepInput`] (any kind's input) and one method per verb that dispatches
+//! to the kind. Adding a kind is a new file and one line in that list.
+//!
+//! Two helpers are not kinds: `istioctl_install` (what the three istioctl
+//! install kinds share) and [`crate::objects`] (the default verbs).
 
-pub mod attach;
-pub mod eastwest_address;
-pub mod expose_istiod;
-pub mod expose_services;
-pub mod install_control_plane;
-pub mod install_eastwest_gateway;
-pub mod install_remote;
-pub mod plug_ca;
-pub mod prepare_namespace;
+pub mod istioctl_install;
 
-use crate::rendered::{Known, Rendered};
-use serde_json::Value;
+use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::kind::{Adoption, Kind, OutputLookup};
+use crate::observe::Observation;
+use crate::rendered::Rendered;
 use std::fmt;
 use std::str::FromStr;
 
-/// The annotation that carries `[mesh] istio_version` into the install
-/// steps' IstioOperators: istioctl ignores it, but it is part of the
-/// step's input, so changing the version shows as an update of every
-/// install (an upgrade in the plan) and re-runs them.
-pub const ISTIO_VERSION_ANNOTATION: &str = "mesh/istio-version";
+pub use istioctl_install::ISTIO_VERSION_ANNOTATION;
 
-/// An IstioOperator's `metadata`: its name, and the Istio version when the
-/// mesh file pins one. The name matters: `istioctl install` prunes every
-/// object of its revision that carries its owner labels, and an unnamed
-/// IstioOperator's owner labels match other IstioOperators' objects too,
-/// so re-installing an unnamed control plane deletes the east-west gateway
-/// (Istio issues 29634 and 36982). Each install of mesh's has its own name.
-pub(crate) fn iop_metadata(name: &str, istio_version: Option<&str>) -> Value {
-    let mut meta = serde_json::json!({ "name": name });
-    if let Some(v) = istio_version {
-        meta["annotations"] = serde_json::json!({ ISTIO_VERSION_ANNOTATION: v });
-    }
-    meta
-}
+/// Declares each kind's module and builds the enums and dispatch from the
+/// list: `Variant => module::Type,`.
+macro_rules! registry {
+    ($($variant:ident => $module:ident :: $kind:ident,)+) => {
+        $(pub mod $module;)+
 
-/// The revision of an IstioOperator document (`default` when it has none).
-pub(crate) fn revision_of(doc: Option<&Value>) -> String {
-    doc.and_then(|d| d.pointer("/spec/revision"))
-        .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
-        .unwrap_or("default")
-        .to_string()
-}
-
-/// The recorded revision, when the new document installs another one.
-pub(crate) fn revision_change(old: &[Value], new: &[Value]) -> Option<String> {
-    let (was, now) = (revision_of(old.first()), revision_of(new.first()));
-    (!old.is_empty() && was != now).then_some(was)
-}
-
-/// Looks up an upstream step's output: `(step id, output key)`.
-pub type OutputLookup<'a> = &'a dyn Fn(&str, &str) -> Known<Value>;
-
-/// A kind of step. Its string form is the second half of a step ID
-/// (`cluster1/install-control-plane`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StepKind {
-    InstallControlPlane,
-    InstallEastwestGateway,
-    EastwestAddress,
-    ExposeIstiod,
-    PrepareNamespace,
-    InstallRemote,
-    Attach,
-    PlugCa,
-    ExposeServices,
-}
-
-impl StepKind {
-    pub const ALL: [StepKind; 9] = [
-        StepKind::InstallControlPlane,
-        StepKind::InstallEastwestGateway,
-        StepKind::EastwestAddress,
-        StepKind::ExposeIstiod,
-        StepKind::PrepareNamespace,
-        StepKind::InstallRemote,
-        StepKind::Attach,
-        StepKind::PlugCa,
-        StepKind::ExposeServices,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::InstallControlPlane => "install-control-plane",
-            StepKind::InstallEastwestGateway => "install-eastwest-gateway",
-            StepKind::EastwestAddress => "eastwest-address",
-            StepKind::ExposeIstiod => "expose-istiod",
-            StepKind::PrepareNamespace => "prepare-namespace",
-            StepKind::InstallRemote => "install-remote",
-            StepKind::Attach => "attach",
-            StepKind::PlugCa => "plug-ca",
-            StepKind::ExposeServices => "expose-services",
+        /// A kind of step. Its string form is the second half of a step ID
+        /// (`cluster1/install-control-plane`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum StepKind {
+            $($variant,)+
         }
-    }
+
+        impl StepKind {
+            pub const ALL: &[StepKind] = &[$(StepKind::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(StepKind::$variant => <$module::$kind as Kind>::NAME,)+
+                }
+            }
+
+            /// Reads a recorded step back from its cluster ([`Kind::read`]).
+            /// `input` is the step as the mesh file has it now, if it does.
+            pub async fn read(
+                self,
+                cx: Ctx<'_>,
+                recorded: &Recorded<'_>,
+                input: Option<&StepInput>,
+            ) -> Result<Observation, StepError> {
+                match self {
+                    $(StepKind::$variant => {
+                        let input = match input {
+                            Some(StepInput::$variant(i)) => Some(i),
+                            _ => None,
+                        };
+                        <$module::$kind as Kind>::read(cx, recorded, input).await
+                    })+
+                }
+            }
+
+            /// Undoes a recorded step, from its record alone ([`Kind::destroy`]).
+            pub async fn destroy(
+                self,
+                cx: Ctx<'_>,
+                recorded: &Recorded<'_>,
+            ) -> Result<String, StepError> {
+                match self {
+                    $(StepKind::$variant => <$module::$kind as Kind>::destroy(cx, recorded).await,)+
+                }
+            }
+        }
+
+        /// The input of one step, whatever its kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum StepInput {
+            $($variant(<$module::$kind as Kind>::Input),)+
+        }
+
+        impl StepInput {
+            pub fn kind(&self) -> StepKind {
+                match self {
+                    $(StepInput::$variant(_) => StepKind::$variant,)+
+                }
+            }
+
+            /// The step's canonical input ([`Kind::render`]); pure.
+            pub fn render(&self, outputs: OutputLookup<'_>) -> Rendered {
+                match self {
+                    $(StepInput::$variant(i) => <$module::$kind as Kind>::render(i, outputs),)+
+                }
+            }
+
+            /// Whether the step looks at its cluster before it is first
+            /// applied ([`Kind::PREVIEWS`]).
+            pub fn has_preview(&self) -> bool {
+                match self {
+                    $(StepInput::$variant(_) => <$module::$kind as Kind>::PREVIEWS,)+
+                }
+            }
+
+            /// What an update from the recorded input `recorded` (its
+            /// canonical text) to `new` leaves behind, one phrase each for
+            /// the plan's reason ([`Kind::leftovers`]); pure.
+            pub fn leftovers(&self, recorded: &str, new: &Rendered) -> Vec<String> {
+                let old = Recorded {
+                    input: recorded,
+                    outputs: &Default::default(),
+                };
+                let Ok(old) = old.documents() else {
+                    return Vec::new();
+                };
+                match self {
+                    $(StepInput::$variant(_) => <$module::$kind as Kind>::leftovers(&old, new),)+
+                }
+            }
+
+            /// Applies the step, rendered as `rendered` ([`Kind::apply`]).
+            pub async fn apply(
+                &self,
+                cx: Ctx<'_>,
+                rendered: &Rendered,
+                previous: Option<&Recorded<'_>>,
+            ) -> Result<Applied, StepError> {
+                match self {
+                    $(StepInput::$variant(i) => {
+                        <$module::$kind as Kind>::apply(cx, i, rendered, previous).await
+                    })+
+                }
+            }
+
+            /// For `mesh import` ([`Kind::adopt`]); changes nothing.
+            pub async fn adopt(&self, cx: Ctx<'_>, text: &str) -> Result<Adoption, StepError> {
+                match self {
+                    $(StepInput::$variant(i) => <$module::$kind as Kind>::adopt(cx, i, text).await,)+
+                }
+            }
+
+            /// What the step would replace, before its first apply
+            /// ([`Kind::preview`]; empty for kinds that replace nothing).
+            pub async fn preview(&self, cx: Ctx<'_>) -> Result<Vec<String>, StepError> {
+                match self {
+                    $(StepInput::$variant(i) if <$module::$kind as Kind>::PREVIEWS => {
+                        <$module::$kind as Kind>::preview(cx, i).await
+                    })+
+                    _ => Ok(Vec::new()),
+                }
+            }
+        }
+    };
+}
+
+// The kinds, in the order of DESIGN's step tables: the seed's seven, then
+// the topologies' `plug-ca` and `expose-services`.
+registry! {
+    InstallControlPlane => install_control_plane::InstallControlPlane,
+    InstallEastwestGateway => install_eastwest_gateway::InstallEastwestGateway,
+    EastwestAddress => eastwest_address::EastwestAddress,
+    ExposeIstiod => expose_istiod::ExposeIstiod,
+    PrepareNamespace => prepare_namespace::PrepareNamespace,
+    InstallRemote => install_remote::InstallRemote,
+    Attach => attach::Attach,
+    PlugCa => plug_ca::PlugCa,
+    ExposeServices => expose_services::ExposeServices,
 }
 
 impl fmt::Display for StepKind {
@@ -108,103 +177,9 @@ impl FromStr for StepKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         StepKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| format!("unknown step kind `{s}`"))
-    }
-}
-
-/// The input of one step, whatever its kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StepInput {
-    InstallControlPlane(install_control_plane::Input),
-    InstallEastwestGateway(install_eastwest_gateway::Input),
-    EastwestAddress(eastwest_address::Input),
-    ExposeIstiod(expose_istiod::Input),
-    PrepareNamespace(prepare_namespace::Input),
-    InstallRemote(install_remote::Input),
-    Attach(attach::Input),
-    PlugCa(plug_ca::Input),
-    ExposeServices(expose_services::Input),
-}
-
-impl StepInput {
-    pub fn kind(&self) -> StepKind {
-        match self {
-            StepInput::InstallControlPlane(_) => StepKind::InstallControlPlane,
-            StepInput::InstallEastwestGateway(_) => StepKind::InstallEastwestGateway,
-            StepInput::EastwestAddress(_) => StepKind::EastwestAddress,
-            StepInput::ExposeIstiod(_) => StepKind::ExposeIstiod,
-            StepInput::PrepareNamespace(_) => StepKind::PrepareNamespace,
-            StepInput::InstallRemote(_) => StepKind::InstallRemote,
-            StepInput::Attach(_) => StepKind::Attach,
-            StepInput::PlugCa(_) => StepKind::PlugCa,
-            StepInput::ExposeServices(_) => StepKind::ExposeServices,
-        }
-    }
-
-    /// Whether the step looks at its cluster before it is first applied
-    /// ([`crate::run::preview`]): what is there may be replaced, and the
-    /// plan should say so.
-    pub fn has_preview(&self) -> bool {
-        matches!(self, StepInput::PlugCa(_))
-    }
-
-    /// What an update from the recorded input `recorded` (its canonical
-    /// text) to `new` leaves behind: objects mesh applied and no longer
-    /// renders, which the apply deletes (a VirtualService renamed by a
-    /// revision), and a replaced Istio revision, which stays installed (a
-    /// canary upgrade keeps the old control plane until workloads moved;
-    /// removing it is the user's call). One phrase each, for the plan's
-    /// reason; pure.
-    pub fn leftovers(&self, recorded: &str, new: &Rendered) -> Vec<String> {
-        let old = crate::env::Recorded {
-            input: recorded,
-            outputs: &Default::default(),
-        };
-        let Ok(old_docs) = old.documents() else {
-            return Vec::new();
-        };
-        match self {
-            StepInput::ExposeIstiod(_) => {
-                expose_istiod::no_longer_rendered(&old_docs, &new.documents)
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "will delete {} (no longer rendered)",
-                            crate::k8s::describe(d)
-                        )
-                    })
-                    .collect()
-            }
-            StepInput::InstallControlPlane(_) | StepInput::InstallRemote(_) => revision_change(
-                &old_docs,
-                &new.documents,
-            )
-            .map(|old| {
-                vec![format!(
-                    "Istio revision `{old}` stays installed beside the new one: once workloads \
-                             have moved, remove it with `istioctl uninstall --revision {old}`"
-                )]
-            })
-            .unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Renders the step's canonical input. `outputs` supplies upstream
-    /// outputs (only `install-remote` needs one: the east-west address).
-    pub fn render(&self, outputs: OutputLookup<'_>) -> Rendered {
-        match self {
-            StepInput::InstallControlPlane(i) => install_control_plane::render(i),
-            StepInput::InstallEastwestGateway(i) => install_eastwest_gateway::render(i),
-            StepInput::EastwestAddress(i) => eastwest_address::render(i),
-            StepInput::ExposeIstiod(i) => expose_istiod::render(i),
-            StepInput::PrepareNamespace(i) => prepare_namespace::render(i),
-            StepInput::InstallRemote(i) => install_remote::render(i, outputs),
-            StepInput::Attach(i) => attach::render(i),
-            StepInput::PlugCa(i) => plug_ca::render(i),
-            StepInput::ExposeServices(i) => expose_services::render(i),
-        }
     }
 }

@@ -60,9 +60,10 @@ pub fn render(input: &Input) -> Rendered {
 
 // ---- against a cluster ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
+use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
-use crate::rendered::{Sensitive, Target};
+use crate::rendered::Sensitive;
 use base64::Engine as _;
 use std::collections::BTreeMap;
 
@@ -75,100 +76,235 @@ fn data(live: &kube::api::DynamicObject, key: &str) -> Option<String> {
     String::from_utf8(crate::k8s::secret_data(live, key)?).ok()
 }
 
-/// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not
-/// write (another root, made by hand) is replaced, and the log says so; a
-/// running istiod is restarted so that it loads the new CA (as `kubectl
-/// rollout restart` does).
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    input: &Input,
-    rendered: &Rendered,
-) -> Result<Applied, StepError> {
-    let key = std::fs::read_to_string(&input.root_key).map_err(|e| {
+/// The kind.
+pub struct PlugCa;
+
+impl Kind for PlugCa {
+    const NAME: &'static str = "plug-ca";
+    /// A `cacerts` already there is replaced: the plan says so.
+    const PREVIEWS: bool = true;
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
+
+    /// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not
+    /// write (another root, made by hand) is replaced, and the log says so; a
+    /// running istiod is restarted so that it loads the new CA (as `kubectl
+    /// rollout restart` does).
+    async fn apply(
+        cx: Ctx<'_>,
+        input: &Input,
+        rendered: &Rendered,
+        _previous: Option<&Recorded<'_>>,
+    ) -> Result<Applied, StepError> {
+        let key = std::fs::read_to_string(&input.root_key).map_err(|e| {
         StepError::Failed(format!(
             "cannot read the root key {}: {e}. It is read at apply time only: check [trust] root_key",
             input.root_key.display()
         ))
     })?;
-    let key = Sensitive::new(key);
-    crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now())
-        .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
-    env.say(step, "making an intermediate CA…");
-    let ca = crate::ca::intermediate(&input.root_cert_pem, &key, &input.cluster, input.days)
-        .map_err(StepError::Failed)?;
-    drop(key);
-    let conn = env.clusters.connect(target).await?;
-    let mut log = String::new();
-    let before = crate::k8s::get(&conn, &secret_doc()).await?;
-    if let Some(live) = &before {
-        let ours = live
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(ROOT_ANNOTATION));
-        let their_root = data(live, "root-cert.pem")
-            .and_then(|p| crate::ca::inspect(&p).ok())
-            .map_or("unreadable".to_string(), |i| {
-                format!("sha256:{}", &i.sha256[..16])
-            });
-        if !ours {
-            log.push_str(&format!(
-                "replaced a cacerts Secret mesh did not write (its root: {their_root})\n"
-            ));
+        let key = Sensitive::new(key);
+        crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now())
+            .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
+        cx.say("making an intermediate CA…");
+        let ca = crate::ca::intermediate(&input.root_cert_pem, &key, &input.cluster, input.days)
+            .map_err(StepError::Failed)?;
+        drop(key);
+        let conn = cx.connect().await?;
+        let mut log = String::new();
+        let before = crate::k8s::get(&conn, &secret_doc()).await?;
+        if let Some(live) = &before {
+            let ours = live
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ROOT_ANNOTATION));
+            let their_root = data(live, "root-cert.pem")
+                .and_then(|p| crate::ca::inspect(&p).ok())
+                .map_or("unreadable".to_string(), |i| {
+                    format!("sha256:{}", &i.sha256[..16])
+                });
+            if !ours {
+                log.push_str(&format!(
+                    "replaced a cacerts Secret mesh did not write (its root: {their_root})\n"
+                ));
+            }
         }
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut secret = rendered.documents.first().cloned().unwrap_or_default();
-    if let Some(obj) = secret.as_object_mut() {
-        obj.remove("stringData");
-        obj.insert(
-            "data".into(),
-            json!({
-                "ca-cert.pem": b64.encode(&ca.cert_pem),
-                "ca-key.pem": b64.encode(ca.key_pem.expose()),
-                "root-cert.pem": b64.encode(&ca.root_pem),
-                "cert-chain.pem": b64.encode(&ca.chain_pem),
-            }),
-        );
-    }
-    env.say(step, "writing Secret istio-system/cacerts…");
-    crate::k8s::apply(&conn, &secret).await?;
-    log.push_str(&format!(
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut secret = rendered.documents.first().cloned().unwrap_or_default();
+        if let Some(obj) = secret.as_object_mut() {
+            obj.remove("stringData");
+            obj.insert(
+                "data".into(),
+                json!({
+                    "ca-cert.pem": b64.encode(&ca.cert_pem),
+                    "ca-key.pem": b64.encode(ca.key_pem.expose()),
+                    "root-cert.pem": b64.encode(&ca.root_pem),
+                    "cert-chain.pem": b64.encode(&ca.chain_pem),
+                }),
+            );
+        }
+        cx.say("writing Secret istio-system/cacerts…");
+        crate::k8s::apply(&conn, &secret).await?;
+        log.push_str(&format!(
         "wrote Secret istio-system/cacerts: intermediate sha256:{} for {}, valid until {}, key {}\n",
         &ca.info.sha256[..16],
         input.cluster,
         crate::ca::date(ca.info.not_after),
         ca.key_pem
     ));
-    // An istiod already running (a rotation, or a root added to a running
-    // mesh) reads cacerts only when it starts. On a first install there is
-    // none yet: the control plane is installed after this step.
-    let restarted = restart_istiod(&conn).await?;
-    if !restarted.is_empty() {
-        log.push_str(&format!(
-            "restarted {} to load the new CA\n",
-            restarted.join(", ")
-        ));
+        // An istiod already running (a rotation, or a root added to a running
+        // mesh) reads cacerts only when it starts. On a first install there is
+        // none yet: the control plane is installed after this step.
+        let restarted = restart_istiod(&conn).await?;
+        if !restarted.is_empty() {
+            log.push_str(&format!(
+                "restarted {} to load the new CA\n",
+                restarted.join(", ")
+            ));
+        }
+        Ok(Applied {
+            outputs: BTreeMap::from([
+                (
+                    "intermediate_sha256".to_string(),
+                    Value::from(ca.info.sha256.clone()),
+                ),
+                (
+                    "intermediate_expires".to_string(),
+                    Value::from(crate::ca::date(ca.info.not_after)),
+                ),
+                (
+                    "root_sha256".to_string(),
+                    Value::from(input.root_sha256.clone()),
+                ),
+            ]),
+            log,
+        })
     }
-    Ok(Applied {
-        outputs: BTreeMap::from([
-            (
-                "intermediate_sha256".to_string(),
-                Value::from(ca.info.sha256.clone()),
-            ),
-            (
-                "intermediate_expires".to_string(),
-                Value::from(crate::ca::date(ca.info.not_after)),
-            ),
-            (
-                "root_sha256".to_string(),
-                Value::from(input.root_sha256.clone()),
-            ),
-        ]),
-        log,
-    })
+
+    /// Drift: the Secret missing, made from another root, not the intermediate
+    /// mesh wrote, or expiring within 30 days (the plan then shows a rotation).
+    async fn read(
+        cx: Ctx<'_>,
+        recorded: &Recorded<'_>,
+        _input: Option<&Input>,
+    ) -> Result<Observation, StepError> {
+        let conn = cx.connect().await?;
+        let mut obs = Observation::in_sync(recorded.outputs.clone());
+        let want_root = recorded
+            .documents()?
+            .first()
+            .and_then(|d| {
+                d.pointer(&format!(
+                    "/metadata/annotations/{}",
+                    ROOT_ANNOTATION.replace('/', "~1")
+                ))
+            })
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
+            obs.drift.push("Secret istio-system/cacerts missing".into());
+            return Ok(obs);
+        };
+        let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
+        match root {
+        None => obs.drift.push("Secret istio-system/cacerts has no readable root-cert.pem".into()),
+        Some(r) if r.sha256 != want_root => obs.drift.push(format!(
+            "Secret istio-system/cacerts was made from another root (sha256:{}…, the mesh's is sha256:{}…)",
+            &r.sha256[..16],
+            &want_root[..16.min(want_root.len())]
+        )),
+        Some(_) => {}
+    }
+        match data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok()) {
+            None => obs
+                .drift
+                .push("Secret istio-system/cacerts has no readable ca-cert.pem".into()),
+            Some(ca) => {
+                if Some(ca.sha256.as_str()) != recorded.output_str("intermediate_sha256") {
+                    obs.drift.push(format!(
+                    "Secret istio-system/cacerts holds another intermediate (sha256:{}…) than mesh wrote",
+                    &ca.sha256[..16]
+                ));
+                }
+                if ca.not_after - crate::ca::now() < ROTATE_WITHIN_DAYS * 86400 {
+                    obs.drift.push(format!(
+                    "the intermediate CA expires on {} (within {ROTATE_WITHIN_DAYS} days): it will be rotated",
+                    crate::ca::date(ca.not_after)
+                ));
+                }
+            }
+        }
+        Ok(obs)
+    }
+
+    /// Before the first apply: a `cacerts` already there (made by hand, or by
+    /// another tool) will be replaced; the plan says so, and from which root it
+    /// was made.
+    async fn preview(cx: Ctx<'_>, _input: &Input) -> Result<Vec<String>, StepError> {
+        let conn = cx.connect().await?;
+        let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
+            return Ok(Vec::new());
+        };
+        let root = data(&live, "root-cert.pem")
+            .and_then(|p| crate::ca::inspect(&p).ok())
+            .map_or("an unreadable root".to_string(), |i| {
+                format!("root sha256:{}…", &i.sha256[..16])
+            });
+        Ok(vec![format!(
+            "a cacerts Secret mesh did not write is there ({root}): it will be replaced"
+        )])
+    }
+
+    /// For `mesh import`: a `cacerts` made from the mesh's root, with a
+    /// readable intermediate that is not about to expire, is adopted.
+    async fn adopt(cx: Ctx<'_>, input: &Input, _text: &str) -> Result<Adoption, StepError> {
+        let conn = cx.connect().await?;
+        let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
+            return Ok(Adoption::Differs(vec![
+                "Secret istio-system/cacerts missing".into(),
+            ]));
+        };
+        let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
+        let ca = data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
+        match (root, ca) {
+            (Some(r), Some(c))
+                if r.sha256 == input.root_sha256
+                    && c.not_after - crate::ca::now() >= ROTATE_WITHIN_DAYS * 86400 =>
+            {
+                Ok(Adoption::Adopted(BTreeMap::from([
+                    ("intermediate_sha256".to_string(), Value::from(c.sha256)),
+                    (
+                        "intermediate_expires".to_string(),
+                        Value::from(crate::ca::date(c.not_after)),
+                    ),
+                    ("root_sha256".to_string(), Value::from(r.sha256)),
+                ])))
+            }
+            (Some(r), Some(_)) if r.sha256 != input.root_sha256 => {
+                Ok(Adoption::Differs(vec![format!(
+                    "Secret istio-system/cacerts was made from another root (sha256:{}…)",
+                    &r.sha256[..16]
+                )]))
+            }
+            (Some(_), Some(_)) => Ok(Adoption::Differs(vec![
+                "its intermediate expires within 30 days".into(),
+            ])),
+            _ => Ok(Adoption::Differs(vec![
+                "Secret istio-system/cacerts is not a readable plug-in CA".into(),
+            ])),
+        }
+    }
+
+    /// Deletes the Secret.
+    async fn destroy(cx: Ctx<'_>, _recorded: &Recorded<'_>) -> Result<String, StepError> {
+        let conn = cx.connect().await?;
+        crate::k8s::delete(&conn, &secret_doc()).await?;
+        Ok("deleted Secret istio-system/cacerts\n".into())
+    }
 }
 
 /// istiod reads its CA when it starts: restart the Deployments of every
@@ -200,136 +336,4 @@ async fn restart_istiod(conn: &crate::cluster::Connection) -> Result<Vec<String>
         restarted.push(format!("Deployment istio-system/{name}"));
     }
     Ok(restarted)
-}
-
-/// Drift: the Secret missing, made from another root, not the intermediate
-/// mesh wrote, or expiring within 30 days (the plan then shows a rotation).
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let mut obs = Observation::in_sync(recorded.outputs.clone());
-    let want_root = recorded
-        .documents()?
-        .first()
-        .and_then(|d| {
-            d.pointer(&format!(
-                "/metadata/annotations/{}",
-                ROOT_ANNOTATION.replace('/', "~1")
-            ))
-        })
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
-        obs.drift.push("Secret istio-system/cacerts missing".into());
-        return Ok(obs);
-    };
-    let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
-    match root {
-        None => obs.drift.push("Secret istio-system/cacerts has no readable root-cert.pem".into()),
-        Some(r) if r.sha256 != want_root => obs.drift.push(format!(
-            "Secret istio-system/cacerts was made from another root (sha256:{}…, the mesh's is sha256:{}…)",
-            &r.sha256[..16],
-            &want_root[..16.min(want_root.len())]
-        )),
-        Some(_) => {}
-    }
-    match data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok()) {
-        None => obs
-            .drift
-            .push("Secret istio-system/cacerts has no readable ca-cert.pem".into()),
-        Some(ca) => {
-            if Some(ca.sha256.as_str()) != recorded.output_str("intermediate_sha256") {
-                obs.drift.push(format!(
-                    "Secret istio-system/cacerts holds another intermediate (sha256:{}…) than mesh wrote",
-                    &ca.sha256[..16]
-                ));
-            }
-            if ca.not_after - crate::ca::now() < ROTATE_WITHIN_DAYS * 86400 {
-                obs.drift.push(format!(
-                    "the intermediate CA expires on {} (within {ROTATE_WITHIN_DAYS} days): it will be rotated",
-                    crate::ca::date(ca.not_after)
-                ));
-            }
-        }
-    }
-    Ok(obs)
-}
-
-/// Before the first apply: a `cacerts` already there (made by hand, or by
-/// another tool) will be replaced; the plan says so, and from which root it
-/// was made.
-pub async fn preview(env: &Env, target: &Target) -> Result<Vec<String>, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
-        return Ok(Vec::new());
-    };
-    let root = data(&live, "root-cert.pem")
-        .and_then(|p| crate::ca::inspect(&p).ok())
-        .map_or("an unreadable root".to_string(), |i| {
-            format!("root sha256:{}…", &i.sha256[..16])
-        });
-    Ok(vec![format!(
-        "a cacerts Secret mesh did not write is there ({root}): it will be replaced"
-    )])
-}
-
-/// For `mesh import`: a `cacerts` made from the mesh's root, with a
-/// readable intermediate that is not about to expire, is adopted.
-pub async fn adopt(
-    env: &Env,
-    target: &Target,
-    input: &Input,
-) -> Result<crate::run::Adoption, StepError> {
-    use crate::run::Adoption;
-    let conn = env.clusters.connect(target).await?;
-    let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
-        return Ok(Adoption::Differs(vec![
-            "Secret istio-system/cacerts missing".into(),
-        ]));
-    };
-    let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
-    let ca = data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
-    match (root, ca) {
-        (Some(r), Some(c))
-            if r.sha256 == input.root_sha256
-                && c.not_after - crate::ca::now() >= ROTATE_WITHIN_DAYS * 86400 =>
-        {
-            Ok(Adoption::Adopted(BTreeMap::from([
-                ("intermediate_sha256".to_string(), Value::from(c.sha256)),
-                (
-                    "intermediate_expires".to_string(),
-                    Value::from(crate::ca::date(c.not_after)),
-                ),
-                ("root_sha256".to_string(), Value::from(r.sha256)),
-            ])))
-        }
-        (Some(r), Some(_)) if r.sha256 != input.root_sha256 => {
-            Ok(Adoption::Differs(vec![format!(
-                "Secret istio-system/cacerts was made from another root (sha256:{}…)",
-                &r.sha256[..16]
-            )]))
-        }
-        (Some(_), Some(_)) => Ok(Adoption::Differs(vec![
-            "its intermediate expires within 30 days".into(),
-        ])),
-        _ => Ok(Adoption::Differs(vec![
-            "Secret istio-system/cacerts is not a readable plug-in CA".into(),
-        ])),
-    }
-}
-
-/// Deletes the Secret.
-pub async fn destroy(
-    env: &Env,
-    _step: &str,
-    target: &Target,
-    _recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    crate::k8s::delete(&conn, &secret_doc()).await?;
-    Ok("deleted Secret istio-system/cacerts\n".into())
 }

@@ -54,9 +54,9 @@ fn metadata(input: &Input, created: bool) -> Value {
 
 // ---- against a cluster ----
 
-use crate::env::{Applied, Env, Recorded, StepError};
+use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
-use crate::rendered::Target;
 use std::collections::BTreeMap;
 
 /// Set on istio-system when mesh creates it, in the same request: whether
@@ -74,8 +74,8 @@ fn created_by_mesh(ns: &kube::api::DynamicObject) -> bool {
 }
 
 /// Whether the live istio-system carries mesh's creation mark.
-pub async fn marked(env: &Env, target: &Target) -> Result<bool, StepError> {
-    let conn = env.clusters.connect(target).await?;
+async fn marked(cx: Ctx<'_>) -> Result<bool, StepError> {
+    let conn = cx.connect().await?;
     Ok(crate::k8s::get(&conn, &namespace_doc())
         .await?
         .as_ref()
@@ -97,138 +97,163 @@ fn describe(input: &Input) -> String {
     parts.join(", ")
 }
 
-/// Creates istio-system if absent (marked [`CREATED_BY`] in the same
-/// request), then applies the annotation and label. `created` (whether mesh
-/// made the namespace, so destroy only deletes its own) is read back from
-/// the mark.
-pub async fn apply(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    input: &Input,
-    previous: Option<&Recorded<'_>>,
-) -> Result<Applied, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let marked =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(input, true)});
-    let existed = !crate::k8s::create(&conn, &marked).await?;
-    env.say(
-        step,
-        &format!("preparing namespace istio-system ({})…", describe(input)),
-    );
-    // States written before the mark existed remember `created` themselves.
-    let created_before = previous
-        .and_then(|p| p.outputs.get("created"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let live = crate::k8s::get(&conn, &namespace_doc()).await?;
-    let created = !existed || created_before || live.as_ref().is_some_and(created_by_mesh);
-    // Server-side apply of what mesh owns: the annotation and label, and
-    // the mark when the namespace is mesh's (applied too, so that this
-    // apply, by the same field manager as the create, never drops it).
-    let doc =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(input, created)});
-    crate::k8s::apply(&conn, &doc).await?;
-    Ok(Applied {
-        outputs: BTreeMap::from([("created".to_string(), Value::from(created))]),
-        log: format!(
-            "{} namespace istio-system; set {}\n",
-            if existed { "found" } else { "created" },
+/// The kind.
+pub struct PrepareNamespace;
+
+impl Kind for PrepareNamespace {
+    const NAME: &'static str = "prepare-namespace";
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
+
+    /// Creates istio-system if absent (marked [`CREATED_BY`] in the same
+    /// request), then applies the annotation and label. `created` (whether mesh
+    /// made the namespace, so destroy only deletes its own) is read back from
+    /// the mark.
+    async fn apply(
+        cx: Ctx<'_>,
+        input: &Input,
+        _rendered: &Rendered,
+        previous: Option<&Recorded<'_>>,
+    ) -> Result<Applied, StepError> {
+        let conn = cx.connect().await?;
+        let marked =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(input, true)});
+        let existed = !crate::k8s::create(&conn, &marked).await?;
+        cx.say(&format!(
+            "preparing namespace istio-system ({})…",
             describe(input)
-        ),
-    })
-}
+        ));
+        // States written before the mark existed remember `created` themselves.
+        let created_before = previous
+            .and_then(|p| p.outputs.get("created"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let live = crate::k8s::get(&conn, &namespace_doc()).await?;
+        let created = !existed || created_before || live.as_ref().is_some_and(created_by_mesh);
+        // Server-side apply of what mesh owns: the annotation and label, and
+        // the mark when the namespace is mesh's (applied too, so that this
+        // apply, by the same field manager as the create, never drops it).
+        let doc =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(input, created)});
+        crate::k8s::apply(&conn, &doc).await?;
+        Ok(Applied {
+            outputs: BTreeMap::from([("created".to_string(), Value::from(created))]),
+            log: format!(
+                "{} namespace istio-system; set {}\n",
+                if existed { "found" } else { "created" },
+                describe(input)
+            ),
+        })
+    }
 
-/// Drift: the namespace missing, or the annotation or label removed or changed.
-pub async fn read(
-    env: &Env,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<Observation, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let docs = recorded.documents()?;
-    let want = |ptr: &str, key: &str| {
-        docs.first()
-            .and_then(|d| d.pointer(ptr))
-            .and_then(|m| m.get(key))
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
-    let want_annotation = want("/metadata/annotations", ANNOTATION);
-    let want_label = want("/metadata/labels", NETWORK_LABEL);
-    let mut obs = Observation::in_sync(recorded.outputs.clone());
-    let Some(ns) = crate::k8s::get(&conn, &namespace_doc()).await? else {
-        obs.drift.push("namespace istio-system missing".into());
-        return Ok(obs);
-    };
-    let checks = [
-        (
-            "annotation",
-            ANNOTATION,
-            want_annotation,
-            ns.metadata.annotations.as_ref(),
-        ),
-        (
-            "label",
-            NETWORK_LABEL,
-            want_label,
-            ns.metadata.labels.as_ref(),
-        ),
-    ];
-    for (what, key, want, live) in checks {
-        let Some(want) = want else { continue };
-        match live.and_then(|m| m.get(key)) {
-            None => obs.drift.push(format!("{what} {key} removed")),
-            Some(v) if *v != want => obs.drift.push(format!(
-                "{what} {key} is `{}`, mesh set `{}`",
-                crate::rendered::shown(v),
-                crate::rendered::shown(&want)
-            )),
-            Some(_) => {}
+    /// Drift: the namespace missing, or the annotation or label removed or changed.
+    async fn read(
+        cx: Ctx<'_>,
+        recorded: &Recorded<'_>,
+        _input: Option<&Input>,
+    ) -> Result<Observation, StepError> {
+        let conn = cx.connect().await?;
+        let docs = recorded.documents()?;
+        let want = |ptr: &str, key: &str| {
+            docs.first()
+                .and_then(|d| d.pointer(ptr))
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        let want_annotation = want("/metadata/annotations", ANNOTATION);
+        let want_label = want("/metadata/labels", NETWORK_LABEL);
+        let mut obs = Observation::in_sync(recorded.outputs.clone());
+        let Some(ns) = crate::k8s::get(&conn, &namespace_doc()).await? else {
+            obs.drift.push("namespace istio-system missing".into());
+            return Ok(obs);
+        };
+        let checks = [
+            (
+                "annotation",
+                ANNOTATION,
+                want_annotation,
+                ns.metadata.annotations.as_ref(),
+            ),
+            (
+                "label",
+                NETWORK_LABEL,
+                want_label,
+                ns.metadata.labels.as_ref(),
+            ),
+        ];
+        for (what, key, want, live) in checks {
+            let Some(want) = want else { continue };
+            match live.and_then(|m| m.get(key)) {
+                None => obs.drift.push(format!("{what} {key} removed")),
+                Some(v) if *v != want => obs.drift.push(format!(
+                    "{what} {key} is `{}`, mesh set `{}`",
+                    crate::rendered::shown(v),
+                    crate::rendered::shown(&want)
+                )),
+                Some(_) => {}
+            }
         }
+        Ok(obs)
     }
-    Ok(obs)
-}
 
-/// Removes the annotation and label; in a remote, deletes the namespace
-/// (and waits for it to go) if mesh created it: the live mark says so, or
-/// the record does.
-///
-/// A primary's istio-system is never deleted here: it holds the control
-/// plane, which its own step removes (with the namespace) on destroy. This
-/// step alone goes when a mesh stops being multi-network and has no trust,
-/// and then only its label goes.
-pub async fn destroy(
-    env: &Env,
-    step: &str,
-    target: &Target,
-    recorded: &Recorded<'_>,
-) -> Result<String, StepError> {
-    let conn = env.clusters.connect(target).await?;
-    let live = crate::k8s::get(&conn, &namespace_doc()).await?;
-    let recorded_created = recorded
-        .outputs
-        .get("created")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let of_a_remote = recorded
-        .documents()?
-        .first()
-        .and_then(|d| d.pointer("/metadata/annotations"))
-        .and_then(|a| a.get(ANNOTATION))
-        .is_some();
-    if of_a_remote && (recorded_created || live.as_ref().is_some_and(created_by_mesh)) {
-        env.say(step, "deleting namespace istio-system…");
-        crate::k8s::delete_and_wait(&conn, &namespace_doc(), env.wait_timeout)
-            .await?
-            .map_err(StepError::Failed)?;
-        return Ok("deleted namespace istio-system (mesh created it)\n".into());
+    /// Removes the annotation and label; in a remote, deletes the namespace
+    /// (and waits for it to go) if mesh created it: the live mark says so, or
+    /// the record does.
+    ///
+    /// A primary's istio-system is never deleted here: it holds the control
+    /// plane, which its own step removes (with the namespace) on destroy. This
+    /// step alone goes when a mesh stops being multi-network and has no trust,
+    /// and then only its label goes.
+    async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
+        let conn = cx.connect().await?;
+        let live = crate::k8s::get(&conn, &namespace_doc()).await?;
+        let recorded_created = recorded
+            .outputs
+            .get("created")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let of_a_remote = recorded
+            .documents()?
+            .first()
+            .and_then(|d| d.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(ANNOTATION))
+            .is_some();
+        if of_a_remote && (recorded_created || live.as_ref().is_some_and(created_by_mesh)) {
+            cx.say("deleting namespace istio-system…");
+            crate::k8s::delete_and_wait(&conn, &namespace_doc(), cx.env.wait_timeout)
+                .await?
+                .map_err(StepError::Failed)?;
+            return Ok("deleted namespace istio-system (mesh created it)\n".into());
+        }
+        if live.is_some() {
+            let patch = json!({"metadata": {"annotations": {ANNOTATION: null}, "labels": {NETWORK_LABEL: null}}});
+            crate::k8s::merge_patch(&conn, &namespace_doc(), &patch).await?;
+        }
+        Ok(format!(
+            "removed {ANNOTATION} and {NETWORK_LABEL} from namespace istio-system\n"
+        ))
     }
-    if live.is_some() {
-        let patch = json!({"metadata": {"annotations": {ANNOTATION: null}, "labels": {NETWORK_LABEL: null}}});
-        crate::k8s::merge_patch(&conn, &namespace_doc(), &patch).await?;
+
+    /// For `mesh import`: the namespace as mesh would leave it, and `created`
+    /// read from the mark (mesh made it only if it carries mesh's mark).
+    async fn adopt(cx: Ctx<'_>, input: &Input, text: &str) -> Result<Adoption, StepError> {
+        let outputs = BTreeMap::new();
+        let guess = Recorded {
+            input: text,
+            outputs: &outputs,
+        };
+        Ok(
+            match Adoption::from_observation(Self::read(cx, &guess, Some(input)).await?) {
+                Adoption::Adopted(_) => Adoption::Adopted(BTreeMap::from([(
+                    "created".to_string(),
+                    Value::from(marked(cx).await?),
+                )])),
+                differs => differs,
+            },
+        )
     }
-    Ok(format!(
-        "removed {ANNOTATION} and {NETWORK_LABEL} from namespace istio-system\n"
-    ))
 }
