@@ -3,9 +3,11 @@
 
 mod cli;
 mod commands;
+mod mesh_file;
 mod output;
 mod progress;
 mod sandbox;
+mod store;
 mod world;
 
 use clap::Parser;

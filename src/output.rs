@@ -1,5 +1,7 @@
-//! Terminal output: colour decisions and error printing.
+//! Terminal output: colour decisions, plans in the chosen format, and error
+//! printing.
 
+use crate::cli::Format;
 use std::io::{IsTerminal, Write};
 
 /// Where and how mesh prints.
@@ -38,6 +40,20 @@ impl Output {
         for cause in err.chain().skip(1) {
             let _ = writeln!(stderr, "  caused by: {cause}");
         }
+    }
+}
+
+/// A plan as `--format` asks; colour only where stdout takes it.
+pub fn render_plan(plan: &plans::Plan, format: Format, out: &Output) -> String {
+    match format {
+        Format::Text => plans::render::text(
+            plan,
+            &plans::render::TextOptions {
+                color: out.color_stdout,
+            },
+        ),
+        Format::Markdown => plans::render::markdown(plan),
+        Format::Json => plans::render::json(plan),
     }
 }
 

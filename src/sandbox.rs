@@ -6,6 +6,10 @@
 //! When `kubesim serve --dir DIR` already runs on DIR, mesh uses those
 //! servers (so a user can watch with kubectl meanwhile); otherwise it starts
 //! the clusters for the length of the command and saves them on the way out.
+//!
+//! The commands that run the sandbox by themselves (`sandbox serve`,
+//! `__sandbox-istioctl`) are in `commands/sandbox.rs`; this module is what
+//! they and `world.rs` share, and it depends on neither.
 
 use anyhow::{Context, Result, bail};
 use engine::config::MeshFile;
@@ -19,6 +23,18 @@ const LB_DELAY: Duration = Duration::from_millis(1000);
 /// How long a simulated `istioctl install` takes, unless
 /// `KUBESIM_ISTIOCTL_DELAY_MS` says otherwise.
 const ISTIOCTL_DELAY_MS: &str = "300";
+
+/// Starts the simulated clusters `contexts`, kept in `dir`: for one command
+/// with `--sandbox DIR`, or for as long as `mesh sandbox serve` runs.
+pub async fn start(dir: &Path, contexts: &[&str]) -> Result<kubesim::ClusterSet> {
+    let options = kubesim::Options {
+        lb_delay: LB_DELAY,
+        ..Default::default()
+    };
+    kubesim::ClusterSet::open(dir, contexts, options)
+        .await
+        .with_context(|| format!("starting the sandbox clusters in {}", dir.display()))
+}
 
 pub struct Sandbox {
     kubeconfig: PathBuf,
@@ -55,14 +71,8 @@ impl Sandbox {
                 started: None,
             });
         }
-        let options = kubesim::Options {
-            lb_delay: LB_DELAY,
-            ..Default::default()
-        };
         let names: Vec<&str> = contexts.iter().map(String::as_str).collect();
-        let set = kubesim::ClusterSet::open(dir, &names, options)
-            .await
-            .with_context(|| format!("starting the sandbox clusters in {}", dir.display()))?;
+        let set = start(dir, &names).await?;
         Ok(Sandbox {
             kubeconfig: set.kubeconfig_path(),
             started: Some(set),
@@ -110,19 +120,12 @@ impl Sandbox {
     }
 }
 
-/// `mesh __sandbox-istioctl ARGS…`: the simulated istioctl, with stdin.
-pub fn istioctl(args: &[String]) -> u8 {
-    die_with_parent();
-    let code = kubesim::istioctl::main(args.to_vec(), std::io::stdin());
-    u8::try_from(code).unwrap_or(1)
-}
-
 /// Ends this simulated istioctl when the mesh that started it dies, however
 /// it dies (Linux's parent-death signal). Asked for here rather than
 /// between fork and exec in mesh, so that mesh starts it with posix_spawn:
 /// forking a thousand-cluster apply costs milliseconds of page-table
 /// copying per run.
-fn die_with_parent() {
+pub fn die_with_parent() {
     #[cfg(target_os = "linux")]
     if let Some(parent) = std::env::var("MESH_SANDBOX_PARENT")
         .ok()
@@ -139,46 +142,4 @@ fn die_with_parent() {
             }
         }
     }
-}
-
-/// `mesh --sandbox DIR sandbox serve`: serves the mesh file's simulated
-/// clusters until Ctrl-C, for kubectl (and other mesh commands) to use.
-pub fn serve(cli: &crate::cli::Cli) -> Result<u8> {
-    let Some(dir) = &cli.sandbox else {
-        bail!(
-            "`mesh sandbox serve` needs --sandbox DIR: the folder the simulated clusters are kept in"
-        );
-    };
-    let mesh = crate::commands::load_mesh(&cli.file)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let contexts: Vec<&str> = mesh.clusters.iter().map(|c| c.context.as_str()).collect();
-        let set = kubesim::ClusterSet::open(
-            dir,
-            &contexts,
-            kubesim::Options {
-                lb_delay: LB_DELAY,
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("starting the sandbox clusters in {}", dir.display()))?;
-        for c in set.clusters() {
-            crate::outln!("simulated cluster {} at {}", c.name, c.server());
-        }
-        crate::outln!(
-            "Serving until Ctrl-C. Look with: KUBECONFIG={} kubectl --context {} get all -A",
-            set.kubeconfig_path().display(),
-            contexts.first().copied().unwrap_or("CONTEXT")
-        );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing a SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        set.shutdown().await;
-        crate::outln!("Saved the simulated clusters in {}.", dir.display());
-        Ok(0)
-    })
 }

@@ -1,71 +1,24 @@
-//! `mesh apply`, `mesh destroy`, and `mesh plan`'s refresh: everything that
-//! touches clusters. Runs on a tokio runtime made here.
+//! `mesh apply`, `mesh destroy` and `mesh import`: the commands that change
+//! clusters or record them in the state. Each runs on a tokio runtime made
+//! here.
 
-use super::{backend, load_graph, mesh_file_sha256, render_plan};
+use super::refresh::refresh;
 use crate::cli::{ApplyArgs, Cli, DestroyArgs, Format};
-use crate::output::Output;
+use crate::mesh_file::{load_graph, mesh_file_sha256};
+use crate::output::{Output, render_plan};
 use crate::progress::View;
+use crate::store::backend;
 use crate::world::World;
 use anyhow::{Context, Result, bail};
 use engine::apply::Outcome;
 use engine::executor::Stop;
-use engine::planner::{self, Mode, Refresh};
+use engine::planner::{self, Mode};
 use engine::topology::StepGraph;
 use plans::{Plan, SavedPlan};
 use state::{LockedState, State};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use tokio::sync::watch;
-
-/// Reads every recorded step back from the clusters, and previews the
-/// steps about to be created that look first (a `cacerts` to replace).
-pub async fn refresh(
-    world: &World,
-    graph: &StepGraph,
-    state: Option<&State>,
-    parallelism: usize,
-) -> Result<Refresh> {
-    let recorded = match state {
-        Some(s) if !s.steps.is_empty() => {
-            engine::refresh::refresh(
-                &world.env,
-                graph,
-                s,
-                world.default_kubeconfig(),
-                parallelism,
-            )
-            .await
-        }
-        _ => Ok(Refresh::new()),
-    };
-    let previewed = if engine::refresh::wants_preview(graph, state) {
-        engine::refresh::preview(&world.env, graph, state, parallelism).await
-    } else {
-        Ok(Refresh::new())
-    };
-    let merged = match (recorded, previewed) {
-        (Ok(mut a), Ok(b)) => {
-            a.extend(b);
-            Ok(a)
-        }
-        (Err(mut a), Err(b)) => {
-            a.extend(b);
-            Err(a)
-        }
-        (Err(a), _) | (_, Err(a)) => Err(a),
-    };
-    merged.map_err(|errors| {
-        let lines: Vec<String> = engine::refresh::report(&errors)
-            .into_iter()
-            .map(|e| format!("  {e}"))
-            .collect();
-        anyhow::anyhow!(
-            "the clusters could not be read, so no plan was made:\n{}\n\
-                 Fix access to those clusters, or plan from the state alone with --no-refresh",
-            lines.join("\n")
-        )
-    })
-}
 
 pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
     let mode = Mode::Converge;

@@ -1,8 +1,8 @@
 //! `mesh show` and `mesh state …`: read-only views of saved plans and state.
 
-use super::{backend, render_plan};
 use crate::cli::{Cli, Format, ShowArgs, StateCommand};
-use crate::output::Output;
+use crate::output::{Output, render_plan};
+use crate::store::backend;
 use anyhow::{Result, bail};
 use plans::SavedPlan;
 use std::fmt::Write as _;

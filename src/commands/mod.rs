@@ -1,17 +1,24 @@
 //! One function per command. Each loads what it needs (mesh file, state),
 //! calls the engine, and prints; the exit code is returned, errors bubble up.
+//!
+//! This file dispatches, and runs the commands short enough to fit in the
+//! match. What the commands share (the mesh file, the state's backend, plan
+//! rendering) lives in modules below them, so no command module imports
+//! this one and imports point one way.
 
 mod apply;
 mod init;
 mod inspect;
 mod plan;
+mod refresh;
+mod sandbox;
 
-use crate::cli::{CaCommand, Cli, Command, Format, SandboxCommand};
+use crate::cli::{CaCommand, Cli, Command, SandboxCommand};
+use crate::mesh_file::{load_graph, load_mesh};
 use crate::output::Output;
+use crate::store::backend;
 use anyhow::{Context, Result};
-use engine::config::{self, MeshFile};
-use engine::topology::{self, StepGraph};
-use std::path::{Path, PathBuf};
+use engine::topology;
 
 pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
     // The sandbox folder may also hold the state (`--state DIR/…`), which is
@@ -47,7 +54,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
             Ok(0)
         }
         Command::Init { contexts, force } => init::init(cli, contexts, *force),
-        Command::Sandbox(SandboxCommand::Serve) => crate::sandbox::serve(cli),
+        Command::Sandbox(SandboxCommand::Serve) => sandbox::serve(cli),
         Command::Ca(CaCommand::Init { dir }) => init::ca_init(cli, dir.as_deref()),
         Command::Graph => {
             let (mesh, graph) = load_graph(&cli.file)?;
@@ -80,117 +87,6 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
             crate::errln!("Lock {lock_id} on {} cleared.", backend.location());
             Ok(0)
         }
-        Command::SandboxIstioctl { args } => Ok(crate::sandbox::istioctl(args)),
-    }
-}
-
-/// Reads and validates the mesh file; diagnostics are returned as the error.
-pub fn load_mesh(path: &Path) -> Result<MeshFile> {
-    let mesh = config::load(path)?;
-    for w in &mesh.warnings {
-        crate::errln!("warning: {w}");
-    }
-    Ok(mesh)
-}
-
-pub fn load_graph(path: &Path) -> Result<(MeshFile, StepGraph)> {
-    let mesh = load_mesh(path)?;
-    let graph = topology::compile(&mesh)
-        .with_context(|| format!("compiling the steps of {}", path.display()))?;
-    Ok((mesh, graph))
-}
-
-/// `--state` (or `$MESH_STATE`); else, with `--sandbox DIR`,
-/// `DIR/mesh.state.json` (a sandbox never touches the real state); else the
-/// mesh file's `[state] path` (relative to the file), else
-/// `mesh.state.json` beside the mesh file.
-pub fn state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
-    let path = chosen_state_path(cli, mesh)?;
-    if cli.sandbox.is_none()
-        && let Some(dir) = path.parent()
-        && kubesim::ClusterSet::is_sandbox(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        })
-    {
-        anyhow::bail!(
-            "the state {} belongs to the sandbox in {}: its steps were applied to simulated clusters. \
-             Pass `--sandbox {}` to use it, or another state for real clusters",
-            path.display(),
-            dir.display(),
-            dir.display()
-        );
-    }
-    Ok(path)
-}
-
-fn chosen_state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
-    if let Some(p) = &cli.state {
-        return Ok(p.clone());
-    }
-    if let Some(dir) = &cli.sandbox {
-        return Ok(dir.join("mesh.state.json"));
-    }
-    let dir = cli.file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let configured = match mesh {
-        Some(m) => m.state.path.clone(),
-        // Commands that do not need the mesh file still honour `[state] path`
-        // when the file is there and valid.
-        None => config::load(&cli.file).ok().and_then(|m| m.state.path),
-    };
-    Ok(dir.join(configured.as_deref().unwrap_or("mesh.state.json")))
-}
-
-/// Where the state is kept: the Kubernetes backend when the mesh file says
-/// `[state] backend = "kubernetes"` (and no `--state` names a file), else
-/// the local file of [`state_path`].
-pub fn backend(cli: &Cli, mesh: Option<&MeshFile>) -> Result<Box<dyn state::Backend>> {
-    let loaded;
-    let mesh = match mesh {
-        Some(m) => Some(m),
-        None => {
-            loaded = config::load(&cli.file).ok();
-            loaded.as_ref()
-        }
-    };
-    if cli.state.is_none()
-        && let Some(k) = mesh.and_then(|m| m.state.kubernetes.as_ref())
-    {
-        let base = cli.file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let kubeconfig = k
-            .kubeconfig
-            .as_deref()
-            .map(|p| base.join(p))
-            .or_else(|| cli.kubeconfig.clone())
-            .or_else(|| cli.sandbox.as_ref().map(|d| d.join("kubeconfig")));
-        return Ok(Box::new(providers::state_store::KubernetesBackend::new(
-            providers::state_store::Location {
-                context: k.context.clone(),
-                kubeconfig,
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
-            },
-        )));
-    }
-    Ok(Box::new(state::LocalBackend::new(state_path(cli, mesh)?)))
-}
-
-/// The sha256 of the mesh file's bytes, for the saved plan's stale check.
-pub fn mesh_file_sha256(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(providers::sha256_hex(&bytes))
-}
-
-pub fn render_plan(plan: &plans::Plan, format: Format, out: &Output) -> String {
-    match format {
-        Format::Text => plans::render::text(
-            plan,
-            &plans::render::TextOptions {
-                color: out.color_stdout,
-            },
-        ),
-        Format::Markdown => plans::render::markdown(plan),
-        Format::Json => plans::render::json(plan),
+        Command::SandboxIstioctl { args } => Ok(sandbox::istioctl(args)),
     }
 }

@@ -1,9 +1,11 @@
 //! `mesh plan` and `mesh diff`.
 
-use super::{backend, load_graph, mesh_file_sha256, render_plan};
+use super::refresh::refresh;
 use crate::cli::{Cli, DiffArgs, PlanArgs};
-use crate::output::Output;
+use crate::mesh_file::{load_graph, mesh_file_sha256};
+use crate::output::{Output, render_plan};
 use crate::progress::View;
+use crate::store::backend;
 use crate::world::World;
 use anyhow::{Context, Result};
 use engine::planner::{self, Mode};
@@ -50,8 +52,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         Some(runtime.block_on(async {
             let world = World::open(cli, &mesh, Arc::new(View::new(cli.verbose > 0))).await?;
-            let r =
-                super::apply::refresh(&world, &graph, recorded.as_ref(), REFRESH_PARALLELISM).await;
+            let r = refresh(&world, &graph, recorded.as_ref(), REFRESH_PARALLELISM).await;
             world.close().await;
             r
         })?)

@@ -1,9 +1,11 @@
 //! The seam for other state backends.
 //!
-//! mesh keeps its state in a local file today ([`LocalBackend`]); a team
-//! will want it in a bucket or a Kubernetes Secret later. Both need the
-//! same three things: take a lock (and say who holds it when refused), read
-//! and write the state under it, and clear a lock whose holder vanished.
+//! mesh keeps its state in a local file today (`LocalBackend`, which
+//! implements these traits in its own module: this one knows no backend);
+//! a team will want it in a bucket or a Kubernetes Secret later. Both need
+//! the same three things: take a lock (and say who holds it when refused),
+//! read and write the state under it, and clear a lock whose holder
+//! vanished.
 //! The traits are object-safe so the CLI can pick a backend at run time
 //! (`Box<dyn Backend>`).
 //!
@@ -11,8 +13,9 @@
 //! the serial, and never replaces a state it could not read; a refused lock
 //! is [`StateError::Locked`] with the holder's [`LockInfo`].
 
-use crate::local::{LocalBackend, StateLock};
-use crate::{LockInfo, State, StateError};
+use crate::error::StateError;
+use crate::lock_info::LockInfo;
+use crate::model::State;
 use std::time::Duration;
 
 /// Where a state lives.
@@ -76,40 +79,4 @@ pub fn push_serial(
         .max(read_serial)
         .checked_add(1)
         .ok_or_else(|| refuse("its serial is at the largest number a state can count to".into()))
-}
-
-impl Backend for LocalBackend {
-    fn location(&self) -> String {
-        self.path().display().to_string()
-    }
-
-    fn lock(&self, operation: &str, timeout: Duration) -> Result<Box<dyn LockedState>, StateError> {
-        LocalBackend::lock(self, operation, timeout).map(|l| Box::new(l) as Box<dyn LockedState>)
-    }
-
-    fn read_unlocked(&self) -> Result<Option<State>, StateError> {
-        crate::local::read_unlocked(self.path())
-    }
-
-    fn force_unlock(&self, id: &str) -> Result<(), StateError> {
-        crate::lock::force_unlock(self.path(), id)
-    }
-}
-
-impl LockedState for StateLock {
-    fn info(&self) -> &LockInfo {
-        StateLock::info(self)
-    }
-
-    fn read(&self) -> Result<Option<State>, StateError> {
-        StateLock::read(self)
-    }
-
-    fn write(&mut self, state: &mut State) -> Result<(), StateError> {
-        StateLock::write(self, state)
-    }
-
-    fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
-        StateLock::push(self, incoming, force)
-    }
 }

@@ -4,7 +4,7 @@
 //! CLI prints them as they are. Callers that need to react (the CLI's exit
 //! code, a retry) match on the variant instead of the text.
 
-use crate::lock::LockInfo;
+use crate::lock_info::LockInfo;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,15 @@
 //! - [`lock`]: the exclusive lock on `<state>.lock`, an OS file lock so a
 //!   killed holder never leaves it held, its holder record, and
 //!   [`force_unlock`].
-//! - [`backend`]: the traits a remote backend would implement.
+//! - [`backend`]: the traits every backend implements (the local one in
+//!   [`local`]), and the checks of a push they share.
 //! - `error`: [`StateError`], every failure with what to do about it.
+//! - `lock_info`, `paths`, `time`: the holder record ([`LockInfo`]), the
+//!   files beside a state, and timestamps, which the modules above share.
+//!
+//! No two modules import each other: `time`, `paths` and `lock_info` at the
+//! bottom, `error` and `model` on them, `backend` (no backend's internals)
+//! and `lock` above those, and `local` on top.
 //!
 //! Typical use, by a command that changes clusters:
 //!
@@ -36,7 +43,9 @@ pub mod backend;
 mod error;
 pub mod local;
 pub mod lock;
+mod lock_info;
 pub mod model;
+mod paths;
 mod time;
 
 pub use backend::{Backend, LockedState, push_serial};

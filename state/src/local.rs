@@ -16,10 +16,17 @@
 //! at worst a temporary file stays behind, which reads ignore and the next
 //! write removes. On an error the temporary files are removed and the
 //! caller's serial is put back.
+//!
+//! [`LocalBackend`] and [`StateLock`] implement the [`Backend`] and
+//! [`LockedState`] traits here, beside the types, so the traits' module
+//! needs nothing of this one.
 
-use crate::StateError;
-use crate::lock::{self, Held, LockInfo};
+use crate::backend::{Backend, LockedState, push_serial};
+use crate::error::StateError;
+use crate::lock::{self, Held};
+use crate::lock_info::LockInfo;
 use crate::model::{FORMAT_VERSION, State, random_id};
+use crate::paths::{real_target, sibling};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -124,12 +131,48 @@ impl StateLock {
     pub fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
         let current = self.read()?;
         let read_serial = current.as_ref().map_or(0, |c| c.serial);
-        let serial = crate::backend::push_serial(&self.path, current.as_ref(), &incoming, force)?;
+        let serial = push_serial(&self.path, current.as_ref(), &incoming, force)?;
         let mut next = incoming;
         next.serial = serial;
         next.format_version = FORMAT_VERSION;
         write_atomic_as(&self.path, &next, read_serial, force, &mut self.written)?;
         Ok(next)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn lock(&self, operation: &str, timeout: Duration) -> Result<Box<dyn LockedState>, StateError> {
+        LocalBackend::lock(self, operation, timeout).map(|l| Box::new(l) as Box<dyn LockedState>)
+    }
+
+    fn read_unlocked(&self) -> Result<Option<State>, StateError> {
+        read_unlocked(self.path())
+    }
+
+    fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        lock::force_unlock(self.path(), id)
+    }
+}
+
+impl LockedState for StateLock {
+    fn info(&self) -> &LockInfo {
+        StateLock::info(self)
+    }
+
+    fn read(&self) -> Result<Option<State>, StateError> {
+        StateLock::read(self)
+    }
+
+    fn write(&mut self, state: &mut State) -> Result<(), StateError> {
+        StateLock::write(self, state)
+    }
+
+    fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
+        StateLock::push(self, incoming, force)
     }
 }
 
@@ -186,13 +229,6 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     }
     // From the bytes again (not the Value) so the error has line and column.
     serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
-}
-
-/// `path` with `suffix` appended to its file name: `<state>.backup`.
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// A complete new file beside its target, fsynced, not yet renamed into
@@ -257,24 +293,6 @@ fn keep_as_backup(target: &Path) -> std::io::Result<()> {
             Staged::new(target, ".backup", &previous)?.commit(&backup)
         }
     }
-}
-
-/// The file a write replaces: a symlinked state is replaced at its
-/// destination (which need not exist yet), so the link survives.
-pub(crate) fn real_target(path: &Path) -> PathBuf {
-    let mut target = path.to_path_buf();
-    // A bounded number of hops: a symlink loop then fails on open, clearly.
-    for _ in 0..16 {
-        match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&target) {
-                // Relative links are relative to the link's folder.
-                Ok(dest) => target = target.parent().map_or(dest.clone(), |dir| dir.join(&dest)),
-                Err(_) => break,
-            },
-            _ => break,
-        }
-    }
-    target
 }
 
 /// Removes temporary files earlier writes left behind (a crash between

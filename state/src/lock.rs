@@ -14,9 +14,13 @@
 //! flock belongs to an open file description, so two `LocalBackend`s in one
 //! process exclude each other just as two processes do.
 
-use crate::StateError;
+use crate::error::StateError;
 use crate::model::random_id;
-use serde::{Deserialize, Serialize};
+use crate::paths::{real_target, sibling};
+use crate::time::now_rfc3339;
+// Re-exported: the record belongs to the lock (`state::lock::LockInfo`),
+// it is defined apart only so that the errors can name it.
+pub use crate::lock_info::LockInfo;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -25,26 +29,10 @@ use std::time::{Duration, Instant};
 /// How often a waiting command retries the lock.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Who holds the lock, as recorded in the lock file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockInfo {
-    /// Random, 32 hex characters: what `mesh force-unlock` takes.
-    pub id: String,
-    /// `user@host`.
-    pub who: String,
-    pub pid: u32,
-    /// `plan`, `apply`, `destroy`.
-    pub operation: String,
-    /// When the lock was taken, RFC 3339 UTC.
-    pub created: String,
-    /// The state file it locks.
-    pub path: String,
-}
-
 /// `<state>.lock`, beside the file the state path resolves to: two names
 /// of one state (a symlink and its target) share one lock.
 pub fn lock_path(state: &Path) -> PathBuf {
-    crate::local::sibling(&crate::local::real_target(state), ".lock")
+    sibling(&real_target(state), ".lock")
 }
 
 /// A held lock. Dropping it empties the record and releases the lock (and
@@ -200,7 +188,7 @@ pub(crate) fn acquire(
         who: who(),
         pid: std::process::id(),
         operation: operation.to_string(),
-        created: crate::now_rfc3339(),
+        created: now_rfc3339(),
         path: state.display().to_string(),
     };
     let written = serde_json::to_string_pretty(&info)

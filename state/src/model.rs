@@ -9,7 +9,7 @@
 //! Maps are `BTreeMap`s and fields serialise in declaration order, so the
 //! same state always gives the same bytes (and small diffs in review).
 
-use crate::StateError;
+use crate::error::StateError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
