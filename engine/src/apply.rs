@@ -229,21 +229,43 @@ fn message(e: &StepError) -> String {
     e.to_string()
 }
 
-/// Runs `plan`'s changes against the clusters, recording each step in
-/// `state` and calling `persist` after every record.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply(
-    plan: &Plan,
-    graph: Arc<StepGraph>,
-    env: Arc<Env>,
-    state: State,
-    default_kubeconfig: Option<PathBuf>,
-    limits: executor::Limits,
-    stop: watch::Receiver<Stop>,
-    mut persist: impl FnMut(&mut State) -> Result<(), String>,
-    mut progress: impl FnMut(Progress<'_>),
-    now: impl Fn() -> String,
-) -> (State, Outcome) {
+/// One apply: the plan, what it runs against, and what it tells the
+/// caller as it goes.
+pub struct Run<'a> {
+    pub plan: &'a Plan,
+    pub graph: Arc<StepGraph>,
+    pub env: Arc<Env>,
+    /// The state the plan was made against; each step is recorded in it.
+    pub state: State,
+    /// `--kubeconfig`, for deleting steps whose cluster left the mesh file.
+    pub default_kubeconfig: Option<PathBuf>,
+    pub limits: executor::Limits,
+    /// Stop requests: graceful (no new step) or abort.
+    pub stop: watch::Receiver<Stop>,
+    /// Writes the state after a record (the CLI: under its lock). An error
+    /// stops the run: running on without recording would lose track.
+    pub persist: &'a mut dyn FnMut(&mut State) -> Result<(), String>,
+    /// Told of each step's start and end.
+    pub progress: &'a mut dyn FnMut(Progress<'_>),
+    /// The time recorded with each step.
+    pub now: fn() -> String,
+}
+
+/// Runs the plan's changes against the clusters, recording each step in
+/// the state and calling `persist` after every record.
+pub async fn apply(run: Run<'_>) -> (State, Outcome) {
+    let Run {
+        plan,
+        graph,
+        env,
+        state,
+        default_kubeconfig,
+        limits,
+        stop,
+        persist,
+        progress,
+        now,
+    } = run;
     let state = Arc::new(Mutex::new(state));
     let actions: BTreeMap<&str, Action> = plan
         .changes

@@ -198,21 +198,21 @@ async fn execute(
             }
         }
     });
-    let (_, outcome) = engine::apply::apply(
+    let (_, outcome) = engine::apply::apply(engine::apply::Run {
         plan,
         graph,
-        world.env.clone(),
+        env: world.env.clone(),
         state,
-        world.default_kubeconfig(),
+        default_kubeconfig: world.default_kubeconfig(),
         limits,
-        stop_rx,
-        |st| {
+        stop: stop_rx,
+        persist: &mut |st| {
             world.before_record()?;
             lock.write(st).map_err(|e| e.to_string())
         },
-        |p| view.event(p),
-        state::now_rfc3339,
-    )
+        progress: &mut |p| view.event(p),
+        now: state::now_rfc3339,
+    })
     .await;
     signals.abort();
     outcome
