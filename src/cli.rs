@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md's "CLI" contract), declared with clap.
+//! The command line (the README's command list), declared with clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

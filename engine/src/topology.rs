@@ -1,7 +1,7 @@
 //! The topology compiler: a validated mesh file → the step graph.
 //!
 //! This is the one place that knows the primary-remote procedure's shape
-//! (DESIGN.md's step table): which steps a primary and each of its remotes
+//! (the step tables of docs/mesh-toml.md): which steps a primary and each of its remotes
 //! need, and what runs before what. What each step *does* is in `providers`;
 //! how steps are ordered, planned and run is in [`crate::graph`],
 //! [`crate::planner`] and the executor.
@@ -51,62 +51,85 @@ pub fn step_id(cluster: &str, kind: StepKind) -> String {
     format!("{cluster}/{kind}")
 }
 
-/// Compiles the mesh into its step graph, by DESIGN.md's step tables (the
+/// Compiles the mesh into its step graph, by the step tables of docs/mesh-toml.md (the
 /// seed's, and "Topologies and trust" for several networks, several
 /// primaries and a common root). Validation has already guaranteed that
 /// every remote's primary exists, so this only fails on a bug.
 pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
-    let mut b = GraphBuilder::new();
-    let base_dir = mesh.path.parent().map(PathBuf::from).unwrap_or_default();
-    let target = |c: &Cluster| Target {
-        cluster: c.name.clone(),
-        context: c.context.clone(),
-        kubeconfig: c.kubeconfig.as_deref().map(|k| resolve_path(&base_dir, k)),
+    let mut c = Compiler {
+        mesh,
+        b: GraphBuilder::new(),
+        base_dir: mesh.path.parent().map(PathBuf::from).unwrap_or_default(),
+        multi_network: mesh.is_multi_network(),
     };
-    let revision = mesh.mesh.revision.clone();
-    let version = mesh.mesh.istio_version.clone();
-    let multi_network = mesh.is_multi_network();
-    let trust = mesh.trust.as_ref();
-    let step = |c: &Cluster, kind: StepKind, target: Target, input: StepInput| {
-        debug_assert_eq!(kind, input.kind());
-        Step {
-            id: step_id(&c.name, kind),
-            cluster: c.name.clone(),
-            target,
-            input,
-        }
-    };
-
     for p in mesh.primaries() {
         let remotes: Vec<&Cluster> = mesh.remotes_of(&p.name).collect();
-        let prep = step_id(&p.name, StepKind::PrepareNamespace);
-        let plug = step_id(&p.name, StepKind::PlugCa);
-        let cp = step_id(&p.name, StepKind::InstallControlPlane);
-        let ew = step_id(&p.name, StepKind::InstallEastwestGateway);
-        let addr = step_id(&p.name, StepKind::EastwestAddress);
-        let expose = step_id(&p.name, StepKind::ExposeIstiod);
-        let services = step_id(&p.name, StepKind::ExposeServices);
+        c.primary(p, &remotes)?;
+        for r in remotes {
+            c.remote(r, p)?;
+        }
+    }
+    c.cross_attach()?;
+    c.b.build()
+}
 
+/// The graph being built, and what every step's input draws on.
+struct Compiler<'m> {
+    mesh: &'m MeshFile,
+    b: GraphBuilder<Step>,
+    /// The mesh file's folder: cluster kubeconfig paths are relative to it.
+    base_dir: PathBuf,
+    multi_network: bool,
+}
+
+impl Compiler<'_> {
+    fn target(&self, c: &Cluster) -> Target {
+        Target {
+            cluster: c.name.clone(),
+            context: c.context.clone(),
+            kubeconfig: c
+                .kubeconfig
+                .as_deref()
+                .map(|k| resolve_path(&self.base_dir, k)),
+        }
+    }
+
+    /// Adds a step of cluster `c` whose objects live in `c` itself; returns
+    /// its ID.
+    fn add(&mut self, c: &Cluster, input: StepInput) -> Result<String, GraphError> {
+        let id = step_id(&c.name, input.kind());
+        self.b.add(Step {
+            id: id.clone(),
+            cluster: c.name.clone(),
+            target: self.target(c),
+            input,
+        })?;
+        Ok(id)
+    }
+
+    /// A primary's steps: its namespace and CA (when the mesh needs them),
+    /// its control plane, and what its remotes and other networks reach it
+    /// through (the east-west gateway, its address, istiod and services
+    /// exposed).
+    fn primary(&mut self, p: &Cluster, remotes: &[&Cluster]) -> Result<(), GraphError> {
+        let (revision, version) = (&self.mesh.mesh.revision, &self.mesh.mesh.istio_version);
+        let multi_network = self.multi_network;
         // Before the control plane: istio-system labelled with the network,
         // and the primary's own intermediate CA as `cacerts`.
         let mut cp_after = None;
-        if multi_network || trust.is_some() {
-            b.add(step(
+        if multi_network || self.mesh.trust.is_some() {
+            let prep = self.add(
                 p,
-                StepKind::PrepareNamespace,
-                target(p),
                 StepInput::PrepareNamespace(prepare_namespace::Input {
                     primary: None,
                     network: multi_network.then(|| p.network.clone()),
                 }),
-            ))?;
-            cp_after = Some(prep.clone());
+            )?;
+            cp_after = Some(prep);
         }
-        if let Some(t) = trust {
-            b.add(step(
+        if let Some(t) = &self.mesh.trust {
+            let plug = self.add(
                 p,
-                StepKind::PlugCa,
-                target(p),
                 StepInput::PlugCa(plug_ca::Input {
                     cluster: p.name.clone(),
                     root_cert_pem: t.root_cert_pem.clone(),
@@ -116,16 +139,15 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                     root_key: t.root_key.clone(),
                     days: t.intermediate_days,
                 }),
-            ))?;
-            b.depend(&plug, &prep);
-            cp_after = Some(plug.clone());
+            )?;
+            self.b
+                .depend(&plug, step_id(&p.name, StepKind::PrepareNamespace));
+            cp_after = Some(plug);
         }
-        b.add(step(
+        let cp = self.add(
             p,
-            StepKind::InstallControlPlane,
-            target(p),
             StepInput::InstallControlPlane(install_control_plane::Input {
-                mesh_id: mesh.mesh.id.clone(),
+                mesh_id: self.mesh.mesh.id.clone(),
                 cluster: p.name.clone(),
                 network: p.network.clone(),
                 revision: revision.clone(),
@@ -133,141 +155,135 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
                 istio_version: version.clone(),
                 values: p.values.clone(),
             }),
-        ))?;
+        )?;
         if let Some(after) = &cp_after {
-            b.depend(&cp, after);
+            self.b.depend(&cp, after);
         }
         // A primary alone on one network needs no east-west gateway, no
         // address wait, and no istiod exposed on a public load balancer.
         if remotes.is_empty() && !multi_network {
-            continue;
+            return Ok(());
         }
-        b.add(step(
+        let ew = self.add(
             p,
-            StepKind::InstallEastwestGateway,
-            target(p),
             StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
                 network: p.network.clone(),
                 revision: revision.clone(),
                 values: p.eastwest_values.clone(),
                 istio_version: version.clone(),
             }),
-        ))?;
-        b.depend(&ew, &cp);
+        )?;
+        self.b.depend(&ew, &cp);
         if multi_network {
-            b.add(step(
-                p,
-                StepKind::ExposeServices,
-                target(p),
-                StepInput::ExposeServices(expose_services::Input {}),
-            ))?;
-            b.depend(&services, &ew);
+            let services = self.add(p, StepInput::ExposeServices(expose_services::Input {}))?;
+            self.b.depend(&services, &ew);
         }
         if remotes.is_empty() {
-            continue;
+            return Ok(());
         }
-        b.add(step(
+        let addr = self.add(
             p,
-            StepKind::EastwestAddress,
-            target(p),
             StepInput::EastwestAddress(eastwest_address::Input {
                 timeout_secs: EASTWEST_ADDRESS_TIMEOUT_SECS,
             }),
-        ))?;
-        b.depend(&addr, &ew);
-        b.add(step(
+        )?;
+        self.b.depend(&addr, &ew);
+        let expose = self.add(
             p,
-            StepKind::ExposeIstiod,
-            target(p),
             StepInput::ExposeIstiod(expose_istiod::Input {
                 revision: revision.clone(),
             }),
-        ))?;
-        b.depend(&expose, &ew);
+        )?;
+        self.b.depend(&expose, &ew);
+        Ok(())
+    }
 
-        for r in remotes {
-            let rprep = step_id(&r.name, StepKind::PrepareNamespace);
-            let remote = step_id(&r.name, StepKind::InstallRemote);
-            let attach = step_id(&r.name, StepKind::Attach);
-            b.add(step(
-                r,
-                StepKind::PrepareNamespace,
-                target(r),
-                StepInput::PrepareNamespace(prepare_namespace::Input {
-                    primary: Some(p.name.clone()),
-                    network: multi_network.then(|| r.network.clone()),
-                }),
-            ))?;
-            b.add(step(
-                r,
-                StepKind::InstallRemote,
-                target(r),
-                StepInput::InstallRemote(install_remote::Input {
-                    cluster: r.name.clone(),
-                    network: r.network.clone(),
-                    primary: p.name.clone(),
-                    revision: revision.clone(),
-                    values: r.values.clone(),
-                    istio_version: version.clone(),
-                    multi_network,
-                }),
-            ))?;
-            b.depend(&remote, &rprep);
-            b.depend(&remote, &addr);
-            b.depend(&remote, &expose);
-            // A remote on another network than its primary's has its own
-            // east-west gateway, for its network's traffic.
-            if r.network != p.network {
-                let rew = step_id(&r.name, StepKind::InstallEastwestGateway);
-                b.add(step(
-                    r,
-                    StepKind::InstallEastwestGateway,
-                    target(r),
-                    StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
-                        network: r.network.clone(),
-                        revision: revision.clone(),
-                        values: r.eastwest_values.clone(),
-                        istio_version: version.clone(),
-                    }),
-                ))?;
-                b.depend(&rew, &remote);
-            }
-            // The Secret is written in the primary; reading the token needs R.
-            b.add(Step {
-                id: attach.clone(),
+    /// A remote's steps: its namespace, the remote profile pointing at its
+    /// primary, its own east-west gateway when it is on another network,
+    /// and its remote secret in the primary (`R/attach`).
+    fn remote(&mut self, r: &Cluster, p: &Cluster) -> Result<(), GraphError> {
+        let (revision, version) = (&self.mesh.mesh.revision, &self.mesh.mesh.istio_version);
+        let multi_network = self.multi_network;
+        let rprep = self.add(
+            r,
+            StepInput::PrepareNamespace(prepare_namespace::Input {
+                primary: Some(p.name.clone()),
+                network: multi_network.then(|| r.network.clone()),
+            }),
+        )?;
+        let remote = self.add(
+            r,
+            StepInput::InstallRemote(install_remote::Input {
                 cluster: r.name.clone(),
-                target: target(p),
-                input: StepInput::Attach(attach_input(r, p, &target(r))),
-            })?;
-            b.depend(&attach, &remote);
-            b.depend(&attach, &cp);
+                network: r.network.clone(),
+                primary: p.name.clone(),
+                revision: revision.clone(),
+                values: r.values.clone(),
+                istio_version: version.clone(),
+                multi_network,
+            }),
+        )?;
+        self.b.depend(&remote, &rprep);
+        self.b
+            .depend(&remote, step_id(&p.name, StepKind::EastwestAddress));
+        self.b
+            .depend(&remote, step_id(&p.name, StepKind::ExposeIstiod));
+        // A remote on another network than its primary's has its own
+        // east-west gateway, for its network's traffic.
+        if r.network != p.network {
+            let rew = self.add(
+                r,
+                StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
+                    network: r.network.clone(),
+                    revision: revision.clone(),
+                    values: r.eastwest_values.clone(),
+                    istio_version: version.clone(),
+                }),
+            )?;
+            self.b.depend(&rew, &remote);
         }
+        // The Secret is written in the primary; reading the token needs R.
+        let attach = step_id(&r.name, StepKind::Attach);
+        self.b.add(Step {
+            id: attach.clone(),
+            cluster: r.name.clone(),
+            target: self.target(p),
+            input: StepInput::Attach(attach_input(r, p, &self.target(r))),
+        })?;
+        self.b.depend(&attach, &remote);
+        self.b
+            .depend(&attach, step_id(&p.name, StepKind::InstallControlPlane));
+        Ok(())
     }
 
-    // Several primaries: every control plane discovers every other cluster
-    // of the mesh, so each holds a remote secret for every cluster that is
-    // neither itself nor one of its own remotes (`C/attach@Q`).
-    for q in mesh.primaries() {
-        for c in &mesh.clusters {
-            if c.name == q.name || c.primary.as_deref() == Some(q.name.as_str()) {
-                continue;
+    /// Several primaries: every control plane discovers every other cluster
+    /// of the mesh, so each holds a remote secret for every cluster that is
+    /// neither itself nor one of its own remotes (`C/attach@Q`).
+    fn cross_attach(&mut self) -> Result<(), GraphError> {
+        let mesh = self.mesh;
+        for q in mesh.primaries() {
+            for c in &mesh.clusters {
+                if c.name == q.name || c.primary.as_deref() == Some(q.name.as_str()) {
+                    continue;
+                }
+                let id = attach_id(&c.name, &q.name);
+                self.b.add(Step {
+                    id: id.clone(),
+                    cluster: c.name.clone(),
+                    target: self.target(q),
+                    input: StepInput::Attach(attach_input(c, q, &self.target(c))),
+                })?;
+                self.b
+                    .depend(&id, step_id(&q.name, StepKind::InstallControlPlane));
+                let ready = match c.role {
+                    Role::Primary => StepKind::InstallControlPlane,
+                    Role::Remote => StepKind::InstallRemote,
+                };
+                self.b.depend(&id, step_id(&c.name, ready));
             }
-            let id = attach_id(&c.name, &q.name);
-            b.add(Step {
-                id: id.clone(),
-                cluster: c.name.clone(),
-                target: target(q),
-                input: StepInput::Attach(attach_input(c, q, &target(c))),
-            })?;
-            b.depend(&id, step_id(&q.name, StepKind::InstallControlPlane));
-            let ready = match c.role {
-                Role::Primary => StepKind::InstallControlPlane,
-                Role::Remote => StepKind::InstallRemote,
-            };
-            b.depend(&id, step_id(&c.name, ready));
         }
+        Ok(())
     }
-    b.build()
 }
 
 /// `C/attach@Q`: C's remote secret in primary Q (not C's own primary).
@@ -570,7 +586,7 @@ mod tests {
     #[test]
     fn a_primary_without_remotes_is_only_its_control_plane() {
         // No east-west gateway, address wait or exposed istiod for nobody
-        // (DESIGN.md, "Topologies and trust"; one network, no remotes).
+        // (docs/mesh-toml.md, topologies; one network, no remotes).
         let g = compile(&mesh(vec![cluster("solo", Role::Primary, None)])).unwrap();
         let ids: Vec<&str> = g.in_order().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["solo/install-control-plane"]);

@@ -1,5 +1,5 @@
 //! The plan model. Its serde form *is* the JSON output's contract
-//! (DESIGN.md "Plans", docs/plan-json.md): keep field names stable.
+//! (docs/plan-json.md): keep field names stable.
 
 use serde::{Deserialize, Serialize};
 

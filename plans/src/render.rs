@@ -1,4 +1,4 @@
-//! The three plan formats (DESIGN.md "Plans"): text for a terminal,
+//! The three plan formats (docs/plan-json.md for JSON): text for a terminal,
 //! Markdown for a pull-request comment, JSON for scripts. All deterministic:
 //! no times, no absolute paths, the plan's own order.
 

@@ -56,7 +56,7 @@ pub fn render(input: &Input) -> Rendered {
 
 // ---- against a cluster: an istioctl install ----
 
-use super::istioctl_install::{IstioctlInstall, Uninstall, object};
+use super::istioctl_install::{IstioctlInstall, Uninstall, object, revisioned};
 use crate::kind::OutputLookup;
 
 /// The kind: [`IstioctlInstall`] of the control plane.
@@ -75,19 +75,11 @@ impl IstioctlInstall for InstallControlPlane {
 
     /// istiod's Deployment (`istiod` or `istiod-<revision>`).
     fn owned(recorded: &[Value]) -> Vec<Value> {
-        let name = match recorded
-            .first()
-            .and_then(|d| d.pointer("/spec/revision"))
-            .and_then(Value::as_str)
-        {
-            Some(r) if !r.is_empty() => format!("istiod-{r}"),
-            _ => "istiod".into(),
-        };
         vec![object(
             "apps/v1",
             "Deployment",
             Some(crate::k8s::ISTIO_NAMESPACE),
-            &name,
+            &revisioned("istiod", recorded.first()),
         )]
     }
 }

@@ -63,7 +63,7 @@ pub fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
 
 // ---- against a cluster: an istioctl install ----
 
-use super::istioctl_install::{IstioctlInstall, Uninstall, object, revision_of};
+use super::istioctl_install::{IstioctlInstall, Uninstall, object, revisioned};
 
 /// The kind: [`IstioctlInstall`] of the remote profile.
 pub struct InstallRemote;
@@ -98,15 +98,11 @@ impl IstioctlInstall for InstallRemote {
                 "istio-reader-service-account",
             ));
         }
-        let webhook = match revision_of(doc).as_str() {
-            "default" => "istio-sidecar-injector".to_string(),
-            rev => format!("istio-sidecar-injector-{rev}"),
-        };
         owned.push(object(
             "admissionregistration.k8s.io/v1",
             "MutatingWebhookConfiguration",
             None,
-            &webhook,
+            &revisioned("istio-sidecar-injector", doc),
         ));
         owned
     }

@@ -42,6 +42,15 @@ pub fn revision_of(doc: Option<&Value>) -> String {
         .to_string()
 }
 
+/// An object's name for an IstioOperator document's revision: `base` for
+/// the default revision, `base-<revision>` otherwise (`istiod-canary`).
+pub fn revisioned(base: &str, doc: Option<&Value>) -> String {
+    match revision_of(doc).as_str() {
+        "default" => base.to_string(),
+        rev => format!("{base}-{rev}"),
+    }
+}
+
 /// The recorded revision, when the new document installs another one.
 pub fn revision_change(old: &[Value], new: &[Value]) -> Option<String> {
     let (was, now) = (revision_of(old.first()), revision_of(new.first()));

@@ -153,7 +153,7 @@ macro_rules! registry {
     };
 }
 
-// The kinds, in the order of DESIGN's step tables: the seed's seven, then
+// The kinds, in the order of the step tables of docs/mesh-toml.md: the seed's seven, then
 // the topologies' `plug-ca` and `expose-services`.
 registry! {
     InstallControlPlane => install_control_plane::InstallControlPlane,
