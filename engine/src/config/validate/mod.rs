@@ -1,4 +1,4 @@
-//! Validation: the rules of DESIGN.md's mesh.toml section, checked on the
+//! Validation: the rules of docs/mesh-toml.md, checked on the
 //! spanned draft so every error points at the value that breaks the rule.
 //! All rules run; every error is collected.
 //!
