@@ -92,3 +92,81 @@ impl Plan {
         }
     }
 }
+
+impl Plan {
+    /// The first way `other` differs from this plan in what an apply would
+    /// do: the steps, their order, kind, cluster, action, dependencies,
+    /// inputs before and after, and the summary. `None` when an apply of
+    /// either does exactly the same. Reasons and diffs are derived text
+    /// and not compared.
+    pub fn first_difference(&self, other: &Plan) -> Option<String> {
+        if self.mesh != other.mesh {
+            return Some(format!("mesh `{}` against `{}`", self.mesh, other.mesh));
+        }
+        for (i, (a, b)) in self.changes.iter().zip(&other.changes).enumerate() {
+            if a.step != b.step {
+                return Some(format!(
+                    "change {} is {} here and {} in the other",
+                    i + 1,
+                    a.step,
+                    b.step
+                ));
+            }
+            let field = |name: &str, x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| {
+                Some(format!("{}: {name} {x:?} against {y:?}", a.step))
+            };
+            if a.kind != b.kind {
+                return field("kind", &a.kind, &b.kind);
+            }
+            if a.cluster != b.cluster {
+                return field("cluster", &a.cluster, &b.cluster);
+            }
+            if a.action != b.action {
+                return field("action", &a.action.as_str(), &b.action.as_str());
+            }
+            if a.depends_on != b.depends_on {
+                return field("depends_on", &a.depends_on, &b.depends_on);
+            }
+            let fingerprint = |s: &Option<String>| s.as_deref().map(fingerprint);
+            if a.before != b.before {
+                return field(
+                    "recorded input",
+                    &fingerprint(&a.before),
+                    &fingerprint(&b.before),
+                );
+            }
+            if a.after != b.after {
+                return field("input", &fingerprint(&a.after), &fingerprint(&b.after));
+            }
+        }
+        if self.changes.len() != other.changes.len() {
+            let (longer, n) = if self.changes.len() > other.changes.len() {
+                (&self.changes, other.changes.len())
+            } else {
+                (&other.changes, self.changes.len())
+            };
+            return Some(format!(
+                "{} steps against {}: {} is in one only",
+                self.changes.len(),
+                other.changes.len(),
+                longer[n].step
+            ));
+        }
+        if self.summary != other.summary {
+            return Some(format!(
+                "summary {:?} against {:?}",
+                self.summary, other.summary
+            ));
+        }
+        None
+    }
+}
+
+/// `sha256:<first 12 hex digits>` of a text, to name an input in a message
+/// without printing it.
+fn fingerprint(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}

@@ -1,5 +1,9 @@
 //! Saved plans (`mesh plan --out FILE`): the plan plus what it was made
-//! against, so `mesh apply FILE` can refuse a plan that went stale.
+//! against, so `mesh apply FILE` can refuse a plan that went stale. A saved
+//! plan is an artifact passed between CI jobs, so `mesh apply FILE` never
+//! executes it as written: it recomputes the plan from the mesh file and
+//! state the file names and refuses unless both agree
+//! ([`Plan::first_difference`]).
 
 use crate::model::Plan;
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,14 @@ pub struct SavedPlan {
     pub mesh_file_sha256: String,
     /// The mesh version that made it.
     pub mesh_version: String,
+    /// Whether the plan read the clusters (not `--no-refresh`): `mesh apply
+    /// FILE` recomputes the plan the same way and compares.
+    #[serde(default = "yes")]
+    pub refreshed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +62,12 @@ pub enum SavedPlanError {
     NotAPlan { path: PathBuf, detail: String },
     #[error("stale plan: {reason}. Make a new one with `mesh plan --out FILE`")]
     Stale { reason: String },
+    #[error(
+        "{path} does not match the plan mesh computes from the mesh file and state it names: \
+         {difference}. The file was edited, or the clusters changed since it was made: \
+         nothing was applied. Make a new plan with `mesh plan --out FILE`"
+    )]
+    Tampered { path: PathBuf, difference: String },
 }
 
 impl SavedPlan {
@@ -114,6 +132,18 @@ impl SavedPlan {
             )));
         }
         Ok(file.saved)
+    }
+
+    /// Refuses a saved plan whose changes are not those of `recomputed`,
+    /// the plan made now from the same mesh file and state.
+    pub fn check_matches(&self, path: &Path, recomputed: &Plan) -> Result<(), SavedPlanError> {
+        match self.plan.first_difference(recomputed) {
+            None => Ok(()),
+            Some(difference) => Err(SavedPlanError::Tampered {
+                path: path.to_path_buf(),
+                difference,
+            }),
+        }
     }
 
     /// Refuses a plan made against another state or mesh file.

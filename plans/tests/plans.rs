@@ -205,6 +205,7 @@ fn saved() -> SavedPlan {
         serial: 3,
         mesh_file_sha256: "f".repeat(64),
         mesh_version: "0.1.0".into(),
+        refreshed: true,
     }
 }
 
@@ -274,4 +275,55 @@ fn a_saved_plan_of_an_unknown_plan_format_is_refused() {
     let e = SavedPlan::read(&path).unwrap_err();
     assert!(matches!(e, SavedPlanError::NotAPlan { .. }), "{e}");
     assert!(e.to_string().contains("format_version \"99\""), "{e}");
+}
+
+#[test]
+fn first_difference_names_the_step_and_field_and_ignores_reasons() {
+    use plans::{Action, Change, Plan};
+    let change = |step: &str, action: Action, after: Option<&str>| Change {
+        step: step.into(),
+        kind: "attach".into(),
+        cluster: "c2".into(),
+        action,
+        depends_on: vec![],
+        reason: Some("input changed".into()),
+        before: None,
+        after: after.map(String::from),
+        diff: None,
+    };
+    let a = Plan::new(
+        "m",
+        vec![
+            change("c2/attach", Action::Create, Some("x")),
+            change("c3/attach", Action::NoOp, Some("y")),
+        ],
+    );
+    let mut same = a.clone();
+    same.changes[0].reason = Some("other words".into());
+    assert_eq!(a.first_difference(&same), None);
+
+    let mut b = a.clone();
+    b.changes[1].action = Action::Delete;
+    assert_eq!(
+        a.first_difference(&b).unwrap(),
+        "c3/attach: action \"no-op\" against \"delete\""
+    );
+    let mut b = a.clone();
+    b.changes[0].after = Some("secret".into());
+    let d = a.first_difference(&b).unwrap();
+    assert!(d.starts_with("c2/attach: input Some(\"sha256:"), "{d}");
+    assert!(
+        !d.contains("secret"),
+        "inputs are named by fingerprint: {d}"
+    );
+    let mut b = a.clone();
+    b.changes.pop();
+    assert!(
+        a.first_difference(&b)
+            .unwrap()
+            .contains("c3/attach is in one only")
+    );
+    let mut b = a.clone();
+    b.summary.unchanged = 0;
+    assert!(a.first_difference(&b).unwrap().starts_with("summary"));
 }

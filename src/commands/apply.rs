@@ -86,7 +86,9 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             world.env.istioctl.check_version(v).await?;
         }
         let graph = Arc::new(graph);
-        let plan: Plan = match args.planfile {
+        // A saved plan is never executed as written: the plan is computed
+        // again, as `mesh plan` made it, and must match it exactly.
+        let saved = match args.planfile {
             Some(file) => {
                 let saved = SavedPlan::read(file)?;
                 saved.check_fresh(
@@ -103,25 +105,38 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                         mesh.mesh.id
                     );
                 }
-                saved.plan
+                Some((file, saved))
             }
-            None => {
-                let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
-                    || engine::refresh::wants_preview(&graph, recorded.as_ref());
-                let refreshed = if !args.no_refresh && needed && args.mode == Mode::Converge {
-                    Some(refresh(&world, &graph, recorded.as_ref(), args.limits.total).await?)
-                } else {
-                    None
-                };
-                planner::plan(
-                    &mesh.mesh.id,
-                    &graph,
-                    recorded.as_ref(),
-                    refreshed.as_ref(),
-                    args.mode,
-                )
-            }
+            None => None,
         };
+        let mode = match &saved {
+            Some((_, s)) if s.destroy => Mode::Destroy,
+            _ => args.mode,
+        };
+        let wants_refresh = match &saved {
+            Some((_, s)) => s.refreshed,
+            None => !args.no_refresh,
+        };
+        let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
+            || engine::refresh::wants_preview(&graph, recorded.as_ref());
+        let refreshed = if wants_refresh && needed && mode == Mode::Converge {
+            Some(refresh(&world, &graph, recorded.as_ref(), args.limits.total).await?)
+        } else {
+            None
+        };
+        let plan: Plan = planner::plan(
+            &mesh.mesh.id,
+            &graph,
+            recorded.as_ref(),
+            refreshed.as_ref(),
+            mode,
+        );
+        if let Some((file, saved)) = &saved
+            && let Err(e) = saved.check_matches(file, &plan)
+        {
+            world.close().await;
+            return Err(e.into());
+        }
         if let Some(stuck) = engine::executor::blocked_by_cycle(&engine::apply::tasks(&plan, &graph)) {
             world.close().await;
             bail!(
@@ -133,7 +148,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         }
         if !plan.summary.has_changes() {
             world.close().await;
-            if args.mode == Mode::Destroy {
+            if mode == Mode::Destroy {
                 crate::outln!(
                     "Nothing to destroy: the state at {} records no steps.",
                     path

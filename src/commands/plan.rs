@@ -80,6 +80,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             serial: recorded.as_ref().map_or(0, |s| s.serial),
             mesh_file_sha256: mesh_file_sha256(&cli.file)?,
             mesh_version: env!("CARGO_PKG_VERSION").to_string(),
+            refreshed: refreshed.is_some(),
         };
         saved
             .write(file)
