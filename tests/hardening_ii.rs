@@ -19,6 +19,9 @@ fn seed_with_primary(extra: &str) -> String {
     )
 }
 
+/// One edit of a saved plan's JSON.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 /// Rewrites the saved plan at `file` with `edit`.
 fn edit_plan(w: &World, file: &str, edit: impl FnOnce(&mut Value)) {
     let path = w.path(file);
@@ -53,7 +56,7 @@ fn an_edited_saved_plan_is_refused_and_nothing_runs() {
     w.write_mesh(&seed_with_primary(
         "[cluster.values]\npilot = { env = { PILOT_TRACE_SAMPLING = \"1\" } }\n",
     ));
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let edits: Vec<(&str, Edit, &str)> = vec![
         (
             "update → delete",
             Box::new(|v| change(v, "cluster1/install-control-plane")["action"] = "delete".into()),
@@ -133,5 +136,50 @@ fn a_saved_destroy_plan_applies_when_unedited() {
     ok(&w.mesh(&["apply", "--auto-approve"]));
     ok(&w.mesh(&["plan", "--destroy", "--out", "down.plan"]));
     let out = ok(&w.mesh(&["apply", "down.plan"]));
+    assert!(out.contains("7 destroyed"), "{out}");
+}
+
+// 2. A step starts only after its record is written: a state that cannot
+// be written stops the run before any step, and the documented recovery
+// (pull, push --force) works.
+#[test]
+fn a_state_that_cannot_be_written_runs_no_step_and_recovers_with_push_force() {
+    let w = World::new(SEED, CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let mut st = w.state_json();
+    st["serial"] = Value::from(u64::MAX);
+    std::fs::write(w.state_path(), serde_json::to_string_pretty(&st).unwrap()).unwrap();
+    let runs = w.istioctl_log().len();
+    let o = w.mesh(&["destroy", "--auto-approve"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("the largest a state may have") && out.contains("mesh state push --force"),
+        "{out}"
+    );
+    assert!(!out.contains("destroyed:"), "a step ran: {out}");
+    assert_eq!(w.istioctl_log().len(), runs, "istioctl ran: {out}");
+    assert!(
+        w.exists(
+            "kind-cluster1",
+            "",
+            "secrets",
+            "istio-system",
+            "istio-remote-secret-cluster2"
+        ),
+        "the remote secret was deleted while its record could not be written"
+    );
+    assert_eq!(w.state_json()["steps"], st["steps"], "the state changed");
+    // A push of a serial near the limit is refused…
+    let pulled = ok(&w.mesh(&["state", "pull"]));
+    let pulled = &pulled[pulled.find('{').unwrap()..];
+    std::fs::write(w.path("s.json"), pulled).unwrap();
+    let o = w.mesh(&["state", "push", "s.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("too near the largest"), "{}", text(&o));
+    // …and `--force` renumbers it, after which destroy runs.
+    ok(&w.mesh(&["state", "push", "--force", "s.json"]));
+    assert!(w.state_json()["serial"].as_u64().unwrap() < (1 << 53));
+    let out = ok(&w.mesh(&["destroy", "--auto-approve"]));
     assert!(out.contains("7 destroyed"), "{out}");
 }

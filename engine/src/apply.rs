@@ -327,22 +327,40 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
         match event {
-            Event::Started(t) => {
-                // Recorded tainted before it runs: if mesh dies while the
-                // step runs (kill -9, a crash, a lost terminal), the state
-                // already says its work may be half done, and the next
-                // apply runs it again. Finishing records it applied.
-                let input = current_input(&st, &graph, &t.id);
-                taint(&mut st, &graph, &t.id, input.as_ref(), now());
-                if let Err(e) = persist(&mut st, false) {
+            Event::Starting(batch) => {
+                // Recorded tainted, durably, before any of them runs: if
+                // mesh dies while a step runs (kill -9, a crash, a lost
+                // terminal), the state already says its work may be half
+                // done, and the next apply runs it again; finishing records
+                // it applied. A write that fails starts none of them (the
+                // stop vetoes the batch): no step ever runs unrecorded.
+                let before: Vec<_> = batch
+                    .iter()
+                    .map(|t| (t.id.clone(), st.steps.get(&t.id).cloned()))
+                    .collect();
+                for t in batch {
+                    let input = current_input(&st, &graph, &t.id);
+                    taint(&mut st, &graph, &t.id, input.as_ref(), now());
+                }
+                if let Err(e) = persist(&mut st, true) {
+                    // Never started: the records stay as they were.
+                    for (id, rec) in before {
+                        match rec {
+                            Some(rec) => st.steps.insert(id, rec),
+                            None => st.steps.remove(&id),
+                        };
+                    }
                     progress(Progress::StateError { error: &e });
                     state_error.get_or_insert(e);
                     let _ = halt_tx.send(Stop::Graceful);
+                    return;
                 }
-                progress(Progress::Started {
-                    step: &t.id,
-                    action: action(&t.id),
-                })
+                for t in batch {
+                    progress(Progress::Started {
+                        step: &t.id,
+                        action: action(&t.id),
+                    })
+                }
             }
             Event::Finished {
                 task,

@@ -10,6 +10,11 @@
 //! After a failure no new task starts; running ones finish. A stop request
 //! ([`Stop::Graceful`], the first Ctrl-C) does the same; [`Stop::Abort`] (the
 //! second) also drops the running tasks, which are reported as aborted.
+//!
+//! Tasks start in batches, each announced by one [`Event::Starting`] before
+//! any of them runs, so the caller can record them durably first (one state
+//! write a batch) and veto the batch by requesting a stop. Tasks that end
+//! together are handled together, so a batch gathers what they unblocked.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -83,7 +88,9 @@ pub enum Stop {
 /// What happened, as it happens.
 #[derive(Debug)]
 pub enum Event<'a, O, E> {
-    Started(&'a Task),
+    /// These tasks are about to start, together. None has started yet: if
+    /// the handler requests a stop (it could not record them), none starts.
+    Starting(&'a [&'a Task]),
     Finished {
         task: &'a Task,
         result: &'a Result<O, E>,
@@ -166,10 +173,12 @@ pub async fn execute<R: Runner>(
         }
         if !halted && running.len() < parallelism {
             // One pass over the ready tasks, in rank order: each whose
-            // groups all have room starts, until the total limit is reached.
+            // groups all have room joins the batch, until the total limit
+            // is reached.
             let mut kept = Vec::with_capacity(ready.len());
+            let mut batch = Vec::new();
             for i in std::mem::take(&mut ready) {
-                let room = running.len() < parallelism
+                let room = running.len() + batch.len() < parallelism
                     && task_groups[i].iter().all(|&g| in_group[g] < per_group);
                 if !room {
                     kept.push(i);
@@ -178,57 +187,79 @@ pub async fn execute<R: Runner>(
                 for &g in &task_groups[i] {
                     in_group[g] += 1;
                 }
-                let task = &tasks[i];
-                started.insert(i);
-                on_event(Event::Started(task));
-                let fut = runner.run(task);
-                let handle = running.spawn(async move {
-                    let t0 = Instant::now();
-                    let result = fut.await;
-                    (i, result, t0.elapsed())
-                });
-                spawned.insert(handle.id(), i);
+                batch.push(i);
             }
             ready = kept;
+            if !batch.is_empty() {
+                let announced: Vec<&Task> = batch.iter().map(|&i| &tasks[i]).collect();
+                on_event(Event::Starting(&announced));
+                if *stop.borrow() >= Stop::Graceful {
+                    // Vetoed (or stopped meanwhile): none of them started.
+                    for &i in &batch {
+                        release(&mut in_group, i);
+                    }
+                    halted = true;
+                    report.stopped = true;
+                    if *stop.borrow() == Stop::Abort {
+                        break;
+                    }
+                } else {
+                    for i in batch {
+                        started.insert(i);
+                        let fut = runner.run(&tasks[i]);
+                        let handle = running.spawn(async move {
+                            let t0 = Instant::now();
+                            let result = fut.await;
+                            (i, result, t0.elapsed())
+                        });
+                        spawned.insert(handle.id(), i);
+                    }
+                }
+            }
         }
         if running.is_empty() {
             break;
         }
         tokio::select! {
             joined = running.join_next_with_id() => {
-                let Some(joined) = joined else { break };
-                let (i, result, elapsed) = match joined {
-                    Ok((_, v)) => v,
-                    // A runner that panicked (a bug): its work may be half
-                    // done, so it is reported as aborted (the caller taints
-                    // it) and nothing new starts.
-                    Err(e) => {
-                        if let Some(&i) = spawned.get(&e.id()) {
-                            release(&mut in_group, i);
-                            on_event(Event::Aborted(&tasks[i]));
-                            report.aborted.push(tasks[i].id.clone());
+                // This task, and every other that has finished meanwhile:
+                // what they unblock starts as one batch.
+                let mut next = joined;
+                while let Some(joined) = next.take() {
+                    next = running.try_join_next_with_id();
+                    let (i, result, elapsed) = match joined {
+                        Ok((_, v)) => v,
+                        // A runner that panicked (a bug): its work may be half
+                        // done, so it is reported as aborted (the caller taints
+                        // it) and nothing new starts.
+                        Err(e) => {
+                            if let Some(&i) = spawned.get(&e.id()) {
+                                release(&mut in_group, i);
+                                on_event(Event::Aborted(&tasks[i]));
+                                report.aborted.push(tasks[i].id.clone());
+                            }
+                            halted = true;
+                            continue;
                         }
-                        halted = true;
-                        continue;
-                    }
-                };
-                let task = &tasks[i];
-                release(&mut in_group, i);
-                on_event(Event::Finished { task, result: &result, elapsed });
-                match result {
-                    Ok(_) => {
-                        report.succeeded.push(task.id.clone());
-                        for &w in &waits.waiters[i] {
-                            remaining[w] -= 1;
-                            if remaining[w] == 0 {
-                                let pos = ready.partition_point(|&r| rank(r) < rank(w));
-                                ready.insert(pos, w);
+                    };
+                    let task = &tasks[i];
+                    release(&mut in_group, i);
+                    on_event(Event::Finished { task, result: &result, elapsed });
+                    match result {
+                        Ok(_) => {
+                            report.succeeded.push(task.id.clone());
+                            for &w in &waits.waiters[i] {
+                                remaining[w] -= 1;
+                                if remaining[w] == 0 {
+                                    let pos = ready.partition_point(|&r| rank(r) < rank(w));
+                                    ready.insert(pos, w);
+                                }
                             }
                         }
-                    }
-                    Err(_) => {
-                        report.failed.push(task.id.clone());
-                        halted = true;
+                        Err(_) => {
+                            report.failed.push(task.id.clone());
+                            halted = true;
+                        }
                     }
                 }
             }
@@ -735,7 +766,10 @@ mod tests {
         let mut events = Vec::new();
         execute(vec![apply("x", &[])], r, 1, rx, |e| {
             events.push(match e {
-                Event::Started(t) => format!("started {}", t.id),
+                Event::Starting(batch) => {
+                    let ids: Vec<&str> = batch.iter().map(|t| t.id.as_str()).collect();
+                    format!("started {}", ids.join(" "))
+                }
                 Event::Finished { task, result, .. } => {
                     format!("finished {} {}", task.id, result.is_ok())
                 }
@@ -744,5 +778,47 @@ mod tests {
         })
         .await;
         assert_eq!(events, ["started x", "finished x false"]);
+    }
+
+    /// A stop requested while a batch is announced (the caller could not
+    /// record it) starts none of the batch; what ran before finishes.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_vetoed_when_announced_never_starts() {
+        let (r, log) = fake(&[("a", 10), ("b", 10), ("c", 10)], &[]);
+        let (tx, rx) = watch::channel(Stop::No);
+        let announced = Arc::new(Mutex::new(Vec::new()));
+        let seen = announced.clone();
+        let report = execute(
+            vec![apply("a", &[]), apply("b", &["a"]), apply("c", &["a"])],
+            r,
+            10,
+            rx,
+            move |e| {
+                if let Event::Starting(batch) = e {
+                    let ids: Vec<String> = batch.iter().map(|t| t.id.clone()).collect();
+                    if ids.contains(&"b".to_string()) {
+                        tx.send(Stop::Graceful).unwrap();
+                    }
+                    seen.lock().unwrap().push(ids);
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            *announced.lock().unwrap(),
+            [
+                vec!["a".to_string()],
+                vec!["b".to_string(), "c".to_string()]
+            ],
+            "b and c, unblocked together, are one batch"
+        );
+        assert_eq!(report.succeeded, ["a"]);
+        assert_eq!(report.not_started, ["b", "c"]);
+        assert!(report.stopped);
+        let log = log.lock().unwrap();
+        assert!(
+            !log.iter().any(|l| l.contains('b') || l.contains('c')),
+            "{log:?}"
+        );
     }
 }

@@ -174,15 +174,14 @@ impl state::LockedState for KubernetesLock {
     fn write(&mut self, st: &mut State) -> Result<(), StateError> {
         let read_serial = *self.read_serial.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = st.clone();
-        next.serial = next
-            .serial
-            .checked_add(1)
-            .ok_or_else(|| StateError::Write {
-                path: self.location.path(),
-                source: std::io::Error::other(
-                    "the serial is at the largest number a state can count to",
-                ),
-            })?;
+        next.serial = st.next_serial().ok_or_else(|| StateError::Write {
+            path: self.location.path(),
+            source: std::io::Error::other(format!(
+                "its serial {} is the largest a state may have (it was edited by hand?): {}",
+                st.serial,
+                state::SERIAL_RECOVERY
+            )),
+        })?;
         next.format_version = state::FORMAT_VERSION;
         let serial = next.serial;
         self.ask(|r| Request::Write(next, read_serial, false, r))?;

@@ -60,6 +60,7 @@ pub fn push_serial(
         detail,
     };
     let read_serial = current.map_or(0, |c| c.serial);
+    let limit = crate::model::MAX_SERIAL - crate::model::SERIAL_HEADROOM;
     if let Some(cur) = current {
         if cur.lineage != incoming.lineage && !force {
             return Err(refuse(format!(
@@ -74,9 +75,53 @@ pub fn push_serial(
             )));
         }
     }
-    incoming
-        .serial
-        .max(read_serial)
-        .checked_add(1)
-        .ok_or_else(|| refuse("its serial is at the largest number a state can count to".into()))
+    match incoming.serial.max(read_serial).checked_add(1) {
+        Some(next) if next <= limit => Ok(next),
+        // `--force` renumbers a state whose serial ran out: the way back
+        // from a serial set near the limit by hand.
+        _ if force => Ok(read_serial.min(incoming.serial).min(limit) + 1),
+        _ => Err(refuse(format!(
+            "its serial {} is too near the largest a state may have ({}): it was edited by hand? \
+             `mesh state push --force` renumbers it",
+            incoming.serial.max(read_serial),
+            crate::model::MAX_SERIAL
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_serial;
+    use crate::model::{MAX_SERIAL, SERIAL_HEADROOM, State};
+    use std::path::Path;
+
+    fn at(serial: u64) -> State {
+        let mut s = State::new("m");
+        s.serial = serial;
+        s
+    }
+
+    /// A serial pushed near the limit would stop every apply soon after:
+    /// refused, and `--force` renumbers it (the documented recovery).
+    #[test]
+    fn a_push_near_the_largest_serial_is_refused_and_forced_renumbers() {
+        let p = Path::new("s");
+        let near = at(MAX_SERIAL - SERIAL_HEADROOM);
+        let e = push_serial(p, None, &near, false).unwrap_err().to_string();
+        assert!(
+            e.contains("too near the largest") && e.contains("--force"),
+            "{e}"
+        );
+        let mut cur = at(7);
+        cur.lineage = near.lineage.clone();
+        assert!(push_serial(p, Some(&cur), &near, false).is_err());
+        assert_eq!(push_serial(p, Some(&cur), &near, true).unwrap(), 8);
+        // A current state already at the limit (a hand edit): forced back.
+        let mut stuck = at(u64::MAX);
+        stuck.lineage = near.lineage.clone();
+        let back = push_serial(p, Some(&stuck), &at(u64::MAX), true).unwrap();
+        assert!(back <= MAX_SERIAL - SERIAL_HEADROOM + 1, "{back}");
+        // An ordinary push is unchanged.
+        assert_eq!(push_serial(p, Some(&cur), &at(9), true).unwrap(), 10);
+    }
 }

@@ -52,5 +52,7 @@ pub use backend::{Backend, LockedState, push_serial};
 pub use error::StateError;
 pub use local::{LocalBackend, StateLock, parse_state, read_unlocked};
 pub use lock::{LockInfo, force_unlock, lock_path};
-pub use model::{FORMAT_VERSION, State, Status, StepRecord};
+pub use model::{
+    FORMAT_VERSION, MAX_SERIAL, SERIAL_HEADROOM, SERIAL_RECOVERY, State, Status, StepRecord,
+};
 pub use time::{format_rfc3339, now_rfc3339};

@@ -107,12 +107,13 @@ impl StateLock {
     /// is as it was.
     pub fn write(&mut self, state: &mut State) -> Result<(), StateError> {
         let before = (state.serial, state.format_version);
-        state.serial = state.serial.checked_add(1).ok_or_else(|| StateError::Write {
+        state.serial = state.next_serial().ok_or_else(|| StateError::Write {
             path: self.path.clone(),
-            source: std::io::Error::other(
-                "its serial is at the largest number a state can count to (it was edited by hand?): \
-                 set `serial` lower, or start a new state",
-            ),
+            source: std::io::Error::other(format!(
+                "its serial {} is the largest a state may have (it was edited by hand?): {}",
+                state.serial,
+                crate::model::SERIAL_RECOVERY
+            )),
         })?;
         state.format_version = FORMAT_VERSION;
         let result = write_atomic_as(&self.path, state, before.0, false, &mut self.written);

@@ -17,6 +17,19 @@ use std::collections::BTreeMap;
 /// The format this mesh writes; it refuses files with a larger one.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The largest serial a state may have: the largest integer every JSON
+/// reader keeps exactly (2^53 − 1), so no tool misreads it.
+pub const MAX_SERIAL: u64 = (1 << 53) - 1;
+
+/// A pushed state must leave at least this many writes before
+/// [`MAX_SERIAL`]: a serial nearer the limit was made by hand, and would
+/// stop every apply soon after.
+pub const SERIAL_HEADROOM: u64 = 1 << 32;
+
+/// What to do about a state whose serial reached [`MAX_SERIAL`].
+pub const SERIAL_RECOVERY: &str = "pull it with `mesh state pull > state.json`, then push it \
+     back with `mesh state push --force state.json`, which renumbers it";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
@@ -29,6 +42,13 @@ pub struct State {
     pub mesh_id: String,
     /// Keyed by step ID (`cluster2/attach`), so the file is ordered.
     pub steps: BTreeMap<String, StepRecord>,
+}
+
+impl State {
+    /// The serial of this state's next write, if it has one left.
+    pub fn next_serial(&self) -> Option<u64> {
+        self.serial.checked_add(1).filter(|s| *s <= MAX_SERIAL)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

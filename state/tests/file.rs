@@ -403,7 +403,11 @@ fn a_serial_that_cannot_grow_is_refused() {
     st.serial = u64::MAX;
     let before = std::fs::read(&path).unwrap();
     let e = lock.write(&mut st).unwrap_err();
-    assert!(e.to_string().contains("largest number"), "{e}");
+    assert!(
+        e.to_string().contains("the largest a state may have"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("mesh state push --force"), "{e}");
     assert_eq!(st.serial, u64::MAX);
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
