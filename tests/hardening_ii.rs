@@ -183,3 +183,283 @@ fn a_state_that_cannot_be_written_runs_no_step_and_recovers_with_push_force() {
     let out = ok(&w.mesh(&["destroy", "--auto-approve"]));
     assert!(out.contains("7 destroyed"), "{out}");
 }
+
+// ---- the Kubernetes state backend: ownership and fencing ----
+
+/// The seed with its state in cluster1's `default` namespace under `name`.
+fn team_mesh(name: &str) -> String {
+    SEED.replacen(
+        "[[cluster]]",
+        &format!(
+            "[state]\nbackend = \"kubernetes\"\nnamespace = \"default\"\nname = \"{name}\"\n\n[[cluster]]"
+        ),
+        1,
+    )
+}
+
+fn lease(w: &World, name: &str) -> Option<Value> {
+    w.get(
+        "kind-cluster1",
+        "coordination.k8s.io",
+        "leases",
+        "default",
+        &format!("{name}-lock"),
+    )
+}
+
+/// Creates `doc` in cluster1 as another tool would.
+fn create(w: &World, group: &str, version: &str, plural: &str, doc: Value) {
+    let c1 = w.cluster("kind-cluster1");
+    let mut store = c1.store();
+    let rt = store.find_type(group, version, plural).unwrap();
+    store.create(&rt, "default", doc, "someone").unwrap();
+}
+
+// 4. mesh never writes or deletes an object it does not own.
+#[test]
+fn an_applications_secret_or_lease_of_a_state_name_is_never_touched() {
+    let w = World::new(&team_mesh("db"), CONTEXTS);
+    let theirs = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-backup", "namespace": "default"},
+        "data": {"dump": "c2VjcmV0"}});
+    create(&w, "", "v1", "secrets", theirs);
+    // The first write makes the state; the second would back it up.
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("Secret default/db-backup in context kind-cluster1 is not mesh's")
+            && out.contains("[state] name"),
+        "{out}"
+    );
+    let kept = w
+        .get("kind-cluster1", "", "secrets", "default", "db-backup")
+        .unwrap();
+    assert_eq!(kept["data"]["dump"], "c2VjcmV0", "overwritten");
+
+    // An application's expired Lease of the lock's name: neither taken nor
+    // deleted, by plan or apply.
+    let w = World::new(&team_mesh("db"), CONTEXTS);
+    create(
+        &w,
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "db-lock", "namespace": "default"},
+            "spec": {"holderIdentity": "their-app", "leaseDurationSeconds": 1,
+                     "renewTime": "2020-01-01T00:00:00.000000Z"}}),
+    );
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let o = w.mesh(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("Lease default/db-lock in context kind-cluster1 is not mesh's"),
+            "{}",
+            text(&o)
+        );
+    }
+    let kept = lease(&w, "db").expect("their Lease was deleted");
+    assert_eq!(kept["spec"]["holderIdentity"], "their-app");
+    // And an application's Secret of the state's own name.
+    let w = World::new(&team_mesh("db"), CONTEXTS);
+    create(
+        &w,
+        "",
+        "v1",
+        "secrets",
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"}, "data": {"password": "eA=="}}),
+    );
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert!(
+        text(&o).contains("Secret default/db in context kind-cluster1 is not mesh's"),
+        "{}",
+        text(&o)
+    );
+    assert!(w.istioctl_log().is_empty(), "it applied");
+}
+
+/// `mesh apply` with slow simulated installs and a Lease of `lease_secs`,
+/// started; waits until it holds the Lease.
+#[allow(clippy::zombie_processes)]
+fn holding(w: &World, name: &str, delay_ms: &str, lease_secs: &str) -> std::process::Child {
+    let mut child = w
+        .command(&["apply", "--auto-approve"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", delay_ms)
+        .env("MESH_STATE_LEASE_SECONDS", lease_secs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while lease(w, name).is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("no Lease taken");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// No step's istioctl ran in two mesh processes at once: runs of the same
+/// argv and input from different parents never overlap in time.
+fn assert_no_step_ran_twice_at_once(w: &World) {
+    let runs = w.istioctl_log();
+    for (i, a) in runs.iter().enumerate() {
+        for b in &runs[i + 1..] {
+            if a["argv"] != b["argv"] || a["stdin"] != b["stdin"] || a["parent"] == b["parent"] {
+                continue;
+            }
+            let (a0, a1) = (
+                a["started_ms"].as_u64().unwrap(),
+                a["ended_ms"].as_u64().unwrap(),
+            );
+            let (b0, b1) = (
+                b["started_ms"].as_u64().unwrap(),
+                b["ended_ms"].as_u64().unwrap(),
+            );
+            assert!(
+                a1 <= b0 || b1 <= a0,
+                "two processes ran {} at once: {a} and {b}",
+                a["argv"]
+            );
+        }
+    }
+}
+
+// 1. A live holder is never taken over by its timestamps: a Lease whose
+// renewTime looks an hour old (as to a client whose clock is fast) is taken
+// only after this process has seen it unchanged for its whole duration,
+// and a holder that renews it never is.
+#[test]
+fn a_renewing_holder_keeps_its_lease_whatever_its_timestamps_say() {
+    let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+    let first = holding(&w, "mesh1", "800", "3");
+    {
+        let c1 = w.cluster("kind-cluster1");
+        let mut store = c1.store();
+        let rt = store
+            .find_type("coordination.k8s.io", "v1", "leases")
+            .unwrap();
+        let patch = serde_json::json!({"spec": {"renewTime": "2020-01-01T00:00:00.000000Z",
+            "acquireTime": "2020-01-01T00:00:00.000000Z"}});
+        store
+            .patch(
+                &rt,
+                "default",
+                "mesh1-lock",
+                kubesim::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "clock-skew",
+                false,
+                false,
+            )
+            .unwrap();
+    }
+    let o = w
+        .command(&["plan"])
+        .env("MESH_STATE_LEASE_SECONDS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "taken over: {}", text(&o));
+    assert!(text(&o).contains("locked"), "{}", text(&o));
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    w.assert_clean();
+}
+
+// 1. A holder stopped past its Lease (SIGSTOP) loses it to another apply;
+// continued (SIGCONT), it starts no new step, writes nothing, and says so.
+#[test]
+fn a_holder_stopped_past_its_lease_starts_nothing_when_continued() {
+    let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+    let first = holding(&w, "mesh1", "600", "2");
+    signal(&first, libc::SIGSTOP);
+    // The other apply takes the Lease once it has seen it unchanged for
+    // its 2 s, and finishes the mesh.
+    let o = w
+        .command(&["apply", "--auto-approve", "--lock-timeout", "60s"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "600")
+        .env("MESH_STATE_LEASE_SECONDS", "2")
+        .output()
+        .unwrap();
+    let second = text(&o);
+    assert!(o.status.success(), "{second}");
+    let runs_before = w.istioctl_log().len();
+    let state_before = w.ok(&["state", "pull"]);
+    signal(&first, libc::SIGCONT);
+    let o = first.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("no longer holds the state's lock"),
+        "it should say it lost the lock: {out}"
+    );
+    assert_eq!(
+        w.istioctl_log().len(),
+        runs_before,
+        "the stopped apply ran istioctl after it lost the lock: {out}"
+    );
+    assert_eq!(w.ok(&["state", "pull"]), state_before, "it wrote the state");
+    assert_no_step_ran_twice_at_once(&w);
+    w.assert_clean();
+}
+
+// 1. force-unlock never frees the lock of a holder that still renews it.
+#[test]
+fn force_unlock_refuses_a_live_holder() {
+    let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+    let first = holding(&w, "mesh1", "1500", "3");
+    let id = lease(&w, "mesh1").unwrap()["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = w.mesh(&["force-unlock", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(lease(&w, "mesh1").is_some(), "the Lease was deleted");
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_no_step_ran_twice_at_once(&w);
+}
+
+// The soak: bounded rounds of SIGSTOP/SIGCONT at random points of an apply
+// (`MESH_SOAK_ROUNDS`, 2 by default): no step ever runs in two processes
+// at once, and the state converges.
+#[test]
+fn soak_stopped_and_continued_holders_never_run_a_step_twice() {
+    let rounds: u64 = std::env::var("MESH_SOAK_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    for round in 0..rounds {
+        let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+        let first = holding(&w, "mesh1", "400", "2");
+        // A point of the apply: 0 to 1.2 s after it took the Lease.
+        let at = (round * 397 + 113) % 1200;
+        std::thread::sleep(std::time::Duration::from_millis(at));
+        signal(&first, libc::SIGSTOP);
+        let o = w
+            .command(&["apply", "--auto-approve", "--lock-timeout", "60s"])
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "400")
+            .env("MESH_STATE_LEASE_SECONDS", "2")
+            .output()
+            .unwrap();
+        signal(&first, libc::SIGCONT);
+        let a = first.wait_with_output().unwrap();
+        assert!(
+            o.status.success() || a.status.success(),
+            "round {round} ({at} ms): neither finished:\n{}\n{}",
+            text(&o),
+            text(&a)
+        );
+        assert_no_step_ran_twice_at_once(&w);
+        w.ok(&["apply", "--auto-approve"]);
+        w.assert_clean();
+    }
+}

@@ -176,7 +176,8 @@ fn a_state_secret_it_cannot_read_is_never_overwritten() {
         let mut store = c1.store();
         let rt = store.find_type("", "v1", "secrets").unwrap();
         let corrupt = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "mesh1", "namespace": "default"},
+            "metadata": {"name": "mesh1", "namespace": "default",
+                "labels": {"app.kubernetes.io/managed-by": "mesh"}},
             "data": {"state.json.gz": "bm90IGd6aXA="}});
         store.create(&rt, "default", corrupt, "someone").unwrap();
     }

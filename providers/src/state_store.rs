@@ -8,6 +8,20 @@
 //! `state::Backend` is synchronous (the local file needs nothing else), so
 //! this backend runs its own thread with its own runtime: calls are
 //! messages to it, and the Lease is renewed there while a lock is held.
+//!
+//! The Lease is judged as Kubernetes' own leader election judges it: a
+//! Lease is expired when this process has seen it unchanged (the same
+//! resourceVersion) for its whole duration, by this machine's monotonic
+//! clock, never by comparing the holder's timestamps with the local clock
+//! (a clock that is wrong by more than the duration would otherwise take a
+//! live holder's lock). Every state write is fenced: it is refused unless
+//! this process still holds the Lease, as the Lease says and as its own
+//! renewals say ([`Hold::check`]). An apply whose write is refused starts
+//! no further step.
+//!
+//! mesh reads, writes and deletes only objects it owns: the state Secret,
+//! its backup and the Lease carry `app.kubernetes.io/managed-by: mesh`, and
+//! an object of the same name without it is an error naming the object.
 
 use crate::cluster::{Clusters, Connection};
 use crate::rendered::Target;
@@ -22,7 +36,7 @@ use state::{LockInfo, State, StateError};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 /// The Secret's data key.
@@ -31,6 +45,8 @@ const KEY: &str = "state.json.gz";
 const MAX_BYTES: usize = 1024 * 1024 - 64 * 1024;
 /// The Lease's annotation with the holder's [`LockInfo`].
 const LOCK_INFO: &str = "mesh/lock-info";
+/// The label that marks the objects mesh owns.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// How long a Lease lives without renewal: a killed holder's lock is free
 /// after this (`MESH_STATE_LEASE_SECONDS` changes it, for tests).
@@ -215,8 +231,55 @@ struct Worker {
     clusters: Clusters,
     /// The Secret's resourceVersion when last read or written.
     version: Option<String>,
-    /// The held lock's ID, and the renewal task.
-    held: Option<(String, tokio::task::JoinHandle<()>)>,
+    /// The held lock, and the task that renews it.
+    held: Option<(Arc<Hold>, tokio::task::JoinHandle<()>)>,
+}
+
+/// This process's hold on the Lease, shared with the task that renews it.
+struct Hold {
+    id: String,
+    /// How long the Lease lives without a renewal.
+    duration: Duration,
+    /// When this process last wrote the Lease (took or renewed it), by
+    /// this machine's monotonic clock.
+    renewed: std::sync::Mutex<std::time::Instant>,
+    /// Why the hold is lost, once it is.
+    lost: std::sync::Mutex<Option<String>>,
+}
+
+impl Hold {
+    fn lose(&self, why: String) {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+    }
+
+    /// Whether this process may still act as the holder: the hold is not
+    /// known lost, and the last renewal is recent enough that no other
+    /// process can have seen the Lease unchanged for its duration (a
+    /// margin of a sixth of it covers the time a write takes).
+    fn check(&self) -> Result<(), String> {
+        if let Some(why) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(why);
+        }
+        let since = self
+            .renewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if since + self.duration / 6 >= self.duration {
+            let why = format!(
+                "its last renewal of the Lease was {} s ago and the Lease lives {} s: \
+                 another mesh may have taken it since",
+                since.as_secs(),
+                self.duration.as_secs()
+            );
+            self.lose(why.clone());
+            return Err(why);
+        }
+        Ok(())
+    }
 }
 
 impl Worker {
@@ -316,6 +379,11 @@ impl Worker {
 
     async fn read(&mut self) -> Result<Option<State>, StateError> {
         let conn = self.connect().await?;
+        // Under the lock, a read is fenced like a write: a plan made from
+        // a state another holder is changing would be wrong.
+        if self.held.is_some() {
+            self.fence(&conn).await?;
+        }
         let secrets: Api<Secret> = Api::namespaced(conn.client.clone(), &self.location.namespace);
         let got = match secrets.get_opt(&self.location.name).await {
             Ok(s) => s,
@@ -330,8 +398,66 @@ impl Worker {
             self.version = None;
             return Ok(None);
         };
+        self.foreign(&secret.metadata, "Secret", &self.location.name)?;
         self.version = secret.metadata.resource_version.clone();
         self.decode(&secret).map(Some)
+    }
+
+    /// An object mesh must not touch: one of the names it uses, without
+    /// its label. Named, with what to rename.
+    fn foreign(
+        &self,
+        meta: &kube::api::ObjectMeta,
+        kind: &str,
+        name: &str,
+    ) -> Result<(), StateError> {
+        let ours = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY))
+            .is_some_and(|v| v == "mesh");
+        if ours {
+            return Ok(());
+        }
+        Err(StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other(format!(
+                "{kind} {}/{} in context {} is not mesh's (it has no label {MANAGED_BY}=mesh): \
+                 mesh never writes or deletes an object it does not own. Set `[state] name` in the \
+                 mesh file to a name of your own (mesh uses the Secrets NAME and NAME-backup and \
+                 the Lease NAME-lock)",
+                self.location.namespace,
+                crate::rendered::shown(name),
+                self.location.context
+            )),
+        })
+    }
+
+    /// Refuses a write unless this process still holds the Lease (see the
+    /// module docs): by its own renewals, and by the Lease as it is now.
+    async fn fence(&self, conn: &Connection) -> Result<(), StateError> {
+        let lost = |why: String| StateError::Lock {
+            path: self.location.path(),
+            source: std::io::Error::other(format!(
+                "this mesh no longer holds the state's lock: {why}. Nothing more is written and \
+                 no further step starts; steps that were running are recorded tainted, so the \
+                 next apply runs them again. Run the command again once the other holder is done"
+            )),
+        };
+        let Some((hold, _)) = &self.held else {
+            return Err(lost("it never took it".into()));
+        };
+        hold.check().map_err(lost)?;
+        let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        let lease = match leases.get_opt(&self.lease_name()).await {
+            Ok(l) => l,
+            Err(e) => return Err(lost(format!("the Lease cannot be read ({e})"))),
+        };
+        if let Some(why) = taken(lease.as_ref(), &hold.id) {
+            hold.lose(why.clone());
+            return Err(lost(why));
+        }
+        Ok(())
     }
 
     /// The state a Secret holds; a Secret it cannot read is an error that
@@ -366,12 +492,14 @@ impl Worker {
             path: path.clone(),
             source,
         };
+        self.fence(&conn).await?;
         // Never replace what could not be read, or a newer state.
         let current = match secrets.get_opt(&self.location.name).await {
             Ok(s) => s,
             Err(e) => return Err(self.explain(&conn, "get", "secrets", e).await),
         };
         if let Some(cur) = &current {
+            self.foreign(&cur.metadata, "Secret", &self.location.name)?;
             // The Secret just fetched: read once, checked, then replaced
             // with this very resourceVersion.
             let old = self.decode(cur)?;
@@ -403,7 +531,17 @@ impl Worker {
                 ..Default::default()
             };
             let bname = format!("{}-backup", self.location.name);
-            let existing = secrets.get_opt(&bname).await.ok().flatten();
+            let existing = match secrets.get_opt(&bname).await {
+                Ok(b) => b,
+                Err(e) => return Err(self.explain(&conn, "get", "secrets", e).await),
+            };
+            if let Some(b) = &existing {
+                self.foreign(&b.metadata, "Secret", &bname)?;
+            }
+            backup.metadata.labels = Some(BTreeMap::from([
+                (MANAGED_BY.to_string(), "mesh".to_string()),
+                ("mesh/state".to_string(), st.mesh_id.clone()),
+            ]));
             backup.metadata.resource_version = existing.and_then(|b| b.metadata.resource_version);
             let r = if backup.metadata.resource_version.is_some() {
                 secrets
@@ -433,10 +571,7 @@ impl Worker {
                 name: Some(self.location.name.clone()),
                 namespace: Some(self.location.namespace.clone()),
                 labels: Some(BTreeMap::from([
-                    (
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "mesh".to_string(),
-                    ),
+                    (MANAGED_BY.to_string(), "mesh".to_string()),
                     ("mesh/state".to_string(), st.mesh_id.clone()),
                 ])),
                 resource_version: current.as_ref().and(self.version.clone()),
@@ -470,6 +605,12 @@ impl Worker {
         format!("{}-lock", self.location.name)
     }
 
+    /// Takes the Lease: creates it, or replaces one this process has seen
+    /// unchanged for its whole duration (an expired holder). Waits up to
+    /// `timeout` for a live holder; a Lease whose own timestamps say it is
+    /// stale (a holder that died) is watched for its duration even past
+    /// `timeout`, so a crashed apply's lock frees itself without
+    /// `--lock-timeout`.
     async fn lock(&mut self, operation: &str, timeout: Duration) -> Result<LockInfo, StateError> {
         let conn = self.connect().await?;
         let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
@@ -481,7 +622,9 @@ impl Worker {
             created: state::now_rfc3339(),
             path: self.location.describe(),
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        // The Lease as last seen: its resourceVersion, and since when.
+        let mut seen: Option<(String, tokio::time::Instant)> = None;
         loop {
             let existing = match leases.get_opt(&self.lease_name()).await {
                 Ok(l) => l,
@@ -494,21 +637,39 @@ impl Worker {
             let mut lease = self.lease(&info);
             let taken = match &existing {
                 None => leases.create(&PostParams::default(), &lease).await,
-                Some(l) if expired(l) => {
-                    lease.metadata.resource_version = l.metadata.resource_version.clone();
-                    leases
-                        .replace(&self.lease_name(), &PostParams::default(), &lease)
-                        .await
-                }
                 Some(l) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(StateError::Locked {
-                            path: self.location.path(),
-                            info: holder(l).map(Box::new),
-                        });
+                    self.foreign(&l.metadata, "Lease", &self.lease_name())?;
+                    let version = l.metadata.resource_version.clone().unwrap_or_default();
+                    let now = tokio::time::Instant::now();
+                    let since = match &seen {
+                        Some((v, since)) if *v == version => *since,
+                        _ => {
+                            seen = Some((version, now));
+                            now
+                        }
+                    };
+                    if now - since >= lease_duration(l) {
+                        lease.metadata.resource_version = l.metadata.resource_version.clone();
+                        leases
+                            .replace(&self.lease_name(), &PostParams::default(), &lease)
+                            .await
+                    } else {
+                        // A stale-looking Lease is watched until it has
+                        // been seen unchanged for its duration.
+                        let patience = if stale_by_its_timestamps(l) {
+                            timeout.max(lease_duration(l) + Duration::from_secs(2))
+                        } else {
+                            timeout
+                        };
+                        if now - started >= patience {
+                            return Err(StateError::Locked {
+                                path: self.location.path(),
+                                info: holder(l).map(Box::new),
+                            });
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
                     }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
                 }
             };
             match taken {
@@ -521,27 +682,14 @@ impl Worker {
                 }
             }
         }
-        // Renewed at a third of its life, until released.
-        let api = leases.clone();
-        let name = self.lease_name();
-        let id = info.id.clone();
-        let renew = tokio::spawn(async move {
-            let every = Duration::from_secs(lease_seconds().max(3) as u64 / 3);
-            loop {
-                tokio::time::sleep(every).await;
-                let Ok(Some(mut l)) = api.get_opt(&name).await else {
-                    return;
-                };
-                if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(id.as_str()) {
-                    return;
-                }
-                if let Some(spec) = l.spec.as_mut() {
-                    spec.renew_time = Some(micro_now());
-                }
-                let _ = api.replace(&name, &PostParams::default(), &l).await;
-            }
+        let hold = Arc::new(Hold {
+            id: info.id.clone(),
+            duration: Duration::from_secs(lease_seconds() as u64),
+            renewed: std::sync::Mutex::new(std::time::Instant::now()),
+            lost: std::sync::Mutex::new(None),
         });
-        self.held = Some((info.id.clone(), renew));
+        let renew = tokio::spawn(renew(leases, self.lease_name(), hold.clone()));
+        self.held = Some((hold, renew));
         Ok(info)
     }
 
@@ -550,7 +698,7 @@ impl Worker {
             "metadata": {
                 "name": self.lease_name(),
                 "namespace": self.location.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "mesh"},
+                "labels": {MANAGED_BY: "mesh", "mesh/state": self.location.name},
                 "annotations": {LOCK_INFO: serde_json::to_string(info).unwrap_or_default()},
             },
             "spec": {
@@ -564,14 +712,14 @@ impl Worker {
     }
 
     async fn unlock(&mut self) -> Result<(), StateError> {
-        let Some((id, renew)) = self.held.take() else {
+        let Some((hold, renew)) = self.held.take() else {
             return Ok(());
         };
         renew.abort();
         let conn = self.connect().await?;
         let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
         if let Ok(Some(l)) = leases.get_opt(&self.lease_name()).await
-            && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(id.as_str())
+            && taken(Some(&l), &hold.id).is_none()
         {
             let _ = leases
                 .delete(&self.lease_name(), &DeleteParams::default())
@@ -596,6 +744,7 @@ impl Worker {
                 path: self.location.path(),
             });
         };
+        self.foreign(&lease.metadata, "Lease", &self.lease_name())?;
         let holder_id = lease
             .spec
             .as_ref()
@@ -608,10 +757,37 @@ impl Worker {
                 actual: holder_id,
             });
         }
-        match leases
-            .delete(&self.lease_name(), &DeleteParams::default())
-            .await
-        {
+        // A holder that still renews is alive: its lock is not forced away
+        // (it would go on with the steps it runs while another starts).
+        // Watched for a renewal interval and a margin.
+        let watch = lease_duration(&lease) / 3 + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + watch;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Ok(Some(now)) = leases.get_opt(&self.lease_name()).await
+                && now.metadata.resource_version != lease.metadata.resource_version
+            {
+                return Err(StateError::LockHeld {
+                    path: self.location.path(),
+                    info: Box::new(holder(&now).unwrap_or_else(|| LockInfo {
+                        id: holder_id.clone(),
+                        who: String::new(),
+                        pid: 0,
+                        operation: String::new(),
+                        created: String::new(),
+                        path: self.location.describe(),
+                    })),
+                });
+            }
+        }
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: lease.metadata.resource_version.clone(),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match leases.delete(&self.lease_name(), &dp).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self
                 .explain(&conn, "delete", "leases.coordination.k8s.io", e)
@@ -629,15 +805,81 @@ fn holder(l: &Lease) -> Option<LockInfo> {
         .and_then(|j| serde_json::from_str(j).ok())
 }
 
-/// Whether a Lease's holder stopped renewing it longer ago than its duration.
-fn expired(l: &Lease) -> bool {
+/// How long a Lease lives without renewal, as it says.
+fn lease_duration(l: &Lease) -> Duration {
+    let secs = l
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(0);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+/// Whether a Lease's own timestamps say its holder stopped renewing it
+/// longer ago than its duration. Only a hint (the clocks may differ): it
+/// decides how long to watch, never whether to take.
+fn stale_by_its_timestamps(l: &Lease) -> bool {
     let Some(spec) = &l.spec else { return true };
-    let secs = spec.lease_duration_seconds.unwrap_or(0);
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
     };
-    let renewed = renewed.0.as_second();
-    crate::ca::now() > renewed + i64::from(secs)
+    crate::ca::now() > renewed.0.as_second() + lease_duration(l).as_secs() as i64
+}
+
+/// Why the Lease is no longer held by `id` (None: it is).
+fn taken(lease: Option<&Lease>, id: &str) -> Option<String> {
+    let Some(l) = lease else {
+        return Some(
+            "the Lease was deleted (by `mesh force-unlock` or by hand) while this mesh held it"
+                .into(),
+        );
+    };
+    let holder_id = l.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+    if holder_id == Some(id) {
+        return None;
+    }
+    Some(match holder(l) {
+        Some(info) => format!(
+            "the Lease was taken by {} (pid {}, {}) at {}",
+            crate::rendered::shown(&info.who),
+            info.pid,
+            crate::rendered::shown(&info.operation),
+            crate::rendered::shown(&info.created)
+        ),
+        None => format!(
+            "the Lease is now held by `{}`",
+            crate::rendered::shown(holder_id.unwrap_or_default())
+        ),
+    })
+}
+
+/// Renews the held Lease at a third of its life until it is released or
+/// lost; records each renewal in `hold`, and why it was lost.
+async fn renew(api: Api<Lease>, name: String, hold: Arc<Hold>) {
+    let every = (hold.duration / 3).max(Duration::from_millis(500));
+    loop {
+        tokio::time::sleep(every).await;
+        let current = match api.get_opt(&name).await {
+            Ok(l) => l,
+            // Unreachable for now: `Hold::check` judges by the time since
+            // the last renewal.
+            Err(_) => continue,
+        };
+        if let Some(why) = taken(current.as_ref(), &hold.id) {
+            hold.lose(why);
+            return;
+        }
+        let Some(mut l) = current else { return };
+        if let Some(spec) = l.spec.as_mut() {
+            spec.renew_time = Some(micro_now());
+        }
+        let sent = std::time::Instant::now();
+        if api.replace(&name, &PostParams::default(), &l).await.is_ok() {
+            // The renewal counts from when it was sent: the other side may
+            // have seen the old version until then.
+            *hold.renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+        }
+    }
 }
 
 fn micro_now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime {

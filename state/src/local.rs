@@ -106,6 +106,14 @@ impl StateLock {
     /// `<state>.backup`. On error nothing on disk has changed and `state`
     /// is as it was.
     pub fn write(&mut self, state: &mut State) -> Result<(), StateError> {
+        // Fenced: only while this process still holds the lock.
+        self.held.check().map_err(|why| StateError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(format!(
+                "this mesh no longer holds the state's lock: {why}. Nothing more is written and \
+                 no further step starts: run the command again"
+            )),
+        })?;
         let before = (state.serial, state.format_version);
         state.serial = state.next_serial().ok_or_else(|| StateError::Write {
             path: self.path.clone(),

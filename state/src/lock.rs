@@ -42,6 +42,29 @@ pub fn lock_path(state: &Path) -> PathBuf {
 pub(crate) struct Held {
     file: File,
     pub(crate) info: LockInfo,
+    /// The lock file's path: it must still name the file locked.
+    pub(crate) path: std::path::PathBuf,
+}
+
+impl Held {
+    /// Fences a write: the lock file at the lock's path must still be the
+    /// file this process locked. Deleted or replaced (by hand), another
+    /// process could lock the new one and run beside this one.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata().map_err(|e| e.to_string())?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => Ok(()),
+            Ok(_) => Err(format!(
+                "the lock file {} was replaced while this mesh held it",
+                self.path.display()
+            )),
+            Err(_) => Err(format!(
+                "the lock file {} was deleted while this mesh held it",
+                self.path.display()
+            )),
+        }
+    }
 }
 
 impl Drop for Held {
@@ -204,7 +227,7 @@ pub(crate) fn acquire(
         let _ = file.unlock();
         return Err(StateError::Lock { path, source });
     }
-    Ok(Held { file, info })
+    Ok(Held { file, info, path })
 }
 
 /// Clears the lock record with ID `id` whose holder cannot clear it.

@@ -433,3 +433,20 @@ fn a_file_replaced_after_our_write_is_checked_again() {
     assert!(matches!(e, StateError::Changed { .. }), "{e}");
     assert_eq!(read_unlocked(&path).unwrap().unwrap().serial, 7);
 }
+
+/// Fencing: a lock file deleted (or replaced) while held means another
+/// process can lock the new one; the holder then writes nothing more.
+#[test]
+fn a_lock_file_deleted_while_held_fences_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let (mut lock, mut st) = written_once(&path);
+    std::fs::remove_file(state::lock_path(&path)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let e = lock.write(&mut st).unwrap_err().to_string();
+    assert!(
+        e.contains("no longer holds the state's lock") && e.contains("was deleted"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}

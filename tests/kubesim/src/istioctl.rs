@@ -5,7 +5,7 @@
 //! models only the objects mesh and its tests look at (see the README).
 //!
 //! Environment: `KUBESIM_ISTIOCTL_LOG` (append one JSON line per
-//! invocation: argv, stdin, exit code), `KUBESIM_ISTIOCTL_DELAY_MS`
+//! invocation: argv, stdin, exit code, start and end times, parent pid), `KUBESIM_ISTIOCTL_DELAY_MS`
 //! (simulated install time), `KUBESIM_ISTIOCTL_FAIL_CONTEXT` (fail any
 //! install on that context), `KUBESIM_ISTIOCTL_VERSION` (default 1.28.0).
 
@@ -83,6 +83,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 
 /// Runs the simulated istioctl; returns its exit code.
 pub fn main(args: Vec<String>, mut stdin: impl Read) -> i32 {
+    let started = unix_ms();
     let mut input = String::new();
     let parsed = parse_args(&args);
     if let Ok(a) = &parsed
@@ -112,10 +113,20 @@ pub fn main(args: Vec<String>, mut stdin: impl Read) -> i32 {
             .append(true)
             .open(path)
     {
-        let line = json!({"argv": args, "stdin": input, "exit": code});
+        // When it ran and for which process, so tests can tell whether two
+        // mesh processes ever ran one step at once.
+        let parent = std::os::unix::process::parent_id();
+        let line = json!({"argv": args, "stdin": input, "exit": code,
+            "started_ms": started, "ended_ms": unix_ms(), "parent": parent});
         let _ = writeln!(f, "{line}");
     }
     code
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn run(a: &Args, stdin: &str) -> Result<String, String> {
