@@ -732,6 +732,50 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
         t.contains("no permission to get leases.coordination.k8s.io in namespace default"),
         "{t}"
     );
+
+    // Fencing with a real Lease: a holder stopped past its Lease (SIGSTOP)
+    // loses it to a second apply; continued, it writes nothing more and
+    // says so.
+    run.write_mesh(&toml.replacen(
+        "role = \"primary\"\n",
+        "role = \"primary\"\n[cluster.values.global.logging]\nlevel = \"default:info\"\n",
+        1,
+    ));
+    let first = run
+        .command(&s.kubeconfig, &["apply", "--auto-approve"])
+        .env("MESH_STATE_LEASE_SECONDS", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !s.exists("cluster1", "lease", Some("default"), "mesh1-lock") {
+        assert!(t0.elapsed().as_secs() < 30, "no Lease taken");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = first.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let o = run
+        .command(
+            &s.kubeconfig,
+            &["apply", "--auto-approve", "--lock-timeout", "120s"],
+        )
+        .env("MESH_STATE_LEASE_SECONDS", "3")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let serial = || {
+        let pulled = run.mesh(&["state", "pull"]).stdout;
+        serde_json::from_slice::<Value>(&pulled).unwrap()["serial"].clone()
+    };
+    let before = serial();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let o = first.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("no longer holds the state's lock"), "{t}");
+    assert_eq!(serial(), before, "the stopped apply wrote the state");
+    run.assert_clean();
 }
 
 /// `mesh import` of a mesh installed by hand on real clusters, with the real
