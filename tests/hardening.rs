@@ -634,3 +634,131 @@ fn killing_mesh_mid_destroy_on_its_own_sandbox_keeps_clusters_and_state_in_agree
     eprintln!("{rounds} kill rounds: clusters and state agreed after each");
     ok(&mesh(&["destroy", "--auto-approve"]).output().unwrap());
 }
+
+// Hardening II, 7. Terminal escapes from files and clusters never reach the
+// terminal raw: a lock record, a mesh file, istioctl's version output.
+
+/// OSC (set the window title, ended by BEL) and a CSI clear-screen: what a
+/// hostile lock file, Lease or istioctl would write to take over a terminal.
+const HOSTILE: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+
+/// stderr of a refused command: no raw ESC or BEL, but the escaped form.
+fn escaped_stderr(o: &std::process::Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{}", text(o));
+    for byte in [0x1b, 0x07] {
+        assert!(
+            !o.stderr.contains(&byte),
+            "a raw {byte:#04x} reached the terminal: {:?}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("\\u{1b}"), "the escape is not shown: {err}");
+    err
+}
+
+/// `mesh ARGS…` in `dir`, without a sandbox.
+fn mesh_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("KUBECONFIG")
+        .env_remove("MESH_FILE")
+        .env_remove("MESH_STATE")
+        .env_remove("MESH_SANDBOX")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_hostile_lock_file_is_printed_escaped() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.toml"), SEED).unwrap();
+    let id = format!("0123{HOSTILE}");
+    let record = state::LockInfo {
+        id: id.clone(),
+        // A newline would forge a line of its own in the message.
+        who: format!("eve{HOSTILE}\nerror: forged line"),
+        pid: std::process::id(),
+        operation: format!("apply{HOSTILE}"),
+        created: format!("2026-01-01T00:00:00Z{HOSTILE}"),
+        path: format!("mesh.state.json{HOSTILE}"),
+    };
+    // Held by this test, as a live mesh would hold it.
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.path().join("mesh.state.json.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    lock.write_all(serde_json::to_string(&record).unwrap().as_bytes())
+        .unwrap();
+    let err = escaped_stderr(&mesh_in(dir.path(), &["plan"]));
+    assert!(err.contains("is locked by eve"), "{err}");
+    assert!(!err.contains("\nerror: forged"), "{err}");
+    // force-unlock names the holder too: with a wrong ID, and with its own.
+    let err = escaped_stderr(&mesh_in(dir.path(), &["force-unlock", "nope"]));
+    assert!(err.contains("has ID 0123"), "{err}");
+    let err = escaped_stderr(&mesh_in(dir.path(), &["force-unlock", &id]));
+    assert!(err.contains("held by a running process: eve"), "{err}");
+    assert!(!err.contains("\nerror: forged"), "{err}");
+}
+
+#[test]
+fn a_mesh_file_with_raw_escapes_is_reported_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Raw control characters are not TOML: the parse error quotes the line.
+    let toml = SEED.replacen("[mesh]\n", &format!("[mesh]\n# {HOSTILE}\n"), 1);
+    std::fs::write(dir.path().join("mesh.toml"), toml).unwrap();
+    let err = escaped_stderr(&mesh_in(dir.path(), &["validate"]));
+    assert!(err.contains("mesh.toml:"), "{err}");
+    // An escape written as TOML's `\u001b` is a valid string, echoed back by
+    // the error about it.
+    let toml = SEED.replacen(
+        "id = \"mesh1\"\n",
+        "id = \"mesh1\\u001b]0;pwned\\u0007\"\n",
+        1,
+    );
+    std::fs::write(dir.path().join("mesh.toml"), toml).unwrap();
+    let err = escaped_stderr(&mesh_in(dir.path(), &["validate"]));
+    assert!(err.contains("mesh id `mesh1\\u{1b}]0;pwned"), "{err}");
+}
+
+#[test]
+fn an_istioctl_version_with_escapes_is_printed_escaped() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    // The JSON form (`\u001b` decodes to ESC), and the plain form an old
+    // istioctl prints when it refuses `-o json`.
+    let scripts = [
+        (
+            "json-istioctl",
+            "#!/bin/sh\nprintf '{\"clientVersion\":{\"version\":\"1.2\\\\u001b]0;pwned\\\\u0007\"}}\\n'\n",
+        ),
+        (
+            "plain-istioctl",
+            "#!/bin/sh\n[ \"$3\" = \"-o\" ] && exit 1\nprintf 'client version: 1.2\\033]0;pwned\\007\\033[2J\\n'\n",
+        ),
+    ];
+    for (name, script) in scripts {
+        let program = dir.path().join(name);
+        std::fs::write(&program, script).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let toml = SEED.replacen(
+            "id = \"mesh1\"\n",
+            &format!(
+                "id = \"mesh1\"\nistio_version = \"1.28\"\n\n[istioctl]\npath = \"{}\"\n",
+                program.display()
+            ),
+            1,
+        );
+        std::fs::write(dir.path().join("mesh.toml"), toml).unwrap();
+        let err = escaped_stderr(&mesh_in(dir.path(), &["apply", "--auto-approve"]));
+        assert!(err.contains("says 1.2\\u{1b}]0;pwned"), "{name}: {err}");
+    }
+}

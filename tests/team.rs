@@ -367,3 +367,53 @@ fn a_long_apply_renews_its_lease() {
     assert!(text(&o).contains("locked"), "{}", text(&o));
     assert!(first.wait_with_output().unwrap().status.success());
 }
+
+/// Hardening II, 7: a Lease whose holder record (`mesh/lock-info`) and
+/// `holderIdentity` carry terminal escapes (OSC, BEL, CSI) is named with
+/// them escaped, never raw.
+#[test]
+fn a_hostile_lease_is_printed_escaped() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    const HOSTILE: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let w = World::new(&team_mesh(), CONTEXTS);
+    let info = serde_json::json!({
+        "id": format!("0123{HOSTILE}"),
+        "who": format!("eve{HOSTILE}\nerror: forged line"),
+        "pid": 4242,
+        "operation": format!("apply{HOSTILE}"),
+        "created": format!("2026-01-01T00:00:00Z{HOSTILE}"),
+        "path": format!("Secret default/mesh1{HOSTILE}"),
+    });
+    let now = serde_json::to_value(MicroTime(k8s_openapi::jiff::Timestamp::now())).unwrap();
+    {
+        let c1 = w.cluster("kind-cluster1");
+        let mut store = c1.store();
+        let rt = store
+            .find_type("coordination.k8s.io", "v1", "leases")
+            .unwrap();
+        let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "mesh1-lock", "namespace": "default",
+                "annotations": {"mesh/lock-info": info.to_string()}},
+            "spec": {"holderIdentity": format!("0123{HOSTILE}"), "leaseDurationSeconds": 3600,
+                "acquireTime": now, "renewTime": now}});
+        store.create(&rt, "default", lease, "someone").unwrap();
+    }
+    for args in [&["plan"][..], &["force-unlock", "nope"][..]] {
+        let o = w.mesh(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        for byte in [0x1b, 0x07] {
+            assert!(
+                !o.stderr.contains(&byte),
+                "{args:?}: a raw {byte:#04x} reached the terminal: {:?}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("0123\\u{1b}]0;pwned"), "{args:?}: {err}");
+        assert!(!err.contains("\nerror: forged"), "{args:?}: {err}");
+    }
+    assert!(
+        String::from_utf8_lossy(&w.mesh(&["plan"]).stderr).contains("locked by eve\\u{1b}"),
+        "the holder is named"
+    );
+}

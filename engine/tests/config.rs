@@ -299,6 +299,34 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "`namespace` is for the Kubernetes backend, and this state is a local file",
         "backend = \"kubernetes\"",
     ),
+    (
+        "41-state-context-control-character.toml",
+        6,
+        11,
+        "[state] context `kind-\\u{1b}]0;pwned\\u{7}cluster1` contains control characters",
+        "printable characters",
+    ),
+    (
+        "42-state-namespace-control-character.toml",
+        6,
+        13,
+        "namespace `de\\u{1b}[2Jfault` is not a Kubernetes namespace name",
+        "lowercase letters",
+    ),
+    (
+        "43-state-name-not-dns1123.toml",
+        6,
+        8,
+        "`mesh1..state-` cannot name the state's Secret",
+        "starting and ending with a letter or digit",
+    ),
+    (
+        "44-state-name-control-character.toml",
+        6,
+        8,
+        "`mesh1\\u{7}` cannot name the state's Secret",
+        "lowercase letters",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.
@@ -641,4 +669,28 @@ fn the_root_of_trust_is_checked_where_it_is_named() {
         "{:?}",
         warned.warnings
     );
+}
+
+/// Hardening II, 7: a message quotes the value it refuses, and a value may
+/// hold a control character (TOML's `\u001b`): every message and help shows
+/// it escaped, so a mesh file cannot write to the terminal through them.
+#[test]
+fn no_diagnostic_carries_a_raw_control_character() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        let Err(diags) = config::parse(&source, &path) else {
+            panic!("{} parses", path.display());
+        };
+        for d in &diags.0 {
+            let help = d.help.as_deref().unwrap_or_default();
+            assert!(
+                !d.message.chars().chain(help.chars()).any(char::is_control),
+                "{}: {:?} / {help:?}",
+                path.display(),
+                d.message
+            );
+        }
+    }
 }

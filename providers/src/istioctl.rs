@@ -34,9 +34,12 @@ pub enum IstioctlError {
          pull images or schedule pods, raise `[istioctl] readiness_timeout` (and `timeout`) in the mesh file"
     )]
     Timeout { args: String, secs: u64 },
+    /// `found` is istioctl's own output, escaped here: whatever binary
+    /// `[istioctl] path` names may print terminal escapes.
     #[error(
-        "the mesh file asks for Istio {wanted} (`istio_version`), but `{program} version --remote=false` says {found}: \
-         install istioctl {wanted} or change `istio_version` (\"1.28\" accepts any 1.28.x; \"1.28.0\" only that release)"
+        "the mesh file asks for Istio {wanted} (`istio_version`), but `{program} version --remote=false` says {}: \
+         install istioctl {wanted} or change `istio_version` (\"1.28\" accepts any 1.28.x; \"1.28.0\" only that release)",
+        crate::rendered::shown(.found)
     )]
     Version {
         program: String,
@@ -308,6 +311,18 @@ mod tests {
             Some("1.27.3")
         );
         assert_eq!(parse_version("nothing here"), None);
+    }
+
+    #[test]
+    fn a_version_with_escapes_is_shown_escaped() {
+        let e = IstioctlError::Version {
+            program: "istioctl".into(),
+            wanted: "1.28".into(),
+            found: "1.2\u{1b}]0;pwned\u{7}".into(),
+        }
+        .to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.contains("says 1.2\\u{1b}]0;pwned\\u{7}:"), "{e}");
     }
 
     #[tokio::test]

@@ -66,6 +66,12 @@ impl Rendered {
 /// A value that came from a cluster (or anywhere untrusted), made safe to
 /// print on a terminal: control characters (ESC, newline…) are escaped as
 /// `\u{1b}`, `\n`, and anything past 200 characters is cut with `…`.
+///
+/// For one value inside a message, so newlines are escaped too (a value
+/// cannot forge a line of its own). The CLI escapes each whole message
+/// again with the same notation (`printable` in src/output.rs), keeping
+/// the message's own newlines; the `state` crate has a copy of this for
+/// lock records, since it depends on no other workspace crate.
 pub fn shown(s: &str) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -2,9 +2,12 @@
 //!
 //! Each message names the file, says what is wrong and what to do next: the
 //! CLI prints them as they are. Callers that need to react (the CLI's exit
-//! code, a retry) match on the variant instead of the text.
+//! code, a retry) match on the variant instead of the text. What a lock
+//! record holds (a lock file, a Lease: anyone who can write there wrote it)
+//! is escaped onto one line here, so no consumer of these messages prints a
+//! terminal escape or a forged line from it.
 
-use crate::lock_info::LockInfo;
+use crate::lock_info::{LockInfo, shown};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +107,12 @@ pub enum StateError {
     #[error("the state {path} is not locked: there is nothing to unlock")]
     NotLocked { path: PathBuf },
 
-    /// `force-unlock` was given another ID than the recorded one.
+    /// `force-unlock` was given another ID than the recorded one. Both IDs
+    /// are shown escaped: `actual` is whatever the record holds.
     #[error(
-        "the lock on {path} has ID {actual}, not {given}: check the ID \
-         (a refused command prints it) and try again"
+        "the lock on {path} has ID {}, not {}: check the ID \
+         (a refused command prints it) and try again",
+        shown(.actual), shown(.given)
     )]
     LockIdMismatch {
         path: PathBuf,
@@ -120,7 +125,7 @@ pub enum StateError {
         "lock {} on {path} is held by a running process: {} (pid {}) running `{}` since {}. \
          The lock is released when that process ends: let it finish, or stop it if it is stuck. \
          force-unlock only clears a lock whose holder is gone",
-        .info.id, .info.who, .info.pid, .info.operation, .info.created
+        shown(&.info.id), shown(&.info.who), .info.pid, shown(&.info.operation), shown(&.info.created)
     )]
     LockHeld { path: PathBuf, info: Box<LockInfo> },
 }
@@ -137,17 +142,15 @@ fn backup_hint(backup: Option<&std::path::Path>) -> String {
 
 fn locked_message(path: &std::path::Path, info: Option<&LockInfo>) -> String {
     match info {
+        // The record's fields are escaped by `describe`: a lock file or a
+        // Lease can hold anything.
         Some(i) => format!(
-            "the state {} is locked by {} (pid {}) running `{}` since {} (lock ID {}). \
+            "the state {} is locked by {}. \
              Wait for it to finish, pass --lock-timeout 60s to wait for it, \
              or if the holder is gone and the lock is stuck, `mesh force-unlock {}`",
             path.display(),
-            i.who,
-            i.pid,
-            i.operation,
-            i.created,
-            i.id,
-            i.id
+            i.describe(),
+            shown(&i.id)
         ),
         None => format!(
             "the state {} is locked by another mesh command (its lock record is not readable yet). \

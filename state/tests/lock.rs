@@ -333,3 +333,57 @@ fn a_file_that_is_not_a_state_gets_no_lock_beside_it() {
         "root:x:0:0:root:/root:/bin/bash\n"
     );
 }
+
+/// Hardening II, 7: a lock record is the lock file's content, and anyone
+/// who can write the file can put terminal escapes and newlines in it. The
+/// errors that name the holder show them escaped, on one line.
+#[test]
+fn a_hostile_lock_record_is_named_escaped_on_one_line() {
+    use std::io::Write as _;
+    const HOSTILE: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let record = LockInfo {
+        id: format!("0123{HOSTILE}"),
+        who: format!("eve{HOSTILE}\nerror: forged line"),
+        pid: 4242,
+        operation: format!("apply{HOSTILE}"),
+        created: format!("2026-01-01T00:00:00Z{HOSTILE}"),
+        path: format!("{}{HOSTILE}", path.display()),
+    };
+    // Held through a handle of its own, as a live holder would hold it.
+    let mut held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(lock_path(&path))
+        .unwrap();
+    held.try_lock().unwrap();
+    held.write_all(serde_json::to_string(&record).unwrap().as_bytes())
+        .unwrap();
+    let errors = [
+        LocalBackend::new(path.clone())
+            .lock("plan", Duration::ZERO)
+            .unwrap_err(),
+        force_unlock(&path, "nope").unwrap_err(),
+        force_unlock(&path, &record.id).unwrap_err(),
+    ];
+    for e in &errors {
+        let msg = e.to_string();
+        assert!(
+            !msg.chars().any(char::is_control),
+            "a raw control character in: {msg:?}"
+        );
+        assert!(msg.contains("0123\\u{1b}]0;pwned\\u{7}"), "{msg}");
+    }
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("locked by eve\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\nerror: forged line"),
+        "{}",
+        errors[0]
+    );
+    // The record itself is kept as written: only its display is escaped.
+    assert_eq!(locked_info(&errors[0]), &record);
+}

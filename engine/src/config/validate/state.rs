@@ -74,9 +74,22 @@ impl Checker<'_> {
         mesh_id: &str,
     ) -> Option<KubernetesState> {
         let first_primary = clusters.iter().find(|(c, _)| c.role == Role::Primary);
-        let context = self
-            .optional_nonempty(&draft.state_context, "context")
-            .or_else(|| first_primary.map(|(c, _)| c.context.clone()));
+        let written_context = self.optional_nonempty(&draft.state_context, "context");
+        // As a cluster's context: it is printed in every message about the
+        // state, so a control character there would reach the terminal.
+        if let (Some(c), Some(at)) = (&written_context, &draft.state_context)
+            && c.chars().any(char::is_control)
+        {
+            self.error(
+                at.span.clone(),
+                format!(
+                    "[state] context `{}` contains control characters",
+                    c.escape_debug()
+                ),
+                "write the context's name as `kubectl config get-contexts` shows it: printable characters on one line",
+            );
+        }
+        let context = written_context.or_else(|| first_primary.map(|(c, _)| c.context.clone()));
         let kubeconfig = clusters
             .iter()
             .find(|(c, _)| Some(&c.context) == context.as_ref())
@@ -94,21 +107,19 @@ impl Checker<'_> {
             } else if !is_dns1123_label(&namespace) {
                 self.error(
                     at.span.clone(),
-                    format!("namespace `{namespace}` is not a Kubernetes namespace name"),
-                    "use lowercase letters, digits and `-`",
+                    format!(
+                        "namespace `{}` is not a Kubernetes namespace name",
+                        namespace.escape_debug()
+                    ),
+                    "use lowercase letters, digits and `-` (at most 63, starting and ending with a letter or digit)",
                 );
             }
         }
         let name = self
             .optional_nonempty(&draft.state_name, "name")
             .unwrap_or_else(|| mesh_id.to_string());
-        let secret_name_ok = !name.is_empty()
-            && name.len() <= 240
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-        if !secret_name_ok {
+        // 240 leaves room for the `-backup` Secret and the `-lock` Lease.
+        if !(name.len() <= 240 && is_dns1123_subdomain(&name)) {
             let span = draft
                 .state_name
                 .as_ref()
@@ -117,8 +128,8 @@ impl Checker<'_> {
                 .unwrap_or(mesh_span(draft));
             self.error(
                 span,
-                format!("`{name}` cannot name the state's Secret"),
-                "set [state] name to lowercase letters, digits, `-` and `.` (the mesh id is the default)",
+                format!("`{}` cannot name the state's Secret", name.escape_debug()),
+                "set [state] name to lowercase letters, digits, `-` and `.`, at most 240, each part between dots starting and ending with a letter or digit (the mesh id is the default)",
             );
         }
         if let Some(at) = &draft.state_path {
@@ -134,5 +145,39 @@ impl Checker<'_> {
             namespace,
             name,
         })
+    }
+}
+
+/// A Kubernetes DNS-1123 subdomain, what a Secret's and a Lease's name must
+/// be: parts between dots of lowercase letters, digits and `-`, each
+/// starting and ending with a letter or digit; at most 253 in all.
+fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dns1123_subdomain;
+
+    #[test]
+    fn subdomains() {
+        for ok in ["mesh1", "mesh1.state", "a-b.c-d", "0"] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "", "mesh-", "-mesh", "a..b", ".a", "a.", "a.-b", "Mesh", "a_b", "a\u{7}",
+        ] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
     }
 }
