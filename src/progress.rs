@@ -41,7 +41,9 @@ impl View {
     fn line(&self, text: &str) {
         match &self.live {
             Some(m) => {
-                let _ = m.println(text);
+                // What steps say may quote a cluster: escaped like every
+                // other line mesh prints.
+                let _ = m.println(crate::output::printable(text));
             }
             None => crate::errln!("{text}"),
         }
@@ -50,7 +52,7 @@ impl View {
     /// A step says what it is doing now (e.g. what it waits for).
     pub fn say(&self, step: &str, what: &str) {
         if let Some(bar) = self.bars.lock().expect("bars").get(step) {
-            bar.set_message(what.to_string());
+            bar.set_message(crate::output::printable(what).into_owned());
         } else if self.verbose {
             self.line(&format!("{step}: {what}"));
         }

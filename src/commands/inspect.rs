@@ -22,6 +22,8 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
         );
     };
     let text = match args.format {
+        // JSON escapes control characters itself; the listings quote the
+        // state file, which may have been edited: escaped as they print.
         Format::Json => serde_json::to_string_pretty(&st)? + "\n",
         Format::Text => {
             let mut s = format!(
@@ -53,7 +55,11 @@ pub fn show(cli: &Cli, args: &ShowArgs, out: &Output) -> Result<u8> {
             s
         }
     };
-    crate::out!("{text}");
+    if args.format == Format::Json {
+        crate::out!("{text}");
+    } else {
+        crate::out!("{}", crate::output::printable(&text));
+    }
     Ok(0)
 }
 
