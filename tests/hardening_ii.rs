@@ -398,7 +398,7 @@ fn a_holder_stopped_past_its_lease_starts_nothing_when_continued() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("no longer holds the state's lock"),
+        out.contains("no longer holds the lock of the state"),
         "it should say it lost the lock: {out}"
     );
     assert_eq!(

@@ -773,7 +773,7 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
     let o = first.wait_with_output().unwrap();
     let t = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("no longer holds the state's lock"), "{t}");
+    assert!(t.contains("no longer holds the lock of the state"), "{t}");
     assert_eq!(serial(), before, "the stopped apply wrote the state");
     run.assert_clean();
 }

@@ -393,6 +393,7 @@ fn a_hostile_lease_is_printed_escaped() {
             .unwrap();
         let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": "mesh1-lock", "namespace": "default",
+                "labels": {"app.kubernetes.io/managed-by": "mesh"},
                 "annotations": {"mesh/lock-info": info.to_string()}},
             "spec": {"holderIdentity": format!("0123{HOSTILE}"), "leaseDurationSeconds": 3600,
                 "acquireTime": now, "renewTime": now}});

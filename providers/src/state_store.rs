@@ -419,30 +419,25 @@ impl Worker {
         if ours {
             return Ok(());
         }
-        Err(StateError::Lock {
-            path: self.location.path(),
-            source: std::io::Error::other(format!(
-                "{kind} {}/{} in context {} is not mesh's (it has no label {MANAGED_BY}=mesh): \
-                 mesh never writes or deletes an object it does not own. Set `[state] name` in the \
-                 mesh file to a name of your own (mesh uses the Secrets NAME and NAME-backup and \
-                 the Lease NAME-lock)",
+        Err(StateError::NotOurs {
+            what: format!(
+                "{kind} {}/{} in context {}",
                 self.location.namespace,
                 crate::rendered::shown(name),
                 self.location.context
-            )),
+            ),
+            rename: "Set `[state] name` in the mesh file to a name of your own (mesh uses the \
+                     Secrets NAME and NAME-backup and the Lease NAME-lock)"
+                .into(),
         })
     }
 
     /// Refuses a write unless this process still holds the Lease (see the
     /// module docs): by its own renewals, and by the Lease as it is now.
     async fn fence(&self, conn: &Connection) -> Result<(), StateError> {
-        let lost = |why: String| StateError::Lock {
+        let lost = |why: String| StateError::LockLost {
             path: self.location.path(),
-            source: std::io::Error::other(format!(
-                "this mesh no longer holds the state's lock: {why}. Nothing more is written and \
-                 no further step starts; steps that were running are recorded tainted, so the \
-                 next apply runs them again. Run the command again once the other holder is done"
-            )),
+            why,
         };
         let Some((hold, _)) = &self.held else {
             return Err(lost("it never took it".into()));

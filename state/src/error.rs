@@ -128,6 +128,23 @@ pub enum StateError {
         shown(&.info.id), shown(&.info.who), .info.pid, shown(&.info.operation), shown(&.info.created)
     )]
     LockHeld { path: PathBuf, info: Box<LockInfo> },
+
+    /// An object of one of the names a state backend uses that is not the
+    /// backend's (no ownership label): never read, written or deleted.
+    #[error(
+        "{what} is not mesh's (it has no label app.kubernetes.io/managed-by=mesh): mesh never \
+         writes or deletes an object it does not own. {rename}"
+    )]
+    NotOurs { what: String, rename: String },
+
+    /// The lock was lost while the command held it: nothing more is read
+    /// or written, and no further step starts.
+    #[error(
+        "this mesh no longer holds the lock of the state {path}: {why}. Nothing more is written \
+         and no further step starts; steps that were running are recorded tainted, so the next \
+         apply runs them again. Run the command again once the other holder is done"
+    )]
+    LockLost { path: PathBuf, why: String },
 }
 
 fn backup_hint(backup: Option<&std::path::Path>) -> String {

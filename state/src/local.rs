@@ -107,12 +107,9 @@ impl StateLock {
     /// is as it was.
     pub fn write(&mut self, state: &mut State) -> Result<(), StateError> {
         // Fenced: only while this process still holds the lock.
-        self.held.check().map_err(|why| StateError::Write {
+        self.held.check().map_err(|why| StateError::LockLost {
             path: self.path.clone(),
-            source: std::io::Error::other(format!(
-                "this mesh no longer holds the state's lock: {why}. Nothing more is written and \
-                 no further step starts: run the command again"
-            )),
+            why,
         })?;
         let before = (state.serial, state.format_version);
         state.serial = state.next_serial().ok_or_else(|| StateError::Write {

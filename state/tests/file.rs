@@ -445,7 +445,7 @@ fn a_lock_file_deleted_while_held_fences_every_write() {
     let before = std::fs::read(&path).unwrap();
     let e = lock.write(&mut st).unwrap_err().to_string();
     assert!(
-        e.contains("no longer holds the state's lock") && e.contains("was deleted"),
+        e.contains("no longer holds the lock of the state") && e.contains("was deleted"),
         "{e}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
