@@ -762,3 +762,128 @@ fn an_istioctl_version_with_escapes_is_printed_escaped() {
         assert!(err.contains("says 1.2\\u{1b}]0;pwned"), "{name}: {err}");
     }
 }
+
+// Hardening II, 8. A resource type the cluster does not serve (the Istio
+// CRDs removed with Istio by hand, or never installed) means its objects
+// are absent: drift to repair, not an error.
+#[test]
+fn missing_istio_crds_are_drift_that_apply_repairs_and_import_reports() {
+    let mesh =
+        std::fs::read_to_string(support::repo().join("examples/primary-remote-multi-network.toml"))
+            .unwrap();
+    let w = World::new(&mesh, CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.assert_clean();
+    // Istio uninstalled by hand: `istioctl uninstall --purge` removes the
+    // control plane, the gateways and the CRDs (and with them every
+    // Gateway and VirtualService).
+    for ctx in CONTEXTS {
+        let kubeconfig = w.set().kubeconfig_path().display().to_string();
+        let code = kubesim::istioctl::main(
+            [
+                "uninstall",
+                "-y",
+                "--purge",
+                "--context",
+                ctx,
+                "--kubeconfig",
+                &kubeconfig,
+            ]
+            .map(String::from)
+            .to_vec(),
+            std::io::empty(),
+        );
+        assert_eq!(code, 0, "the simulated uninstall failed in {ctx}");
+    }
+    assert!(
+        w.cluster("kind-cluster1")
+            .store()
+            .find_type("networking.istio.io", "v1", "gateways")
+            .is_none(),
+        "the Gateway CRD is still served"
+    );
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    let plan = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{plan}");
+    assert!(!plan.contains("404"), "{plan}");
+    for step in [
+        "cluster1/install-control-plane",
+        "cluster1/expose-istiod",
+        "cluster1/expose-services",
+    ] {
+        assert!(
+            plan.contains(&format!("{step} (update)")),
+            "{step}:\n{plan}"
+        );
+    }
+    assert!(
+        plan.contains("Gateway istio-system/cross-network-gateway"),
+        "{plan}"
+    );
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.assert_clean();
+    assert!(w.exists(
+        "kind-cluster1",
+        "networking.istio.io",
+        "gateways",
+        "istio-system",
+        "cross-network-gateway"
+    ));
+
+    // Import on clusters that never had Istio: every step differs, none fails.
+    let fresh = World::new(&mesh, CONTEXTS);
+    let o = fresh.mesh(&["import"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains("404"), "{t}");
+    assert!(t.contains("differs cluster1/expose-istiod"), "{t}");
+    assert!(t.contains("differs cluster1/expose-services"), "{t}");
+}
+
+// Hardening II, 6: files the user names are read only when they are
+// regular files, within a limit: a FIFO named as the mesh file, the state
+// or a state to push is refused at once, not waited on forever, and
+// /dev/zero is refused unread.
+#[test]
+fn a_fifo_or_dev_zero_named_as_a_file_is_refused_at_once() {
+    let w = World::new(SEED, CONTEXTS);
+    let fifo = w.path("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fifo = fifo.display().to_string();
+    for (args, what) in [
+        (vec!["-f", fifo.as_str(), "validate"], "mesh file"),
+        (vec!["--state", fifo.as_str(), "plan"], "state file"),
+        (vec!["state", "push", fifo.as_str()], "state"),
+        (vec!["-f", "/dev/zero", "validate"], "mesh file"),
+        (vec!["--state", "/dev/zero", "plan"], "state file"),
+    ] {
+        let mut child = w
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                let _ = child.wait();
+                panic!("mesh {args:?} did not return within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "mesh {args:?}:\n{t}");
+        assert!(
+            t.contains(what) && t.contains("not a regular file"),
+            "mesh {args:?}:\n{t}"
+        );
+    }
+}

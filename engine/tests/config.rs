@@ -327,6 +327,36 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "`mesh1\\u{7}` cannot name the state's Secret",
         "lowercase letters",
     ),
+    // Hardening II, 9: names mesh derives from the file's values, each
+    // within Kubernetes' limit.
+    (
+        "61-revision-too-long.toml",
+        3,
+        12,
+        "Service `istiod-canary-",
+        "at most 56 characters",
+    ),
+    (
+        "62-mesh-id-too-long.toml",
+        2,
+        6,
+        "100 characters",
+        "at most 63 characters",
+    ),
+    (
+        "63-reader-name-too-long.toml",
+        18,
+        8,
+        "-istio-remote-secret-token` (254 characters)",
+        "at most 227 characters",
+    ),
+    (
+        "64-reader-namespace-not-a-label.toml",
+        16,
+        77,
+        "`Istio_System` is not a namespace name",
+        "lowercase letters",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.
@@ -693,4 +723,191 @@ fn no_diagnostic_carries_a_raw_control_character() {
             );
         }
     }
+}
+
+// Hardening II, 6: the mesh file and `[trust]`'s PEM files are read only
+// when they are regular files, and only up to a limit: a FIFO would block
+// forever, /dev/zero never ends.
+
+/// `f` on its own thread, which must finish within `secs` (a blocked read
+/// fails the test rather than hanging it).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("the read did not finish: it blocked or never ended")
+}
+
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// A mesh file with a `[trust]` naming `cert` and `key` (paths as written).
+fn trusting(dir: &Path, cert: &str, key: &str) -> PathBuf {
+    let path = dir.join("mesh.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[mesh]\nid = \"m\"\n\n[trust]\nroot_cert = \"{cert}\"\nroot_key = \"{key}\"\n\n\
+             [[cluster]]\nname = \"a\"\ncontext = \"a\"\nnetwork = \"n\"\nrole = \"primary\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The one diagnostic of a failed load: (line, column, message, help).
+fn the_error(r: Result<config::MeshFile, config::Diagnostics>) -> (usize, usize, String, String) {
+    let d = r.expect_err("an error");
+    assert_eq!(d.len(), 1, "{}", d.render(false));
+    let d = &d.0[0];
+    (
+        d.line,
+        d.column,
+        d.message.clone(),
+        d.help.clone().unwrap_or_default(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/trust")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_fifo_as_the_mesh_file_or_a_pem_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let f = fifo.clone();
+    let (_, _, msg, help) = the_error(within(10, move || config::load(&f)));
+    assert!(
+        msg.contains(&fifo.display().to_string()) && msg.contains("not a regular file"),
+        "{msg}"
+    );
+    assert!(help.contains("-f FILE"), "{help}");
+    // As [trust] root_cert, then as root_key: located at the key.
+    let mesh = trusting(dir.path(), "pipe", &fixture("root-key.pem"));
+    let (line, col, msg, _) = the_error(within(10, move || config::load(&mesh)));
+    assert_eq!((line, col), (5, 13), "{msg}");
+    assert!(
+        msg.contains("root certificate") && msg.contains("FIFO"),
+        "{msg}"
+    );
+    let mesh = trusting(dir.path(), &fixture("root-cert.pem"), "pipe");
+    let (line, _, msg, _) = the_error(within(10, move || config::load(&mesh)));
+    assert_eq!(line, 6, "{msg}");
+    assert!(msg.contains("root key") && msg.contains("FIFO"), "{msg}");
+}
+
+#[test]
+fn dev_zero_as_the_mesh_file_or_a_pem_file_is_refused_unread() {
+    let (_, _, msg, _) = the_error(within(10, || config::load(Path::new("/dev/zero"))));
+    assert!(
+        msg.contains("/dev/zero") && msg.contains("character device"),
+        "{msg}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = trusting(dir.path(), "/dev/zero", &fixture("root-key.pem"));
+    let (line, _, msg, _) = the_error(within(10, move || config::load(&mesh)));
+    assert_eq!(line, 5, "{msg}");
+    assert!(msg.contains("not a regular file"), "{msg}");
+    let mesh = trusting(dir.path(), &fixture("root-cert.pem"), "/dev/zero");
+    let (line, _, msg, _) = the_error(within(10, move || config::load(&mesh)));
+    assert_eq!(line, 6, "{msg}");
+    assert!(msg.contains("not a regular file"), "{msg}");
+}
+
+#[test]
+fn an_oversized_mesh_file_or_pem_file_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // A PEM file is a few KiB: 2 MiB is not one.
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'A'; 2 << 20]).unwrap();
+    let mesh = trusting(dir.path(), "big.pem", &fixture("root-key.pem"));
+    let (line, _, msg, _) = the_error(config::load(&mesh));
+    assert_eq!(line, 5, "{msg}");
+    assert!(msg.contains("1 MiB") && msg.contains("big.pem"), "{msg}");
+    // A mesh file past its limit (sparse: no disk is used).
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    let (_, _, msg, help) = the_error(config::load(&huge));
+    assert!(msg.contains("16 MiB") && msg.contains("huge.toml"), "{msg}");
+    assert!(help.contains("-f FILE"), "{help}");
+}
+
+// Hardening II, 9: every primary holds a remote secret for every other
+// cluster, so their number grows as primaries × clusters: a mesh past
+// REMOTE_SECRET_LIMIT is refused by validation, before any graph is built.
+
+/// A mesh of `primaries` primaries and `remotes` remotes (of the first).
+fn fleet(primaries: usize, remotes: usize) -> String {
+    let mut s = String::from(
+        "[mesh]\nid = \"fleet\"\n\n[trust]\nroot_cert = \"c.pem\"\nroot_key = \"k.pem\"\n",
+    );
+    for i in 0..primaries {
+        s.push_str(&format!(
+            "\n[[cluster]]\nname = \"p{i}\"\ncontext = \"p{i}\"\nnetwork = \"n\"\nrole = \"primary\"\n"
+        ));
+    }
+    for i in 0..remotes {
+        s.push_str(&format!(
+            "\n[[cluster]]\nname = \"r{i}\"\ncontext = \"r{i}\"\nnetwork = \"n\"\nrole = \"remote\"\nprimary = \"p0\"\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn a_mesh_past_the_remote_secret_limit_is_refused_at_the_first_primary_too_many() {
+    // 100 primaries of 101 clusters: 100 × 100 = 10,000 secrets, the limit.
+    assert!(config::parse(&fleet(100, 1), Path::new("m.toml")).is_ok());
+    // 101 primaries of 101 clusters: 10,100.
+    let d = config::parse(&fleet(101, 0), Path::new("m.toml")).expect_err("too many");
+    assert_eq!(d.len(), 1, "{}", d.render(false));
+    let e = &d.0[0];
+    // The 101st primary's role (each [[cluster]] is 6 lines, after 7).
+    assert_eq!((e.line, e.column), (7 + 100 * 6 + 5, 8), "{}", e.message);
+    assert!(
+        e.message.contains("10,100 remote secrets") && e.message.contains("10,000"),
+        "{}",
+        e.message
+    );
+    let help = e.help.as_deref().unwrap();
+    assert!(help.contains("at most 100 primaries"), "{help}");
+    // One primary with 10,001 remotes is past it as well.
+    assert!(config::parse(&fleet(1, 10_000), Path::new("m.toml")).is_ok());
+    assert!(config::parse(&fleet(1, 10_001), Path::new("m.toml")).is_err());
+}
+
+#[test]
+fn two_thousand_primaries_are_refused_quickly() {
+    let src = fleet(2_000, 0);
+    let started = std::time::Instant::now();
+    let d = config::parse(&src, Path::new("m.toml")).expect_err("too many");
+    assert!(
+        d.0.iter()
+            .any(|e| e.message.contains("3,998,000 remote secrets")),
+        "{}",
+        d.render(false)
+    );
+    // Unoptimised, on a busy machine: the point is seconds, not minutes.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -90,6 +90,47 @@ fn namespace_of(doc: &Value) -> Option<&str> {
     doc.pointer("/metadata/namespace").and_then(Value::as_str)
 }
 
+/// Whether an API error means "no such object". Two answers say so: the
+/// object's own 404 (a `Status` with reason `NotFound`), and the plain-text
+/// `404 page not found` kube-apiserver gives for a group/version nobody
+/// serves, as when Istio's CRDs were removed with Istio or never installed.
+/// An object of a type that does not exist is absent too: drift, not an
+/// error (kubesim answers both ways as the API server does).
+pub fn is_absent(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.is_not_found())
+}
+
+/// A 404 that is not about the object: the path itself is not served (the
+/// type's CustomResourceDefinition is missing).
+fn is_unserved(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 && !s.is_not_found())
+}
+
+/// Says what a write to a type the cluster does not serve means, rather
+/// than only kube's "404 page not found".
+fn explain_unserved(e: ClusterError, ar: &ApiResource) -> ClusterError {
+    match e {
+        ClusterError::Api {
+            cluster,
+            context,
+            what,
+            source,
+        } if is_unserved(&source) => ClusterError::Api {
+            cluster,
+            context,
+            what: format!(
+                "{what} (the cluster does not serve {} {}: its CustomResourceDefinition is missing, \
+                 as after Istio was uninstalled by hand. `istioctl install` installs Istio's CRDs: \
+                 mesh runs it when the control plane is missing too; otherwise re-create the CRDs \
+                 and run the command again)",
+                ar.api_version, ar.plural
+            ),
+            source,
+        },
+        other => other,
+    }
+}
+
 fn api(conn: &Connection, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
     match namespace {
         Some(ns) => Api::namespaced_with(conn.client.clone(), ns, ar),
@@ -109,18 +150,28 @@ pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
     })
     .await
     .map(|_| ())
+    .map_err(|e| explain_unserved(e, &ar))
 }
 
-/// The live object for a rendered document, if it exists.
+/// The live object for a rendered document, if it exists. None also when
+/// the cluster does not serve its type at all ([`is_absent`]): kube's
+/// `get_opt` counts only a `NotFound` Status as absent.
 pub async fn get(conn: &Connection, doc: &Value) -> Result<Option<DynamicObject>, ClusterError> {
     let ar = resource(doc)?;
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
-    conn.call(&format!("reading {} {name}", ar.kind), || a.get_opt(&name))
-        .await
+    conn.call(&format!("reading {} {name}", ar.kind), || async {
+        match a.get(&name).await {
+            Ok(obj) => Ok(Some(obj)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .await
 }
 
-/// Deletes the object of a rendered document; already gone is fine.
+/// Deletes the object of a rendered document; already gone (or its type
+/// no longer served, [`is_absent`]) is fine.
 pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
     let ar = resource(doc)?;
     let name = name_of(doc).to_string();
@@ -128,7 +179,7 @@ pub async fn delete(conn: &Connection, doc: &Value) -> Result<(), ClusterError> 
     conn.call(&format!("deleting {} {name}", ar.kind), || async {
         match a.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(e),
         }
     })
@@ -157,6 +208,7 @@ pub async fn create(conn: &Connection, doc: &Value) -> Result<bool, ClusterError
         }
     })
     .await
+    .map_err(|e| explain_unserved(e, &ar))
 }
 
 /// Deletes the object of `doc` and waits until it is gone (a namespace
@@ -217,7 +269,7 @@ pub async fn delete_labelled(
         let listed = conn
             .call(&format!("listing {kind}s labelled {selector}"), || async {
                 match a.list(&lp).await {
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                    Err(e) if is_absent(&e) => Ok(None),
                     other => other.map(Some),
                 }
             })
@@ -227,7 +279,7 @@ pub async fn delete_labelled(
             conn.call(&format!("deleting {kind} {name}"), || async {
                 match a.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) if is_absent(&e) => Ok(()),
                     Err(e) => Err(e),
                 }
             })
@@ -255,6 +307,7 @@ pub async fn merge_patch(
     })
     .await
     .map(|_| ())
+    .map_err(|e| explain_unserved(e, &ar))
 }
 
 /// Whether every field of `want` has the same value in `live` (objects
@@ -325,6 +378,28 @@ mod tests {
         let ar = resource_of(&json!({"apiVersion": "v1", "kind": "Secret"})).unwrap();
         assert_eq!((ar.group.as_str(), ar.version.as_str()), ("", "v1"));
         assert!(resource_of(&json!({"apiVersion": "v1", "kind": "Pod"})).is_none());
+    }
+
+    /// Both 404s are "absent": the object's own Status, and the plain text
+    /// of a path nobody serves (as kube turns it into a Status). Only the
+    /// second is "unserved"; other errors are neither.
+    #[test]
+    fn both_kinds_of_404_mean_absent() {
+        use kube::core::Status;
+        let not_found = kube::Error::Api(
+            Status::failure("gateways \"x\" not found", "NotFound")
+                .with_code(404)
+                .boxed(),
+        );
+        let unserved = kube::Error::Api(
+            Status::failure("404 page not found", "Failed to parse error data")
+                .with_code(404)
+                .boxed(),
+        );
+        let forbidden = kube::Error::Api(Status::failure("no", "Forbidden").with_code(403).boxed());
+        assert!(is_absent(&not_found) && is_absent(&unserved));
+        assert!(!is_absent(&forbidden));
+        assert!(is_unserved(&unserved) && !is_unserved(&not_found) && !is_unserved(&forbidden));
     }
 
     #[test]

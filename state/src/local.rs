@@ -182,10 +182,114 @@ impl LockedState for StateLock {
     }
 }
 
+/// The largest state file mesh reads: 256 MiB. A fleet of thousands of
+/// clusters has a state of tens of MiB; a larger file is not a state (a
+/// mistyped `--state`), and reading it whole could exhaust memory.
+pub const STATE_FILE_LIMIT: u64 = 256 << 20;
+
+/// Reads a file the user named (the state, the mesh file, a PEM file):
+/// only a regular file, and at most `limit` bytes. `what` names the kind
+/// of file in the message ("state file"). The errors say what the file is
+/// instead; callers name the path and what to do.
+///
+/// A FIFO would block the open and then every read, and a device such as
+/// /dev/zero never ends. The path is looked at first, so that no device is
+/// even opened; the opened file is then checked again (fstat), since the
+/// path may have been replaced in between, and opened with O_NONBLOCK so
+/// that a FIFO put there meanwhile cannot block the open. A file that grows
+/// past `limit` while it is read is refused as well.
+pub fn read_regular_file(path: &Path, limit: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    check_regular(&std::fs::metadata(path)?, limit, what)?;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NONBLOCK | libc::O_NOCTTY,
+    );
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    check_regular(&meta, limit, what)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64, limit, what));
+    }
+    Ok(bytes)
+}
+
+fn check_regular(meta: &std::fs::Metadata, limit: u64, what: &str) -> std::io::Result<()> {
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "it is {}, not a regular file (mesh reads a {what} only from a regular file)",
+                file_type(meta)
+            ),
+        ));
+    }
+    if meta.len() > limit {
+        return Err(too_large(meta.len(), limit, what));
+    }
+    Ok(())
+}
+
+fn too_large(size: u64, limit: u64, what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::FileTooLarge,
+        format!(
+            "it is {}, more than the {} mesh reads from a {what}",
+            size_text(size),
+            size_text(limit)
+        ),
+    )
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_type(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
+/// `1 MiB`, `2.5 MiB`, `300 bytes`.
+fn size_text(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if n >= unit {
+            return if n.is_multiple_of(unit) {
+                format!("{} {name}", n / unit)
+            } else {
+                format!("{:.1} {name}", n as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{n} bytes")
+}
+
 /// Reads a state file without the lock, for read-only commands (`mesh
 /// state list`, `mesh show`). None when there is no file.
 pub fn read_unlocked(path: &Path) -> Result<Option<State>, StateError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_regular_file(path, STATE_FILE_LIMIT, "state file") {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -426,7 +530,8 @@ fn write_atomic_as(
                     replace_lineage,
                 )?,
                 None => {
-                    let current = std::fs::read(&target).map_err(read_err)?;
+                    let current = read_regular_file(&target, STATE_FILE_LIMIT, "state file")
+                        .map_err(read_err)?;
                     check_replaceable(path, &current, state, read_serial, replace_lineage)?;
                 }
             }
@@ -499,6 +604,15 @@ mod tests {
     }
 
     #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size_text(1 << 20), "1 MiB");
+        assert_eq!(size_text(STATE_FILE_LIMIT), "256 MiB");
+        assert_eq!(size_text(5 << 19), "2.5 MiB");
+        assert_eq!(size_text(300), "300 bytes");
+        assert_eq!(size_text(6_300_000_000), "5.9 GiB");
+    }
+
+    #[test]
     fn corrupt_errors_carry_line_and_column() {
         let path = Path::new("/x/mesh.state.json");
         let e = parse(path, b"{\n  \"format_version\": 1,\n  \"lineage\": 5\n}").unwrap_err();
@@ -530,5 +644,67 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a.json.backup", "a.jsonx.tmp-4", "b.json.tmp-3"]);
+    }
+
+    // Hardening II, 6: only a regular file is read as a state, and only up
+    // to STATE_FILE_LIMIT: a FIFO would block forever, /dev/zero never ends.
+
+    /// `f` on its own thread, which must finish within ten seconds.
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the read did not finish: it blocked or never ended")
+    }
+
+    #[test]
+    fn a_fifo_state_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("mesh.state.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let f = fifo.clone();
+        let e = within(move || read_unlocked(&f)).unwrap_err().to_string();
+        assert!(
+            e.contains("FIFO") && e.contains("not a regular file"),
+            "{e}"
+        );
+        // Nor is a lock taken beside it.
+        let f = fifo.clone();
+        let e = within(move || LocalBackend::new(f).lock("plan", Duration::ZERO).map(drop))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(!crate::lock::lock_path(&fifo).exists());
+    }
+
+    #[test]
+    fn dev_zero_as_the_state_is_refused_unread() {
+        let e = within(|| read_unlocked(Path::new("/dev/zero")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/dev/zero") && e.contains("character device"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_state_past_the_limit_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.state.json");
+        // Sparse: no disk is used, and nothing is read.
+        File::create(&path)
+            .unwrap()
+            .set_len(STATE_FILE_LIMIT + 1)
+            .unwrap();
+        let e = read_unlocked(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("256 MiB") && e.contains("mesh.state.json"),
+            "{e}"
+        );
     }
 }

@@ -12,7 +12,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::*;
-pub use validate::is_dns1123_label;
+pub use validate::{REMOTE_SECRET_LIMIT, is_dns1123_label};
 
 use diagnostic::Locator;
 use serde_json::{Map, Value};
@@ -47,9 +47,19 @@ fn sorted(mut errors: Vec<Diagnostic>) -> Diagnostics {
     Diagnostics(errors)
 }
 
-/// Reads and validates the mesh file at `path`.
+/// The largest mesh file mesh reads: 16 MiB. A mesh file of ten thousand
+/// clusters is about 1.5 MiB; a larger file is not a mesh file (a mistyped
+/// `-f`), and reading it whole could exhaust memory.
+pub const MESH_FILE_LIMIT: u64 = 16 << 20;
+
+/// The largest PEM file (`[trust] root_cert`, `root_key`) mesh reads:
+/// 1 MiB. A certificate or key is a few KiB.
+pub const PEM_FILE_LIMIT: u64 = 1 << 20;
+
+/// Reads and validates the mesh file at `path`: a regular file of at most
+/// [`MESH_FILE_LIMIT`] (a FIFO or a device is refused, not read).
 pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
-    let bytes = std::fs::read(path);
+    let bytes = state::local::read_regular_file(path, MESH_FILE_LIMIT, "mesh file");
     if let Ok(bytes) = &bytes
         && let Err(e) = std::str::from_utf8(bytes)
     {
@@ -80,10 +90,17 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
             Ok(mesh)
         }
         Err(e) => {
-            let help = if e.kind() == std::io::ErrorKind::NotFound {
-                "create it (examples/primary-remote.toml is a start), or name another with -f FILE"
-            } else {
-                "check that it is a readable UTF-8 text file, or name another with -f FILE"
+            let help = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "create it (examples/primary-remote.toml is a start), or name another with -f FILE"
+                }
+                std::io::ErrorKind::InvalidInput => {
+                    "name a regular file with -f FILE: mesh does not read a mesh file from a pipe or a device (write the text to a file first)"
+                }
+                std::io::ErrorKind::FileTooLarge => {
+                    "check that -f FILE names the mesh file: even one of thousands of clusters is far smaller"
+                }
+                _ => "check that it is a readable UTF-8 text file, or name another with -f FILE",
             };
             Err(Diagnostics(vec![Diagnostic {
                 path: path.to_path_buf(),
@@ -107,17 +124,33 @@ fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
     };
     let loc = Locator::new(&mesh.path, source);
     let (cert_span, key_span) = trust.spans.clone();
+    // Only regular files, and only up to PEM_FILE_LIMIT: a FIFO or a device
+    // named here would block the load or never end.
     let read = |p: &Path, span: &std::ops::Range<usize>, what: &str| {
-        std::fs::read_to_string(p).map_err(|e| {
-            Diagnostics(vec![loc.at(
-                span.clone(),
-                format!("cannot read the {what} {}: {e}", p.display()),
-                Some(
-                    "check the path (relative to the mesh file); `mesh ca init` makes a new root in ./certs"
-                        .into(),
-                ),
-            )])
-        })
+        state::local::read_regular_file(p, PEM_FILE_LIMIT, "PEM file")
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "it is not text, as a PEM file is",
+                    )
+                })
+            })
+            .map_err(|e| {
+                let help = match e.kind() {
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::FileTooLarge => {
+                        "point it at the PEM file itself (a regular file of a few KiB); `mesh ca init` makes a new root in ./certs"
+                    }
+                    _ => {
+                        "check the path (relative to the mesh file); `mesh ca init` makes a new root in ./certs"
+                    }
+                };
+                Diagnostics(vec![loc.at(
+                    span.clone(),
+                    format!("cannot read the {what} {}: {e}", p.display()),
+                    Some(help.into()),
+                )])
+            })
     };
     let cert = read(&trust.root_cert, &cert_span, "root certificate")?;
     let key = providers::Sensitive::new(read(&trust.root_key, &key_span, "root key")?);

@@ -57,6 +57,10 @@ pub(crate) struct DraftCluster {
     pub api_server: Option<At<String>>,
     pub values: Option<At<()>>,
     pub eastwest_values: Option<At<()>>,
+    /// `values.global.readerServiceAccount.name` and `.namespace`, where
+    /// written: the remote secret's token Secret is named after them.
+    pub reader_name: Option<At<String>>,
+    pub reader_namespace: Option<At<String>>,
     /// As `Draft::mesh_keys`, for this table.
     pub keys: Vec<String>,
 }
@@ -327,13 +331,14 @@ impl Walker<'_> {
                 "kubeconfig" => &mut c.kubeconfig,
                 "api_server" => &mut c.api_server,
                 "values" | "eastwest_values" => {
-                    if self.table(key, v).is_some() {
+                    if let Some(t) = self.table(key, v) {
                         let at = Some(At {
                             value: (),
                             span: v.span(),
                         });
                         if key == "values" {
                             c.values = at;
+                            (c.reader_name, c.reader_namespace) = reader_keys(t);
                         } else {
                             c.eastwest_values = at;
                         }
@@ -350,6 +355,29 @@ impl Walker<'_> {
         }
         c
     }
+}
+
+/// `global.readerServiceAccount.name` and `.namespace` of a `values`
+/// table, when written as strings (other types are Istio's to refuse).
+fn reader_keys(values: &DeTable<'_>) -> (Option<At<String>>, Option<At<String>>) {
+    fn table<'t, 'i>(t: &'t DeTable<'i>, key: &str) -> Option<&'t DeTable<'i>> {
+        match t.get(key)?.get_ref() {
+            DeValue::Table(inner) => Some(inner),
+            _ => None,
+        }
+    }
+    let Some(reader) = table(values, "global").and_then(|g| table(g, "readerServiceAccount"))
+    else {
+        return (None, None);
+    };
+    let string = |key: &str| match reader.get(key).map(|v| (v.get_ref(), v.span())) {
+        Some((DeValue::String(s), span)) => Some(At {
+            value: s.to_string(),
+            span,
+        }),
+        _ => None,
+    };
+    (string("name"), string("namespace"))
 }
 
 /// Parses the syntax; a syntax error is reported with the parser's message.

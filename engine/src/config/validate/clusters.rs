@@ -2,7 +2,10 @@
 //! rules between clusters: unique names and contexts, remotes' primaries,
 //! and a primary at all.
 
-use super::{Checker, ValuesTable, is_dns1123_label, is_label_value, mesh_span};
+use super::{
+    Checker, MAX_SUBDOMAIN, REMOTE_SECRET_LIMIT, TOKEN_SECRET_SUFFIX, ValuesTable,
+    is_dns1123_label, is_dns1123_subdomain, is_label_value, mesh_span, thousands,
+};
 use crate::config::model::{Cluster, Role};
 use crate::config::parse::{At, Draft, DraftCluster, did_you_mean};
 use std::collections::HashMap;
@@ -25,7 +28,100 @@ impl Checker<'_> {
         self.unique_names_and_contexts(&clusters);
         self.remotes_primaries(draft, &clusters);
         self.some_primary(draft);
+        self.remote_secrets(&clusters);
         clusters
+    }
+
+    /// Every primary holds a remote secret for every other cluster, so
+    /// their number is primaries × (clusters − 1): checked here, from the
+    /// counts alone, before any step graph is built. Reported at the first
+    /// primary past what the clusters allow.
+    fn remote_secrets(&mut self, clusters: &[(Cluster, &DraftCluster)]) {
+        let n = clusters.len();
+        let primaries: Vec<&DraftCluster> = clusters
+            .iter()
+            .filter(|(c, _)| c.role == Role::Primary)
+            .map(|(_, dc)| *dc)
+            .collect();
+        let secrets = primaries.len().saturating_mul(n.saturating_sub(1));
+        if secrets <= REMOTE_SECRET_LIMIT {
+            return;
+        }
+        // At least one: a single primary past the limit has too many remotes.
+        let allowed = (REMOTE_SECRET_LIMIT / (n - 1)).max(1);
+        let first_over = primaries[allowed.min(primaries.len() - 1)];
+        let span = first_over
+            .role
+            .as_ref()
+            .map_or(first_over.span.clone(), |r| r.span.clone());
+        let help = if primaries.len() == 1 {
+            format!(
+                "a primary can serve at most {} other clusters: split the fleet into several meshes",
+                thousands(REMOTE_SECRET_LIMIT)
+            )
+        } else {
+            format!(
+                "with {} clusters, at most {} primaries: make the others remotes of a primary \
+                 (role = \"remote\", primary = \"<name>\"), or split the fleet into several meshes",
+                thousands(n),
+                thousands(allowed)
+            )
+        };
+        let who = match primaries.len() {
+            1 => format!("a primary with {} other clusters needs", thousands(n - 1)),
+            p => format!(
+                "{} primaries and {} clusters need",
+                thousands(p),
+                thousands(n)
+            ),
+        };
+        self.error(
+            span,
+            format!(
+                "{who} {} remote secrets (every primary holds one for every other cluster), \
+                 more than mesh's limit of {}",
+                thousands(secrets),
+                thousands(REMOTE_SECRET_LIMIT)
+            ),
+            help,
+        );
+    }
+
+    /// `values.global.readerServiceAccount`: the ServiceAccount's name
+    /// must fit the token Secret named after it, its namespace be one.
+    fn reader(&mut self, dc: &DraftCluster) {
+        if let Some(at) = &dc.reader_name {
+            let token = format!("{}{TOKEN_SECRET_SUFFIX}", at.value);
+            if !is_dns1123_subdomain(&at.value) {
+                self.error(
+                    at.span.clone(),
+                    format!("`{}` is not a ServiceAccount name", at.value),
+                    "use lowercase letters, digits, `-` and `.` (a DNS-1123 subdomain)",
+                );
+            } else if token.len() > MAX_SUBDOMAIN {
+                self.error(
+                    at.span.clone(),
+                    format!(
+                        "the reader ServiceAccount `{}` makes the token Secret `{token}` ({} characters), and Kubernetes allows at most {MAX_SUBDOMAIN}",
+                        at.value,
+                        token.len()
+                    ),
+                    format!(
+                        "name a ServiceAccount of at most {} characters",
+                        MAX_SUBDOMAIN - TOKEN_SECRET_SUFFIX.len()
+                    ),
+                );
+            }
+        }
+        if let Some(at) = &dc.reader_namespace
+            && !is_dns1123_label(&at.value)
+        {
+            self.error(
+                at.span.clone(),
+                format!("`{}` is not a namespace name", at.value),
+                "use lowercase letters, digits and `-` (at most 63, starting and ending with a letter or digit)",
+            );
+        }
     }
 
     /// One `[[cluster]]` on its own: the model's cluster when its required
@@ -78,6 +174,7 @@ impl Checker<'_> {
         }
         let primary = dc.primary.as_ref().map(|a| a.value.clone());
         self.primary_key(dc, role, name.as_deref());
+        self.reader(dc);
         let (name, context, network, role) = (name?, context?, network?, role?);
         Some(Cluster {
             name,
@@ -212,13 +309,17 @@ impl Checker<'_> {
             let (Some(p), Some(at)) = (&c.primary, &dc.primary) else {
                 continue;
             };
-            // A cluster with mistakes of its own is not in `by_name`, but exists.
-            let written = draft
-                .clusters
-                .iter()
-                .any(|d| d.name.as_ref().is_some_and(|n| &n.value == p));
+            // A cluster with mistakes of its own is not in `by_name`, but
+            // exists. Looked for only then: for every remote it would make
+            // this quadratic in the clusters.
+            let written = || {
+                draft
+                    .clusters
+                    .iter()
+                    .any(|d| d.name.as_ref().is_some_and(|n| &n.value == p))
+            };
             match by_name.get(p.as_str()) {
-                None if written => {}
+                None if written() => {}
                 None => {
                     let hint = match did_you_mean(p, primaries.iter().copied()) {
                         Some(s) => format!(" (did you mean \"{s}\"?)"),

@@ -1,8 +1,15 @@
 //! `[mesh]`: the mesh's id, and which Istio (revision, version) it runs.
 
-use super::{Checker, is_dns1123_label, is_mesh_id, is_version};
+use super::{
+    Checker, MAX_LABEL, MAX_REVISION, is_dns1123_label, is_label_value, is_mesh_id, is_version,
+    too_long_revisioned,
+};
 use crate::config::model::MeshSection;
 use crate::config::parse::Draft;
+
+/// The label the Kubernetes state backend puts the mesh id in
+/// (providers/src/state_store.rs).
+const STATE_LABEL: &str = "mesh/state";
 
 impl Checker<'_> {
     pub(super) fn mesh(&mut self, draft: &Draft) -> MeshSection {
@@ -22,14 +29,27 @@ impl Checker<'_> {
                 "\"mesh1\"",
             ),
         };
-        if let (Some(id), Some(at)) = (&id, &draft.mesh_id)
-            && !is_mesh_id(id)
-        {
-            self.error(
-                at.span.clone(),
-                format!("mesh id `{id}` has characters Istio does not allow in a meshID"),
-                "use letters, digits, `.`, `_` and `-` only",
-            );
+        if let (Some(id), Some(at)) = (&id, &draft.mesh_id) {
+            if !is_mesh_id(id) {
+                self.error(
+                    at.span.clone(),
+                    format!("mesh id `{id}` has characters Istio does not allow in a meshID"),
+                    "use letters, digits, `.`, `_` and `-` only",
+                );
+            } else if !is_label_value(id) {
+                // The Kubernetes backend labels its Secret with the id; a
+                // state moves between backends (`state push`), the id never.
+                self.error(
+                    at.span.clone(),
+                    format!(
+                        "mesh id `{id}` ({} characters) is not a Kubernetes label value, and the Kubernetes state backend labels its Secret `{STATE_LABEL}=<id>`",
+                        id.chars().count()
+                    ),
+                    format!(
+                        "use at most {MAX_LABEL} characters, starting and ending with a letter or digit"
+                    ),
+                );
+            }
         }
         let revision = self.optional_nonempty(&draft.revision, "revision");
         if let (Some(rev), Some(at)) = (&revision, &draft.revision) {
@@ -43,7 +63,19 @@ impl Checker<'_> {
                 self.error(
                     at.span.clone(),
                     format!("revision `{rev}` is not a valid Istio revision"),
-                    "use lowercase letters, digits and `-` (at most 63, starting and ending with a letter or digit), e.g. \"1-28-0\" or \"canary\"",
+                    format!("use lowercase letters, digits and `-` (at most {MAX_REVISION}, starting and ending with a letter or digit), e.g. \"1-28-0\" or \"canary\""),
+                );
+            } else if let Some((name, what)) = too_long_revisioned(rev) {
+                self.error(
+                    at.span.clone(),
+                    format!(
+                        "revision `{rev}` makes the {what} `{name}` ({} characters), and Kubernetes allows at most {MAX_LABEL}",
+                        name.len()
+                    ),
+                    format!(
+                        "shorten the revision to at most {} characters, e.g. \"1-28-0\" or \"canary\"",
+                        MAX_REVISION
+                    ),
                 );
             }
         }

@@ -24,11 +24,80 @@ use std::path::Path;
 pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
+        && b.len() <= MAX_LABEL
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+/// Kubernetes' limit on a DNS-1123 label (a Service's name, one part of a
+/// host name) and on a label value.
+const MAX_LABEL: usize = 63;
+
+/// Kubernetes' limit on a DNS-1123 subdomain (the name of a Secret, a
+/// ServiceAccount, a ConfigMap, a webhook configuration).
+const MAX_SUBDOMAIN: usize = 253;
+
+/// The names made from the revision that must be DNS-1123 labels, with
+/// what they name. `istiod-<rev>` is istiod's Service (and its host,
+/// `istiod-<rev>.istio-system.svc`), the longest such name. The others
+/// with the revision (`istio-sidecar-injector-<rev>`, `istiod-vs-<rev>`,
+/// `istio-validator-<rev>-istio-system`…) name ConfigMaps, webhook
+/// configurations, VirtualServices and ClusterRoles: subdomains of up to
+/// 253, which a 63-character revision fits.
+const REVISIONED_LABELS: &[(&str, &str)] = &[("istiod-", "Service")];
+
+/// The longest revision every name of [`REVISIONED_LABELS`] fits: 56.
+const MAX_REVISION: usize = MAX_LABEL - "istiod-".len();
+
+/// The first name made from `rev` that is too long, and what it names.
+fn too_long_revisioned(rev: &str) -> Option<(String, &'static str)> {
+    REVISIONED_LABELS
+        .iter()
+        .map(|(prefix, what)| (format!("{prefix}{rev}"), *what))
+        .find(|(name, _)| name.len() > MAX_LABEL)
+}
+
+/// The token Secret `istioctl create-remote-secret` makes for a reader
+/// ServiceAccount: `<reader>` then this (providers' attach step).
+const TOKEN_SECRET_SUFFIX: &str = "-istio-remote-secret-token";
+
+/// The most remote secrets a mesh may need. Every primary holds one for
+/// every other cluster, primaries × (clusters − 1), each a step with its
+/// own token read and Secret written: past this, planning alone takes
+/// minutes and gigabytes (2,000 primaries are 4 million steps), and one
+/// control plane watching thousands of clusters is far beyond what Istio
+/// is run at. docs/mesh-toml.md says the same.
+pub const REMOTE_SECRET_LIMIT: usize = 10_000;
+
+/// `12,345`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A Kubernetes DNS-1123 subdomain: what a ServiceAccount's or a Secret's
+/// name must be.
+fn is_dns1123_subdomain(s: &str) -> bool {
+    // Parts between dots as labels, but without a label's length limit:
+    // Kubernetes limits only the whole.
+    s.len() <= MAX_SUBDOMAIN
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
 }
 
 /// A Kubernetes label value: what a network name must be
@@ -36,7 +105,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
 fn is_label_value(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
+        && b.len() <= MAX_LABEL
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
@@ -177,5 +246,19 @@ mod tests {
         assert!(!is_label_value("net work"));
         assert!(is_version("1.28.0") && is_version("1.28") && is_version("1.28.0-beta.1"));
         assert!(!is_version("latest") && !is_version("1") && !is_version("1..2"));
+        assert!(is_dns1123_subdomain("a.b-c") && !is_dns1123_subdomain("a..b"));
+        assert!(is_dns1123_subdomain(&"a".repeat(100)));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+    }
+
+    #[test]
+    fn derived_names_and_counts() {
+        assert_eq!(MAX_REVISION, 56);
+        assert!(too_long_revisioned(&"r".repeat(56)).is_none());
+        let (name, what) = too_long_revisioned(&"r".repeat(57)).unwrap();
+        assert_eq!((name.len(), what), (64, "Service"));
+        assert_eq!(thousands(3_998_000), "3,998,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10_000), "10,000");
     }
 }
