@@ -536,3 +536,188 @@ fn state_pull_and_push_move_a_state_and_refuse_what_would_lose_one() {
         .unwrap();
     assert_eq!(now.lineage, "f".repeat(32));
 }
+
+// ---- [trust] files and `mesh ca init` (Hardening II, items 5 and 10) ----
+
+/// `mesh ARGS` through `sh -c 'SETUP; exec "$0" "$@"'`: the shell text is a
+/// constant, the binary and its arguments travel as argv.
+fn mesh_after(dir: &Path, setup: &str, args: &[&str]) -> Output {
+    Command::new("sh")
+        .current_dir(dir)
+        .env_remove("KUBECONFIG")
+        .env("NO_COLOR", "1")
+        .arg("-c")
+        .arg(format!("{setup}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .output()
+        .expect("run mesh through sh")
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777
+}
+
+/// A mesh file with two primaries and `[trust]` at lines 4 to 6:
+/// `root_cert`'s value at 5:13, `root_key`'s at 6:12.
+fn trust_workdir(cert: &str, key: &str, extra_trust: &str) -> tempfile::TempDir {
+    let dir = workdir(&format!(
+        "[mesh]\nid = \"mesh1\"\n\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n{extra_trust}\n\
+         [[cluster]]\nname = \"a\"\ncontext = \"a\"\nnetwork = \"n\"\nrole = \"primary\"\n\n\
+         [[cluster]]\nname = \"b\"\ncontext = \"b\"\nnetwork = \"n\"\nrole = \"primary\"\n"
+    ));
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    for (name, text) in [("root-cert.pem", cert), ("root-key.pem", key)] {
+        let p = dir.path().join("certs").join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+/// A self-signed root made with rcgen, `edit`ed: `(cert PEM, key PEM)`.
+fn rcgen_root(edit: impl FnOnce(&mut rcgen::CertificateParams)) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "test root");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let now = rcgen::date_time_ymd(1970, 1, 1)
+        + std::time::Duration::from_secs(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    p.not_before = now - std::time::Duration::from_secs(3600);
+    p.not_after = now + std::time::Duration::from_secs(10 * 365 * 86400);
+    edit(&mut p);
+    let cert = p.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Keys as openssl writes them (PKCS#1 from `genrsa -traditional`, SEC1
+/// from `ecparam -genkey`, with or without its EC PARAMETERS block) are
+/// roots like PKCS#8 ones.
+#[test]
+fn trust_keys_in_pkcs1_and_sec1_validate() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trust-encodings");
+    for name in ["rsa-pkcs1", "ec-sec1", "ec384-sec1"] {
+        let read =
+            |f: &str| std::fs::read_to_string(fixtures.join(format!("{name}-{f}.pem"))).unwrap();
+        let dir = trust_workdir(&read("cert"), &read("key"), "");
+        let o = mesh(dir.path(), &["validate"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("is valid"), "{name}: {}", stderr(&o));
+    }
+}
+
+/// A root that cannot sign the intermediates (or whose intermediates could
+/// not sign workload certificates) is refused by `mesh validate`, at the
+/// `[trust]` key that names it, with the reason and what to do.
+#[test]
+fn unusable_roots_are_refused_where_they_are_named() {
+    use rcgen::{BasicConstraints, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose};
+    let day = std::time::Duration::from_secs(86400);
+    type Edit = Box<dyn FnOnce(&mut rcgen::CertificateParams)>;
+    let cases: Vec<(&str, Edit, &str, &str, &str)> = vec![
+        (
+            "not yet valid",
+            Box::new(move |p| p.not_before += 4 * 365 * day),
+            "",
+            "the root certificate is not valid before",
+            "clock",
+        ),
+        (
+            "pathlen:0",
+            Box::new(|p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0))),
+            "",
+            "pathlen:0",
+            "pathlen",
+        ),
+        (
+            "no keyCertSign",
+            Box::new(|p| {
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign]
+            }),
+            "",
+            "keyCertSign",
+            "keyUsage",
+        ),
+        (
+            "serverAuth only",
+            Box::new(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]),
+            "",
+            "extendedKeyUsage",
+            "clientAuth",
+        ),
+        (
+            "10 days, intermediates of 365 (the default)",
+            Box::new(move |p| p.not_after = p.not_before + 10 * day),
+            "",
+            "before the intermediates it signs would",
+            "intermediate_days to at most 9",
+        ),
+        (
+            "10 days, intermediates of 30",
+            Box::new(move |p| p.not_after = p.not_before + 10 * day),
+            "intermediate_days = 30\n",
+            "intermediate_days = 30",
+            "intermediate_days to at most 9",
+        ),
+    ];
+    for (what, edit, extra, message, help) in cases {
+        let (cert, key) = rcgen_root(edit);
+        let dir = trust_workdir(&cert, &key, extra);
+        let o = mesh(dir.path(), &["validate"]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{what}: accepted\n{err}");
+        assert!(err.contains("--> mesh.toml:5:13"), "{what}: {err}");
+        assert!(err.contains(message), "{what}: {err}");
+        assert!(
+            err.contains("help: ") && err.contains(help),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{what}: {err}");
+    }
+}
+
+/// `mesh ca init` under umask 000 makes its folders 0700, not 0777.
+#[test]
+fn ca_init_folders_are_private_under_umask_000() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = mesh_after(dir.path(), "umask 000", &["ca", "init", "new/certs"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode_of(&dir.path().join("new")), 0o700);
+    assert_eq!(mode_of(&dir.path().join("new/certs")), 0o700);
+    assert_eq!(mode_of(&dir.path().join("new/certs/root-key.pem")), 0o600);
+}
+
+/// A full disk (here the file-size limit: the key fits in 512 bytes, the
+/// certificate does not) leaves neither file, so the rerun succeeds.
+#[test]
+fn ca_init_on_a_full_disk_writes_nothing_and_a_rerun_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ignoring SIGXFSZ makes the write fail with EFBIG, as ENOSPC would.
+    let o = mesh_after(
+        dir.path(),
+        "trap '' XFSZ; ulimit -f 1",
+        &["ca", "init", "certs"],
+    );
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("certs"))
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", stderr(&o));
+    let o = mesh(dir.path(), &["ca", "init", "certs"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cert = std::fs::read_to_string(dir.path().join("certs/root-cert.pem")).unwrap();
+    assert!(cert.contains("BEGIN CERTIFICATE"));
+}

@@ -911,3 +911,32 @@ fn two_thousand_primaries_are_refused_quickly() {
         started.elapsed()
     );
 }
+
+/// Root keys in the encodings openssl writes (PKCS#1, SEC1 with or without
+/// its EC PARAMETERS block) load like PKCS#8 ones.
+#[test]
+fn root_keys_in_pkcs1_and_sec1_load() {
+    let fixtures =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/trust-encodings");
+    for name in ["rsa-pkcs1", "ec-sec1", "ec384-sec1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[mesh]\nid = \"m\"\n\n[trust]\nroot_cert = {:?}\nroot_key = {:?}\n\n\
+                 [[cluster]]\nname = \"a\"\ncontext = \"a\"\nnetwork = \"n\"\nrole = \"primary\"\n",
+                fixtures.join(format!("{name}-cert.pem")),
+                fixtures.join(format!("{name}-key.pem")),
+            ),
+        )
+        .unwrap();
+        let mesh = config::load(&path).unwrap_or_else(|d| panic!("{name}: {}", d.render(false)));
+        assert!(
+            mesh.trust
+                .unwrap()
+                .root_cert_pem
+                .contains("BEGIN CERTIFICATE")
+        );
+    }
+}

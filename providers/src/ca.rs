@@ -4,7 +4,13 @@
 //! files and the Secret are read and written by the callers.
 //!
 //! Private keys only ever travel as [`Sensitive`]: they print as their
-//! fingerprint, and nothing here logs or returns them otherwise.
+//! fingerprint, and nothing here logs or returns them otherwise (messages
+//! about a key name its problem, never its content).
+//!
+//! [`check_root`] is the one check of a root, run by `mesh validate` (every
+//! command loads the mesh file) and again by `plug-ca` before it signs: a
+//! root it accepts signs intermediates that istiod can sign workload
+//! certificates with, for as long as they are valid.
 
 use crate::rendered::{Sensitive, sha256_hex};
 use rcgen::{
@@ -12,6 +18,9 @@ use rcgen::{
     PublicKeyData,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use x509_parser::asn1_rs::{Any, Class, FromDer, Tag};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::pem::Pem;
 
 /// What a certificate says about itself, for plans, state and checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,33 +35,35 @@ pub struct CertInfo {
     pub issuer: String,
 }
 
-/// Reads the first certificate of a PEM text.
-pub fn inspect(cert_pem: &str) -> Result<CertInfo, String> {
+/// The first certificate of a PEM text.
+fn read_cert(cert_pem: &str) -> Result<Pem, String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
         .map_err(|e| format!("not a PEM certificate ({e})"))?;
     if pem.label != "CERTIFICATE" {
         return Err(format!("a PEM `{}` block, not a CERTIFICATE", pem.label));
     }
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| format!("not an X.509 certificate ({e})"))?;
-    Ok(CertInfo {
+    Ok(pem)
+}
+
+fn parse_cert(pem: &Pem) -> Result<X509Certificate<'_>, String> {
+    pem.parse_x509()
+        .map_err(|e| format!("not an X.509 certificate ({e})"))
+}
+
+fn info_of(pem: &Pem, cert: &X509Certificate<'_>) -> CertInfo {
+    CertInfo {
         sha256: sha256_hex(&pem.contents),
         not_after: cert.validity().not_after.timestamp(),
         is_ca: cert.is_ca(),
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
-    })
+    }
 }
 
-/// The SubjectPublicKeyInfo of a certificate (DER).
-fn certificate_spki(cert_pem: &str) -> Result<Vec<u8>, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-        .map_err(|e| format!("not a PEM certificate ({e})"))?;
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| format!("not an X.509 certificate ({e})"))?;
-    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
+/// Reads the first certificate of a PEM text.
+pub fn inspect(cert_pem: &str) -> Result<CertInfo, String> {
+    let pem = read_cert(cert_pem)?;
+    Ok(info_of(&pem, &parse_cert(&pem)?))
 }
 
 /// Now, in seconds since the epoch.
@@ -74,11 +85,35 @@ pub fn date(secs: i64) -> String {
 pub enum RootProblem {
     /// The certificate file's content is not a PEM certificate.
     Cert(String),
-    /// The key file's content is not a PEM private key.
+    /// The key file's content is not a private key mesh can sign with.
     Key(String),
     NotCa,
+    /// notBefore is in the future: nothing it signs verifies until then.
+    NotYetValid {
+        not_before: i64,
+    },
     Expired {
         not_after: i64,
+    },
+    /// basicConstraints pathlen:0: no CA may be below it, and each
+    /// primary's intermediate is one.
+    PathLenZero,
+    /// keyUsage is present without keyCertSign: it may sign no certificate.
+    NoKeyCertSign,
+    /// extendedKeyUsage is present without serverAuth or clientAuth: the
+    /// workload certificates below it (mutual TLS: both) fail verification
+    /// in verifiers that check the chain's usages (Go, OpenSSL).
+    ExtendedKeyUsage {
+        missing: &'static str,
+    },
+    /// The root expires before an intermediate signed now would: the
+    /// chain, and every workload certificate below it, stops verifying
+    /// when the root does, while istiod still uses the intermediate.
+    Outlived {
+        not_after: i64,
+        intermediate_days: u32,
+        /// Whole days the root has left: the longest intermediate that fits.
+        days_left: i64,
     },
     KeyMismatch,
 }
@@ -87,14 +122,46 @@ impl std::fmt::Display for RootProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RootProblem::Cert(e) => write!(f, "the root certificate cannot be read: {e}"),
-            RootProblem::Key(e) => write!(f, "the root key cannot be read: {e}"),
+            RootProblem::Key(e) => write!(f, "the root key cannot be used: {e}"),
             RootProblem::NotCa => write!(
                 f,
                 "the root certificate is not a CA (no basicConstraints CA:true)"
             ),
+            RootProblem::NotYetValid { not_before } => write!(
+                f,
+                "the root certificate is not valid before {} (its notBefore is in the future): \
+                 nothing it signs verifies until then",
+                date(*not_before)
+            ),
             RootProblem::Expired { not_after } => {
                 write!(f, "the root certificate expired on {}", date(*not_after))
             }
+            RootProblem::PathLenZero => write!(
+                f,
+                "the root certificate has basicConstraints pathlen:0: it cannot sign an \
+                 intermediate CA, and each primary's istiod signs with one"
+            ),
+            RootProblem::NoKeyCertSign => write!(
+                f,
+                "the root certificate's keyUsage lacks keyCertSign: it may not sign certificates"
+            ),
+            RootProblem::ExtendedKeyUsage { missing } => write!(
+                f,
+                "the root certificate's extendedKeyUsage lacks {missing}: workload certificates \
+                 below it need serverAuth and clientAuth (mutual TLS), and verifiers check the \
+                 whole chain"
+            ),
+            RootProblem::Outlived {
+                not_after,
+                intermediate_days,
+                ..
+            } => write!(
+                f,
+                "the root certificate expires on {}, before the intermediates it signs would \
+                 (intermediate_days = {intermediate_days}): their certificates would stop \
+                 verifying when the root does",
+                date(*not_after)
+            ),
             RootProblem::KeyMismatch => {
                 write!(f, "the root key is not the key of the root certificate")
             }
@@ -102,30 +169,207 @@ impl std::fmt::Display for RootProblem {
     }
 }
 
-/// Checks a root: a CA certificate, not expired at `now`, and (when the key
-/// is given) the key belongs to it.
+/// Checks that a root can do its job: sign, from `now`, intermediates
+/// valid `intermediate_days` that sign workload certificates. That is a
+/// CA certificate, valid now, whose basicConstraints allow a CA below it
+/// (no pathlen, or at least 1), whose keyUsage (if any) has keyCertSign,
+/// whose extendedKeyUsage (if any) allows serverAuth and clientAuth, and
+/// that outlives the intermediates; and (when the key is given) a key
+/// mesh can sign with that belongs to it.
 pub fn check_root(
     cert_pem: &str,
     key_pem: Option<&Sensitive>,
     now: i64,
+    intermediate_days: u32,
 ) -> Result<CertInfo, RootProblem> {
-    let info = inspect(cert_pem).map_err(RootProblem::Cert)?;
+    let pem = read_cert(cert_pem).map_err(RootProblem::Cert)?;
+    let cert = parse_cert(&pem).map_err(RootProblem::Cert)?;
+    let info = info_of(&pem, &cert);
     if !info.is_ca {
         return Err(RootProblem::NotCa);
+    }
+    let not_before = cert.validity().not_before.timestamp();
+    if not_before > now {
+        return Err(RootProblem::NotYetValid { not_before });
     }
     if info.not_after <= now {
         return Err(RootProblem::Expired {
             not_after: info.not_after,
         });
     }
+    // is_ca read basicConstraints already; a second one (which x509-parser
+    // reports as an error) made is_ca false.
+    if let Ok(Some(bc)) = cert.basic_constraints()
+        && bc.value.path_len_constraint == Some(0)
+    {
+        return Err(RootProblem::PathLenZero);
+    }
+    match cert.key_usage() {
+        Ok(Some(ku)) if !ku.value.key_cert_sign() => return Err(RootProblem::NoKeyCertSign),
+        Ok(_) => {}
+        Err(e) => {
+            return Err(RootProblem::Cert(format!(
+                "its keyUsage is unreadable ({e})"
+            )));
+        }
+    }
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if !eku.value.any => {
+            let missing = match (eku.value.server_auth, eku.value.client_auth) {
+                (true, true) => None,
+                (true, false) => Some("clientAuth"),
+                (false, true) => Some("serverAuth"),
+                (false, false) => Some("serverAuth and clientAuth"),
+            };
+            if let Some(missing) = missing {
+                return Err(RootProblem::ExtendedKeyUsage { missing });
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(RootProblem::Cert(format!(
+                "its extendedKeyUsage is unreadable ({e})"
+            )));
+        }
+    }
+    if now + i64::from(intermediate_days) * 86400 > info.not_after {
+        return Err(RootProblem::Outlived {
+            not_after: info.not_after,
+            intermediate_days,
+            days_left: (info.not_after - now) / 86400,
+        });
+    }
     if let Some(key) = key_pem {
-        let pair = KeyPair::from_pem(key.expose()).map_err(|e| RootProblem::Key(e.to_string()))?;
-        let spki = certificate_spki(cert_pem).map_err(RootProblem::Cert)?;
-        if pair.subject_public_key_info() != spki {
+        let pair = key_pair(key).map_err(RootProblem::Key)?;
+        if pair.subject_public_key_info() != cert.tbs_certificate.subject_pki.raw {
             return Err(RootProblem::KeyMismatch);
         }
     }
     Ok(info)
+}
+
+/// A PEM private key as rcgen signs with it. ring reads PKCS#8 only, but
+/// `openssl genrsa -traditional` (and OpenSSL 1.x's `genrsa`, which Istio's
+/// cert recipe runs) writes PKCS#1, and `openssl ecparam -genkey` SEC1:
+/// both are rewrapped, unchanged, in the PKCS#8 envelope. The key's
+/// content never reaches a message: the errors are fixed phrases.
+fn key_pair(key: &Sensitive) -> Result<KeyPair, String> {
+    let text = key.expose();
+    // Legacy PEM encryption puts headers in the block, which the PEM
+    // reader would report as bad base64: name the real problem.
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(ENCRYPTED.into());
+    }
+    // `openssl ecparam -genkey` writes the curve first, in its own block.
+    let mut curve_block: Option<Vec<u8>> = None;
+    for block in Pem::iter_from_buffer(text.as_bytes()) {
+        let block = block.map_err(|_| {
+            "it is not valid PEM (a BEGIN line without its END, or bad base64)".to_string()
+        })?;
+        let pkcs8 = match block.label.as_str() {
+            "PRIVATE KEY" => block.contents,
+            "RSA PRIVATE KEY" => pkcs8(&RSA_ALGORITHM, &block.contents),
+            "EC PRIVATE KEY" => {
+                let curve = sec1_curve(&block.contents, curve_block.as_deref())?;
+                let algorithm = der(0x30, &[EC_PUBLIC_KEY_OID.as_slice(), &curve].concat());
+                pkcs8(&algorithm, &block.contents)
+            }
+            "EC PARAMETERS" => {
+                curve_block = Some(block.contents);
+                continue;
+            }
+            "ENCRYPTED PRIVATE KEY" => return Err(ENCRYPTED.into()),
+            // A certificate kept in the same file, say.
+            _ => continue,
+        };
+        return KeyPair::try_from(pkcs8.as_slice()).map_err(|_| {
+            "it is damaged or of a type mesh cannot sign with \
+             (RSA of 2048 to 8192 bits, ECDSA P-256 or P-384, and Ed25519 are)"
+                .to_string()
+        });
+    }
+    Err(
+        "it holds no private key (a PEM block PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+            .into(),
+    )
+}
+
+const ENCRYPTED: &str = "it is encrypted, and mesh reads it without a passphrase: \
+                         decrypt it (`openssl pkey -in KEY -out KEY.plain`), keep it mode 0600";
+
+/// AlgorithmIdentifier rsaEncryption (1.2.840.113549.1.1.1), NULL parameters.
+const RSA_ALGORITHM: [u8; 15] = [
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+/// OBJECT IDENTIFIER id-ecPublicKey (1.2.840.10045.2.1).
+const EC_PUBLIC_KEY_OID: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// OBJECT IDENTIFIER prime256v1 (1.2.840.10045.3.1.7).
+const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// OBJECT IDENTIFIER secp384r1 (1.3.132.0.34).
+const P384_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// A DER element: `tag`, the length, `content`.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// PKCS#8 PrivateKeyInfo (version 0) around a PKCS#1 or SEC1 key.
+fn pkcs8(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
+    der(
+        0x30,
+        &[&[0x02, 0x01, 0x00][..], algorithm, &der(0x04, key)].concat(),
+    )
+}
+
+/// The curve of a SEC1 ECPrivateKey, as an OID element: its own
+/// parameters ([0]), else the EC PARAMETERS block, else its private key's
+/// length (32 bytes P-256, 48 P-384).
+fn sec1_curve(sec1: &[u8], params_block: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    const BAD: &str = "its EC PRIVATE KEY block is not a SEC1 key";
+    let (_, key) = Any::from_der(sec1).map_err(|_| BAD.to_string())?;
+    if key.header.tag() != Tag::Sequence {
+        return Err(BAD.into());
+    }
+    let mut rest = key.data;
+    let mut params = None;
+    let mut secret_len = 0;
+    while !rest.is_empty() {
+        let (r, item) = Any::from_der(rest).map_err(|_| BAD.to_string())?;
+        rest = r;
+        if item.header.class() == Class::ContextSpecific && item.header.tag() == Tag(0) {
+            params = Some(item.data);
+        } else if item.header.tag() == Tag::OctetString {
+            secret_len = item.data.len();
+        }
+    }
+    let curve = match params.or(params_block) {
+        Some(p) => p.to_vec(),
+        None if secret_len == 32 => P256_OID.to_vec(),
+        None if secret_len == 48 => P384_OID.to_vec(),
+        None => return Err("its EC PRIVATE KEY names no curve".into()),
+    };
+    if curve.first() != Some(&0x06) {
+        return Err(
+            "its curve is given by explicit parameters: write it with a named curve \
+             (`openssl ec -in KEY -param_enc named_curve -out KEY.named`)"
+                .into(),
+        );
+    }
+    if curve != P256_OID && curve != P384_OID {
+        return Err("its curve is not one mesh can sign with (ECDSA P-256 or P-384)".into());
+    }
+    Ok(curve)
 }
 
 /// A new root CA (ECDSA P-256, ten years): `(certificate PEM, key PEM)`.
@@ -173,8 +417,14 @@ pub fn intermediate(
     cluster: &str,
     days: u32,
 ) -> Result<Intermediate, String> {
-    let root_key = KeyPair::from_pem(root_key.expose())
-        .map_err(|e| format!("the root key cannot be read: {e}"))?;
+    // The same check as `mesh validate`: no intermediate from a root that
+    // cannot carry it.
+    check_root(root_cert_pem, Some(root_key), now(), days).map_err(|p| p.to_string())?;
+    let (root_not_before, root_not_after) = read_cert(root_cert_pem).and_then(|pem| {
+        let v = parse_cert(&pem)?.validity().clone();
+        Ok((v.not_before.to_datetime(), v.not_after.to_datetime()))
+    })?;
+    let root_key = key_pair(root_key).map_err(|e| RootProblem::Key(e).to_string())?;
     let issuer = Issuer::from_ca_cert_pem(root_cert_pem, root_key)
         .map_err(|e| format!("the root certificate cannot be used to sign: {e}"))?;
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
@@ -196,8 +446,11 @@ pub fn intermediate(
     ];
     params.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - Duration::from_secs(3600);
-    params.not_after = now + Duration::from_secs(u64::from(days) * 86400);
+    // An hour back for clock skew, but within the root's validity, as a
+    // chain must be (check_root made sure the root outlives `days`; the
+    // bound only absorbs the second that passed since).
+    params.not_before = (now - Duration::from_secs(3600)).max(root_not_before);
+    params.not_after = (now + Duration::from_secs(u64::from(days) * 86400)).min(root_not_after);
     let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
     let cert_pem = cert.pem();
     let info = inspect(&cert_pem)?;
@@ -223,7 +476,7 @@ mod tests {
     #[test]
     fn a_new_root_passes_its_checks_and_signs_intermediates() {
         let (cert, key) = new_root("mesh test root").unwrap();
-        let info = check_root(&cert, Some(&key), now()).unwrap();
+        let info = check_root(&cert, Some(&key), now(), 365).unwrap();
         assert!(info.is_ca);
         assert!(info.not_after > now() + 9 * 365 * 86400);
         let i = intermediate(&cert, &key, "cluster1", 30).unwrap();
@@ -241,23 +494,27 @@ mod tests {
         let (cert, _) = new_root("a").unwrap();
         let (_, other_key) = new_root("b").unwrap();
         assert_eq!(
-            check_root(&cert, Some(&other_key), now()),
+            check_root(&cert, Some(&other_key), now(), 365),
             Err(RootProblem::KeyMismatch)
         );
         assert!(matches!(
-            check_root(&cert, None, now() + 11 * 365 * 86400),
+            check_root(&cert, None, now() + 11 * 365 * 86400, 365),
             Err(RootProblem::Expired { .. })
         ));
         let (root, root_key) = new_root("r").unwrap();
         let leaf = intermediate(&root, &root_key, "c", 1).unwrap();
-        // An intermediate is a CA; a PEM that is not a certificate is named.
-        assert!(check_root(&leaf.cert_pem, None, now()).is_ok());
+        // An intermediate (pathlen:0) is a CA but cannot be the mesh's root:
+        // it can sign no intermediate. A PEM that is not a certificate is named.
+        assert_eq!(
+            check_root(&leaf.cert_pem, None, now(), 1),
+            Err(RootProblem::PathLenZero)
+        );
         assert!(matches!(
-            check_root("hello", None, now()),
+            check_root("hello", None, now(), 365),
             Err(RootProblem::Cert(_))
         ));
         assert!(matches!(
-            check_root(&cert, Some(&Sensitive::new("nope")), now()),
+            check_root(&cert, Some(&Sensitive::new("nope")), now(), 365),
             Err(RootProblem::Key(_))
         ));
         assert_eq!(date(86400 * 365), "1971-01-01");

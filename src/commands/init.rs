@@ -1,8 +1,13 @@
 //! `mesh init`: a first, commented mesh file for the user's kubeconfig
-//! contexts, so nobody starts from a blank page.
+//! contexts, so nobody starts from a blank page. `mesh ca init`: a new root
+//! of trust, its two files written together or not at all (a key without
+//! its certificate would make the rerun refuse), in a folder only the user
+//! can read.
 
 use crate::cli::Cli;
 use anyhow::{Context, Result, bail};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 /// A DNS-1123 label made from a context name (`kind-cluster1` stays,
 /// `gke_proj_zone_name` becomes `gke-proj-zone-name`), unique among `taken`.
@@ -151,11 +156,29 @@ pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
             );
         }
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let existed = std::fs::symlink_metadata(&dir).is_ok();
+    create_private_dir(&dir)?;
     let (cert, key) = providers::ca::new_root("mesh root CA")
         .map_err(|e| anyhow::anyhow!("making the root: {e}"))?;
-    write_new(&key_path, key.expose(), 0o600)?;
-    write_new(&cert_path, &cert, 0o644)?;
+    let files = [
+        NewFile {
+            path: &key_path,
+            content: key.expose().as_bytes(),
+            mode: 0o600,
+        },
+        NewFile {
+            path: &cert_path,
+            content: cert.as_bytes(),
+            mode: 0o644,
+        },
+    ];
+    if let Err(e) = write_all_or_none(&dir, &files, |f, bytes| f.write_all(bytes)) {
+        if !existed {
+            // Only if empty: then nothing of this run is left.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(e);
+    }
     let info = providers::ca::inspect(&cert).map_err(|e| anyhow::anyhow!(e))?;
     crate::outln!(
         "Wrote {} (sha256:{}, valid until {}) and its key {} (mode 0600).\n\
@@ -171,19 +194,92 @@ pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
     Ok(0)
 }
 
-/// Writes a new file (never replacing one, never following a link) with `mode`.
-fn write_new(path: &std::path::Path, text: &str, mode: u32) -> Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+/// Creates `dir` and its missing parents 0700 whatever the umask: the
+/// folder holds the root key.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// A file [`write_all_or_none`] creates.
+struct NewFile<'a> {
+    path: &'a Path,
+    content: &'a [u8],
+    mode: u32,
+}
+
+/// Writes `files` (all in `dir`) all or none, never replacing a file: each
+/// goes to a new temporary file in `dir`, written with `write` (a parameter
+/// so that tests can fail it) and synced; then each is hard-linked to its
+/// name, which fails if the name exists; then `dir` is synced. On any
+/// failure, whatever this call wrote is removed.
+fn write_all_or_none(
+    dir: &Path,
+    files: &[NewFile<'_>],
+    write: impl Fn(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut temps: Vec<PathBuf> = Vec::new();
+    let mut linked: Vec<&Path> = Vec::new();
+    let mut run = || -> Result<()> {
+        for f in files {
+            let tmp = temp_beside(f.path);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, f.mode);
+            let mut file = options
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            temps.push(tmp);
+            write(&mut file, f.content)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", f.path.display()))?;
+        }
+        for (f, tmp) in files.iter().zip(&temps) {
+            std::fs::hard_link(tmp, f.path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow::anyhow!(
+                        "{} exists already: mesh ca init never overwrites a root (the mesh's workloads trust it). \
+                         Move it away first, or name another folder: mesh ca init DIR",
+                        f.path.display()
+                    )
+                } else {
+                    anyhow::Error::new(e).context(format!("creating {}", f.path.display()))
+                }
+            })?;
+            linked.push(f.path);
+        }
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))
+    };
+    let result = run();
+    for tmp in &temps {
+        let _ = std::fs::remove_file(tmp);
+    }
+    if result.is_err() {
+        for p in &linked {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
+}
+
+/// `DIR/.NAME.PID.NANOS.tmp`: unique to this run, hidden, beside `path`
+/// (a hard link cannot cross file systems).
+fn temp_beside(path: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.{}.{nanos}.tmp", std::process::id()))
 }
 
 #[cfg(test)]
@@ -215,5 +311,65 @@ mod tests {
         let mesh = engine::config::parse(&text, std::path::Path::new("mesh.toml")).expect("valid");
         assert_eq!(mesh.clusters.len(), 3);
         assert_eq!(mesh.clusters[2].primary.as_deref(), Some("kind-cluster1"));
+    }
+
+    /// A write that fails (a full disk) after the first file leaves neither
+    /// file nor temporary file, so the rerun succeeds.
+    #[test]
+    fn a_failed_second_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
+        let files = [
+            NewFile {
+                path: &a,
+                content: b"first",
+                mode: 0o600,
+            },
+            NewFile {
+                path: &b,
+                content: b"second",
+                mode: 0o644,
+            },
+        ];
+        let calls = std::cell::Cell::new(0);
+        let full_after_one = |f: &mut std::fs::File, bytes: &[u8]| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 2 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            f.write_all(bytes)
+        };
+        let e = write_all_or_none(dir.path(), &files, full_after_one).unwrap_err();
+        assert!(format!("{e:#}").contains("writing"), "{e:#}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_all_or_none(dir.path(), &files, |f, b| f.write_all(b)).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    /// A name taken while the files were written is not replaced, and the
+    /// file already linked is taken back.
+    #[test]
+    fn an_existing_file_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pem"), dir.path().join("b.pem"));
+        std::fs::write(&b, "theirs").unwrap();
+        let files = [
+            NewFile {
+                path: &a,
+                content: b"ours",
+                mode: 0o600,
+            },
+            NewFile {
+                path: &b,
+                content: b"ours",
+                mode: 0o644,
+            },
+        ];
+        let e = write_all_or_none(dir.path(), &files, |f, b| f.write_all(b)).unwrap_err();
+        assert!(e.to_string().contains("exists already"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "theirs");
+        assert!(!a.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -155,30 +155,74 @@ fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
     let cert = read(&trust.root_cert, &cert_span, "root certificate")?;
     let key = providers::Sensitive::new(read(&trust.root_key, &key_span, "root key")?);
     use providers::ca::RootProblem;
-    if let Err(problem) = providers::ca::check_root(&cert, Some(&key), providers::ca::now()) {
+    // The check plug-ca runs before it signs, run here so that a root that
+    // cannot do its job stops every command before anything runs.
+    let checked = providers::ca::check_root(
+        &cert,
+        Some(&key),
+        providers::ca::now(),
+        trust.intermediate_days,
+    );
+    if let Err(problem) = checked {
+        const NEW_ROOT: &str = "`mesh ca init DIR` makes one";
         let (span, help) = match &problem {
             RootProblem::Key(_) => (
                 key_span,
-                "root_key must be the PEM private key of root_cert",
+                "root_key must be the PEM private key of root_cert (PKCS#8, PKCS#1 or SEC1, unencrypted)"
+                    .to_string(),
             ),
             RootProblem::KeyMismatch => (
                 key_span,
-                "point root_key at the key the root certificate was made with",
+                "point root_key at the key the root certificate was made with".to_string(),
             ),
             RootProblem::NotCa => (
                 cert_span,
-                "root_cert must be a CA certificate (basicConstraints CA:true)",
+                "root_cert must be a CA certificate (basicConstraints CA:true)".to_string(),
             ),
             RootProblem::Expired { .. } => (
                 cert_span,
-                "make a new root (`mesh ca init`) and plan: every primary's intermediate is then rotated",
+                "make a new root (`mesh ca init`) and plan: every primary's intermediate is then rotated"
+                    .to_string(),
             ),
-            RootProblem::Cert(_) => (cert_span, "root_cert must be a PEM certificate"),
+            RootProblem::NotYetValid { .. } => (
+                cert_span,
+                format!(
+                    "make a root valid from now (was the clock of the machine that made it ahead?); {NEW_ROOT}"
+                ),
+            ),
+            RootProblem::PathLenZero => (
+                cert_span,
+                format!(
+                    "make a root with basicConstraints CA:true and no pathlen (or pathlen:1 or more); {NEW_ROOT}"
+                ),
+            ),
+            RootProblem::NoKeyCertSign => (
+                cert_span,
+                format!("make a root whose keyUsage has keyCertSign (and cRLSign); {NEW_ROOT}"),
+            ),
+            RootProblem::ExtendedKeyUsage { .. } => (
+                cert_span,
+                format!(
+                    "make a root without extendedKeyUsage (or with serverAuth and clientAuth); {NEW_ROOT}"
+                ),
+            ),
+            RootProblem::Outlived { days_left, .. } if *days_left >= 1 => (
+                cert_span,
+                format!(
+                    "set [trust] intermediate_days to at most {days_left}, or use a root that outlives the \
+                     intermediates ({NEW_ROOT}, valid ten years)"
+                ),
+            ),
+            RootProblem::Outlived { .. } => (
+                cert_span,
+                format!("the root expires within a day: use a new one ({NEW_ROOT}, valid ten years)"),
+            ),
+            RootProblem::Cert(_) => (cert_span, "root_cert must be a PEM certificate".to_string()),
         };
         return Err(Diagnostics(vec![loc.at(
             span,
             problem.to_string(),
-            Some(help.into()),
+            Some(help),
         )]));
     }
     #[cfg(unix)]

@@ -106,7 +106,7 @@ impl Kind for PlugCa {
         ))
     })?;
         let key = Sensitive::new(key);
-        crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now())
+        crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now(), input.days)
             .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
         cx.say("making an intermediate CA…");
         let ca = crate::ca::intermediate(&input.root_cert_pem, &key, &input.cluster, input.days)

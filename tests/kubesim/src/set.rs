@@ -81,6 +81,16 @@ pub fn file_name_of(name: &str) -> String {
     out
 }
 
+/// Creates `dir` and its missing parents 0700 whatever the umask: the
+/// folder holds admin tokens and CA keys.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_private(path, bytes, true)
 }
@@ -130,7 +140,7 @@ impl ClusterSet {
     /// Starts the clusters named `names` (and any others saved in `dir`),
     /// creating those that are new. Refused when another process serves `dir`.
     pub async fn open(dir: &Path, names: &[&str], options: Options) -> Result<ClusterSet> {
-        std::fs::create_dir_all(dir.join("clusters"))
+        create_private_dir(&dir.join("clusters"))
             .with_context(|| format!("creating {}", dir.display()))?;
         let lock = OpenOptions::new()
             .read(true)
@@ -269,7 +279,7 @@ impl ClusterSet {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for e in &entries {
             let one = kubeconfig::context_file(&path, e.context);
             write_private(
