@@ -44,7 +44,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub async fn open(dir: &Path, mesh: &MeshFile) -> Result<Sandbox> {
-        std::fs::create_dir_all(dir)
+        // 0700: the folder holds the clusters' CA keys and admin tokens.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
             .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
         let contexts: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
         if let Some(running) = kubesim::ClusterSet::running_in(dir) {

@@ -101,7 +101,7 @@ impl SavedPlan {
     }
 
     pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
-        let bytes = std::fs::read(path).map_err(|source| SavedPlanError::Read {
+        let bytes = read_bounded(path).map_err(|source| SavedPlanError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -184,4 +184,36 @@ impl SavedPlan {
         }
         Ok(())
     }
+}
+
+/// The largest saved plan read: far above any plan (a 1,010-cluster fleet's
+/// is a few MiB), far below what would exhaust memory.
+const PLAN_FILE_LIMIT: u64 = 256 << 20;
+
+/// A regular file's bytes, up to [`PLAN_FILE_LIMIT`]: a FIFO or a device
+/// named as the plan is refused at once (opened without blocking), and
+/// never read without end.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let not_regular = || std::io::Error::other("it is not a regular file");
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    file.take(PLAN_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > PLAN_FILE_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} MiB, more than a saved plan may be",
+            PLAN_FILE_LIMIT >> 20
+        )));
+    }
+    Ok(bytes)
 }

@@ -472,10 +472,20 @@ impl Worker {
                 if is_mesh { "" } else { ": is it a mesh state?" }
             )));
         };
+        // Bounded as a local state file is: a small Secret must not
+        // unpack into gigabytes.
+        let limit = state::local::STATE_FILE_LIMIT;
         let mut json = Vec::new();
         GzDecoder::new(&gz.0[..])
+            .take(limit + 1)
             .read_to_end(&mut json)
             .map_err(|e| corrupt(format!("`{KEY}` is not gzip ({e})")))?;
+        if json.len() as u64 > limit {
+            return Err(corrupt(format!(
+                "`{KEY}` unpacks to more than {} MiB, more than a state may be",
+                limit >> 20
+            )));
+        }
         state::parse_state(&self.location.path(), &json)
     }
 

@@ -26,7 +26,9 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
     if let Some(dir) = &cli.sandbox
         && !matches!(cli.command, Command::SandboxIstioctl { .. })
     {
-        std::fs::create_dir_all(dir)
+        // 0700: the folder holds the clusters' CA keys and admin tokens.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
             .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
     }
     match &cli.command {

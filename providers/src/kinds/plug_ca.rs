@@ -99,12 +99,16 @@ impl Kind for PlugCa {
         rendered: &Rendered,
         _previous: Option<&Recorded<'_>>,
     ) -> Result<Applied, StepError> {
-        let key = std::fs::read_to_string(&input.root_key).map_err(|e| {
-        StepError::Failed(format!(
-            "cannot read the root key {}: {e}. It is read at apply time only: check [trust] root_key",
-            input.root_key.display()
-        ))
-    })?;
+        // Only a regular file, and only up to 1 MiB, as when it was loaded.
+        let key = state::local::read_regular_file(&input.root_key, 1 << 20, "root key")
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|e| {
+                StepError::Failed(format!(
+                    "cannot read the root key {}: {e}. It is read at apply time only: \
+                     check [trust] root_key",
+                    input.root_key.display()
+                ))
+            })?;
         let key = Sensitive::new(key);
         crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now(), input.days)
             .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
