@@ -526,6 +526,65 @@ fn every_kind_of_change_re_applies_cleanly_and_destroy_leaves_nothing() {
             .exists("cluster1", "deployment", Some("istio-system"), "istiod")
     );
 
+    // Deep drift with the real istioctl's objects: the east-west gateway's
+    // Deployment, istiod's Service and the remote's injector webhook
+    // deleted, istiod scaled to zero. Each is seen, each comes back.
+    run.set.kubectl_ok(
+        "cluster1",
+        &[
+            "delete",
+            "deployment",
+            "-n",
+            "istio-system",
+            "istio-eastwestgateway",
+        ],
+    );
+    run.set.kubectl_ok(
+        "cluster1",
+        &["delete", "service", "-n", "istio-system", "istiod"],
+    );
+    run.set.kubectl_ok(
+        "cluster1",
+        &[
+            "scale",
+            "deployment",
+            "-n",
+            "istio-system",
+            "istiod",
+            "--replicas=0",
+        ],
+    );
+    let o = run.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "deep drift not seen");
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    for seen in [
+        "Deployment istio-system/istio-eastwestgateway missing",
+        "Service istio-system/istiod missing",
+        "Deployment istio-system/istiod scaled to 0 replicas",
+    ] {
+        assert!(plan.contains(seen), "{seen} not in the plan:\n{plan}");
+    }
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    assert_gateway_intact(&run);
+    assert!(
+        run.set
+            .exists("cluster1", "service", Some("istio-system"), "istiod")
+    );
+    let replicas = run.set.kubectl_ok(
+        "cluster1",
+        &[
+            "get",
+            "deployment",
+            "-n",
+            "istio-system",
+            "istiod",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas.trim(), "1");
+
     // Destroy leaves nothing of mesh's in either cluster; a second apply works.
     run.ok(&["destroy", "--auto-approve"]);
     for c in ["cluster1", "cluster2"] {

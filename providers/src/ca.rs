@@ -116,6 +116,11 @@ pub enum RootProblem {
         days_left: i64,
     },
     KeyMismatch,
+    /// The file holds more than one certificate: mesh would put them all in
+    /// every primary's `root-cert.pem` while plans fingerprint only one.
+    Bundle {
+        count: usize,
+    },
 }
 
 impl std::fmt::Display for RootProblem {
@@ -165,6 +170,11 @@ impl std::fmt::Display for RootProblem {
             RootProblem::KeyMismatch => {
                 write!(f, "the root key is not the key of the root certificate")
             }
+            RootProblem::Bundle { count } => write!(
+                f,
+                "the root certificate file holds {count} certificates: it must hold exactly \
+                 the mesh's one root"
+            ),
         }
     }
 }
@@ -182,6 +192,10 @@ pub fn check_root(
     now: i64,
     intermediate_days: u32,
 ) -> Result<CertInfo, RootProblem> {
+    let count = cert_pem.matches("-----BEGIN CERTIFICATE-----").count();
+    if count > 1 {
+        return Err(RootProblem::Bundle { count });
+    }
     let pem = read_cert(cert_pem).map_err(RootProblem::Cert)?;
     let cert = parse_cert(&pem).map_err(RootProblem::Cert)?;
     let info = info_of(&pem, &cert);

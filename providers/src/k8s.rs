@@ -14,7 +14,9 @@ pub const FIELD_MANAGER: &str = "mesh";
 pub const ISTIO_NAMESPACE: &str = "istio-system";
 
 /// The API resource of a rendered document (`apiVersion` + `kind`), for the
-/// kinds mesh applies directly.
+/// kinds mesh applies directly and the kinds istioctl installs (which refresh
+/// reads back). Any other kind is refused: a damaged state record must
+/// never make mesh touch objects it never made.
 pub fn resource_of(doc: &Value) -> Option<ApiResource> {
     let api_version = doc.get("apiVersion")?.as_str()?;
     let kind = doc.get("kind")?.as_str()?;
@@ -31,6 +33,17 @@ pub fn resource_of(doc: &Value) -> Option<ApiResource> {
         "Deployment" => "deployments",
         "ServiceAccount" => "serviceaccounts",
         "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration" => "validatingwebhookconfigurations",
+        "ConfigMap" => "configmaps",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "CustomResourceDefinition" => "customresourcedefinitions",
+        "EndpointSlice" => "endpointslices",
+        "HorizontalPodAutoscaler" => "horizontalpodautoscalers",
+        "PodDisruptionBudget" => "poddisruptionbudgets",
+        "DaemonSet" => "daemonsets",
         _ => return None,
     };
     Some(ApiResource {
@@ -242,6 +255,58 @@ pub async fn delete_and_wait(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Kinds that are not in a namespace, of those [`resource_of`] knows.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+/// References (`apiVersion`, `kind`, `metadata.name`, and
+/// `metadata.namespace` for namespaced kinds) to every object of the kinds
+/// `kinds` (`(apiVersion, kind)`) matching the label `selector`: in
+/// `namespace` for namespaced kinds, anywhere for the others. One list
+/// request per kind; a kind the cluster does not serve has none. Sorted.
+pub async fn list_labelled(
+    conn: &Connection,
+    kinds: &[(&str, &str)],
+    namespace: &str,
+    selector: &str,
+) -> Result<Vec<Value>, ClusterError> {
+    let mut found = Vec::new();
+    for (api_version, kind) in kinds {
+        let doc = serde_json::json!({"apiVersion": api_version, "kind": kind});
+        let ar = resource(&doc)?;
+        let namespaced = !CLUSTER_SCOPED.contains(kind);
+        let a = api(conn, &ar, namespaced.then_some(namespace));
+        let lp = kube::api::ListParams::default().labels(selector);
+        let listed = conn
+            .call(&format!("listing {kind}s labelled {selector}"), || async {
+                match a.list(&lp).await {
+                    Err(e) if is_absent(&e) => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        for obj in listed.map(|l| l.items).unwrap_or_default() {
+            let mut r = serde_json::json!({"apiVersion": api_version, "kind": kind,
+                "metadata": {"name": obj.metadata.name.unwrap_or_default()}});
+            if namespaced {
+                r["metadata"]["namespace"] = Value::from(namespace);
+            }
+            if let Some(labels) = obj.metadata.labels {
+                r["metadata"]["labels"] = serde_json::to_value(labels).unwrap_or_default();
+            }
+            found.push(r);
+        }
+    }
+    found.sort_by_key(describe);
+    Ok(found)
 }
 
 /// Deletes every object of the kinds `kinds` (`(apiVersion, kind, plural)`)

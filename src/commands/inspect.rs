@@ -155,10 +155,18 @@ pub fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8> {
     }
     for (id, r) in selected {
         for (k, v) in &r.outputs {
-            let v = v
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| v.to_string());
+            // A list (the objects an install made) is counted, not spread
+            // over one long line; the JSON form has it whole.
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => {
+                    format!(
+                        "({} entries: `mesh output --json {id}` lists them)",
+                        a.len()
+                    )
+                }
+                other => other.to_string(),
+            };
             crate::outln!("{id} {k} = {v}");
         }
     }

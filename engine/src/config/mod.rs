@@ -218,6 +218,12 @@ fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
                 format!("the root expires within a day: use a new one ({NEW_ROOT}, valid ten years)"),
             ),
             RootProblem::Cert(_) => (cert_span, "root_cert must be a PEM certificate".to_string()),
+            RootProblem::Bundle { .. } => (
+                cert_span,
+                "point root_cert at a file with the root alone: an intermediate or a second root \
+                 beside it would reach every primary's root-cert.pem unseen by plans"
+                    .to_string(),
+            ),
         };
         return Err(Diagnostics(vec![loc.at(
             span,

@@ -394,16 +394,45 @@ impl Kind for Attach {
         if let (Some(input), Some(live_sha)) = (input, &live_sha)
             && want == Some(live_sha.as_str())
         {
-            let token = live_kubeconfig
+            let kc = live_kubeconfig
                 .as_deref()
-                .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok())
-                .and_then(|kc| {
-                    kc.pointer("/users/0/user/token")
-                        .and_then(Value::as_str)
-                        .map(|t| Sensitive::new(t.to_string()))
-                });
+                .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok());
+            let token = kc.as_ref().and_then(|kc| {
+                kc.pointer("/users/0/user/token")
+                    .and_then(Value::as_str)
+                    .map(|t| Sensitive::new(t.to_string()))
+            });
             let remote = cx.env.clusters.connect(&remote_target(input)).await?;
             let current = reader_tokens(&remote, &input.reader).await?;
+            // The kubeconfig must reach this cluster: its server and CA.
+            let server = input.api_server.as_deref().unwrap_or(&remote.server);
+            let live_server = kc
+                .as_ref()
+                .and_then(|kc| kc.pointer("/clusters/0/cluster/server"))
+                .and_then(Value::as_str);
+            if live_server != Some(server) {
+                obs.drift.push(format!(
+                    "Secret istio-system/{name} points at {}, not at `{}`'s API server {server}",
+                    live_server.map_or("no server".into(), crate::rendered::shown),
+                    input.remote
+                ));
+            }
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let live_ca = kc
+                .as_ref()
+                .and_then(|kc| kc.pointer("/clusters/0/cluster/certificate-authority-data"))
+                .and_then(Value::as_str)
+                .and_then(|d| b64.decode(d).ok());
+            if !current.is_empty()
+                && !current
+                    .iter()
+                    .any(|(_, _, ca)| Some(ca.as_slice()) == live_ca.as_deref())
+            {
+                obs.drift.push(format!(
+                    "Secret istio-system/{name} trusts another CA than `{}`'s",
+                    input.remote
+                ));
+            }
             let still_valid = token
                 .as_ref()
                 .is_some_and(|t| current.iter().any(|(_, c, _)| c.sha256() == t.sha256()));

@@ -67,6 +67,14 @@ impl IstioctlInstall for InstallControlPlane {
     const WHAT: &'static str = "control plane";
     /// Uninstalled with `--purge`, and istio-system deleted with it.
     const UNINSTALL: Uninstall = Uninstall::PurgeAndNamespace;
+    const OWNER: &'static str = NAME;
+    /// What makes this istiod this mesh's control plane of this cluster.
+    const DEFINING: &'static [(&'static str, &'static str)] = &[
+        ("/global/meshID", "meshID"),
+        ("/global/multiCluster/clusterName", "clusterName"),
+        ("/global/network", "network"),
+        ("/pilot/env/EXTERNAL_ISTIOD", "EXTERNAL_ISTIOD"),
+    ];
     type Input = Input;
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {

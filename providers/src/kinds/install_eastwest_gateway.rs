@@ -86,6 +86,7 @@ impl IstioctlInstall for InstallEastwestGateway {
         component: "IngressGateways",
         owner: IOP_NAME,
     };
+    const OWNER: &'static str = IOP_NAME;
     type Input = Input;
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {

@@ -73,6 +73,13 @@ impl IstioctlInstall for InstallRemote {
     const WHAT: &'static str = "remote profile";
     /// `--purge`; the remote's istio-system is its prepare-namespace step's.
     const UNINSTALL: Uninstall = Uninstall::Purge;
+    const OWNER: &'static str = NAME;
+    /// Where the remote's workloads find their control plane.
+    const DEFINING: &'static [(&'static str, &'static str)] = &[
+        ("/global/remotePilotAddress", "remotePilotAddress"),
+        ("/istiodRemote/injectionPath", "injectionPath"),
+        ("/global/network", "network"),
+    ];
     type Input = Input;
 
     fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {

@@ -2,8 +2,19 @@
 //! gateway and the remote profile are each `istioctl install -y -f -` of one
 //! rendered IstioOperator, read back by the objects it owns, and undone by
 //! an uninstall or by deleting what carries its labels. Each of those kinds
-//! implements [`IstioctlInstall`] (its document, its objects, how it is
-//! undone) and gets [`Kind`] from the blanket impl below.
+//! implements [`IstioctlInstall`] (its document, its objects, the values
+//! that define the mesh, how it is undone) and gets [`Kind`] from the
+//! blanket impl below.
+//!
+//! Deep drift: after an install, every object istioctl made for the
+//! IstioOperator (found by its owner and revision labels) is recorded as the
+//! step's output `objects`; a refresh reads each back (one request each), so
+//! a deleted Deployment, Service or webhook, or a Deployment scaled to zero,
+//! is drift. The values that define the mesh (meshID, clusterName, network,
+//! the external-istiod setting, the remote's pilot address and injection
+//! path) are compared with the `merged-values` istioctl leaves in ConfigMap
+//! `values` (`values-<revision>`), so a re-install by hand with other values
+//! is drift too.
 
 use crate::env::Ctx;
 use crate::env::{Applied, Recorded, StepError};
@@ -127,6 +138,139 @@ const GATEWAY_KINDS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The output that records the objects an install made.
+pub const OBJECTS: &str = "objects";
+
+/// The kinds istioctl's charts render, where an install's objects are
+/// looked for after it ran (`(apiVersion, kind)`).
+const ISTIO_KINDS: &[(&str, &str)] = &[
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("v1", "ServiceAccount"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+];
+
+/// The labels istioctl puts on what it installs for one IstioOperator.
+const OWNER_LABEL: &str = "install.operator.istio.io/owning-resource";
+const REVISION_LABEL: &str = "istio.io/rev";
+
+/// Every object istioctl made for the IstioOperator `doc`: its owner label,
+/// and its revision where the object carries one (two revisions of one
+/// named IstioOperator share the owner label). As references, sorted.
+async fn installed_objects(
+    conn: &crate::cluster::Connection,
+    doc: Option<&Value>,
+    default_owner: &str,
+) -> Result<Vec<Value>, StepError> {
+    let owner = doc
+        .and_then(|d| d.pointer("/metadata/name"))
+        .and_then(Value::as_str)
+        .unwrap_or(default_owner);
+    let revision = revision_of(doc);
+    let listed = crate::k8s::list_labelled(
+        conn,
+        ISTIO_KINDS,
+        crate::k8s::ISTIO_NAMESPACE,
+        &format!("{OWNER_LABEL}={owner}"),
+    )
+    .await?;
+    Ok(listed
+        .into_iter()
+        .filter(|o| {
+            o.pointer("/metadata/labels")
+                .and_then(|l| l.get(REVISION_LABEL))
+                .and_then(Value::as_str)
+                .is_none_or(|r| r == revision)
+        })
+        .map(|mut o| {
+            if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("labels");
+            }
+            o
+        })
+        .collect())
+}
+
+/// The objects recorded by the install, when the record has them (states
+/// written before mesh recorded them fall back to `owned`).
+fn recorded_objects(recorded: &Recorded<'_>) -> Option<Vec<Value>> {
+    recorded
+        .outputs
+        .get(OBJECTS)?
+        .as_array()
+        .map(|a| a.iter().filter(|o| o.is_object()).cloned().collect())
+}
+
+/// The ConfigMap istioctl leaves with the values it rendered.
+fn values_configmap(doc: Option<&Value>) -> String {
+    revisioned("values", doc)
+}
+
+/// A Deployment scaled to zero replicas (by hand: istioctl's charts leave
+/// `replicas` to the autoscaler).
+fn scaled_to_zero(live: &kube::api::DynamicObject) -> bool {
+    live.data.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0)
+}
+
+/// The drift of the values that define the mesh: each `(pointer, name)` of
+/// `defining` the recorded IstioOperator sets, against the live
+/// `merged-values`.
+fn values_drift(
+    doc: Option<&Value>,
+    live: &kube::api::DynamicObject,
+    defining: &[(&str, &str)],
+) -> Vec<String> {
+    let name = live.metadata.name.clone().unwrap_or_default();
+    let Some(merged) = live
+        .data
+        .pointer("/data/merged-values")
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    else {
+        return vec![format!(
+            "ConfigMap istio-system/{name} has no readable merged-values"
+        )];
+    };
+    // `true` and `"true"` are one setting to Istio's charts.
+    let text = |v: &Value| {
+        v.as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let mut drift = Vec::new();
+    for (pointer, what) in defining {
+        let Some(want) = doc.and_then(|d| d.pointer(&format!("/spec/values{pointer}"))) else {
+            continue;
+        };
+        let live = merged.pointer(pointer);
+        if live.map(text) != Some(text(want)) {
+            drift.push(format!(
+                "installed with {what} {} (ConfigMap istio-system/{name}), mesh installs {}",
+                live.map_or("unset".into(), |v| crate::rendered::shown(&text(v))),
+                crate::rendered::shown(&text(want))
+            ));
+        }
+    }
+    drift
+}
+
 /// A step that is one `istioctl install` of a rendered IstioOperator.
 pub trait IstioctlInstall: Send + Sync + 'static {
     /// The second half of the step ID.
@@ -141,8 +285,17 @@ pub trait IstioctlInstall: Send + Sync + 'static {
     /// The IstioOperator (pure).
     fn render(input: &Self::Input, outputs: OutputLookup<'_>) -> Rendered;
 
-    /// The objects whose absence is drift, from the recorded documents.
+    /// The objects whose absence is drift, from the recorded documents:
+    /// what a record without its `objects` output is checked against.
     fn owned(recorded: &[Value]) -> Vec<Value>;
+
+    /// The values that define the mesh, as `(pointer into spec.values,
+    /// name)`: compared with what the install left in its `values`
+    /// ConfigMap. Empty for an install that leaves none.
+    const DEFINING: &'static [(&'static str, &'static str)] = &[];
+
+    /// The IstioOperator name when the record has none (old records).
+    const OWNER: &'static str;
 }
 
 impl<T: IstioctlInstall> Kind for T {
@@ -172,33 +325,97 @@ impl<T: IstioctlInstall> Kind for T {
             )));
         }
         cx.say(&format!("istioctl install ({})…", T::WHAT));
-        let log = cx
+        let mut log = cx
             .env
             .istioctl
             .install(cx.target, cx.env.kubeconfig.as_ref(), &rendered.to_yaml())
-            .await?;
+            .await?
+            .output;
+        let conn = cx.connect().await?;
+        let objects = installed_objects(&conn, rendered.documents.first(), T::OWNER).await?;
+        // istioctl leaves `replicas` to the autoscaler, so a Deployment
+        // scaled to zero by hand stays there through a re-install, and an
+        // autoscaler does not scale up from zero: mesh does.
+        for doc in objects.iter().filter(|o| o["kind"] == "Deployment") {
+            if let Some(live) = crate::k8s::get(&conn, doc).await?
+                && scaled_to_zero(&live)
+            {
+                crate::k8s::merge_patch(&conn, doc, &json!({"spec": {"replicas": 1}})).await?;
+                log.push_str(&format!(
+                    "scaled {} from 0 to 1 replica (its autoscaler takes over)\n",
+                    crate::k8s::describe(doc)
+                ));
+            }
+        }
         Ok(Applied {
-            outputs: Default::default(),
-            log: log.output,
+            outputs: [(OBJECTS.to_string(), Value::Array(objects))].into(),
+            log,
         })
     }
 
-    /// Drift: one line per owned object that is missing.
+    /// Drift: an object the install made that is missing, a Deployment of
+    /// it scaled to zero, a value that defines the mesh that is not what
+    /// mesh installed (see the module docs). One request per object.
     async fn read(
         cx: Ctx<'_>,
         recorded: &Recorded<'_>,
         _input: Option<&Self::Input>,
     ) -> Result<Observation, StepError> {
-        let owned = T::owned(&recorded.documents()?);
+        let docs = recorded.documents()?;
+        let doc = docs.first();
+        let mut objects = recorded_objects(recorded).unwrap_or_else(|| T::owned(&docs));
+        let values = values_configmap(doc);
+        let is_values = |o: &Value| o["kind"] == "ConfigMap" && o["metadata"]["name"] == values;
+        if !T::DEFINING.is_empty() && !objects.iter().any(is_values) {
+            objects.push(object(
+                "v1",
+                "ConfigMap",
+                Some(crate::k8s::ISTIO_NAMESPACE),
+                &values,
+            ));
+        }
         let conn = cx.connect().await?;
-        let mut obs = Observation::default();
-        for doc in owned {
-            if crate::k8s::get(&conn, &doc).await?.is_none() {
-                obs.drift
-                    .push(format!("{} missing", crate::k8s::describe(&doc)));
+        let mut obs = Observation::in_sync(recorded.outputs.clone());
+        for o in &objects {
+            match crate::k8s::get(&conn, o).await? {
+                None => obs
+                    .drift
+                    .push(format!("{} missing", crate::k8s::describe(o))),
+                Some(live) if o["kind"] == "Deployment" && scaled_to_zero(&live) => obs
+                    .drift
+                    .push(format!("{} scaled to 0 replicas", crate::k8s::describe(o))),
+                Some(live) if is_values(o) => {
+                    obs.drift.extend(values_drift(doc, &live, T::DEFINING))
+                }
+                Some(_) => {}
             }
         }
         Ok(obs)
+    }
+
+    /// For `mesh import`: a read of the step as mesh would record it (its
+    /// owned objects present, the values that define the mesh equal); the
+    /// objects the install made are then recorded.
+    async fn adopt(
+        cx: Ctx<'_>,
+        input: &Self::Input,
+        text: &str,
+    ) -> Result<crate::kind::Adoption, StepError> {
+        let outputs = Default::default();
+        let guess = Recorded {
+            input: text,
+            outputs: &outputs,
+        };
+        let obs = Self::read(cx, &guess, Some(input)).await?;
+        if !obs.drift.is_empty() {
+            return Ok(crate::kind::Adoption::Differs(obs.drift));
+        }
+        let docs = guess.documents()?;
+        let conn = cx.connect().await?;
+        let objects = installed_objects(&conn, docs.first(), T::OWNER).await?;
+        Ok(crate::kind::Adoption::Adopted(
+            [(OBJECTS.to_string(), Value::Array(objects))].into(),
+        ))
     }
 
     async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {

@@ -27,6 +27,8 @@ pub struct Input {
 pub const SECRET: &str = "cacerts";
 /// The root the Secret's intermediate was signed by, as mesh wrote it.
 pub const ROOT_ANNOTATION: &str = "mesh/root-sha256";
+/// The output with the sha256 of each file of `cacerts` as mesh wrote it.
+pub const FILES_SHA256: &str = "files_sha256";
 /// An intermediate closer to its expiry than this is rotated.
 pub const ROTATE_WITHIN_DAYS: i64 = 30;
 
@@ -137,19 +139,28 @@ impl Kind for PlugCa {
             }
         }
         let b64 = base64::engine::general_purpose::STANDARD;
+        let files: [(&str, &[u8]); 4] = [
+            ("ca-cert.pem", ca.cert_pem.as_bytes()),
+            ("ca-key.pem", ca.key_pem.expose().as_bytes()),
+            ("root-cert.pem", ca.root_pem.as_bytes()),
+            ("cert-chain.pem", ca.chain_pem.as_bytes()),
+        ];
         let mut secret = rendered.documents.first().cloned().unwrap_or_default();
         if let Some(obj) = secret.as_object_mut() {
             obj.remove("stringData");
-            obj.insert(
-                "data".into(),
-                json!({
-                    "ca-cert.pem": b64.encode(&ca.cert_pem),
-                    "ca-key.pem": b64.encode(ca.key_pem.expose()),
-                    "root-cert.pem": b64.encode(&ca.root_pem),
-                    "cert-chain.pem": b64.encode(&ca.chain_pem),
-                }),
-            );
+            let data: serde_json::Map<String, Value> = files
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(b64.encode(v))))
+                .collect();
+            obj.insert("data".into(), Value::Object(data));
         }
+        // Each file's fingerprint (the key's too: a fingerprint, never the
+        // key), so a refresh finds any byte changed: a rogue CA appended to
+        // root-cert.pem, a certificate added to the chain, a swapped key.
+        let fingerprints: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(crate::rendered::sha256_hex(v))))
+            .collect();
         cx.say("writing Secret istio-system/cacerts…");
         crate::k8s::apply(&conn, &secret).await?;
         log.push_str(&format!(
@@ -171,6 +182,7 @@ impl Kind for PlugCa {
         }
         Ok(Applied {
             outputs: BTreeMap::from([
+                (FILES_SHA256.to_string(), Value::Object(fingerprints)),
                 (
                     "intermediate_sha256".to_string(),
                     Value::from(ca.info.sha256.clone()),
@@ -239,6 +251,17 @@ impl Kind for PlugCa {
                     "the intermediate CA expires on {} (within {ROTATE_WITHIN_DAYS} days): it will be rotated",
                     crate::ca::date(ca.not_after)
                 ));
+                }
+            }
+        }
+        if let Some(files) = recorded.outputs.get(FILES_SHA256).and_then(Value::as_object) {
+            for (file, want) in files {
+                let live = crate::k8s::secret_data(&live, file).map(|b| crate::rendered::sha256_hex(&b));
+                if live.as_deref() != want.as_str() {
+                    obs.drift.push(format!(
+                        "Secret istio-system/cacerts: {file} is not what mesh wrote ({})",
+                        live.map_or("missing".into(), |s| format!("sha256:{}… there", &s[..12]))
+                    ));
                 }
             }
         }

@@ -327,6 +327,13 @@ fn webhook(name: &str, client: Value, labels: &Value) -> Value {
     })
 }
 
+/// ConfigMap `values` (`values-<rev>`), where the real istioctl leaves the
+/// values it rendered its charts with (`merged-values`, JSON).
+fn values_configmap(suffix: &str, values: &Value, labels: &Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&format!("values{suffix}"), Some(NS), labels),
+        "data": {"merged-values": values.to_string()}})
+}
+
 /// The objects istioctl creates for an IstioOperator, in creation order.
 pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
     let spec = &iop["spec"];
@@ -417,6 +424,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 json!({"service": {"name": istiod, "namespace": NS, "path": "/inject", "port": 443}}),
                 &pilot,
             ));
+            out.push(values_configmap(&suffix, values, &pilot));
         }
         "remote" => {
             let address = values
@@ -439,6 +447,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 json!({"url": format!("https://{address}:15017{path}")}),
                 &remote,
             ));
+            out.push(values_configmap(&suffix, values, &remote));
         }
         "empty" => {}
         other => {
