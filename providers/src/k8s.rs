@@ -234,6 +234,17 @@ pub async fn delete_and_wait(
     timeout: Duration,
 ) -> Result<Result<(), String>, ClusterError> {
     delete(conn, doc).await?;
+    wait_gone(conn, doc, timeout).await
+}
+
+/// Waits (bounded by `timeout`) until the object of `doc` is gone, e.g. a
+/// CRD that istioctl deleted and the API server is still cleaning up; the
+/// error names it and says where to look.
+pub async fn wait_gone(
+    conn: &Connection,
+    doc: &Value,
+    timeout: Duration,
+) -> Result<Result<(), String>, ClusterError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if get(conn, doc).await?.is_none() {

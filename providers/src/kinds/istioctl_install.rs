@@ -427,11 +427,28 @@ impl<T: IstioctlInstall> Kind for T {
                     .istioctl
                     .uninstall_purge(target, env.kubeconfig.as_ref())
                     .await?;
+                let conn = cx.connect().await?;
                 if T::UNINSTALL == Uninstall::PurgeAndNamespace {
-                    let conn = cx.connect().await?;
                     let ns = object("v1", "Namespace", None, crate::k8s::ISTIO_NAMESPACE);
                     cx.say("deleting namespace istio-system…");
                     crate::k8s::delete_and_wait(&conn, &ns, env.wait_timeout)
+                        .await?
+                        .map_err(StepError::Failed)?;
+                }
+                // The uninstall deletes Istio's CRDs, which go only once the
+                // API server has removed their objects: destroy is complete
+                // when they are gone, so a destroy followed at once by an
+                // apply (or a check that nothing is left) never meets them.
+                let crds: Vec<Value> = recorded_objects(recorded)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o["kind"] == "CustomResourceDefinition")
+                    .collect();
+                if !crds.is_empty() {
+                    cx.say(&format!("waiting for {} Istio CRDs to go…", crds.len()));
+                }
+                for crd in &crds {
+                    crate::k8s::wait_gone(&conn, crd, env.wait_timeout)
                         .await?
                         .map_err(StepError::Failed)?;
                 }
