@@ -146,9 +146,11 @@ fn changing_istio_version_plans_an_upgrade_of_every_install() {
     ok(&o);
 }
 
-// 4. A revision change deletes the objects the old revision's names left.
+// 4. A revision change keeps the default route: `istiod-vs` (SNI `*`) is
+// what default-revision sidecars and the remote's default injection webhook
+// use (Istio issue 47552), and the old revision stays installed.
 #[test]
-fn a_revision_change_deletes_the_old_virtual_service_and_says_so() {
+fn a_revision_change_keeps_the_default_route_and_says_so() {
     let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     w.write_mesh(&SEED.replacen(
@@ -158,9 +160,10 @@ fn a_revision_change_deletes_the_old_virtual_service_and_says_so() {
     ));
     let plan = text(&w.mesh(&["plan"]));
     assert!(
-        plan.contains("will delete VirtualService istio-system/istiod-vs (no longer rendered)"),
+        plan.contains("VirtualService istio-system/istiod-vs stays: it is the default route"),
         "{plan}"
     );
+    assert!(!plan.contains("will delete"), "{plan}");
     assert!(
         plan.contains("Istio revision `default` stays installed"),
         "{plan}"
@@ -175,8 +178,9 @@ fn a_revision_change_deletes_the_old_virtual_service_and_says_so() {
             name,
         )
     };
-    assert!(!vs("istiod-vs"), "the old VirtualService is still there");
+    assert!(vs("istiod-vs"), "the default route was deleted");
     assert!(vs("istiod-vs-canary"));
+    w.assert_clean();
 }
 
 // 7. istioctl gets an explicit readiness timeout, and mesh outlasts it.

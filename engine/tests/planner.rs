@@ -330,7 +330,9 @@ fn a_changed_input_shows_a_diff() {
     assert_eq!(
         change(&plan, "cluster1/expose-istiod").reason.as_deref(),
         Some(
-            "input changed; will delete VirtualService istio-system/istiod-vs (no longer rendered)"
+            "input changed; VirtualService istio-system/istiod-vs stays: it is the default route \
+             (SNI *) that default-revision sidecars and the remotes' default injection webhook \
+             use; it goes with the control plane"
         )
     );
     assert!(

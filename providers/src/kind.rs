@@ -87,7 +87,7 @@ pub trait Kind: Send + Sync + 'static {
         rendered: &Rendered,
         previous: Option<&Recorded<'_>>,
     ) -> impl Future<Output = Result<Applied, StepError>> + Send {
-        crate::objects::apply(cx, rendered, previous)
+        crate::objects::apply(cx, rendered, previous, &|_| false)
     }
 
     /// Reads a recorded step back from its cluster: drift, and the outputs

@@ -32,11 +32,13 @@ pub fn deletions(old: &[Value], new: &Rendered) -> Vec<String> {
 }
 
 /// Server-side apply of every document, then deletion of what the previous
-/// apply made and this one no longer renders.
+/// apply made and this one no longer renders, except what `kept` says
+/// stays.
 pub async fn apply(
     cx: Ctx<'_>,
     rendered: &Rendered,
     previous: Option<&Recorded<'_>>,
+    kept: &(dyn Fn(&Value) -> bool + Sync),
 ) -> Result<Applied, StepError> {
     let conn = cx.connect().await?;
     let mut log = String::new();
@@ -51,6 +53,9 @@ pub async fn apply(
     }
     if let Some(prev) = previous {
         for doc in no_longer_rendered(&prev.documents()?, &rendered.documents) {
+            if kept(&doc) {
+                continue;
+            }
             cx.say(&format!("deleting {}…", what(&doc)));
             crate::k8s::delete(&conn, &doc).await?;
             log.push_str(&format!("deleted {} (no longer rendered)\n", what(&doc)));

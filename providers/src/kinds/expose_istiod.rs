@@ -66,13 +66,27 @@ pub fn render(input: &Input) -> Rendered {
 
 const NAMESPACE: &str = "istio-system";
 
-// ---- against a cluster: [`Kind`]'s defaults ----
+// ---- against a cluster: [`Kind`]'s defaults, but the default route stays ----
 
+use crate::env::{Applied, Ctx, Recorded, StepError};
 use crate::kind::{Kind, OutputLookup};
+use serde_json::Value;
+
+/// The catch-all route (SNI `*`) to the default revision's istiod.
+const DEFAULT_ROUTE: &str = "istiod-vs";
+
+/// Whether `doc` is the default route: it stays when a revision renames
+/// the VirtualService, because default-revision sidecars and the remotes'
+/// default injection webhook (failurePolicy Fail) reach istiod through it
+/// (Istio issue 47552); the old revision stays installed too. It goes with
+/// the control plane's istio-system.
+fn is_default_route(doc: &Value) -> bool {
+    doc["kind"] == "VirtualService" && doc["metadata"]["name"] == DEFAULT_ROUTE
+}
 
 /// The kind: its objects server-side applied, read and deleted by
-/// [`Kind`]'s defaults. A revision renames the VirtualService, and the
-/// apply deletes the old one (the default `leftovers` and `apply`).
+/// [`Kind`]'s defaults, except that a revision change, which renames the
+/// VirtualService, keeps the default route.
 pub struct ExposeIstiod;
 
 impl Kind for ExposeIstiod {
@@ -81,5 +95,32 @@ impl Kind for ExposeIstiod {
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
+    }
+
+    fn leftovers(old: &[Value], new: &Rendered) -> Vec<String> {
+        crate::objects::no_longer_rendered(old, &new.documents)
+            .iter()
+            .map(|d| {
+                if is_default_route(d) {
+                    format!(
+                        "{} stays: it is the default route (SNI *) that default-revision sidecars \
+                         and the remotes' default injection webhook use; it goes with the control \
+                         plane",
+                        crate::k8s::describe(d)
+                    )
+                } else {
+                    format!("will delete {} (no longer rendered)", crate::k8s::describe(d))
+                }
+            })
+            .collect()
+    }
+
+    async fn apply(
+        cx: Ctx<'_>,
+        _input: &Input,
+        rendered: &Rendered,
+        previous: Option<&Recorded<'_>>,
+    ) -> Result<Applied, StepError> {
+        crate::objects::apply(cx, rendered, previous, &is_default_route).await
     }
 }
