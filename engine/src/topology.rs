@@ -228,20 +228,6 @@ impl Compiler<'_> {
             .depend(&remote, step_id(&p.name, StepKind::EastwestAddress));
         self.b
             .depend(&remote, step_id(&p.name, StepKind::ExposeIstiod));
-        // A remote on another network than its primary's has its own
-        // east-west gateway, for its network's traffic.
-        if r.network != p.network {
-            let rew = self.add(
-                r,
-                StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
-                    network: r.network.clone(),
-                    revision: revision.clone(),
-                    values: r.eastwest_values.clone(),
-                    istio_version: version.clone(),
-                }),
-            )?;
-            self.b.depend(&rew, &remote);
-        }
         // The Secret is written in the primary; reading the token needs R.
         let attach = step_id(&r.name, StepKind::Attach);
         self.b.add(Step {
@@ -253,6 +239,24 @@ impl Compiler<'_> {
         self.b.depend(&attach, &remote);
         self.b
             .depend(&attach, step_id(&p.name, StepKind::InstallControlPlane));
+        // A remote on another network than its primary's has its own
+        // east-west gateway, for its network's traffic. After `attach`, as
+        // Istio's guide orders it: the primary's istiod can verify the
+        // gateway pod's token (and so sign its certificate) only once it
+        // reads the remote through its remote secret.
+        if r.network != p.network {
+            let rew = self.add(
+                r,
+                StepInput::InstallEastwestGateway(install_eastwest_gateway::Input {
+                    network: r.network.clone(),
+                    revision: revision.clone(),
+                    values: r.eastwest_values.clone(),
+                    istio_version: version.clone(),
+                }),
+            )?;
+            self.b.depend(&rew, &remote);
+            self.b.depend(&rew, &attach);
+        }
         Ok(())
     }
 
@@ -396,9 +400,11 @@ mod tests {
             deps(&g, "cluster1/install-control-plane"),
             ["cluster1/prepare-namespace"]
         );
+        // After the remote secret: istiod verifies the gateway pod's token
+        // through it.
         assert_eq!(
             deps(&g, "cluster2/install-eastwest-gateway"),
-            ["cluster2/install-remote"]
+            ["cluster2/attach", "cluster2/install-remote"]
         );
         match &g.get("cluster2/install-eastwest-gateway").unwrap().input {
             StepInput::InstallEastwestGateway(i) => assert_eq!(i.network, "network2"),
