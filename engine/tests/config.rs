@@ -350,6 +350,14 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "-istio-remote-secret-token` (254 characters)",
         "at most 227 characters",
     ),
+    // Day two: values that exist only from some Istio release on.
+    (
+        "65-reader-account-before-istio-1-31.toml",
+        19,
+        8,
+        "values.global.readerServiceAccount exists from Istio 1.31 on, and the mesh pins istio_version 1.30",
+        "pin istio_version 1.31 or later",
+    ),
     (
         "64-reader-namespace-not-a-label.toml",
         16,

@@ -124,6 +124,37 @@ impl Checker<'_> {
         }
     }
 
+    /// Values that exist only from some Istio release on, refused when the
+    /// mesh pins an older one: istioctl would reject the field at apply,
+    /// part-way through.
+    pub(super) fn version_gated_values(&mut self, draft: &Draft, istio_version: Option<&str>) {
+        let Some(minor) = istio_version.and_then(minor_of) else {
+            return;
+        };
+        // values.global.readerServiceAccount: Istio 1.31 (istio/istio#60631).
+        if minor >= 31 {
+            return;
+        }
+        for dc in &draft.clusters {
+            if let Some(span) = dc
+                .reader_name
+                .as_ref()
+                .map(|a| a.span.clone())
+                .or_else(|| dc.reader_namespace.as_ref().map(|a| a.span.clone()))
+            {
+                self.error(
+                    span,
+                    format!(
+                        "values.global.readerServiceAccount exists from Istio 1.31 on, and the \
+                         mesh pins istio_version 1.{minor}: istioctl would refuse the field"
+                    ),
+                    "remove it (the remote then uses Istio's istio-reader-service-account), or \
+                     pin istio_version 1.31 or later",
+                );
+            }
+        }
+    }
+
     /// One `[[cluster]]` on its own: the model's cluster when its required
     /// keys are all known.
     fn cluster(
@@ -367,4 +398,13 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// The minor release of an Istio version `1.N`, `1.N.P`, `1.N-dev`.
+fn minor_of(version: &str) -> Option<u32> {
+    let rest = version.strip_prefix("1.")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

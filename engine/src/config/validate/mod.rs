@@ -210,6 +210,7 @@ pub(crate) fn validate(
     let istioctl = ck.istioctl(&draft);
     let state_path = ck.state_path(&draft);
     let clusters = ck.clusters(&draft, values);
+    ck.version_gated_values(&draft, mesh.istio_version.as_deref());
     let kubernetes = ck.state_backend(&draft, &clusters, &mesh.id);
     let trust = ck.trust(&draft, path, &clusters);
 
