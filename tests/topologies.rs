@@ -398,7 +398,21 @@ fn an_intermediate_close_to_expiry_is_rotated() {
         "{plan}"
     );
     assert!(plan.contains("~ cluster1/plug-ca (update)"), "{plan}");
+    let istiod = || {
+        w.get(
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istiod",
+        )
+        .unwrap()["spec"]["template"]
+            .clone()
+    };
+    let template = istiod();
     w.ok(&["apply", "--auto-approve"]);
     let after = st()["steps"]["cluster1/plug-ca"]["outputs"]["intermediate_sha256"].clone();
     assert_ne!(before, after, "not rotated");
+    // The same root: istiod reloads cacerts by itself, nothing restarts.
+    assert_eq!(istiod(), template, "istiod was restarted");
 }

@@ -170,15 +170,27 @@ impl Kind for PlugCa {
         crate::ca::date(ca.info.not_after),
         ca.key_pem
     ));
-        // An istiod already running (a rotation, or a root added to a running
-        // mesh) reads cacerts only when it starts. On a first install there is
-        // none yet: the control plane is installed after this step.
-        let restarted = restart_istiod(&conn).await?;
-        if !restarted.is_empty() {
-            log.push_str(&format!(
-                "restarted {} to load the new CA\n",
-                restarted.join(", ")
-            ));
+        // A new intermediate under the same root: istiod watches its
+        // mounted cacerts and reloads it by itself (Istio's istio_ca.go), so
+        // nothing restarts. Another root (or a root added to a running
+        // mesh) is only read when istiod starts: a running one is restarted.
+        // On a first install there is none yet: the control plane is
+        // installed after this step.
+        let same_root = before
+            .as_ref()
+            .and_then(|live| data(live, "root-cert.pem"))
+            .and_then(|p| crate::ca::inspect(&p).ok())
+            .is_some_and(|root| root.sha256 == input.root_sha256);
+        if same_root {
+            log.push_str("same root: istiod reloads cacerts by itself, nothing restarted\n");
+        } else {
+            let restarted = restart_istiod(&conn).await?;
+            if !restarted.is_empty() {
+                log.push_str(&format!(
+                    "restarted {} to load the new CA\n",
+                    restarted.join(", ")
+                ));
+            }
         }
         Ok(Applied {
             outputs: BTreeMap::from([
