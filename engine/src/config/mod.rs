@@ -139,10 +139,10 @@ fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
             .map_err(|e| {
                 let help = match e.kind() {
                     std::io::ErrorKind::InvalidInput | std::io::ErrorKind::FileTooLarge => {
-                        "point it at the PEM file itself (a regular file of a few KiB); `mesh ca init` makes a new root in ./certs"
+                        "point it at the PEM file itself (a regular file of a few KiB); `mesh ca init` makes a new root in certs/ beside the mesh file"
                     }
                     _ => {
-                        "check the path (relative to the mesh file); `mesh ca init` makes a new root in ./certs"
+                        "check the path (relative to the mesh file); `mesh ca init` makes a new root in certs/ beside the mesh file"
                     }
                 };
                 Diagnostics(vec![loc.at(

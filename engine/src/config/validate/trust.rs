@@ -78,7 +78,7 @@ impl Checker<'_> {
                     c.name
                 ),
                 "add a [trust] section with root_cert and root_key (PEM files beside the mesh file); \
-                 `mesh ca init` makes a new root in ./certs",
+                 `mesh ca init` makes a new root in certs/ beside the mesh file",
             );
         }
     }
