@@ -320,48 +320,24 @@ pub async fn list_labelled(
     Ok(found)
 }
 
-/// Deletes every object of the kinds `kinds` (`(apiVersion, kind, plural)`)
-/// in `namespace` that matches the label `selector`; returns what it
+/// Deletes every object of the kinds `kinds` (`(apiVersion, kind)`) that
+/// matches the label `selector` ([`list_labelled`]); returns what it
 /// deleted (`Kind name`, sorted). A kind the cluster does not serve is
 /// skipped.
 pub async fn delete_labelled(
     conn: &Connection,
-    kinds: &[(&str, &str, &str)],
+    kinds: &[(&str, &str)],
     namespace: &str,
     selector: &str,
 ) -> Result<Vec<String>, ClusterError> {
     let mut deleted = Vec::new();
-    for (api_version, kind, plural) in kinds {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let ar = ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: (*api_version).into(),
-            kind: (*kind).into(),
-            plural: (*plural).into(),
-        };
-        let a: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), namespace, &ar);
-        let lp = kube::api::ListParams::default().labels(selector);
-        let listed = conn
-            .call(&format!("listing {kind}s labelled {selector}"), || async {
-                match a.list(&lp).await {
-                    Err(e) if is_absent(&e) => Ok(None),
-                    other => other.map(Some),
-                }
-            })
-            .await?;
-        for obj in listed.map(|l| l.items).unwrap_or_default() {
-            let name = obj.metadata.name.unwrap_or_default();
-            conn.call(&format!("deleting {kind} {name}"), || async {
-                match a.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if is_absent(&e) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-            deleted.push(format!("{kind} {name}"));
-        }
+    for doc in list_labelled(conn, kinds, namespace, selector).await? {
+        delete(conn, &doc).await?;
+        deleted.push(format!(
+            "{} {}",
+            doc["kind"].as_str().unwrap_or_default(),
+            name_of(&doc)
+        ));
     }
     deleted.sort();
     Ok(deleted)

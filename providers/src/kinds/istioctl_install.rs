@@ -120,22 +120,14 @@ pub enum Uninstall {
 
 /// The kinds Istio's gateway chart renders (what [`Uninstall::Labelled`]
 /// deletes).
-const GATEWAY_KINDS: &[(&str, &str, &str)] = &[
-    ("apps/v1", "Deployment", "deployments"),
-    ("v1", "Service", "services"),
-    ("v1", "ServiceAccount", "serviceaccounts"),
-    ("rbac.authorization.k8s.io/v1", "Role", "roles"),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "RoleBinding",
-        "rolebindings",
-    ),
-    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-    (
-        "autoscaling/v2",
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers",
-    ),
+const GATEWAY_KINDS: &[(&str, &str)] = &[
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
 ];
 
 /// The output that records the objects an install made.
