@@ -345,6 +345,7 @@ mod tests {
             istioctl: Default::default(),
             state: Default::default(),
             trust: None,
+            policy: Default::default(),
             clusters,
             warnings: Vec::new(),
         }

@@ -9,6 +9,7 @@
 mod clusters;
 mod istioctl;
 mod mesh;
+mod policy;
 mod state;
 mod trust;
 
@@ -143,6 +144,7 @@ pub(crate) fn validate(
     let clusters = ck.clusters(&draft, values);
     let kubernetes = ck.state_backend(&draft, &clusters, &mesh.id);
     let trust = ck.trust(&draft, path, &clusters);
+    let policy = ck.policy(&draft);
 
     if !ck.errors.is_empty() {
         let mut errors = ck.errors;
@@ -158,6 +160,7 @@ pub(crate) fn validate(
             kubernetes,
         },
         trust,
+        policy,
         clusters: clusters.into_iter().map(|(c, _)| c).collect(),
         warnings: Vec::new(),
     })
