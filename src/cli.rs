@@ -181,6 +181,9 @@ pub struct PlanArgs {
     /// Plan removing everything.
     #[arg(long)]
     pub destroy: bool,
+    /// Override a [policy] rule for this plan (repeat it; the plan records it).
+    #[arg(long = "allow", value_name = "RULE", value_parser = policy_rules())]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -204,6 +207,10 @@ pub struct ApplyArgs {
     /// Plan from the state alone, without reading the clusters first.
     #[arg(long)]
     pub no_refresh: bool,
+    /// Override a [policy] rule for this apply (repeat it). With PLANFILE,
+    /// only rules the saved plan recorded: it is applied with its own.
+    #[arg(long = "allow", value_name = "RULE", value_parser = policy_rules())]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -222,6 +229,9 @@ pub struct DestroyArgs {
     /// istioctl's load on it) safe however large the mesh.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub cluster_parallelism: u16,
+    /// Override a [policy] rule for this plan (repeat it; the plan records it).
+    #[arg(long = "allow", value_name = "RULE", value_parser = policy_rules())]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -300,6 +310,11 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `--allow RULE`: the keys of `[policy]`.
+fn policy_rules() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(engine::policy::RULES.iter().copied())
 }
 
 /// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds.

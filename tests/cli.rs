@@ -1,5 +1,7 @@
 //! The `mesh` binary end to end, without clusters: validate, plan (from the
-//! state alone), diff, graph, show, state, saved plans and their checks.
+//! state alone), diff, graph, show, state, saved plans and their checks,
+//! the policy; and one run on `--sandbox` clusters, for what only an apply
+//! shows (a saved plan's overrides, a comment-only edit keeping it fresh).
 //!
 //! Golden files live in tests/golden/; `MESH_UPDATE_GOLDEN=1 cargo test
 //! --test cli` rewrites them (review the diff before committing).
@@ -720,4 +722,393 @@ fn ca_init_on_a_full_disk_writes_nothing_and_a_rerun_succeeds() {
     assert!(o.status.success(), "{}", stderr(&o));
     let cert = std::fs::read_to_string(dir.path().join("certs/root-cert.pem")).unwrap();
     assert!(cert.contains("BEGIN CERTIFICATE"));
+}
+
+/// `SEED` with `cluster3` on another network.
+fn third_on(network: &str) -> String {
+    THIRD.replace(
+        "network = \"network1\"",
+        &format!("network = \"{network}\""),
+    )
+}
+
+const DENY_NAMESPACES: &str = r#"
+[policy]
+deny_delete = ["*/install-control-plane", "*/prepare-namespace"]
+max_clusters_changed = 10
+"#;
+
+/// A remote moved to another network: the plan says so in plain words, and
+/// the diff of the two files says the same.
+#[test]
+fn a_network_change_is_said_in_plain_words() {
+    let base = format!("{SEED}{THIRD}");
+    let head = format!("{SEED}{}", third_on("network2"));
+    let dir = workdir(&head);
+    write_applied_state(dir.path(), &base);
+    let o = mesh(
+        dir.path(),
+        &["plan", "--no-refresh", "--format", "markdown"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(
+        md.contains("- cluster3 moves to network2 (from network1)\n"),
+        "{md}"
+    );
+    golden("network-change.md", &md);
+    std::fs::write(dir.path().join("base.toml"), &base).unwrap();
+    let o = mesh(dir.path(), &["diff", "base.toml", "--format", "markdown"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("### mesh diff: `mesh1`\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("- cluster3 moves to network2 (from network1)\n"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// A remote removed, as the pull request's diff shows it: what goes,
+/// including the remote's istio-system.
+#[test]
+fn a_removed_remote_in_a_diff_warns_of_what_goes() {
+    let dir = workdir(SEED);
+    std::fs::write(dir.path().join("base.toml"), format!("{SEED}{THIRD}")).unwrap();
+    let o = mesh(dir.path(), &["diff", "base.toml", "--format", "markdown"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(
+        md.contains("> [!WARNING]\n> **This change removes 3 steps:**\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("> - `cluster3/prepare-namespace`: namespace istio-system in cluster3, with everything still in it"),
+        "{md}"
+    );
+    golden("diff-remove-cluster3.md", &md);
+}
+
+/// A plan that breaks the policy is an error naming each rule and step,
+/// shown in every format, and not saved; `--allow` overrides it and the
+/// plan records that.
+#[test]
+fn a_policy_violation_refuses_the_plan_until_allowed() {
+    let dir = workdir(&format!("{SEED}{DENY_NAMESPACES}"));
+    write_applied_state(dir.path(), &format!("{SEED}{THIRD}"));
+    let o = mesh(
+        dir.path(),
+        &[
+            "plan",
+            "--no-refresh",
+            "--format",
+            "markdown",
+            "--out",
+            "p.plan",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "error: the plan breaks the mesh file's [policy]:\n  \
+         deny_delete: cluster3/prepare-namespace: the plan deletes it, and deny_delete has `*/prepare-namespace`\n\
+         Nothing was applied or saved. Change the mesh file, or, once the change has been reviewed, \
+         plan again with --allow deny_delete (the plan records it)\n"
+    );
+    assert!(
+        !dir.path().join("p.plan").exists(),
+        "a refused plan is not saved"
+    );
+    golden("policy-violation.md", &stdout(&o));
+    for format in ["text", "json"] {
+        let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", format]);
+        assert_eq!(o.status.code(), Some(1), "{format}");
+        let out = stdout(&o);
+        assert!(
+            out.contains("cluster3/prepare-namespace"),
+            "{format}: {out}"
+        );
+        assert!(out.contains("violated"), "{format}: {out}");
+    }
+    let o = mesh(dir.path(), &["plan", "--no-refresh", "--detailed-exitcode"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a violation is an error, not a change"
+    );
+
+    // Overridden: the plan records it, a saved plan carries it.
+    let o = mesh(
+        dir.path(),
+        &[
+            "plan",
+            "--no-refresh",
+            "--allow",
+            "deny_delete",
+            "--out",
+            "p.plan",
+            "--format",
+            "markdown",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("> [!IMPORTANT]\n> **Policy overridden by `--allow deny_delete`.**\n"),
+        "{}",
+        stdout(&o)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&mesh(
+        dir.path(),
+        &["show", "p.plan", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["policy"]["result"], "overridden");
+    assert_eq!(json["policy"]["allowed"], json!(["deny_delete"]));
+    assert_eq!(
+        json["policy"]["violations"][0]["step"],
+        "cluster3/prepare-namespace"
+    );
+    assert_eq!(json["policy"]["violations"][0]["allowed"], true);
+    // An unknown rule is refused by name.
+    let o = mesh(
+        dir.path(),
+        &["plan", "--no-refresh", "--allow", "deny_everything"],
+    );
+    assert_eq!(o.status.code(), Some(2), "clap's usage error");
+    assert!(
+        stderr(&o).contains("deny_delete, max_clusters_changed, require_canary"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// An Istio version change on the same revision upgrades in place:
+/// `require_canary` refuses it; with a new revision it passes.
+#[test]
+fn require_canary_wants_a_new_revision_with_a_new_version() {
+    let pinned = |v: &str, extra: &str| {
+        SEED.replace(
+            "id = \"mesh1\"",
+            &format!("id = \"mesh1\"\nistio_version = \"{v}\"{extra}"),
+        )
+    };
+    let policy = "\n[policy]\nrequire_canary = true\n";
+    let dir = workdir(&format!("{}{policy}", pinned("1.28.0", "")));
+    write_applied_state(dir.path(), &pinned("1.27.0", ""));
+    let o = mesh(dir.path(), &["plan", "--no-refresh", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let steps: Vec<&str> = json["policy"]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "cluster1/install-control-plane",
+            "cluster1/install-eastwest-gateway",
+            "cluster2/install-remote"
+        ]
+    );
+    assert!(
+        stderr(&o).contains("require_canary: cluster1/install-control-plane: upgrades Istio from 1.27.0 to 1.28.0 in place"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!("{}{policy}", pinned("1.28.0", "\nrevision = \"canary\"")),
+    )
+    .unwrap();
+    let o = mesh(
+        dir.path(),
+        &["plan", "--no-refresh", "--format", "markdown"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(md.contains("**Policy:** passed (`require_canary`)"), "{md}");
+    assert!(md.contains("- revision `canary` is added"), "{md}");
+}
+
+/// The blast radius: an attach counts its cluster and the primary that
+/// holds its Secret.
+#[test]
+fn max_clusters_changed_limits_the_blast_radius() {
+    let dir = workdir(&format!(
+        "{SEED}{THIRD}\n[policy]\nmax_clusters_changed = 2\n"
+    ));
+    let o = mesh(dir.path(), &["plan", "--no-refresh"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("max_clusters_changed: the plan changes 3 clusters (cluster1, cluster2, cluster3), more than max_clusters_changed = 2"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("Policy: violated"), "{}", stdout(&o));
+}
+
+/// `mesh diff` shows what `mesh plan` will refuse: a mesh ID change, and
+/// the policy; the diff itself still succeeds.
+#[test]
+fn a_diff_says_what_plan_will_refuse() {
+    let dir = workdir(&format!(
+        "{}{DENY_NAMESPACES}",
+        SEED.replace("id = \"mesh1\"", "id = \"mesh2\"")
+    ));
+    std::fs::write(dir.path().join("base.toml"), format!("{SEED}{THIRD}")).unwrap();
+    let o = mesh(
+        dir.path(),
+        &[
+            "diff",
+            "base.toml",
+            "--format",
+            "markdown",
+            "--detailed-exitcode",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(
+        md.contains("> [!CAUTION]\n> **`mesh plan` refuses this change.**\n> - the mesh ID changes from `mesh1` to `mesh2`. A mesh ID change means a new mesh"),
+        "{md}"
+    );
+    assert!(md.contains("**Policy violated"), "{md}");
+    assert!(md.contains("`cluster3/prepare-namespace`"), "{md}");
+    assert_eq!(stderr(&o), "");
+    let text = stdout(&mesh(dir.path(), &["diff", "base.toml"]));
+    assert!(
+        text.contains("Refused: `mesh plan` will not make this change:"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&mesh(
+        dir.path(),
+        &["diff", "base.toml", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["command"], "diff");
+    assert!(
+        json["refused"][0]
+            .as_str()
+            .unwrap()
+            .contains("mesh ID changes")
+    );
+}
+
+/// The first pull request adds the mesh file: its base is empty or absent,
+/// and every step is a create. A mesh file emptied deletes every step.
+#[test]
+fn a_diff_against_no_mesh_creates_everything() {
+    let dir = workdir(SEED);
+    std::fs::write(dir.path().join("empty.toml"), "# nothing yet\n").unwrap();
+    for base in ["/dev/null", "empty.toml", "missing.toml"] {
+        let o = mesh(dir.path(), &["diff", base, "--detailed-exitcode"]);
+        assert_eq!(o.status.code(), Some(2), "{base}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("Plan: 7 to create, 0 to update, 0 to delete."),
+            "{base}: {out}"
+        );
+        assert!(
+            out.contains("  - a new mesh: 2 clusters join\n"),
+            "{base}: {out}"
+        );
+        assert!(
+            stderr(&o).contains("comparing with no mesh at all"),
+            "{base}: {}",
+            stderr(&o)
+        );
+    }
+    // The mesh file emptied: everything goes.
+    let o = mesh(
+        dir.path(),
+        &[
+            "-f",
+            "empty.toml",
+            "diff",
+            "mesh.toml",
+            "--format",
+            "markdown",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("`+0` `~0` `-7`"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("> **This change removes 7 steps:**"),
+        "{}",
+        stdout(&o)
+    );
+    // A mesh file that is missing is still an error, and so is a base that
+    // is not a mesh file.
+    let o = mesh(dir.path(), &["-f", "missing.toml", "diff", "mesh.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    std::fs::write(dir.path().join("bad.toml"), "[mesh\n").unwrap();
+    let o = mesh(dir.path(), &["diff", "bad.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("bad.toml:1:"), "{}", stderr(&o));
+    let o = mesh(dir.path(), &["-f", "empty.toml", "diff", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nothing to compare"), "{}", stderr(&o));
+}
+
+/// On sandbox clusters: `apply PLANFILE` applies with the overrides the
+/// saved plan recorded and no others; a comment-only edit of the mesh file
+/// does not make the saved plan stale; `apply` without `--allow` refuses.
+#[test]
+fn a_saved_plan_carries_its_overrides_and_survives_a_comment_edit() {
+    let dir = workdir(&format!("{SEED}{THIRD}"));
+    let sandboxed = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .current_dir(dir.path())
+            .env_remove("KUBECONFIG")
+            .env("NO_COLOR", "1")
+            .env("KUBESIM_ISTIOCTL_DELAY_MS", "0")
+            .args(["--sandbox", "sandbox"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run mesh")
+    };
+    let o = sandboxed(&["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let head = format!("{SEED}{DENY_NAMESPACES}");
+    std::fs::write(dir.path().join("mesh.toml"), &head).unwrap();
+    let o = sandboxed(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("deny_delete: cluster3/prepare-namespace"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("Policy: violated"), "{}", stdout(&o));
+
+    let o = sandboxed(&["plan", "--allow", "deny_delete", "--out", "p.plan"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Only comments and formatting change: the plan stays fresh.
+    let edited = format!(
+        "# Reviewed in the pull request.\n{}",
+        head.replace("id = \"mesh1\"", "id    =   'mesh1'   # the meshID")
+    );
+    std::fs::write(dir.path().join("mesh.toml"), edited).unwrap();
+    let o = sandboxed(&["apply", "p.plan", "--allow", "require_canary"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the saved plan was made without --allow require_canary"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandboxed(&["apply", "p.plan"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("0 created, 0 updated, 3 destroyed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandboxed(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }

@@ -7,6 +7,8 @@
 //! - [`planner`]: graph + recorded state (+ refresh observations) → plan (pure).
 //! - [`executor`]: runs tasks on tokio in dependency order, in parallel
 //!   (generic: it knows tasks, not steps).
+//! - [`policy`]: the mesh file's `[policy]` checked against a plan (pure).
+//! - [`review`]: what a plan means, removes and refuses, for reviewers (pure).
 //! - [`refresh`] and [`apply`]: the glue that hands steps to `providers`
 //!   (read, apply, destroy) and records the outcome in the state.
 //!
@@ -21,5 +23,7 @@ pub mod executor;
 pub mod graph;
 pub mod import;
 pub mod planner;
+pub mod policy;
 pub mod refresh;
+pub mod review;
 pub mod topology;

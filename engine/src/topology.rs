@@ -349,6 +349,7 @@ mod tests {
             istioctl: Default::default(),
             state: Default::default(),
             trust: None,
+            policy: Default::default(),
             clusters,
             warnings: Vec::new(),
         }

@@ -365,6 +365,56 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "`Istio_System` is not a namespace name",
         "lowercase letters",
     ),
+    // [policy]
+    (
+        "71-unknown-policy-key.toml",
+        6,
+        1,
+        "unknown key `require_canery` in [policy]",
+        "did you mean `require_canary`?",
+    ),
+    (
+        "72-policy-glob-unknown-kind.toml",
+        5,
+        43,
+        "deny_delete glob `*/install-contol-plane`: `install-contol-plane` matches no step kind",
+        "did you mean `install-control-plane`?",
+    ),
+    (
+        "73-policy-glob-without-slash.toml",
+        5,
+        16,
+        "it has no `/`, so it matches no step ID",
+        "a step ID is `<cluster>/<kind>`",
+    ),
+    (
+        "74-policy-glob-unclosed.toml",
+        5,
+        16,
+        "a `[` is not closed by `]`",
+        "`[a-c]` one of a set",
+    ),
+    (
+        "75-policy-max-clusters-zero.toml",
+        5,
+        24,
+        "max_clusters_changed = 0 would refuse every plan that changes anything",
+        "set it to 1 or more",
+    ),
+    (
+        "76-policy-require-canary-string.toml",
+        5,
+        18,
+        "`require_canary` must be true or false, not a string",
+        "require_canary = true",
+    ),
+    (
+        "77-policy-deny-delete-not-array.toml",
+        5,
+        15,
+        "`deny_delete` must be an array of strings, not a string",
+        "deny_delete = [\"*/install-control-plane\"]",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.
@@ -478,6 +528,11 @@ timeout = "30m"
 [state]
 path = "state/mesh.state.json"
 
+[policy]
+deny_delete = ["*/install-control-plane", "east/attach@*"]
+max_clusters_changed = 3
+require_canary = true
+
 [trust]
 root_cert = "certs/root-cert.pem"
 root_key = "certs/root-key.pem"
@@ -532,6 +587,14 @@ fn every_key_is_read() {
     assert_eq!(trust.root_cert, Path::new("certs/root-cert.pem"));
     assert_eq!(trust.root_key, Path::new("certs/root-key.pem"));
     assert_eq!(trust.intermediate_days, 90);
+    assert_eq!(
+        m.policy,
+        config::PolicySection {
+            deny_delete: vec!["*/install-control-plane".into(), "east/attach@*".into()],
+            max_clusters_changed: Some(3),
+            require_canary: true,
+        }
+    );
     assert!(m.is_multi_network());
     let east = m.cluster("east").unwrap();
     assert_eq!(east.kubeconfig.as_deref(), Some("~/.kube/east"));

@@ -10,5 +10,8 @@ pub mod model;
 pub mod render;
 pub mod saved;
 
-pub use model::{Action, Change, FORMAT_VERSION, Plan, Summary};
+pub use model::{
+    Action, Change, Command, FORMAT_VERSION, Plan, PolicyReport, PolicyResult, Removal, Summary,
+    Violation,
+};
 pub use saved::{SavedPlan, SavedPlanError};

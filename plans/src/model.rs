@@ -15,6 +15,164 @@ pub struct Plan {
     /// order), then the rest in dependency order. Includes `no-op` steps.
     pub changes: Vec<Change>,
     pub summary: Summary,
+    // The fields below were added after format 1 was published: a reader of
+    // an older plan gets their defaults.
+    /// What made the plan: `plan` (`mesh plan`, `apply`, `destroy`) or
+    /// `diff` (`mesh diff`: two versions of the mesh file, no state).
+    #[serde(default)]
+    pub command: Command,
+    /// What the changes mean, one plain-language line each ("cluster4
+    /// moves to network2"), in a fixed order.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// What each delete removes, in the plan's order.
+    #[serde(default)]
+    pub removals: Vec<Removal>,
+    /// Why `mesh plan` would refuse this change (a `diff` shows what a
+    /// plan cannot: a mesh ID change). Empty for a plan.
+    #[serde(default)]
+    pub refused: Vec<String>,
+    /// The mesh file's `[policy]` and how this plan fares against it.
+    #[serde(default)]
+    pub policy: PolicyReport,
+}
+
+/// What made a plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    #[default]
+    Plan,
+    Diff,
+}
+
+/// What one delete removes, in plain language.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub step: String,
+    /// E.g. "namespace istio-system in cluster3, with everything in it".
+    pub removes: String,
+}
+
+/// The policy of the mesh file (`[policy]`) as it was checked against a
+/// plan: the rules, the `--allow` overrides, and every violation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReport {
+    /// `passed` (no violation), `overridden` (every violation is of a rule
+    /// named by `--allow`) or `violated` (plan and apply refuse the plan).
+    pub result: PolicyResult,
+    /// Step-ID globs the plan may not delete.
+    pub deny_delete: Vec<String>,
+    /// How many clusters one apply may change; null when unlimited.
+    pub max_clusters_changed: Option<u32>,
+    /// Whether an Istio version change must come with a new revision.
+    pub require_canary: bool,
+    /// The rules `--allow` overrides for this plan.
+    pub allowed: Vec<String>,
+    /// Every violation, allowed or not, by rule then plan order.
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyResult {
+    #[default]
+    Passed,
+    Overridden,
+    Violated,
+}
+
+impl PolicyResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyResult::Passed => "passed",
+            PolicyResult::Overridden => "overridden",
+            PolicyResult::Violated => "violated",
+        }
+    }
+}
+
+/// One way a plan breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// The rule's key in `[policy]`: `deny_delete`, `max_clusters_changed`
+    /// or `require_canary`.
+    pub rule: String,
+    /// The step that breaks it; null for a rule about the whole plan
+    /// (`max_clusters_changed`).
+    pub step: Option<String>,
+    /// What is wrong, in plain language.
+    pub message: String,
+    /// Whether `--allow <rule>` overrides it.
+    pub allowed: bool,
+}
+
+impl PolicyReport {
+    /// Whether any rule is set.
+    pub fn has_rules(&self) -> bool {
+        !self.deny_delete.is_empty() || self.max_clusters_changed.is_some() || self.require_canary
+    }
+
+    /// The rules, as a reader would write them: `deny_delete
+    /// ["*/install-control-plane"]`, `max_clusters_changed 10`,
+    /// `require_canary`.
+    pub fn rules(&self) -> Vec<String> {
+        let mut rules = Vec::new();
+        if !self.deny_delete.is_empty() {
+            let globs: Vec<String> = self.deny_delete.iter().map(|g| format!("{g:?}")).collect();
+            rules.push(format!("deny_delete [{}]", globs.join(", ")));
+        }
+        if let Some(n) = self.max_clusters_changed {
+            rules.push(format!("max_clusters_changed {n}"));
+        }
+        if self.require_canary {
+            rules.push("require_canary".to_string());
+        }
+        rules
+    }
+
+    /// The violations `--allow` does not override.
+    pub fn refused(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| !v.allowed)
+    }
+
+    /// The rules that were broken and not allowed, each once, in order.
+    pub fn refused_rules(&self) -> Vec<&str> {
+        let mut rules: Vec<&str> = Vec::new();
+        for v in self.refused() {
+            if !rules.contains(&v.rule.as_str()) {
+                rules.push(&v.rule);
+            }
+        }
+        rules
+    }
+
+    /// The error `mesh plan` and `mesh apply` stop with when the plan
+    /// breaks a rule that was not allowed: each rule and step, and what to
+    /// do. None when the plan may go ahead.
+    pub fn refusal(&self) -> Option<String> {
+        if self.result != PolicyResult::Violated {
+            return None;
+        }
+        let mut msg = String::from("the plan breaks the mesh file's [policy]:\n");
+        for v in self.refused() {
+            match &v.step {
+                Some(step) => msg.push_str(&format!("  {}: {step}: {}\n", v.rule, v.message)),
+                None => msg.push_str(&format!("  {}: {}\n", v.rule, v.message)),
+            }
+        }
+        let allow: Vec<String> = self
+            .refused_rules()
+            .iter()
+            .map(|r| format!("--allow {r}"))
+            .collect();
+        msg.push_str(&format!(
+            "Nothing was applied or saved. Change the mesh file, or, once the change has been \
+             reviewed, plan again with {} (the plan records it)",
+            allow.join(" ")
+        ));
+        Some(msg)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +247,11 @@ impl Plan {
             mesh: mesh.into(),
             summary: Summary::of(&changes),
             changes,
+            command: Command::Plan,
+            notes: Vec::new(),
+            removals: Vec::new(),
+            refused: Vec::new(),
+            policy: PolicyReport::default(),
         }
     }
 }
@@ -96,9 +259,10 @@ impl Plan {
 impl Plan {
     /// The first way `other` differs from this plan in what an apply would
     /// do: the steps, their order, kind, cluster, action, dependencies,
-    /// inputs before and after, and the summary. `None` when an apply of
-    /// either does exactly the same. Reasons and diffs are derived text
-    /// and not compared.
+    /// inputs before and after, the summary, and the policy's verdict
+    /// (rules, `--allow`, violations). `None` when an apply of either does
+    /// exactly the same. Reasons, diffs, notes and messages are derived
+    /// text and not compared.
     pub fn first_difference(&self, other: &Plan) -> Option<String> {
         if self.mesh != other.mesh {
             return Some(format!("mesh `{}` against `{}`", self.mesh, other.mesh));
@@ -158,7 +322,71 @@ impl Plan {
                 self.summary, other.summary
             ));
         }
+        let (a, b) = (&self.policy, &other.policy);
+        // Messages are derived text: the verdict is the rule, step and override.
+        let verdict = |p: &PolicyReport| {
+            let v: Vec<(String, Option<String>, bool)> = p
+                .violations
+                .iter()
+                .map(|v| (v.rule.clone(), v.step.clone(), v.allowed))
+                .collect();
+            (
+                p.result,
+                p.deny_delete.clone(),
+                p.max_clusters_changed,
+                p.require_canary,
+                p.allowed.clone(),
+                v,
+            )
+        };
+        if verdict(a) != verdict(b) {
+            return Some(format!(
+                "policy: {} ({} violations, --allow {:?}) against {} ({} violations, --allow {:?})",
+                a.result.as_str(),
+                a.violations.len(),
+                a.allowed,
+                b.result.as_str(),
+                b.violations.len(),
+                b.allowed
+            ));
+        }
         None
+    }
+}
+
+impl Change {
+    /// For an `attach` step, the primary whose istio-system holds the
+    /// remote secret: `Q` of `C/attach@Q`, else the primary whose control
+    /// plane `C/attach` runs after (C's own primary). None for other kinds.
+    pub fn secret_holder(&self) -> Option<&str> {
+        if self.kind != "attach" {
+            return None;
+        }
+        if let Some((_, q)) = self.step.split_once('@') {
+            return Some(q);
+        }
+        self.depends_on
+            .iter()
+            .filter_map(|d| d.strip_suffix("/install-control-plane"))
+            .find(|c| *c != self.cluster)
+    }
+
+    /// The clusters the step talks to: its own and, for an `attach`, the
+    /// primary that holds the Secret.
+    pub fn clusters(&self) -> Vec<&str> {
+        let mut v = vec![self.cluster.as_str()];
+        v.extend(self.secret_holder().filter(|h| *h != self.cluster));
+        v
+    }
+
+    /// Where the change happens, for a reader: the cluster, or for an
+    /// `attach` "secret for C in Q" (the step ID names C, but the Secret
+    /// lives in Q).
+    pub fn location(&self) -> String {
+        match self.secret_holder() {
+            Some(q) => format!("secret for {} in {q}", self.cluster),
+            None => self.cluster.clone(),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! Markdown for a pull-request comment, JSON for scripts. All deterministic:
 //! no times, no absolute paths, the plan's own order.
 
-use crate::model::{Action, Change, Plan};
+use crate::model::{Action, Change, Command, Plan, PolicyReport, PolicyResult};
 use std::fmt::Write as _;
 
 /// GitHub refuses comments over 65,536 characters; keep a margin.
@@ -101,6 +101,7 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
         }
         out.push('\n');
     }
+    text_review(plan, &mut out, &paint);
     let summary = summary_line(plan);
     if plan.summary.has_changes() {
         let _ = writeln!(out, "{}", paint(BOLD, &summary));
@@ -115,12 +116,236 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
     out
 }
 
+/// The text form of what a reviewer needs beside the steps: what the
+/// change refuses, removes and means, and the policy.
+fn text_review(plan: &Plan, out: &mut String, paint: &dyn Fn(&str, &str) -> String) {
+    if !plan.refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(
+                &format!("{BOLD}{RED}"),
+                "Refused: `mesh plan` will not make this change:"
+            )
+        );
+        for r in &plan.refused {
+            let _ = writeln!(out, "  - {}", printable(r));
+        }
+        out.push('\n');
+    }
+    if !plan.removals.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(&format!("{BOLD}{RED}"), "This plan removes:")
+        );
+        for r in &plan.removals {
+            let _ = writeln!(out, "  - {}: {}", r.step, printable(&r.removes));
+        }
+        out.push('\n');
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "{}", paint(BOLD, "What changes:"));
+        for n in &plan.notes {
+            let _ = writeln!(out, "  - {}", printable(n));
+        }
+        out.push('\n');
+    }
+    let p = &plan.policy;
+    if p.has_rules() || !p.allowed.is_empty() {
+        let head = format!("Policy: {}", policy_headline(p, false));
+        let color = match p.result {
+            PolicyResult::Violated => format!("{BOLD}{RED}"),
+            PolicyResult::Overridden => format!("{BOLD}{YELLOW}"),
+            PolicyResult::Passed => BOLD.to_string(),
+        };
+        let _ = writeln!(out, "{}", paint(&color, &head));
+        for v in &p.violations {
+            let _ = writeln!(out, "  - {}", printable(&violation_line(v, false)));
+        }
+        out.push('\n');
+    }
+}
+
+/// `passed (deny_delete [...], ...)`, `violated`, `overridden by --allow …`.
+fn policy_headline(p: &PolicyReport, markdown: bool) -> String {
+    let rules: Vec<String> = p
+        .rules()
+        .into_iter()
+        .map(|r| if markdown { format!("`{r}`") } else { r })
+        .collect();
+    let rules = if rules.is_empty() {
+        "no rules".to_string()
+    } else {
+        rules.join(", ")
+    };
+    match p.result {
+        PolicyResult::Passed if p.allowed.is_empty() => format!("passed ({rules})"),
+        PolicyResult::Passed => format!(
+            "passed ({rules}); {} not needed",
+            p.allowed
+                .iter()
+                .map(|r| format!("--allow {r}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        PolicyResult::Overridden => format!(
+            "overridden by {} ({rules})",
+            p.allowed
+                .iter()
+                .map(|r| format!("--allow {r}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        PolicyResult::Violated => format!(
+            "violated ({rules}); `mesh plan` and `mesh apply` refuse it without {}",
+            p.refused_rules()
+                .iter()
+                .map(|r| format!("--allow {r}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
+}
+
+/// One violation: `deny_delete: cluster1/install-control-plane: …`, with
+/// code spans in Markdown.
+fn violation_line(v: &crate::model::Violation, markdown: bool) -> String {
+    let allowed = if v.allowed { " (allowed)" } else { "" };
+    let code = |s: &str| {
+        if markdown {
+            format!("`{}`", cell(s))
+        } else {
+            s.to_string()
+        }
+    };
+    let message = if markdown {
+        inline(&v.message)
+    } else {
+        v.message.clone()
+    };
+    match &v.step {
+        Some(step) => format!("{}: {}: {message}{allowed}", code(&v.rule), code(step)),
+        None => format!("{}: {message}{allowed}", code(&v.rule)),
+    }
+}
+
 pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan serialises") + "\n"
 }
 
 pub fn markdown(plan: &Plan) -> String {
     markdown_with_limit(plan, MARKDOWN_LIMIT)
+}
+
+/// At most this many lines per list of the review (removals, notes,
+/// violations), so that a mesh of a thousand clusters still leaves room
+/// for the table; the JSON form has them all.
+const LIST_LIMIT: usize = 40;
+
+/// `items` as Markdown list lines under `prefix` (`> ` in an alert), at
+/// most [`LIST_LIMIT`], then a line saying how many more there are.
+fn list(out: &mut String, prefix: &str, items: &[String]) {
+    for item in items.iter().take(LIST_LIMIT) {
+        let _ = writeln!(out, "{prefix}- {item}");
+    }
+    if items.len() > LIST_LIMIT {
+        let _ = writeln!(
+            out,
+            "{prefix}- … and {} more (`--format json` lists them all)",
+            items.len() - LIST_LIMIT
+        );
+    }
+}
+
+/// What a reviewer reads before the steps: a refusal (CAUTION), the
+/// policy's violations (CAUTION) or overrides (IMPORTANT), the removals
+/// (WARNING), the plain-language notes and the policy's result.
+fn markdown_review(plan: &Plan, out: &mut String) {
+    if !plan.refused.is_empty() {
+        out.push_str("> [!CAUTION]\n> **`mesh plan` refuses this change.**\n");
+        let items: Vec<String> = plan.refused.iter().map(|r| inline(r)).collect();
+        list(out, "> ", &items);
+        out.push('\n');
+    }
+    let p = &plan.policy;
+    let by = |rules: &[&str]| {
+        rules
+            .iter()
+            .map(|r| format!("`--allow {r}`"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match p.result {
+        PolicyResult::Violated => {
+            let _ = writeln!(
+                out,
+                "> [!CAUTION]\n> **Policy violated: `mesh plan` and `mesh apply` refuse this plan.**"
+            );
+            let items: Vec<String> = p
+                .violations
+                .iter()
+                .map(|v| violation_line(v, true))
+                .collect();
+            list(out, "> ", &items);
+            let rules = p.refused_rules();
+            let _ = writeln!(
+                out,
+                ">\n> Change the mesh file, or, once reviewed, plan with {} (the plan records it).\n",
+                by(&rules)
+            );
+        }
+        PolicyResult::Overridden => {
+            let allowed: Vec<&str> = p.allowed.iter().map(String::as_str).collect();
+            let _ = writeln!(
+                out,
+                "> [!IMPORTANT]\n> **Policy overridden by {}.**",
+                by(&allowed)
+            );
+            let items: Vec<String> = p
+                .violations
+                .iter()
+                .map(|v| violation_line(v, true))
+                .collect();
+            list(out, "> ", &items);
+            out.push('\n');
+        }
+        PolicyResult::Passed => {}
+    }
+    if !plan.removals.is_empty() {
+        let n = plan.removals.len();
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> **{} removes {n} step{}:**",
+            match plan.command {
+                Command::Plan => "This plan",
+                Command::Diff => "This change",
+            },
+            if n == 1 { "" } else { "s" }
+        );
+        let items: Vec<String> = plan
+            .removals
+            .iter()
+            .map(|r| format!("`{}`: {}", cell(&r.step), inline(&r.removes)))
+            .collect();
+        list(out, "> ", &items);
+        out.push('\n');
+    }
+    if !plan.notes.is_empty() {
+        out.push_str("**What changes**\n\n");
+        let items: Vec<String> = plan.notes.iter().map(|n| inline(n)).collect();
+        list(out, "", &items);
+        out.push('\n');
+    }
+    if p.result == PolicyResult::Passed && (p.has_rules() || !p.allowed.is_empty()) {
+        let _ = writeln!(out, "**Policy:** {}\n", policy_headline(p, true));
+    }
+}
+
+/// Text inside a Markdown paragraph or list item: one line. (What goes
+/// there is mesh's own wording around names the mesh file validated.)
+fn inline(s: &str) -> String {
+    printable(s)
 }
 
 /// A table cell: no line breaks, `|` and backticks escaped.
@@ -190,21 +415,32 @@ fn allowances(sizes: &[usize], budget: usize) -> Vec<usize> {
 }
 
 pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
-    let mut head = format!("### mesh plan: `{}`\n\n", cell(&plan.mesh));
-    if !plan.summary.has_changes() {
+    let title = match plan.command {
+        Command::Plan => "mesh plan",
+        Command::Diff => "mesh diff",
+    };
+    let mut head = format!("### {title}: `{}`\n\n", cell(&plan.mesh));
+    let s = plan.summary;
+    if !s.has_changes() {
         let _ = writeln!(
             head,
-            "**No changes.** The clusters match the mesh file ({} steps unchanged).",
-            plan.summary.unchanged
+            "**No changes.** {} ({} steps unchanged).\n",
+            match plan.command {
+                Command::Plan => "The clusters match the mesh file",
+                Command::Diff => "Both versions of the mesh file make the same steps",
+            },
+            s.unchanged
         );
-        return head;
+        markdown_review(plan, &mut head);
+        return head.trim_end().to_string() + "\n";
     }
+    // The labels a reviewer scans first, then the words.
     let _ = writeln!(
         head,
-        "**{}** ({} unchanged)\n",
-        summary_line(plan),
-        plan.summary.unchanged
+        "**`+{}` `~{}` `-{}`** · {} to create, {} to update, {} to delete · {} unchanged\n",
+        s.create, s.update, s.delete, s.create, s.update, s.delete, s.unchanged
     );
+    markdown_review(plan, &mut head);
 
     let rows: Vec<String> = changed(plan)
         .map(|c| {
@@ -213,7 +449,7 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
                 c.action.as_str(),
                 c.step,
                 cell(&c.kind),
-                cell(&c.cluster),
+                cell(&c.location()),
                 cell(&printable(c.reason.as_deref().unwrap_or("")))
             )
         })

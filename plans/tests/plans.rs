@@ -1,7 +1,10 @@
 //! The plan formats and saved plans.
 
 use plans::render::{self, TextOptions};
-use plans::{Action, Change, Plan, SavedPlan, SavedPlanError};
+use plans::{
+    Action, Change, Command, Plan, PolicyReport, PolicyResult, Removal, SavedPlan, SavedPlanError,
+    Violation,
+};
 use std::os::unix::fs::PermissionsExt;
 
 fn change(step: &str, action: Action, before: Option<&str>, after: Option<&str>) -> Change {
@@ -106,9 +109,12 @@ fn no_changes() {
 #[test]
 fn markdown_has_summary_table_and_collapsible_diffs() {
     let m = render::markdown(&sample());
-    assert!(m.starts_with(
-        "### mesh plan: `mesh1`\n\n**Plan: 1 to create, 1 to update, 1 to delete.** (1 unchanged)"
-    ));
+    assert!(
+        m.starts_with(
+            "### mesh plan: `mesh1`\n\n**`+1` `~1` `-1`** · 1 to create, 1 to update, 1 to delete · 1 unchanged\n"
+        ),
+        "{m}"
+    );
     assert!(m.contains("| action | step | kind | cluster | reason |"));
     assert!(m.contains(
         "| update | `cluster2/install-remote` | install-remote | cluster2 | input changed |"
@@ -166,7 +172,28 @@ fn json_has_exactly_the_contract_keys() {
     let j: serde_json::Value = serde_json::from_str(&render::json(&sample())).unwrap();
     let mut top: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
     top.sort();
-    assert_eq!(top, ["changes", "format_version", "mesh", "summary"]);
+    assert_eq!(
+        top,
+        [
+            "changes",
+            "command",
+            "format_version",
+            "mesh",
+            "notes",
+            "policy",
+            "refused",
+            "removals",
+            "summary"
+        ]
+    );
+    assert_eq!(j["command"], "plan");
+    assert_eq!(
+        j["policy"],
+        serde_json::json!({
+            "result": "passed", "deny_delete": [], "max_clusters_changed": null,
+            "require_canary": false, "allowed": [], "violations": []
+        })
+    );
     let mut keys: Vec<&str> = j["changes"][0]
         .as_object()
         .unwrap()
@@ -326,4 +353,214 @@ fn first_difference_names_the_step_and_field_and_ignores_reasons() {
     let mut b = a.clone();
     b.summary.unchanged = 0;
     assert!(a.first_difference(&b).unwrap().starts_with("summary"));
+}
+
+/// A plan of format 1 written before the review fields existed still reads,
+/// with their defaults.
+#[test]
+fn a_plan_without_the_review_fields_still_reads() {
+    let mut j: serde_json::Value = serde_json::from_str(&render::json(&sample())).unwrap();
+    for key in ["command", "notes", "removals", "refused", "policy"] {
+        j.as_object_mut().unwrap().remove(key);
+    }
+    let back: Plan = serde_json::from_value(j).unwrap();
+    assert_eq!(back, sample());
+}
+
+fn violation(rule: &str, step: Option<&str>, allowed: bool) -> Violation {
+    Violation {
+        rule: rule.into(),
+        step: step.map(String::from),
+        message: "the plan deletes it, and deny_delete has `*/install-control-plane`".into(),
+        allowed,
+    }
+}
+
+fn reviewed() -> Plan {
+    let mut p = sample();
+    p.changes[0].depends_on = vec![
+        "cluster3/install-remote".into(),
+        "cluster1/install-control-plane".into(),
+    ];
+    p.notes = vec!["cluster3 (a remote of cluster1) leaves the mesh".into()];
+    p.removals = vec![Removal {
+        step: "cluster3/attach".into(),
+        removes: "Secret istio-system/istio-remote-secret-cluster3 in cluster1".into(),
+    }];
+    p.policy = PolicyReport {
+        result: PolicyResult::Violated,
+        deny_delete: vec!["*/attach".into()],
+        max_clusters_changed: Some(10),
+        require_canary: false,
+        allowed: vec![],
+        violations: vec![violation("deny_delete", Some("cluster3/attach"), false)],
+    };
+    p
+}
+
+/// The comment a reviewer reads: the labels, a refused policy with the
+/// override to use, what goes, what it means, and where each change happens.
+#[test]
+fn markdown_review_blocks() {
+    let m = render::markdown(&reviewed());
+    let caution = "> [!CAUTION]\n> **Policy violated: `mesh plan` and `mesh apply` refuse this plan.**\n\
+                   > - `deny_delete`: `cluster3/attach`: the plan deletes it, and deny_delete has `*/install-control-plane`\n\
+                   >\n> Change the mesh file, or, once reviewed, plan with `--allow deny_delete` (the plan records it).\n\n";
+    assert!(m.contains(caution), "{m}");
+    assert!(
+        m.contains(
+            "> [!WARNING]\n> **This plan removes 1 step:**\n\
+             > - `cluster3/attach`: Secret istio-system/istio-remote-secret-cluster3 in cluster1\n\n"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("**What changes**\n\n- cluster3 (a remote of cluster1) leaves the mesh\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("| delete | `cluster3/attach` | attach | secret for cluster3 in cluster1 |"),
+        "{m}"
+    );
+    // In that order, before the table.
+    let at = |s: &str| m.find(s).unwrap();
+    assert!(at("[!CAUTION]") < at("[!WARNING]"));
+    assert!(at("[!WARNING]") < at("**What changes**"));
+    assert!(at("**What changes**") < at("| action |"));
+
+    let mut over = reviewed();
+    over.policy.allowed = vec!["deny_delete".into()];
+    over.policy.violations[0].allowed = true;
+    over.policy.result = PolicyResult::Overridden;
+    let m = render::markdown(&over);
+    assert!(
+        m.contains("> [!IMPORTANT]\n> **Policy overridden by `--allow deny_delete`.**\n"),
+        "{m}"
+    );
+    assert!(m.contains("(allowed)"), "{m}");
+    assert!(!m.contains("[!CAUTION]"));
+
+    let mut passed = reviewed();
+    passed.policy.violations.clear();
+    passed.policy.result = PolicyResult::Passed;
+    let m = render::markdown(&passed);
+    assert!(
+        m.contains(
+            "**Policy:** passed (`deny_delete [\"*/attach\"]`, `max_clusters_changed 10`)\n"
+        ),
+        "{m}"
+    );
+}
+
+/// `mesh diff` comments say they are a diff, and say what `mesh plan`
+/// would refuse.
+#[test]
+fn a_diff_has_its_own_title_and_its_refusals() {
+    let mut p = sample();
+    p.command = Command::Diff;
+    p.refused = vec!["the mesh ID changes from `mesh1` to `mesh2`".into()];
+    let m = render::markdown(&p);
+    assert!(m.starts_with("### mesh diff: `mesh1`\n"), "{m}");
+    assert!(
+        m.contains(
+            "> [!CAUTION]\n> **`mesh plan` refuses this change.**\n> - the mesh ID changes from `mesh1` to `mesh2`\n"
+        ),
+        "{m}"
+    );
+    let t = render::text(&p, &TextOptions::default());
+    assert!(
+        t.contains("Refused: `mesh plan` will not make this change:\n  - the mesh ID changes"),
+        "{t}"
+    );
+    let none = Plan {
+        command: Command::Diff,
+        ..Plan::new(
+            "mesh1",
+            vec![change("c/x", Action::NoOp, Some("a\n"), Some("a\n"))],
+        )
+    };
+    assert_eq!(
+        render::markdown(&none),
+        "### mesh diff: `mesh1`\n\n**No changes.** Both versions of the mesh file make the same steps (1 steps unchanged).\n"
+    );
+}
+
+/// The text form shows the policy, the removals and the notes too.
+#[test]
+fn text_shows_the_review() {
+    let t = render::text(&reviewed(), &TextOptions::default());
+    assert!(
+        t.contains("This plan removes:\n  - cluster3/attach: Secret istio-system/istio-remote-secret-cluster3 in cluster1\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("What changes:\n  - cluster3 (a remote of cluster1) leaves the mesh\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Policy: violated (deny_delete [\"*/attach\"], max_clusters_changed 10); `mesh plan` and `mesh apply` refuse it without --allow deny_delete\n  - deny_delete: cluster3/attach: "),
+        "{t}"
+    );
+    assert!(
+        t.trim_end()
+            .ends_with("Plan: 1 to create, 1 to update, 1 to delete.")
+    );
+}
+
+/// A thousand removals and notes still leave a comment under the limit.
+#[test]
+fn long_review_lists_are_cut_with_a_note() {
+    let mut p = reviewed();
+    p.removals = (0..1000)
+        .map(|i| Removal {
+            step: format!("c{i}/install-remote"),
+            removes: format!("Istio's remote profile in c{i} (`istioctl uninstall --purge`)"),
+        })
+        .collect();
+    p.notes = (0..1000).map(|i| format!("c{i} leaves the mesh")).collect();
+    let m = render::markdown_with_limit(&p, 20_000);
+    assert!(m.len() <= 20_000, "{}", m.len());
+    assert!(
+        m.contains("> - … and 960 more (`--format json` lists them all)"),
+        "{m}"
+    );
+    assert!(m.contains("- … and 960 more"), "{m}");
+}
+
+#[test]
+fn an_attach_says_which_primary_holds_its_secret() {
+    let mut c = change("c3/attach", Action::Create, None, Some("x\n"));
+    c.depends_on = vec![
+        "c3/install-remote".into(),
+        "c1/install-control-plane".into(),
+    ];
+    assert_eq!(c.secret_holder(), Some("c1"));
+    assert_eq!(c.location(), "secret for c3 in c1");
+    assert_eq!(c.clusters(), ["c3", "c1"]);
+    let mut x = change("c1/attach@c2", Action::Create, None, Some("x\n"));
+    x.kind = "attach".into();
+    x.cluster = "c1".into();
+    assert_eq!(x.location(), "secret for c1 in c2");
+    let other = change("c3/install-remote", Action::Create, None, Some("x\n"));
+    assert_eq!(other.secret_holder(), None);
+    assert_eq!(other.location(), "c3");
+}
+
+/// `apply PLANFILE` must reach the policy result the saved plan recorded.
+#[test]
+fn first_difference_compares_the_policy_verdict() {
+    let a = reviewed();
+    let mut b = a.clone();
+    b.policy.violations[0].message = "other words".into();
+    b.notes.clear();
+    assert_eq!(
+        a.first_difference(&b),
+        None,
+        "messages and notes are derived text"
+    );
+    b.policy.allowed = vec!["deny_delete".into()];
+    b.policy.violations[0].allowed = true;
+    b.policy.result = PolicyResult::Overridden;
+    let d = a.first_difference(&b).unwrap();
+    assert!(d.starts_with("policy: violated"), "{d}");
 }

@@ -11,6 +11,7 @@
 pub mod ca;
 pub mod cluster;
 pub mod env;
+pub mod facts;
 pub mod istioctl;
 pub mod k8s;
 pub mod kind;

@@ -36,6 +36,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
             no_refresh: args.no_refresh,
             lock_timeout: args.lock.lock_timeout,
             mode,
+            allow: &args.allow,
         },
     )
 }
@@ -55,6 +56,7 @@ pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
             no_refresh: true,
             lock_timeout: args.lock.lock_timeout,
             mode: Mode::Destroy,
+            allow: &args.allow,
         },
     )
 }
@@ -67,6 +69,8 @@ struct RunArgs<'a> {
     no_refresh: bool,
     lock_timeout: std::time::Duration,
     mode: Mode,
+    /// `--allow RULE`: the [policy] rules this run overrides.
+    allow: &'a [String],
 }
 
 fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
@@ -124,13 +128,20 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         } else {
             None
         };
-        let plan: Plan = planner::plan(
+        let mut plan: Plan = planner::plan(
             &mesh.mesh.id,
             &graph,
             recorded.as_ref(),
             refreshed.as_ref(),
             mode,
         );
+        // The policy as `mesh plan` checked it: a saved plan with the
+        // overrides it recorded (and must reach the same verdict below).
+        let saved_plan = saved.as_ref().map(|(_, s)| &s.plan);
+        if let Err(e) = engine::review::apply(&mut plan, &mesh, saved_plan, args.allow) {
+            world.close().await;
+            bail!(e);
+        }
         if let Some((file, saved)) = &saved
             && let Err(e) = saved.check_matches(file, &plan)
         {
@@ -145,6 +156,11 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                  or make a new plan with `mesh plan`",
                 stuck.join(", ")
             );
+        }
+        if let Some(refusal) = plan.policy.refusal() {
+            world.close().await;
+            crate::out!("{}", render_plan(&plan, Format::Text, out));
+            bail!(refusal);
         }
         if !plan.summary.has_changes() {
             world.close().await;

@@ -2,7 +2,7 @@
 
 use super::refresh::refresh;
 use crate::cli::{Cli, DiffArgs, PlanArgs};
-use crate::mesh_file::{load_graph, mesh_file_sha256};
+use crate::mesh_file::{load_graph, load_graph_or_none, mesh_file_sha256};
 use crate::output::{Output, render_plan};
 use crate::progress::View;
 use crate::store::backend;
@@ -64,13 +64,19 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     } else {
         Mode::Converge
     };
-    let plan = planner::plan(
+    let mut plan = planner::plan(
         &mesh.mesh.id,
         &graph,
         recorded.as_ref(),
         refreshed.as_ref(),
         mode,
     );
+    engine::review::plan(&mut plan, &mesh, &args.allow);
+    // A plan the policy refuses is shown (every format says why), not saved.
+    if let Some(refusal) = plan.policy.refusal() {
+        crate::out!("{}", render_plan(&plan, args.format, out));
+        anyhow::bail!(refusal);
+    }
 
     if let Some(file) = &args.out {
         let saved = SavedPlan {
@@ -107,16 +113,32 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
 }
 
 pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
-    let (base_mesh, base) = load_graph(&args.base_file)?;
-    let (mesh, head) = load_graph(&cli.file)?;
-    if base_mesh.mesh.id != mesh.mesh.id {
-        crate::errln!(
-            "note: the mesh ID changes from `{}` to `{}`: every step is compared as if it were the same mesh.",
-            base_mesh.mesh.id,
-            mesh.mesh.id
+    // A base that is missing or empty is no mesh yet (a pull request that
+    // adds the mesh file); an empty head, a mesh file emptied.
+    let base = load_graph_or_none(&args.base_file, true)?;
+    let head = load_graph_or_none(&cli.file, false)?;
+    let Some(mesh_id) = head
+        .as_ref()
+        .or(base.as_ref())
+        .map(|(m, _)| m.mesh.id.clone())
+    else {
+        anyhow::bail!(
+            "neither {} nor {} describes a mesh: there is nothing to compare",
+            args.base_file.display(),
+            cli.file.display()
         );
-    }
-    let plan = planner::diff(&mesh.mesh.id, &base, &head);
+    };
+    let none = engine::graph::GraphBuilder::new()
+        .build()
+        .context("an empty step graph")?;
+    let base_graph = base.as_ref().map_or(&none, |(_, g)| g);
+    let head_graph = head.as_ref().map_or(&none, |(_, g)| g);
+    let mut plan = planner::diff(&mesh_id, base_graph, head_graph);
+    engine::review::diff(
+        &mut plan,
+        base.as_ref().map(|(m, _)| m),
+        head.as_ref().map(|(m, _)| m),
+    );
     crate::out!("{}", render_plan(&plan, args.format, out));
     Ok(if args.detailed_exitcode && plan.summary.has_changes() {
         2

@@ -13,6 +13,8 @@ pub struct MeshFile {
     pub state: StateSection,
     /// `[trust]`: the mesh's root of trust, when it has one.
     pub trust: Option<TrustSection>,
+    /// `[policy]`: what a plan may not do (no rules when absent).
+    pub policy: PolicySection,
     /// In file order.
     pub clusters: Vec<Cluster>,
     /// Warnings (not errors) found while loading, e.g. a root key readable
@@ -39,6 +41,19 @@ pub struct TrustSection {
 
 impl TrustSection {
     pub const DEFAULT_INTERMEDIATE_DAYS: u32 = 365;
+}
+
+/// `[policy]`: rules every plan is checked against before anything runs
+/// (`engine::policy`); `--allow RULE` overrides one for one plan.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PolicySection {
+    /// Step-ID globs no plan may delete (`*/install-control-plane`).
+    pub deny_delete: Vec<String>,
+    /// How many clusters one apply may change; None: no limit.
+    pub max_clusters_changed: Option<u32>,
+    /// An `istio_version` change must come with a new revision (a canary
+    /// upgrade), not upgrade the control planes in place.
+    pub require_canary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -39,6 +39,13 @@ pub(crate) struct Draft {
     pub root_cert: Option<At<String>>,
     pub root_key: Option<At<String>>,
     pub intermediate_days: Option<At<i64>>,
+    /// `[policy]` was written.
+    pub policy_span: Option<Range<usize>>,
+    /// `deny_delete`: each glob with where it is written (a value that is
+    /// not a string is reported and left out).
+    pub deny_delete: Option<Vec<At<String>>>,
+    pub max_clusters_changed: Option<At<i64>>,
+    pub require_canary: Option<At<bool>>,
     pub clusters: Vec<DraftCluster>,
 }
 
@@ -65,7 +72,8 @@ pub(crate) struct DraftCluster {
     pub keys: Vec<String>,
 }
 
-pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "trust", "cluster"];
+pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "trust", "policy", "cluster"];
+pub(crate) const POLICY_KEYS: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
 pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
 pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version"];
 pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path", "readiness_timeout", "timeout"];
@@ -160,7 +168,12 @@ impl Walker<'_> {
         }
     }
 
-    fn integer(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<At<i64>> {
+    fn integer(
+        &mut self,
+        what: &str,
+        value: &Spanned<DeValue<'_>>,
+        example: i64,
+    ) -> Option<At<i64>> {
         match value.get_ref() {
             DeValue::Integer(i) => {
                 match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
@@ -172,7 +185,7 @@ impl Walker<'_> {
                         self.error(
                             value.span(),
                             format!("`{what}` is not a whole number mesh can use"),
-                            format!("write a plain number of days, e.g. {what} = 365"),
+                            format!("write a plain number, e.g. {what} = {example}"),
                         );
                         None
                     }
@@ -182,7 +195,61 @@ impl Walker<'_> {
                 self.error(
                     value.span(),
                     format!("`{what}` must be a number, not {}", type_name(other)),
-                    format!("write a number without quotes, e.g. {what} = 365"),
+                    format!("write a number without quotes, e.g. {what} = {example}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<At<bool>> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(At {
+                value: *b,
+                span: value.span(),
+            }),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`{what}` must be true or false, not {}", type_name(other)),
+                    format!("write it without quotes, e.g. {what} = true"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of strings; each value that is not a string is reported.
+    fn strings(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<Vec<At<String>>> {
+        match value.get_ref() {
+            DeValue::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(|item| match item.get_ref() {
+                        DeValue::String(s) => Some(At {
+                            value: s.to_string(),
+                            span: item.span(),
+                        }),
+                        other => {
+                            self.error(
+                                item.span(),
+                                format!("`{what}` holds {}, not a string", type_name(other)),
+                                "write each value in quotes, e.g. \"*/install-control-plane\""
+                                    .to_string(),
+                            );
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+            other => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "`{what}` must be an array of strings, not {}",
+                        type_name(other)
+                    ),
+                    format!("write it in brackets, e.g. {what} = [\"*/install-control-plane\"]"),
                 );
                 None
             }
@@ -256,12 +323,33 @@ impl Walker<'_> {
                                 "root_cert" => draft.root_cert = self.string("root_cert", v),
                                 "root_key" => draft.root_key = self.string("root_key", v),
                                 "intermediate_days" => {
-                                    draft.intermediate_days = self.integer("intermediate_days", v)
+                                    draft.intermediate_days =
+                                        self.integer("intermediate_days", v, 365)
                                 }
                                 _ => {
                                     if let Some(m) = self.unknown_key(k, "[trust]", TRUST_KEYS) {
                                         draft.trust_keys.push(m);
                                     }
+                                }
+                            }
+                        }
+                    }
+                }
+                "policy" => {
+                    if let Some(t) = self.table("policy", value) {
+                        draft.policy_span = Some(key.span());
+                        for (k, v) in t {
+                            match k.get_ref().as_ref() {
+                                "deny_delete" => draft.deny_delete = self.strings("deny_delete", v),
+                                "max_clusters_changed" => {
+                                    draft.max_clusters_changed =
+                                        self.integer("max_clusters_changed", v, 10)
+                                }
+                                "require_canary" => {
+                                    draft.require_canary = self.boolean("require_canary", v)
+                                }
+                                _ => {
+                                    self.unknown_key(k, "[policy]", POLICY_KEYS);
                                 }
                             }
                         }

@@ -18,6 +18,8 @@ pub struct RawMeshFile {
     pub state: Option<RawState>,
     #[serde(default)]
     pub trust: Option<RawTrust>,
+    #[serde(default)]
+    pub policy: Option<RawPolicy>,
     /// The clusters, as an array of tables (`[[cluster]]`).
     #[serde(default)]
     pub cluster: Vec<RawCluster>,
@@ -83,6 +85,22 @@ pub struct RawTrust {
     /// Validity of each primary's intermediate CA, in days. Default 365.
     #[schemars(range(min = 1, max = 3650))]
     pub intermediate_days: Option<u32>,
+}
+
+/// What a plan may not do: `mesh plan` and `mesh apply` refuse a plan that
+/// breaks a rule, unless `--allow <rule>` overrides it (the plan records it).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Step-ID globs no plan may delete, e.g. `*/install-control-plane`
+    /// (`*` any characters but `/`, `?` one, `[a-c]` one of a set).
+    pub deny_delete: Option<Vec<String>>,
+    /// How many clusters one apply may change (1 or more). Default: no limit.
+    #[schemars(range(min = 1))]
+    pub max_clusters_changed: Option<u32>,
+    /// An `istio_version` change must add a new revision (a canary upgrade),
+    /// not upgrade the installs in place. Default false.
+    pub require_canary: Option<bool>,
 }
 
 /// The role of a cluster in the mesh.

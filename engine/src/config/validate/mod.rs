@@ -9,6 +9,7 @@
 mod clusters;
 mod istioctl;
 mod mesh;
+mod policy;
 mod state;
 mod trust;
 
@@ -213,6 +214,7 @@ pub(crate) fn validate(
     ck.version_gated_values(&draft, mesh.istio_version.as_deref());
     let kubernetes = ck.state_backend(&draft, &clusters, &mesh.id);
     let trust = ck.trust(&draft, path, &clusters);
+    let policy = ck.policy(&draft);
 
     if !ck.errors.is_empty() {
         let mut errors = ck.errors;
@@ -228,6 +230,7 @@ pub(crate) fn validate(
             kubernetes,
         },
         trust,
+        policy,
         clusters: clusters.into_iter().map(|(c, _)| c).collect(),
         warnings: Vec::new(),
     })
