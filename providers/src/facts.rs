@@ -100,59 +100,14 @@ pub fn of_input(input: &str) -> Facts {
     f
 }
 
-/// What deleting a step removes, in plain words, from its recorded input.
-/// `holder` is, for an `attach`, the primary that holds the Secret.
-/// A kind mesh does not know (a state from a newer mesh) is named as is.
+/// What deleting a step removes, in plain words, from its recorded input
+/// (each kind says it: [`crate::Kind::removes`]). `holder` is, for an
+/// `attach`, the primary that holds the Secret. A kind mesh does not know
+/// (a state from a newer mesh) is named as is.
 pub fn removes(kind: &str, cluster: &str, holder: Option<&str>, recorded: &str) -> String {
-    let Ok(kind) = kind.parse::<StepKind>() else {
-        return format!("what step kind `{kind}` applied in {cluster}");
-    };
-    match kind {
-        StepKind::PrepareNamespace => match of_input(recorded).primary {
-            // A remote's istio-system is mesh's when mesh created it
-            // (prepare_namespace.rs, destroy): then it goes, whole.
-            Some(_) => format!(
-                "namespace istio-system in {cluster}, with everything still in it \
-                 (when mesh created it; otherwise only mesh's annotation and label come off)"
-            ),
-            None => format!(
-                "mesh's network label on namespace istio-system in {cluster} \
-                 (the namespace goes with the control plane)"
-            ),
-        },
-        StepKind::PlugCa => format!(
-            "Secret istio-system/cacerts in {cluster}: its intermediate CA \
-             (istiod falls back to a self-signed root when it restarts)"
-        ),
-        StepKind::InstallControlPlane => format!(
-            "Istio's control plane in {cluster} (`istioctl uninstall --purge`), \
-             then namespace istio-system with everything in it"
-        ),
-        StepKind::InstallEastwestGateway => format!(
-            "the east-west gateway in {cluster}: traffic from other networks \
-             and remotes through it stops"
-        ),
-        StepKind::EastwestAddress => {
-            format!("nothing in {cluster}: only the recorded east-west address")
-        }
-        StepKind::ExposeIstiod => format!(
-            "Gateway istiod-gateway and VirtualService istiod-vs in {cluster}: \
-             remotes can no longer reach its istiod"
-        ),
-        StepKind::ExposeServices => format!(
-            "Gateway cross-network-gateway in {cluster}: other networks can no \
-             longer reach its services"
-        ),
-        StepKind::InstallRemote => {
-            format!("Istio's remote profile in {cluster} (`istioctl uninstall --purge`)")
-        }
-        StepKind::Attach => {
-            let holder = holder.unwrap_or("its primary");
-            format!(
-                "Secret istio-system/istio-remote-secret-{cluster} in {holder}: \
-                 {holder}'s istiod stops seeing {cluster}'s services"
-            )
-        }
+    match kind.parse::<StepKind>() {
+        Ok(kind) => kind.removes(cluster, holder, &documents(recorded)),
+        Err(_) => format!("what step kind `{kind}` applied in {cluster}"),
     }
 }
 

@@ -77,6 +77,13 @@ pub trait Kind: Send + Sync + 'static {
         crate::objects::deletions(old, new)
     }
 
+    /// What deleting the step removes, in plain words, for the reviewer
+    /// (`recorded`: its recorded documents; `holder`: for a step whose
+    /// objects live in another cluster than its own, that cluster).
+    fn removes(cluster: &str, _holder: Option<&str>, _recorded: &[Value]) -> String {
+        format!("what {} applied in {cluster}", Self::NAME)
+    }
+
     /// Makes the cluster match `rendered`. `previous` is the step's record
     /// when it has one (an update). By default, a server-side apply of the
     /// documents, then deletion of what `previous` had and they no longer

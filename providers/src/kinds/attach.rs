@@ -285,6 +285,14 @@ impl Kind for Attach {
         render(input)
     }
 
+    fn removes(cluster: &str, holder: Option<&str>, _: &[Value]) -> String {
+        let holder = holder.unwrap_or("its primary");
+        format!(
+            "Secret istio-system/istio-remote-secret-{cluster} in {holder}: \
+             {holder}'s istiod stops seeing {cluster}'s services"
+        )
+    }
+
     /// Reads the reader token in the remote and writes Secret
     /// `istio-remote-secret-<R>` in the primary. The token goes nowhere else.
     async fn apply(

@@ -88,6 +88,10 @@ impl Kind for EastwestAddress {
         render(input)
     }
 
+    fn removes(cluster: &str, _: Option<&str>, _: &[Value]) -> String {
+        format!("nothing in {cluster}: only the recorded east-west address")
+    }
+
     /// Waits (a watch, with a timeout) for the gateway's external IP.
     async fn apply(
         cx: Ctx<'_>,

@@ -97,6 +97,13 @@ impl Kind for ExposeIstiod {
         render(input)
     }
 
+    fn removes(cluster: &str, _: Option<&str>, _: &[Value]) -> String {
+        format!(
+            "Gateway istiod-gateway and VirtualService istiod-vs in {cluster}: \
+             remotes can no longer reach its istiod"
+        )
+    }
+
     fn leftovers(old: &[Value], new: &Rendered) -> Vec<String> {
         crate::objects::no_longer_rendered(old, &new.documents)
             .iter()

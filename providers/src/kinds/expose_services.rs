@@ -45,4 +45,11 @@ impl Kind for ExposeServices {
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
     }
+
+    fn removes(cluster: &str, _: Option<&str>, _: &[serde_json::Value]) -> String {
+        format!(
+            "Gateway cross-network-gateway in {cluster}: other networks can no \
+             longer reach its services"
+        )
+    }
 }

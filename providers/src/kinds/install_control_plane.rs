@@ -81,6 +81,13 @@ impl IstioctlInstall for InstallControlPlane {
         render(input)
     }
 
+    fn removes(cluster: &str) -> String {
+        format!(
+            "Istio's control plane in {cluster} (`istioctl uninstall --purge`), \
+             then namespace istio-system with everything in it"
+        )
+    }
+
     /// istiod's Deployment (`istiod` or `istiod-<revision>`).
     fn owned(recorded: &[Value]) -> Vec<Value> {
         vec![object(

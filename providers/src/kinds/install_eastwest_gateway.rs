@@ -93,6 +93,13 @@ impl IstioctlInstall for InstallEastwestGateway {
         render(input)
     }
 
+    fn removes(cluster: &str) -> String {
+        format!(
+            "the east-west gateway in {cluster}: traffic from other networks \
+             and remotes through it stops"
+        )
+    }
+
     /// The gateway's Service.
     fn owned(_recorded: &[Value]) -> Vec<Value> {
         vec![object(

@@ -86,6 +86,10 @@ impl IstioctlInstall for InstallRemote {
         render(input, outputs)
     }
 
+    fn removes(cluster: &str) -> String {
+        format!("Istio's remote profile in {cluster} (`istioctl uninstall --purge`)")
+    }
+
     /// The sidecar injector's webhook, and Istio's reader ServiceAccount
     /// (which `attach` needs). A reader named by
     /// `values.global.readerServiceAccount` is the user's to create, not

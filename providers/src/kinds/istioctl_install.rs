@@ -288,6 +288,9 @@ pub trait IstioctlInstall: Send + Sync + 'static {
 
     /// The IstioOperator name when the record has none (old records).
     const OWNER: &'static str;
+
+    /// What deleting the step removes, in plain words ([`Kind::removes`]).
+    fn removes(cluster: &str) -> String;
 }
 
 impl<T: IstioctlInstall> Kind for T {
@@ -300,6 +303,10 @@ impl<T: IstioctlInstall> Kind for T {
 
     fn leftovers(old: &[Value], new: &Rendered) -> Vec<String> {
         revision_stays(old, new)
+    }
+
+    fn removes(cluster: &str, _holder: Option<&str>, _recorded: &[Value]) -> String {
+        T::removes(cluster)
     }
 
     /// `istioctl install -y -f - --context <ctx>` with the rendered document.

@@ -62,6 +62,13 @@ macro_rules! registry {
                 }
             }
 
+            /// What deleting the step removes, in plain words ([`Kind::removes`]).
+            pub fn removes(self, cluster: &str, holder: Option<&str>, recorded: &[serde_json::Value]) -> String {
+                match self {
+                    $(StepKind::$variant => <$module::$kind as Kind>::removes(cluster, holder, recorded),)+
+                }
+            }
+
             /// Undoes a recorded step, from its record alone ([`Kind::destroy`]).
             pub async fn destroy(
                 self,

@@ -91,6 +91,13 @@ impl Kind for PlugCa {
         render(input)
     }
 
+    fn removes(cluster: &str, _: Option<&str>, _: &[Value]) -> String {
+        format!(
+            "Secret istio-system/cacerts in {cluster}: its intermediate CA \
+             (istiod falls back to a self-signed root when it restarts)"
+        )
+    }
+
     /// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not
     /// write (another root, made by hand) is replaced, and the log says so; a
     /// running istiod is restarted so that it loads the new CA (as `kubectl

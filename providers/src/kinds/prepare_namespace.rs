@@ -108,6 +108,27 @@ impl Kind for PrepareNamespace {
         render(input)
     }
 
+    /// A remote's istio-system is mesh's when mesh created it (see
+    /// `destroy`): then it goes, whole.
+    fn removes(cluster: &str, _: Option<&str>, recorded: &[Value]) -> String {
+        let of_a_remote = recorded
+            .first()
+            .and_then(|d| d.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(ANNOTATION))
+            .is_some();
+        if of_a_remote {
+            format!(
+                "namespace istio-system in {cluster}, with everything still in it \
+                 (when mesh created it; otherwise only mesh's annotation and label come off)"
+            )
+        } else {
+            format!(
+                "mesh's network label on namespace istio-system in {cluster} \
+                 (the namespace goes with the control plane)"
+            )
+        }
+    }
+
     /// Creates istio-system if absent (marked [`CREATED_BY`] in the same
     /// request), then applies the annotation and label. `created` (whether mesh
     /// made the namespace, so destroy only deletes its own) is read back from
