@@ -399,6 +399,11 @@ impl Worker {
             return Ok(None);
         };
         self.foreign(&secret.metadata, "Secret", &self.location.name)?;
+        // And after: a holder stopped between the check and the read may
+        // have read what another holder wrote meanwhile.
+        if self.held.is_some() {
+            self.fence(&conn).await?;
+        }
         self.version = secret.metadata.resource_version.clone();
         self.decode(&secret).map(Some)
     }
