@@ -10,5 +10,5 @@ pub mod model;
 pub mod render;
 pub mod saved;
 
-pub use model::{Action, Change, FORMAT_VERSION, Plan, Summary};
+pub use model::{Action, Change, Drift, FORMAT_VERSION, Plan, Summary};
 pub use saved::{SavedPlan, SavedPlanError};
