@@ -184,6 +184,18 @@ pub struct PlanArgs {
     /// Override a [policy] rule for this plan (repeat it; the plan records it).
     #[arg(long = "allow", value_name = "RULE", value_parser = policy_rules())]
     pub allow: Vec<String>,
+    /// Run STEP again even if nothing changed (repeatable): e.g. after
+    /// fixing by hand what it made. `mesh graph` shows the step IDs.
+    #[arg(long = "replace", value_name = "STEP", conflicts_with = "destroy")]
+    pub replace: Vec<String>,
+    /// Plan only these clusters' or steps' changes and the steps they
+    /// depend on (repeatable). Not for routine use: the plan may not be complete.
+    #[arg(long = "target", value_name = "CLUSTER_OR_STEP")]
+    pub target: Vec<String>,
+    /// Plan recording what the clusters are now (drift, new addresses) in
+    /// the state, changing nothing in any cluster (docs/state.md).
+    #[arg(long, conflicts_with_all = ["replace", "destroy", "no_refresh"])]
+    pub refresh_only: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -211,6 +223,21 @@ pub struct ApplyArgs {
     /// only rules the saved plan recorded: it is applied with its own.
     #[arg(long = "allow", value_name = "RULE", value_parser = policy_rules())]
     pub allow: Vec<String>,
+    /// Run STEP again even if nothing changed (repeatable).
+    #[arg(long = "replace", value_name = "STEP", conflicts_with = "planfile")]
+    pub replace: Vec<String>,
+    /// Apply only these clusters' or steps' changes and the steps they
+    /// depend on (repeatable). Not for routine use.
+    #[arg(
+        long = "target",
+        value_name = "CLUSTER_OR_STEP",
+        conflicts_with = "planfile"
+    )]
+    pub target: Vec<String>,
+    /// Record what the clusters are now in the state; change nothing in any
+    /// cluster (docs/state.md).
+    #[arg(long, conflicts_with_all = ["replace", "no_refresh", "planfile"])]
+    pub refresh_only: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -232,6 +259,10 @@ pub struct DestroyArgs {
     /// Override a [policy] rule for this plan (repeat it; the plan records it).
     #[arg(long = "allow", value_name = "RULE", value_parser = policy_rules())]
     pub allow: Vec<String>,
+    /// Destroy only these clusters' or steps' records and the steps that
+    /// depend on them (repeatable). Not for routine use.
+    #[arg(long = "target", value_name = "CLUSTER_OR_STEP")]
+    pub target: Vec<String>,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -309,6 +340,23 @@ pub enum StateCommand {
         /// Replace a state of another lineage or a newer serial.
         #[arg(long)]
         force: bool,
+    },
+    /// Forget steps without touching any cluster: what they made stays
+    /// there, and mesh no longer manages it. The previous state is kept as
+    /// the backup.
+    #[command(after_help = "Examples:\n  mesh state rm cluster2/attach\n  \
+        mesh state rm cluster3          (every step of a cluster that is gone for good)\n\n\
+        To get them back: `mesh apply` runs them again, `mesh import --force` records what is live,\n\
+        or push the backup the command names.")]
+    Rm {
+        /// Step IDs (cluster2/attach), or cluster names for all their steps.
+        #[arg(required = true, value_name = "STEP")]
+        steps: Vec<String>,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
 }
 

@@ -10,12 +10,13 @@
 use crate::executor::{self, Event, Report, Runner, Stop, Task, TaskAction, TaskFuture};
 use crate::planner::{self, RenderedInput};
 use crate::topology::StepGraph;
+use futures::stream::{self, StreamExt};
 use plans::{Action, Plan};
 use providers::env::{Applied, Env, Recorded, StepError};
 use providers::{Ctx, Known, StepKind, Target};
 use serde_json::Value;
-use state::{State, Status};
-use std::collections::BTreeMap;
+use state::{State, Status, StepRecord};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct Outcome {
     pub errors: BTreeMap<String, String>,
     /// The state could not be saved; the message says why.
     pub state_error: Option<String>,
+    /// Failed steps that never reached their cluster (step ID → cluster):
+    /// nothing changed there, and their records are as they were.
+    pub unreached: BTreeMap<String, String>,
 }
 
 impl Outcome {
@@ -110,7 +114,23 @@ struct Failure {
     /// The input it tried to apply (recorded with the taint).
     input: Option<RenderedInput>,
     error: String,
+    /// The cluster that did not answer before the step began: the step sent
+    /// nothing that could change a cluster.
+    unreached: Option<String>,
 }
+
+impl Failure {
+    fn of(error: String) -> Failure {
+        Failure {
+            input: None,
+            error,
+            unreached: None,
+        }
+    }
+}
+
+/// A cluster as the connection pool knows it: (kubeconfig, context).
+type ClusterKey = (Option<PathBuf>, String);
 
 struct StepRunner {
     graph: Arc<StepGraph>,
@@ -118,7 +138,124 @@ struct StepRunner {
     state: Arc<Mutex<State>>,
     /// `--kubeconfig`, for deleting steps whose cluster left the mesh file.
     default_kubeconfig: Option<PathBuf>,
+    /// Clusters that answered in this run: each is asked once.
+    reached: Arc<Mutex<HashSet<ClusterKey>>>,
 }
+
+/// Asks each cluster a step talks to for its version before the step does
+/// anything (once per cluster and run). A step that fails here sent no
+/// request that could change a cluster, so it is not recorded as having
+/// run: a cluster whose context is missing or whose API server is down
+/// never leaves a tainted record that destroy could not clear.
+async fn reach(
+    env: &Env,
+    reached: &Mutex<HashSet<ClusterKey>>,
+    targets: &[Target],
+) -> Result<(), Failure> {
+    for target in targets {
+        let key = (target.kubeconfig.clone(), target.context.clone());
+        if reached.lock().expect("reached lock").contains(&key) {
+            continue;
+        }
+        let unreached = |e: StepError| Failure {
+            input: None,
+            error: message(&e),
+            unreached: Some(target.cluster.clone()),
+        };
+        let conn = env
+            .clusters
+            .connect(target)
+            .await
+            .map_err(|e| unreached(e.into()))?;
+        conn.call("reaching its API server", || {
+            conn.client.apiserver_version()
+        })
+        .await
+        .map_err(|e| unreached(e.into()))?;
+        reached.lock().expect("reached lock").insert(key);
+    }
+    Ok(())
+}
+
+impl StepRunner {
+    /// The clusters a task talks to. Apply: the step's cluster, and the
+    /// cluster of its step ID when its objects live in another (`R/attach`
+    /// reads R, writes P). Delete: the cluster its record names, with the
+    /// kubeconfig of the mesh file's cluster of that context, else
+    /// `--kubeconfig` (the cluster may have left the mesh file).
+    fn targets(&self, task: &Task) -> Vec<Target> {
+        match task.action {
+            TaskAction::Apply => {
+                let Some(step) = self.graph.get(&task.id) else {
+                    return Vec::new();
+                };
+                let mut targets = vec![step.target.clone()];
+                if step.target.cluster != step.cluster
+                    && let Some(own) = self
+                        .graph
+                        .in_order()
+                        .find(|s| s.target.cluster == step.cluster)
+                {
+                    targets.push(own.target.clone());
+                }
+                targets
+            }
+            TaskAction::Delete => {
+                let st = self.state.lock().expect("state lock");
+                let Some(rec) = st.steps.get(&task.id) else {
+                    return Vec::new();
+                };
+                let kubeconfig = self
+                    .graph
+                    .in_order()
+                    .find(|s| s.target.context == rec.context)
+                    .and_then(|s| s.target.kubeconfig.clone())
+                    .or_else(|| self.default_kubeconfig.clone());
+                vec![Target {
+                    cluster: rec.cluster.clone(),
+                    context: rec.context.clone(),
+                    kubeconfig,
+                }]
+            }
+        }
+    }
+
+    /// Asks every cluster the tasks talk to for its version, all at once,
+    /// once each, before any step starts (one try, a short timeout): a step
+    /// then finds its cluster answered already and goes to work straight
+    /// after its tainted record is written, leaving no gap in which a
+    /// stopped process could lose the lock and still start it. A cluster
+    /// that did not answer is asked again, with retries, by its first step.
+    async fn reach_all(&self, tasks: &[Task], parallelism: usize) {
+        let mut targets: Vec<Target> = tasks.iter().flat_map(|t| self.targets(t)).collect();
+        targets.sort_by(|a, b| (&a.kubeconfig, &a.context).cmp(&(&b.kubeconfig, &b.context)));
+        targets.dedup_by(|a, b| a.kubeconfig == b.kubeconfig && a.context == b.context);
+        let env = &self.env;
+        let answered: Vec<Option<ClusterKey>> = stream::iter(targets)
+            .map(|target| async move {
+                let ask = async {
+                    let conn = env.clusters.connect(&target).await.ok()?;
+                    conn.client.apiserver_version().await.ok()
+                };
+                tokio::time::timeout(FIRST_ASK_TIMEOUT, ask)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|_| (target.kubeconfig.clone(), target.context.clone()))
+            })
+            .buffer_unordered(parallelism.max(1))
+            .collect()
+            .await;
+        self.reached
+            .lock()
+            .expect("reached lock")
+            .extend(answered.into_iter().flatten());
+    }
+}
+
+/// How long [`StepRunner::reach_all`] waits for a cluster before leaving it
+/// to its first step.
+const FIRST_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Runner for StepRunner {
     type Output = Done;
@@ -131,14 +268,14 @@ impl Runner for StepRunner {
             TaskAction::Apply => {
                 let Some(step) = self.graph.get(&id).cloned() else {
                     return Box::pin(async move {
-                        Err(Failure {
-                            input: None,
-                            error: format!("{id} is not a step of this mesh file"),
-                        })
+                        Err(Failure::of(format!("{id} is not a step of this mesh file")))
                     });
                 };
                 let state = self.state.clone();
+                let targets = self.targets(task);
+                let reached = self.reached.clone();
                 Box::pin(async move {
+                    reach(&env, &reached, &targets).await?;
                     // Upstream outputs as recorded by now: the executor starts
                     // a step only after its dependencies were recorded. Rendered
                     // here, in the task, not on the executor's loop: a fleet
@@ -171,6 +308,7 @@ impl Runner for StepRunner {
                         Err(e) => Err(Failure {
                             input: Some(input),
                             error: message(&e),
+                            unreached: None,
                         }),
                     }
                 })
@@ -183,30 +321,16 @@ impl Runner for StepRunner {
                     .steps
                     .get(&id)
                     .cloned();
-                let kubeconfig = self
-                    .graph
-                    .in_order()
-                    .find(|s| {
-                        s.target.context
-                            == record
-                                .as_ref()
-                                .map(|r| r.context.as_str())
-                                .unwrap_or_default()
-                    })
-                    .and_then(|s| s.target.kubeconfig.clone())
-                    .or_else(|| self.default_kubeconfig.clone());
+                let targets = self.targets(task);
+                let reached = self.reached.clone();
                 Box::pin(async move {
                     let Some(rec) = record else {
                         return Ok(Done::Deleted { log: String::new() });
                     };
-                    let kind: StepKind = rec.kind.parse().map_err(|e: String| Failure {
-                        input: None,
-                        error: e,
-                    })?;
-                    let target = Target {
-                        cluster: rec.cluster.clone(),
-                        context: rec.context.clone(),
-                        kubeconfig,
+                    let kind: StepKind = rec.kind.parse().map_err(Failure::of)?;
+                    reach(&env, &reached, &targets).await?;
+                    let Some(target) = targets.into_iter().next() else {
+                        return Err(Failure::of(format!("{id} has no cluster to delete from")));
                     };
                     let recorded = Recorded {
                         input: &rec.input,
@@ -214,10 +338,7 @@ impl Runner for StepRunner {
                     };
                     match kind.destroy(Ctx::new(&env, &id, &target), &recorded).await {
                         Ok(log) => Ok(Done::Deleted { log }),
-                        Err(e) => Err(Failure {
-                            input: None,
-                            error: message(&e),
-                        }),
+                        Err(e) => Err(Failure::of(message(&e))),
                     }
                 })
             }
@@ -277,8 +398,13 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         env,
         state: state.clone(),
         default_kubeconfig,
+        reached: Arc::default(),
     });
     let mut errors = BTreeMap::new();
+    let mut unreached = BTreeMap::new();
+    // Each running step's record from before it started, put back when the
+    // step turns out never to have reached its cluster.
+    let mut started_from: HashMap<String, Option<StepRecord>> = HashMap::new();
     let mut state_error: Option<String> = None;
     let (halt_tx, halt_rx) = watch::channel(Stop::No);
     // Forward the caller's stop requests, and add our own when the state
@@ -323,7 +449,9 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         }
         r
     };
-    let report = executor::execute(tasks(plan, &graph), runner, limits, halt_rx, |event| {
+    let tasks = tasks(plan, &graph);
+    runner.reach_all(&tasks, limits.total).await;
+    let report = executor::execute(tasks, runner, limits, halt_rx, |event| {
         let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
         let mut st = state.lock().expect("state lock");
         match event {
@@ -355,6 +483,9 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
                     let _ = halt_tx.send(Stop::Graceful);
                     return;
                 }
+                for (id, rec) in before {
+                    started_from.insert(id, rec);
+                }
                 for t in batch {
                     progress(Progress::Started {
                         step: &t.id,
@@ -368,6 +499,7 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
                 elapsed,
             } => {
                 let id = task.id.as_str();
+                let previous = started_from.remove(id);
                 match result {
                     Ok(Done::Applied { input, applied }) => {
                         if let Some(step) = graph.get(id) {
@@ -398,13 +530,37 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
                         });
                     }
                     Err(f) => {
-                        taint(&mut st, &graph, id, f.input.as_ref(), now());
-                        errors.insert(id.to_string(), f.error.clone());
+                        let error = match (&f.unreached, previous) {
+                            // Nothing was sent that could change a cluster:
+                            // the record stays as it was before the run.
+                            (Some(cluster), Some(previous)) => {
+                                let what = match previous {
+                                    Some(rec) => {
+                                        st.steps.insert(id.to_string(), rec);
+                                        "its record is as it was"
+                                    }
+                                    None => {
+                                        st.steps.remove(id);
+                                        "it is not recorded"
+                                    }
+                                };
+                                unreached.insert(id.to_string(), cluster.clone());
+                                format!(
+                                    "{}. It never reached cluster `{cluster}`, so nothing changed there and {what}",
+                                    f.error
+                                )
+                            }
+                            _ => {
+                                taint(&mut st, &graph, id, f.input.as_ref(), now());
+                                f.error.clone()
+                            }
+                        };
+                        errors.insert(id.to_string(), error.clone());
                         progress(Progress::Failed {
                             step: id,
                             action: action(id),
                             elapsed,
-                            error: &f.error,
+                            error: &error,
                             log: "",
                         });
                     }
@@ -418,6 +574,7 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
                 }
             }
             Event::Aborted(t) => {
+                started_from.remove(&t.id);
                 let input = current_input(&st, &graph, &t.id);
                 taint(&mut st, &graph, &t.id, input.as_ref(), now());
                 if let Err(e) = persist(&mut st, true) {
@@ -445,6 +602,7 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
             report,
             errors,
             state_error,
+            unreached,
         },
     )
 }

@@ -11,7 +11,7 @@ pub mod render;
 pub mod saved;
 
 pub use model::{
-    Action, Change, Command, FORMAT_VERSION, Plan, PolicyReport, PolicyResult, Removal, Summary,
-    Violation,
+    Action, Change, Command, Drift, FORMAT_VERSION, Plan, PolicyReport, PolicyResult, Removal,
+    Summary, Violation,
 };
 pub use saved::{SavedPlan, SavedPlanError};

@@ -2,6 +2,8 @@
 //! (docs/plan-json.md): keep field names stable.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Bumped when the JSON form changes incompatibly.
 pub const FORMAT_VERSION: &str = "1";
@@ -11,9 +13,27 @@ pub struct Plan {
     pub format_version: String,
     /// The mesh ID.
     pub mesh: String,
+    /// A `--refresh-only` plan: nothing in any cluster changes; applying it
+    /// records [`Plan::drift`] in the state. (Absent from the JSON when false.)
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub refresh_only: bool,
+    /// `--target`: cluster names or step IDs; the plan covers only them and
+    /// what they depend on. Empty: every step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// `--replace`: step IDs run again even when nothing changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
+    /// What a reader must know before trusting the plan (targeting in effect).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Every step, in execution order: deletes first (reverse dependency
     /// order), then the rest in dependency order. Includes `no-op` steps.
     pub changes: Vec<Change>,
+    /// A `--refresh-only` plan's findings: what it would record, per
+    /// recorded step that drifted. `None` for any other plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Vec<Drift>>,
     pub summary: Summary,
     // The fields below were added after format 1 was published: a reader of
     // an older plan gets their defaults.
@@ -175,6 +195,52 @@ impl PolicyReport {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What a `--refresh-only` refresh found for one recorded step, and what
+/// applying the plan records for it (docs/state.md, "Refresh only").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub step: String,
+    pub kind: String,
+    pub cluster: String,
+    /// What the refresh found, one phrase each (the plan's `drift: …`).
+    pub found: Vec<String>,
+    /// The step's outputs as they would be recorded, when the cluster has
+    /// other values than the state (a new east-west address); `None` when
+    /// they stay as recorded.
+    pub outputs: Option<BTreeMap<String, Value>>,
+    /// The status the step would be recorded with: `tainted` when its
+    /// objects are missing or changed (the next apply runs it again).
+    pub status: String,
+}
+
+impl Drift {
+    /// "would record: …" in words, for the text and Markdown plans.
+    pub fn would_record(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(outputs) = &self.outputs {
+            let shown: Vec<String> = outputs
+                .iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(s) => format!("{k} = {s}"),
+                    None => format!("{k} = {v}"),
+                })
+                .collect();
+            parts.push(format!("outputs {}", shown.join(", ")));
+        }
+        if self.status == "tainted" {
+            parts.push("tainted (the next apply runs it again)".into());
+        }
+        if parts.is_empty() {
+            parts.push("nothing".into());
+        }
+        format!("would record: {}", parts.join("; "))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// `<cluster>/<kind>`.
@@ -245,6 +311,10 @@ impl Plan {
         Plan {
             format_version: FORMAT_VERSION.to_string(),
             mesh: mesh.into(),
+            refresh_only: false,
+            targets: Vec::new(),
+            replace: Vec::new(),
+            warnings: Vec::new(),
             summary: Summary::of(&changes),
             changes,
             command: Command::Plan,
@@ -252,7 +322,14 @@ impl Plan {
             removals: Vec::new(),
             refused: Vec::new(),
             policy: PolicyReport::default(),
+            drift: None,
         }
+    }
+
+    /// Whether applying the plan would change anything: a cluster, or (a
+    /// `--refresh-only` plan) the state.
+    pub fn has_changes(&self) -> bool {
+        self.summary.has_changes() || self.drift.as_ref().is_some_and(|d| !d.is_empty())
     }
 }
 
@@ -266,6 +343,46 @@ impl Plan {
     pub fn first_difference(&self, other: &Plan) -> Option<String> {
         if self.mesh != other.mesh {
             return Some(format!("mesh `{}` against `{}`", self.mesh, other.mesh));
+        }
+        // How the plan was asked for decides what an apply does, as much as
+        // its changes do.
+        if self.refresh_only != other.refresh_only {
+            return Some(format!(
+                "refresh-only {} against {}",
+                self.refresh_only, other.refresh_only
+            ));
+        }
+        if self.targets != other.targets {
+            return Some(format!(
+                "--target {:?} against {:?}",
+                self.targets, other.targets
+            ));
+        }
+        if self.replace != other.replace {
+            return Some(format!(
+                "--replace {:?} against {:?}",
+                self.replace, other.replace
+            ));
+        }
+        if self.drift != other.drift {
+            let (a, b) = (
+                self.drift.as_deref().unwrap_or_default(),
+                other.drift.as_deref().unwrap_or_default(),
+            );
+            let step = a
+                .iter()
+                .zip(b)
+                .find(|(x, y)| x != y)
+                .map(|(x, _)| x.step.as_str())
+                .or_else(|| {
+                    a.get(b.len())
+                        .or_else(|| b.get(a.len()))
+                        .map(|d| d.step.as_str())
+                })
+                .unwrap_or("?");
+            return Some(format!(
+                "{step}: what the refresh found and would record differs"
+            ));
         }
         for (i, (a, b)) in self.changes.iter().zip(&other.changes).enumerate() {
             if a.step != b.step {

@@ -68,6 +68,9 @@ pub fn summary_line(plan: &Plan) -> String {
 }
 
 pub fn text(plan: &Plan, opts: &TextOptions) -> String {
+    if plan.refresh_only {
+        return refresh_only_text(plan, opts);
+    }
     let paint = |code: &str, s: &str| {
         if opts.color {
             format!("{code}{s}{RESET}")
@@ -75,7 +78,7 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
             s.to_string()
         }
     };
-    let mut out = String::new();
+    let mut out = warnings_text(plan, opts);
     if plan.summary.has_changes() {
         let _ = writeln!(out, "mesh `{}`: steps in the order they run\n", plan.mesh);
     }
@@ -415,11 +418,15 @@ fn allowances(sizes: &[usize], budget: usize) -> Vec<usize> {
 }
 
 pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
+    if plan.refresh_only {
+        return refresh_only_markdown(plan, limit);
+    }
     let title = match plan.command {
         Command::Plan => "mesh plan",
         Command::Diff => "mesh diff",
     };
     let mut head = format!("### {title}: `{}`\n\n", cell(&plan.mesh));
+    head.push_str(&warnings_markdown(plan));
     let s = plan.summary;
     if !s.has_changes() {
         let _ = writeln!(
@@ -538,6 +545,112 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
         out.push_str(open);
         out.push_str(b);
         out.push_str(close);
+    }
+    out
+}
+
+/// The plan's warnings (targeting in effect), each a paragraph, before
+/// anything else: a reader must see them before trusting the plan.
+fn warnings_text(plan: &Plan, opts: &TextOptions) -> String {
+    let mut out = String::new();
+    for w in &plan.warnings {
+        let label = if opts.color {
+            format!("{BOLD}{YELLOW}Warning:{RESET}")
+        } else {
+            "Warning:".to_string()
+        };
+        let _ = writeln!(out, "{label} {}\n", printable(w));
+    }
+    out
+}
+
+fn warnings_markdown(plan: &Plan) -> String {
+    plan.warnings
+        .iter()
+        .map(|w| format!("> **Warning:** {}\n\n", printable(w)))
+        .collect()
+}
+
+/// The summary line of a `--refresh-only` plan.
+pub fn refresh_only_summary(plan: &Plan) -> String {
+    let n = plan.drift.as_ref().map_or(0, Vec::len);
+    if n == 0 {
+        format!(
+            "No changes. The state matches the clusters ({} recorded steps read).",
+            plan.summary.unchanged
+        )
+    } else {
+        format!(
+            "Refresh-only plan: {n} step{} to record in the state; nothing in any cluster changes.",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// A `--refresh-only` plan: what the clusters are now, step by step, and
+/// what `mesh apply --refresh-only` would record; no cluster change.
+fn refresh_only_text(plan: &Plan, opts: &TextOptions) -> String {
+    let paint = |code: &str, s: &str| {
+        if opts.color {
+            format!("{code}{s}{RESET}")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = warnings_text(plan, opts);
+    let drift = plan.drift.as_deref().unwrap_or_default();
+    if !drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "mesh `{}`: the clusters changed outside mesh. This is a refresh-only plan: applying it \
+             (`mesh apply --refresh-only`) records what follows in the state and changes nothing in \
+             any cluster.\n",
+            plan.mesh
+        );
+    }
+    for d in drift {
+        let head = format!("~ {} (record)", d.step);
+        let _ = writeln!(out, "{}", paint(&format!("{BOLD}{YELLOW}"), &head));
+        for f in &d.found {
+            let _ = writeln!(out, "    found: {}", printable(f));
+        }
+        let _ = writeln!(out, "    {}\n", printable(&d.would_record()));
+    }
+    let _ = writeln!(out, "{}", paint(BOLD, &refresh_only_summary(plan)));
+    out
+}
+
+fn refresh_only_markdown(plan: &Plan, limit: usize) -> String {
+    let mut out = format!("### mesh plan: `{}` (refresh only)\n\n", cell(&plan.mesh));
+    out.push_str(&warnings_markdown(plan));
+    let drift = plan.drift.as_deref().unwrap_or_default();
+    let _ = writeln!(out, "**{}**\n", refresh_only_summary(plan));
+    if drift.is_empty() {
+        return out;
+    }
+    out.push_str("| step | kind | cluster | found | would record |\n|---|---|---|---|---|\n");
+    let note_room = 300;
+    for (i, d) in drift.iter().enumerate() {
+        let row = format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            d.step,
+            cell(&d.kind),
+            cell(&d.cluster),
+            cell(&printable(&d.found.join("; "))),
+            cell(&printable(
+                d.would_record().trim_start_matches("would record: ")
+            ))
+        );
+        if out.len() + row.len() + note_room > limit {
+            let _ = write!(
+                out,
+                "\n_{} more steps are not shown: the comment would exceed GitHub's size limit. \
+                 `mesh plan --refresh-only --format text` or `--format json` shows them all._\n",
+                drift.len() - i
+            );
+            return out;
+        }
+        out.push_str(&row);
     }
     out
 }

@@ -37,6 +37,12 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
             lock_timeout: args.lock.lock_timeout,
             mode,
             allow: &args.allow,
+            options: planner::Options {
+                replace: args.replace.clone(),
+                targets: args.target.clone(),
+                refresh_only: args.refresh_only,
+            }
+            .normalised(),
         },
     )
 }
@@ -57,6 +63,11 @@ pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
             lock_timeout: args.lock.lock_timeout,
             mode: Mode::Destroy,
             allow: &args.allow,
+            options: planner::Options {
+                targets: args.target.clone(),
+                ..Default::default()
+            }
+            .normalised(),
         },
     )
 }
@@ -71,6 +82,8 @@ struct RunArgs<'a> {
     mode: Mode,
     /// `--allow RULE`: the [policy] rules this run overrides.
     allow: &'a [String],
+    /// `--replace`, `--target`, `--refresh-only` (a saved plan brings its own).
+    options: planner::Options,
 }
 
 fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
@@ -82,6 +95,8 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     if let Some(s) = &recorded {
         s.check_mesh_id(&mesh.mesh.id)?;
     }
+    // A misspelt step fails here, before any cluster is reached.
+    args.options.check(&graph, recorded.as_ref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
@@ -117,23 +132,39 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             Some((_, s)) if s.destroy => Mode::Destroy,
             _ => args.mode,
         };
+        // A saved plan is recomputed with the verbs it was made with.
+        let options = match &saved {
+            Some((_, s)) => planner::Options {
+                replace: s.plan.replace.clone(),
+                targets: s.plan.targets.clone(),
+                refresh_only: s.plan.refresh_only,
+            },
+            None => args.options.clone(),
+        };
         let wants_refresh = match &saved {
             Some((_, s)) => s.refreshed,
             None => !args.no_refresh,
         };
         let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
-            || engine::refresh::wants_preview(&graph, recorded.as_ref());
+            || (!options.refresh_only && engine::refresh::wants_preview(&graph, recorded.as_ref()));
         let refreshed = if wants_refresh && needed && mode == Mode::Converge {
-            Some(refresh(&world, &graph, recorded.as_ref(), args.limits.total).await?)
+            match refresh(&world, &graph, recorded.as_ref(), args.limits.total).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    world.close().await;
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
-        let mut plan: Plan = planner::plan(
+        let mut plan: Plan = planner::plan_with(
             &mesh.mesh.id,
             &graph,
             recorded.as_ref(),
             refreshed.as_ref(),
             mode,
+            &options,
         );
         // The policy as `mesh plan` checked it: a saved plan with the
         // overrides it recorded (and must reach the same verdict below).
@@ -162,12 +193,23 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             crate::out!("{}", render_plan(&plan, Format::Text, out));
             bail!(refusal);
         }
+        if plan.refresh_only {
+            world.close().await;
+            // A saved plan was reviewed when it was made: not asked again.
+            let approved = args.auto_approve || args.planfile.is_some();
+            return record_refresh(out, &plan, recorded, &mut lock, &path, approved);
+        }
         if !plan.summary.has_changes() {
             world.close().await;
             if mode == Mode::Destroy {
                 crate::outln!(
-                    "Nothing to destroy: the state at {} records no steps.",
-                    path
+                    "Nothing to destroy: the state at {} records {}.",
+                    path,
+                    if plan.targets.is_empty() {
+                        "no steps"
+                    } else {
+                        "none of the targeted steps"
+                    }
                 );
             } else {
                 crate::out!("{}", render_plan(&plan, Format::Text, out));
@@ -197,8 +239,54 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         )
         .await;
         world.close().await;
-        Ok(summarise(args.operation, &plan, &outcome))
+        let code = summarise(args.operation, &plan, &outcome);
+        if !plan.targets.is_empty() {
+            let targets = plan.targets.join(" --target ");
+            if mode == Mode::Destroy {
+                crate::errln!(
+                    "\nWarning: targeting was in effect (--target {targets}): only the targeted steps \
+                     and the steps that depended on them were destroyed. `mesh state list` shows what is left."
+                );
+            } else {
+                crate::errln!(
+                    "\nWarning: targeting was in effect (--target {targets}): changes the mesh file asks \
+                     for outside the targeted steps were not made. Run `mesh plan` to see what is left."
+                );
+            }
+        }
+        Ok(code)
     })
+}
+
+/// `apply --refresh-only`: writes what the refresh found (new outputs,
+/// drifted steps tainted) in the state, once, under the lock; no cluster
+/// changes.
+fn record_refresh(
+    out: &Output,
+    plan: &Plan,
+    recorded: Option<State>,
+    lock: &mut Box<dyn LockedState>,
+    path: &str,
+    auto_approve: bool,
+) -> Result<u8> {
+    crate::out!("{}", render_plan(plan, Format::Text, out));
+    let drift = plan.drift.as_deref().unwrap_or_default();
+    let Some(mut state) = recorded.filter(|_| !drift.is_empty()) else {
+        return Ok(0);
+    };
+    if !confirm("apply --refresh-only", auto_approve)? {
+        crate::errln!("Apply cancelled: nothing was recorded.");
+        return Ok(1);
+    }
+    let done = planner::record_drift(&mut state, drift, &state::now_rfc3339());
+    lock.write(&mut state)?;
+    crate::errln!(
+        "\nApply complete: {} step{} recorded in the state at {path} ({}); nothing in any cluster was changed.",
+        done.len(),
+        if done.len() == 1 { "" } else { "s" },
+        done.join(", ")
+    );
+    Ok(0)
 }
 
 /// Runs the plan with Ctrl-C handling: the first stops starting new steps,
@@ -267,10 +355,12 @@ fn confirm(operation: &str, auto_approve: bool) -> Result<bool> {
              pass --auto-approve to {operation} without asking"
         );
     }
-    let question = if operation == "destroy" {
-        "Do you want to destroy everything mesh applied, as listed above?"
-    } else {
-        "Do you want to apply these changes?"
+    let question = match operation {
+        "destroy" => "Do you want to destroy everything mesh applied, as listed above?",
+        "apply --refresh-only" => {
+            "Do you want to record these in the state? Nothing in any cluster changes."
+        }
+        _ => "Do you want to apply these changes?",
     };
     crate::err!("\n{question} Only 'yes' will be accepted: ");
     std::io::stderr().flush().ok();
@@ -319,6 +409,32 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
     }
     if let Some(e) = &outcome.state_error {
         crate::errln!("  the state could not be saved: {e}");
+    }
+    // A cluster that never answered: nothing changed there. For a cluster
+    // gone for good, forgetting its steps is the way out.
+    let mut unreached: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (step, cluster) in &outcome.unreached {
+        unreached.entry(cluster).or_default().push(step);
+    }
+    for (cluster, steps) in unreached {
+        let deletes = steps.iter().any(|s| {
+            plan.changes
+                .iter()
+                .any(|c| c.step == *s && c.action == plans::Action::Delete)
+        });
+        crate::errln!(
+            "  cluster `{cluster}` could not be reached, so nothing changed there ({}). Fix access \
+             to it (its context, kubeconfig, API server) and run `mesh {operation}` again.{}",
+            steps.join(", "),
+            if deletes {
+                format!(
+                    " If it is gone for good, `mesh state rm {cluster}` forgets its recorded \
+                     steps without touching it."
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     crate::errln!("Finished steps are recorded; run `mesh {operation}` again to resume.");
     1

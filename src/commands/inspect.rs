@@ -69,6 +69,14 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
     if let StateCommand::Push { from, force } = cmd {
         return push(cli, backend.as_ref(), from, *force);
     }
+    if let StateCommand::Rm {
+        steps,
+        dry_run,
+        lock,
+    } = cmd
+    {
+        return rm(cli, backend.as_ref(), steps, *dry_run, lock.lock_timeout);
+    }
     let st = backend.read_unlocked()?;
     if st.is_none() {
         bail!(
@@ -77,7 +85,7 @@ pub fn state(cli: &Cli, cmd: &StateCommand) -> Result<u8> {
         );
     }
     match cmd {
-        StateCommand::Push { .. } => unreachable!("handled above"),
+        StateCommand::Push { .. } | StateCommand::Rm { .. } => unreachable!("handled above"),
         StateCommand::Pull => {
             let st = st.as_ref().expect("checked above");
             crate::outln!("{}", serde_json::to_string_pretty(st)?);
@@ -170,6 +178,117 @@ pub fn output(cli: &Cli, name: Option<&str>, json: bool) -> Result<u8> {
             crate::outln!("{id} {k} = {v}");
         }
     }
+    Ok(0)
+}
+
+/// `mesh state rm STEP…`: forgets steps (or every step of a cluster) under
+/// the lock, touching no cluster; the previous state becomes the backup.
+fn rm(
+    cli: &Cli,
+    backend: &dyn state::Backend,
+    names: &[String],
+    dry_run: bool,
+    lock_timeout: std::time::Duration,
+) -> Result<u8> {
+    let path = backend.location();
+    let mut lock = backend.lock("state rm", lock_timeout)?;
+    let Some(mut st) = lock.read()? else {
+        bail!("there is no state at {path}: nothing to remove (pass --state to use another file)");
+    };
+    if let Ok(mesh) = engine::config::load(&cli.file) {
+        st.check_mesh_id(&mesh.mesh.id)?;
+    }
+    let mut chosen = std::collections::BTreeSet::new();
+    let mut unknown = Vec::new();
+    for name in names {
+        let matched: Vec<&String> = st
+            .steps
+            .iter()
+            .filter(|(id, r)| *id == name || r.cluster == *name)
+            .map(|(id, _)| id)
+            .collect();
+        if matched.is_empty() {
+            unknown.push(name);
+        }
+        chosen.extend(matched.into_iter().cloned());
+    }
+    if !unknown.is_empty() {
+        let candidates: Vec<&str> = st
+            .steps
+            .iter()
+            .flat_map(|(id, r)| [id.as_str(), r.cluster.as_str()])
+            .collect();
+        let lines: Vec<String> = unknown
+            .iter()
+            .map(|name| {
+                let close = engine::planner::close_matches(name, candidates.iter().copied());
+                let hint = if close.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (did you mean {}?)",
+                        close
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                format!("`{name}` is not a recorded step or cluster{hint}")
+            })
+            .collect();
+        bail!(
+            "{} in the state at {path}: nothing was removed. `mesh state list` shows the recorded steps",
+            lines.join("; ")
+        );
+    }
+    for id in &chosen {
+        st.steps.remove(id);
+    }
+    // Steps that stay but ran after a removed one: the next plan creates
+    // the removed one again, before them.
+    let dependents: Vec<String> = st
+        .steps
+        .iter()
+        .flat_map(|(id, r)| {
+            r.depends_on
+                .iter()
+                .filter(|d| chosen.contains(*d))
+                .map(move |d| format!("{id} depends on {d}"))
+        })
+        .collect();
+    if dry_run {
+        for id in &chosen {
+            crate::outln!("Would remove {id}");
+        }
+        crate::errln!("\nNothing was removed (--dry-run).");
+        return Ok(0);
+    }
+    lock.write(&mut st)?;
+    for id in &chosen {
+        crate::outln!("Removed {id}");
+    }
+    crate::errln!(
+        "\nRemoved {} step{} from the state at {path}. Nothing in any cluster was changed: what \
+         they made is still there, and mesh no longer manages it.",
+        chosen.len(),
+        if chosen.len() == 1 { "" } else { "s" }
+    );
+    if !dependents.is_empty() {
+        crate::errln!(
+            "Still recorded: {}; the next `mesh plan` creates the removed step again before them.",
+            dependents.join(", ")
+        );
+    }
+    let restore = match backend.backup_location() {
+        Some(backup) => format!("`mesh state push --force {backup}`"),
+        None => "push the backup the state backend keeps (docs/state.md)".to_string(),
+    };
+    crate::errln!(
+        "To get them back: `mesh apply` runs them again (over what is already there), \
+         `mesh import --force` records every step that is live, or put the previous state back \
+         before anything else writes it: {restore}."
+    );
     Ok(0)
 }
 

@@ -42,12 +42,20 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     if let Some(s) = &recorded {
         s.check_mesh_id(&mesh.mesh.id)?;
     }
+    let options = planner::Options {
+        replace: args.replace.clone(),
+        targets: args.target.clone(),
+        refresh_only: args.refresh_only,
+    }
+    .normalised();
+    // A misspelt step fails here, before any cluster is read.
+    options.check(&graph, recorded.as_ref())?;
     // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
     // which deletes whatever is recorded) needs no cluster access at all.
     // (and a first plan with `[trust]` looks whether a `cacerts` is there
     // to be replaced).
     let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
-        || engine::refresh::wants_preview(&graph, recorded.as_ref());
+        || (!args.refresh_only && engine::refresh::wants_preview(&graph, recorded.as_ref()));
     let refreshed = if !args.no_refresh && !args.destroy && needed {
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         Some(runtime.block_on(async {
@@ -64,12 +72,13 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     } else {
         Mode::Converge
     };
-    let mut plan = planner::plan(
+    let mut plan = planner::plan_with(
         &mesh.mesh.id,
         &graph,
         recorded.as_ref(),
         refreshed.as_ref(),
         mode,
+        &options,
     );
     engine::review::plan(&mut plan, &mesh, &args.allow);
     // A plan the policy refuses is shown (every format says why), not saved.
@@ -105,7 +114,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             file.display()
         );
     }
-    Ok(if args.detailed_exitcode && plan.summary.has_changes() {
+    Ok(if args.detailed_exitcode && plan.has_changes() {
         2
     } else {
         0

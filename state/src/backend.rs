@@ -32,6 +32,13 @@ pub trait Backend: Send + Sync {
 
     /// Clears the lock `id` whose holder cannot release it.
     fn force_unlock(&self, id: &str) -> Result<(), StateError>;
+
+    /// Where the previous version of the state is kept, for messages that
+    /// say how to undo a write (`mesh state rm`); `None` when the backend
+    /// does not name it.
+    fn backup_location(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A held lock: the only way to write the state.

@@ -162,6 +162,10 @@ impl Backend for LocalBackend {
     fn force_unlock(&self, id: &str) -> Result<(), StateError> {
         lock::force_unlock(self.path(), id)
     }
+
+    fn backup_location(&self) -> Option<String> {
+        Some(sibling(self.path(), ".backup").display().to_string())
+    }
 }
 
 impl LockedState for StateLock {
