@@ -336,13 +336,9 @@ fn a_saved_plan_must_have_been_made_with_the_same_verbs() {
         &options(&["cluster2/attach"], &[]),
     );
     assert!(plain.first_difference(&replaced).is_some());
-    // The JSON of a plan without verbs is unchanged: no new keys.
+    // The JSON of a plan without verbs has none of their keys.
     let json: Value = serde_json::to_value(&plain).unwrap();
-    let keys: Vec<&str> = json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["format_version", "mesh", "changes", "summary"]);
+    for key in ["targets", "replace", "warnings", "refresh_only", "drift"] {
+        assert!(json.get(key).is_none(), "{key} in {json}");
+    }
 }
