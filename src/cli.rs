@@ -183,6 +183,11 @@ pub struct PlanArgs {
     pub destroy: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Make preflight warnings errors (an API server that remote secrets
+    /// would point at a loopback address; permissions that could not be
+    /// checked).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +211,11 @@ pub struct ApplyArgs {
     pub no_refresh: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Make preflight warnings errors (an API server that remote secrets
+    /// would point at a loopback address; permissions that could not be
+    /// checked).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

@@ -21,5 +21,6 @@ pub mod executor;
 pub mod graph;
 pub mod import;
 pub mod planner;
+pub mod preflight;
 pub mod refresh;
 pub mod topology;

@@ -17,6 +17,7 @@ pub mod kind;
 pub mod kinds;
 pub mod objects;
 pub mod observe;
+pub mod preflight;
 pub mod rendered;
 pub mod state_store;
 

@@ -36,6 +36,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
             no_refresh: args.no_refresh,
             lock_timeout: args.lock.lock_timeout,
             mode,
+            strict: args.strict,
         },
     )
 }
@@ -55,6 +56,7 @@ pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
             no_refresh: true,
             lock_timeout: args.lock.lock_timeout,
             mode: Mode::Destroy,
+            strict: false,
         },
     )
 }
@@ -67,6 +69,7 @@ struct RunArgs<'a> {
     no_refresh: bool,
     lock_timeout: std::time::Duration,
     mode: Mode,
+    strict: bool,
 }
 
 fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
@@ -82,9 +85,6 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
         let world = World::open(cli, &mesh, view.clone()).await?;
-        if let Some(v) = &mesh.mesh.istio_version {
-            world.env.istioctl.check_version(v).await?;
-        }
         let graph = Arc::new(graph);
         // A saved plan is never executed as written: the plan is computed
         // again, as `mesh plan` made it, and must match it exactly.
@@ -117,6 +117,16 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             Some((_, s)) => s.refreshed,
             None => !args.no_refresh,
         };
+        let checked = (mode, wants_refresh && mode == Mode::Converge, args.strict);
+        crate::preflight::before_apply(
+            &world,
+            &mesh,
+            &graph,
+            recorded.as_ref(),
+            checked,
+            args.operation,
+        )
+        .await?;
         let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
             || engine::refresh::wants_preview(&graph, recorded.as_ref());
         let refreshed = if wants_refresh && needed && mode == Mode::Converge {

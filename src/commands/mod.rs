@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
     }
+    let _sandbox = crate::world::host_sandbox(cli)?;
     match &cli.command {
         Command::Validate => {
             let mesh = load_mesh(&cli.file)?;

@@ -42,6 +42,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     if let Some(s) = &recorded {
         s.check_mesh_id(&mesh.mesh.id)?;
     }
+    crate::preflight::before_plan(cli, &mesh, &graph, recorded.as_ref(), args)?;
     // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
     // which deletes whatever is recorded) needs no cluster access at all.
     // (and a first plan with `[trust]` looks whether a `cacerts` is there
