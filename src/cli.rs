@@ -198,6 +198,11 @@ pub struct PlanArgs {
     pub refresh_only: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Make preflight warnings errors (an API server that remote secrets
+    /// would point at a loopback address; permissions that could not be
+    /// checked).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +245,11 @@ pub struct ApplyArgs {
     pub refresh_only: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Make preflight warnings errors (an API server that remote secrets
+    /// would point at a loopback address; permissions that could not be
+    /// checked).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

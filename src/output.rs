@@ -103,11 +103,26 @@ impl Output {
         } else {
             "error:"
         };
-        let _ = writeln!(stderr, "{prefix} {}", printable(&err.to_string()));
-        for cause in err.chain().skip(1) {
-            let _ = writeln!(stderr, "  caused by: {}", printable(&cause.to_string()));
-        }
+        let _ = write!(stderr, "{}", with_causes(prefix, err));
     }
+}
+
+/// `prefix message`, then each cause of the chain whose text the lines
+/// before do not already contain (many errors repeat their source in their
+/// own message, and a cause said twice reads as two problems).
+fn with_causes(prefix: &str, err: &anyhow::Error) -> String {
+    let mut said = err.to_string();
+    let mut out = format!("{prefix} {}\n", printable(&said));
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        out.push_str(&format!("  caused by: {}\n", printable(&text)));
+        said.push('\n');
+        said.push_str(&text);
+    }
+    out
 }
 
 /// A plan as `--format` asks; colour only where stdout takes it.
@@ -214,5 +229,17 @@ mod tests {
         let coloured = shown.render(true);
         assert!(coloured.contains("\u{1b}[1;31merror"), "{coloured:?}");
         assert!(!coloured.contains("\u{1b}xy") && !coloured.contains("\u{7}"));
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io)
+            .context("reading /x: no such file")
+            .context("loading the state");
+        assert_eq!(
+            with_causes("error:", &err),
+            "error: loading the state\n  caused by: reading /x: no such file\n"
+        );
     }
 }

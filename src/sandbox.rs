@@ -5,7 +5,8 @@
 //!
 //! When `kubesim serve --dir DIR` already runs on DIR, mesh uses those
 //! servers (so a user can watch with kubectl meanwhile); otherwise it starts
-//! the clusters for the length of the command and saves them on the way out.
+//! the clusters for the length of the command ([`Host`], before the state
+//! backend may connect to one) and saves them on the way out.
 //!
 //! The commands that run the sandbox by themselves (`sandbox serve`,
 //! `__sandbox-istioctl`) are in `commands/sandbox.rs`; this module is what
@@ -40,6 +41,70 @@ pub struct Sandbox {
     kubeconfig: PathBuf,
     /// The clusters this command started; None when `kubesim serve` runs them.
     started: Option<kubesim::ClusterSet>,
+    /// Saves the clusters a [`Host`] of this process serves.
+    hosted: Option<kubesim::set::Flusher>,
+}
+
+/// The sandbox clusters a [`Host`] serves in this process, for
+/// [`Sandbox::open`] to use rather than start them again.
+struct Hosted {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    contexts: Vec<String>,
+    flusher: kubesim::set::Flusher,
+}
+
+static HOSTED: std::sync::Mutex<Option<Hosted>> = std::sync::Mutex::new(None);
+
+fn hosted() -> std::sync::MutexGuard<'static, Option<Hosted>> {
+    HOSTED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The simulated clusters of `--sandbox DIR`, served for the whole of one
+/// command on a runtime of their own: started before anything connects to
+/// them (the Kubernetes state backend locks its Lease in one before the
+/// command's world exists), stopped and saved only when the guard is
+/// dropped, after the state's lock is let go.
+pub struct Host {
+    set: Option<kubesim::ClusterSet>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Host {
+    /// Starts the clusters of `mesh` in `dir`; None when another process
+    /// (`kubesim serve`, `mesh sandbox serve`) serves them already.
+    pub fn start(dir: &Path, mesh: &MeshFile) -> Result<Option<Host>> {
+        if kubesim::ClusterSet::running_in(dir).is_some() {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("sandbox")
+            .build()
+            .context("starting the sandbox's runtime")?;
+        let contexts: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
+        let names: Vec<&str> = contexts.iter().map(String::as_str).collect();
+        let set = runtime.block_on(start(dir, &names))?;
+        *hosted() = Some(Hosted {
+            dir: dir.to_path_buf(),
+            kubeconfig: set.kubeconfig_path(),
+            contexts,
+            flusher: set.flusher(),
+        });
+        Ok(Some(Host {
+            set: Some(set),
+            runtime: Some(runtime),
+        }))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        hosted().take();
+        if let (Some(set), Some(runtime)) = (self.set.take(), self.runtime.take()) {
+            runtime.block_on(set.shutdown());
+        }
+    }
 }
 
 impl Sandbox {
@@ -49,6 +114,16 @@ impl Sandbox {
             .create(dir)
             .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
         let contexts: Vec<String> = mesh.clusters.iter().map(|c| c.context.clone()).collect();
+        if let Some(h) = hosted().as_ref()
+            && h.dir == dir
+            && contexts.iter().all(|c| h.contexts.contains(c))
+        {
+            return Ok(Sandbox {
+                kubeconfig: h.kubeconfig.clone(),
+                started: None,
+                hosted: Some(h.flusher.clone()),
+            });
+        }
         if let Some(running) = kubesim::ClusterSet::running_in(dir) {
             let missing: Vec<&String> = contexts
                 .iter()
@@ -71,6 +146,7 @@ impl Sandbox {
             return Ok(Sandbox {
                 kubeconfig: dir.join("kubeconfig"),
                 started: None,
+                hosted: None,
             });
         }
         let names: Vec<&str> = contexts.iter().map(String::as_str).collect();
@@ -78,6 +154,7 @@ impl Sandbox {
         Ok(Sandbox {
             kubeconfig: set.kubeconfig_path(),
             started: Some(set),
+            hosted: None,
         })
     }
 
@@ -85,9 +162,10 @@ impl Sandbox {
     /// every state write, so a killed mesh never leaves a state that records
     /// more than the clusters kept (they would disagree after a restart).
     pub fn flush(&self) -> Result<()> {
-        match &self.started {
-            Some(set) => set.flush().context("saving the sandbox clusters"),
-            None => Ok(()),
+        match (&self.started, &self.hosted) {
+            (Some(set), _) => set.flush().context("saving the sandbox clusters"),
+            (None, Some(flusher)) => flusher.flush().context("saving the sandbox clusters"),
+            (None, None) => Ok(()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The world a command acts on: real clusters through kubeconfig contexts
 //! and istioctl, or, with `--sandbox DIR`, simulated ones kept in DIR.
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::progress::View;
 use anyhow::Result;
 use engine::config::MeshFile;
@@ -53,6 +53,12 @@ impl World {
         self.kubeconfig.clone()
     }
 
+    /// Whether clusters reach each other's API servers on loopback: only in
+    /// the sandbox, whose simulated clusters all live there.
+    pub fn loopback_reachable(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
     /// Makes what the clusters did so far durable before the state records
     /// it. Real clusters are durable already; the sandbox saves its clusters.
     pub fn before_record(&self) -> Result<(), String> {
@@ -69,4 +75,33 @@ impl World {
             sb.close().await;
         }
     }
+}
+
+/// With `--sandbox DIR`, serves its clusters for the whole command when the
+/// command reads them or keeps the state in one (`[state] backend =
+/// "kubernetes"`): the backend connects before any world is opened, and
+/// lets go of its lock after the world is closed. Keep the guard until the
+/// command has returned.
+pub fn host_sandbox(cli: &Cli) -> Result<Option<crate::sandbox::Host>> {
+    let Some(dir) = &cli.sandbox else {
+        return Ok(None);
+    };
+    let reads_clusters = match &cli.command {
+        Command::Plan(args) => !args.no_refresh,
+        Command::Apply(_) | Command::Destroy(_) | Command::Import { .. } => true,
+        Command::Show(_)
+        | Command::State(_)
+        | Command::Output { .. }
+        | Command::ForceUnlock { .. } => false,
+        _ => return Ok(None),
+    };
+    // A mesh file that does not load is the command's to report.
+    let Ok(mesh) = engine::config::load(&cli.file) else {
+        return Ok(None);
+    };
+    let state_in_cluster = cli.state.is_none() && mesh.state.kubernetes.is_some();
+    if !reads_clusters && !state_in_cluster {
+        return Ok(None);
+    }
+    crate::sandbox::Host::start(dir, &mesh)
 }

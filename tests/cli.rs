@@ -371,7 +371,9 @@ fn a_state_of_another_mesh_is_refused() {
 #[test]
 fn apply_without_a_terminal_needs_auto_approve() {
     let dir = workdir(SEED);
-    let o = mesh(dir.path(), &["apply", "--no-refresh"]);
+    // Simulated clusters (started by mesh itself), so that the preflight
+    // before the question passes.
+    let o = mesh(dir.path(), &["--sandbox", "sb", "apply", "--no-refresh"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--auto-approve"), "{}", stderr(&o));
 }

@@ -24,6 +24,7 @@ pub mod graph;
 pub mod import;
 pub mod planner;
 pub mod policy;
+pub mod preflight;
 pub mod refresh;
 pub mod review;
 pub mod topology;

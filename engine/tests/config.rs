@@ -497,9 +497,89 @@ fn an_unreadable_file_is_one_clear_error() {
     let e = config::load(Path::new("/nonexistent/mesh.toml")).unwrap_err();
     assert_eq!(e.len(), 1);
     let text = e.render(false);
+    // No place in a file that is not there, and `mesh init` makes one.
+    assert_eq!(
+        text,
+        "error: no mesh file at /nonexistent/mesh.toml: create one with \
+         `mesh init -f /nonexistent/mesh.toml` (or pass -f)\n\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = config::load(dir.path()).unwrap_err().render(false);
     assert!(
-        text.contains("/nonexistent/mesh.toml") && text.contains("-f FILE"),
+        text.contains("cannot read the mesh file")
+            && text.contains("-f FILE")
+            && !text.contains(":0:0"),
         "{text}"
+    );
+}
+
+/// Mistakes that used to show only once others were fixed: the rules
+/// between clusters (a duplicate name, an unknown primary) when one of the
+/// clusters has a mistake of its own, and `[trust]`'s files.
+#[test]
+fn every_mistake_is_reported_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.toml");
+    std::fs::write(
+        &path,
+        "[mesh]\nid = \"mesh 1\"\nrevison = \"x\"\n\n\
+         [trust]\nroot_cert = \"missing/root-cert.pem\"\nroot_key = \"missing/root-key.pem\"\n\n\
+         [[cluster]]\nname = \"cluster1\"\ncontext = \"kind-cluster1\"\nnetwork = \"network1\"\nrole = \"primary\"\n\n\
+         [[cluster]]\nname = \"cluster1\"\ncontext = \"kind-cluster1\"\nrole = \"remote\"\nprimary = \"cluster9\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let d = config::load(&path).unwrap_err();
+    let found: Vec<(usize, &str)> = d.0.iter().map(|d| (d.line, d.message.as_str())).collect();
+    let expect = [
+        (2, "mesh id `mesh 1`"),
+        (3, "unknown key `revison`"),
+        (6, "cannot read the root certificate"),
+        (7, "cannot read the root key"),
+        (15, "is missing `network`"),
+        (16, "cluster name `cluster1` is used twice"),
+        (17, "context `kind-cluster1` is used by two clusters"),
+        (19, "names primary `cluster9`"),
+        (20, "unknown key `colour`"),
+    ];
+    assert_eq!(found.len(), expect.len(), "{}", d.render(false));
+    for ((line, msg), (want_line, want)) in found.iter().zip(expect) {
+        assert!(
+            *line == want_line && msg.contains(want),
+            "{line}: {msg} (wanted {want_line}: {want})"
+        );
+    }
+}
+
+/// A syntax error comes with the unknown keys and wrong types of the rest
+/// of the file (not with rules between values: the parser may have lost
+/// one), and a value the parser made up is never blamed.
+#[test]
+fn a_syntax_error_comes_with_the_other_shape_errors() {
+    let src = "[mesh]\nid = \"m\"\ncolour = 1\n\n[[cluster]]\nname = \"c2\ncontext = \"x\"\nnetwrk = \"n\"\nrole = 3\n";
+    let d = config::parse(src, Path::new("m.toml")).unwrap_err();
+    let found: Vec<(usize, String)> = d.0.iter().map(|d| (d.line, d.message.clone())).collect();
+    assert_eq!(found.len(), 4, "{}", d.render(false));
+    assert!(
+        found[0].0 == 3 && found[0].1.contains("unknown key `colour`"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].0 == 6 && found[1].1.contains("invalid TOML"),
+        "{found:?}"
+    );
+    assert!(
+        found[2].0 == 8 && found[2].1.contains("unknown key `netwrk`"),
+        "{found:?}"
+    );
+    assert!(
+        found[3].0 == 9 && found[3].1.contains("`role` must be a string"),
+        "{found:?}"
+    );
+    let d = config::parse("[mesh]\nid = = \"m\"\n", Path::new("m.toml")).unwrap_err();
+    assert!(
+        d.0.iter().all(|d| d.message.contains("invalid TOML")),
+        "{}",
+        d.render(false)
     );
 }
 

@@ -2,8 +2,9 @@
 //! reused by every step, and bounded retries for the errors worth retrying.
 //!
 //! The kubeconfig is, in order: the cluster's own `kubeconfig` key, the
-//! global `--kubeconfig`, `$KUBECONFIG` (several paths, merged), or
-//! `~/.kube/config`: what kubectl would use.
+//! global `--kubeconfig`, `$KUBECONFIG` (several paths, merged; missing
+//! ones skipped, as kubectl does), or `~/.kube/config`: what kubectl would
+//! use.
 
 use crate::rendered::Target;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -18,22 +19,25 @@ use tokio::sync::{Mutex, OnceCell};
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "cannot read the kubeconfig for cluster `{cluster}` (context `{context}`): {source}. \
+        "cannot read the kubeconfig for cluster `{cluster}` (context `{context}`): {problem}. \
          Check the path given by the cluster's `kubeconfig` key, --kubeconfig, $KUBECONFIG or ~/.kube/config"
     )]
     Kubeconfig {
         cluster: String,
         context: String,
-        #[source]
-        source: kube::config::KubeconfigError,
+        /// Names the file; worded here, not kube's (which prints a path
+        /// with Debug quotes and repeats its cause).
+        problem: KubeconfigProblem,
     },
     #[error(
-        "the kubeconfig has no usable context `{context}` for cluster `{cluster}`: {reason}. \
+        "the kubeconfig ({kubeconfig}) has no usable context `{context}` for cluster `{cluster}`: {reason}. \
          `kubectl config get-contexts` lists the contexts; fix `context` in the mesh file"
     )]
     Context {
         cluster: String,
         context: String,
+        /// Which kubeconfig was read ([`kubeconfig_source`]).
+        kubeconfig: String,
         reason: String,
     },
     /// A document mesh cannot send (from a damaged state record).
@@ -42,15 +46,161 @@ pub enum ClusterError {
          restore it from its `.backup`"
     )]
     Document { detail: String },
-    #[error("cluster `{cluster}` (context `{context}`): {what} failed: {source}")]
+    /// Not `#[source]`: the message already says what the cause is
+    /// ([`reason`]), and kube's own chain (`ServiceError: client error
+    /// (Connect)`) would only repeat it less clearly.
+    #[error("cluster `{cluster}` (context `{context}`, {server}): {what} failed: {}", reason(.cause))]
     Api {
         cluster: String,
         context: String,
+        /// The API server URL the context points at.
+        server: String,
         what: String,
         /// Boxed: kube's error is large, and every step result carries this.
-        #[source]
-        source: Box<kube::Error>,
+        /// (Not named `source`, which thiserror would chain.)
+        cause: Box<kube::Error>,
     },
+}
+
+/// A kube error as a phrase for the user. A failure to connect is named by
+/// its innermost cause (`connection refused`, `timed out`, a TLS or DNS
+/// error), not by kube's wrapper; an API answer by its message and code.
+pub fn reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let message = crate::rendered::shown(&s.message);
+            match (s.code, s.reason.is_empty()) {
+                (0, _) => message,
+                (code, true) => format!("{message} (HTTP {code})"),
+                (code, false) => format!("{message} (HTTP {code} {})", s.reason),
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            let mut io = None;
+            let mut innermost: &(dyn std::error::Error + 'static) = e;
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(err) = cur {
+                if let Some(i) = err.downcast_ref::<std::io::Error>() {
+                    io = Some(i);
+                }
+                innermost = err;
+                cur = err.source();
+            }
+            use std::io::ErrorKind as K;
+            let phrase = match io.map(std::io::Error::kind) {
+                Some(K::ConnectionRefused) => "connection refused".to_string(),
+                Some(K::TimedOut) => "timed out".to_string(),
+                Some(K::ConnectionReset) => "connection reset".to_string(),
+                Some(K::ConnectionAborted) => "connection aborted".to_string(),
+                Some(K::HostUnreachable) => "host unreachable".to_string(),
+                Some(K::NetworkUnreachable) => "network unreachable".to_string(),
+                Some(K::UnexpectedEof) => "the connection was closed".to_string(),
+                _ => innermost.to_string(),
+            };
+            format!("cannot connect: {}", crate::rendered::shown(&phrase))
+        }
+        other => crate::rendered::shown(&other.to_string()),
+    }
+}
+
+/// Why a kubeconfig could not be read, naming the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubeconfigProblem {
+    #[error("{path} does not exist")]
+    Missing { path: String },
+    #[error("$KUBECONFIG names {paths}, and none of them exists")]
+    NoneOfKubeconfig { paths: String },
+    #[error("no --kubeconfig, no $KUBECONFIG, and no home folder to find ~/.kube/config in")]
+    NoHome,
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path} is not a kubeconfig: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("the files of $KUBECONFIG cannot be merged: {reason}")]
+    Merge { reason: String },
+}
+
+/// Reads one kubeconfig file.
+fn read_file(path: &Path) -> Result<Kubeconfig, KubeconfigProblem> {
+    let shown = path.display().to_string();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KubeconfigProblem::Missing { path: shown });
+        }
+        Err(e) => {
+            return Err(KubeconfigProblem::Unreadable {
+                path: shown,
+                reason: io_reason(&e),
+            });
+        }
+        Ok(m) if m.is_dir() => {
+            return Err(KubeconfigProblem::Unreadable {
+                path: shown,
+                reason: "it is a folder".into(),
+            });
+        }
+        Ok(_) => {}
+    }
+    Kubeconfig::read_from(path).map_err(|e| match e {
+        kube::config::KubeconfigError::ReadConfig(io, _) => KubeconfigProblem::Unreadable {
+            path: shown,
+            reason: io_reason(&io),
+        },
+        other => KubeconfigProblem::Invalid {
+            path: shown,
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// An IO error without its `(os error N)` suffix, lower case.
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "no such file".into(),
+        K::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The kubeconfig at `path`, else what kubectl would read: the files of
+/// `$KUBECONFIG` (colon-separated, merged, the first to set a value wins;
+/// missing files skipped, an error only when none exists), else
+/// `~/.kube/config`.
+pub fn read_kubeconfig(path: Option<&Path>) -> Result<Kubeconfig, KubeconfigProblem> {
+    if let Some(p) = path {
+        return read_file(p);
+    }
+    if let Some(value) = std::env::var_os("KUBECONFIG") {
+        let paths: Vec<PathBuf> = std::env::split_paths(&value)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !paths.is_empty() {
+            let present: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+            if present.is_empty() {
+                return Err(KubeconfigProblem::NoneOfKubeconfig {
+                    paths: paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            let mut merged = Kubeconfig::default();
+            for p in present {
+                merged = merged
+                    .merge(read_file(p)?)
+                    .map_err(|e| KubeconfigProblem::Merge {
+                        reason: e.to_string(),
+                    })?;
+            }
+            return Ok(merged);
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or(KubeconfigProblem::NoHome)?;
+    read_file(&PathBuf::from(home).join(".kube").join("config"))
 }
 
 /// A connected cluster.
@@ -69,8 +219,9 @@ impl Connection {
         ClusterError::Api {
             cluster: self.cluster.clone(),
             context: self.context.clone(),
+            server: self.server.clone(),
             what: what.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 
@@ -81,6 +232,16 @@ impl Connection {
         Fut: Future<Output = Result<T, kube::Error>>,
     {
         with_retries(op).await.map_err(|e| self.error(what, e))
+    }
+
+    /// Whether the API server answers: `GET /version`, tried
+    /// [`PREFLIGHT_ATTEMPTS`] times (a preflight should fail fast, not
+    /// retry as long as a step would). Returns the server's version.
+    pub async fn ping(&self) -> Result<String, ClusterError> {
+        with_attempts(PREFLIGHT_ATTEMPTS, || self.client.apiserver_version())
+            .await
+            .map(|v| v.git_version)
+            .map_err(|e| self.error("reading the API server version (GET /version)", e))
     }
 }
 
@@ -125,7 +286,7 @@ impl Clusters {
         };
         cell.get_or_try_init(|| async {
             let kubeconfig = self.kubeconfig(path.as_deref(), target).await?;
-            open(&kubeconfig, target).await
+            open(&kubeconfig, target, path.as_deref()).await
         })
         .await
         .cloned()
@@ -143,14 +304,10 @@ impl Clusters {
         if let Some(kubeconfig) = parsed.get(&key) {
             return Ok(kubeconfig.clone());
         }
-        let kubeconfig = match path {
-            Some(p) => Kubeconfig::read_from(p),
-            None => Kubeconfig::read(),
-        }
-        .map_err(|source| ClusterError::Kubeconfig {
+        let kubeconfig = read_kubeconfig(path).map_err(|problem| ClusterError::Kubeconfig {
             cluster: target.cluster.clone(),
             context: target.context.clone(),
-            source,
+            problem,
         })?;
         let kubeconfig = Arc::new(kubeconfig);
         parsed.insert(key, kubeconfig.clone());
@@ -160,39 +317,59 @@ impl Clusters {
 
 /// The context names of a kubeconfig (`path`, else `$KUBECONFIG` or
 /// `~/.kube/config`), in file order: what `mesh init` offers.
-pub fn context_names(path: Option<&Path>) -> Result<Vec<String>, kube::config::KubeconfigError> {
-    let kubeconfig = match path {
-        Some(p) => Kubeconfig::read_from(p)?,
-        None => Kubeconfig::read()?,
-    };
+pub fn context_names(path: Option<&Path>) -> Result<Vec<String>, KubeconfigProblem> {
+    let kubeconfig = read_kubeconfig(path)?;
     Ok(kubeconfig.contexts.into_iter().map(|c| c.name).collect())
 }
 
 /// How many context names an error about a missing context lists.
-const LISTED_CONTEXTS: usize = 20;
+pub const LISTED_CONTEXTS: usize = 20;
 
-async fn open(kubeconfig: &Kubeconfig, target: &Target) -> Result<Connection, ClusterError> {
+/// `names` for a message: at most [`LISTED_CONTEXTS`], then how many more.
+pub fn listed(names: &[String]) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .take(LISTED_CONTEXTS)
+        .map(|n| crate::rendered::shown(n))
+        .collect();
+    match names.len().saturating_sub(LISTED_CONTEXTS) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// The kubeconfig a connection reads, for messages: the path, or where
+/// kubectl would look.
+pub fn kubeconfig_source(path: Option<&Path>) -> String {
+    match (
+        path,
+        std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()),
+    ) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(v)) => format!("$KUBECONFIG={}", v.to_string_lossy()),
+        (None, None) => "~/.kube/config".to_string(),
+    }
+}
+
+async fn open(
+    kubeconfig: &Kubeconfig,
+    target: &Target,
+    path: Option<&Path>,
+) -> Result<Connection, ClusterError> {
+    let context_error = |reason: String| ClusterError::Context {
+        cluster: target.cluster.clone(),
+        context: target.context.clone(),
+        kubeconfig: kubeconfig_source(path),
+        reason,
+    };
     let Some(kubeconfig) = only_context(kubeconfig, &target.context) else {
-        let known: Vec<&str> = kubeconfig
-            .contexts
-            .iter()
-            .take(LISTED_CONTEXTS)
-            .map(|c| c.name.as_str())
-            .collect();
-        let more = kubeconfig.contexts.len().saturating_sub(LISTED_CONTEXTS);
-        let reason = match (known.is_empty(), more) {
-            (true, _) => "the kubeconfig has no contexts".to_string(),
-            (false, 0) => format!("the contexts there are: {}", known.join(", ")),
-            (false, more) => format!(
-                "the contexts there are: {} and {more} more",
-                known.join(", ")
-            ),
+        let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
+        let reason = if known.is_empty() {
+            "the kubeconfig has no contexts".to_string()
+        } else {
+            format!("the contexts there are: {}", listed(&known))
         };
-        return Err(ClusterError::Context {
-            cluster: target.cluster.clone(),
-            context: target.context.clone(),
-            reason,
-        });
+        return Err(context_error(reason));
     };
     let options = KubeConfigOptions {
         context: Some(target.context.clone()),
@@ -200,11 +377,7 @@ async fn open(kubeconfig: &Kubeconfig, target: &Target) -> Result<Connection, Cl
     };
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|e| ClusterError::Context {
-            cluster: target.cluster.clone(),
-            context: target.context.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| context_error(e.to_string()))?;
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(60));
     let server = config
@@ -212,11 +385,7 @@ async fn open(kubeconfig: &Kubeconfig, target: &Target) -> Result<Connection, Cl
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    let client = kube::Client::try_from(config).map_err(|e| ClusterError::Context {
-        cluster: target.cluster.clone(),
-        context: target.context.clone(),
-        reason: e.to_string(),
-    })?;
+    let client = kube::Client::try_from(config).map_err(|e| context_error(e.to_string()))?;
     Ok(Connection {
         client,
         server,
@@ -258,6 +427,8 @@ fn only_context(kubeconfig: &Kubeconfig, context: &str) -> Option<Kubeconfig> {
 
 /// How many times a call is tried in all.
 const ATTEMPTS: u32 = 6;
+/// How many times a preflight's `GET /version` is tried in all.
+const PREFLIGHT_ATTEMPTS: u32 = 3;
 
 /// Whether an error is worth another try, and after how long at least:
 /// 429 (with the server's retry-after), 5xx and failures to connect are;
@@ -285,7 +456,16 @@ fn retry_after(err: &kube::Error) -> Option<Option<Duration>> {
 
 /// Runs `op` up to [`ATTEMPTS`] times with exponential backoff (100 ms
 /// doubling, at most 5 s; the server's retry-after when it gives one).
-pub async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, kube::Error>
+pub async fn with_retries<T, F, Fut>(op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    with_attempts(ATTEMPTS, op).await
+}
+
+/// [`with_retries`] with `attempts` tries in all.
+async fn with_attempts<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -299,7 +479,7 @@ where
                 let Some(hint) = retry_after(&e) else {
                     return Err(e);
                 };
-                if attempt >= ATTEMPTS {
+                if attempt >= attempts {
                     return Err(e);
                 }
                 tokio::time::sleep(hint.unwrap_or(delay).min(Duration::from_secs(30))).await;
@@ -366,5 +546,35 @@ mod tests {
         })
         .await;
         assert_eq!(r.unwrap(), 7);
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    /// A closed port reads as "connection refused", not kube's
+    /// `ServiceError: client error (Connect)`.
+    #[tokio::test]
+    async fn a_closed_port_is_named_by_its_cause() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let conn = Connection {
+            client,
+            server: "https://127.0.0.1:1".into(),
+            cluster: "c1".into(),
+            context: "kind-c1".into(),
+        };
+        let e = conn.ping().await.unwrap_err();
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "cluster `c1` (context `kind-c1`, https://127.0.0.1:1): reading the API server \
+             version (GET /version) failed: cannot connect: connection refused"
+        );
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the cause is said, not chained"
+        );
     }
 }

@@ -96,10 +96,10 @@ impl StepError {
             StepError::Cluster(ClusterError::Api {
                 cluster,
                 context,
-                source,
+                cause,
                 ..
             }) if matches!(
-                **source,
+                **cause,
                 kube::Error::HyperError(_) | kube::Error::Service(_)
             ) =>
             {

@@ -126,11 +126,13 @@ fn explain_unserved(e: ClusterError, ar: &ApiResource) -> ClusterError {
         ClusterError::Api {
             cluster,
             context,
+            server,
             what,
-            source,
-        } if is_unserved(&source) => ClusterError::Api {
+            cause,
+        } if is_unserved(&cause) => ClusterError::Api {
             cluster,
             context,
+            server,
             what: format!(
                 "{what} (the cluster does not serve {} {}: its CustomResourceDefinition is missing, \
                  as after Istio was uninstalled by hand. `istioctl install` installs Istio's CRDs: \
@@ -138,7 +140,7 @@ fn explain_unserved(e: ClusterError, ar: &ApiResource) -> ClusterError {
                  and run the command again)",
                 ar.api_version, ar.plural
             ),
-            source,
+            cause,
         },
         other => other,
     }

@@ -18,6 +18,7 @@ pub mod kind;
 pub mod kinds;
 pub mod objects;
 pub mod observe;
+pub mod preflight;
 pub mod rendered;
 pub mod state_store;
 

@@ -43,6 +43,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
                 refresh_only: args.refresh_only,
             }
             .normalised(),
+            strict: args.strict,
         },
     )
 }
@@ -68,6 +69,7 @@ pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
                 ..Default::default()
             }
             .normalised(),
+            strict: false,
         },
     )
 }
@@ -84,6 +86,8 @@ struct RunArgs<'a> {
     allow: &'a [String],
     /// `--replace`, `--target`, `--refresh-only` (a saved plan brings its own).
     options: planner::Options,
+    /// `--strict`: preflight warnings are errors.
+    strict: bool,
 }
 
 fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
@@ -101,9 +105,6 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
         let world = World::open(cli, &mesh, view.clone()).await?;
-        if let Some(v) = &mesh.mesh.istio_version {
-            world.env.istioctl.check_version(v).await?;
-        }
         let graph = Arc::new(graph);
         // A saved plan is never executed as written: the plan is computed
         // again, as `mesh plan` made it, and must match it exactly.
@@ -145,6 +146,16 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             Some((_, s)) => s.refreshed,
             None => !args.no_refresh,
         };
+        let checked = (mode, wants_refresh && mode == Mode::Converge, args.strict);
+        crate::preflight::before_apply(
+            &world,
+            &mesh,
+            &graph,
+            recorded.as_ref(),
+            checked,
+            args.operation,
+        )
+        .await?;
         let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
             || (!options.refresh_only && engine::refresh::wants_preview(&graph, recorded.as_ref()));
         let refreshed = if wants_refresh && needed && mode == Mode::Converge {

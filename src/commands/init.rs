@@ -113,6 +113,7 @@ pub fn init(cli: &Cli, contexts: &[String], force: bool) -> Result<u8> {
         }
         all
     } else {
+        check_contexts(cli, contexts)?;
         contexts.to_vec()
     };
     if cli.file.exists() && !force {
@@ -182,16 +183,94 @@ pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
     let info = providers::ca::inspect(&cert).map_err(|e| anyhow::anyhow!(e))?;
     crate::outln!(
         "Wrote {} (sha256:{}, valid until {}) and its key {} (mode 0600).\n\
-         Add to the mesh file:\n\n[trust]\nroot_cert = \"{}\"\nroot_key = \"{}\"\n\n\
+         Add to the mesh file:\n\n[trust]\nroot_cert = {}\nroot_key = {}\n\n\
          Keep the key out of version control.",
         cert_path.display(),
         &info.sha256[..16],
         providers::ca::date(info.not_after),
         key_path.display(),
-        cert_path.display(),
-        key_path.display()
+        from_mesh_file(cli, &cert_path),
+        from_mesh_file(cli, &key_path)
     );
     Ok(0)
+}
+
+/// Every `--context` is one the kubeconfig has: a mesh file for a
+/// misspelled context would fail at its first plan instead.
+fn check_contexts(cli: &Cli, wanted: &[String]) -> Result<()> {
+    let known = providers::cluster::context_names(cli.kubeconfig.as_deref()).context(
+        "reading the kubeconfig to check the --context names (pass --kubeconfig to name it)",
+    )?;
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|c| !known.contains(c))
+        .map(|c| format!("`{}`", providers::rendered::shown(c)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let source = providers::cluster::kubeconfig_source(cli.kubeconfig.as_deref());
+    let there = if known.is_empty() {
+        "it has no contexts".to_string()
+    } else {
+        format!(
+            "the contexts there are: {}",
+            providers::cluster::listed(&known)
+        )
+    };
+    bail!(
+        "the kubeconfig ({source}) has no context {}: {there}. \
+         Name contexts `kubectl config get-contexts` lists, or pass --kubeconfig",
+        missing.join(", ")
+    )
+}
+
+/// `path` as the mesh file's `[trust]` must say it: relative to the mesh
+/// file's folder (where mesh resolves it), as a TOML string; absolute when
+/// no relative path leads there.
+fn from_mesh_file(cli: &Cli, path: &std::path::Path) -> String {
+    use std::path::Path;
+    let base = cli.file.parent().unwrap_or(Path::new(""));
+    let absolute = |p: &Path| {
+        if p.as_os_str().is_empty() {
+            std::env::current_dir().ok()
+        } else {
+            p.canonicalize().ok()
+        }
+    };
+    let shown = relative_path(path, base)
+        .or_else(|| path.is_absolute().then(|| path.to_path_buf()))
+        .or_else(|| relative_path(&absolute(path)?, &absolute(base)?))
+        .or_else(|| absolute(path))
+        .unwrap_or_else(|| path.to_path_buf());
+    toml::Value::from(shown.to_string_lossy().as_ref()).to_string()
+}
+
+/// `to` relative to the folder `from`, when both are given the same way
+/// (both relative to one folder, or both absolute) and neither has `..`.
+fn relative_path(to: &std::path::Path, from: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let parts = |p: &std::path::Path| -> Option<Vec<std::ffi::OsString>> {
+        let mut v = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::CurDir => {}
+                Component::RootDir => v.push("/".into()),
+                Component::Normal(n) => v.push(n.to_os_string()),
+                _ => return None,
+            }
+        }
+        Some(v)
+    };
+    let (to, from) = (parts(to)?, parts(from)?);
+    let rooted = |v: &[std::ffi::OsString]| v.first().is_some_and(|f| f == "/");
+    if rooted(&to) != rooted(&from) {
+        return None;
+    }
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut out: std::path::PathBuf = from[common..].iter().map(|_| "..").collect();
+    out.extend(&to[common..]);
+    Some(out)
 }
 
 /// Creates `dir` and its missing parents 0700 whatever the umask: the
@@ -299,6 +378,30 @@ mod tests {
         );
         assert_eq!(cluster_name("a", &["a".into()]), "a-2");
         assert_eq!(cluster_name("___", &[]), "cluster1");
+    }
+
+    #[test]
+    fn paths_relative_to_a_folder() {
+        use std::path::{Path, PathBuf};
+        let rel = |to: &str, from: &str| relative_path(Path::new(to), Path::new(from));
+        assert_eq!(
+            rel("sub/certs/root-cert.pem", "sub"),
+            Some(PathBuf::from("certs/root-cert.pem"))
+        );
+        assert_eq!(
+            rel("certs/root-cert.pem", ""),
+            Some(PathBuf::from("certs/root-cert.pem"))
+        );
+        assert_eq!(
+            rel("./keys/a.pem", "sub/deep"),
+            Some(PathBuf::from("../../keys/a.pem"))
+        );
+        assert_eq!(
+            rel("/etc/mesh/a.pem", "/etc/mesh"),
+            Some(PathBuf::from("a.pem"))
+        );
+        assert_eq!(rel("/etc/a.pem", "sub"), None);
+        assert_eq!(rel("../a.pem", "sub"), None);
     }
 
     #[test]

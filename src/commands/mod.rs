@@ -31,6 +31,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
             .create(dir)
             .with_context(|| format!("creating the sandbox folder {}", dir.display()))?;
     }
+    let _sandbox = crate::world::host_sandbox(cli)?;
     match &cli.command {
         Command::Validate => {
             let mesh = load_mesh(&cli.file)?;

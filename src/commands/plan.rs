@@ -50,6 +50,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     .normalised();
     // A misspelt step fails here, before any cluster is read.
     options.check(&graph, recorded.as_ref())?;
+    crate::preflight::before_plan(cli, &mesh, &graph, recorded.as_ref(), args)?;
     // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
     // which deletes whatever is recorded) needs no cluster access at all.
     // (and a first plan with `[trust]` looks whether a `cacerts` is there

@@ -69,13 +69,16 @@ impl Diagnostic {
         };
         let num = self.line.to_string();
         let pad = " ".repeat(num.len());
-        let mut out = format!(
-            "{red}error{reset}{bold}: {}{reset}\n{pad}{blue}-->{reset} {}:{}:{}\n",
-            self.message,
-            self.path.display(),
-            self.line,
-            self.column
-        );
+        let mut out = format!("{red}error{reset}{bold}: {}{reset}\n", self.message);
+        // Line 0: about the file as a whole (it cannot be read), no place in it.
+        if self.line > 0 {
+            out.push_str(&format!(
+                "{pad}{blue}-->{reset} {}:{}:{}\n",
+                self.path.display(),
+                self.line,
+                self.column
+            ));
+        }
         if !self.source_line.is_empty() || self.line > 0 {
             let caret_pad = " ".repeat(self.column.saturating_sub(1));
             let carets = "^".repeat(self.width.max(1));

@@ -21,11 +21,38 @@ use std::path::Path;
 /// Parses and validates a mesh file's text. `path` is used in messages and
 /// to resolve relative paths later; nothing is read.
 pub fn parse(source: &str, path: &Path) -> Result<MeshFile, Diagnostics> {
+    parse_keeping_trust(source, path).map_err(|(d, _)| d)
+}
+
+/// [`parse`], and on failure the `[trust]` section if it was written well
+/// enough to know its files: [`load`] checks them too, so that their
+/// mistakes are not reported only once every other one is fixed.
+fn parse_keeping_trust(
+    source: &str,
+    path: &Path,
+) -> Result<MeshFile, (Diagnostics, Option<Box<TrustSection>>)> {
     let loc = Locator::new(path, source);
-    let root = parse::syntax(source, &loc).map_err(Diagnostics)?;
     let mut walker = parse::Walker {
         loc: &loc,
         errors: Vec::new(),
+    };
+    let root = match parse::syntax(source, &loc) {
+        Ok(root) => root,
+        Err((mut errors, recovered)) => {
+            // The unknown keys and wrong types of what the parser made out
+            // of the rest, with the syntax errors; the rules between values
+            // wait for a file that parses (the parser may have dropped a
+            // value they need). Nothing on a line with a syntax error.
+            walker.document(recovered.get_ref());
+            let lines: Vec<usize> = errors.iter().map(|d| d.line).collect();
+            errors.extend(
+                walker
+                    .errors
+                    .into_iter()
+                    .filter(|d| !lines.contains(&d.line)),
+            );
+            return Err((sorted(errors), None));
+        }
     };
     let draft = walker.document(root.get_ref());
     let values = cluster_values(source, "values");
@@ -33,10 +60,10 @@ pub fn parse(source: &str, path: &Path) -> Result<MeshFile, Diagnostics> {
     let shape_errors = walker.errors;
     match validate::validate(draft, (&values, &eastwest_values), path, &loc) {
         Ok(mesh) if shape_errors.is_empty() => Ok(mesh),
-        Ok(_) => Err(sorted(shape_errors)),
-        Err(mut rule_errors) => {
+        Ok(mesh) => Err((sorted(shape_errors), mesh.trust.map(Box::new))),
+        Err((mut rule_errors, trust)) => {
             rule_errors.extend(shape_errors);
-            Err(sorted(rule_errors))
+            Err((sorted(rule_errors), trust))
         }
     }
 }
@@ -84,23 +111,53 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
         }]));
     }
     match bytes.and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
-        Ok(source) => {
-            let mut mesh = parse(&source, path)?;
-            load_trust(&mut mesh, &source)?;
-            Ok(mesh)
-        }
+        Ok(source) => match parse_keeping_trust(&source, path) {
+            Ok(mut mesh) => {
+                if let Some(trust) = mesh.trust.as_mut() {
+                    load_trust(trust, path, &source, &mut mesh.warnings)?;
+                }
+                Ok(mesh)
+            }
+            Err((mut diagnostics, Some(mut trust))) => {
+                if let Err(more) = load_trust(&mut trust, path, &source, &mut Vec::new()) {
+                    diagnostics.0.extend(more.0);
+                    diagnostics = sorted(diagnostics.0);
+                }
+                Err(diagnostics)
+            }
+            Err((diagnostics, None)) => Err(diagnostics),
+        },
         Err(e) => {
-            let help = match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "create it (examples/primary-remote.toml is a start), or name another with -f FILE"
-                }
-                std::io::ErrorKind::InvalidInput => {
-                    "name a regular file with -f FILE: mesh does not read a mesh file from a pipe or a device (write the text to a file first)"
-                }
-                std::io::ErrorKind::FileTooLarge => {
-                    "check that -f FILE names the mesh file: even one of thousands of clusters is far smaller"
-                }
-                _ => "check that it is a readable UTF-8 text file, or name another with -f FILE",
+            // No location: there is no text to point into.
+            let (message, help) = if e.kind() == std::io::ErrorKind::NotFound {
+                let init = if path == Path::new("mesh.toml") {
+                    "mesh init".to_string()
+                } else {
+                    format!("mesh init -f {}", path.display())
+                };
+                (
+                    format!(
+                        "no mesh file at {}: create one with `{init}` (or pass -f)",
+                        path.display()
+                    ),
+                    None,
+                )
+            } else {
+                let help = match e.kind() {
+                    std::io::ErrorKind::InvalidInput => {
+                        "name a regular file with -f FILE: mesh does not read a mesh file from a pipe or a device (write the text to a file first)"
+                    }
+                    std::io::ErrorKind::FileTooLarge => {
+                        "check that -f FILE names the mesh file: even one of thousands of clusters is far smaller"
+                    }
+                    _ => {
+                        "check that it is a readable UTF-8 text file, or name another with -f FILE"
+                    }
+                };
+                (
+                    format!("cannot read the mesh file {}: {e}", path.display()),
+                    Some(help.to_string()),
+                )
             };
             Err(Diagnostics(vec![Diagnostic {
                 path: path.to_path_buf(),
@@ -108,8 +165,8 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
                 column: 0,
                 width: 0,
                 source_line: String::new(),
-                message: format!("cannot read the mesh file {}: {e}", path.display()),
-                help: Some(help.into()),
+                message,
+                help,
             }]))
         }
     }
@@ -118,11 +175,13 @@ pub fn load(path: &Path) -> Result<MeshFile, Diagnostics> {
 /// Reads and checks `[trust]`'s files: the root certificate (kept, it is
 /// public) and the key (read only to check it matches, then dropped; it is
 /// read again at apply time). A key file readable by others is a warning.
-fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
-    let Some(trust) = mesh.trust.as_mut() else {
-        return Ok(());
-    };
-    let loc = Locator::new(&mesh.path, source);
+fn load_trust(
+    trust: &mut TrustSection,
+    path: &Path,
+    source: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), Diagnostics> {
+    let loc = Locator::new(path, source);
     let (cert_span, key_span) = trust.spans.clone();
     // Only regular files, and only up to PEM_FILE_LIMIT: a FIFO or a device
     // named here would block the load or never end.
@@ -152,8 +211,18 @@ fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
                 )])
             })
     };
-    let cert = read(&trust.root_cert, &cert_span, "root certificate")?;
-    let key = providers::Sensitive::new(read(&trust.root_key, &key_span, "root key")?);
+    // Both files' problems at once.
+    let (cert, key) = match (
+        read(&trust.root_cert, &cert_span, "root certificate"),
+        read(&trust.root_key, &key_span, "root key"),
+    ) {
+        (Ok(c), Ok(k)) => (c, providers::Sensitive::new(k)),
+        (Err(mut a), Err(b)) => {
+            a.0.extend(b.0);
+            return Err(a);
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
     use providers::ca::RootProblem;
     // The check plug-ca runs before it signs, run here so that a root that
     // cannot do its job stops every command before anything runs.
@@ -236,7 +305,7 @@ fn load_trust(mesh: &mut MeshFile, source: &str) -> Result<(), Diagnostics> {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            mesh.warnings.push(format!(
+            warnings.push(format!(
                 "the root key {} is readable by others (mode {mode:o}): `chmod 600 {}`",
                 trust.root_key.display(),
                 trust.root_key.display()

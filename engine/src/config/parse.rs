@@ -115,6 +115,12 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
     }
 }
 
+/// A value the parser made up where the text had none (after a syntax
+/// error): it has no text, so it has no span. Never reported.
+fn is_placeholder(value: &Spanned<DeValue<'_>>) -> bool {
+    value.span().is_empty()
+}
+
 pub(crate) struct Walker<'a> {
     pub loc: &'a Locator<'a>,
     pub errors: Vec<Diagnostic>,
@@ -152,6 +158,9 @@ impl Walker<'_> {
     }
 
     fn string(&mut self, what: &str, value: &Spanned<DeValue<'_>>) -> Option<At<String>> {
+        if is_placeholder(value) {
+            return None;
+        }
         match value.get_ref() {
             DeValue::String(s) => Some(At {
                 value: s.to_string(),
@@ -174,6 +183,9 @@ impl Walker<'_> {
         value: &Spanned<DeValue<'_>>,
         example: i64,
     ) -> Option<At<i64>> {
+        if is_placeholder(value) {
+            return None;
+        }
         match value.get_ref() {
             DeValue::Integer(i) => {
                 match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
@@ -261,6 +273,9 @@ impl Walker<'_> {
         what: &str,
         value: &'t Spanned<DeValue<'i>>,
     ) -> Option<&'t DeTable<'i>> {
+        if is_placeholder(value) {
+            return None;
+        }
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
@@ -468,16 +483,20 @@ fn reader_keys(values: &DeTable<'_>) -> (Option<At<String>>, Option<At<String>>)
     (string("name"), string("namespace"))
 }
 
+/// A document with syntax errors: the errors, and the document as far as
+/// the parser could make it out (its other mistakes are worth reporting).
+pub(crate) type SyntaxErrors<'i> = (Vec<Diagnostic>, Spanned<DeTable<'i>>);
+
 /// Parses the syntax; a syntax error is reported with the parser's message.
 pub(crate) fn syntax<'i>(
     source: &'i str,
     loc: &Locator<'_>,
-) -> Result<Spanned<DeTable<'i>>, Vec<Diagnostic>> {
+) -> Result<Spanned<DeTable<'i>>, SyntaxErrors<'i>> {
     let (root, errors) = DeTable::parse_recoverable(source);
     if errors.is_empty() {
         return Ok(root);
     }
-    Err(errors
+    let diagnostics = errors
         .iter()
         .map(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -493,7 +512,8 @@ pub(crate) fn syntax<'i>(
                 Some("fix the syntax here; https://toml.io explains the format".into()),
             )
         })
-        .collect())
+        .collect();
+    Err((diagnostics, root))
 }
 
 /// toml says only "duplicate key": name the key and where it was set first

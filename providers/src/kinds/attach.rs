@@ -266,7 +266,7 @@ fn kubeconfig(remote: &str, server: &str, ca: &[u8], token: &Sensitive) -> Sensi
 }
 
 /// The remote's side of the link: where the reader token is.
-fn remote_target(input: &Input) -> Target {
+pub fn remote_target(input: &Input) -> Target {
     Target {
         cluster: input.remote.clone(),
         context: input.remote_context.clone(),

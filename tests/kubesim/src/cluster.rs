@@ -22,6 +22,21 @@ pub struct Faults {
     pub drop_watches: bool,
     /// New connections are closed at once.
     pub refuse_connections: bool,
+    /// `(verb, resource)` pairs refused to every token (403), and answered
+    /// `allowed: false` by a SelfSubjectAccessReview; `*` matches any.
+    /// kubesim has no RBAC: this is how a test takes a permission away.
+    pub denied: Vec<(String, String)>,
+}
+
+impl Faults {
+    /// Whether `verb` on `resource` (either may be `*`: a question about
+    /// every verb or resource) meets a denial.
+    pub fn denies(&self, verb: &str, resource: &str) -> bool {
+        let meets = |rule: &str, asked: &str| rule == "*" || asked == "*" || rule == asked;
+        self.denied
+            .iter()
+            .any(|(v, r)| meets(v, verb) && meets(r, resource))
+    }
 }
 
 /// What the load-balancer controller gives LoadBalancer Services.

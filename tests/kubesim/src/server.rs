@@ -212,6 +212,12 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
             )
             .await
         }
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] => ("create".into(), access_review(cluster, req).await),
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
@@ -225,6 +231,52 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
             );
             ("unknown".into(), error_response(&e))
         }
+    }
+}
+
+/// `POST selfsubjectaccessreviews`: kubesim has no RBAC, so every token
+/// may do everything, except what the cluster's faults deny.
+async fn access_review(cluster: &Cluster, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::POST {
+        let e = ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "selfsubjectaccessreviews can only be created",
+        );
+        return error_response(&e);
+    }
+    let mut review = match body_bytes(req).await.and_then(|b| parse_json(&b)) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let attrs = &review["spec"]["resourceAttributes"];
+    let field = |k: &str| attrs[k].as_str().unwrap_or_default().to_string();
+    let (verb, resource) = (field("verb"), field("resource"));
+    let allowed = !cluster.faults().denies(&verb, &resource);
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "kubesim allows every token everything"})
+    } else {
+        json!({"allowed": false, "reason": format!("kubesim denies {verb} {resource} (faults)")})
+    };
+    json_response(201, &review)
+}
+
+/// The Kubernetes verb of a request on a resource.
+fn request_verb(method: &Method, named: bool, q: &HashMap<String, String>) -> &'static str {
+    match (method, named) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false)
+            if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) =>
+        {
+            "watch"
+        }
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
     }
 }
 
@@ -357,6 +409,24 @@ async fn resource(
     let status_only = sub.is_some();
     let q = query(&req);
     let ns_str = ns.clone().unwrap_or_default();
+    let verb = request_verb(req.method(), name.is_some(), &q);
+    if cluster.faults().denies(verb, &rt.plural) {
+        let scope = match &ns {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".to_string(),
+        };
+        let e = ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"kubesim-admin\" cannot {verb} resource \"{}\" in API group \"{}\"{scope}",
+                rt.qualified(),
+                rt.plural,
+                rt.group
+            ),
+        );
+        return (verb.into(), error_response(&e));
+    }
     let manager = q.get("fieldManager").cloned().unwrap_or_else(|| {
         req.headers()
             .get("user-agent")

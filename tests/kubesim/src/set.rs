@@ -313,6 +313,12 @@ impl ClusterSet {
         self.flusher.flush()
     }
 
+    /// A handle that saves the set's changed clusters ([`ClusterSet::flush`])
+    /// from wherever the set itself is kept.
+    pub fn flusher(&self) -> Flusher {
+        self.flusher.clone()
+    }
+
     /// Writes every cluster to the folder now.
     pub fn save_all(&self) -> Result<()> {
         for c in self.clusters.values() {

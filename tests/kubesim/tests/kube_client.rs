@@ -398,3 +398,55 @@ async fn latency_and_refused_connections() {
     fresh.get("default").await.unwrap();
     set.shutdown().await;
 }
+
+/// SelfSubjectAccessReviews: kubesim has no RBAC, so every token may do
+/// everything; a denial in the faults is answered `allowed: false` and
+/// refuses the request itself (403), as RBAC would.
+#[tokio::test]
+async fn access_reviews_and_denied_permissions() {
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    let dir = tempfile::tempdir().unwrap();
+    let set = open(dir.path(), &["c1"]).await;
+    let c = client(&set, "c1").await;
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(c.clone());
+    let ask = |verb: &str, resource: &str| {
+        serde_json::from_value::<SelfSubjectAccessReview>(json!({
+            "spec": {"resourceAttributes": {"verb": verb, "resource": resource, "namespace": "default"}}
+        }))
+        .unwrap()
+    };
+    let allowed = |r: SelfSubjectAccessReview| r.status.unwrap().allowed;
+    let pp = PostParams::default();
+    assert!(allowed(
+        reviews
+            .create(&pp, &ask("create", "configmaps"))
+            .await
+            .unwrap()
+    ));
+    set.cluster("c1").unwrap().set_faults(Faults {
+        denied: vec![("create".into(), "configmaps".into())],
+        ..Default::default()
+    });
+    assert!(!allowed(
+        reviews
+            .create(&pp, &ask("create", "configmaps"))
+            .await
+            .unwrap()
+    ));
+    // A question about every verb meets the denial; another verb does not.
+    assert!(!allowed(reviews.create(&pp, &ask("*", "*")).await.unwrap()));
+    assert!(allowed(
+        reviews
+            .create(&pp, &ask("get", "configmaps"))
+            .await
+            .unwrap()
+    ));
+    let cms: Api<ConfigMap> = Api::namespaced(c, "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap();
+    match cms.create(&pp, &cm).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden")),
+        other => panic!("{other:?}"),
+    }
+    assert!(cms.list(&ListParams::default()).await.is_ok());
+    set.shutdown().await;
+}

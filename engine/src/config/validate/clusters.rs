@@ -11,10 +11,21 @@ use crate::config::parse::{At, Draft, DraftCluster, did_you_mean};
 use std::collections::HashMap;
 use std::ops::Range;
 
+/// A draft cluster's role, as written.
+fn role(dc: &DraftCluster) -> Option<&str> {
+    dc.role.as_ref().map(|r| r.value.as_str())
+}
+
+/// A value written, and not blank (a blank one is reported by itself).
+fn written(v: &Option<At<String>>) -> Option<&At<String>> {
+    v.as_ref().filter(|a| !a.value.trim().is_empty())
+}
+
 impl Checker<'_> {
-    /// The clusters whose required keys are all known (only those can be
-    /// compared), each with its draft: where to report what is wrong
-    /// between them.
+    /// The clusters whose required keys are all known, each with its
+    /// draft. The rules between clusters are checked on the drafts, on
+    /// whatever each one says, so that a cluster's own mistake (a missing
+    /// key) does not hide a duplicate name until it is fixed.
     pub(super) fn clusters<'d>(
         &mut self,
         draft: &'d Draft,
@@ -25,8 +36,8 @@ impl Checker<'_> {
             .iter()
             .filter_map(|dc| Some((self.cluster(dc, values)?, dc)))
             .collect();
-        self.unique_names_and_contexts(&clusters);
-        self.remotes_primaries(draft, &clusters);
+        self.unique_names_and_contexts(draft);
+        self.remotes_primaries(draft);
         self.some_primary(draft);
         self.remote_secrets(&clusters);
         clusters
@@ -293,30 +304,30 @@ impl Checker<'_> {
         }
     }
 
-    fn unique_names_and_contexts(&mut self, clusters: &[(Cluster, &DraftCluster)]) {
+    fn unique_names_and_contexts(&mut self, draft: &Draft) {
         let mut seen_names: HashMap<&str, usize> = HashMap::new();
         let mut seen_contexts: HashMap<&str, usize> = HashMap::new();
-        for (c, dc) in clusters {
-            if let Some(first) = seen_names.insert(&c.name, dc.span.start)
-                && let Some(at) = &dc.name
+        for dc in &draft.clusters {
+            if let Some(at) = written(&dc.name)
+                && let Some(first) = seen_names.insert(&at.value, dc.span.start)
             {
                 let line = self.loc.at(first..first, "", None).line;
                 self.error(
                     at.span.clone(),
-                    format!("cluster name `{}` is used twice", c.name),
+                    format!("cluster name `{}` is used twice", at.value),
                     format!(
                         "give each cluster its own name (the first `{}` is at line {line})",
-                        c.name
+                        at.value
                     ),
                 );
             }
-            if let Some(first) = seen_contexts.insert(&c.context, dc.span.start)
-                && let Some(at) = &dc.context
+            if let Some(at) = written(&dc.context)
+                && let Some(first) = seen_contexts.insert(&at.value, dc.span.start)
             {
                 let line = self.loc.at(first..first, "", None).line;
                 self.error(
                     at.span.clone(),
-                    format!("context `{}` is used by two clusters", c.context),
+                    format!("context `{}` is used by two clusters", at.value.escape_debug()),
                     format!("each cluster needs its own kubeconfig context (the other is the cluster at line {line})"),
                 );
             }
@@ -324,33 +335,33 @@ impl Checker<'_> {
     }
 
     /// Each remote's `primary` names a primary of this file.
-    fn remotes_primaries(&mut self, draft: &Draft, clusters: &[(Cluster, &DraftCluster)]) {
+    fn remotes_primaries(&mut self, draft: &Draft) {
         // The first cluster of a name is the one others refer to (a duplicate
         // is already reported).
-        let mut by_name: HashMap<&str, &Cluster> = HashMap::new();
-        for (c, _) in clusters {
-            by_name.entry(c.name.as_str()).or_insert(c);
+        let mut by_name: HashMap<&str, &DraftCluster> = HashMap::new();
+        for dc in &draft.clusters {
+            if let Some(n) = written(&dc.name) {
+                by_name.entry(n.value.as_str()).or_insert(dc);
+            }
         }
-        let primaries: Vec<&str> = clusters
+        let primaries: Vec<&str> = draft
+            .clusters
             .iter()
-            .filter(|(c, _)| c.role == Role::Primary)
-            .map(|(c, _)| c.name.as_str())
+            .filter(|dc| role(dc) == Some("primary"))
+            .filter_map(|dc| written(&dc.name).map(|n| n.value.as_str()))
             .collect();
-        for (c, dc) in clusters {
-            let (Some(p), Some(at)) = (&c.primary, &dc.primary) else {
+        for dc in &draft.clusters {
+            // `primary` on a primary (or a misspelled role) is reported with
+            // the cluster itself.
+            if role(dc) != Some("remote") {
+                continue;
+            }
+            let Some(at) = written(&dc.primary) else {
                 continue;
             };
-            // A cluster with mistakes of its own is not in `by_name`, but
-            // exists. Looked for only then: for every remote it would make
-            // this quadratic in the clusters.
-            let written = || {
-                draft
-                    .clusters
-                    .iter()
-                    .any(|d| d.name.as_ref().is_some_and(|n| &n.value == p))
-            };
-            match by_name.get(p.as_str()) {
-                None if written() => {}
+            let p = &at.value;
+            let name = dc.name.as_ref().map_or("?", |n| n.value.as_str());
+            match by_name.get(p.as_str()).map(|pc| role(pc)) {
                 None => {
                     let hint = match did_you_mean(p, primaries.iter().copied()) {
                         Some(s) => format!(" (did you mean \"{s}\"?)"),
@@ -359,13 +370,13 @@ impl Checker<'_> {
                     };
                     self.error(
                         at.span.clone(),
-                        format!("cluster `{}` names primary `{p}`, which is not a cluster in this file", c.name),
+                        format!("cluster `{name}` names primary `{p}`, which is not a cluster in this file"),
                         format!("set `primary` to the name of a cluster with role = \"primary\"{hint}"),
                     );
                 }
-                Some(pc) if pc.role == Role::Remote => self.error(
+                Some(Some("remote")) => self.error(
                     at.span.clone(),
-                    format!("cluster `{}` names `{p}` as its primary, but `{p}` is a remote", c.name),
+                    format!("cluster `{name}` names `{p}` as its primary, but `{p}` is a remote"),
                     "a remote's primary must have role = \"primary\": point `primary` at one, or make it a primary",
                 ),
                 Some(_) => {}

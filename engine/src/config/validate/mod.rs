@@ -14,7 +14,7 @@ mod state;
 mod trust;
 
 use super::diagnostic::{Diagnostic, Locator};
-use super::model::{MeshFile, StateSection};
+use super::model::{MeshFile, StateSection, TrustSection};
 use super::parse::{At, Draft};
 use serde_json::{Map, Value};
 use std::ops::Range;
@@ -196,13 +196,15 @@ impl Checker<'_> {
 /// A `[cluster.values]`-like table as JSON, if the cluster has one.
 type ValuesTable = Option<Map<String, Value>>;
 
-/// Checks the draft and builds the model, or returns every error.
+/// Checks the draft and builds the model, or returns every error (and
+/// `[trust]`, when it was written well enough to name its files: they are
+/// checked even so).
 pub(crate) fn validate(
     draft: Draft,
     values: (&[ValuesTable], &[ValuesTable]),
     path: &Path,
     loc: &Locator<'_>,
-) -> Result<MeshFile, Vec<Diagnostic>> {
+) -> Result<MeshFile, (Vec<Diagnostic>, Option<Box<TrustSection>>)> {
     let mut ck = Checker {
         loc,
         errors: Vec::new(),
@@ -213,13 +215,13 @@ pub(crate) fn validate(
     let clusters = ck.clusters(&draft, values);
     ck.version_gated_values(&draft, mesh.istio_version.as_deref());
     let kubernetes = ck.state_backend(&draft, &clusters, &mesh.id);
-    let trust = ck.trust(&draft, path, &clusters);
+    let trust = ck.trust(&draft, path);
     let policy = ck.policy(&draft);
 
     if !ck.errors.is_empty() {
         let mut errors = ck.errors;
         errors.sort_by_key(|d| (d.line, d.column));
-        return Err(errors);
+        return Err((errors, trust.map(Box::new)));
     }
     Ok(MeshFile {
         path: path.to_path_buf(),

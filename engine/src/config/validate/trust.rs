@@ -2,22 +2,17 @@
 //! a mesh with several primaries must have.
 
 use super::Checker;
-use crate::config::model::{Cluster, Role, TrustSection};
-use crate::config::parse::{Draft, DraftCluster};
+use crate::config::model::TrustSection;
+use crate::config::parse::Draft;
 use std::path::Path;
 
 impl Checker<'_> {
     /// The section if written (its files are relative to the mesh file at
     /// `path`, and read later, when the file is loaded); if not, whether
     /// the mesh needs one.
-    pub(super) fn trust(
-        &mut self,
-        draft: &Draft,
-        path: &Path,
-        clusters: &[(Cluster, &DraftCluster)],
-    ) -> Option<TrustSection> {
+    pub(super) fn trust(&mut self, draft: &Draft, path: &Path) -> Option<TrustSection> {
         let trust = self.trust_section(draft, path);
-        self.common_root(draft, clusters);
+        self.common_root(draft);
         trust
     }
 
@@ -61,21 +56,24 @@ impl Checker<'_> {
     }
 
     /// Several control planes must sign workload certificates from one root.
-    fn common_root(&mut self, draft: &Draft, clusters: &[(Cluster, &DraftCluster)]) {
+    fn common_root(&mut self, draft: &Draft) {
         if draft.trust_span.is_some() {
             return;
         }
-        let second_primary = clusters
+        // From the drafts: a second primary with a mistake of its own
+        // still needs the root.
+        let second_primary = draft
+            .clusters
             .iter()
-            .filter(|(c, _)| c.role == Role::Primary)
+            .filter(|dc| dc.role.as_ref().is_some_and(|r| r.value == "primary"))
             .nth(1);
-        if let Some((c, dc)) = second_primary {
+        if let Some(dc) = second_primary {
             let span = dc.role.as_ref().map_or(dc.span.clone(), |r| r.span.clone());
             self.error(
                 span,
                 format!(
                     "`{}` is a second primary, and a mesh with several primaries needs a common root of trust",
-                    c.name
+                    dc.name.as_ref().map_or("?", |n| n.value.as_str())
                 ),
                 "add a [trust] section with root_cert and root_key (PEM files beside the mesh file); \
                  `mesh ca init` makes a new root in certs/ beside the mesh file",
