@@ -71,7 +71,16 @@ pub async fn before_apply(
         refresh,
         strict,
         "nothing was changed",
-        &format!("Fix them and run `mesh {operation}` again."),
+        &if mode == Mode::Destroy {
+            // A cluster gone for good holds steps destroy cannot undo.
+            format!(
+                "Fix them and run `mesh {operation}` again. A cluster that is gone for good: \
+                 `mesh state rm CLUSTER` forgets its steps (nothing is sent to it), then \
+                 destroy the rest."
+            )
+        } else {
+            format!("Fix them and run `mesh {operation}` again.")
+        },
     )
     .await
 }
