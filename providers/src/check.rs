@@ -366,7 +366,7 @@ async fn istiod(spec: &ClusterSpec, conn: &Connection) -> Result<Vec<Check>, Clu
         out.push(
             Check::fail(
                 c,
-                format!("istiod {want}"),
+                want.clone(),
                 format!("Deployment {NS}/{want} missing: no control plane of this revision"),
             )
             .fix(MESH_APPLY),
@@ -374,7 +374,7 @@ async fn istiod(spec: &ClusterSpec, conn: &Connection) -> Result<Vec<Check>, Clu
     }
     for d in istiods {
         let name = d.metadata.name.clone().unwrap_or_default();
-        let check = format!("istiod {name}");
+        let check = name.clone();
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let status = d.status.as_ref();
         let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -419,7 +419,7 @@ async fn istiod(spec: &ClusterSpec, conn: &Connection) -> Result<Vec<Check>, Clu
                 })
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default();
-            let vcheck = format!("istiod {name} version");
+            let vcheck = format!("{name} version");
             let tag = image_tag(&image).filter(|t| t.starts_with(|ch: char| ch.is_ascii_digit()));
             out.push(match tag {
                 Some(t) if crate::istioctl::version_matches(pinned, t) => {
