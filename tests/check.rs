@@ -95,12 +95,7 @@ fn after_the_quick_start_everything_passes() {
     assert_eq!(code, 0);
     for c in &checks {
         assert_eq!(c["status"], "PASS", "{c:#}");
-        let keys: Vec<&str> = c
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["cluster", "check", "status", "detail", "fix"]);
     }
     // No token, no kubeconfig in what it prints.
@@ -112,7 +107,11 @@ fn after_the_quick_start_everything_passes() {
             "istio-system",
             "istio-reader-service-account-istio-remote-secret-token",
         )
-        .and_then(|s| s.pointer("/data/token").and_then(Value::as_str).map(String::from))
+        .and_then(|s| {
+            s.pointer("/data/token")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .unwrap();
     let token = String::from_utf8(
         base64::engine::general_purpose::STANDARD
@@ -124,8 +123,15 @@ fn after_the_quick_start_everything_passes() {
     // One cluster only.
     let (code, checks) = check(&w, &["--cluster", "cluster2"]);
     assert_eq!(code, 0);
-    assert!(checks.iter().all(|c| c["cluster"] == "cluster2"), "{checks:#?}");
-    assert!(checks.iter().any(|c| c["check"] == "link cluster2/attach: token"));
+    assert!(
+        checks.iter().all(|c| c["cluster"] == "cluster2"),
+        "{checks:#?}"
+    );
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "link cluster2/attach: token")
+    );
     let o = w.mesh(&["check", "--cluster", "nope"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("no cluster `nope`"), "{}", text(&o));
@@ -154,10 +160,9 @@ fn a_deleted_reader_token_is_refused_by_the_remote() {
 fn a_remote_secret_for_another_server_is_found() {
     let w = applied(SEED, false);
     let secrets: Api<Secret> = Api::namespaced(w.client("kind-cluster1"), "istio-system");
-    let live = w
-        .rt
-        .block_on(secrets.get("istio-remote-secret-cluster2"))
-        .unwrap();
+    let live =
+        w.rt.block_on(secrets.get("istio-remote-secret-cluster2"))
+            .unwrap();
     let kc = String::from_utf8(live.data.unwrap()["cluster2"].0.clone()).unwrap();
     let other = w.cluster("kind-cluster1").server();
     let kc = kc.replace(&w.cluster("kind-cluster2").server(), &other);
@@ -211,9 +216,9 @@ fn a_cacerts_of_another_root_is_found() {
     assert_eq!(code, 0, "{checks:#?}");
     for cluster in ["cluster1", "cluster2"] {
         assert!(
-            checks
-                .iter()
-                .any(|c| c["cluster"] == cluster && c["check"] == "cacerts" && c["status"] == "PASS"),
+            checks.iter().any(|c| c["cluster"] == cluster
+                && c["check"] == "cacerts"
+                && c["status"] == "PASS"),
             "{checks:#?}"
         );
     }
@@ -269,8 +274,7 @@ fn a_remote_pilot_address_changed_by_hand_is_found() {
     let w = applied(SEED, false);
     let cms: Api<ConfigMap> = Api::namespaced(w.client("kind-cluster2"), "istio-system");
     let live = w.rt.block_on(cms.get("values")).unwrap();
-    let mut values: Value =
-        serde_json::from_str(&live.data.unwrap()["merged-values"]).unwrap();
+    let mut values: Value = serde_json::from_str(&live.data.unwrap()["merged-values"]).unwrap();
     values["global"]["remotePilotAddress"] = json!("192.0.2.99");
     merge_patch(
         &cms,
@@ -333,7 +337,13 @@ fn an_unreachable_cluster_is_one_fail_and_the_others_are_checked() {
         fails[0]
     );
     // cluster1 was checked in full.
-    for name in ["api server", "istio-system", "istiod", "east-west gateway", "state"] {
+    for name in [
+        "api server",
+        "istio-system",
+        "istiod",
+        "east-west gateway",
+        "state",
+    ] {
         assert!(
             checks
                 .iter()
@@ -354,7 +364,12 @@ fn versions(w: &World, context: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for t in &store.types {
         for o in store.all(&t.group, &t.plural) {
-            let at = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            let at = |p: &str| {
+                o.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             out.push((
                 format!(
                     "{}/{} {}/{}",

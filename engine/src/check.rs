@@ -18,7 +18,6 @@ use state::State;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-
 /// How many clusters are checked at once, and how many recorded steps are
 /// read back at once.
 const PARALLELISM: usize = 64;
@@ -51,12 +50,11 @@ pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<C
                 .target
                 .clone();
             let step = |kind: &str| graph.get(&format!("{}/{kind}", c.name));
-            let (network_label, primary_annotation) = match step("prepare-namespace")
-                .map(|s| &s.input)
-            {
-                Some(StepInput::PrepareNamespace(i)) => (i.network.clone(), i.primary.clone()),
-                _ => (None, None),
-            };
+            let (network_label, primary_annotation) =
+                match step("prepare-namespace").map(|s| &s.input) {
+                    Some(StepInput::PrepareNamespace(i)) => (i.network.clone(), i.primary.clone()),
+                    _ => (None, None),
+                };
             let eastwest = step("install-eastwest-gateway").map(|_| {
                 step("eastwest-address")
                     .is_some()
@@ -126,10 +124,11 @@ pub async fn run(
         .iter()
         .filter(|s| wanted.contains(s.name.as_str()))
         .map(|s| async move { (s.name.clone(), providers::check::reach(env, s).await) });
-    let reached: BTreeMap<String, Result<providers::check::Reached, Check>> = stream::iter(reaching)
-        .buffer_unordered(PARALLELISM)
-        .collect()
-        .await;
+    let reached: BTreeMap<String, Result<providers::check::Reached, Check>> =
+        stream::iter(reaching)
+            .buffer_unordered(PARALLELISM)
+            .collect()
+            .await;
     let up: BTreeSet<String> = reached
         .iter()
         .filter(|(_, r)| r.is_ok())
@@ -266,10 +265,11 @@ async fn drift(
         if ch.action == plans::Action::NoOp || drifted {
             continue;
         }
-        pending
-            .entry(ch.cluster.clone())
-            .or_default()
-            .push(format!("{} {}", ch.action.as_str(), ch.step));
+        pending.entry(ch.cluster.clone()).or_default().push(format!(
+            "{} {}",
+            ch.action.as_str(),
+            ch.step
+        ));
     }
     for c in mesh.clusters.iter().filter(|c| up.contains(&c.name)) {
         if only.is_some_and(|o| o != c.name) {
@@ -422,10 +422,19 @@ primary = "c1"
             Check::warn("c2", "state", "no state".into()),
         ];
         let t = text(&m, &checks);
-        assert!(t.starts_with("c1 (primary, network n1)\n  PASS  api server"), "{t}");
-        assert!(t.contains("c2 (remote of c1, network n2)\n  FAIL  istio-system"), "{t}");
+        assert!(
+            t.starts_with("c1 (primary, network n1)\n  PASS  api server"),
+            "{t}"
+        );
+        assert!(
+            t.contains("c2 (remote of c1, network n2)\n  FAIL  istio-system"),
+            "{t}"
+        );
         assert!(t.contains("        fix: mesh apply\n"), "{t}");
-        assert!(t.ends_with("2 clusters checked: 1 passed, 1 warning, 1 failed.\n"), "{t}");
+        assert!(
+            t.ends_with("2 clusters checked: 1 passed, 1 warning, 1 failed.\n"),
+            "{t}"
+        );
         assert_eq!(exit_code(&checks), 2);
         assert_eq!(exit_code(&checks[..1]), 0);
         let j: serde_json::Value = serde_json::from_str(&json(&checks)).unwrap();

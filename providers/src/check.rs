@@ -214,7 +214,11 @@ pub async fn check_cluster(
             ));
             continue;
         }
-        out.extend(or_errors(spec, &name, self::link(env, spec, conn, link).await));
+        out.extend(or_errors(
+            spec,
+            &name,
+            self::link(env, spec, conn, link).await,
+        ));
     }
     if !spec.istiod_reads.is_empty() {
         out.extend(istiod_view(spec, conn).await);
@@ -381,8 +385,12 @@ async fn istiod(spec: &ClusterSpec, conn: &Connection) -> Result<Vec<Check>, Clu
         let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
         if replicas == 0 {
             out.push(
-                Check::fail(c, check.clone(), format!("Deployment {NS}/{name} is scaled to 0"))
-                    .fix(MESH_APPLY),
+                Check::fail(
+                    c,
+                    check.clone(),
+                    format!("Deployment {NS}/{name} is scaled to 0"),
+                )
+                .fix(MESH_APPLY),
             );
         } else if ready < 1 || available < 1 {
             out.push(
@@ -618,11 +626,8 @@ async fn eastwest(
     let c = &spec.name;
     let ctx = &spec.target.context;
     let check = "east-west gateway";
-    let Some(svc) = crate::k8s::get(
-        conn,
-        &object("v1", "Service", Some(NS), EASTWEST_SERVICE),
-    )
-    .await?
+    let Some(svc) =
+        crate::k8s::get(conn, &object("v1", "Service", Some(NS), EASTWEST_SERVICE)).await?
     else {
         return Ok(
             Check::fail(c, check, format!("Service {NS}/{EASTWEST_SERVICE} missing"))
@@ -813,7 +818,9 @@ async fn link(
             Check::fail(
                 c,
                 format!("{base}: remote secret"),
-                format!("Secret {NS}/{secret_name} in `{q}` has no readable kubeconfig under key `{c}`"),
+                format!(
+                    "Secret {NS}/{secret_name} in `{q}` has no readable kubeconfig under key `{c}`"
+                ),
             )
             .fix(MESH_APPLY),
         ]);
@@ -884,23 +891,37 @@ async fn link(
             Ok(user) => Check::fail(
                 c,
                 check,
-                format!("accepted by {c} as {}, not as the reader {reader}", shown(&user)),
+                format!(
+                    "accepted by {c} as {}, not as the reader {reader}",
+                    shown(&user)
+                ),
             )
             .fix(MESH_APPLY),
             Err(why) => Check::fail(
                 c,
                 check,
-                format!("{c}'s API server does not accept it ({why}): `{q}`'s istiod cannot read {c}"),
+                format!(
+                    "{c}'s API server does not accept it ({why}): `{q}`'s istiod cannot read {c}"
+                ),
             )
-            .fix(format!("{MESH_APPLY} (a new reader token in {c}, a new remote secret in {q})")),
+            .fix(format!(
+                "{MESH_APPLY} (a new reader token in {c}, a new remote secret in {q})"
+            )),
         },
     });
     // What istiod needs, as the reader.
     let mut denied = Vec::new();
     for (group, resource) in READER_NEEDS {
         for verb in ["list", "watch"] {
-            if !access_review(conn, &reader, &link.input.reader.namespace, verb, group, resource)
-                .await?
+            if !access_review(
+                conn,
+                &reader,
+                &link.input.reader.namespace,
+                verb,
+                group,
+                resource,
+            )
+            .await?
             {
                 denied.push(match *group {
                     "" => format!("{verb} {resource}"),
@@ -914,16 +935,12 @@ async fn link(
         Check::pass(
             c,
             check,
-            "the reader may list and watch pods, services, endpointslices, namespaces, nodes".into(),
+            "the reader may list and watch pods, services, endpointslices, namespaces, nodes"
+                .into(),
         )
     } else {
         let first = denied[0].split_once(' ').unwrap_or(("list", "pods"));
-        Check::fail(
-            c,
-            check,
-            format!("{reader} may not {}", denied.join(", ")),
-        )
-        .fix(format!(
+        Check::fail(c, check, format!("{reader} may not {}", denied.join(", "))).fix(format!(
             "{MESH_APPLY} (re-installs the reader's ClusterRole and binding); verify with \
              `kubectl --context {} auth can-i {} {} --as {reader}`",
             spec.target.context, first.0, first.1
@@ -1018,18 +1035,27 @@ async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Check> {
     let pods = match istiod_pods(conn, spec.revision.as_deref()).await {
         Ok(p) => p,
         Err(e) => {
-            return vec![Check::warn(c, check, format!("cannot list istiod's pods: {e}"))];
+            return vec![Check::warn(
+                c,
+                check,
+                format!("cannot list istiod's pods: {e}"),
+            )];
         }
     };
     let Some(pod) = pods.first() else {
-        return vec![Check::warn(
-            c,
-            check,
-            "no running istiod pod to ask which clusters it reads".into(),
-        )
-        .fix(format!("kubectl --context {ctx} -n {NS} get pods -l app=istiod"))];
+        return vec![
+            Check::warn(
+                c,
+                check,
+                "no running istiod pod to ask which clusters it reads".into(),
+            )
+            .fix(format!(
+                "kubectl --context {ctx} -n {NS} get pods -l app=istiod"
+            )),
+        ];
     };
-    let path = format!("/api/v1/namespaces/{NS}/pods/{pod}:{ISTIOD_DEBUG_PORT}/proxy/debug/clusterz");
+    let path =
+        format!("/api/v1/namespaces/{NS}/pods/{pod}:{ISTIOD_DEBUG_PORT}/proxy/debug/clusterz");
     let body = match http_get(conn, &path).await {
         Ok(b) => b,
         Err(e) => {
@@ -1047,7 +1073,10 @@ async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Check> {
             return vec![Check::warn(
                 c,
                 check,
-                format!("istiod's /debug/clusterz answer is not a list of clusters: {}", shown(&body)),
+                format!(
+                    "istiod's /debug/clusterz answer is not a list of clusters: {}",
+                    shown(&body)
+                ),
             )];
         }
     };
@@ -1099,14 +1128,21 @@ async fn istiod_pods(
     Ok(names)
 }
 
+/// How long istiod may take to answer through the pod proxy: a pod the
+/// API server cannot route to (a private pod network) hangs until then.
+const PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn http_get(conn: &Connection, path: &str) -> Result<String, String> {
     let req = http::Request::get(path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(REACH_TIMEOUT, conn.client.request_text(req)).await {
+    match tokio::time::timeout(PROXY_TIMEOUT, conn.client.request_text(req)).await {
         Ok(Ok(body)) => Ok(body),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", REACH_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "no answer within {} s (can the API server reach the pod network?)",
+            PROXY_TIMEOUT.as_secs()
+        )),
     }
 }
 

@@ -344,7 +344,10 @@ impl Cluster {
         }
         let pod = format!("{name}-kubesim");
         let wanted = !deleted
-            && d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) > 0
+            && d.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                > 0
             && d.pointer("/metadata/deletionTimestamp").is_none();
         let mut store = self.store();
         let Some(rt) = store.find_type("", "v1", "pods") else {
@@ -367,11 +370,16 @@ impl Cluster {
         let containers = d
             .pointer("/spec/template/spec/containers")
             .cloned()
-            .unwrap_or_else(|| json!([{"name": "discovery", "image": "docker.io/istio/pilot:simulated"}]));
+            .unwrap_or_else(
+                || json!([{"name": "discovery", "image": "docker.io/istio/pilot:simulated"}]),
+            );
         let obj = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod, "namespace": ns, "labels": labels},
             "spec": {"nodeName": "kubesim-node", "containers": containers}});
-        if store.create(&rt, ns, obj, "kubesim-deployment-controller").is_ok() {
+        if store
+            .create(&rt, ns, obj, "kubesim-deployment-controller")
+            .is_ok()
+        {
             let status = json!({"status": {"phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],
                 "podIP": format!("10.244.0.{}", 2 + self.index % 250)}});

@@ -131,7 +131,10 @@ fn allowed_by(
                 let named = rule["resourceNames"]
                     .as_array()
                     .is_some_and(|n| !n.is_empty());
-                !named && has("verbs", verb) && has("apiGroups", group) && has("resources", resource)
+                !named
+                    && has("verbs", verb)
+                    && has("apiGroups", group)
+                    && has("resources", resource)
             })
     };
     let mut bindings: Vec<Value> = store.all(RBAC, "clusterrolebindings");
@@ -165,7 +168,9 @@ fn allowed_by(
             format!(
                 "{} {}",
                 b["kind"].as_str().unwrap_or("binding"),
-                b.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+                b.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
             )
         })
     })
@@ -192,7 +197,9 @@ pub fn pod_proxy(
     if !istiod || port != "15014" {
         return Err((
             503,
-            format!("error trying to reach service: kubesim runs no containers (pod {pod}, port {port:?})"),
+            format!(
+                "error trying to reach service: kubesim runs no containers (pod {pod}, port {port:?})"
+            ),
         ));
     }
     if path != ["debug", "clusterz"] {
@@ -201,14 +208,20 @@ pub fn pod_proxy(
     let mut clusters = Vec::new();
     for s in store.all("", "secrets") {
         if s.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns)
-            || s.pointer("/metadata/labels/istio~1multiCluster").and_then(Value::as_str)
+            || s.pointer("/metadata/labels/istio~1multiCluster")
+                .and_then(Value::as_str)
                 != Some("true")
         {
             continue;
         }
-        let name = s.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let name = s
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         for id in s["data"].as_object().into_iter().flatten().map(|(k, _)| k) {
-            clusters.push(json!({"id": id, "secretName": format!("{ns}/{name}"), "syncStatus": "synced"}));
+            clusters.push(
+                json!({"id": id, "secretName": format!("{ns}/{name}"), "syncStatus": "synced"}),
+            );
         }
     }
     Ok(Value::Array(clusters))

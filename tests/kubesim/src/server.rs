@@ -129,7 +129,8 @@ async fn handle(cluster: Arc<Cluster>, req: Request<Incoming>) -> Response<Body>
     // Marked before the client hears back, so a `flush` after any answered
     // write saves it (the controllers' own writes mark it too).
     // A review (a POST) is computed and stored nowhere: nothing to save.
-    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && !path.ends_with("reviews") {
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && !path.ends_with("reviews")
+    {
         cluster.mark_dirty();
     }
     cluster.record(RequestRecord {
@@ -211,9 +212,16 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
         {
             review(req, |body| crate::review::access_review(cluster, body)).await
         }
-        ["api", "v1", "namespaces", ns, "pods", pod, "proxy", rest @ ..]
-            if req.method() == Method::GET =>
-        {
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "pods",
+            pod,
+            "proxy",
+            rest @ ..,
+        ] if req.method() == Method::GET => {
             let r = match crate::review::pod_proxy(cluster, ns, pod, rest) {
                 Ok(v) => json_response(200, &v),
                 // The proxy's own failures are plain text, as the API server's.
@@ -253,7 +261,10 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
 
 /// A review (TokenReview, SubjectAccessReview): computed from the body,
 /// answered 201 as the API server does, stored nowhere.
-async fn review(req: Request<Incoming>, answer: impl FnOnce(&Value) -> Value) -> (String, Response<Body>) {
+async fn review(
+    req: Request<Incoming>,
+    answer: impl FnOnce(&Value) -> Value,
+) -> (String, Response<Body>) {
     match body_bytes(req).await.and_then(|b| parse_json(&b)) {
         Ok(body) => ("create".into(), json_response(201, &answer(&body))),
         Err(e) => ("create".into(), error_response(&e)),
