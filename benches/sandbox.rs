@@ -10,8 +10,8 @@
 //! eastwest-address adds nothing) → install-remote (D) → attach = 3 D
 //! (4 D in a mixed fleet: a remote on another network then installs its
 //! own gateway). Also
-//! reported: API requests per step, and the time of a refresh of the 151
-//! recorded steps (`mesh plan`).
+//! reported: API requests per step, the time of a refresh of the 151
+//! recorded steps (`mesh plan`), and of a `mesh check` of the 51 clusters.
 
 use kubesim::{ClusterSet, LbMode, Options};
 use std::io::{BufRead, BufReader};
@@ -156,6 +156,23 @@ fn main() {
         "plan with refresh of {steps} recorded steps: median {:.0} ms (whole command); {:.1} API requests per step",
         refreshes[2].as_secs_f64() * 1000.0,
         requests as f64 / 5.0 / steps as f64
+    );
+    // `mesh check` of the whole mesh (docs/check.md): it must pass (exit 0).
+    for c in set.clusters() {
+        c.clear_requests();
+    }
+    let mut checks = Vec::new();
+    for _ in 0..5 {
+        checks.push(mesh(&["check"]));
+    }
+    checks.sort();
+    let requests: usize = set.clusters().map(|c| c.requests().len()).sum();
+    println!(
+        "check of {} clusters: median {:.0} ms (whole command), slowest {:.0} ms; {:.0} API requests per check",
+        set.clusters().count(),
+        checks[2].as_secs_f64() * 1000.0,
+        checks[4].as_secs_f64() * 1000.0,
+        requests as f64 / 5.0
     );
     rt.block_on(set.shutdown());
 }

@@ -67,6 +67,14 @@ pub struct Cli {
 pub enum Command {
     /// Check the mesh file; print nothing but errors.
     Validate,
+    /// Prove, live and read-only, that the mesh works, cluster by cluster:
+    /// each check PASS, WARN or FAIL with what to do (docs/check.md).
+    #[command(
+        after_help = "Examples:\n  mesh check\n  mesh check --cluster cluster2\n  mesh check --format json\n\n\
+        Exit 0 when nothing fails (warnings allowed), 2 when a check fails, 1 when it cannot run. \
+        Takes no lock and changes nothing in any cluster."
+    )]
+    Check(CheckArgs),
     /// Show what apply would change.
     Plan(PlanArgs),
     /// Make the clusters match the mesh file (or run a saved plan).
@@ -155,6 +163,24 @@ pub enum Format {
     Text,
     Markdown,
     Json,
+}
+
+/// `mesh check --format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// text for a terminal, json for scripts (one object per check).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: CheckFormat,
+    /// Only this cluster's checks (its links into other clusters included).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

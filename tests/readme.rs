@@ -33,8 +33,8 @@ fn the_quick_start_works_as_written() {
     let lines = quick_start();
     assert_eq!(
         lines.len(),
-        2,
-        "the quick start runs apply then plan: {lines:?}"
+        3,
+        "the quick start runs apply, plan, then check: {lines:?}"
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("examples")).unwrap();
@@ -70,6 +70,12 @@ fn the_quick_start_works_as_written() {
         outputs[0]
     );
     assert!(outputs[1].contains("No changes."), "{}", outputs[1]);
+    // `mesh check` exited 0 (asserted above): nothing failed, nothing warned.
+    assert!(
+        outputs[2].contains("0 warnings, 0 failed") && !outputs[2].contains("FAIL"),
+        "{}",
+        outputs[2]
+    );
     // The state is in the sandbox, and nothing was written beside the example.
     assert!(dir.path().join("sandbox/mesh.state.json").exists());
     assert!(!dir.path().join("examples/mesh.state.json").exists());

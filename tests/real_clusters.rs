@@ -974,3 +974,97 @@ fn import_adopts_a_mesh_installed_by_hand_with_the_real_istioctl() {
         "istio-remote-secret-cluster2"
     ));
 }
+
+/// `mesh check` on real API servers: after the seed apply nothing fails
+/// (istiod's view is a WARN that says why: kwok's pods run no istiod to
+/// ask through the pod proxy); real TokenReviews and SubjectAccessReviews
+/// then find the reader token's Secret deleted and the reader's binding
+/// deleted, as on kubesim.
+#[test]
+fn mesh_check_on_real_clusters() {
+    if !harness::in_private_network("mesh_check_on_real_clusters") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    run.write_mesh(&mesh_toml(&run.set.tools, &["cluster2"], ""));
+    run.ok(&["apply", "--auto-approve"]);
+    let check = || {
+        let o = run.mesh(&["check", "--format", "json"]);
+        let checks: Vec<Value> = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code(), checks)
+    };
+    let status = |checks: &[Value], cluster: &str, name: &str| -> String {
+        checks
+            .iter()
+            .find(|c| c["cluster"] == cluster && c["check"] == name)
+            .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no {cluster} {name}: {checks:#?}"))
+    };
+    let (code, checks) = check();
+    eprintln!("{checks:#?}");
+    assert_eq!(code, Some(0), "{checks:#?}");
+    for (cluster, name) in [
+        ("cluster1", "api server"),
+        ("cluster1", "istiod"),
+        ("cluster1", "east-west gateway"),
+        ("cluster2", "istio-system"),
+        ("cluster2", "remotePilotAddress"),
+        ("cluster2", "link cluster2/attach: server and CA"),
+        ("cluster2", "link cluster2/attach: token"),
+        ("cluster2", "link cluster2/attach: permissions"),
+    ] {
+        assert_eq!(status(&checks, cluster, name), "PASS", "{cluster} {name}");
+    }
+    let view = checks
+        .iter()
+        .find(|c| c["cluster"] == "cluster1" && c["check"] == "istiod's view")
+        .expect("istiod's view is reported, never silently passed");
+    assert_eq!(view["status"], "WARN", "{view:#}");
+    // The reader's binding deleted: the real RBAC denies it.
+    run.set.kubectl_ok(
+        "cluster2",
+        &[
+            "delete",
+            "clusterrolebinding",
+            "istio-reader-clusterrole-istio-system",
+        ],
+    );
+    let (code, checks) = check();
+    assert_eq!(code, Some(2), "{checks:#?}");
+    assert_eq!(
+        status(&checks, "cluster2", "link cluster2/attach: permissions"),
+        "FAIL"
+    );
+    assert_eq!(
+        status(&checks, "cluster2", "link cluster2/attach: token"),
+        "PASS"
+    );
+    // The reader token's Secret deleted: the real API server refuses it.
+    run.set.kubectl_ok(
+        "cluster2",
+        &[
+            "-n",
+            "istio-system",
+            "delete",
+            "secret",
+            "istio-reader-service-account-istio-remote-secret-token",
+        ],
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, checks) = check();
+        if status(&checks, "cluster2", "link cluster2/attach: token") == "FAIL" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token is still accepted: {checks:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    run.ok(&["apply", "--auto-approve"]);
+    let (code, checks) = check();
+    assert_eq!(code, Some(0), "{checks:#?}");
+}

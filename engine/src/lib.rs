@@ -18,6 +18,7 @@
 //! do not know Istio: `providers` renders, `topology` decides which steps.
 
 pub mod apply;
+pub mod check;
 pub mod config;
 pub mod executor;
 pub mod graph;

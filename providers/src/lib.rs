@@ -9,6 +9,7 @@
 //! Istio-specific lives here.
 
 pub mod ca;
+pub mod check;
 pub mod cluster;
 pub mod env;
 pub mod facts;

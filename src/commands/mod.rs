@@ -7,6 +7,7 @@
 //! this one and imports point one way.
 
 mod apply;
+mod check;
 mod init;
 mod inspect;
 mod plan;
@@ -78,6 +79,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
             Ok(0)
         }
         Command::Plan(args) => plan::plan(cli, args, out),
+        Command::Check(args) => check::check(cli, args),
         Command::Diff(args) => plan::diff(cli, args, out),
         Command::Apply(args) => apply::apply(cli, args, out),
         Command::Import { force, lock } => apply::import(cli, *force, lock.lock_timeout),

@@ -199,6 +199,12 @@ impl Cluster {
                         if ev.key.0.is_empty() && ev.key.1 == "serviceaccounts" {
                             self.clone().tokens_of_deleted(&ev.object);
                         }
+                        if ev.key.0.is_empty() && ev.key.1 == "secrets" {
+                            self.token_revoked(&ev.object);
+                        }
+                        if ev.key.0 == "apps" && ev.key.1 == "deployments" {
+                            self.istiod_pod(&ev.object, true);
+                        }
                         // An object held by finalizers going (its last
                         // finalizer removed) may let its terminating
                         // namespace go.
@@ -230,6 +236,7 @@ impl Cluster {
                         ("apps", "deployments") => {
                             self.deployment_ready(&ev.object);
                             self.istiod_started(&ev.object);
+                            self.istiod_pod(&ev.object, false);
                         }
                         ("", "secrets") => self.clone().token(&ev.object),
                         ("", "namespaces")
@@ -339,6 +346,87 @@ impl Cluster {
         }
     }
 
+    /// istiod's pod, which `mesh check` asks for `/debug/clusterz` through
+    /// the pod proxy (no other pod is simulated): one Running, Ready pod
+    /// per istiod Deployment of istio-system with replicas, carrying the
+    /// template's labels; gone with its Deployment or at 0 replicas.
+    /// Written only when missing or no longer wanted, so a read-only
+    /// client sees no change.
+    fn istiod_pod(&self, d: &Value, deleted: bool) {
+        let (ns, name) = ns_and_name(d);
+        if ns != "istio-system" || !(name == "istiod" || name.starts_with("istiod-")) {
+            return;
+        }
+        let pod = format!("{name}-kubesim");
+        let wanted = !deleted
+            && d.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                > 0
+            && d.pointer("/metadata/deletionTimestamp").is_none();
+        let mut store = self.store();
+        let Some(rt) = store.find_type("", "v1", "pods") else {
+            return;
+        };
+        let exists = store.get_raw("", "pods", ns, &pod).is_some();
+        if !wanted {
+            if exists {
+                let _ = store.delete(&rt, ns, &pod);
+            }
+            return;
+        }
+        if exists {
+            return;
+        }
+        let labels = d
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .unwrap_or_else(|| json!({"app": "istiod"}));
+        let containers = d
+            .pointer("/spec/template/spec/containers")
+            .cloned()
+            .unwrap_or_else(
+                || json!([{"name": "discovery", "image": "docker.io/istio/pilot:simulated"}]),
+            );
+        let obj = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns, "labels": labels},
+            "spec": {"nodeName": "kubesim-node", "containers": containers}});
+        if store
+            .create(&rt, ns, obj, "kubesim-deployment-controller")
+            .is_ok()
+        {
+            let status = json!({"status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "podIP": format!("10.244.0.{}", 2 + self.index % 250)}});
+            let _ = store.patch(
+                &rt,
+                ns,
+                &pod,
+                crate::store::PatchType::Merge,
+                status.to_string().as_bytes(),
+                "kubesim-deployment-controller",
+                false,
+                true,
+            );
+        }
+    }
+
+    /// As kube-apiserver's legacy token authenticator: a service-account
+    /// token stops authenticating when its token Secret is deleted.
+    fn token_revoked(&self, secret: &Value) {
+        if secret["type"] != SA_TOKEN_TYPE {
+            return;
+        }
+        if let Some(t) = secret
+            .pointer("/data/token")
+            .and_then(Value::as_str)
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .and_then(|t| String::from_utf8(t).ok())
+        {
+            self.tokens.lock().expect("tokens").remove(&t);
+        }
+    }
+
     /// As kwok's fake nodes make it on a real cluster: a Deployment's pods
     /// are at once ready, so its status says every replica is available.
     /// (No pods are simulated; `kubectl get deploy` shows READY 1/1.)
@@ -380,10 +468,17 @@ impl Cluster {
     }
 
     fn settle_all(self: &Arc<Self>) {
-        let (services, secrets) = {
+        let (services, secrets, deployments) = {
             let s = self.store();
-            (s.all("", "services"), s.all("", "secrets"))
+            (
+                s.all("", "services"),
+                s.all("", "secrets"),
+                s.all("apps", "deployments"),
+            )
         };
+        for d in deployments {
+            self.istiod_pod(&d, false);
+        }
         for svc in services {
             self.clone().load_balancer(&svc);
         }

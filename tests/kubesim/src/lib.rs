@@ -16,6 +16,7 @@ pub mod istioctl;
 pub mod kubeconfig;
 pub mod protobuf;
 pub mod resources;
+pub mod review;
 pub mod select;
 pub mod server;
 pub mod set;

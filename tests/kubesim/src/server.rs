@@ -128,7 +128,9 @@ async fn handle(cluster: Arc<Cluster>, req: Request<Incoming>) -> Response<Body>
     };
     // Marked before the client hears back, so a `flush` after any answered
     // write saves it (the controllers' own writes mark it too).
-    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    // A review (a POST) is computed and stored nowhere: nothing to save.
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) && !path.ends_with("reviews")
+    {
         cluster.mark_dirty();
     }
     cluster.record(RequestRecord {
@@ -201,6 +203,35 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
                 return ("discovery".into(), error_response(&e));
             }
             discovery(list)
+        }
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if req.method() == Method::POST => {
+            review(req, |body| crate::review::token_review(cluster, body)).await
+        }
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"]
+            if req.method() == Method::POST =>
+        {
+            review(req, |body| crate::review::access_review(cluster, body)).await
+        }
+        [
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "pods",
+            pod,
+            "proxy",
+            rest @ ..,
+        ] if req.method() == Method::GET => {
+            let r = match crate::review::pod_proxy(cluster, ns, pod, rest) {
+                Ok(v) => json_response(200, &v),
+                // The proxy's own failures are plain text, as the API server's.
+                Err((code, message)) => Response::builder()
+                    .status(code)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(full(message))
+                    .expect("a valid response"),
+            };
+            ("proxy".into(), r)
         }
         ["api", "v1", rest @ ..] => {
             resource(
@@ -277,6 +308,18 @@ fn request_verb(method: &Method, named: bool, q: &HashMap<String, String>) -> &'
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => "unknown",
+    }
+}
+
+/// A review (TokenReview, SubjectAccessReview): computed from the body,
+/// answered 201 as the API server does, stored nowhere.
+async fn review(
+    req: Request<Incoming>,
+    answer: impl FnOnce(&Value) -> Value,
+) -> (String, Response<Body>) {
+    match body_bytes(req).await.and_then(|b| parse_json(&b)) {
+        Ok(body) => ("create".into(), json_response(201, &answer(&body))),
+        Err(e) => ("create".into(), error_response(&e)),
     }
 }
 

@@ -1,0 +1,444 @@
+//! `mesh check`: what each cluster should look like (from the mesh file,
+//! its step graph and the state), the run of the live checks of
+//! `providers::check` on every cluster at once, the drift a refresh sees,
+//! and the report in text and JSON.
+//!
+//! Here, not in `providers`, because the expectations come from the step
+//! graph and the state, and the drift lines reuse [`crate::refresh`] and
+//! [`crate::planner`]: a check and a plan never disagree about drift.
+
+use crate::config::MeshFile;
+use crate::planner::{self, Mode, Refresh};
+use crate::topology::StepGraph;
+use futures::stream::{self, StreamExt};
+use providers::StepInput;
+use providers::check::{Check, ClusterSpec, LinkSpec, Status, TrustSpec};
+use providers::env::Env;
+use state::State;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// How many clusters are checked at once, and how many recorded steps are
+/// read back at once.
+const PARALLELISM: usize = 64;
+
+/// What every cluster of the mesh file should look like. Clusters come in
+/// file order.
+pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<ClusterSpec> {
+    let recorded_address = |primary: &str| -> Option<String> {
+        state?
+            .steps
+            .get(&format!("{primary}/eastwest-address"))?
+            .outputs
+            .get("address")?
+            .as_str()
+            .map(String::from)
+    };
+    let root = mesh.trust.as_ref().map(|t| TrustSpec {
+        root_pem: t.root_cert_pem.clone(),
+        root_sha256: providers::ca::inspect(&t.root_cert_pem)
+            .map(|i| i.sha256)
+            .unwrap_or_default(),
+    });
+    mesh.clusters
+        .iter()
+        .filter_map(|c| {
+            // The cluster's own target, as its steps use it.
+            let target = graph
+                .in_order()
+                .find(|s| s.target.cluster == c.name)?
+                .target
+                .clone();
+            let step = |kind: &str| graph.get(&format!("{}/{kind}", c.name));
+            let (network_label, primary_annotation) =
+                match step("prepare-namespace").map(|s| &s.input) {
+                    Some(StepInput::PrepareNamespace(i)) => (i.network.clone(), i.primary.clone()),
+                    _ => (None, None),
+                };
+            let eastwest = step("install-eastwest-gateway").map(|_| {
+                step("eastwest-address")
+                    .is_some()
+                    .then(|| recorded_address(&c.name))
+                    .flatten()
+            });
+            let links = graph
+                .in_order()
+                .filter(|s| s.cluster == c.name)
+                .filter_map(|s| match &s.input {
+                    StepInput::Attach(input) => Some(LinkSpec {
+                        step: s.id.clone(),
+                        input: input.clone(),
+                        primary_target: s.target.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let istiod_reads = graph
+                .in_order()
+                .filter(|s| s.target.cluster == c.name && s.cluster != c.name)
+                .filter(|s| matches!(s.input, StepInput::Attach(_)))
+                .map(|s| (s.id.clone(), s.cluster.clone()))
+                .collect();
+            Some(ClusterSpec {
+                name: c.name.clone(),
+                target,
+                primary: c.primary.clone().or(primary_annotation),
+                network_label,
+                revision: mesh.mesh.revision.clone(),
+                istio_version: mesh.mesh.istio_version.clone(),
+                trust: root.clone().filter(|_| c.primary.is_none()),
+                eastwest,
+                pilot_address: c.primary.as_deref().map(recorded_address),
+                links,
+                istiod_reads,
+            })
+        })
+        .collect()
+}
+
+/// Runs every check of `specs` (only `only`'s when given), every cluster at
+/// once, then the drift and state lines. Lines come grouped by cluster, in
+/// the order of `specs`.
+pub async fn run(
+    env: &Env,
+    mesh: &MeshFile,
+    graph: &StepGraph,
+    state: Option<&State>,
+    specs: &[ClusterSpec],
+    only: Option<&str>,
+    default_kubeconfig: Option<PathBuf>,
+) -> Vec<Check> {
+    let selected: Vec<&ClusterSpec> = specs
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .collect();
+    // The clusters to reach: the selected ones and the control planes
+    // their links are in.
+    let wanted: BTreeSet<&str> = selected
+        .iter()
+        .flat_map(|s| {
+            std::iter::once(s.name.as_str()).chain(s.links.iter().map(|l| l.input.primary.as_str()))
+        })
+        .collect();
+    let reaching = specs
+        .iter()
+        .filter(|s| wanted.contains(s.name.as_str()))
+        .map(|s| async move { (s.name.clone(), providers::check::reach(env, s).await) });
+    let reached: BTreeMap<String, Result<providers::check::Reached, Check>> =
+        stream::iter(reaching)
+            .buffer_unordered(PARALLELISM)
+            .collect()
+            .await;
+    let up: BTreeSet<String> = reached
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let checking = selected.iter().map(|s| {
+        let (reached, up) = (&reached, &up);
+        async move {
+            match reached.get(&s.name) {
+                Some(Ok(me)) => providers::check::check_cluster(env, s, me, up).await,
+                Some(Err(fail)) => vec![fail.clone()],
+                None => Vec::new(),
+            }
+        }
+    });
+    let drift = drift(env, mesh, graph, state, &up, only, default_kubeconfig);
+    let (per_cluster, mut drift) = futures::join!(
+        stream::iter(checking)
+            .buffered(PARALLELISM)
+            .collect::<Vec<_>>(),
+        drift
+    );
+    let mut out = Vec::new();
+    for (spec, mut lines) in selected.iter().zip(per_cluster) {
+        if up.contains(&spec.name) {
+            lines.extend(drift.remove(&spec.name).unwrap_or_default());
+        }
+        out.extend(lines);
+    }
+    out
+}
+
+/// The state against the clusters (a refresh of each recorded step of the
+/// reachable clusters: its drift) and against the mesh file (a plan), as
+/// lines by cluster. A state that does not match the mesh file is a WARN,
+/// never an error.
+async fn drift(
+    env: &Env,
+    mesh: &MeshFile,
+    graph: &StepGraph,
+    state: Option<&State>,
+    up: &BTreeSet<String>,
+    only: Option<&str>,
+    default_kubeconfig: Option<PathBuf>,
+) -> BTreeMap<String, Vec<Check>> {
+    let mut lines: BTreeMap<String, Vec<Check>> = BTreeMap::new();
+    let Some(state) = state else {
+        for c in mesh.clusters.iter().filter(|c| up.contains(&c.name)) {
+            lines.entry(c.name.clone()).or_default().push(
+                Check::warn(
+                    &c.name,
+                    "state",
+                    "no state: nothing was applied with this mesh file (or the state is elsewhere)"
+                        .into(),
+                )
+                .fix("`mesh plan`, then `mesh apply`; or pass the state with --state"),
+            );
+        }
+        return lines;
+    };
+    // Each recorded step of the mesh file whose clusters answered, read
+    // back on its own: one step that cannot be read does not hide the
+    // others' drift.
+    let reads = state
+        .steps
+        .iter()
+        .filter(|(id, rec)| {
+            only.is_none_or(|o| o == rec.cluster)
+                && graph
+                    .get(id)
+                    .is_some_and(|s| up.contains(&s.cluster) && up.contains(&s.target.cluster))
+        })
+        .map(|(id, rec)| {
+            let mut one = state.clone();
+            one.steps = BTreeMap::from([(id.clone(), rec.clone())]);
+            let kubeconfig = default_kubeconfig.clone();
+            async move {
+                let r = crate::refresh::refresh(env, graph, &one, kubeconfig, 1).await;
+                (id.clone(), r)
+            }
+        });
+    let results: Vec<_> = stream::iter(reads)
+        .buffer_unordered(PARALLELISM)
+        .collect()
+        .await;
+    let mut refresh = Refresh::new();
+    for (id, r) in results {
+        let cluster = id.split('/').next().unwrap_or_default().to_string();
+        match r {
+            Ok(obs) => refresh.extend(obs),
+            Err(errors) => {
+                for e in errors {
+                    lines.entry(cluster.clone()).or_default().push(
+                        Check::warn(
+                            &cluster,
+                            format!("drift {id}"),
+                            format!("could not be read back: {}", e.message),
+                        )
+                        .fix("check access to the cluster, then `mesh plan`"),
+                    );
+                }
+            }
+        }
+    }
+    for (id, obs) in &refresh {
+        if obs.drift.is_empty() {
+            continue;
+        }
+        let cluster = id.split('/').next().unwrap_or_default().to_string();
+        lines.entry(cluster.clone()).or_default().push(
+            Check::fail(
+                &cluster,
+                format!("drift {id}"),
+                format!(
+                    "the cluster no longer matches what mesh applied: {}",
+                    obs.drift.join("; ")
+                ),
+            )
+            .fix("`mesh plan` shows the repair, `mesh apply` makes it"),
+        );
+    }
+    // The state against the mesh file: what a plan would do besides
+    // repairing drift.
+    let plan = planner::plan(
+        &mesh.mesh.id,
+        graph,
+        Some(state),
+        Some(&refresh),
+        Mode::Converge,
+    );
+    let mut pending: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ch in &plan.changes {
+        let drifted = refresh.get(&ch.step).is_some_and(|o| !o.drift.is_empty());
+        if ch.action == plans::Action::NoOp || drifted {
+            continue;
+        }
+        pending.entry(ch.cluster.clone()).or_default().push(format!(
+            "{} {}",
+            ch.action.as_str(),
+            ch.step
+        ));
+    }
+    for c in mesh.clusters.iter().filter(|c| up.contains(&c.name)) {
+        if only.is_some_and(|o| o != c.name) {
+            continue;
+        }
+        let recorded = state.steps.values().filter(|r| r.cluster == c.name).count();
+        let line = match pending.remove(&c.name) {
+            Some(p) => Check::warn(
+                &c.name,
+                "state",
+                format!(
+                    "the state does not match the mesh file: {} step{} to apply ({})",
+                    p.len(),
+                    if p.len() == 1 { "" } else { "s" },
+                    p.join(", ")
+                ),
+            )
+            .fix("`mesh plan`, then `mesh apply`"),
+            None => Check::pass(
+                &c.name,
+                "state",
+                format!(
+                    "{recorded} recorded step{} match the mesh file",
+                    if recorded == 1 { "" } else { "s" }
+                ),
+            ),
+        };
+        lines.entry(c.name.clone()).or_default().push(line);
+    }
+    lines
+}
+
+/// 0 when nothing failed (warnings allowed), 2 when a check failed.
+pub fn exit_code(checks: &[Check]) -> u8 {
+    if checks.iter().any(|c| c.status == Status::Fail) {
+        2
+    } else {
+        0
+    }
+}
+
+/// One JSON object per check, as an array.
+pub fn json(checks: &[Check]) -> String {
+    serde_json::to_string_pretty(checks).unwrap_or_else(|_| "[]".into())
+}
+
+/// Grouped by cluster (with its role and network), one line per check,
+/// the fix under each line that is not a pass, then the counts.
+pub fn text(mesh: &MeshFile, checks: &[Check]) -> String {
+    let width = checks
+        .iter()
+        .map(|c| c.check.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(48);
+    let mut out = String::new();
+    let mut current: Option<&str> = None;
+    for c in checks {
+        if current != Some(c.cluster.as_str()) {
+            if current.is_some() {
+                out.push('\n');
+            }
+            let heading = match mesh.cluster(&c.cluster) {
+                Some(m) => match &m.primary {
+                    None => format!("{} (primary, network {})", m.name, m.network),
+                    Some(p) => format!("{} (remote of {p}, network {})", m.name, m.network),
+                },
+                None => c.cluster.clone(),
+            };
+            out.push_str(&heading);
+            out.push('\n');
+            current = Some(&c.cluster);
+        }
+        out.push_str(&format!(
+            "  {}  {:<width$}  {}\n",
+            c.status, c.check, c.detail
+        ));
+        if let Some(fix) = &c.fix
+            && c.status != Status::Pass
+        {
+            out.push_str(&format!("        fix: {fix}\n"));
+        }
+    }
+    let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
+    let clusters: BTreeSet<&str> = checks.iter().map(|c| c.cluster.as_str()).collect();
+    let (w, f) = (count(Status::Warn), count(Status::Fail));
+    out.push_str(&format!(
+        "\n{} cluster{} checked: {} passed, {w} warning{}, {f} failed.\n",
+        clusters.len(),
+        if clusters.len() == 1 { "" } else { "s" },
+        count(Status::Pass),
+        if w == 1 { "" } else { "s" },
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh() -> MeshFile {
+        crate::config::parse(
+            r#"
+[mesh]
+id = "m"
+[[cluster]]
+name = "c1"
+context = "k1"
+network = "n1"
+role = "primary"
+[[cluster]]
+name = "c2"
+context = "k2"
+network = "n2"
+role = "remote"
+primary = "c1"
+"#,
+            std::path::Path::new("mesh.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn specs_follow_the_graph() {
+        let m = mesh();
+        let g = crate::topology::compile(&m).unwrap();
+        let s = specs(&m, &g, None);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].name, "c1");
+        assert_eq!(s[0].network_label.as_deref(), Some("n1"));
+        assert_eq!(s[0].primary, None);
+        assert_eq!(s[0].eastwest, Some(None));
+        assert_eq!(
+            s[0].istiod_reads,
+            vec![("c2/attach".to_string(), "c2".to_string())]
+        );
+        assert_eq!(s[1].primary.as_deref(), Some("c1"));
+        assert_eq!(s[1].links.len(), 1);
+        assert_eq!(s[1].links[0].step, "c2/attach");
+        assert_eq!(s[1].pilot_address, Some(None));
+        assert_eq!(s[1].target.context, "k2");
+    }
+
+    #[test]
+    fn text_groups_by_cluster_and_says_the_fix() {
+        let m = mesh();
+        let checks = vec![
+            Check::pass("c1", "api server", "answers".into()),
+            Check::fail("c2", "istio-system", "missing".into()).fix("mesh apply"),
+            Check::warn("c2", "state", "no state".into()),
+        ];
+        let t = text(&m, &checks);
+        assert!(
+            t.starts_with("c1 (primary, network n1)\n  PASS  api server"),
+            "{t}"
+        );
+        assert!(
+            t.contains("c2 (remote of c1, network n2)\n  FAIL  istio-system"),
+            "{t}"
+        );
+        assert!(t.contains("        fix: mesh apply\n"), "{t}");
+        assert!(
+            t.ends_with("2 clusters checked: 1 passed, 1 warning, 1 failed.\n"),
+            "{t}"
+        );
+        assert_eq!(exit_code(&checks), 2);
+        assert_eq!(exit_code(&checks[..1]), 0);
+        let j: serde_json::Value = serde_json::from_str(&json(&checks)).unwrap();
+        assert_eq!(j[1]["status"], "FAIL");
+        assert_eq!(j[1]["fix"], "mesh apply");
+    }
+}

@@ -1,0 +1,416 @@
+//! `mesh check` on kubesim, the project's Kubernetes API simulator: after
+//! the quick start everything passes; each fault a user can make by hand
+//! is found by the check that names it, with the fix that repairs it; an
+//! unreachable cluster is one FAIL and the others are still checked; and
+//! a check changes nothing in any cluster.
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+mod support;
+use support::{World, succeeded as ok, text};
+
+const SEED: &str = include_str!("../examples/primary-remote.toml");
+const TRUSTED: &str = include_str!("../examples/multi-primary.toml");
+const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
+
+fn applied(mesh: &str, root: bool) -> World {
+    let w = World::new(mesh, CONTEXTS);
+    let w = if root { w.with_test_root() } else { w };
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w
+}
+
+/// `mesh check --format json`: its exit code and its checks.
+fn check(w: &World, extra: &[&str]) -> (i32, Vec<Value>) {
+    let mut args = vec!["check", "--format", "json"];
+    args.extend_from_slice(extra);
+    let o = w.mesh(&args);
+    let checks: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("check printed no JSON ({e}):\n{}", text(&o)));
+    (
+        o.status.code().unwrap_or(-1),
+        checks.as_array().cloned().unwrap_or_default(),
+    )
+}
+
+fn failed(checks: &[Value]) -> Vec<&Value> {
+    checks.iter().filter(|c| c["status"] == "FAIL").collect()
+}
+
+/// Exit 2, and the check `name` of `cluster` failed with a detail that says
+/// `why` and a fix that says `fix`.
+fn fails_with(w: &World, cluster: &str, name: &str, why: &str, fix: &str) -> Vec<Value> {
+    let (code, checks) = check(w, &[]);
+    assert_eq!(code, 2, "check did not fail: {checks:#?}");
+    let c = checks
+        .iter()
+        .find(|c| c["cluster"] == cluster && c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {cluster} {name}: {checks:#?}"));
+    assert_eq!(c["status"], "FAIL", "{c:#}");
+    let detail = c["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(why), "{detail:?} lacks {why:?}");
+    let f = c["fix"].as_str().unwrap_or_default();
+    assert!(f.contains(fix), "fix {f:?} lacks {fix:?}");
+    checks
+}
+
+/// After the fix (`mesh apply`), every check passes again.
+fn repaired(w: &World) {
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let (code, checks) = check(w, &[]);
+    assert_eq!(code, 0, "{checks:#?}");
+    assert!(checks.iter().all(|c| c["status"] == "PASS"), "{checks:#?}");
+}
+
+fn merge_patch<K>(api: &Api<K>, w: &World, name: &str, patch: Value)
+where
+    K: kube::Resource + Clone + for<'de> k8s_openapi::serde::Deserialize<'de> + std::fmt::Debug,
+{
+    w.rt.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+}
+
+#[test]
+fn after_the_quick_start_everything_passes() {
+    let w = applied(SEED, false);
+    let o = w.mesh(&["check"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(!t.contains("FAIL") && !t.contains("WARN"), "{t}");
+    for line in [
+        "cluster1 (primary, network network1)",
+        "cluster2 (remote of cluster1, network network1)",
+        "PASS  istiod ",
+        "PASS  link cluster2/attach: token",
+        "accepted by cluster2 as system:serviceaccount:istio-system:istio-reader-service-account",
+        "PASS  istiod sees cluster2",
+        "2 clusters checked:",
+    ] {
+        assert!(t.contains(line), "{line:?} not in:\n{t}");
+    }
+    let (code, checks) = check(&w, &[]);
+    assert_eq!(code, 0);
+    for c in &checks {
+        assert_eq!(c["status"], "PASS", "{c:#}");
+        let keys: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["cluster", "check", "status", "detail", "fix"]);
+    }
+    // No token, no kubeconfig in what it prints.
+    let token = w
+        .get(
+            "kind-cluster2",
+            "",
+            "secrets",
+            "istio-system",
+            "istio-reader-service-account-istio-remote-secret-token",
+        )
+        .and_then(|s| {
+            s.pointer("/data/token")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap();
+    let token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!t.contains(&token) && !t.contains("certificate-authority-data"));
+    // One cluster only.
+    let (code, checks) = check(&w, &["--cluster", "cluster2"]);
+    assert_eq!(code, 0);
+    assert!(
+        checks.iter().all(|c| c["cluster"] == "cluster2"),
+        "{checks:#?}"
+    );
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "link cluster2/attach: token")
+    );
+    let o = w.mesh(&["check", "--cluster", "nope"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no cluster `nope`"), "{}", text(&o));
+}
+
+#[test]
+fn a_deleted_reader_token_is_refused_by_the_remote() {
+    let w = applied(SEED, false);
+    let secrets: Api<Secret> = Api::namespaced(w.client("kind-cluster2"), "istio-system");
+    w.rt.block_on(secrets.delete(
+        "istio-reader-service-account-istio-remote-secret-token",
+        &DeleteParams::default(),
+    ))
+    .unwrap();
+    fails_with(
+        &w,
+        "cluster2",
+        "link cluster2/attach: token",
+        "cluster2's API server does not accept it",
+        "mesh apply",
+    );
+    repaired(&w);
+}
+
+#[test]
+fn a_remote_secret_for_another_server_is_found() {
+    let w = applied(SEED, false);
+    let secrets: Api<Secret> = Api::namespaced(w.client("kind-cluster1"), "istio-system");
+    let live =
+        w.rt.block_on(secrets.get("istio-remote-secret-cluster2"))
+            .unwrap();
+    let kc = String::from_utf8(live.data.unwrap()["cluster2"].0.clone()).unwrap();
+    let other = w.cluster("kind-cluster1").server();
+    let kc = kc.replace(&w.cluster("kind-cluster2").server(), &other);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    merge_patch(
+        &secrets,
+        &w,
+        "istio-remote-secret-cluster2",
+        json!({"data": {"cluster2": b64.encode(kc)}}),
+    );
+    fails_with(
+        &w,
+        "cluster2",
+        "link cluster2/attach: server and CA",
+        &format!("points at {other}, not at cluster2's API server"),
+        "mesh apply",
+    );
+    repaired(&w);
+}
+
+#[test]
+fn a_reader_without_its_cluster_role_binding_is_denied() {
+    let w = applied(SEED, false);
+    let api: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> =
+        Api::all(w.client("kind-cluster2"));
+    w.rt.block_on(api.delete(
+        "istio-reader-clusterrole-istio-system",
+        &DeleteParams::default(),
+    ))
+    .unwrap();
+    let checks = fails_with(
+        &w,
+        "cluster2",
+        "link cluster2/attach: permissions",
+        "may not list pods, watch pods, list services",
+        "kubectl --context kind-cluster2 auth can-i list pods --as system:serviceaccount:istio-system:istio-reader-service-account",
+    );
+    // The token itself is still accepted: only what it may do is gone.
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "link cluster2/attach: token" && c["status"] == "PASS")
+    );
+    repaired(&w);
+}
+
+#[test]
+fn a_cacerts_of_another_root_is_found() {
+    let w = applied(TRUSTED, true);
+    let (code, checks) = check(&w, &[]);
+    assert_eq!(code, 0, "{checks:#?}");
+    for cluster in ["cluster1", "cluster2"] {
+        assert!(
+            checks.iter().any(|c| c["cluster"] == cluster
+                && c["check"] == "cacerts"
+                && c["status"] == "PASS"),
+            "{checks:#?}"
+        );
+    }
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["cluster"] == "cluster1" && c["check"] == "istiod sees cluster2"),
+        "{checks:#?}"
+    );
+    // A cacerts made by hand from another root.
+    let (root, key) = providers::ca::new_root("another root").unwrap();
+    let ca = providers::ca::intermediate(&root, &key, "cluster1", 365).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secrets: Api<Secret> = Api::namespaced(w.client("kind-cluster1"), "istio-system");
+    merge_patch(
+        &secrets,
+        &w,
+        "cacerts",
+        json!({"data": {
+            "ca-cert.pem": b64.encode(&ca.cert_pem),
+            "ca-key.pem": b64.encode(ca.key_pem.expose()),
+            "root-cert.pem": b64.encode(&ca.root_pem),
+            "cert-chain.pem": b64.encode(&ca.chain_pem),
+        }}),
+    );
+    fails_with(
+        &w,
+        "cluster1",
+        "cacerts",
+        "its root-cert.pem is not the mesh's root",
+        "mesh apply",
+    );
+    // Only the root-cert.pem put back: the intermediate still does not chain.
+    let mesh_root = std::fs::read_to_string(w.path("certs/root-cert.pem")).unwrap();
+    merge_patch(
+        &secrets,
+        &w,
+        "cacerts",
+        json!({"data": {"root-cert.pem": b64.encode(&mesh_root)}}),
+    );
+    fails_with(
+        &w,
+        "cluster1",
+        "cacerts",
+        "does not chain to the mesh's root",
+        "mesh apply",
+    );
+    repaired(&w);
+}
+
+#[test]
+fn a_remote_pilot_address_changed_by_hand_is_found() {
+    let w = applied(SEED, false);
+    let cms: Api<ConfigMap> = Api::namespaced(w.client("kind-cluster2"), "istio-system");
+    let live = w.rt.block_on(cms.get("values")).unwrap();
+    let mut values: Value = serde_json::from_str(&live.data.unwrap()["merged-values"]).unwrap();
+    values["global"]["remotePilotAddress"] = json!("192.0.2.99");
+    merge_patch(
+        &cms,
+        &w,
+        "values",
+        json!({"data": {"merged-values": values.to_string()}}),
+    );
+    fails_with(
+        &w,
+        "cluster2",
+        "remotePilotAddress",
+        "`192.0.2.99` in ConfigMap istio-system/values, but cluster1's east-west address is",
+        "mesh apply",
+    );
+    repaired(&w);
+}
+
+#[test]
+fn a_deleted_remote_secret_is_missing_from_istiods_view() {
+    let w = applied(SEED, false);
+    let secrets: Api<Secret> = Api::namespaced(w.client("kind-cluster1"), "istio-system");
+    w.rt.block_on(secrets.delete("istio-remote-secret-cluster2", &DeleteParams::default()))
+        .unwrap();
+    fails_with(
+        &w,
+        "cluster1",
+        "istiod sees cluster2",
+        "istiod does not list cluster2: link cluster2/attach does not work",
+        "link cluster2/attach",
+    );
+    fails_with(
+        &w,
+        "cluster2",
+        "link cluster2/attach: remote secret",
+        "missing in `cluster1`",
+        "mesh apply",
+    );
+    repaired(&w);
+}
+
+#[test]
+fn an_unreachable_cluster_is_one_fail_and_the_others_are_checked() {
+    let w = applied(SEED, false);
+    w.cluster("kind-cluster2").set_faults(kubesim::Faults {
+        refuse_connections: true,
+        ..Default::default()
+    });
+    let (code, checks) = check(&w, &[]);
+    assert_eq!(code, 2, "{checks:#?}");
+    let fails = failed(&checks);
+    assert_eq!(fails.len(), 1, "{fails:#?}");
+    assert_eq!(fails[0]["cluster"], "cluster2");
+    assert_eq!(fails[0]["check"], "api server");
+    assert!(
+        fails[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl --context kind-cluster2 version"),
+        "{:#}",
+        fails[0]
+    );
+    // cluster1 was checked in full.
+    for name in [
+        "api server",
+        "istio-system",
+        "istiod",
+        "east-west gateway",
+        "state",
+    ] {
+        assert!(
+            checks
+                .iter()
+                .any(|c| c["cluster"] == "cluster1" && c["check"] == name && c["status"] == "PASS"),
+            "cluster1 {name} not passed: {checks:#?}"
+        );
+    }
+    // The text form says it once, too.
+    let o = w.mesh(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(text(&o).matches("FAIL").count(), 1, "{}", text(&o));
+}
+
+/// Every object of a cluster with its resourceVersion.
+fn versions(w: &World, context: &str) -> Vec<(String, String)> {
+    let cluster = w.cluster(context);
+    let store = cluster.store();
+    let mut out = Vec::new();
+    for t in &store.types {
+        for o in store.all(&t.group, &t.plural) {
+            let at = |p: &str| {
+                o.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            out.push((
+                format!(
+                    "{}/{} {}/{}",
+                    t.group,
+                    t.plural,
+                    at("/metadata/namespace"),
+                    at("/metadata/name")
+                ),
+                at("/metadata/resourceVersion"),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_check_changes_nothing() {
+    let w = applied(TRUSTED, true);
+    let before: Vec<_> = CONTEXTS.iter().map(|c| versions(&w, c)).collect();
+    assert!(before.iter().all(|v| v.len() > 20), "{before:?}");
+    for c in CONTEXTS {
+        w.cluster(c).clear_requests();
+    }
+    let (code, checks) = check(&w, &[]);
+    assert_eq!(code, 0, "{checks:#?}");
+    let after: Vec<_> = CONTEXTS.iter().map(|c| versions(&w, c)).collect();
+    assert_eq!(before, after, "a check changed an object");
+    for c in CONTEXTS {
+        let requests = w.cluster(c).requests();
+        assert!(
+            requests.iter().any(|r| r.path.ends_with("tokenreviews")),
+            "{c}: no TokenReview"
+        );
+        for r in requests {
+            assert!(
+                r.method == "GET" || (r.method == "POST" && r.path.ends_with("reviews")),
+                "{c}: a check sent {} {}",
+                r.method,
+                r.path
+            );
+        }
+    }
+}
