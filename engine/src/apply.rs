@@ -388,11 +388,6 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         now,
     } = run;
     let state = Arc::new(Mutex::new(state));
-    let actions: BTreeMap<&str, Action> = plan
-        .changes
-        .iter()
-        .map(|c| (c.step.as_str(), c.action))
-        .collect();
     let runner = Arc::new(StepRunner {
         graph: graph.clone(),
         env,
@@ -400,12 +395,6 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         default_kubeconfig,
         reached: Arc::default(),
     });
-    let mut errors = BTreeMap::new();
-    let mut unreached = BTreeMap::new();
-    // Each running step's record from before it started, put back when the
-    // step turns out never to have reached its cluster.
-    let mut started_from: HashMap<String, Option<StepRecord>> = HashMap::new();
-    let mut state_error: Option<String> = None;
     let (halt_tx, halt_rx) = watch::channel(Stop::No);
     // Forward the caller's stop requests, and add our own when the state
     // cannot be written (running on without recording would lose track).
@@ -424,174 +413,41 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
             }
         }
     });
-
-    // Records are written as they happen: every event of a state of up to
-    // PACED_ABOVE_STEPS steps (so a kill never leaves the state behind the
-    // clusters). A larger state (thousands of steps, tens of milliseconds a
-    // write) waits until twice its last write's duration has passed, so
-    // writing never takes more than a third of the run; what a pause leaves
-    // unwritten is written at the next event or at the end, and a crash in
-    // between loses only records of steps that are safe to run again.
-    let mut pacer = Pacer::default();
-    let dirty = std::cell::Cell::new(false);
-    let mut persist = |st: &mut State, force: bool| -> Result<(), String> {
-        dirty.set(true);
-        let large = st.steps.len() > PACED_ABOVE_STEPS;
-        if !force && large && pacer.last.elapsed() < pacer.interval {
-            return Ok(());
-        }
-        let t0 = std::time::Instant::now();
-        let r = persist(st);
-        pacer.last = std::time::Instant::now();
-        pacer.interval = t0.elapsed() * 2;
-        if r.is_ok() {
-            dirty.set(false);
-        }
-        r
+    let mut recorder = Recorder {
+        graph: &graph,
+        actions: plan
+            .changes
+            .iter()
+            .map(|c| (c.step.as_str(), c.action))
+            .collect(),
+        writer: PacedWriter {
+            persist,
+            pacer: Pacer::default(),
+            dirty: false,
+        },
+        progress,
+        now,
+        halt: halt_tx,
+        started_from: HashMap::new(),
+        errors: BTreeMap::new(),
+        unreached: BTreeMap::new(),
+        state_error: None,
     };
     let tasks = tasks(plan, &graph);
     runner.reach_all(&tasks, limits.total).await;
     let report = executor::execute(tasks, runner, limits, halt_rx, |event| {
-        let action = |id: &str| actions.get(id).copied().unwrap_or(Action::Update);
-        let mut st = state.lock().expect("state lock");
-        match event {
-            Event::Starting(batch) => {
-                // Recorded tainted, durably, before any of them runs: if
-                // mesh dies while a step runs (kill -9, a crash, a lost
-                // terminal), the state already says its work may be half
-                // done, and the next apply runs it again; finishing records
-                // it applied. A write that fails starts none of them (the
-                // stop vetoes the batch): no step ever runs unrecorded.
-                let before: Vec<_> = batch
-                    .iter()
-                    .map(|t| (t.id.clone(), st.steps.get(&t.id).cloned()))
-                    .collect();
-                for t in batch {
-                    let input = current_input(&st, &graph, &t.id);
-                    taint(&mut st, &graph, &t.id, input.as_ref(), now());
-                }
-                if let Err(e) = persist(&mut st, true) {
-                    // Never started: the records stay as they were.
-                    for (id, rec) in before {
-                        match rec {
-                            Some(rec) => st.steps.insert(id, rec),
-                            None => st.steps.remove(&id),
-                        };
-                    }
-                    progress(Progress::StateError { error: &e });
-                    state_error.get_or_insert(e);
-                    let _ = halt_tx.send(Stop::Graceful);
-                    return;
-                }
-                for (id, rec) in before {
-                    started_from.insert(id, rec);
-                }
-                for t in batch {
-                    progress(Progress::Started {
-                        step: &t.id,
-                        action: action(&t.id),
-                    })
-                }
-            }
-            Event::Finished {
-                task,
-                result,
-                elapsed,
-            } => {
-                let id = task.id.as_str();
-                let previous = started_from.remove(id);
-                match result {
-                    Ok(Done::Applied { input, applied }) => {
-                        if let Some(step) = graph.get(id) {
-                            let rec = planner::record(
-                                step,
-                                &graph,
-                                input,
-                                applied.outputs.clone(),
-                                Status::Applied,
-                                now(),
-                            );
-                            st.steps.insert(id.to_string(), rec);
-                        }
-                        progress(Progress::Finished {
-                            step: id,
-                            action: action(id),
-                            elapsed,
-                            log: &applied.log,
-                        });
-                    }
-                    Ok(Done::Deleted { log }) => {
-                        st.steps.remove(id);
-                        progress(Progress::Finished {
-                            step: id,
-                            action: action(id),
-                            elapsed,
-                            log,
-                        });
-                    }
-                    Err(f) => {
-                        let error = match (&f.unreached, previous) {
-                            // Nothing was sent that could change a cluster:
-                            // the record stays as it was before the run.
-                            (Some(cluster), Some(previous)) => {
-                                let what = match previous {
-                                    Some(rec) => {
-                                        st.steps.insert(id.to_string(), rec);
-                                        "its record is as it was"
-                                    }
-                                    None => {
-                                        st.steps.remove(id);
-                                        "it is not recorded"
-                                    }
-                                };
-                                unreached.insert(id.to_string(), cluster.clone());
-                                format!(
-                                    "{}. It never reached cluster `{cluster}`, so nothing changed there and {what}",
-                                    f.error
-                                )
-                            }
-                            _ => {
-                                taint(&mut st, &graph, id, f.input.as_ref(), now());
-                                f.error.clone()
-                            }
-                        };
-                        errors.insert(id.to_string(), error.clone());
-                        progress(Progress::Failed {
-                            step: id,
-                            action: action(id),
-                            elapsed,
-                            error: &error,
-                            log: "",
-                        });
-                    }
-                }
-                // A failure is written at once: the run stops after it.
-                let failed = result.is_err();
-                if let Err(e) = persist(&mut st, failed) {
-                    progress(Progress::StateError { error: &e });
-                    state_error.get_or_insert(e);
-                    let _ = halt_tx.send(Stop::Graceful);
-                }
-            }
-            Event::Aborted(t) => {
-                started_from.remove(&t.id);
-                let input = current_input(&st, &graph, &t.id);
-                taint(&mut st, &graph, &t.id, input.as_ref(), now());
-                if let Err(e) = persist(&mut st, true) {
-                    state_error.get_or_insert(e);
-                }
-                progress(Progress::Aborted { step: &t.id });
-            }
-        }
+        recorder.on(event, &mut state.lock().expect("state lock"))
     })
     .await;
     forward.abort();
     // What the pacing left unwritten.
-    if dirty.get()
-        && state_error.is_none()
-        && let Err(e) = persist(&mut state.lock().expect("state lock"), true)
+    if recorder.writer.dirty
+        && recorder.state_error.is_none()
+        && let Err(e) = recorder
+            .writer
+            .write(&mut state.lock().expect("state lock"), true)
     {
-        state_error = Some(e);
+        recorder.state_error = Some(e);
     }
     let state = Arc::try_unwrap(state)
         .map(|m| m.into_inner().expect("state lock"))
@@ -600,11 +456,209 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         state,
         Outcome {
             report,
-            errors,
-            state_error,
-            unreached,
+            errors: recorder.errors,
+            state_error: recorder.state_error,
+            unreached: recorder.unreached,
         },
     )
+}
+
+/// Writes the state after records: every write of a state of up to
+/// [`PACED_ABOVE_STEPS`] steps (so a kill never leaves the state behind the
+/// clusters). A larger state (thousands of steps, tens of milliseconds a
+/// write) waits until twice its last write's duration has passed, so
+/// writing never takes more than a third of the run; what a pause leaves
+/// unwritten is written at the next event or at the end, and a crash in
+/// between loses only records of steps that are safe to run again. A
+/// forced write (a batch about to start, a failure) is never paced.
+struct PacedWriter<'a> {
+    persist: &'a mut dyn FnMut(&mut State) -> Result<(), String>,
+    pacer: Pacer,
+    /// Records not written yet.
+    dirty: bool,
+}
+
+impl PacedWriter<'_> {
+    fn write(&mut self, st: &mut State, force: bool) -> Result<(), String> {
+        self.dirty = true;
+        let large = st.steps.len() > PACED_ABOVE_STEPS;
+        if !force && large && self.pacer.last.elapsed() < self.pacer.interval {
+            return Ok(());
+        }
+        let t0 = std::time::Instant::now();
+        let r = (self.persist)(st);
+        self.pacer.last = std::time::Instant::now();
+        self.pacer.interval = t0.elapsed() * 2;
+        if r.is_ok() {
+            self.dirty = false;
+        }
+        r
+    }
+}
+
+/// Records each executor event in the state, and tells the caller.
+struct Recorder<'a, 'p> {
+    graph: &'a StepGraph,
+    actions: BTreeMap<&'a str, Action>,
+    writer: PacedWriter<'p>,
+    progress: &'p mut dyn FnMut(Progress<'_>),
+    now: fn() -> String,
+    /// Stops the run when the state cannot be written.
+    halt: watch::Sender<Stop>,
+    /// Each running step's record from before it started, put back when
+    /// the step turns out never to have reached its cluster.
+    started_from: HashMap<String, Option<StepRecord>>,
+    errors: BTreeMap<String, String>,
+    unreached: BTreeMap<String, String>,
+    state_error: Option<String>,
+}
+
+impl Recorder<'_, '_> {
+    fn action(&self, id: &str) -> Action {
+        self.actions.get(id).copied().unwrap_or(Action::Update)
+    }
+
+    fn on(&mut self, event: Event<'_, Done, Failure>, st: &mut State) {
+        match event {
+            Event::Starting(batch) => self.starting(batch, st),
+            Event::Finished {
+                task,
+                result,
+                elapsed,
+            } => self.finished(&task.id, result, elapsed, st),
+            Event::Aborted(t) => {
+                self.started_from.remove(&t.id);
+                let input = current_input(st, self.graph, &t.id);
+                taint(st, self.graph, &t.id, input.as_ref(), (self.now)());
+                if let Err(e) = self.writer.write(st, true) {
+                    self.state_error.get_or_insert(e);
+                }
+                (self.progress)(Progress::Aborted { step: &t.id });
+            }
+        }
+    }
+
+    /// A write that failed: said, kept, and the run stops.
+    fn state_failed(&mut self, e: String) {
+        (self.progress)(Progress::StateError { error: &e });
+        self.state_error.get_or_insert(e);
+        let _ = self.halt.send(Stop::Graceful);
+    }
+
+    /// Recorded tainted, durably, before any of them runs: if mesh dies
+    /// while a step runs (kill -9, a crash, a lost terminal), the state
+    /// already says its work may be half done, and the next apply runs it
+    /// again; finishing records it applied. A write that fails starts none
+    /// of them (the stop vetoes the batch): no step ever runs unrecorded.
+    fn starting(&mut self, batch: &[&Task], st: &mut State) {
+        let before: Vec<_> = batch
+            .iter()
+            .map(|t| (t.id.clone(), st.steps.get(&t.id).cloned()))
+            .collect();
+        for t in batch {
+            let input = current_input(st, self.graph, &t.id);
+            taint(st, self.graph, &t.id, input.as_ref(), (self.now)());
+        }
+        if let Err(e) = self.writer.write(st, true) {
+            // Never started: the records stay as they were.
+            for (id, rec) in before {
+                match rec {
+                    Some(rec) => st.steps.insert(id, rec),
+                    None => st.steps.remove(&id),
+                };
+            }
+            self.state_failed(e);
+            return;
+        }
+        self.started_from.extend(before);
+        for t in batch {
+            let action = self.action(&t.id);
+            (self.progress)(Progress::Started {
+                step: &t.id,
+                action,
+            })
+        }
+    }
+
+    fn finished(
+        &mut self,
+        id: &str,
+        result: &Result<Done, Failure>,
+        elapsed: Duration,
+        st: &mut State,
+    ) {
+        let action = self.action(id);
+        let previous = self.started_from.remove(id);
+        match result {
+            Ok(Done::Applied { input, applied }) => {
+                if let Some(step) = self.graph.get(id) {
+                    let rec = planner::record(
+                        step,
+                        self.graph,
+                        input,
+                        applied.outputs.clone(),
+                        Status::Applied,
+                        (self.now)(),
+                    );
+                    st.steps.insert(id.to_string(), rec);
+                }
+                (self.progress)(Progress::Finished {
+                    step: id,
+                    action,
+                    elapsed,
+                    log: &applied.log,
+                });
+            }
+            Ok(Done::Deleted { log }) => {
+                st.steps.remove(id);
+                (self.progress)(Progress::Finished {
+                    step: id,
+                    action,
+                    elapsed,
+                    log,
+                });
+            }
+            Err(f) => {
+                let error = match (&f.unreached, previous) {
+                    // Nothing was sent that could change a cluster: the
+                    // record stays as it was before the run.
+                    (Some(cluster), Some(previous)) => {
+                        let what = match previous {
+                            Some(rec) => {
+                                st.steps.insert(id.to_string(), rec);
+                                "its record is as it was"
+                            }
+                            None => {
+                                st.steps.remove(id);
+                                "it is not recorded"
+                            }
+                        };
+                        self.unreached.insert(id.to_string(), cluster.clone());
+                        format!(
+                            "{}. It never reached cluster `{cluster}`, so nothing changed there and {what}",
+                            f.error
+                        )
+                    }
+                    _ => {
+                        taint(st, self.graph, id, f.input.as_ref(), (self.now)());
+                        f.error.clone()
+                    }
+                };
+                self.errors.insert(id.to_string(), error.clone());
+                (self.progress)(Progress::Failed {
+                    step: id,
+                    action,
+                    elapsed,
+                    error: &error,
+                    log: "",
+                });
+            }
+        }
+        // A failure is written at once: the run stops after it.
+        if let Err(e) = self.writer.write(st, result.is_err()) {
+            self.state_failed(e);
+        }
+    }
 }
 
 /// A state of more steps than this has its writes paced (see `apply`).
