@@ -1024,24 +1024,24 @@ fn fleet(primaries: usize, remotes: usize) -> String {
 
 #[test]
 fn a_mesh_past_the_remote_secret_limit_is_refused_at_the_first_primary_too_many() {
-    // 100 primaries of 101 clusters: 100 × 100 = 10,000 secrets, the limit.
-    assert!(config::parse(&fleet(100, 1), Path::new("m.toml")).is_ok());
-    // 101 primaries of 101 clusters: 10,100.
-    let d = config::parse(&fleet(101, 0), Path::new("m.toml")).expect_err("too many");
+    // 100 primaries of 251 clusters: 100 × 250 = 25,000 secrets, the limit.
+    assert!(config::parse(&fleet(100, 151), Path::new("m.toml")).is_ok());
+    // 100 primaries of 252 clusters: 25,100; 99 primaries fit.
+    let d = config::parse(&fleet(100, 152), Path::new("m.toml")).expect_err("too many");
     assert_eq!(d.len(), 1, "{}", d.render(false));
     let e = &d.0[0];
-    // The 101st primary's role (each [[cluster]] is 6 lines, after 7).
-    assert_eq!((e.line, e.column), (7 + 100 * 6 + 5, 8), "{}", e.message);
+    // The 100th primary's role (each [[cluster]] is 6 lines, after 7).
+    assert_eq!((e.line, e.column), (7 + 99 * 6 + 5, 8), "{}", e.message);
     assert!(
-        e.message.contains("10,100 remote secrets") && e.message.contains("10,000"),
+        e.message.contains("25,100 remote secrets") && e.message.contains("25,000"),
         "{}",
         e.message
     );
     let help = e.help.as_deref().unwrap();
-    assert!(help.contains("at most 100 primaries"), "{help}");
-    // One primary with 10,001 remotes is past it as well.
-    assert!(config::parse(&fleet(1, 10_000), Path::new("m.toml")).is_ok());
-    assert!(config::parse(&fleet(1, 10_001), Path::new("m.toml")).is_err());
+    assert!(help.contains("at most 99 primaries"), "{help}");
+    // One primary with 25,001 remotes is past it as well.
+    assert!(config::parse(&fleet(1, 25_000), Path::new("m.toml")).is_ok());
+    assert!(config::parse(&fleet(1, 25_001), Path::new("m.toml")).is_err());
 }
 
 #[test]
