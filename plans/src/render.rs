@@ -182,31 +182,21 @@ fn policy_headline(p: &PolicyReport, markdown: bool) -> String {
     } else {
         rules.join(", ")
     };
+    /// `--allow a --allow b`.
+    fn flags<S: AsRef<str>>(rules: &[S]) -> String {
+        rules
+            .iter()
+            .map(|r| format!("--allow {}", r.as_ref()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
     match p.result {
         PolicyResult::Passed if p.allowed.is_empty() => format!("passed ({rules})"),
-        PolicyResult::Passed => format!(
-            "passed ({rules}); {} not needed",
-            p.allowed
-                .iter()
-                .map(|r| format!("--allow {r}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        PolicyResult::Overridden => format!(
-            "overridden by {} ({rules})",
-            p.allowed
-                .iter()
-                .map(|r| format!("--allow {r}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+        PolicyResult::Passed => format!("passed ({rules}); {} not needed", flags(&p.allowed)),
+        PolicyResult::Overridden => format!("overridden by {} ({rules})", flags(&p.allowed)),
         PolicyResult::Violated => format!(
             "violated ({rules}); `mesh plan` and `mesh apply` refuse it without {}",
-            p.refused_rules()
-                .iter()
-                .map(|r| format!("--allow {r}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            flags(&p.refused_rules())
         ),
     }
 }
