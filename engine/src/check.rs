@@ -189,47 +189,39 @@ async fn drift(
         }
         return lines;
     };
-    // Each recorded step of the mesh file whose clusters answered, read
-    // back on its own: one step that cannot be read does not hide the
-    // others' drift.
-    let reads = state
-        .steps
-        .iter()
-        .filter(|(id, rec)| {
+    // Each recorded step of the mesh file whose clusters answered, with its
+    // own result: one step that cannot be read does not hide the others'
+    // drift.
+    let results = crate::refresh::read_each(
+        env,
+        graph,
+        state,
+        default_kubeconfig,
+        PARALLELISM,
+        |id, rec| {
             only.is_none_or(|o| o == rec.cluster)
                 && graph
                     .get(id)
                     .is_some_and(|s| up.contains(&s.cluster) && up.contains(&s.target.cluster))
-        })
-        .map(|(id, rec)| {
-            let mut one = state.clone();
-            one.steps = BTreeMap::from([(id.clone(), rec.clone())]);
-            let kubeconfig = default_kubeconfig.clone();
-            async move {
-                let r = crate::refresh::refresh(env, graph, &one, kubeconfig, 1).await;
-                (id.clone(), r)
-            }
-        });
-    let results: Vec<_> = stream::iter(reads)
-        .buffer_unordered(PARALLELISM)
-        .collect()
-        .await;
+        },
+    )
+    .await;
     let mut refresh = Refresh::new();
     for (id, r) in results {
         let cluster = id.split('/').next().unwrap_or_default().to_string();
         match r {
-            Ok(obs) => refresh.extend(obs),
-            Err(errors) => {
-                for e in errors {
-                    lines.entry(cluster.clone()).or_default().push(
-                        Check::warn(
-                            &cluster,
-                            format!("drift {id}"),
-                            format!("could not be read back: {}", e.message),
-                        )
-                        .fix("check access to the cluster, then `mesh plan`"),
-                    );
-                }
+            Ok(obs) => {
+                refresh.insert(id, obs);
+            }
+            Err(e) => {
+                lines.entry(cluster.clone()).or_default().push(
+                    Check::warn(
+                        &cluster,
+                        format!("drift {id}"),
+                        format!("could not be read back: {}", e.message),
+                    )
+                    .fix("check access to the cluster, then `mesh plan`"),
+                );
             }
         }
     }

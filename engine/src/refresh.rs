@@ -117,16 +117,22 @@ impl RefreshError {
     }
 }
 
-/// Reads every recorded step, at most `parallelism` at once. Steps whose
-/// kind this mesh does not know are skipped (they will be deleted).
-pub async fn refresh(
+/// Reads the recorded steps `wanted` accepts, at most `parallelism` at
+/// once; each step's own result, so one that cannot be read hides no
+/// other. Steps whose kind this mesh does not know are skipped (they will
+/// be deleted).
+pub async fn read_each(
     env: &Env,
     graph: &StepGraph,
     state: &State,
     default_kubeconfig: Option<PathBuf>,
     parallelism: usize,
-) -> Result<Refresh, Vec<RefreshError>> {
+    wanted: impl Fn(&str, &state::StepRecord) -> bool,
+) -> Vec<(String, Result<providers::Observation, RefreshError>)> {
     let reads = state.steps.iter().filter_map(|(id, rec)| {
+        if !wanted(id, rec) {
+            return None;
+        }
         let kind: StepKind = rec.kind.parse().ok()?;
         // The mesh file's view of the target, when the step is still in it;
         // else what the state recorded.
@@ -146,14 +152,35 @@ pub async fn refresh(
             let input = graph.get(id).map(|s| &s.input);
             let result = kind
                 .read(Ctx::new(env, id, &target), &recorded, input)
-                .await;
+                .await
+                .map_err(|e| RefreshError::of(id.clone(), &e));
             (id.clone(), result)
         })
     });
-    let results: Vec<_> = stream::iter(reads)
+    stream::iter(reads)
         .buffer_unordered(parallelism.max(1))
         .collect()
-        .await;
+        .await
+}
+
+/// Reads every recorded step, at most `parallelism` at once: all their
+/// observations, or every step that could not be read.
+pub async fn refresh(
+    env: &Env,
+    graph: &StepGraph,
+    state: &State,
+    default_kubeconfig: Option<PathBuf>,
+    parallelism: usize,
+) -> Result<Refresh, Vec<RefreshError>> {
+    let results = read_each(
+        env,
+        graph,
+        state,
+        default_kubeconfig,
+        parallelism,
+        |_, _| true,
+    )
+    .await;
     let mut refresh = Refresh::new();
     let mut errors = Vec::new();
     for (id, result) in results {
@@ -161,7 +188,7 @@ pub async fn refresh(
             Ok(obs) => {
                 refresh.insert(id, obs);
             }
-            Err(e) => errors.push(RefreshError::of(id, &e)),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {

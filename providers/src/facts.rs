@@ -34,11 +34,11 @@ const CONTROL_PLANE_ANNOTATION: &str = "topology.istio.io/controlPlaneClusters";
 
 /// The documents of a rendered input; none when it is not YAML.
 fn documents(input: &str) -> Vec<Value> {
-    let yaml: String = input
-        .lines()
-        .filter(|l| !l.starts_with("# context:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let yaml = crate::env::Recorded {
+        input,
+        outputs: &Default::default(),
+    }
+    .yaml();
     serde_saphyr::from_multiple::<Value>(&yaml)
         .unwrap_or_default()
         .into_iter()

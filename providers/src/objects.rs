@@ -9,10 +9,7 @@ use crate::observe::Observation;
 use crate::rendered::Rendered;
 use serde_json::Value;
 
-/// `Kind namespace/name` as the log and drift lines name an object.
-fn what(doc: &Value) -> String {
-    crate::k8s::describe(doc)
-}
+use crate::k8s::describe as what;
 
 /// The recorded objects the new documents no longer name (e.g.
 /// `istiod-vs` after a revision is set, which renames it `istiod-vs-<rev>`).
