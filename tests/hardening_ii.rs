@@ -428,8 +428,88 @@ fn force_unlock_refuses_a_live_holder() {
     assert_no_step_ran_twice_at_once(&w);
 }
 
-// The soak: bounded rounds of SIGSTOP/SIGCONT at random points of an apply
-// (`MESH_SOAK_ROUNDS`, 2 by default): no step ever runs in two processes
+/// Deletes the state's Lease as `kubectl delete lease` would.
+fn delete_lease(w: &World, name: &str) {
+    let c1 = w.cluster("kind-cluster1");
+    let mut store = c1.store();
+    let rt = store
+        .find_type("coordination.k8s.io", "v1", "leases")
+        .unwrap();
+    store
+        .delete(&rt, "default", &format!("{name}-lock"))
+        .unwrap();
+}
+
+// 1. A Lease deleted by hand during an apply never lets a second apply run
+// beside the first's running steps: the delete only marks it (mesh's
+// finalizer), the first apply starts nothing more, records what ran and
+// releases it, and only then does the second take the lock and finish.
+#[test]
+fn a_lease_deleted_by_hand_frees_the_lock_only_after_the_running_steps() {
+    let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+    let first = holding(&w, "mesh1", "800", "3");
+    // Until a first install is done (the next ones are running then).
+    let t0 = std::time::Instant::now();
+    while w.istioctl_log().is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no step ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    delete_lease(&w, "mesh1");
+    let marked = lease(&w, "mesh1").expect("a hand delete removed the held Lease at once");
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
+    let second = w
+        .command(&["apply", "--auto-approve", "--lock-timeout", "60s"])
+        .env("KUBESIM_ISTIOCTL_DELAY_MS", "800")
+        .env("MESH_STATE_LEASE_SECONDS", "3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = first.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("was deleted") && out.contains("No further step starts"),
+        "it should say why it stopped: {out}"
+    );
+    let o = second.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_no_step_ran_twice_at_once(&w);
+    assert!(lease(&w, "mesh1").is_none(), "the Lease was left behind");
+    w.assert_clean();
+}
+
+// 1. A holder killed after its Lease was deleted by hand: the marked Lease
+// frees itself once seen unchanged for its duration.
+#[test]
+fn a_marked_lease_of_a_killed_holder_frees_itself() {
+    let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+    let mut first = holding(&w, "mesh1", "800", "2");
+    delete_lease(&w, "mesh1");
+    first.kill().unwrap();
+    let _ = first.wait();
+    assert!(
+        lease(&w, "mesh1").is_some(),
+        "the finalizer did not keep it"
+    );
+    let o = w
+        .command(&["apply", "--auto-approve", "--lock-timeout", "60s"])
+        .env("MESH_STATE_LEASE_SECONDS", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(lease(&w, "mesh1").is_none(), "the Lease was left behind");
+    w.assert_clean();
+}
+
+// The soak: bounded rounds of SIGSTOP/SIGCONT, and of the Lease deleted by
+// hand, at points of an apply (`MESH_SOAK_ROUNDS`, 2 by default): no step ever runs in two processes
 // at once, and the state converges.
 #[test]
 fn soak_stopped_and_continued_holders_never_run_a_step_twice() {
@@ -443,14 +523,22 @@ fn soak_stopped_and_continued_holders_never_run_a_step_twice() {
         // A point of the apply: 0 to 1.2 s after it took the Lease.
         let at = (round * 397 + 113) % 1200;
         std::thread::sleep(std::time::Duration::from_millis(at));
-        signal(&first, libc::SIGSTOP);
+        // Odd rounds delete the Lease by hand instead of stopping its holder.
+        let deleted = round % 2 == 1;
+        if deleted {
+            delete_lease(&w, "mesh1");
+        } else {
+            signal(&first, libc::SIGSTOP);
+        }
         let o = w
             .command(&["apply", "--auto-approve", "--lock-timeout", "60s"])
             .env("KUBESIM_ISTIOCTL_DELAY_MS", "400")
             .env("MESH_STATE_LEASE_SECONDS", "2")
             .output()
             .unwrap();
-        signal(&first, libc::SIGCONT);
+        if !deleted {
+            signal(&first, libc::SIGCONT);
+        }
         let a = first.wait_with_output().unwrap();
         assert!(
             o.status.success() || a.status.success(),

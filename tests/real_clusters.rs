@@ -835,6 +835,87 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
     assert!(t.contains("no longer holds the lock of the state"), "{t}");
     assert_eq!(serial(), before, "the stopped apply wrote the state");
     run.assert_clean();
+
+    // The Lease deleted by hand (`kubectl delete lease`) during an apply:
+    // the real API server only marks it (mesh's finalizer); a second apply
+    // waits until the first has recorded its running steps and released
+    // it, and then finishes the mesh.
+    run.write_mesh(&toml.replacen(
+        "role = \"primary\"\n",
+        "role = \"primary\"\n[cluster.values.global.logging]\nlevel = \"default:warn\"\n",
+        1,
+    ));
+    let first = run
+        .command(&s.kubeconfig, &["apply", "--auto-approve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !s.exists("cluster1", "lease", Some("default"), "mesh1-lock") {
+        assert!(t0.elapsed().as_secs() < 30, "no Lease taken");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.kubectl_ok(
+        "cluster1",
+        &[
+            "delete",
+            "lease",
+            "mesh1-lock",
+            "-n",
+            "default",
+            "--wait=false",
+        ],
+    );
+    // Still there, marked, while its holder runs (the finalizer holds it).
+    let mut first = first;
+    if first.try_wait().unwrap().is_none() {
+        let o = s.kubectl(
+            "cluster1",
+            &[
+                "get",
+                "lease",
+                "mesh1-lock",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp} {.metadata.finalizers}",
+            ],
+        );
+        let marked = String::from_utf8_lossy(&o.stdout);
+        // Gone only if its holder released it (and so has exited).
+        assert!(
+            marked.contains("mesh/lock-held") || first.try_wait().unwrap().is_some(),
+            "the Lease went while its holder ran: {marked} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let second = run
+        .command(
+            &s.kubeconfig,
+            &["apply", "--auto-approve", "--lock-timeout", "120s"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = first.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    // The first apply may have been done before the delete reached it.
+    if !o.status.success() {
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("was deleted") && t.contains("No further step starts"),
+            "{t}"
+        );
+    }
+    let o = second.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !s.exists("cluster1", "lease", Some("default"), "mesh1-lock"),
+        "the Lease was left behind"
+    );
+    run.assert_clean();
 }
 
 /// `mesh import` of a mesh installed by hand on real clusters, with the real

@@ -62,11 +62,14 @@ pub struct Outcome {
     /// Failed steps that never reached their cluster (step ID → cluster):
     /// nothing changed there, and their records are as they were.
     pub unreached: BTreeMap<String, String>,
+    /// New steps were refused by the lock (it was lost, or asked away
+    /// while held); the message says why.
+    pub lock_refused: Option<String>,
 }
 
 impl Outcome {
     pub fn is_success(&self) -> bool {
-        self.report.is_success() && self.state_error.is_none()
+        self.report.is_success() && self.state_error.is_none() && self.lock_refused.is_none()
     }
 }
 
@@ -366,6 +369,10 @@ pub struct Run<'a> {
     /// Writes the state after a record (the CLI: under its lock). An error
     /// stops the run: running on without recording would lose track.
     pub persist: &'a mut dyn FnMut(&mut State) -> Result<(), String>,
+    /// Asked before each batch of steps starts: an error (the lock is lost
+    /// or asked away) starts none, and the run stops once the running
+    /// steps are done and recorded.
+    pub may_start: &'a dyn Fn() -> Result<(), String>,
     /// Told of each step's start and end.
     pub progress: &'a mut dyn FnMut(Progress<'_>),
     /// The time recorded with each step.
@@ -384,6 +391,7 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
         limits,
         stop,
         persist,
+        may_start,
         progress,
         now,
     } = run;
@@ -426,6 +434,8 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
             dirty: false,
         },
         progress,
+        may_start,
+        lock_refused: None,
         now,
         halt: halt_tx,
         started_from: HashMap::new(),
@@ -441,13 +451,14 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
     .await;
     forward.abort();
     // What the pacing left unwritten.
+    // (Tried even after a failed write: it is fenced, and a lock asked
+    // away still records the steps that ran.)
     if recorder.writer.dirty
-        && recorder.state_error.is_none()
         && let Err(e) = recorder
             .writer
             .write(&mut state.lock().expect("state lock"), true)
     {
-        recorder.state_error = Some(e);
+        recorder.state_error.get_or_insert(e);
     }
     let state = Arc::try_unwrap(state)
         .map(|m| m.into_inner().expect("state lock"))
@@ -459,6 +470,7 @@ pub async fn apply(run: Run<'_>) -> (State, Outcome) {
             errors: recorder.errors,
             state_error: recorder.state_error,
             unreached: recorder.unreached,
+            lock_refused: recorder.lock_refused,
         },
     )
 }
@@ -502,6 +514,8 @@ struct Recorder<'a, 'p> {
     actions: BTreeMap<&'a str, Action>,
     writer: PacedWriter<'p>,
     progress: &'p mut dyn FnMut(Progress<'_>),
+    may_start: &'p dyn Fn() -> Result<(), String>,
+    lock_refused: Option<String>,
     now: fn() -> String,
     /// Stops the run when the state cannot be written.
     halt: watch::Sender<Stop>,
@@ -551,6 +565,13 @@ impl Recorder<'_, '_> {
     /// again; finishing records it applied. A write that fails starts none
     /// of them (the stop vetoes the batch): no step ever runs unrecorded.
     fn starting(&mut self, batch: &[&Task], st: &mut State) {
+        if let Err(e) = (self.may_start)() {
+            // Nothing of the batch starts (the stop vetoes it); the running
+            // steps finish and are recorded.
+            self.lock_refused.get_or_insert(e);
+            let _ = self.halt.send(Stop::Graceful);
+            return;
+        }
         let before: Vec<_> = batch
             .iter()
             .map(|t| (t.id.clone(), st.steps.get(&t.id).cloned()))

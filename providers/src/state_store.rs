@@ -19,6 +19,17 @@
 //! renewals say ([`Hold::check`]). An apply whose write is refused starts
 //! no further step.
 //!
+//! The held Lease carries a finalizer ([`FINALIZER`]), so deleting it by
+//! hand (`kubectl delete lease`) cannot free the lock while the holder's
+//! steps still run: the delete only marks the Lease. The holder sees the
+//! mark, starts no new step ([`state::LockedState::may_start`]), lets the
+//! running ones finish and records them (the Lease still names it, so its
+//! writes stay fenced and valid), then removes the finalizer and exits with
+//! an error saying what happened; only then is the Lease gone and another
+//! mesh can take it. A holder that dies with the Lease marked is treated as
+//! any dead holder: once seen unchanged for its duration, a newcomer drops
+//! the finalizer and takes a fresh Lease.
+//!
 //! mesh reads, writes and deletes only objects it owns: the state Secret,
 //! its backup and the Lease carry `app.kubernetes.io/managed-by: mesh`, and
 //! an object of the same name without it is an error naming the object.
@@ -47,6 +58,8 @@ const MAX_BYTES: usize = 1024 * 1024 - 64 * 1024;
 const LOCK_INFO: &str = "mesh/lock-info";
 /// The label that marks the objects mesh owns.
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The held Lease's finalizer: a hand delete only marks it (module docs).
+pub const FINALIZER: &str = "mesh/lock-held";
 
 /// How long a Lease lives without renewal: a killed holder's lock is free
 /// after this (`MESH_STATE_LEASE_SECONDS` changes it, for tests).
@@ -88,6 +101,7 @@ enum Request {
     Lock(String, Duration, Reply<LockInfo>),
     Unlock(Reply<()>),
     ForceUnlock(String, Reply<()>),
+    MayStart(Reply<()>),
 }
 
 /// The backend: a handle on its thread.
@@ -207,6 +221,10 @@ impl state::LockedState for KubernetesLock {
         Ok(())
     }
 
+    fn may_start(&self) -> Result<(), StateError> {
+        self.ask(Request::MayStart)
+    }
+
     fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
         let current = self.read()?;
         let serial = state::push_serial(&self.location.path(), current.as_ref(), &incoming, force)?;
@@ -309,6 +327,9 @@ impl Worker {
                 }
                 Request::ForceUnlock(id, r) => {
                     let _ = r.send(self.force_unlock(&id).await);
+                }
+                Request::MayStart(r) => {
+                    let _ = r.send(self.may_start().await);
                 }
             }
         }
@@ -458,6 +479,33 @@ impl Worker {
             return Err(lost(why));
         }
         Ok(())
+    }
+
+    /// Whether new steps may start: the Lease is still ours (as [`fence`]
+    /// checks) and nobody asked it away. A Lease deleted by hand is only
+    /// marked (its finalizer keeps it, see the module docs): no new step
+    /// starts, but the writes that record the running ones still pass the
+    /// fence.
+    ///
+    /// [`fence`]: Worker::fence
+    async fn may_start(&self) -> Result<(), StateError> {
+        let conn = self.connect().await?;
+        self.fence(&conn).await?;
+        let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
+        match leases.get_opt(&self.lease_name()).await {
+            Ok(Some(l)) if l.metadata.deletion_timestamp.is_some() => {
+                Err(StateError::LockRevoked {
+                    path: self.location.path(),
+                    why: format!(
+                        "The Lease {}/{} that locks the state was deleted (by `kubectl delete lease` \
+                     or another tool) while this mesh held it",
+                        self.location.namespace,
+                        self.lease_name()
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The state a Secret holds; a Secret it cannot read is an error that
@@ -658,7 +706,12 @@ impl Worker {
                             now
                         }
                     };
-                    if now - since >= lease_duration(l) {
+                    if now - since >= lease_duration(l) && l.metadata.deletion_timestamp.is_some() {
+                        // A holder that died after its Lease was deleted by
+                        // hand: its finalizer goes, and with it the Lease;
+                        // the next round creates a fresh one.
+                        release(&leases, l.clone()).await
+                    } else if now - since >= lease_duration(l) {
                         lease.metadata.resource_version = l.metadata.resource_version.clone();
                         leases
                             .replace(&self.lease_name(), &PostParams::default(), &lease)
@@ -683,6 +736,7 @@ impl Worker {
                 }
             };
             match taken {
+                Ok(l) if l.metadata.deletion_timestamp.is_some() => continue,
                 Ok(_) => break,
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => {
@@ -710,6 +764,7 @@ impl Worker {
                 "namespace": self.location.namespace,
                 "labels": {MANAGED_BY: "mesh", "mesh/state": self.location.name},
                 "annotations": {LOCK_INFO: serde_json::to_string(info).unwrap_or_default()},
+                "finalizers": [FINALIZER],
             },
             "spec": {
                 "holderIdentity": info.id,
@@ -731,9 +786,7 @@ impl Worker {
         if let Ok(Some(l)) = leases.get_opt(&self.lease_name()).await
             && taken(Some(&l), &hold.id).is_none()
         {
-            let _ = leases
-                .delete(&self.lease_name(), &DeleteParams::default())
-                .await;
+            let _ = release(&leases, l).await;
         }
         Ok(())
     }
@@ -790,20 +843,52 @@ impl Worker {
                 });
             }
         }
-        let dp = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                resource_version: lease.metadata.resource_version.clone(),
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match leases.delete(&self.lease_name(), &dp).await {
+        match release(&leases, lease).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self
                 .explain(&conn, "delete", "leases.coordination.k8s.io", e)
                 .await),
         }
     }
+}
+
+/// Deletes the Lease `l` as it was read: drops mesh's finalizer (a write
+/// that fails if the Lease changed since), then deletes it unless the
+/// finalizer was all that kept it. Returns the Lease as last written.
+async fn release(leases: &Api<Lease>, mut l: Lease) -> Result<Lease, kube::Error> {
+    let name = l.metadata.name.clone().unwrap_or_default();
+    let finalizers = l.metadata.finalizers.take().unwrap_or_default();
+    let kept: Vec<String> = finalizers
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if kept.len() != finalizers.len() {
+        l.metadata.finalizers = Some(kept);
+        l = match leases.replace(&name, &PostParams::default(), &l).await {
+            Ok(l) => l,
+            // Gone with its finalizer: released.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(l),
+            Err(e) => return Err(e),
+        };
+    } else {
+        l.metadata.finalizers = Some(finalizers);
+    }
+    if l.metadata.deletion_timestamp.is_none() {
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: l.metadata.resource_version.clone(),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match leases.delete(&name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(l)
 }
 
 /// The holder's details from a Lease's annotation.

@@ -328,6 +328,9 @@ async fn execute(
             }
         }
     });
+    // Shared by the two callbacks below: the lock writes records and says
+    // whether new steps may start.
+    let lock = std::cell::RefCell::new(lock);
     let (_, outcome) = engine::apply::apply(engine::apply::Run {
         plan,
         graph,
@@ -338,8 +341,9 @@ async fn execute(
         stop: stop_rx,
         persist: &mut |st| {
             world.before_record()?;
-            lock.write(st).map_err(|e| e.to_string())
+            lock.borrow_mut().write(st).map_err(|e| e.to_string())
         },
+        may_start: &|| lock.borrow().may_start().map_err(|e| e.to_string()),
         progress: &mut |p| view.event(p),
         now: state::now_rfc3339,
     })
@@ -417,6 +421,9 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
             r.not_started.len(),
             r.not_started.join(", ")
         );
+    }
+    if let Some(e) = &outcome.lock_refused {
+        crate::errln!("  {e}");
     }
     if let Some(e) = &outcome.state_error {
         crate::errln!("  the state could not be saved: {e}");

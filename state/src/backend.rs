@@ -52,6 +52,10 @@ pub trait LockedState: Send {
     /// of another lineage or a lower serial unless `force`; returns what
     /// was written.
     fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError>;
+    /// Whether new steps may start under this lock (checked before each
+    /// batch of steps): an error when the lock is lost, or asked away while
+    /// still held, in which case the running steps may still be recorded.
+    fn may_start(&self) -> Result<(), StateError>;
 }
 
 /// The checks of a push against the current state (shared by backends):

@@ -145,6 +145,15 @@ pub enum StateError {
          apply runs them again. Run the command again once the other holder is done"
     )]
     LockLost { path: PathBuf, why: String },
+
+    /// The lock is still held but was asked away (its Lease deleted by
+    /// hand): no further step starts, the running ones finish and are
+    /// recorded, then it is released.
+    #[error(
+        "{why}. No further step starts; the steps already running finish and are recorded, \
+         then the lock of the state {path} is released. Run the command again to do the rest"
+    )]
+    LockRevoked { path: PathBuf, why: String },
 }
 
 fn backup_hint(backup: Option<&std::path::Path>) -> String {

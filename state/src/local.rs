@@ -184,6 +184,12 @@ impl LockedState for StateLock {
     fn push(&mut self, incoming: State, force: bool) -> Result<State, StateError> {
         StateLock::push(self, incoming, force)
     }
+    fn may_start(&self) -> Result<(), StateError> {
+        self.held.check().map_err(|why| StateError::LockLost {
+            path: self.path.clone(),
+            why,
+        })
+    }
 }
 
 /// The largest state file mesh reads: 256 MiB. A fleet of thousands of

@@ -5,7 +5,7 @@
 #   ${MESH_REALK8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh-realk8s}/<key>/bin
 #
 # <key> is a hash of the four tool modules (go.mod + go.sum) and the Go
-# version, so changing a pin builds into a new folder and an unchanged pin
+# version (the older Istio pin in istio-old/ is keyed by its stamp file instead), so changing a pin builds into a new folder and an unchanged pin
 # reuses the old one (CI on the same machine reuses a developer's build).
 # Prints the bin folder on its last line of stdout; everything else goes to
 # stderr. Idempotent: a tool already built is skipped.
@@ -38,10 +38,6 @@ modver() { awk -v m="$2" '($1=="require" && $2==m) {print $3; exit} ($1==m && $2
 k8s_version="$(modver kubernetes k8s.io/kubernetes)"
 etcd_version="$(modver etcd go.etcd.io/etcd/server/v3)"
 kwok_version="$(modver kwok sigs.k8s.io/kwok)"
-istio_module_version="$(modver istio istio.io/istio)"
-# Istio's source names its release in the VERSION file; its Makefile builds
-# from master as "<VERSION>-dev" and passes it with -ldflags, as we do.
-istio_version=""
 
 # build MODULE TOOL VERSION OUT PACKAGE [LDFLAGS]
 build() {
@@ -77,20 +73,42 @@ for t in kwok kwokctl; do
   build kwok "$t" "$kwok_version" "$t" "sigs.k8s.io/kwok/cmd/$t" "-X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
 done
 
-if [[ ! -x "$bin/istioctl" || ! -x "$bin/pilot-discovery" ]]; then
-  istio_dir="$(cd "$here/istio" && go mod download -json istio.io/istio | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+# build_istio MODULE SUBDIR: istioctl and pilot-discovery of one Istio pin into
+# $bin/SUBDIR. Both pins are master builds of one release line (their VERSION
+# says the same minor), so each is named honestly after its VERSION and its
+# commit date, e.g. 1.31-dev.20260827: that tells the two builds apart for
+# `istio_version`, and "1.31" still matches either. A stamp file records the
+# version a folder was built as; a different one rebuilds it.
+build_istio() {
+  local module="$1" sub="$2"
+  local version; version="$(modver "$module" istio.io/istio)"
+  local dir="$bin${sub:+/$sub}"
+  local date="${version#v0.0.0-}"; date="${date:0:8}"
+  local istio_dir
+  istio_dir="$(cd "$here/$module" && go mod download -json istio.io/istio | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
   if [[ -z "$istio_dir" ]]; then
-    say "FAILED to download istio.io/istio $istio_module_version. Retry with: bash tests/realk8s/build.sh"
+    say "FAILED to download istio.io/istio $version. Retry with: bash tests/realk8s/build.sh"
     exit 1
   fi
-  istio_version="$(cat "$istio_dir/VERSION")-dev"
-  istio_ldflags="-X istio.io/istio/pkg/version.buildVersion=$istio_version -X istio.io/istio/pkg/version.buildStatus=Clean -X istio.io/istio/pkg/version.buildTag=$istio_version -X istio.io/istio/pkg/version.buildHub=docker.io/istio"
+  local name; name="$(cat "$istio_dir/VERSION")-dev.$date"
+  mkdir -p "$dir"
+  if [[ "$(cat "$dir/istio-version" 2>/dev/null)" != "$name $version" ]]; then
+    rm -f "$dir/istioctl" "$dir/pilot-discovery"
+  fi
+  local ldflags="-X istio.io/istio/pkg/version.buildVersion=$name -X istio.io/istio/pkg/version.buildStatus=Clean -X istio.io/istio/pkg/version.buildTag=$name -X istio.io/istio/pkg/version.buildHub=docker.io/istio"
+  local t pkg
   for t in istioctl pilot-discovery; do
-    dir=istioctl/cmd/istioctl
-    [[ "$t" == pilot-discovery ]] && dir=pilot/cmd/pilot-discovery
-    build istio "$t" "$istio_version ($istio_module_version)" "$t" "istio.io/istio/$dir" "$istio_ldflags"
+    pkg=istioctl/cmd/istioctl
+    [[ "$t" == pilot-discovery ]] && pkg=pilot/cmd/pilot-discovery
+    build "$module" "$t" "$name ($version)" "${sub:+$sub/}$t" "istio.io/istio/$pkg" "$ldflags"
   done
-fi
+  echo "$name $version" > "$dir/istio-version"
+}
+
+# The current Istio (every test) and an older one (the upgrade tests start
+# there), built into bin/ and bin/istio-old/.
+build_istio istio ""
+build_istio istio-old istio-old
 
 # kwok's default Stages (node ready with a lease heartbeat, pod ready,
 # pod deletion) as one file for `kwok --config`: the kwok binary has none
