@@ -292,6 +292,45 @@ fn a_remote_pilot_address_changed_by_hand_is_found() {
     repaired(&w);
 }
 
+/// The remote's pilot address changed where it routes (its EndpointSlice,
+/// as Istio's chart writes it) while the recorded values still match.
+#[test]
+fn a_remote_istiod_endpoint_changed_by_hand_is_found() {
+    let w = applied(SEED, false);
+    let slices: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        w.client("kind-cluster2"),
+        "istio-system",
+        &kube::api::ApiResource {
+            group: "discovery.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "discovery.k8s.io/v1".into(),
+            kind: "EndpointSlice".into(),
+            plural: "endpointslices".into(),
+        },
+    );
+    merge_patch(
+        &slices,
+        &w,
+        "istiod",
+        json!({"endpoints": [{"addresses": ["192.0.2.98"]}]}),
+    );
+    fails_with(
+        &w,
+        "cluster2",
+        "remotePilotAddress",
+        "EndpointSlice istio-system/istiod routes istiod's traffic to 192.0.2.98",
+        "mesh apply --replace cluster2/install-remote",
+    );
+    ok(&w.mesh(&[
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "cluster2/install-remote",
+    ]));
+    let (code, checks) = check(&w, &[]);
+    assert_eq!(code, 0, "{checks:#?}");
+}
+
 #[test]
 fn a_deleted_remote_secret_is_missing_from_istiods_view() {
     let w = applied(SEED, false);

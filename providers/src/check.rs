@@ -695,6 +695,49 @@ async fn pilot_address(
                 .and_then(Value::as_str)
                 .map(String::from)
         });
+    // What routes: the remote's selector-less `istiod[-rev]` Service sends
+    // to the address in its EndpointSlice (Istio's chart makes one for an
+    // IP address; a hostname uses an ExternalName Service instead).
+    let slice_name = istiod_name(spec.revision.as_deref());
+    let routed = if live.as_deref() == Some(want) && want.parse::<std::net::IpAddr>().is_ok() {
+        crate::k8s::get(
+            conn,
+            &object(
+                "discovery.k8s.io/v1",
+                "EndpointSlice",
+                Some(NS),
+                &slice_name,
+            ),
+        )
+        .await?
+        .map(|o| {
+            o.data["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+    } else {
+        None
+    };
+    if let Some(addresses) = routed
+        && !addresses.iter().any(|a| a == want)
+    {
+        return Ok(Check::fail(
+            c,
+            check,
+            format!(
+                "EndpointSlice {NS}/{slice_name} routes istiod's traffic to {}, not {primary}'s east-west address {want}: this cluster's sidecars cannot reach istiod",
+                if addresses.is_empty() { "nothing".to_string() } else { shown(&addresses.join(", ")) }
+            ),
+        )
+        .fix(format!(
+            "mesh apply --replace {c}/install-remote (re-installs the remote profile, which writes the EndpointSlice again)"
+        )));
+    }
     Ok(match live {
         Some(l) if l == want => Check::pass(
             c,
@@ -1024,8 +1067,8 @@ async fn access_review(
 const ISTIOD_DEBUG_PORT: u16 = 15014;
 
 /// What the primary's istiod reports of the clusters it reads: its
-/// `/debug/clusterz` (as `istioctl remote-clusters` asks it), through the
-/// API server's pod proxy. Every link whose secret this primary holds must
+/// `/debug/clusterz` (as `istioctl remote-clusters` asks it), through a
+/// port-forward to an istiod pod ([`ask_pod`]). Every link whose secret this primary holds must
 /// be listed as `synced`. An istiod that cannot be asked is a WARN that
 /// says why.
 async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Check> {
@@ -1054,15 +1097,13 @@ async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Check> {
             )),
         ];
     };
-    let path =
-        format!("/api/v1/namespaces/{NS}/pods/{pod}:{ISTIOD_DEBUG_PORT}/proxy/debug/clusterz");
-    let body = match http_get(conn, &path).await {
+    let body = match ask_pod(conn, pod, ISTIOD_DEBUG_PORT, "/debug/clusterz").await {
         Ok(b) => b,
         Err(e) => {
             return vec![Check::warn(
                 c,
                 check,
-                format!("cannot ask istiod (pod {pod}, port {ISTIOD_DEBUG_PORT}, /debug/clusterz, through the API server): {e}"),
+                format!("cannot ask istiod (pod {pod}, port {ISTIOD_DEBUG_PORT}, /debug/clusterz, through a port-forward): {e}"),
             )
             .fix(format!("istioctl --context {ctx} remote-clusters"))];
         }
@@ -1128,21 +1169,159 @@ async fn istiod_pods(
     Ok(names)
 }
 
-/// How long istiod may take to answer through the pod proxy: a pod the
-/// API server cannot route to (a private pod network) hangs until then.
-const PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long istiod may take to answer through the port-forward: a pod the
+/// cluster cannot reach hangs until then.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn http_get(conn: &Connection, path: &str) -> Result<String, String> {
-    let req = http::Request::get(path)
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(PROXY_TIMEOUT, conn.client.request_text(req)).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(e.to_string()),
+/// A GET of `path` on `port` of `pod`, through a port-forward (the pods'
+/// `portforward` subresource), as `istioctl remote-clusters` asks istiod.
+/// Not the API server's pod proxy: istiod answers its debug endpoints only
+/// to requests from localhost or authenticated as a workload, and the proxy
+/// strips the caller's credentials, so through it a real istiod says 401;
+/// a port-forward arrives from localhost inside the pod, as the kubelet
+/// connects.
+async fn ask_pod(conn: &Connection, pod: &str, port: u16, path: &str) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(conn.client.clone(), NS);
+    let ask = async {
+        let mut forward = pods
+            .portforward(pod, &[port])
+            .await
+            .map_err(|e| format!("port-forward refused: {e}"))?;
+        let mut stream = forward
+            .take_stream(port)
+            .ok_or("port-forward gave no stream")?;
+        let error = forward.take_error(port);
+        stream
+            .write_all(
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .map_err(|e| format!("writing the request: {e}"))?;
+        let answer = read_http_response(&mut stream).await;
+        drop(stream);
+        forward.abort();
+        match answer {
+            Ok(a) => Ok(a),
+            // What the far side said, when it said something.
+            Err(e) => match error {
+                Some(err) => {
+                    match tokio::time::timeout(std::time::Duration::from_millis(200), err).await {
+                        Ok(Some(said)) => Err(said),
+                        _ => Err(e),
+                    }
+                }
+                None => Err(e),
+            },
+        }
+    };
+    match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+        Ok(r) => r,
         Err(_) => Err(format!(
-            "no answer within {} s (can the API server reach the pod network?)",
-            PROXY_TIMEOUT.as_secs()
+            "no answer within {} s through the port-forward",
+            ASK_TIMEOUT.as_secs()
         )),
+    }
+}
+
+/// The largest answer read from istiod's debug endpoint.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Reads one HTTP/1.1 response: the body of a 200 (by Content-Length,
+/// chunked, or to the end), or an error naming the status.
+async fn read_http_response<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = r.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                "the connection closed without an answer (is istiod listening on its debug port?)"
+                    .into()
+            } else {
+                "the answer ended inside its headers".into()
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 64 * 1024 {
+            return Err("an answer with headers over 64 KiB".into());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let mut body = buf[head_end..].to_vec();
+    let complete = |body: &[u8]| match (length, chunked) {
+        (Some(n), _) => body.len() >= n,
+        (None, true) => body.ends_with(b"0\r\n\r\n"),
+        (None, false) => false,
+    };
+    while !complete(&body) {
+        let n = r.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+        if body.len() > MAX_ANSWER {
+            return Err(format!("an answer over {} MiB", MAX_ANSWER / 1024 / 1024));
+        }
+    }
+    if let Some(n) = length {
+        body.truncate(n);
+    } else if chunked {
+        body = dechunk(&body).ok_or("a chunked answer that does not parse")?;
+    }
+    let body = String::from_utf8_lossy(&body).to_string();
+    if status != "200" {
+        return Err(format!(
+            "HTTP {status}: {}",
+            shown(body.trim().chars().take(200).collect::<String>().as_str())
+        ));
+    }
+    Ok(body)
+}
+
+/// The body of a chunked transfer encoding.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..line_end])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
     }
 }
 
@@ -1168,6 +1347,30 @@ mod tests {
         let why = verify_signed_by(&ca.cert_pem, &other).unwrap_err();
         assert!(why.contains("not by the mesh's root"), "{why}");
         assert!(verify_signed_by("nonsense", &root).is_err());
+    }
+
+    #[test]
+    fn http_answers_by_length_chunked_or_to_the_end_and_errors_by_status() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let read = |raw: &str| {
+            let mut r = raw.as_bytes();
+            rt.block_on(read_http_response(&mut r))
+        };
+        assert_eq!(
+            read("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]extra").unwrap(),
+            "[]"
+        );
+        assert_eq!(
+            read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n1\r\n}\r\n1\r\n]\r\n0\r\n\r\n").unwrap(),
+            "[{}]"
+        );
+        assert_eq!(read("HTTP/1.0 200 OK\r\n\r\n[1]").unwrap(), "[1]");
+        let e = read("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert!(e.contains("HTTP 401"), "{e}");
+        assert!(read("").unwrap_err().contains("without an answer"));
+        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 #   ${MESH_REALK8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh-realk8s}/<key>/bin
 #
 # <key> is a hash of the four tool modules (go.mod + go.sum) and the Go
-# version (the older Istio pin in istio-old/ is keyed by its stamp file instead), so changing a pin builds into a new folder and an unchanged pin
+# version, so changing a pin builds into a new folder and an unchanged pin
 # reuses the old one (CI on the same machine reuses a developer's build).
+# The older Istio pin (istio-old/, for upgrade tests) builds into
+# <key>/bin/istio-old, rebuilt when its stamp file names another version.
 # Prints the bin folder on its last line of stdout; everything else goes to
 # stderr. Idempotent: a tool already built is skipped.
 #

@@ -111,6 +111,16 @@ fn inside() -> bool {
             up.success(),
             "could not bring up loopback in the private network namespace"
         );
+        // kwok's fake nodes' address: the API servers reach kwok's kubelet
+        // server there (port-forward), each cluster on its own port.
+        let node = Command::new("ip")
+            .args(["addr", "add", "10.240.0.1/32", "dev", "lo"])
+            .status()
+            .expect("running `ip addr add` (iproute2)");
+        assert!(
+            node.success(),
+            "could not add the fake nodes' address to loopback"
+        );
     });
     true
 }
@@ -217,6 +227,33 @@ pub fn tail_of(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A plain HTTP GET (no client crate): the body of a 200 answer.
+pub fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((host, port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let (head, rest) = body.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| rest.to_string())
+}
+
+/// `n` distinct free ports (all bound at once, so none repeats), none of
+/// them in `avoid`.
+fn free_ports(n: usize, avoid: &[u16]) -> Vec<u16> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        if !avoid.contains(&l.local_addr().unwrap().port()) {
+            held.push(l);
+        }
+    }
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -253,6 +290,9 @@ pub struct RealCluster {
     pub nobody_token: String,
     /// The load-balancer address kwok gives every LoadBalancer Service here.
     pub lb_ip: String,
+    /// Where a port-forward to port 15014 of an istiod pod arrives (kwok's
+    /// ClusterPortForward): a local pilot-discovery listens here.
+    pub istiod_port: u16,
     /// Its own kubeconfig (only this cluster, as the current context).
     pub kubeconfig: PathBuf,
     procs: Vec<Proc>,
@@ -383,6 +423,90 @@ impl RealClusters {
         for c in &mut self.clusters {
             c.check_alive();
         }
+    }
+
+    /// A real istiod behind the istiod pods of `cluster`: kwok's pods run
+    /// nothing, but kwok forwards a port-forward to port 15014 of any pod
+    /// in istio-system to `istiod_port` on loopback, where this starts a
+    /// real pilot-discovery reading the cluster with its kubeconfig. A
+    /// port-forward then reaches the real istiod exactly as
+    /// `istioctl remote-clusters` and `mesh check` reach istiod in a cloud
+    /// (from localhost, as the kubelet connects). Returns once it answers.
+    pub fn istiod_behind_its_pod(&self, cluster: &str, revision: Option<&str>) -> Proc {
+        let rev = revision.unwrap_or("default");
+        let deadline = Instant::now() + STARTUP;
+        let c = self.cluster(cluster);
+        let work = self.dir.join(format!("istiod-{cluster}-{rev}"));
+        std::fs::create_dir_all(&work).unwrap();
+        // With a plugged CA (Secret cacerts), istiod signs with it and
+        // publishes its root (ConfigMap istio-ca-root-cert), as in a pod
+        // that mounts cacerts at /etc/cacerts.
+        let cacerts = self.kubectl(
+            cluster,
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "secret",
+                "cacerts",
+                "-o",
+                "jsonpath={.data}",
+            ],
+        );
+        let ca_dir = work.join("cacerts");
+        let with_ca = cacerts.status.success() && !cacerts.stdout.is_empty();
+        if with_ca {
+            use base64::Engine as _;
+            std::fs::create_dir_all(&ca_dir).unwrap();
+            let data: serde_json::Value = serde_json::from_slice(&cacerts.stdout).unwrap();
+            for (file, b64) in data.as_object().unwrap() {
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_str().unwrap())
+                    .unwrap();
+                std::fs::write(ca_dir.join(file), pem).unwrap();
+            }
+        }
+        let ca_dir = ca_dir.display().to_string();
+        let ports = free_ports(3, &[c.istiod_port]);
+        let istiod = Proc::start(
+            "pilot-discovery",
+            &self.tool("pilot-discovery"),
+            &[
+                "discovery".into(),
+                "--kubeconfig".into(),
+                c.kubeconfig.display().to_string(),
+                "--clusterID".into(),
+                cluster.into(),
+                format!("--httpAddr=127.0.0.1:{}", ports[0]),
+                format!("--grpcAddr=127.0.0.1:{}", ports[1]),
+                format!("--monitoringAddr=127.0.0.1:{}", c.istiod_port),
+                format!("--ctrlz_port={}", ports[2]),
+                "--secureGRPCAddr=".into(),
+                "--httpsAddr=".into(),
+            ],
+            work.join("pilot-discovery.log"),
+            &[
+                ("POD_NAMESPACE", "istio-system"),
+                ("POD_NAME", "mesh-test-istiod"),
+                ("REVISION", rev),
+                ("ENABLE_CA_SERVER", if with_ca { "true" } else { "false" }),
+                ("ROOT_CA_DIR", ca_dir.as_str()),
+                ("INJECTION_WEBHOOK_CONFIG_NAME", ""),
+                ("VALIDATION_WEBHOOK_CONFIG_NAME", ""),
+                ("INJECT_ENABLED", "false"),
+                ("ENABLE_LEADER_ELECTION", "false"),
+            ],
+        );
+        while http_get("127.0.0.1", c.istiod_port, "/debug/clusterz").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "pilot-discovery of {cluster} never answered on 127.0.0.1:{}. Its log:\n{}",
+                c.istiod_port,
+                istiod.tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        istiod
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -526,6 +650,7 @@ fn start_one(tools: &Path, root: &Path, name: &str, index: usize) -> RealCluster
         token,
         nobody_token,
         lb_ip: lb_ip.clone(),
+        istiod_port: free_port(),
         kubeconfig: dir.join("admin.kubeconfig"),
         procs,
     };
@@ -628,9 +753,29 @@ spec:
             ipMode: VIP
 "#
     );
+    // Port-forwards to istiod's debug port arrive at a local address, where
+    // a real pilot-discovery may listen (`istiod_behind_its_pod`), as the
+    // kubelet forwards into a pod in a cloud.
+    let forward = format!(
+        r#"---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterPortForward
+metadata:
+  name: istiod-debug
+spec:
+  selector:
+    matchNamespaces: [istio-system]
+  forwards:
+  - ports: [15014]
+    target:
+      port: {}
+      address: 127.0.0.1
+"#,
+        cluster.istiod_port
+    );
     std::fs::write(
         dir.join("kwok-stages.yaml"),
-        format!("{stages}\n{lb_stage}"),
+        format!("{stages}\n{lb_stage}\n{forward}"),
     )
     .unwrap();
     std::fs::create_dir_all(dir.join("kwokhome")).unwrap();
@@ -643,15 +788,20 @@ spec:
             format!("--config={}", s(&dir.join("kwok-stages.yaml"))),
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
             "--node-lease-duration-seconds=40".into(),
-            "--cidr=10.244.0.0/16".into(),
+            // Each cluster its own pod range: one network namespace holds
+            // them all, and a pod's IP may be put on loopback to serve it.
+            format!("--cidr=10.244.{index}.0/24"),
             "--node-ip=10.240.0.1".into(),
+            // kwok's kubelet server (port-forward), on this cluster's port.
+            format!("--node-port={}", free_port()),
         ],
         dir.join("kwok.log"),
         &[("KWOK_WORKDIR", kwok_home.as_str())],
     ));
 
     // One fake node.
-    let node = r#"apiVersion: v1
+    let node = format!(
+        r#"apiVersion: v1
 kind: Node
 metadata:
   name: kwok-node-0
@@ -664,13 +814,14 @@ metadata:
     kubernetes.io/arch: amd64
     type: kwok
 spec:
-  podCIDR: 10.244.0.0/24
-  podCIDRs: [10.244.0.0/24]
+  podCIDR: 10.244.{index}.0/24
+  podCIDRs: [10.244.{index}.0/24]
 status:
-  addresses: [{type: InternalIP, address: 10.240.0.1}]
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
-"#;
+  addresses: [{{type: InternalIP, address: 10.240.0.1}}]
+  allocatable: {{cpu: "32", memory: 256Gi, pods: "110"}}
+  capacity: {{cpu: "32", memory: 256Gi, pods: "110"}}
+"#
+    );
     let mut apply = Command::new(tools.join("kubectl"))
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
@@ -713,5 +864,21 @@ status:
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The node's address, where the API server reaches kwok's kubelet
+    // server (port-forward): kwok's stages leave none.
+    let o = kubectl(&[
+        "patch",
+        "node",
+        "kwok-node-0",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"addresses":[{"type":"InternalIP","address":"10.240.0.1"}]}}"#,
+    ]);
+    assert!(
+        o.status.success(),
+        "giving the fake node of {name} its address: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     cluster
 }

@@ -442,6 +442,22 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 .unwrap_or("/inject");
             let remote = labels("IstiodRemote");
             out.extend(reader_objects(&remote, values));
+            // As Istio's chart: for an IP, a selector-less Service
+            // `istiod[-rev]` whose EndpointSlice routes to the primary.
+            if address.parse::<std::net::Ipv4Addr>().is_ok() {
+                let istiod = format!("istiod{suffix}");
+                out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(&istiod, Some(NS), &remote),
+                    "spec": {"ports": [
+                        {"name": "tcp-istiod", "port": 15012},
+                        {"name": "tcp-webhook", "port": 443, "targetPort": 15017}]}}));
+                let mut slice_meta = meta(&istiod, Some(NS), &remote);
+                slice_meta["labels"]["kubernetes.io/service-name"] = json!(istiod);
+                out.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": slice_meta,
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [address]}],
+                    "ports": [{"name": "tcp-istiod", "port": 15012, "protocol": "TCP"},
+                              {"name": "tcp-webhook", "port": 15017, "protocol": "TCP"}]}));
+            }
             out.push(webhook(
                 &format!("istio-sidecar-injector{suffix}"),
                 json!({"url": format!("https://{address}:15017{path}")}),

@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod istioctl;
 pub mod kubeconfig;
+pub mod portforward;
 pub mod protobuf;
 pub mod resources;
 pub mod review;

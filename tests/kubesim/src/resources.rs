@@ -110,6 +110,13 @@ pub fn builtin() -> Vec<ResourceType> {
         ResourceType::new("", "v1", "ConfigMap", "configmaps", true),
         ResourceType::new("", "v1", "Pod", "pods", true),
         ResourceType::new("", "v1", "Endpoints", "endpoints", true),
+        ResourceType::new(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+        ),
         deployments,
         ResourceType::new(
             "rbac.authorization.k8s.io",

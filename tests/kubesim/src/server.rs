@@ -68,6 +68,7 @@ pub async fn serve(cluster: Arc<Cluster>, listener: TcpListener) {
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -211,6 +212,25 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
             if req.method() == Method::POST =>
         {
             review(req, |body| crate::review::access_review(cluster, body)).await
+        }
+        ["api", "v1", "namespaces", ns, "pods", pod, "portforward"]
+            if req.method() == Method::GET =>
+        {
+            let r = match crate::portforward::upgrade(
+                cluster.clone(),
+                ns,
+                pod,
+                req,
+                crate::portforward::empty_body,
+            ) {
+                Ok(r) => r,
+                Err((code, message)) => Response::builder()
+                    .status(code)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(full(message))
+                    .expect("a valid response"),
+            };
+            ("portforward".into(), r)
         }
         [
             "api",
