@@ -21,7 +21,7 @@ pub fn plan(plan: &mut Plan, mesh: &MeshFile, allowed: &[String]) {
     let after = Picture::of_plan(plan, Side::After);
     plan.notes = notes(&before, &after);
     plan.removals = removals(plan);
-    plan.refused = Vec::new();
+    plan.refused = crate::upgrades::refusals(plan);
     plan.policy = crate::policy::evaluate(&mesh.policy, plan, allowed);
 }
 

@@ -323,8 +323,9 @@ fn a_changed_input_shows_a_diff() {
     assert_eq!(
         cp.reason.as_deref(),
         Some(
-            "input changed; Istio revision `default` stays installed beside the new one: \
-             once workloads have moved, remove it with `istioctl uninstall --revision default`"
+            "input changed; Istio revision `default` stays installed beside the new one (a \
+             canary): keep it as a [[mesh.keep_revision]], move the tags and namespaces to the \
+             new revision, then remove it from the mesh file to uninstall it"
         )
     );
     assert_eq!(

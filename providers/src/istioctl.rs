@@ -131,6 +131,74 @@ impl Istioctl {
         self.run(&args, None).await
     }
 
+    /// `istioctl uninstall -y --revision R --context C`: one revision's
+    /// control plane (or remote profile), leaving the others and the CRDs.
+    pub async fn uninstall_revision(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        revision: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec![
+            "uninstall".to_string(),
+            "-y".into(),
+            "--revision".into(),
+            revision.into(),
+        ];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// `istioctl tag set T --revision R --overwrite -y --context C`: the
+    /// revision tag's webhook (and, for `default`, the default validator),
+    /// pointing at revision R's injector. `-y` always: without it a
+    /// conflict prompt reads an empty stdin and istioctl exits 0 having
+    /// applied nothing.
+    pub async fn tag_set(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        tag: &str,
+        revision: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec![
+            "tag".to_string(),
+            "set".into(),
+            tag.into(),
+            "--revision".into(),
+            revision.into(),
+            "--overwrite".into(),
+            "-y".into(),
+        ];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// `istioctl tag remove T -y --context C`.
+    pub async fn tag_remove(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        tag: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec!["tag".to_string(), "remove".into(), tag.into(), "-y".into()];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// This istioctl's settings with another binary: a kept revision's
+    /// istioctl. Under the sandbox (a prefix: mesh's simulated istioctl)
+    /// the simulator stays, told which istioctl it stands for.
+    pub fn with_program(&self, program: &str) -> Istioctl {
+        let mut i = self.clone();
+        if i.prefix.is_empty() {
+            i.program = program.into();
+        } else {
+            i.env.push(("KUBESIM_ISTIOCTL_AS".into(), program.into()));
+        }
+        i
+    }
+
     /// The client version, from `istioctl version --remote=false -o json`
     /// (`clientVersion.version`); the plain output's last version-looking
     /// word only if the JSON form is refused (very old istioctl).

@@ -204,6 +204,11 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             crate::out!("{}", render_plan(&plan, Format::Text, out));
             bail!(refusal);
         }
+        if !plan.refused.is_empty() {
+            world.close().await;
+            crate::out!("{}", render_plan(&plan, Format::Text, out));
+            bail!(super::plan::refused(&plan.refused));
+        }
         if plan.refresh_only {
             world.close().await;
             // A saved plan was reviewed when it was made: not asked again.

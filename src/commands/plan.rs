@@ -87,6 +87,10 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
         crate::out!("{}", render_plan(&plan, args.format, out));
         anyhow::bail!(refusal);
     }
+    if !plan.refused.is_empty() {
+        crate::out!("{}", render_plan(&plan, args.format, out));
+        anyhow::bail!(refused(&plan.refused));
+    }
 
     if let Some(file) = &args.out {
         let saved = SavedPlan {
@@ -155,4 +159,17 @@ pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
     } else {
         0
     })
+}
+
+/// The error of a plan that breaks a rule of upgrading Istio
+/// (`engine::upgrades`): nothing runs.
+pub(crate) fn refused(reasons: &[String]) -> String {
+    format!(
+        "the plan is refused, nothing was changed:\n{}",
+        reasons
+            .iter()
+            .map(|r| format!("  - {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }

@@ -20,6 +20,9 @@ pub struct Input {
     pub istio_version: Option<String>,
     /// The cluster's `[cluster.values]`, deep-merged into `spec.values`.
     pub values: Map<String, Value>,
+    /// A kept revision's own istioctl (`[[mesh.keep_revision]]`): it alone
+    /// installs and uninstalls this revision. None: `[istioctl] path`.
+    pub istioctl: Option<String>,
 }
 
 /// The seed's cluster1 document (`apiVersion`, `kind`, `spec.values.global`
@@ -79,6 +82,10 @@ impl IstioctlInstall for InstallControlPlane {
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
+    }
+
+    fn istioctl(input: &Input) -> Option<&str> {
+        input.istioctl.as_deref()
     }
 
     fn removes(cluster: &str) -> String {

@@ -18,6 +18,8 @@ pub struct Input {
     pub istio_version: Option<String>,
     /// In a multi-network mesh: `values.global.network` is the remote's own.
     pub multi_network: bool,
+    /// A kept revision's own istioctl, as the control plane's.
+    pub istioctl: Option<String>,
 }
 
 /// The remote profile's IstioOperator name (why it has one:
@@ -84,6 +86,10 @@ impl IstioctlInstall for InstallRemote {
 
     fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
         render(input, outputs)
+    }
+
+    fn istioctl(input: &Input) -> Option<&str> {
+        input.istioctl.as_deref()
     }
 
     fn removes(cluster: &str) -> String {

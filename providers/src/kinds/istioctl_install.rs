@@ -75,8 +75,9 @@ pub fn revision_stays(old: &[Value], new: &Rendered) -> Vec<String> {
     revision_change(old, &new.documents)
         .map(|old| {
             vec![format!(
-                "Istio revision `{old}` stays installed beside the new one: once workloads \
-                 have moved, remove it with `istioctl uninstall --revision {old}`"
+                "Istio revision `{old}` stays installed beside the new one (a canary): keep it \
+                 as a [[mesh.keep_revision]], move the tags and namespaces to the new revision, \
+                 then remove it from the mesh file to uninstall it"
             )]
         })
         .unwrap_or_default()
@@ -291,7 +292,17 @@ pub trait IstioctlInstall: Send + Sync + 'static {
 
     /// What deleting the step removes, in plain words ([`Kind::removes`]).
     fn removes(cluster: &str) -> String;
+
+    /// A kept revision's own istioctl (`[[mesh.keep_revision]]`), which
+    /// alone installs and uninstalls it; None: `[istioctl] path`.
+    fn istioctl(_input: &Self::Input) -> Option<&str> {
+        None
+    }
 }
+
+/// The recorded output naming a kept revision's istioctl: its destroy is
+/// that istioctl's `uninstall --revision`, never a purge.
+const KEPT_ISTIOCTL: &str = "istioctl";
 
 impl<T: IstioctlInstall> Kind for T {
     const NAME: &'static str = T::NAME;
@@ -312,7 +323,7 @@ impl<T: IstioctlInstall> Kind for T {
     /// `istioctl install -y -f - --context <ctx>` with the rendered document.
     async fn apply(
         cx: Ctx<'_>,
-        _input: &Self::Input,
+        input: &Self::Input,
         rendered: &Rendered,
         _previous: Option<&Recorded<'_>>,
     ) -> Result<Applied, StepError> {
@@ -323,10 +334,22 @@ impl<T: IstioctlInstall> Kind for T {
                 cx.step
             )));
         }
-        cx.say(&format!("istioctl install ({})…", T::WHAT));
-        let mut log = cx
-            .env
-            .istioctl
+        let kept = T::istioctl(input);
+        let istioctl = match kept {
+            Some(path) => {
+                cx.say(&format!(
+                    "istioctl install ({}, revision {}, with {path})…",
+                    T::WHAT,
+                    revision_of(rendered.documents.first())
+                ));
+                cx.env.istioctl.with_program(path)
+            }
+            None => {
+                cx.say(&format!("istioctl install ({})…", T::WHAT));
+                cx.env.istioctl.clone()
+            }
+        };
+        let mut log = istioctl
             .install(cx.target, cx.env.kubeconfig.as_ref(), &rendered.to_yaml())
             .await?
             .output;
@@ -346,10 +369,12 @@ impl<T: IstioctlInstall> Kind for T {
                 ));
             }
         }
-        Ok(Applied {
-            outputs: [(OBJECTS.to_string(), Value::Array(objects))].into(),
-            log,
-        })
+        let mut outputs: std::collections::BTreeMap<String, Value> =
+            [(OBJECTS.to_string(), Value::Array(objects))].into();
+        if let Some(path) = kept {
+            outputs.insert(KEPT_ISTIOCTL.into(), Value::from(path));
+        }
+        Ok(Applied { outputs, log })
     }
 
     /// Drift: an object the install made that is missing, a Deployment of
@@ -419,6 +444,21 @@ impl<T: IstioctlInstall> Kind for T {
 
     async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
         let (env, target) = (cx.env, cx.target);
+        // A kept revision: only it goes, by the istioctl that installed it.
+        if let Some(path) = recorded.outputs.get(KEPT_ISTIOCTL).and_then(Value::as_str) {
+            let docs = recorded.documents()?;
+            let rev = revision_of(docs.first());
+            cx.say(&format!(
+                "istioctl uninstall --revision {rev} ({}, with {path})…",
+                T::WHAT
+            ));
+            let log = env
+                .istioctl
+                .with_program(path)
+                .uninstall_revision(target, env.kubeconfig.as_ref(), &rev)
+                .await?;
+            return Ok(log.output);
+        }
         match T::UNINSTALL {
             Uninstall::Purge | Uninstall::PurgeAndNamespace => {
                 cx.say(&format!("istioctl uninstall --purge ({})…", T::WHAT));
