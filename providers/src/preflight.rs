@@ -238,8 +238,16 @@ pub fn destroy_access(kind: StepKind) -> Vec<Access> {
 fn tag_access() -> Vec<Access> {
     let mut access = Vec::new();
     for (group, resource, ns) in [
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", None),
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", None),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            None,
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            None,
+        ),
         ("", "services", Some(ISTIO)),
     ] {
         for verb in ["get", "list", "create", "patch", "delete"] {

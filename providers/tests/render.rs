@@ -168,7 +168,10 @@ fn expose_istiod_is_the_sample_in_istio_system() {
         .into_iter()
         .map(with_namespace)
         .collect();
-    let r = expose_istiod::render(&expose_istiod::Input { revision: None, kept: vec![] });
+    let r = expose_istiod::render(&expose_istiod::Input {
+        revision: None,
+        kept: vec![],
+    });
     assert_eq!(r.documents, expected);
     let expected: Vec<Value> =
         docs(&testdata("expose-istiod-rev.yaml.tmpl").replace("{{.Revision}}", "canary"))
@@ -306,7 +309,10 @@ fn rendering_is_deterministic_and_round_trips_through_yaml() {
     let all = [
         cp(true, Some("canary"), Map::new()),
         eastwest("network1", None),
-        expose_istiod::render(&expose_istiod::Input { revision: None, kept: vec![] }),
+        expose_istiod::render(&expose_istiod::Input {
+            revision: None,
+            kept: vec![],
+        }),
         remote(Known::AfterApply, Map::new()),
         remote(Known::Known(json!("172.18.0.200")), Map::new()),
     ];

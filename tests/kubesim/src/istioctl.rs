@@ -331,8 +331,18 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], labels: &Value)
 /// The reader's ServiceAccount and RBAC. As Istio's base chart: with
 /// `values.global.readerServiceAccount.name` set, the ServiceAccount is the
 /// user's to create and only the binding to it is installed.
-fn reader_objects(labels: &Value, values: &Value) -> Vec<Value> {
-    let name = format!("istio-reader-clusterrole-{NS}");
+/// The reader ServiceAccount and its cluster role, as Istio's charts name
+/// them: the ClusterRole and binding per revision
+/// (`istio-reader-clusterrole[-<rev>]-istio-system`, the discovery chart),
+/// the ServiceAccount shared (the base chart: a revision's uninstall
+/// leaves it).
+fn reader_objects(labels: &Value, values: &Value, rev: Option<&str>) -> Vec<Value> {
+    let name = match rev {
+        Some(r) => format!("istio-reader-clusterrole-{r}-{NS}"),
+        None => format!("istio-reader-clusterrole-{NS}"),
+    };
+    let mut base = labels.clone();
+    base[COMPONENT_LABEL] = json!("Base");
     let custom = values
         .pointer("/global/readerServiceAccount/name")
         .and_then(Value::as_str)
@@ -345,7 +355,7 @@ fn reader_objects(labels: &Value, values: &Value) -> Vec<Value> {
     let sa = custom.unwrap_or("istio-reader-service-account");
     let mut out = Vec::new();
     if custom.is_none() {
-        out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, Some(NS), labels)}));
+        out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, Some(NS), &base)}));
     }
     out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(&name, None, labels),
         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}));
@@ -437,7 +447,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ] {
                 out.push(crd(group, kind, plural, versions, &base));
             }
-            out.extend(reader_objects(&base, values));
+            out.extend(reader_objects(&base, values, rev));
             let pilot = labels("Pilot");
             let istiod = format!("istiod{suffix}");
             let mut env = vec![
@@ -486,7 +496,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 .and_then(Value::as_str)
                 .unwrap_or("/inject");
             let remote = labels("IstiodRemote");
-            out.extend(reader_objects(&remote, values));
+            out.extend(reader_objects(&remote, values, rev));
             // As Istio's chart: for an IP, a selector-less Service
             // `istiod[-rev]` whose EndpointSlice routes to the primary.
             if address.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -805,10 +815,17 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
             let selector = match &what {
                 // What the install made (its component label): tags that
                 // `istioctl tag set` made carry none and stay, as they do.
-                Removal::Revision(r) => format!("{REV_LABEL}={r},{COMPONENT_LABEL}"),
+                Removal::Revision(r) => format!(
+                    "{REV_LABEL}={r},{COMPONENT_LABEL} in (Pilot,IstiodRemote,IngressGateways,EgressGateways,Cni,Ztunnel)"
+                ),
                 _ => COMPONENT_LABEL.to_string(),
             };
             for (api_version, kind, _) in KINDS {
+                // A revision's uninstall leaves the CRDs, which every
+                // revision shares; only a purge removes them.
+                if matches!(what, Removal::Revision(_)) && *kind == "CustomResourceDefinition" {
+                    continue;
+                }
                 let ar = api_resource(api_version, kind);
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
                 let lp = ListParams::default().labels(&selector);
@@ -882,7 +899,10 @@ async fn tag_set(
     by_installer: bool,
 ) -> Result<(), String> {
     let client = client(a).await?;
-    let mwc = api_resource("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration");
+    let mwc = api_resource(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &mwc);
     let canonical = if rev == "default" {
         "istio-sidecar-injector".to_string()
@@ -945,7 +965,10 @@ async fn tag_set(
 async fn tag_remove(a: &Args, tag: &str) -> Result<usize, String> {
     let client = client(a).await?;
     let mut n = 0;
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
         let ar = api_resource("admissionregistration.k8s.io/v1", kind);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         let lp = ListParams::default().labels(&format!("{TAG_LABEL}={tag}"));
@@ -961,7 +984,9 @@ async fn tag_remove(a: &Args, tag: &str) -> Result<usize, String> {
         }
     }
     if n == 0 {
-        return Err(format!("cannot remove tag \"{tag}\": cannot find MutatingWebhookConfiguration for tag"));
+        return Err(format!(
+            "cannot remove tag \"{tag}\": cannot find MutatingWebhookConfiguration for tag"
+        ));
     }
     Ok(n)
 }
@@ -969,12 +994,13 @@ async fn tag_remove(a: &Args, tag: &str) -> Result<usize, String> {
 /// `istioctl tag list -o json`: `[{"tag", "revision", "namespaces"}]`.
 async fn tag_list(a: &Args) -> Result<String, String> {
     let client = client(a).await?;
-    let ar = api_resource("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration");
+    let ar = api_resource(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let lp = ListParams::default().labels(TAG_LABEL);
-    let list = retry(|| api.list(&lp))
-        .await
-        .map_err(|e| e.to_string())?;
+    let list = retry(|| api.list(&lp)).await.map_err(|e| e.to_string())?;
     let tags: Vec<Value> = list
         .items
         .iter()
@@ -991,7 +1017,10 @@ async fn tag_list(a: &Args) -> Result<String, String> {
 /// (as the real istioctl does after installing).
 async fn default_tag(a: &Args, rev: &str) -> Result<(), String> {
     let client = client(a).await?;
-    let ar = api_resource("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration");
+    let ar = api_resource(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let exists = retry(|| api.get_opt("istio-revision-tag-default"))
         .await

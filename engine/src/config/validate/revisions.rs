@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 impl Checker<'_> {
     /// The kept revisions, each named once, none the mesh's own `revision`,
     /// each with the istioctl that installed it.
-    pub(super) fn keep_revisions(&mut self, draft: &Draft, mesh: &MeshSection) -> Vec<KeptRevision> {
+    pub(super) fn keep_revisions(
+        &mut self,
+        draft: &Draft,
+        mesh: &MeshSection,
+    ) -> Vec<KeptRevision> {
         let own = mesh.revision_name().to_string();
         let mut seen: Vec<String> = Vec::new();
         let mut out = Vec::new();
