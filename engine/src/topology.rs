@@ -180,8 +180,10 @@ impl Compiler<'_> {
             self.b.depend(&cp, after);
         }
         // Each kept revision's control plane, by its own istioctl, beside
-        // the mesh's: after it, so a destroy uninstalls it (by revision)
-        // before the mesh's purges the rest.
+        // the mesh's: before it, so the mesh's revision is the last to
+        // write what revisions share (the ingress gateway moves with
+        // `revision`, in place, as in Istio's canary guide); a kept
+        // revision's uninstall then leaves it.
         for k in &self.mesh.mesh.keep_revisions {
             let id = named_step_id(&p.name, StepKind::InstallControlPlane, &k.name);
             let kept = self.add_as(
@@ -198,7 +200,10 @@ impl Compiler<'_> {
                     istioctl: Some(k.istioctl.clone()),
                 }),
             )?;
-            self.b.depend(&kept, &cp);
+            self.b.depend(&cp, &kept);
+            if let Some(after) = &cp_after {
+                self.b.depend(&kept, after);
+            }
         }
         // A primary alone on one network needs no east-west gateway, no
         // address wait, and no istiod exposed on a public load balancer.
@@ -277,7 +282,8 @@ impl Compiler<'_> {
             .depend(&remote, step_id(&p.name, StepKind::EastwestAddress));
         self.b
             .depend(&remote, step_id(&p.name, StepKind::ExposeIstiod));
-        // Each kept revision's remote profile, by its own istioctl.
+        // Each kept revision's remote profile, by its own istioctl, before
+        // the mesh's (as the control planes).
         for k in &self.mesh.mesh.keep_revisions {
             let id = named_step_id(&r.name, StepKind::InstallRemote, &k.name);
             let kept = self.add_as(
@@ -294,7 +300,8 @@ impl Compiler<'_> {
                     istioctl: Some(k.istioctl.clone()),
                 }),
             )?;
-            self.b.depend(&kept, &remote);
+            self.b.depend(&remote, &kept);
+            self.b.depend(&kept, &rprep);
             self.b
                 .depend(&kept, step_id(&p.name, StepKind::EastwestAddress));
             self.b

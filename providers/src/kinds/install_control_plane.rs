@@ -46,13 +46,17 @@ pub fn render(input: &Input) -> Rendered {
         spec.insert("revision".into(), Value::from(rev.as_str()));
     }
     spec.insert("values".into(), Value::Object(values));
-    Rendered {
-        documents: vec![json!({
+    let mut doc = json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
             "metadata": super::istioctl_install::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
-        })],
+        });
+    if input.istioctl.is_some() {
+        super::istioctl_install::mark_kept(&mut doc);
+    }
+    Rendered {
+        documents: vec![doc],
         unknown: false,
     }
 }

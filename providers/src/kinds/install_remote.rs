@@ -52,13 +52,17 @@ pub fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
     }
     spec.insert("profile".into(), Value::from("remote"));
     spec.insert("values".into(), Value::Object(values));
-    Rendered {
-        documents: vec![json!({
+    let mut doc = json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
             "metadata": super::istioctl_install::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
-        })],
+        });
+    if input.istioctl.is_some() {
+        super::istioctl_install::mark_kept(&mut doc);
+    }
+    Rendered {
+        documents: vec![doc],
         unknown,
     }
 }

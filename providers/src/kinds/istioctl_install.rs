@@ -44,6 +44,11 @@ pub fn iop_metadata(name: &str, istio_version: Option<&str>) -> Value {
     meta
 }
 
+/// Marks a kept revision's IstioOperator ([`KEPT_ANNOTATION`]).
+pub fn mark_kept(doc: &mut Value) {
+    doc["metadata"]["annotations"][KEPT_ANNOTATION] = Value::from("true");
+}
+
 /// The revision of an IstioOperator document (`default` when it has none).
 pub fn revision_of(doc: Option<&Value>) -> String {
     doc.and_then(|d| d.pointer("/spec/revision"))
@@ -187,10 +192,18 @@ async fn installed_objects(
     Ok(listed
         .into_iter()
         .filter(|o| {
-            o.pointer("/metadata/labels")
+            let labels = o.pointer("/metadata/labels");
+            labels
                 .and_then(|l| l.get(REVISION_LABEL))
                 .and_then(Value::as_str)
                 .is_none_or(|r| r == revision)
+                // EndpointSlices copy their Service's labels, but the
+                // endpoint controller makes them (under generated names
+                // it may replace at any time): not istioctl's.
+                && labels
+                    .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
+                    .and_then(Value::as_str)
+                    .is_none_or(|m| !m.starts_with("endpointslice-controller"))
         })
         .map(|mut o| {
             if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -304,6 +317,10 @@ pub trait IstioctlInstall: Send + Sync + 'static {
 /// that istioctl's `uninstall --revision`, never a purge.
 const KEPT_ISTIOCTL: &str = "istioctl";
 
+/// The annotation of a kept revision's IstioOperator (`[[mesh.keep_revision]]`),
+/// so that its record says what deleting it removes.
+pub const KEPT_ANNOTATION: &str = "mesh/kept-revision";
+
 impl<T: IstioctlInstall> Kind for T {
     const NAME: &'static str = T::NAME;
     type Input = T::Input;
@@ -316,7 +333,20 @@ impl<T: IstioctlInstall> Kind for T {
         revision_stays(old, new)
     }
 
-    fn removes(cluster: &str, _holder: Option<&str>, _recorded: &[Value]) -> String {
+    fn removes(cluster: &str, _holder: Option<&str>, recorded: &[Value]) -> String {
+        let doc = recorded.first();
+        if doc
+            .and_then(|d| d.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(KEPT_ANNOTATION))
+            .is_some()
+        {
+            let rev = revision_of(doc);
+            return format!(
+                "revision `{rev}`'s {} in {cluster} (`istioctl uninstall --revision {rev}`, by \
+                 its own istioctl); the mesh's revision and the CRDs stay",
+                T::WHAT
+            );
+        }
         T::removes(cluster)
     }
 
@@ -448,6 +478,22 @@ impl<T: IstioctlInstall> Kind for T {
         if let Some(path) = recorded.outputs.get(KEPT_ISTIOCTL).and_then(Value::as_str) {
             let docs = recorded.documents()?;
             let rev = revision_of(docs.first());
+            // Gone already (a destroy purged the mesh's control plane
+            // first): istioctl would refuse a revision it cannot find.
+            let conn = cx.connect().await?;
+            let webhooks = crate::k8s::list_labelled(
+                &conn,
+                &[(
+                    "admissionregistration.k8s.io/v1",
+                    "MutatingWebhookConfiguration",
+                )],
+                crate::k8s::ISTIO_NAMESPACE,
+                &format!("{REVISION_LABEL}={rev},!istio.io/tag"),
+            )
+            .await?;
+            if webhooks.is_empty() {
+                return Ok(format!("revision {rev} is already uninstalled\n"));
+            }
             cx.say(&format!(
                 "istioctl uninstall --revision {rev} ({}, with {path})…",
                 T::WHAT
