@@ -78,8 +78,9 @@ fn tag_notes(plan: &Plan) -> Vec<String> {
         text.as_deref()
             .and_then(|t| providers::facts::of_input(t).revision)
     };
-    // (tag, from, to) → clusters
-    let mut moves: BTreeMap<(String, Option<String>, Option<String>), Vec<&str>> = BTreeMap::new();
+    /// A tag, the revision it pointed at, and the one it points at.
+    type Move = (String, Option<String>, Option<String>);
+    let mut moves: BTreeMap<Move, Vec<&str>> = BTreeMap::new();
     for c in plan.changes.iter().filter(|c| c.kind == "revision-tag") {
         let (from, to) = match c.action {
             Action::Create => (None, rev(&c.after)),
