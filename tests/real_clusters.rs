@@ -1678,6 +1678,8 @@ fn an_in_place_upgrade_between_two_real_istio_builds() {
     run.write_mesh(&toml(&new, "istioctl"));
     let plan = run.ok(&["plan"]);
     assert!(plan.contains("cluster1/install-control-plane"), "{plan}");
+    // The real `istioctl x precheck` ran, and the plan says what it found.
+    assert!(plan.contains("`istioctl x precheck` on cluster1"), "{plan}");
     run.ok(&["apply", "--auto-approve"]);
     run.assert_clean();
     let (_, checks) = check_json(&run);

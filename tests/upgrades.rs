@@ -177,9 +177,38 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
         );
     }
 
-    // 3. The old revision is removed: its uninstall, by revision; 1-29 and
-    // the tag stay.
+    // 3. The old revision is removed, but not while a namespace of any
+    // cluster still asks for it by name.
     w.write_mesh(&upgraded());
+    {
+        let c2 = w.cluster("kind-cluster2");
+        let mut store = c2.store();
+        let rt = store.find_type("", "v1", "namespaces").unwrap();
+        store
+            .create(
+                &rt,
+                "",
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "shop", "labels": {"istio.io/rev": "default"}}}),
+                "kubectl",
+            )
+            .unwrap();
+    }
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("namespace `shop` in cluster2 is labelled `istio.io/rev=default`"),
+        "{t}"
+    );
+    assert!(exists(&w, "kind-cluster1", "apps", "deployments", "istio-system", "istiod"));
+    {
+        let c2 = w.cluster("kind-cluster2");
+        let mut store = c2.store();
+        let rt = store.find_type("", "v1", "namespaces").unwrap();
+        store.delete(&rt, "", "shop").unwrap();
+    }
+    // Its uninstall, by revision; 1-29 and the tag stay.
     let plan = ok(&w.mesh(&["plan"]));
     assert!(
         plan.contains("cluster1/install-control-plane#default"),
@@ -301,6 +330,19 @@ fn an_in_place_skip_of_a_minor_release_is_refused_and_one_minor_is_allowed() {
         "",
     );
     w.write_mesh(&one);
+    // Istio's precheck runs first, on the control plane, with the new
+    // istioctl, and the plan shows what it found.
+    let plan = ok(&w.mesh(&["plan"]));
+    assert!(
+        plan.contains("`istioctl x precheck` on cluster1: no issues"),
+        "{plan}"
+    );
+    assert!(
+        w.istioctl_log()
+            .iter()
+            .any(|r| r["argv"][0] == "x" && r["argv"][1] == "precheck"),
+        "precheck did not run"
+    );
     ok(&w.mesh(&["apply", "--auto-approve"]));
     plan_is_clean(&w);
 }

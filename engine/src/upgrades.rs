@@ -84,6 +84,24 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
     out
 }
 
+/// The control planes this plan upgrades in place (the same revision,
+/// another Istio version): where `istioctl x precheck` runs first.
+pub fn in_place(plan: &Plan) -> Vec<&plans::Change> {
+    let facts = |s: &Option<String>| s.as_deref().map(of_input).unwrap_or_default();
+    plan.changes
+        .iter()
+        .filter(|c| {
+            c.action == Action::Update && c.kind == "install-control-plane" && !c.step.contains('#')
+        })
+        .filter(|c| {
+            let (b, a) = (facts(&c.before), facts(&c.after));
+            b.revision == a.revision
+                && a.istio_version.is_some()
+                && b.istio_version != a.istio_version
+        })
+        .collect()
+}
+
 fn shown(f: &Facts) -> &str {
     f.istio_version.as_deref().unwrap_or("(not pinned)")
 }

@@ -184,6 +184,12 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             world.close().await;
             bail!(e);
         }
+        if plan.refused.is_empty() {
+            plan.notes
+                .extend(crate::precheck::notes(&world, &plan, &graph).await);
+            plan.refused
+                .extend(crate::precheck::revisions_in_use(&world, &plan, &graph).await);
+        }
         if let Some((file, saved)) = &saved
             && let Err(e) = saved.check_matches(file, &plan)
         {
