@@ -11,7 +11,7 @@
 use serde_json::Value;
 
 mod support;
-use support::{World, succeeded as ok, text};
+use support::{World, golden, succeeded as ok, text};
 
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
@@ -44,6 +44,11 @@ fn upgraded() -> String {
          [istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"",
         "[tags]\ndefault = \"1-29\"\n",
     )
+}
+
+/// What a mesh command printed on stdout, whatever its exit code.
+fn stdout_of(w: &World, args: &[&str]) -> String {
+    String::from_utf8_lossy(&w.mesh(args).stdout).into_owned()
 }
 
 fn exists(w: &World, ctx: &str, group: &str, plural: &str, ns: &str, name: &str) -> bool {
@@ -97,6 +102,7 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
     // 1. The canary starts: 1-29 beside the unrevisioned 1.28, `default`
     // still on the old one.
     w.write_mesh(&canary("default"));
+    golden("upgrade-canary-start.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
     let plan = ok(&w.mesh(&["plan"]));
     for step in [
         "cluster1/install-control-plane#default",
@@ -167,6 +173,7 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
     // 2. The tag moves: new pods of `istio-injection=enabled` namespaces go
     // to 1-29, on the primary and the remote.
     w.write_mesh(&canary("1-29"));
+    golden("upgrade-tag-move.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
     ok(&w.mesh(&["apply", "--auto-approve"]));
     plan_is_clean(&w);
     for ctx in CONTEXTS {
@@ -209,6 +216,7 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
         store.delete(&rt, "", "shop").unwrap();
     }
     // Its uninstall, by revision; 1-29 and the tag stay.
+    golden("upgrade-remove-old.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
     let plan = ok(&w.mesh(&["plan"]));
     assert!(
         plan.contains("cluster1/install-control-plane#default"),
@@ -318,6 +326,7 @@ fn an_in_place_skip_of_a_minor_release_is_refused_and_one_minor_is_allowed() {
         "",
     );
     w.write_mesh(&skip);
+    golden("upgrade-refused-skip.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
     let o = w.mesh(&["plan"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
@@ -330,6 +339,7 @@ fn an_in_place_skip_of_a_minor_release_is_refused_and_one_minor_is_allowed() {
         "",
     );
     w.write_mesh(&one);
+    golden("upgrade-in-place.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
     // Istio's precheck runs first, on the control plane, with the new
     // istioctl, and the plan shows what it found.
     let plan = ok(&w.mesh(&["plan"]));

@@ -324,8 +324,8 @@ fn a_changed_input_shows_a_diff() {
         cp.reason.as_deref(),
         Some(
             "input changed; Istio revision `default` stays installed beside the new one (a \
-             canary): keep it as a [[mesh.keep_revision]], move the tags and namespaces to the \
-             new revision, then remove it from the mesh file to uninstall it"
+             canary: listed in [[mesh.keep_revision]], mesh keeps tracking it, and removing it \
+             there uninstalls it)"
         )
     );
     assert_eq!(

@@ -80,9 +80,8 @@ pub fn revision_stays(old: &[Value], new: &Rendered) -> Vec<String> {
     revision_change(old, &new.documents)
         .map(|old| {
             vec![format!(
-                "Istio revision `{old}` stays installed beside the new one (a canary): keep it \
-                 as a [[mesh.keep_revision]], move the tags and namespaces to the new revision, \
-                 then remove it from the mesh file to uninstall it"
+                "Istio revision `{old}` stays installed beside the new one (a canary: listed in \
+                 [[mesh.keep_revision]], mesh keeps tracking it, and removing it there uninstalls it)"
             )]
         })
         .unwrap_or_default()
@@ -306,6 +305,11 @@ pub trait IstioctlInstall: Send + Sync + 'static {
     /// What deleting the step removes, in plain words ([`Kind::removes`]).
     fn removes(cluster: &str) -> String;
 
+    /// Whether a revision change moves the install in place rather than
+    /// installing beside the old revision (the east-west gateway: one
+    /// Service, one address, upgraded in place as Istio's guide does).
+    const MOVES_WITH_REVISION: bool = false;
+
     /// A kept revision's own istioctl (`[[mesh.keep_revision]]`), which
     /// alone installs and uninstalls it; None: `[istioctl] path`.
     fn istioctl(_input: &Self::Input) -> Option<&str> {
@@ -330,7 +334,11 @@ impl<T: IstioctlInstall> Kind for T {
     }
 
     fn leftovers(old: &[Value], new: &Rendered) -> Vec<String> {
-        revision_stays(old, new)
+        if T::MOVES_WITH_REVISION {
+            Vec::new()
+        } else {
+            revision_stays(old, new)
+        }
     }
 
     fn removes(cluster: &str, _holder: Option<&str>, recorded: &[Value]) -> String {
