@@ -493,9 +493,11 @@ primary = "cluster1"
         assert_eq!(
             plan.notes,
             [
-                "Istio goes from 1.27.0 to 1.28.0: every istioctl install runs again",
+                "Istio goes from 1.27.0 to 1.28.0: installed as a new revision beside the old one \
+                 (a canary)",
                 "revision `canary` is added: its control planes install beside revision `default`, \
-                 which stays until it is removed by hand (a canary upgrade)",
+                 which stays installed but untracked: keep it as a [[mesh.keep_revision]] (a \
+                 canary upgrade), or uninstall it by hand",
                 "the mesh becomes multi-network (network1, network2): each istio-system is \
                  labelled with its network, and each primary gets an east-west gateway that \
                  exposes its services",
