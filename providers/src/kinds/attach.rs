@@ -71,12 +71,14 @@ pub fn render(input: &Input) -> Rendered {
         Some(s) => s.clone(),
         None => format!("(the server of context {})", input.remote_context),
     };
+    let token = &link_token_names(&input.primary)[0];
     let mut data = Map::new();
     data.insert(
         input.remote.clone(),
         Value::from(format!(
-            "(sensitive: kubeconfig for {server} with the token of {}/{} in {}, made at apply time)",
-            input.reader.namespace, input.reader.name, input.remote
+            "(sensitive: kubeconfig for {server} with the token of {}/{} in {}, made at apply time \
+             in the link's own token Secret, the next document, which lives in {})",
+            input.reader.namespace, input.reader.name, input.remote, input.remote
         )),
     );
     Rendered {
@@ -90,7 +92,7 @@ pub fn render(input: &Input) -> Rendered {
                 "annotations": {"networking.istio.io/cluster": input.remote},
             },
             "stringData": data,
-        }), token_document(input, &link_token_names(&input.primary)[0])],
+        }), token_document(input, token)],
         unknown: false,
     }
 }
