@@ -147,6 +147,12 @@ const DEFAULT_READER: &str = "istio-reader-service-account";
 const SA_ANNOTATION: &str = "kubernetes.io/service-account.name";
 const NS: &str = "istio-system";
 
+/// The token Secret `istioctl create-remote-secret` makes for a reader, which
+/// every link into the cluster shared before each had its own.
+fn token_secret_name(reader: &Reader) -> String {
+    format!("{}-istio-remote-secret-token", reader.name)
+}
+
 /// A service-account token Secret of the remote, as listed.
 #[derive(Debug, Clone)]
 struct TokenSecret {
@@ -538,8 +544,17 @@ impl Kind for Attach {
                 old.name, input.remote
             ));
         }
-        // …and the token all links shared, once no remote secret holds it.
-        if let Some(shared) = held_by.filter(|s| s.link.is_none())
+        // …and the token all links shared, once no remote secret holds it:
+        // the one this link held, or (when an interrupted apply wrote the
+        // link's own token but did not get this far) the one istioctl names.
+        let shared = held_by.filter(|s| s.link.is_none()).or_else(|| {
+            let istioctl = token_secret_name(&input.reader);
+            secrets
+                .iter()
+                .find(|s| s.name == istioctl && s.link.is_none())
+                .cloned()
+        });
+        if let Some(shared) = shared
             && let Some(t) = &shared.token
         {
             match shared_still_needed(cx, input, t).await {
