@@ -1523,7 +1523,10 @@ const READER: &str = "system:serviceaccount:istio-system:istio-reader-service-ac
 /// (the remote secret's token is that Secret's, the real API server
 /// authenticates it as the reader). `--replace` of one link rotates its
 /// token: the old one gets 401 from the real API server, the new one and
-/// the other link into the same cluster keep working. Then the second
+/// the other link into the same cluster keep working, and a real istiod
+/// (pilot-discovery behind cluster2's istiod pod) swaps cluster3's client
+/// for one with the new token once it has synced and still reports
+/// cluster3 synced. Then the second
 /// primary leaves the mesh: its links' tokens are revoked (401) while the
 /// first primary's token for the same cluster, of the same ServiceAccount,
 /// still works and `mesh check`'s TokenReview passes it.
@@ -1591,6 +1594,11 @@ fn per_link_tokens_are_revoked_alone_on_real_clusters() {
         ));
     }
 
+    // A real istiod (pilot-discovery) behind cluster2's istiod pod reads
+    // cluster3 through the link about to be rotated.
+    let istiod = s.istiod_behind_its_pod("cluster2", None);
+    check_until(&run, "cluster2", "istiod sees cluster3", "PASS");
+
     // Rotation of one link: new token first, the remote secret replaced in
     // place, the old token revoked.
     let (old2, old2_sha) = link_kubeconfig(&run, "cluster2", "cluster3", "old-2-3.kubeconfig");
@@ -1627,6 +1635,22 @@ fn per_link_tokens_are_revoked_alone_on_real_clusters() {
     let (via1, _) = link_kubeconfig(&run, "cluster1", "cluster3", "1-3.kubeconfig");
     assert_eq!(whoami(&run, &via1).as_deref(), Ok(READER));
     run.assert_clean();
+    // istiod swapped the cluster's client for one with the new token, and
+    // reads cluster3 with it, the old token refused.
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !istiod.tail(2000).contains("after new cluster synced") {
+        assert!(
+            Instant::now() < deadline,
+            "istiod never swapped cluster3's client. Its log:\n{}",
+            istiod.tail(80)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let (_, checks) = check_until(&run, "cluster2", "istiod sees cluster3", "PASS");
+    eprintln!(
+        "after the rotation: {}",
+        said(&checks, "cluster2", "istiod sees cluster3")
+    );
 
     // cluster2 leaves: its links' tokens in cluster1 and cluster3 are revoked.
     let (c1_via2, _) = link_kubeconfig(&run, "cluster2", "cluster1", "2-1.kubeconfig");
