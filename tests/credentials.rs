@@ -699,3 +699,31 @@ fn killing_mesh_during_a_rotation_never_leaves_a_link_without_a_valid_token() {
     }
     eprintln!("{killed} of {rounds} rotations killed mid-way; every link kept a valid token");
 }
+
+/// A mesh whose state was lost: `mesh import` adopts each link with its
+/// own token Secret recorded (as apply records it), and plans clean.
+#[test]
+fn a_lost_state_re_imported_records_each_links_own_token() {
+    let w = World::new(&two_primaries_and_a_remote(), CONTEXTS).with_test_root();
+    w.ok(&["apply", "--auto-approve"]);
+    let before = w.state_json();
+    std::fs::remove_file(w.state_path()).unwrap();
+    let out = w.ok(&["import"]);
+    assert!(out.contains("Imported"), "{out}");
+    let after = w.state_json();
+    for (step, _, _) in links(&w) {
+        for key in [
+            "token_secret",
+            "token_sha256",
+            "token_cluster",
+            "token_context",
+        ] {
+            assert_eq!(
+                after["steps"][&step]["outputs"][key], before["steps"][&step]["outputs"][key],
+                "{step} {key}"
+            );
+        }
+    }
+    each_link_has_its_own_token(&w);
+    w.assert_clean();
+}

@@ -621,8 +621,26 @@ impl Kind for Attach {
                 input.remote
             )]));
         };
-        // The same checks as a refresh, with the live fingerprint as recorded.
-        let outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
+        // The same checks as a refresh, with the live fingerprint as recorded,
+        // and the link's own token Secret when the token is one (a mesh
+        // whose state was lost): then the record names it, as apply's does.
+        let mut outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
+        if let Some(token) = held_token(&conn, &input.remote).await? {
+            let remote = cx.env.clusters.connect(&remote_target(input)).await?;
+            let ns = input.reader.namespace.as_str();
+            if let Some(own) = token_secrets(&remote, ns).await?.into_iter().find(|s| {
+                s.holds(&token) && s.link.as_deref() == Some(input.primary.as_str())
+            }) {
+                for (k, v) in [
+                    ("token_secret", format!("{ns}/{}", own.name)),
+                    ("token_sha256", token.sha256()),
+                    ("token_cluster", input.remote.clone()),
+                    ("token_context", input.remote_context.clone()),
+                ] {
+                    outputs.insert(k.to_string(), Value::from(v));
+                }
+            }
+        }
         let recorded = Recorded {
             input: text,
             outputs: &outputs,
