@@ -110,6 +110,7 @@ pub async fn check(
         &world.env,
         &needs,
         mesh.mesh.istio_version.as_deref(),
+        &mesh.mesh.keep_revisions,
         world.loopback_reachable(),
         PARALLELISM,
     )

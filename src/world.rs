@@ -24,7 +24,13 @@ impl World {
         let (kubeconfig, mut istioctl, sandbox) = match &cli.sandbox {
             Some(dir) => {
                 let sb = crate::sandbox::Sandbox::open(dir, mesh).await?;
-                (Some(sb.kubeconfig()), sb.istioctl()?, Some(sb))
+                let mut istioctl = sb.istioctl()?;
+                // The simulator stands in for `[istioctl] path` too: it says
+                // the version that path names (`…/istio-1.29.0/bin/istioctl`).
+                if let Some(path) = &mesh.istioctl.path {
+                    istioctl = istioctl.with_program(path);
+                }
+                (Some(sb.kubeconfig()), istioctl, Some(sb))
             }
             None => {
                 let program = mesh

@@ -1693,3 +1693,309 @@ fn per_link_tokens_are_revoked_alone_on_real_clusters() {
     );
     run.assert_clean();
 }
+
+/// The two real Istio builds the upgrade tests move between, as their
+/// istioctl reports them (tests/realk8s/build.sh names each build after
+/// its VERSION and commit date).
+fn istio_versions(run: &Run) -> (String, String) {
+    let version = |path: PathBuf| {
+        let o = Command::new(path)
+            .args(["version", "--remote=false"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        version(run.set.tool("istio-old/istioctl")),
+        version(run.set.tool("istioctl")),
+    )
+}
+
+/// The mesh file of the upgrade tests: cluster1 primary, cluster2 its
+/// remote on its network, cluster3 its remote on another network; `head`
+/// is the [mesh] (and [[mesh.keep_revision]]) section, `istioctl` the
+/// mesh's istioctl, `tail` what follows the clusters.
+fn upgrade_toml(head: &str, istioctl: &Path, tail: &str) -> String {
+    let gateways = "[cluster.values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n\
+                    [cluster.eastwest_values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n";
+    format!(
+        "{head}\n\n[istioctl]\npath = \"{}\"\nreadiness_timeout = \"120s\"\n\n\
+         [[cluster]]\nname = \"cluster1\"\ncontext = \"real-cluster1\"\nnetwork = \"network1\"\nrole = \"primary\"\n{gateways}\n\
+         [[cluster]]\nname = \"cluster2\"\ncontext = \"real-cluster2\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n{gateways}\n\
+         [[cluster]]\nname = \"cluster3\"\ncontext = \"real-cluster3\"\nnetwork = \"network2\"\nrole = \"remote\"\nprimary = \"cluster1\"\n{gateways}\n{tail}",
+        istioctl.display()
+    )
+}
+
+/// Which revision each injection webhook of `cluster` serves:
+/// `name → istio.io/rev`, from `kubectl get mutatingwebhookconfigurations -o yaml`.
+fn webhooks(run: &Run, cluster: &str) -> std::collections::BTreeMap<String, String> {
+    let list = yaml(&run.set.kubectl_ok(
+        cluster,
+        &["get", "mutatingwebhookconfigurations", "-o", "yaml"],
+    ));
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            (
+                w["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                w["metadata"]["labels"]["istio.io/rev"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The east-west gateways' addresses, as recorded.
+fn eastwest_addresses(run: &Run) -> Vec<Value> {
+    let st = run.state();
+    ["cluster1", "cluster3"]
+        .iter()
+        .map(|c| {
+            let svc = run.set.kubectl_ok(
+                c,
+                &[
+                    "-n",
+                    "istio-system",
+                    "get",
+                    "service",
+                    "istio-eastwestgateway",
+                    "-o",
+                    "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                ],
+            );
+            Value::from(svc)
+        })
+        .chain(std::iter::once(
+            st["steps"]["cluster1/eastwest-address"]["outputs"]["address"].clone(),
+        ))
+        .collect()
+}
+
+/// A canary upgrade between two real Istio builds, with the real istioctl
+/// of each, on 1 primary + 2 remotes (one on another network): install at
+/// the older build; the newer one installed beside it as revision `new`
+/// (both istiods, both remote profiles, both routes; every cluster's
+/// `default` tag still on the old); a real pilot-discovery of the new
+/// build syncs every remote through mesh's secrets; `default` moved to
+/// `new` on every cluster; the old revision removed by its own istioctl.
+/// After each apply the plan is clean and the east-west gateways keep
+/// their addresses.
+#[test]
+fn a_canary_upgrade_between_two_real_istio_builds() {
+    if !harness::in_private_network("a_canary_upgrade_between_two_real_istio_builds") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2", "cluster3"]);
+    let (old, new) = istio_versions(&run);
+    assert_ne!(old, new, "the two builds must say different versions");
+    let (old_ctl, new_ctl) = (run.set.tool("istio-old/istioctl"), run.set.tool("istioctl"));
+
+    // The mesh at the older build.
+    run.write_mesh(&upgrade_toml(
+        &format!("[mesh]\nid = \"mesh1\"\nistio_version = \"{old}\""),
+        &old_ctl,
+        "",
+    ));
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    let addresses = eastwest_addresses(&run);
+
+    // The canary: `new` beside the old (kept by its own istioctl).
+    let canary = |tag: &str| {
+        upgrade_toml(
+            &format!(
+                "[mesh]\nid = \"mesh1\"\nrevision = \"new\"\nistio_version = \"{new}\"\n\n\
+                 [[mesh.keep_revision]]\nname = \"default\"\nistio_version = \"{old}\"\nistioctl = \"{}\"",
+                old_ctl.display()
+            ),
+            &new_ctl,
+            &format!("[tags]\ndefault = \"{tag}\"\n"),
+        )
+    };
+    run.write_mesh(&canary("default"));
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    let s = &run.set;
+    for d in ["istiod", "istiod-new"] {
+        assert!(
+            s.exists("cluster1", "deployment", Some("istio-system"), d),
+            "no {d}"
+        );
+    }
+    for vs in ["istiod-vs", "istiod-vs-new"] {
+        assert!(
+            s.exists("cluster1", "virtualservice", Some("istio-system"), vs),
+            "no VirtualService {vs}"
+        );
+    }
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let wh = webhooks(&run, c);
+        assert_eq!(
+            wh.get("istio-revision-tag-default").map(String::as_str),
+            Some("default"),
+            "{c}: {wh:?}"
+        );
+        assert_eq!(
+            wh.get("istio-sidecar-injector").map(String::as_str),
+            Some("default"),
+            "{c}: {wh:?}"
+        );
+        assert_eq!(
+            wh.get("istio-sidecar-injector-new").map(String::as_str),
+            Some("new"),
+            "{c}: {wh:?}"
+        );
+    }
+    assert_eq!(
+        eastwest_addresses(&run),
+        addresses,
+        "an east-west gateway moved"
+    );
+
+    // A real istiod of the new build syncs every remote through mesh's
+    // secrets, as `mesh check` sees it through a port-forward.
+    let _istiod = s.istiod_behind_its_pod("cluster1", Some("new"));
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, checks) = check_json(&run);
+        if ["cluster2", "cluster3"]
+            .iter()
+            .all(|c| status_of(&checks, "cluster1", &format!("istiod sees {c}")) == "PASS")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new istiod did not sync: {checks:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    // `default` moves to the new revision on every cluster.
+    run.write_mesh(&canary("new"));
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let wh = webhooks(&run, c);
+        assert_eq!(
+            wh.get("istio-revision-tag-default").map(String::as_str),
+            Some("new"),
+            "{c}: {wh:?}"
+        );
+    }
+
+    // The old revision goes, by its own istioctl; `new` and the tag stay.
+    run.write_mesh(&upgrade_toml(
+        &format!("[mesh]\nid = \"mesh1\"\nrevision = \"new\"\nistio_version = \"{new}\""),
+        &new_ctl,
+        "[tags]\ndefault = \"new\"\n",
+    ));
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(
+        out.contains("revision `default` is uninstalled from every cluster"),
+        "{out}"
+    );
+    run.assert_clean();
+    // istioctl deletes in the foreground: the Deployment goes once the
+    // controllers have removed what it owns.
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while s.exists("cluster1", "deployment", Some("istio-system"), "istiod") {
+        assert!(
+            Instant::now() < deadline,
+            "istiod of the old revision is still there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(s.exists("cluster1", "deployment", Some("istio-system"), "istiod-new"));
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let wh = webhooks(&run, c);
+        assert!(!wh.contains_key("istio-sidecar-injector"), "{c}: {wh:?}");
+        assert_eq!(
+            wh.get("istio-revision-tag-default").map(String::as_str),
+            Some("new"),
+            "{c}: {wh:?}"
+        );
+    }
+    assert_eq!(
+        eastwest_addresses(&run),
+        addresses,
+        "an east-west gateway moved"
+    );
+    run.ok(&["destroy", "--auto-approve"]);
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        assert!(
+            !s.exists(c, "namespace", None, "istio-system"),
+            "{c} keeps istio-system"
+        );
+    }
+}
+
+/// An in-place upgrade between the two real builds (one release line, so
+/// within Istio's one-minor rule): the same revision, the newer istioctl;
+/// the plan is clean after and istiod runs the newer build.
+#[test]
+fn an_in_place_upgrade_between_two_real_istio_builds() {
+    if !harness::in_private_network("an_in_place_upgrade_between_two_real_istio_builds") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    let (old, new) = istio_versions(&run);
+    let toml = |version: &str, ctl: &str| {
+        mesh_toml(&run.set.tools, &["cluster2"], "")
+            .replacen(
+                "id = \"mesh1\"",
+                &format!("id = \"mesh1\"\nistio_version = \"{version}\""),
+                1,
+            )
+            .replace(
+                &format!("path = \"{}\"", run.set.tool("istioctl").display()),
+                &format!("path = \"{}\"", run.set.tool(ctl).display()),
+            )
+    };
+    run.write_mesh(&toml(&old, "istio-old/istioctl"));
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    run.write_mesh(&toml(&new, "istioctl"));
+    let plan = run.ok(&["plan"]);
+    assert!(plan.contains("cluster1/install-control-plane"), "{plan}");
+    // The real `istioctl x precheck` ran, and the plan says what it found.
+    assert!(plan.contains("`istioctl x precheck` on cluster1"), "{plan}");
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    let (_, checks) = check_json(&run);
+    assert_eq!(
+        status_of(&checks, "cluster1", "istiod"),
+        "PASS",
+        "{checks:#?}"
+    );
+    let image = run.set.kubectl_ok(
+        "cluster1",
+        &[
+            "-n",
+            "istio-system",
+            "get",
+            "deployment",
+            "istiod",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
+    assert!(
+        image.ends_with(&format!(":{new}")),
+        "istiod runs {image}, not {new}"
+    );
+}

@@ -29,3 +29,4 @@ pub mod preflight;
 pub mod refresh;
 pub mod review;
 pub mod topology;
+pub mod upgrades;

@@ -187,7 +187,7 @@ pub enum GlobError {
 }
 
 fn id_char(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '/' | '@')
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '/' | '@' | '#')
 }
 
 impl Glob {
@@ -253,11 +253,12 @@ impl Glob {
             [one] => *one,
             _ => return Err(GlobError::TooManySlashes),
         };
-        // The kind half, up to a literal `@` (`attach@<primary>`).
+        // The kind half, up to a literal `@` (`attach@<primary>`) or `#`
+        // (`install-control-plane#<kept revision>`, `revision-tag#<tag>`).
         let tail = &tokens[slash + 1..];
         let kind_end = tail
             .iter()
-            .position(|t| *t == Token::Char('@'))
+            .position(|t| *t == Token::Char('@') || *t == Token::Char('#'))
             .unwrap_or(tail.len());
         let kind_glob = Glob(tail[..kind_end].to_vec());
         let any_kind = providers::StepKind::ALL
@@ -266,7 +267,7 @@ impl Glob {
         if !any_kind {
             let written: String = text
                 .split_once('/')
-                .map(|(_, t)| t.split('@').next().unwrap_or(t).to_string())
+                .map(|(_, t)| t.split(['@', '#']).next().unwrap_or(t).to_string())
                 .unwrap_or_default();
             return Err(GlobError::NoSuchKind(written));
         }

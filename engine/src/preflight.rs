@@ -141,6 +141,7 @@ pub async fn run(
     env: &Env,
     needs: &Needs,
     pinned: Option<&str>,
+    kept: &[crate::config::KeptRevision],
     loopback_reachable: bool,
     parallelism: usize,
 ) -> Findings {
@@ -153,12 +154,24 @@ pub async fn run(
         })
         .buffer_unordered(parallelism.max(1))
         .collect::<Vec<_>>();
+    // The mesh's istioctl, and each kept revision's own (in its version).
     let istioctl = async {
+        let mut errors = Vec::new();
         if needs.istioctl || pinned.is_some() {
-            preflight::check_istioctl(&env.istioctl, pinned).await.err()
-        } else {
-            None
+            errors.extend(
+                preflight::check_istioctl(&env.istioctl, pinned)
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+            );
+            for k in kept {
+                let own = env.istioctl.with_program(&k.istioctl);
+                if let Err(e) = preflight::check_istioctl(&own, k.istio_version.as_deref()).await {
+                    errors.push(format!("kept revision `{}`: {e}", k.name));
+                }
+            }
         }
+        errors
     };
     let (mut per_cluster, istioctl) = futures::join!(clusters, istioctl);
     per_cluster.sort_by_key(|(i, _)| *i);
@@ -166,9 +179,7 @@ pub async fn run(
     for (_, f) in per_cluster {
         found.extend(f);
     }
-    if let Some(e) = istioctl {
-        found.errors.push(e.to_string());
-    }
+    found.errors.extend(istioctl);
     found
 }
 

@@ -20,8 +20,9 @@ pub fn plan(plan: &mut Plan, mesh: &MeshFile, allowed: &[String]) {
     let before = Picture::of_plan(plan, Side::Before);
     let after = Picture::of_plan(plan, Side::After);
     plan.notes = notes(&before, &after);
+    plan.notes.extend(tag_notes(plan));
     plan.removals = removals(plan);
-    plan.refused = Vec::new();
+    plan.refused = crate::upgrades::refusals(plan);
     plan.policy = crate::policy::evaluate(&mesh.policy, plan, allowed);
 }
 
@@ -51,6 +52,7 @@ pub fn diff(plan: &mut Plan, base: Option<&MeshFile>, head: Option<&MeshFile>) {
     plan.command = Command::Diff;
     let (before, after) = (Picture::of_file(base), Picture::of_file(head));
     plan.notes = notes(&before, &after);
+    plan.notes.extend(tag_notes(plan));
     plan.removals = removals(plan);
     plan.refused = Vec::new();
     if let (Some(b), Some(h)) = (base, head)
@@ -66,6 +68,52 @@ pub fn diff(plan: &mut Plan, base: Option<&MeshFile>, head: Option<&MeshFile>) {
     if let Some(policy) = head.or(base).map(|m| &m.policy) {
         plan.policy = crate::policy::evaluate(policy, plan, &[]);
     }
+}
+
+/// Which revision tags move where, on which clusters: the step of a canary
+/// upgrade that moves workloads (`default` drives `istio-injection=enabled`).
+fn tag_notes(plan: &Plan) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let rev = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| providers::facts::of_input(t).revision)
+    };
+    /// A tag, the revision it pointed at, and the one it points at.
+    type Move = (String, Option<String>, Option<String>);
+    let mut moves: BTreeMap<Move, Vec<&str>> = BTreeMap::new();
+    for c in plan.changes.iter().filter(|c| c.kind == "revision-tag") {
+        let (from, to) = match c.action {
+            Action::Create => (None, rev(&c.after)),
+            Action::Delete => (rev(&c.before), None),
+            Action::Update => (rev(&c.before), rev(&c.after)),
+            _ => continue,
+        };
+        if from == to {
+            continue;
+        }
+        let tag = c.step.rsplit_once('#').map_or("", |(_, t)| t).to_string();
+        moves.entry((tag, from, to)).or_default().push(&c.cluster);
+    }
+    moves
+        .into_iter()
+        .map(|((tag, from, to), clusters)| {
+            let on = clusters.join(", ");
+            let why = if tag == "default" {
+                " (new pods of `istio-injection=enabled` namespaces)"
+            } else {
+                ""
+            };
+            match (from, to) {
+                (Some(a), Some(b)) => {
+                    format!("tag `{tag}` moves from revision `{a}` to `{b}` on {on}{why}")
+                }
+                (None, Some(b)) => format!("tag `{tag}` points at revision `{b}` on {on}{why}"),
+                (Some(a), None) => format!("tag `{tag}` (on revision `{a}`) is removed from {on}"),
+                (None, None) => String::new(),
+            }
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 fn removals(plan: &Plan) -> Vec<Removal> {
@@ -113,6 +161,9 @@ struct Picture {
     istio_version: Option<String>,
     /// The root of trust's sha256; None without `[trust]`.
     root: Option<String>,
+    /// Revisions kept beside `revision` (`[[mesh.keep_revision]]`), with
+    /// their Istio versions.
+    kept: Vec<(String, Option<String>)>,
 }
 
 impl Picture {
@@ -134,6 +185,12 @@ impl Picture {
             revision: Some(mesh.mesh.revision.clone().unwrap_or("default".into())),
             has_installs: !mesh.clusters.is_empty(),
             istio_version: mesh.mesh.istio_version.clone(),
+            kept: mesh
+                .mesh
+                .keep_revisions
+                .iter()
+                .map(|k| (k.name.clone(), k.istio_version.clone()))
+                .collect(),
             root: mesh.trust.as_ref().map(|t| {
                 providers::ca::inspect(&t.root_cert_pem)
                     .map(|i| i.sha256)
@@ -153,6 +210,14 @@ impl Picture {
             };
             let Some(text) = text else { continue };
             let facts = providers::facts::of_input(text);
+            // A kept revision's install (`…#<revision>`): beside the mesh's.
+            if c.kind.starts_with("install-") && c.step.contains('#') {
+                let rev = facts.revision.clone().unwrap_or_else(|| "default".into());
+                if !p.kept.iter().any(|(k, _)| *k == rev) {
+                    p.kept.push((rev, facts.istio_version.clone()));
+                }
+                continue;
+            }
             let role = match c.kind.as_str() {
                 "install-control-plane" => Some(Role::Primary),
                 "install-remote" => Some(Role::Remote),
@@ -244,11 +309,11 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
     if both && before.has_installs && after.has_installs {
         match (&before.istio_version, &after.istio_version) {
             (Some(a), Some(b)) if a != b => notes.push(format!(
-                "Istio goes from {a} to {b}: every istioctl install runs again{}",
+                "Istio goes from {a} to {b}: {}",
                 if before.revision == after.revision {
-                    " in place, on the same revision"
+                    "every istioctl install runs again in place, on the same revision"
                 } else {
-                    ""
+                    "installed as a new revision beside the old one (a canary)"
                 }
             )),
             (None, Some(b)) => notes.push(format!("the Istio version is pinned to {b}")),
@@ -262,10 +327,39 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
         && let (Some(a), Some(b)) = (&before.revision, &after.revision)
         && a != b
     {
-        notes.push(format!(
-            "revision `{b}` is added: its control planes install beside revision `{a}`, \
-             which stays until it is removed by hand (a canary upgrade)"
-        ));
+        notes.push(if after.kept.iter().any(|(k, _)| k == a) {
+            format!(
+                "revision `{b}` is added beside revision `{a}`, which stays installed as a kept \
+                 revision (a canary upgrade): move the tags and namespaces to `{b}`, then remove \
+                 `{a}` from [[mesh.keep_revision]] to uninstall it"
+            )
+        } else {
+            format!(
+                "revision `{b}` is added: its control planes install beside revision `{a}`, which \
+                 stays installed but untracked: keep it as a [[mesh.keep_revision]] (a canary \
+                 upgrade), or uninstall it by hand"
+            )
+        });
+    }
+    for (k, v) in &after.kept {
+        if !before.kept.iter().any(|(b, _)| b == k) && before.revision.as_deref() != Some(k) {
+            notes.push(format!(
+                "revision `{k}`{} is kept installed beside revision `{}`, by its own istioctl",
+                v.as_ref()
+                    .map(|v| format!(" (Istio {v})"))
+                    .unwrap_or_default(),
+                after.revision.as_deref().unwrap_or("default")
+            ));
+        }
+    }
+    for (k, _) in &before.kept {
+        if !after.kept.iter().any(|(a, _)| a == k) && after.revision.as_deref() != Some(k) {
+            notes.push(format!(
+                "revision `{k}` is uninstalled from every cluster (`istioctl uninstall --revision {k}`, \
+                 by the istioctl that installed it); revision `{}` stays",
+                after.revision.as_deref().unwrap_or("default")
+            ));
+        }
     }
     if both {
         let (was, now) = (before.networks(), after.networks());

@@ -11,7 +11,7 @@ use crate::config::{Cluster, MeshFile};
 use crate::graph::{Dag, GraphBuilder, GraphError, Node};
 use providers::kinds::{
     attach, eastwest_address, expose_istiod, expose_services, install_control_plane,
-    install_eastwest_gateway, install_remote, plug_ca, prepare_namespace,
+    install_eastwest_gateway, install_remote, plug_ca, prepare_namespace, revision_tag,
 };
 use providers::{StepInput, StepKind, Target};
 use std::path::PathBuf;
@@ -51,6 +51,19 @@ pub fn step_id(cluster: &str, kind: StepKind) -> String {
     format!("{cluster}/{kind}")
 }
 
+/// The ID of a step that exists once per name on a cluster: a kept
+/// revision's install (`cluster1/install-control-plane#1-30`) or a revision
+/// tag (`cluster2/revision-tag#default`).
+pub fn named_step_id(cluster: &str, kind: StepKind, name: &str) -> String {
+    format!("{cluster}/{kind}#{name}")
+}
+
+/// The revision an install input names: None (`default`) for the
+/// unrevisioned control plane.
+fn revision_input(name: &str) -> Option<String> {
+    (name != "default").then(|| name.to_string())
+}
+
 /// Compiles the mesh into its step graph, by the step tables of docs/mesh-toml.md (the
 /// seed's, and "Topologies and trust" for several networks, several
 /// primaries and a common root). Validation has already guaranteed that
@@ -70,6 +83,7 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
         }
     }
     c.cross_attach()?;
+    c.tags()?;
     c.b.build()
 }
 
@@ -98,6 +112,11 @@ impl Compiler<'_> {
     /// its ID.
     fn add(&mut self, c: &Cluster, input: StepInput) -> Result<String, GraphError> {
         let id = step_id(&c.name, input.kind());
+        self.add_as(c, id, input)
+    }
+
+    /// As [`Compiler::add`], with the ID given (a named step).
+    fn add_as(&mut self, c: &Cluster, id: String, input: StepInput) -> Result<String, GraphError> {
         self.b.add(Step {
             id: id.clone(),
             cluster: c.name.clone(),
@@ -154,10 +173,37 @@ impl Compiler<'_> {
                 external_istiod: !remotes.is_empty(),
                 istio_version: version.clone(),
                 values: p.values.clone(),
+                istioctl: None,
             }),
         )?;
         if let Some(after) = &cp_after {
             self.b.depend(&cp, after);
+        }
+        // Each kept revision's control plane, by its own istioctl, beside
+        // the mesh's: before it, so the mesh's revision is the last to
+        // write what revisions share (the ingress gateway moves with
+        // `revision`, in place, as in Istio's canary guide); a kept
+        // revision's uninstall then leaves it.
+        for k in &self.mesh.mesh.keep_revisions {
+            let id = named_step_id(&p.name, StepKind::InstallControlPlane, &k.name);
+            let kept = self.add_as(
+                p,
+                id,
+                StepInput::InstallControlPlane(install_control_plane::Input {
+                    mesh_id: self.mesh.mesh.id.clone(),
+                    cluster: p.name.clone(),
+                    network: p.network.clone(),
+                    revision: revision_input(&k.name),
+                    external_istiod: !remotes.is_empty(),
+                    istio_version: k.istio_version.clone(),
+                    values: p.values.clone(),
+                    istioctl: Some(k.istioctl.clone()),
+                }),
+            )?;
+            self.b.depend(&cp, &kept);
+            if let Some(after) = &cp_after {
+                self.b.depend(&kept, after);
+            }
         }
         // A primary alone on one network needs no east-west gateway, no
         // address wait, and no istiod exposed on a public load balancer.
@@ -192,6 +238,13 @@ impl Compiler<'_> {
             p,
             StepInput::ExposeIstiod(expose_istiod::Input {
                 revision: revision.clone(),
+                kept: self
+                    .mesh
+                    .mesh
+                    .keep_revisions
+                    .iter()
+                    .map(|k| k.name.clone())
+                    .collect(),
             }),
         )?;
         self.b.depend(&expose, &ew);
@@ -221,6 +274,7 @@ impl Compiler<'_> {
                 values: r.values.clone(),
                 istio_version: version.clone(),
                 multi_network,
+                istioctl: None,
             }),
         )?;
         self.b.depend(&remote, &rprep);
@@ -228,6 +282,31 @@ impl Compiler<'_> {
             .depend(&remote, step_id(&p.name, StepKind::EastwestAddress));
         self.b
             .depend(&remote, step_id(&p.name, StepKind::ExposeIstiod));
+        // Each kept revision's remote profile, by its own istioctl, before
+        // the mesh's (as the control planes).
+        for k in &self.mesh.mesh.keep_revisions {
+            let id = named_step_id(&r.name, StepKind::InstallRemote, &k.name);
+            let kept = self.add_as(
+                r,
+                id,
+                StepInput::InstallRemote(install_remote::Input {
+                    cluster: r.name.clone(),
+                    network: r.network.clone(),
+                    primary: p.name.clone(),
+                    revision: revision_input(&k.name),
+                    values: r.values.clone(),
+                    istio_version: k.istio_version.clone(),
+                    multi_network,
+                    istioctl: Some(k.istioctl.clone()),
+                }),
+            )?;
+            self.b.depend(&remote, &kept);
+            self.b.depend(&kept, &rprep);
+            self.b
+                .depend(&kept, step_id(&p.name, StepKind::EastwestAddress));
+            self.b
+                .depend(&kept, step_id(&p.name, StepKind::ExposeIstiod));
+        }
         // The Secret is written in the primary; reading the token needs R.
         let attach = step_id(&r.name, StepKind::Attach);
         self.b.add(Step {
@@ -290,6 +369,40 @@ impl Compiler<'_> {
     }
 }
 
+impl Compiler<'_> {
+    /// `[tags]`: each tag on every cluster where injection happens
+    /// (primaries and remotes), after the install of the revision it
+    /// points at on that cluster.
+    fn tags(&mut self) -> Result<(), GraphError> {
+        let mesh = self.mesh;
+        for (tag, rev) in &mesh.tags {
+            let kept = mesh.mesh.keep_revisions.iter().find(|k| &k.name == rev);
+            for c in &mesh.clusters {
+                let install = match c.role {
+                    Role::Primary => StepKind::InstallControlPlane,
+                    Role::Remote => StepKind::InstallRemote,
+                };
+                let after = match kept {
+                    Some(k) => named_step_id(&c.name, install, &k.name),
+                    None => step_id(&c.name, install),
+                };
+                let id = named_step_id(&c.name, StepKind::RevisionTag, tag);
+                let id = self.add_as(
+                    c,
+                    id,
+                    StepInput::RevisionTag(revision_tag::Input {
+                        tag: tag.clone(),
+                        revision: rev.clone(),
+                        istioctl: kept.map(|k| k.istioctl.clone()),
+                    }),
+                )?;
+                self.b.depend(&id, after);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `C/attach@Q`: C's remote secret in primary Q (not C's own primary).
 pub fn attach_id(cluster: &str, primary: &str) -> String {
     format!("{}@{primary}", step_id(cluster, StepKind::Attach))
@@ -345,11 +458,13 @@ mod tests {
                 id: "mesh1".into(),
                 revision: None,
                 istio_version: None,
+                keep_revisions: Vec::new(),
             },
             istioctl: Default::default(),
             state: Default::default(),
             trust: None,
             policy: Default::default(),
+            tags: Default::default(),
             clusters,
             warnings: Vec::new(),
         }

@@ -323,8 +323,9 @@ fn a_changed_input_shows_a_diff() {
     assert_eq!(
         cp.reason.as_deref(),
         Some(
-            "input changed; Istio revision `default` stays installed beside the new one: \
-             once workloads have moved, remove it with `istioctl uninstall --revision default`"
+            "input changed; Istio revision `default` stays installed beside the new one (a \
+             canary: listed in [[mesh.keep_revision]], mesh keeps tracking it, and removing it \
+             there uninstalls it)"
         )
     );
     assert_eq!(

@@ -89,6 +89,7 @@ pub fn of_input(input: &str) -> Facts {
                             .and_then(|p| p.rsplit_once("/net/").map(|(_, n)| n.to_string()))
                     });
             }
+            "RevisionTag" => f.revision = str_at(&doc, "/spec/revision"),
             "Secret" => {
                 if let Some(r) = annotation(&doc, crate::kinds::plug_ca::ROOT_ANNOTATION) {
                     f.root_sha256 = Some(r);

@@ -131,6 +131,98 @@ impl Istioctl {
         self.run(&args, None).await
     }
 
+    /// `istioctl uninstall -y --revision R --context C`: one revision's
+    /// control plane (or remote profile), leaving the others and the CRDs.
+    pub async fn uninstall_revision(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        revision: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec![
+            "uninstall".to_string(),
+            "-y".into(),
+            "--revision".into(),
+            revision.into(),
+        ];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// `istioctl tag set T --revision R --overwrite -y --context C`: the
+    /// revision tag's webhook (and, for `default`, the default validator),
+    /// pointing at revision R's injector. `-y` always: without it a
+    /// conflict prompt reads an empty stdin and istioctl exits 0 having
+    /// applied nothing.
+    pub async fn tag_set(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        tag: &str,
+        revision: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec![
+            "tag".to_string(),
+            "set".into(),
+            tag.into(),
+            "--revision".into(),
+            revision.into(),
+            "--overwrite".into(),
+            "-y".into(),
+        ];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// `istioctl tag remove T -y --context C`.
+    pub async fn tag_remove(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+        tag: &str,
+    ) -> Result<RunLog, IstioctlError> {
+        let mut args = vec!["tag".to_string(), "remove".into(), tag.into(), "-y".into()];
+        args.extend(Self::target_args(target, kubeconfig));
+        self.run(&args, None).await
+    }
+
+    /// `istioctl x precheck -o json --context C`: what Istio finds that an
+    /// upgrade would break, one line each (`Error IST0142: …`). istioctl
+    /// exits 1 when it finds a warning or worse, and prints nothing when it
+    /// finds none: both are findings, not failures.
+    pub async fn precheck(
+        &self,
+        target: &Target,
+        kubeconfig: Option<&PathBuf>,
+    ) -> Result<Vec<String>, IstioctlError> {
+        let mut args = vec![
+            "x".to_string(),
+            "precheck".into(),
+            "-o".into(),
+            "json".into(),
+        ];
+        args.extend(Self::target_args(target, kubeconfig));
+        let output = match self.run(&args, None).await {
+            Ok(log) => log.output,
+            Err(IstioctlError::Failed { output, .. }) if output.contains('[') => output,
+            Err(e) => return Err(e),
+        };
+        Ok(parse_precheck(&output))
+    }
+
+    /// This istioctl's settings with another binary: a kept revision's
+    /// istioctl. Under the sandbox (a prefix: mesh's simulated istioctl)
+    /// the simulator stays, told which istioctl it stands for.
+    pub fn with_program(&self, program: &str) -> Istioctl {
+        let mut i = self.clone();
+        if i.prefix.is_empty() {
+            i.program = program.into();
+        } else {
+            i.env.push(("KUBESIM_ISTIOCTL_AS".into(), program.into()));
+        }
+        i
+    }
+
     /// The client version, from `istioctl version --remote=false -o json`
     /// (`clientVersion.version`); the plain output's last version-looking
     /// word only if the JSON form is refused (very old istioctl).
@@ -233,6 +325,26 @@ impl Istioctl {
     }
 }
 
+/// The findings in `istioctl x precheck -o json` output (a JSON array of
+/// `{code, level, message}` before anything else it prints), escaped.
+pub fn parse_precheck(output: &str) -> Vec<String> {
+    let Some(start) = output.find('[') else {
+        return Vec::new();
+    };
+    let mut stream =
+        serde_json::Deserializer::from_str(&output[start..]).into_iter::<serde_json::Value>();
+    let Some(Ok(serde_json::Value::Array(items))) = stream.next() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+            crate::rendered::shown(&format!("{} {}: {}", s("level"), s("code"), s("message")))
+        })
+        .collect()
+}
+
 /// `clientVersion.version` of `istioctl version --remote=false -o json`.
 pub fn parse_version_json(output: &str) -> Option<String> {
     // istioctl may print warnings before the JSON; the JSON is the object
@@ -284,6 +396,17 @@ pub fn parse_version(output: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precheck_findings() {
+        let out = "[\n  {\"code\": \"IST0142\", \"level\": \"Error\", \"message\": \"Kubernetes 1.30 is too old\"}\n]\nError: Issues found when checking the cluster.\n";
+        assert_eq!(
+            parse_precheck(out),
+            vec!["Error IST0142: Kubernetes 1.30 is too old".to_string()]
+        );
+        assert!(parse_precheck("").is_empty());
+        assert!(parse_precheck("✔ No issues found when checking the cluster.").is_empty());
+    }
 
     #[test]
     fn json_versions_and_ranges() {

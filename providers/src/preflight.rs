@@ -185,6 +185,7 @@ pub fn apply_access(input: &StepInput, update: bool) -> Vec<Need> {
             update,
         )),
         StepInput::ExposeServices(_) => here(applied("networking.istio.io", &["gateways"], update)),
+        StepInput::RevisionTag(_) => here(tag_access()),
         StepInput::Attach(i) => {
             let remote = crate::kinds::attach::remote_target(i);
             let reader_ns = Some(i.reader.namespace.as_str());
@@ -230,14 +231,39 @@ pub fn destroy_access(kind: StepKind) -> Vec<Access> {
             vec![Access::new("delete", "networking.istio.io", "gateways", ns)]
         }
         StepKind::Attach => vec![Access::new("delete", "", "secrets", ns)],
+        StepKind::RevisionTag => tag_access(),
     }
+}
+
+/// What `istioctl tag set` and `tag remove` touch: the tag's webhooks
+/// (mutating, and for `default` the validating one) and its Service.
+fn tag_access() -> Vec<Access> {
+    let mut access = Vec::new();
+    for (group, resource, ns) in [
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            None,
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            None,
+        ),
+        ("", "services", Some(ISTIO)),
+    ] {
+        for verb in ["get", "list", "create", "patch", "delete"] {
+            access.push(Access::new(verb, group, resource, ns));
+        }
+    }
+    access
 }
 
 /// Whether applying (`destroy` false) or destroying a step of `kind` runs
 /// istioctl.
 pub fn runs_istioctl(kind: StepKind, destroy: bool) -> bool {
     match kind {
-        StepKind::InstallControlPlane | StepKind::InstallRemote => true,
+        StepKind::InstallControlPlane | StepKind::InstallRemote | StepKind::RevisionTag => true,
         // Its destroy deletes by labels (see `Uninstall::Labelled`).
         StepKind::InstallEastwestGateway => !destroy,
         _ => false,

@@ -49,6 +49,7 @@ fn every_install_is_named_and_carries_the_pinned_istio_version() {
         external_istiod: true,
         values: Map::new(),
         istio_version: Some("1.28".into()),
+        istioctl: None,
     });
     assert_eq!(
         r.documents[0]["metadata"],
@@ -78,6 +79,7 @@ fn cp(external: bool, revision: Option<&str>, values: Map<String, Value>) -> Ren
         external_istiod: external,
         values,
         istio_version: None,
+        istioctl: None,
     })
 }
 
@@ -90,6 +92,7 @@ fn remote(address: Known<Value>, values: Map<String, Value>) -> Rendered {
         values,
         istio_version: None,
         multi_network: false,
+        istioctl: None,
     };
     let lookup = move |step: &str, key: &str| {
         assert_eq!((step, key), ("cluster1/eastwest-address", "address"));
@@ -165,7 +168,10 @@ fn expose_istiod_is_the_sample_in_istio_system() {
         .into_iter()
         .map(with_namespace)
         .collect();
-    let r = expose_istiod::render(&expose_istiod::Input { revision: None });
+    let r = expose_istiod::render(&expose_istiod::Input {
+        revision: None,
+        kept: vec![],
+    });
     assert_eq!(r.documents, expected);
     let expected: Vec<Value> =
         docs(&testdata("expose-istiod-rev.yaml.tmpl").replace("{{.Revision}}", "canary"))
@@ -173,6 +179,7 @@ fn expose_istiod_is_the_sample_in_istio_system() {
             .map(with_namespace)
             .collect();
     let r = expose_istiod::render(&expose_istiod::Input {
+        kept: vec![],
         revision: Some("canary".into()),
     });
     assert_eq!(r.documents, expected);
@@ -302,7 +309,10 @@ fn rendering_is_deterministic_and_round_trips_through_yaml() {
     let all = [
         cp(true, Some("canary"), Map::new()),
         eastwest("network1", None),
-        expose_istiod::render(&expose_istiod::Input { revision: None }),
+        expose_istiod::render(&expose_istiod::Input {
+            revision: None,
+            kept: vec![],
+        }),
         remote(Known::AfterApply, Map::new()),
         remote(Known::Known(json!("172.18.0.200")), Map::new()),
     ];

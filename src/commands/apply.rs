@@ -186,6 +186,12 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             world.close().await;
             bail!(e);
         }
+        if plan.refused.is_empty() {
+            plan.notes
+                .extend(crate::precheck::notes(&world, &plan, &graph).await);
+            plan.refused
+                .extend(crate::precheck::revisions_in_use(&world, &plan, &graph).await);
+        }
         if let Some((file, saved)) = &saved
             && let Err(e) = saved.check_matches(file, &plan)
         {
@@ -205,6 +211,11 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             world.close().await;
             crate::out!("{}", render_plan(&plan, Format::Text, out));
             bail!(refusal);
+        }
+        if !plan.refused.is_empty() {
+            world.close().await;
+            crate::out!("{}", render_plan(&plan, Format::Text, out));
+            bail!(super::plan::refused(&plan.refused));
         }
         if plan.refresh_only {
             world.close().await;

@@ -82,10 +82,34 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
         &options,
     );
     engine::review::plan(&mut plan, &mesh, &args.allow);
+    // What only the clusters can say: Istio's own precheck before an
+    // in-place upgrade, and namespaces still on a revision it uninstalls.
+    let removes_revision = plan.changes.iter().any(|c| {
+        c.action == plans::Action::Delete && c.kind.starts_with("install-") && c.step.contains('#')
+    });
+    if !args.no_refresh
+        && plan.refused.is_empty()
+        && (removes_revision || !engine::upgrades::in_place(&plan).is_empty())
+    {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        let (notes, in_use) = runtime.block_on(async {
+            let world = World::open(cli, &mesh, Arc::new(View::new(cli.verbose > 0))).await?;
+            let n = crate::precheck::notes(&world, &plan, &graph).await;
+            let u = crate::precheck::revisions_in_use(&world, &plan, &graph).await;
+            world.close().await;
+            anyhow::Ok((n, u))
+        })?;
+        plan.notes.extend(notes);
+        plan.refused.extend(in_use);
+    }
     // A plan the policy refuses is shown (every format says why), not saved.
     if let Some(refusal) = plan.policy.refusal() {
         crate::out!("{}", render_plan(&plan, args.format, out));
         anyhow::bail!(refusal);
+    }
+    if !plan.refused.is_empty() {
+        crate::out!("{}", render_plan(&plan, args.format, out));
+        anyhow::bail!(refused(&plan.refused));
     }
 
     if let Some(file) = &args.out {
@@ -155,4 +179,17 @@ pub fn diff(cli: &Cli, args: &DiffArgs, out: &Output) -> Result<u8> {
     } else {
         0
     })
+}
+
+/// The error of a plan that breaks a rule of upgrading Istio
+/// (`engine::upgrades`): nothing runs.
+pub(crate) fn refused(reasons: &[String]) -> String {
+    format!(
+        "the plan is refused, nothing was changed:\n{}",
+        reasons
+            .iter()
+            .map(|r| format!("  - {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }

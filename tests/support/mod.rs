@@ -201,3 +201,25 @@ impl Drop for World {
         }
     }
 }
+
+/// Compares `actual` with tests/golden/NAME; `MESH_UPDATE_GOLDEN=1` writes it.
+#[allow(dead_code)]
+pub fn golden(name: &str, actual: &str) {
+    let path = repo().join("tests/golden").join(name);
+    if std::env::var_os("MESH_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no golden file {}: run with MESH_UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "output differs from {} (MESH_UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
+}

@@ -15,6 +15,10 @@ pub struct MeshFile {
     pub trust: Option<TrustSection>,
     /// `[policy]`: what a plan may not do (no rules when absent).
     pub policy: PolicySection,
+    /// `[tags]`: revision tag → revision (`default` drives
+    /// `istio-injection=enabled`), set on every cluster where injection
+    /// happens.
+    pub tags: std::collections::BTreeMap<String, String>,
     /// In file order.
     pub clusters: Vec<Cluster>,
     /// Warnings (not errors) found while loading, e.g. a root key readable
@@ -56,11 +60,42 @@ pub struct PolicySection {
     pub require_canary: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MeshSection {
     pub id: String,
+    /// The revision new installs use (None: Istio's unrevisioned control
+    /// plane, which revision tags call `default`).
     pub revision: Option<String>,
     pub istio_version: Option<String>,
+    /// `[[mesh.keep_revision]]`: other revisions kept installed beside
+    /// `revision` (a canary upgrade), each with the istioctl that
+    /// installed it. In file order.
+    pub keep_revisions: Vec<KeptRevision>,
+}
+
+/// A revision kept installed beside the mesh's `revision`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptRevision {
+    /// A revision, or `default` for the unrevisioned control plane.
+    pub name: String,
+    pub istio_version: Option<String>,
+    /// The istioctl that installed it (and the only one that re-runs it).
+    pub istioctl: String,
+}
+
+impl MeshSection {
+    /// The name of the mesh's own revision as revision tags name it:
+    /// `default` for the unrevisioned control plane.
+    pub fn revision_name(&self) -> &str {
+        self.revision.as_deref().unwrap_or("default")
+    }
+
+    /// Every installed revision's name: `revision` first, then the kept.
+    pub fn revision_names(&self) -> Vec<&str> {
+        std::iter::once(self.revision_name())
+            .chain(self.keep_revisions.iter().map(|k| k.name.as_str()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

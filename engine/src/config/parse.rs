@@ -46,7 +46,23 @@ pub(crate) struct Draft {
     pub deny_delete: Option<Vec<At<String>>>,
     pub max_clusters_changed: Option<At<i64>>,
     pub require_canary: Option<At<bool>>,
+    /// `[[mesh.keep_revision]]` tables.
+    pub keep_revisions: Vec<DraftKept>,
+    /// `[tags]` was written (its span).
+    pub tags_span: Option<Range<usize>>,
+    /// Each tag (its name where written) and the revision it names.
+    pub tags: Vec<(At<String>, At<String>)>,
     pub clusters: Vec<DraftCluster>,
+}
+
+/// One `[[mesh.keep_revision]]`.
+#[derive(Debug, Default)]
+pub(crate) struct DraftKept {
+    pub span: Range<usize>,
+    pub name: Option<At<String>>,
+    pub istio_version: Option<At<String>>,
+    pub istioctl: Option<At<String>>,
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -72,10 +88,13 @@ pub(crate) struct DraftCluster {
     pub keys: Vec<String>,
 }
 
-pub(crate) const TOP_KEYS: &[&str] = &["mesh", "istioctl", "state", "trust", "policy", "cluster"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "mesh", "istioctl", "state", "trust", "policy", "tags", "cluster",
+];
+pub(crate) const KEEP_REVISION_KEYS: &[&str] = &["name", "istio_version", "istioctl"];
 pub(crate) const POLICY_KEYS: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
 pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
-pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version"];
+pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version", "keep_revision"];
 pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path", "readiness_timeout", "timeout"];
 pub(crate) const STATE_KEYS: &[&str] = &["path", "backend", "context", "namespace", "name"];
 pub(crate) const CLUSTER_KEYS: &[&str] = &[
@@ -268,6 +287,44 @@ impl Walker<'_> {
         }
     }
 
+    /// `[[mesh.keep_revision]]`: an array of tables.
+    fn keep_revisions(&mut self, value: &Spanned<DeValue<'_>>, draft: &mut Draft) {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!(
+                    "`keep_revision` must be an array of tables, not {}",
+                    type_name(value.get_ref())
+                ),
+                "write each kept revision as a [[mesh.keep_revision]] table".to_string(),
+            );
+            return;
+        };
+        for item in items {
+            let Some(t) = self.table("mesh.keep_revision", item) else {
+                continue;
+            };
+            let mut kept = DraftKept {
+                span: item.span(),
+                ..DraftKept::default()
+            };
+            for (k, v) in t {
+                kept.keys.push(k.get_ref().to_string());
+                match k.get_ref().as_ref() {
+                    "name" => kept.name = self.string("name", v),
+                    "istio_version" => kept.istio_version = self.string("istio_version", v),
+                    "istioctl" => kept.istioctl = self.string("istioctl", v),
+                    _ => kept.keys.extend(self.unknown_key(
+                        k,
+                        "[[mesh.keep_revision]]",
+                        KEEP_REVISION_KEYS,
+                    )),
+                }
+            }
+            draft.keep_revisions.push(kept);
+        }
+    }
+
     fn table<'t, 'i>(
         &mut self,
         what: &str,
@@ -305,6 +362,7 @@ impl Walker<'_> {
                                 "istio_version" => {
                                     draft.istio_version = self.string("istio_version", v)
                                 }
+                                "keep_revision" => self.keep_revisions(v, &mut draft),
                                 _ => draft
                                     .mesh_keys
                                     .extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),
@@ -346,6 +404,20 @@ impl Walker<'_> {
                                         draft.trust_keys.push(m);
                                     }
                                 }
+                            }
+                        }
+                    }
+                }
+                "tags" => {
+                    if let Some(t) = self.table("tags", value) {
+                        draft.tags_span = Some(key.span());
+                        for (k, v) in t {
+                            let tag = At {
+                                value: k.get_ref().to_string(),
+                                span: k.span(),
+                            };
+                            if let Some(rev) = self.string(&format!("tags.{}", tag.value), v) {
+                                draft.tags.push((tag, rev));
                             }
                         }
                     }

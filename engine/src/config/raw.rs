@@ -20,6 +20,11 @@ pub struct RawMeshFile {
     pub trust: Option<RawTrust>,
     #[serde(default)]
     pub policy: Option<RawPolicy>,
+    /// Revision tags (`istioctl tag set`): tag name → the installed revision it
+    /// points at (`default` drives `istio-injection=enabled`; a revision name, or
+    /// `default` for the unrevisioned control plane). Set on every cluster.
+    #[serde(default)]
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
     /// The clusters, as an array of tables (`[[cluster]]`).
     #[serde(default)]
     pub cluster: Vec<RawCluster>,
@@ -37,6 +42,22 @@ pub struct RawMesh {
     pub revision: Option<String>,
     /// Refuse to run if `istioctl version --remote=false` reports another version.
     pub istio_version: Option<String>,
+    /// Other revisions kept installed beside `revision` (a canary upgrade), each
+    /// with the istioctl that installed it (`[[mesh.keep_revision]]`).
+    #[serde(default)]
+    pub keep_revision: Vec<RawKeepRevision>,
+}
+
+/// A revision kept installed beside the mesh's `revision`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeepRevision {
+    /// The revision (a DNS-1123 label), or `default` for the unrevisioned control plane.
+    pub name: String,
+    /// The Istio version its istioctl must report.
+    pub istio_version: Option<String>,
+    /// The istioctl that installed it: the only one that re-runs or uninstalls it.
+    pub istioctl: String,
 }
 
 /// How istioctl is run.

@@ -7,6 +7,9 @@ use serde_json::json;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     pub revision: Option<String>,
+    /// Revisions kept installed beside `revision` (a canary): each keeps
+    /// its route, so its remotes' sidecars and injection reach it.
+    pub kept: Vec<String>,
 }
 
 /// samples/multicluster/expose-istiod.yaml, or with a revision the
@@ -27,7 +30,23 @@ pub fn render(input: &Input) -> Rendered {
             ]
         }
     });
-    let (vs_name, sni, host) = match input.revision.as_deref() {
+    let mut documents = vec![gateway, virtual_service(input.revision.as_deref())];
+    for rev in &input.kept {
+        let vs = virtual_service(Some(rev.as_str()).filter(|r| *r != "default"));
+        if !documents.contains(&vs) {
+            documents.push(vs);
+        }
+    }
+    Rendered {
+        documents,
+        unknown: false,
+    }
+}
+
+/// `istiod-vs-<rev>` routing the revision's SNI to its istiod, or for the
+/// unrevisioned control plane the catch-all `istiod-vs` (SNI `*`).
+fn virtual_service(revision: Option<&str>) -> serde_json::Value {
+    let (vs_name, sni, host) = match revision {
         Some(rev) if !rev.is_empty() => (
             format!("istiod-vs-{rev}"),
             vec![
@@ -48,7 +67,7 @@ pub fn render(input: &Input) -> Rendered {
             "route": [{"destination": {"host": host, "port": {"number": target}}}],
         })
     };
-    let virtual_service = json!({
+    json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
         "metadata": {"name": vs_name, "namespace": NAMESPACE},
@@ -57,11 +76,7 @@ pub fn render(input: &Input) -> Rendered {
             "gateways": ["istiod-gateway"],
             "tls": [route(15012, 15012), route(15017, 443)],
         }
-    });
-    Rendered {
-        documents: vec![gateway, virtual_service],
-        unknown: false,
-    }
+    })
 }
 
 const NAMESPACE: &str = "istio-system";

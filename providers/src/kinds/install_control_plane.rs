@@ -20,6 +20,9 @@ pub struct Input {
     pub istio_version: Option<String>,
     /// The cluster's `[cluster.values]`, deep-merged into `spec.values`.
     pub values: Map<String, Value>,
+    /// A kept revision's own istioctl (`[[mesh.keep_revision]]`): it alone
+    /// installs and uninstalls this revision. None: `[istioctl] path`.
+    pub istioctl: Option<String>,
 }
 
 /// The seed's cluster1 document (`apiVersion`, `kind`, `spec.values.global`
@@ -43,13 +46,17 @@ pub fn render(input: &Input) -> Rendered {
         spec.insert("revision".into(), Value::from(rev.as_str()));
     }
     spec.insert("values".into(), Value::Object(values));
-    Rendered {
-        documents: vec![json!({
+    let mut doc = json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
             "metadata": super::istioctl_install::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
-        })],
+        });
+    if input.istioctl.is_some() {
+        super::istioctl_install::mark_kept(&mut doc);
+    }
+    Rendered {
+        documents: vec![doc],
         unknown: false,
     }
 }
@@ -79,6 +86,10 @@ impl IstioctlInstall for InstallControlPlane {
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
+    }
+
+    fn istioctl(input: &Input) -> Option<&str> {
+        input.istioctl.as_deref()
     }
 
     fn removes(cluster: &str) -> String {

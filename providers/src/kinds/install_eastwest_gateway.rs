@@ -87,6 +87,9 @@ impl IstioctlInstall for InstallEastwestGateway {
         owner: IOP_NAME,
     };
     const OWNER: &'static str = IOP_NAME;
+    /// One gateway (one Service, one address) for the mesh: a revision
+    /// change upgrades it in place.
+    const MOVES_WITH_REVISION: bool = true;
     type Input = Input;
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {

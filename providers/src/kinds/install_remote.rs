@@ -18,6 +18,8 @@ pub struct Input {
     pub istio_version: Option<String>,
     /// In a multi-network mesh: `values.global.network` is the remote's own.
     pub multi_network: bool,
+    /// A kept revision's own istioctl, as the control plane's.
+    pub istioctl: Option<String>,
 }
 
 /// The remote profile's IstioOperator name (why it has one:
@@ -50,13 +52,17 @@ pub fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
     }
     spec.insert("profile".into(), Value::from("remote"));
     spec.insert("values".into(), Value::Object(values));
-    Rendered {
-        documents: vec![json!({
+    let mut doc = json!({
             "apiVersion": "install.istio.io/v1alpha1",
             "kind": "IstioOperator",
             "metadata": super::istioctl_install::iop_metadata(NAME, input.istio_version.as_deref()),
             "spec": spec,
-        })],
+        });
+    if input.istioctl.is_some() {
+        super::istioctl_install::mark_kept(&mut doc);
+    }
+    Rendered {
+        documents: vec![doc],
         unknown,
     }
 }
@@ -84,6 +90,10 @@ impl IstioctlInstall for InstallRemote {
 
     fn render(input: &Input, outputs: OutputLookup<'_>) -> Rendered {
         render(input, outputs)
+    }
+
+    fn istioctl(input: &Input) -> Option<&str> {
+        input.istioctl.as_deref()
     }
 
     fn removes(cluster: &str) -> String {

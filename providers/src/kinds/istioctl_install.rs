@@ -44,6 +44,11 @@ pub fn iop_metadata(name: &str, istio_version: Option<&str>) -> Value {
     meta
 }
 
+/// Marks a kept revision's IstioOperator ([`KEPT_ANNOTATION`]).
+pub fn mark_kept(doc: &mut Value) {
+    doc["metadata"]["annotations"][KEPT_ANNOTATION] = Value::from("true");
+}
+
 /// The revision of an IstioOperator document (`default` when it has none).
 pub fn revision_of(doc: Option<&Value>) -> String {
     doc.and_then(|d| d.pointer("/spec/revision"))
@@ -75,8 +80,8 @@ pub fn revision_stays(old: &[Value], new: &Rendered) -> Vec<String> {
     revision_change(old, &new.documents)
         .map(|old| {
             vec![format!(
-                "Istio revision `{old}` stays installed beside the new one: once workloads \
-                 have moved, remove it with `istioctl uninstall --revision {old}`"
+                "Istio revision `{old}` stays installed beside the new one (a canary: listed in \
+                 [[mesh.keep_revision]], mesh keeps tracking it, and removing it there uninstalls it)"
             )]
         })
         .unwrap_or_default()
@@ -186,10 +191,18 @@ async fn installed_objects(
     Ok(listed
         .into_iter()
         .filter(|o| {
-            o.pointer("/metadata/labels")
+            let labels = o.pointer("/metadata/labels");
+            labels
                 .and_then(|l| l.get(REVISION_LABEL))
                 .and_then(Value::as_str)
                 .is_none_or(|r| r == revision)
+                // EndpointSlices copy their Service's labels, but the
+                // endpoint controller makes them (under generated names
+                // it may replace at any time): not istioctl's.
+                && labels
+                    .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
+                    .and_then(Value::as_str)
+                    .is_none_or(|m| !m.starts_with("endpointslice-controller"))
         })
         .map(|mut o| {
             if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -291,7 +304,26 @@ pub trait IstioctlInstall: Send + Sync + 'static {
 
     /// What deleting the step removes, in plain words ([`Kind::removes`]).
     fn removes(cluster: &str) -> String;
+
+    /// Whether a revision change moves the install in place rather than
+    /// installing beside the old revision (the east-west gateway: one
+    /// Service, one address, upgraded in place as Istio's guide does).
+    const MOVES_WITH_REVISION: bool = false;
+
+    /// A kept revision's own istioctl (`[[mesh.keep_revision]]`), which
+    /// alone installs and uninstalls it; None: `[istioctl] path`.
+    fn istioctl(_input: &Self::Input) -> Option<&str> {
+        None
+    }
 }
+
+/// The recorded output naming a kept revision's istioctl: its destroy is
+/// that istioctl's `uninstall --revision`, never a purge.
+const KEPT_ISTIOCTL: &str = "istioctl";
+
+/// The annotation of a kept revision's IstioOperator (`[[mesh.keep_revision]]`),
+/// so that its record says what deleting it removes.
+pub const KEPT_ANNOTATION: &str = "mesh/kept-revision";
 
 impl<T: IstioctlInstall> Kind for T {
     const NAME: &'static str = T::NAME;
@@ -302,17 +334,34 @@ impl<T: IstioctlInstall> Kind for T {
     }
 
     fn leftovers(old: &[Value], new: &Rendered) -> Vec<String> {
-        revision_stays(old, new)
+        if T::MOVES_WITH_REVISION {
+            Vec::new()
+        } else {
+            revision_stays(old, new)
+        }
     }
 
-    fn removes(cluster: &str, _holder: Option<&str>, _recorded: &[Value]) -> String {
+    fn removes(cluster: &str, _holder: Option<&str>, recorded: &[Value]) -> String {
+        let doc = recorded.first();
+        if doc
+            .and_then(|d| d.pointer("/metadata/annotations"))
+            .and_then(|a| a.get(KEPT_ANNOTATION))
+            .is_some()
+        {
+            let rev = revision_of(doc);
+            return format!(
+                "revision `{rev}`'s {} in {cluster} (`istioctl uninstall --revision {rev}`, by \
+                 its own istioctl); the mesh's revision and the CRDs stay",
+                T::WHAT
+            );
+        }
         T::removes(cluster)
     }
 
     /// `istioctl install -y -f - --context <ctx>` with the rendered document.
     async fn apply(
         cx: Ctx<'_>,
-        _input: &Self::Input,
+        input: &Self::Input,
         rendered: &Rendered,
         _previous: Option<&Recorded<'_>>,
     ) -> Result<Applied, StepError> {
@@ -323,10 +372,22 @@ impl<T: IstioctlInstall> Kind for T {
                 cx.step
             )));
         }
-        cx.say(&format!("istioctl install ({})…", T::WHAT));
-        let mut log = cx
-            .env
-            .istioctl
+        let kept = T::istioctl(input);
+        let istioctl = match kept {
+            Some(path) => {
+                cx.say(&format!(
+                    "istioctl install ({}, revision {}, with {path})…",
+                    T::WHAT,
+                    revision_of(rendered.documents.first())
+                ));
+                cx.env.istioctl.with_program(path)
+            }
+            None => {
+                cx.say(&format!("istioctl install ({})…", T::WHAT));
+                cx.env.istioctl.clone()
+            }
+        };
+        let mut log = istioctl
             .install(cx.target, cx.env.kubeconfig.as_ref(), &rendered.to_yaml())
             .await?
             .output;
@@ -346,10 +407,12 @@ impl<T: IstioctlInstall> Kind for T {
                 ));
             }
         }
-        Ok(Applied {
-            outputs: [(OBJECTS.to_string(), Value::Array(objects))].into(),
-            log,
-        })
+        let mut outputs: std::collections::BTreeMap<String, Value> =
+            [(OBJECTS.to_string(), Value::Array(objects))].into();
+        if let Some(path) = kept {
+            outputs.insert(KEPT_ISTIOCTL.into(), Value::from(path));
+        }
+        Ok(Applied { outputs, log })
     }
 
     /// Drift: an object the install made that is missing, a Deployment of
@@ -419,6 +482,37 @@ impl<T: IstioctlInstall> Kind for T {
 
     async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
         let (env, target) = (cx.env, cx.target);
+        // A kept revision: only it goes, by the istioctl that installed it.
+        if let Some(path) = recorded.outputs.get(KEPT_ISTIOCTL).and_then(Value::as_str) {
+            let docs = recorded.documents()?;
+            let rev = revision_of(docs.first());
+            // Gone already (a destroy purged the mesh's control plane
+            // first): istioctl would refuse a revision it cannot find.
+            let conn = cx.connect().await?;
+            let webhooks = crate::k8s::list_labelled(
+                &conn,
+                &[(
+                    "admissionregistration.k8s.io/v1",
+                    "MutatingWebhookConfiguration",
+                )],
+                crate::k8s::ISTIO_NAMESPACE,
+                &format!("{REVISION_LABEL}={rev},!istio.io/tag"),
+            )
+            .await?;
+            if webhooks.is_empty() {
+                return Ok(format!("revision {rev} is already uninstalled\n"));
+            }
+            cx.say(&format!(
+                "istioctl uninstall --revision {rev} ({}, with {path})…",
+                T::WHAT
+            ));
+            let log = env
+                .istioctl
+                .with_program(path)
+                .uninstall_revision(target, env.kubeconfig.as_ref(), &rev)
+                .await?;
+            return Ok(log.output);
+        }
         match T::UNINSTALL {
             Uninstall::Purge | Uninstall::PurgeAndNamespace => {
                 cx.say(&format!("istioctl uninstall --purge ({})…", T::WHAT));

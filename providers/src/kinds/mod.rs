@@ -172,6 +172,7 @@ registry! {
     Attach => attach::Attach,
     PlugCa => plug_ca::PlugCa,
     ExposeServices => expose_services::ExposeServices,
+    RevisionTag => revision_tag::RevisionTag,
 }
 
 impl fmt::Display for StepKind {

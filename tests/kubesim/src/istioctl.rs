@@ -34,6 +34,9 @@ struct Args {
     remote: Option<String>,
     readiness_timeout: Option<String>,
     output: Option<String>,
+    overwrite: bool,
+    /// Words after the command (`tag set default`).
+    words: Vec<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -68,8 +71,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 a.readiness_timeout = Some(v);
             }
             "-o" | "--output" => a.output = Some(value("--output")?),
+            "--overwrite" => a.overwrite = true,
             f if f.starts_with('-') => return Err(format!("unknown flag: {f}")),
             cmd if a.command.is_empty() => a.command = cmd.to_string(),
+            word if a.command == "tag" || a.command == "x" => a.words.push(word.to_string()),
             extra => {
                 return Err(format!(
                     "unknown command \"{extra}\" for \"istioctl {}\"",
@@ -133,7 +138,7 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
     let started = std::time::Instant::now();
     match a.command.as_str() {
         "version" => {
-            let v = std::env::var("KUBESIM_ISTIOCTL_VERSION").unwrap_or_else(|_| "1.28.0".into());
+            let v = version();
             match a.output.as_deref() {
                 // As the real one prints it: `clientVersion` with its fields.
                 Some("json") => Ok(format!(
@@ -176,6 +181,19 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                 block_on(install(a, &objects))?;
                 let pruned = block_on(prune(a, &iop, &objects))?;
                 if objects.iter().any(|o| {
+                    o["kind"] == "MutatingWebhookConfiguration"
+                        && o.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.starts_with("istio-sidecar-injector"))
+                }) {
+                    let rev = iop
+                        .pointer("/spec/revision")
+                        .and_then(Value::as_str)
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or("default");
+                    block_on(default_tag(a, rev))?;
+                }
+                if objects.iter().any(|o| {
                     o["kind"] == "Deployment"
                         && o.pointer("/metadata/name")
                             .and_then(Value::as_str)
@@ -204,9 +222,44 @@ fn run(a: &Args, stdin: &str) -> Result<String, String> {
                 Ok(format!("✔ Uninstall complete ({n} objects removed)\n"))
             }
         }
+        "tag" => {
+            let (sub, tag) = match a.words.as_slice() {
+                [sub, tag] => (sub.as_str(), tag.as_str()),
+                [sub] if sub == "list" => ("list", ""),
+                _ => return Err("usage: istioctl tag set|remove TAG, or tag list".into()),
+            };
+            match sub {
+                "set" => {
+                    let rev = a.revision.as_deref().ok_or("tag set needs --revision")?;
+                    if !a.yes {
+                        // As the real one: a prompt on conflicts, which an
+                        // empty stdin answers "no" (and exits 0).
+                        return Err("refusing to proceed without confirmation: pass -y (the simulator has no prompt)".into());
+                    }
+                    block_on(tag_set(a, tag, rev, a.overwrite, false))?;
+                    Ok(format!(
+                        "Revision tag \"{tag}\" created, referencing control plane revision \"{rev}\".\n"
+                    ))
+                }
+                "remove" => {
+                    let n = block_on(tag_remove(a, tag))?;
+                    Ok(format!("Revision tag {tag} removed ({n} objects)\n"))
+                }
+                "list" => block_on(tag_list(a)),
+                other => Err(format!("unknown command \"{other}\" for \"istioctl tag\"")),
+            }
+        }
+        // `x precheck`: the simulator finds nothing (it says so on stderr,
+        // as istioctl does, and prints nothing on stdout).
+        "x" if a.words == ["precheck"] => {
+            eprintln!(
+                "✔ No issues found when checking the cluster. Istio is safe to install or upgrade!"
+            );
+            Ok(String::new())
+        }
         "" => Err("a command is required: install, uninstall or version".into()),
         other => Err(format!(
-            "unknown command \"{other}\" for \"istioctl\" (the simulator knows install, uninstall, version)"
+            "unknown command \"{other}\" for \"istioctl\" (the simulator knows install, uninstall, tag, version)"
         )),
     }
 }
@@ -286,8 +339,18 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], labels: &Value)
 /// The reader's ServiceAccount and RBAC. As Istio's base chart: with
 /// `values.global.readerServiceAccount.name` set, the ServiceAccount is the
 /// user's to create and only the binding to it is installed.
-fn reader_objects(labels: &Value, values: &Value) -> Vec<Value> {
-    let name = format!("istio-reader-clusterrole-{NS}");
+/// The reader ServiceAccount and its cluster role, as Istio's charts name
+/// them: the ClusterRole and binding per revision
+/// (`istio-reader-clusterrole[-<rev>]-istio-system`, the discovery chart),
+/// the ServiceAccount shared (the base chart: a revision's uninstall
+/// leaves it).
+fn reader_objects(labels: &Value, values: &Value, rev: Option<&str>) -> Vec<Value> {
+    let name = match rev {
+        Some(r) => format!("istio-reader-clusterrole-{r}-{NS}"),
+        None => format!("istio-reader-clusterrole-{NS}"),
+    };
+    let mut base = labels.clone();
+    base[COMPONENT_LABEL] = json!("Base");
     let custom = values
         .pointer("/global/readerServiceAccount/name")
         .and_then(Value::as_str)
@@ -300,7 +363,7 @@ fn reader_objects(labels: &Value, values: &Value) -> Vec<Value> {
     let sa = custom.unwrap_or("istio-reader-service-account");
     let mut out = Vec::new();
     if custom.is_none() {
-        out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, Some(NS), labels)}));
+        out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, Some(NS), &base)}));
     }
     out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(&name, None, labels),
         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}));
@@ -392,7 +455,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ] {
                 out.push(crd(group, kind, plural, versions, &base));
             }
-            out.extend(reader_objects(&base, values));
+            out.extend(reader_objects(&base, values, rev));
             let pilot = labels("Pilot");
             let istiod = format!("istiod{suffix}");
             let mut env = vec![
@@ -441,7 +504,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 .and_then(Value::as_str)
                 .unwrap_or("/inject");
             let remote = labels("IstiodRemote");
-            out.extend(reader_objects(&remote, values));
+            out.extend(reader_objects(&remote, values, rev));
             // As Istio's chart: for an IP, a selector-less Service
             // `istiod[-rev]` whose EndpointSlice routes to the primary.
             if address.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -758,10 +821,19 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
         }
         Removal::Purge | Removal::Revision(_) => {
             let selector = match &what {
-                Removal::Revision(r) => format!("{REV_LABEL}={r}"),
+                // What the install made (its component label): tags that
+                // `istioctl tag set` made carry none and stay, as they do.
+                Removal::Revision(r) => format!(
+                    "{REV_LABEL}={r},{COMPONENT_LABEL} in (Pilot,IstiodRemote,IngressGateways,EgressGateways,Cni,Ztunnel)"
+                ),
                 _ => COMPONENT_LABEL.to_string(),
             };
             for (api_version, kind, _) in KINDS {
+                // A revision's uninstall leaves the CRDs, which every
+                // revision shares; only a purge removes them.
+                if matches!(what, Removal::Revision(_)) && *kind == "CustomResourceDefinition" {
+                    continue;
+                }
                 let ar = api_resource(api_version, kind);
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
                 let lp = ListParams::default().labels(&selector);
@@ -794,6 +866,178 @@ async fn uninstall(a: &Args, what: Removal) -> Result<usize, String> {
         }
     }
     Ok(n)
+}
+
+/// The version this istioctl says it is: `KUBESIM_ISTIOCTL_VERSION`; else,
+/// standing in for another istioctl (`KUBESIM_ISTIOCTL_AS`, set by mesh's
+/// sandbox for a kept revision's istioctl), the version in that path
+/// (`/opt/istio-1.27.0/bin/istioctl` is 1.27.0); else 1.28.0.
+fn version() -> String {
+    if let Ok(v) = std::env::var("KUBESIM_ISTIOCTL_VERSION") {
+        return v;
+    }
+    std::env::var("KUBESIM_ISTIOCTL_AS")
+        .ok()
+        .and_then(|p| version_in_path(&p))
+        .unwrap_or_else(|| "1.28.0".into())
+}
+
+/// The version a path names: the last component like `istio-1.27.0` or
+/// `istioctl-1.27.0`.
+fn version_in_path(path: &str) -> Option<String> {
+    path.rsplit('/').find_map(|part| {
+        let v = part
+            .strip_prefix("istioctl-")
+            .or_else(|| part.strip_prefix("istio-"))?;
+        (v.starts_with(|c: char| c.is_ascii_digit()) && v.contains('.')).then(|| v.to_string())
+    })
+}
+
+const TAG_LABEL: &str = "istio.io/tag";
+
+/// `istioctl tag set`: the tag's webhook, a copy of the revision's
+/// injector (its client config), labelled with the tag and the revision;
+/// for `default` also the default validator. Refused without a revision
+/// injector, and over an existing tag without `--overwrite`.
+async fn tag_set(
+    a: &Args,
+    tag: &str,
+    rev: &str,
+    overwrite: bool,
+    by_installer: bool,
+) -> Result<(), String> {
+    let client = client(a).await?;
+    let mwc = api_resource(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &mwc);
+    let canonical = if rev == "default" {
+        "istio-sidecar-injector".to_string()
+    } else {
+        format!("istio-sidecar-injector-{rev}")
+    };
+    let Some(injector) = retry(|| api.get_opt(&canonical))
+        .await
+        .map_err(|e| format!("reading {canonical}: {e}"))?
+    else {
+        return Err(format!(
+            "cannot find MutatingWebhookConfiguration with revision \"{rev}\""
+        ));
+    };
+    let name = format!("istio-revision-tag-{tag}");
+    if !overwrite
+        && retry(|| api.get_opt(&name))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+    {
+        return Err(format!(
+            "revision tag \"{tag}\" already exists, and --overwrite is false"
+        ));
+    }
+    let client_config = injector
+        .data
+        .pointer("/webhooks/0/clientConfig")
+        .cloned()
+        .unwrap_or(Value::Null);
+    // The installer's own default tag keeps its component label, so an
+    // uninstall removes it; `istioctl tag set` strips it (user-managed).
+    let mut labels = json!({TAG_LABEL: tag, REV_LABEL: rev, "app": "sidecar-injector"});
+    if by_installer {
+        labels[COMPONENT_LABEL] = json!("Pilot");
+    }
+    let mut doc = webhook(&name, client_config, &labels);
+    doc["metadata"]["labels"] = labels.clone();
+    let mut docs = vec![doc];
+    if tag == "default" {
+        docs.push(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "istiod-default-validator", "labels": labels.clone()},
+            "webhooks": [],
+        }));
+    }
+    let pp = PatchParams::apply("istio-ci").force();
+    for obj in &docs {
+        let (api, name) = api_for(&client, obj);
+        let patch = Patch::Apply(obj);
+        retry(|| api.patch(&name, &pp, &patch))
+            .await
+            .map_err(|e| format!("applying {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `istioctl tag remove`: every webhook configuration labelled with the tag.
+async fn tag_remove(a: &Args, tag: &str) -> Result<usize, String> {
+    let client = client(a).await?;
+    let mut n = 0;
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let ar = api_resource("admissionregistration.k8s.io/v1", kind);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let lp = ListParams::default().labels(&format!("{TAG_LABEL}={tag}"));
+        let list = retry(|| api.list(&lp)).await.map_err(|e| e.to_string())?;
+        for o in list.items {
+            let name = o.metadata.name.unwrap_or_default();
+            let dp = DeleteParams::default();
+            match retry(|| api.delete(&name, &dp)).await {
+                Ok(_) => n += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(format!("deleting {name}: {e}")),
+            }
+        }
+    }
+    if n == 0 {
+        return Err(format!(
+            "cannot remove tag \"{tag}\": cannot find MutatingWebhookConfiguration for tag"
+        ));
+    }
+    Ok(n)
+}
+
+/// `istioctl tag list -o json`: `[{"tag", "revision", "namespaces"}]`.
+async fn tag_list(a: &Args) -> Result<String, String> {
+    let client = client(a).await?;
+    let ar = api_resource(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let lp = ListParams::default().labels(TAG_LABEL);
+    let list = retry(|| api.list(&lp)).await.map_err(|e| e.to_string())?;
+    let tags: Vec<Value> = list
+        .items
+        .iter()
+        .filter_map(|o| {
+            let l = o.metadata.labels.as_ref()?;
+            Some(json!({"tag": l.get(TAG_LABEL)?, "revision": l.get(REV_LABEL)?, "namespaces": []}))
+        })
+        .collect();
+    serde_json::to_string_pretty(&tags).map_err(|e| e.to_string())
+}
+
+/// After an install that made a revision's injector: the `default` tag,
+/// when there is none yet or the install is the unrevisioned control plane
+/// (as the real istioctl does after installing).
+async fn default_tag(a: &Args, rev: &str) -> Result<(), String> {
+    let client = client(a).await?;
+    let ar = api_resource(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let exists = retry(|| api.get_opt("istio-revision-tag-default"))
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if !exists || rev == "default" {
+        tag_set(a, "default", rev, true, true).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ impl Checker<'_> {
             id: id.unwrap_or_default(),
             revision,
             istio_version,
+            keep_revisions: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod clusters;
 mod istioctl;
 mod mesh;
 mod policy;
+mod revisions;
 mod state;
 mod trust;
 
@@ -210,7 +211,9 @@ pub(crate) fn validate(
         loc,
         errors: Vec::new(),
     };
-    let mesh = ck.mesh(&draft);
+    let mut mesh = ck.mesh(&draft);
+    mesh.keep_revisions = ck.keep_revisions(&draft, &mesh);
+    let tags = ck.tags(&draft, &mesh);
     let istioctl = ck.istioctl(&draft);
     let state_path = ck.state_path(&draft);
     let clusters = ck.clusters(&draft, values);
@@ -234,6 +237,7 @@ pub(crate) fn validate(
         },
         trust,
         policy,
+        tags,
         clusters: clusters.into_iter().map(|(c, _)| c).collect(),
         warnings: Vec::new(),
     })

@@ -1,0 +1,129 @@
+//! The rules of changing Istio under a running mesh, checked on the plan
+//! before anything runs (pure). A plan that breaks one is refused, with
+//! what to do instead:
+//!
+//! - a kept revision (`[[mesh.keep_revision]]`, steps `…#<revision>`) is
+//!   only ever re-run by the istioctl that installed it: its recorded Istio
+//!   version never changes (no canary turns into an in-place upgrade);
+//! - an in-place upgrade (the same revision, another `istio_version`) goes
+//!   one minor release at a time, as Istio supports it;
+//! - a revision is uninstalled only after every tag that pointed at it has
+//!   moved: a tag move and that revision's removal are two applies.
+
+use plans::{Action, Plan};
+use providers::facts::{Facts, of_input};
+
+/// Why the plan must not run, one sentence each; empty when it may.
+pub fn refusals(plan: &Plan) -> Vec<String> {
+    let facts = |s: &Option<String>| s.as_deref().map(of_input).unwrap_or_default();
+    let mut out = Vec::new();
+    for c in &plan.changes {
+        if c.action != Action::Update || !c.kind.starts_with("install-") {
+            continue;
+        }
+        let (before, after) = (facts(&c.before), facts(&c.after));
+        if c.step.contains('#') {
+            if before.istio_version != after.istio_version {
+                out.push(format!(
+                    "{}: kept revision `{}` was installed by Istio {} and is only ever re-run by \
+                     that istioctl, but the mesh file now gives it Istio {}. To upgrade it, install \
+                     a new revision (`revision`) beside it and move the tags; to keep it, restore \
+                     its `istio_version` and `istioctl` in [[mesh.keep_revision]]",
+                    c.step,
+                    before.revision.as_deref().unwrap_or("default"),
+                    shown(&before),
+                    after.istio_version.as_deref().unwrap_or("(not pinned)"),
+                ));
+            }
+            continue;
+        }
+        if before.revision == after.revision
+            && let (Some(from), Some(to)) = (&before.istio_version, &after.istio_version)
+            && let (Some(f), Some(t)) = (minor(from), minor(to))
+            && t > f + 1
+        {
+            out.push(format!(
+                "{}: an in-place upgrade from Istio {from} to {to} skips {} minor release{}; \
+                 Istio upgrades in place one minor release at a time (1.{f} to 1.{}). Upgrade to \
+                 1.{} first, or install {to} as a new revision (`revision`, keeping the old one in \
+                 [[mesh.keep_revision]]): a canary may skip a release",
+                c.step,
+                t - f - 1,
+                if t - f - 1 == 1 { "" } else { "s" },
+                f + 1,
+                f + 1,
+            ));
+        }
+    }
+    // A tag moving away from a revision that this same plan uninstalls.
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == "revision-tag" && c.action == Action::Update)
+    {
+        let Some(from) = facts(&c.before).revision else {
+            continue;
+        };
+        let removed = plan.changes.iter().find(|d| {
+            d.action == Action::Delete
+                && d.cluster == c.cluster
+                && d.kind.starts_with("install-")
+                && d.step.contains('#')
+                && facts(&d.before).revision.as_deref() == Some(from.as_str())
+        });
+        if let Some(d) = removed {
+            out.push(format!(
+                "{}: the tag still points at revision `{from}`, and this plan both moves it and \
+                 uninstalls `{from}` ({}): pods injected in between would find no injector. Move \
+                 the tag first (keep `{from}` in [[mesh.keep_revision]] and apply), then remove \
+                 `{from}` in a later apply",
+                c.step, d.step
+            ));
+        }
+    }
+    out
+}
+
+/// The control planes this plan upgrades in place (the same revision,
+/// another Istio version): where `istioctl x precheck` runs first.
+pub fn in_place(plan: &Plan) -> Vec<&plans::Change> {
+    let facts = |s: &Option<String>| s.as_deref().map(of_input).unwrap_or_default();
+    plan.changes
+        .iter()
+        .filter(|c| {
+            c.action == Action::Update && c.kind == "install-control-plane" && !c.step.contains('#')
+        })
+        .filter(|c| {
+            let (b, a) = (facts(&c.before), facts(&c.after));
+            b.revision == a.revision
+                && a.istio_version.is_some()
+                && b.istio_version != a.istio_version
+        })
+        .collect()
+}
+
+fn shown(f: &Facts) -> &str {
+    f.istio_version.as_deref().unwrap_or("(not pinned)")
+}
+
+/// The minor release of `1.28`, `1.28.3`, `1.31-dev.20260827`.
+fn minor(version: &str) -> Option<u32> {
+    let core = version.split(['-', '+']).next()?;
+    let mut parts = core.split('.');
+    (parts.next()? == "1").then_some(())?;
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minor;
+
+    #[test]
+    fn minors() {
+        assert_eq!(minor("1.28"), Some(28));
+        assert_eq!(minor("1.28.3"), Some(28));
+        assert_eq!(minor("1.31-dev.20260827"), Some(31));
+        assert_eq!(minor("2.0"), None);
+        assert_eq!(minor("x"), None);
+    }
+}

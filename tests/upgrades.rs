@@ -1,0 +1,429 @@
+//! Upgrading Istio under a running mesh, on kubesim (the project's
+//! Kubernetes API simulator, with its simulated istioctl standing in for
+//! each istioctl by the version its path names): a canary from 1.28 to
+//! 1.29 on a primary and its remote (the new revision installed beside the
+//! old, both routed, the `default` tag moved, the old revision removed in a
+//! later apply), each plan clean after its apply; and the refusals: an
+//! in-place skip of a minor release, a kept revision re-run by another
+//! istioctl, a tag move and the removal of its revision in one apply, and
+//! the mesh file mistakes of `keep_revision` and `[tags]`.
+
+use serde_json::Value;
+
+mod support;
+use support::{World, golden, succeeded as ok, text};
+
+const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
+
+/// The seed topology (a primary and its remote) with `head` as its [mesh]
+/// and istioctl settings and `tail` after the clusters.
+fn mesh(head: &str, tail: &str) -> String {
+    format!(
+        "{head}\n\n[[cluster]]\nname = \"cluster1\"\ncontext = \"kind-cluster1\"\nnetwork = \"network1\"\nrole = \"primary\"\n\n\
+         [[cluster]]\nname = \"cluster2\"\ncontext = \"kind-cluster2\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n\n{tail}"
+    )
+}
+
+const V128: &str = "[mesh]\nid = \"mesh1\"\nistio_version = \"1.28\"\n\n[istioctl]\npath = \"/opt/istio-1.28.0/bin/istioctl\"";
+
+/// The canary: 1-29 installed by istioctl 1.29 beside the unrevisioned
+/// 1.28, which its own istioctl keeps; `default` where `tag` says.
+fn canary(tag: &str) -> String {
+    mesh(
+        "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\nistio_version = \"1.29\"\n\n\
+         [[mesh.keep_revision]]\nname = \"default\"\nistio_version = \"1.28\"\nistioctl = \"/opt/istio-1.28.0/bin/istioctl\"\n\n\
+         [istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"",
+        &format!("[tags]\ndefault = \"{tag}\"\n"),
+    )
+}
+
+/// The old revision gone: only 1-29, `default` on it.
+fn upgraded() -> String {
+    mesh(
+        "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\nistio_version = \"1.29\"\n\n\
+         [istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"",
+        "[tags]\ndefault = \"1-29\"\n",
+    )
+}
+
+/// What a mesh command printed on stdout, whatever its exit code.
+fn stdout_of(w: &World, args: &[&str]) -> String {
+    String::from_utf8_lossy(&w.mesh(args).stdout).into_owned()
+}
+
+fn exists(w: &World, ctx: &str, group: &str, plural: &str, ns: &str, name: &str) -> bool {
+    w.exists(ctx, group, plural, ns, name)
+}
+
+/// The revision the tag's webhook points at in `ctx`.
+fn tag_points(w: &World, ctx: &str, tag: &str) -> Option<String> {
+    w.get(
+        ctx,
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "",
+        &format!("istio-revision-tag-{tag}"),
+    )
+    .and_then(|o| {
+        o.pointer("/metadata/labels/istio.io~1rev")
+            .and_then(Value::as_str)
+            .map(String::from)
+    })
+}
+
+fn plan_is_clean(w: &World) {
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    if o.status.code() != Some(0) {
+        let json = w.mesh(&["plan", "--format", "json"]);
+        let plan: Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
+        let why: Vec<String> = plan["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["action"] != "no-op")
+            .map(|c| format!("{}: {}", c["step"], c["reason"]))
+            .collect();
+        panic!("plan not clean:\n{}\n{why:#?}", text(&o));
+    }
+}
+
+/// The east-west address, as recorded.
+fn address(w: &World) -> Value {
+    w.state_json()["steps"]["cluster1/eastwest-address"]["outputs"]["address"].clone()
+}
+
+#[test]
+fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_later() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    let addr = address(&w);
+
+    // 1. The canary starts: 1-29 beside the unrevisioned 1.28, `default`
+    // still on the old one.
+    w.write_mesh(&canary("default"));
+    golden(
+        "upgrade-canary-start.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let plan = ok(&w.mesh(&["plan"]));
+    for step in [
+        "cluster1/install-control-plane#default",
+        "cluster2/install-remote#default",
+        "cluster1/revision-tag#default",
+        "cluster2/revision-tag#default",
+    ] {
+        assert!(plan.contains(step), "{step} not planned:\n{plan}");
+    }
+    let out = ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert!(out.contains("Apply complete"), "{out}");
+    plan_is_clean(&w);
+    for name in ["istiod", "istiod-1-29"] {
+        assert!(
+            exists(
+                &w,
+                "kind-cluster1",
+                "apps",
+                "deployments",
+                "istio-system",
+                name
+            ),
+            "cluster1 lacks Deployment {name}"
+        );
+    }
+    for name in ["istio-sidecar-injector", "istio-sidecar-injector-1-29"] {
+        assert!(
+            exists(
+                &w,
+                "kind-cluster2",
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                "",
+                name
+            ),
+            "cluster2 lacks webhook {name}"
+        );
+    }
+    for vs in ["istiod-vs", "istiod-vs-1-29"] {
+        assert!(
+            exists(
+                &w,
+                "kind-cluster1",
+                "networking.istio.io",
+                "virtualservices",
+                "istio-system",
+                vs
+            ),
+            "cluster1 lacks VirtualService {vs}"
+        );
+    }
+    for ctx in CONTEXTS {
+        assert_eq!(
+            tag_points(&w, ctx, "default").as_deref(),
+            Some("default"),
+            "{ctx}"
+        );
+    }
+    // The kept revision's installs ran with its own istioctl.
+    let by_old = w
+        .istioctl_log()
+        .iter()
+        .filter(|r| r["argv"][0] == "install")
+        .count();
+    assert!(by_old >= 4, "installs: {by_old}");
+    assert_eq!(address(&w), addr, "the east-west address moved");
+
+    // 2. The tag moves: new pods of `istio-injection=enabled` namespaces go
+    // to 1-29, on the primary and the remote.
+    w.write_mesh(&canary("1-29"));
+    golden(
+        "upgrade-tag-move.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    for ctx in CONTEXTS {
+        assert_eq!(
+            tag_points(&w, ctx, "default").as_deref(),
+            Some("1-29"),
+            "{ctx}"
+        );
+    }
+
+    // 3. The old revision is removed, but not while a namespace of any
+    // cluster still asks for it by name.
+    w.write_mesh(&upgraded());
+    {
+        let c2 = w.cluster("kind-cluster2");
+        let mut store = c2.store();
+        let rt = store.find_type("", "v1", "namespaces").unwrap();
+        store
+            .create(
+                &rt,
+                "",
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "shop", "labels": {"istio.io/rev": "default"}}}),
+                "kubectl",
+            )
+            .unwrap();
+    }
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("namespace `shop` in cluster2 is labelled `istio.io/rev=default`"),
+        "{t}"
+    );
+    assert!(exists(
+        &w,
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
+    {
+        let c2 = w.cluster("kind-cluster2");
+        let mut store = c2.store();
+        let rt = store.find_type("", "v1", "namespaces").unwrap();
+        store.delete(&rt, "", "shop").unwrap();
+    }
+    // Its uninstall, by revision; 1-29 and the tag stay.
+    golden(
+        "upgrade-remove-old.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let plan = ok(&w.mesh(&["plan"]));
+    assert!(
+        plan.contains("cluster1/install-control-plane#default"),
+        "{plan}"
+    );
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    assert!(!exists(
+        &w,
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
+    assert!(exists(
+        &w,
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod-1-29"
+    ));
+    assert!(!exists(
+        &w,
+        "kind-cluster2",
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "",
+        "istio-sidecar-injector"
+    ));
+    for ctx in CONTEXTS {
+        assert_eq!(
+            tag_points(&w, ctx, "default").as_deref(),
+            Some("1-29"),
+            "{ctx}"
+        );
+    }
+    let uninstalls: Vec<Value> = w
+        .istioctl_log()
+        .into_iter()
+        .filter(|r| r["argv"][0] == "uninstall")
+        .collect();
+    assert_eq!(uninstalls.len(), 2, "{uninstalls:#?}");
+    for u in &uninstalls {
+        let argv: Vec<&str> = u["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            argv.windows(2).any(|p| p == ["--revision", "default"]),
+            "{argv:?}"
+        );
+        assert!(!argv.contains(&"--purge"), "{argv:?}");
+    }
+    assert_eq!(address(&w), addr, "the east-west address moved");
+    // Destroy: the tags, then the revision, then everything.
+    ok(&w.mesh(&["destroy", "--auto-approve"]));
+    for ctx in CONTEXTS {
+        assert!(
+            tag_points(&w, ctx, "default").is_none(),
+            "{ctx} keeps the tag"
+        );
+        assert!(
+            !exists(&w, ctx, "", "namespaces", "", "istio-system"),
+            "{ctx} keeps istio-system"
+        );
+    }
+}
+
+#[test]
+fn a_tag_move_and_the_removal_of_its_revision_in_one_apply_are_refused() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("default"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    // Straight to the end: the tag moves off `default` while `default` is
+    // uninstalled.
+    w.write_mesh(&upgraded());
+    let changes = |w: &World| {
+        w.istioctl_log()
+            .iter()
+            .filter(|r| r["argv"][0] != "version")
+            .count()
+    };
+    let before = changes(&w);
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("the plan is refused")
+            && t.contains("revision-tag#default")
+            && t.contains("Move the tag first"),
+        "{t}"
+    );
+    assert_eq!(changes(&w), before, "something ran");
+}
+
+#[test]
+fn an_in_place_skip_of_a_minor_release_is_refused_and_one_minor_is_allowed() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let skip = mesh(
+        "[mesh]\nid = \"mesh1\"\nistio_version = \"1.30\"\n\n[istioctl]\npath = \"/opt/istio-1.30.0/bin/istioctl\"",
+        "",
+    );
+    w.write_mesh(&skip);
+    golden(
+        "upgrade-refused-skip.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let o = w.mesh(&["plan"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("skips 1 minor release") && t.contains("one minor release at a time"),
+        "{t}"
+    );
+    let one = mesh(
+        "[mesh]\nid = \"mesh1\"\nistio_version = \"1.29\"\n\n[istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"",
+        "",
+    );
+    w.write_mesh(&one);
+    golden(
+        "upgrade-in-place.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    // Istio's precheck runs first, on the control plane, with the new
+    // istioctl, and the plan shows what it found.
+    let plan = ok(&w.mesh(&["plan"]));
+    assert!(
+        plan.contains("`istioctl x precheck` on cluster1: no issues"),
+        "{plan}"
+    );
+    assert!(
+        w.istioctl_log()
+            .iter()
+            .any(|r| r["argv"][0] == "x" && r["argv"][1] == "precheck"),
+        "precheck did not run"
+    );
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+}
+
+#[test]
+fn a_kept_revision_is_never_re_run_by_another_istioctl() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("default"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("default").replace(
+        "istio_version = \"1.28\"\nistioctl = \"/opt/istio-1.28.0/bin/istioctl\"",
+        "istio_version = \"1.29\"\nistioctl = \"/opt/istio-1.29.0/bin/istioctl\"",
+    ));
+    let o = w.mesh(&["plan"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("only ever re-run by that istioctl"), "{t}");
+}
+
+#[test]
+fn keep_revision_and_tag_mistakes_are_named_where_they_are() {
+    for (tail_or_head, want) in [
+        (
+            "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\n\n[[mesh.keep_revision]]\nname = \"1-29\"\nistioctl = \"/x/istioctl\"",
+            "listed again in keep_revision",
+        ),
+        (
+            "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\n\n[[mesh.keep_revision]]\nname = \"default\"",
+            "missing `istioctl`",
+        ),
+        (
+            "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\n\n[[mesh.keep_revision]]\nname = \"a\"\nistioctl = \"/x\"\n\n[[mesh.keep_revision]]\nname = \"a\"\nistioctl = \"/y\"",
+            "kept twice",
+        ),
+    ] {
+        let w = World::new(&mesh(tail_or_head, ""), CONTEXTS);
+        let o = w.mesh(&["validate"]);
+        let t = text(&o);
+        assert_ne!(o.status.code(), Some(0), "{t}");
+        assert!(t.contains(want) && t.contains("mesh.toml:"), "{want}: {t}");
+    }
+    let w = World::new(&mesh(V128, "[tags]\ndefault = \"1-30\"\n"), CONTEXTS);
+    let o = w.mesh(&["validate"]);
+    let t = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("names revision `1-30`, which this mesh does not install")
+            && t.contains("mesh.toml:"),
+        "{t}"
+    );
+}
