@@ -5,8 +5,10 @@ use crate::cli::{Cli, Command};
 use crate::progress::View;
 use anyhow::Result;
 use engine::config::MeshFile;
+use engine::topology::StepGraph;
+use providers::StepKind;
 use providers::cluster::Clusters;
-use providers::env::Env;
+use providers::env::{Env, Fleet};
 use providers::istioctl::Istioctl;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +54,32 @@ impl World {
             kubeconfig,
             sandbox,
         })
+    }
+
+    /// Tells the steps the mesh file's clusters and which control planes
+    /// hold whose remote secret ([`Fleet`]): an `attach` revokes the token
+    /// the links shared only once no other holder uses it, and destroys a
+    /// link's token through its cluster's own kubeconfig.
+    pub fn with_fleet(mut self, graph: &StepGraph) -> World {
+        let mut fleet = Fleet::default();
+        for step in graph.in_order() {
+            fleet
+                .targets
+                .entry(step.target.cluster.clone())
+                .or_insert_with(|| step.target.clone());
+            if step.kind() == StepKind::Attach {
+                fleet
+                    .holders
+                    .entry(step.cluster.clone())
+                    .or_default()
+                    .push(step.target.clone());
+            }
+        }
+        match Arc::get_mut(&mut self.env) {
+            Some(env) => env.fleet = fleet,
+            None => unreachable!("the world's Env is not shared before the command runs"),
+        }
+        self
     }
 
     /// The kubeconfig for clusters without their own `kubeconfig` key.

@@ -105,7 +105,7 @@ fn after_the_quick_start_everything_passes() {
             "",
             "secrets",
             "istio-system",
-            "istio-reader-service-account-istio-remote-secret-token",
+            "istio-reader-token-cluster1",
         )
         .and_then(|s| {
             s.pointer("/data/token")
@@ -141,11 +141,8 @@ fn after_the_quick_start_everything_passes() {
 fn a_deleted_reader_token_is_refused_by_the_remote() {
     let w = applied(SEED, false);
     let secrets: Api<Secret> = Api::namespaced(w.client("kind-cluster2"), "istio-system");
-    w.rt.block_on(secrets.delete(
-        "istio-reader-service-account-istio-remote-secret-token",
-        &DeleteParams::default(),
-    ))
-    .unwrap();
+    w.rt.block_on(secrets.delete("istio-reader-token-cluster1", &DeleteParams::default()))
+        .unwrap();
     fails_with(
         &w,
         "cluster2",

@@ -203,6 +203,45 @@ fn adding_a_third_cluster_to_an_applied_state() {
     );
 }
 
+/// A state as mesh recorded it before each link had its own token: the
+/// `attach` records hold the remote secret alone (the shared reader token).
+fn as_before_link_tokens(dir: &Path) {
+    let path = dir.join("mesh.state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (id, rec) in st["steps"].as_object_mut().unwrap() {
+        if !id.contains("/attach") {
+            continue;
+        }
+        let input = rec["input"].as_str().unwrap();
+        let old = input.split("---\n").next().unwrap().to_string();
+        rec["input_fingerprint"] = json!(providers::sha256_hex(old.as_bytes()));
+        rec["input"] = json!(old);
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+}
+
+#[test]
+fn a_state_from_before_link_tokens_plans_each_link_its_own_token() {
+    let mesh_toml = format!("{SEED}{THIRD}");
+    let dir = workdir(&mesh_toml);
+    write_applied_state(dir.path(), &mesh_toml);
+    as_before_link_tokens(dir.path());
+    let o = mesh_cmd_plan(dir.path());
+    golden("migrate-link-tokens.txt", &o);
+    assert!(
+        o.contains("Plan: 0 to create, 2 to update, 0 to delete.")
+            && o.contains("reason: input changed; its own token: Secret istio-system/istio-reader-token-cluster1 in cluster3"),
+        "{o}"
+    );
+}
+
+fn mesh_cmd_plan(dir: &Path) -> String {
+    let o = mesh(dir, &["plan", "--no-refresh"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
 #[test]
 fn removing_a_remote_from_an_applied_state() {
     let dir = workdir(SEED);

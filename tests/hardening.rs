@@ -83,8 +83,12 @@ fn a_re_created_reader_service_account_makes_attach_drift_and_apply_renews_the_t
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let plan = text(&o);
     assert!(plan.contains("cluster2/attach (update)"), "{plan}");
+    // Its token Secret went with the ServiceAccount (the token controller
+    // deletes a deleted ServiceAccount's tokens): the link's token is revoked.
     assert!(
-        plan.contains("no longer one of istio-system/istio-reader-service-account"),
+        plan.contains(
+            "the link's token Secret istio-system/istio-reader-token-cluster1 in `cluster2` is gone (its token is revoked)"
+        ),
         "{plan}"
     );
     ok(&w.mesh(&["apply", "--auto-approve"]));
@@ -248,8 +252,21 @@ fn a_custom_reader_service_account_is_used_and_plans_clean() {
         "",
         "secrets",
         "istio-system",
-        "my-reader-istio-remote-secret-token"
+        "istio-reader-token-cluster1"
     ));
+    let token = w
+        .get(
+            "kind-cluster2",
+            "",
+            "secrets",
+            "istio-system",
+            "istio-reader-token-cluster1",
+        )
+        .unwrap();
+    assert_eq!(
+        token["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "my-reader"
+    );
     assert!(!w.exists(
         "kind-cluster2",
         "",

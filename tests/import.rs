@@ -176,6 +176,34 @@ fn a_mesh_installed_by_hand_is_adopted_whole_and_plans_clean() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("Imported 7 of 7 steps"), "{t}");
+    // The remote secret istioctl made holds the reader token every link
+    // would share: the plan gives the link its own, and nothing else.
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan = text(&o);
+    assert!(
+        plan.contains("~ cluster2/attach (update)")
+            && plan.contains("holds the reader token the links to `cluster2` share")
+            && plan.contains("Plan: 0 to create, 1 to update, 0 to delete."),
+        "{plan}"
+    );
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(w.exists(
+        "kind-cluster2",
+        "",
+        "secrets",
+        "istio-system",
+        "istio-reader-token-cluster1"
+    ));
+    // cluster1 held the shared token alone: it is revoked.
+    assert!(!w.exists(
+        "kind-cluster2",
+        "",
+        "secrets",
+        "istio-system",
+        "istio-reader-service-account-istio-remote-secret-token"
+    ));
     let o = w.mesh(&["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // It changed nothing, and a second import is refused.

@@ -1112,13 +1112,37 @@ fn import_adopts_a_mesh_installed_by_hand_with_the_real_istioctl() {
     run.write_mesh(&mesh_toml(&s.tools, &["cluster2"], ""));
     let out = run.ok(&["import"]);
     assert!(out.contains("Imported 7 of 7 steps"), "{out}");
-    run.assert_clean();
     // It changed nothing: the Secret istioctl made is still the one there.
     assert!(s.exists(
         "cluster1",
         "secret",
         Some("istio-system"),
         "istio-remote-secret-cluster2"
+    ));
+    // Its token is the reader token every link made that way shares: the
+    // next plan gives the link its own, and the shared one goes.
+    let o = run.mesh(&["plan", "--detailed-exitcode"]);
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{plan}");
+    assert!(
+        plan.contains("~ cluster2/attach (update)")
+            && plan.contains("holds the reader token the links to `cluster2` share")
+            && plan.contains("Plan: 0 to create, 1 to update, 0 to delete."),
+        "{plan}"
+    );
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    assert!(s.exists(
+        "cluster2",
+        "secret",
+        Some("istio-system"),
+        "istio-reader-token-cluster1"
+    ));
+    assert!(!s.exists(
+        "cluster2",
+        "secret",
+        Some("istio-system"),
+        "istio-reader-service-account-istio-remote-secret-token"
     ));
 }
 
@@ -1313,7 +1337,7 @@ fn mesh_check_on_real_clusters() {
             "istio-system",
             "delete",
             "secret",
-            "istio-reader-service-account-istio-remote-secret-token",
+            "istio-reader-token-cluster1",
         ],
     );
     let (_, checks) = check_until(&run, "cluster2", "link cluster2/attach: token", "FAIL");
@@ -1398,6 +1422,276 @@ fn mesh_check_on_real_clusters() {
     ]);
     let (code, checks) = check_json(&run);
     assert_eq!(code, Some(0), "{checks:#?}");
+}
+
+/// The kubeconfig of `cluster`'s remote secret in `holder`, written to a
+/// file (0600) of the run's folder, for kubectl to use as that link does;
+/// and its token's sha256 (the token is never printed).
+fn link_kubeconfig(run: &Run, holder: &str, cluster: &str, file: &str) -> (PathBuf, String) {
+    use base64::Engine as _;
+    let data = run.set.kubectl_ok(
+        holder,
+        &[
+            "-n",
+            "istio-system",
+            "get",
+            "secret",
+            &format!("istio-remote-secret-{cluster}"),
+            "-o",
+            &format!("jsonpath={{.data.{cluster}}}"),
+        ],
+    );
+    let kc = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .unwrap();
+    let token = yaml(&String::from_utf8_lossy(&kc))
+        .pointer("/users/0/user/token")
+        .and_then(Value::as_str)
+        .map(|t| providers::sha256_hex(t.as_bytes()))
+        .expect("a token in the remote secret");
+    let path = run.dir.join(file);
+    std::fs::write(&path, &kc).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    (path, token)
+}
+
+/// The sha256 of the token in Secret `name` of `cluster`'s istio-system.
+fn token_sha(run: &Run, cluster: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let data = run.set.kubectl_ok(
+        cluster,
+        &[
+            "-n",
+            "istio-system",
+            "get",
+            "secret",
+            name,
+            "-o",
+            "jsonpath={.data.token}",
+        ],
+    );
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .unwrap();
+    providers::sha256_hex(&token)
+}
+
+/// `kubectl auth whoami` with a link's kubeconfig against the real API
+/// server: the user it authenticates as, or kubectl's error (which never
+/// holds the token).
+fn whoami(run: &Run, kubeconfig: &Path) -> Result<String, String> {
+    let o = Command::new(run.set.tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// Waits (at most 60 s) until the real API server refuses the link's
+/// token with 401 (the legacy token authenticator reads token Secrets
+/// through its cache); the error kubectl printed.
+fn refused_401(run: &Run, kubeconfig: &Path) -> String {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match whoami(run, kubeconfig) {
+            Err(e) if e.contains("Unauthorized") => return e,
+            other => assert!(
+                Instant::now() < deadline,
+                "the revoked token is still accepted: {other:?}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+const READER: &str = "system:serviceaccount:istio-system:istio-reader-service-account";
+
+/// Per-link reader tokens on real clusters: two primaries and a remote of
+/// the first, every link with its own token Secret in the cluster it reads
+/// (the remote secret's token is that Secret's, the real API server
+/// authenticates it as the reader). `--replace` of one link rotates its
+/// token: the old one gets 401 from the real API server, the new one and
+/// the other link into the same cluster keep working, and a real istiod
+/// (pilot-discovery behind cluster2's istiod pod) swaps cluster3's client
+/// for one with the new token once it has synced and still reports
+/// cluster3 synced. Then the second
+/// primary leaves the mesh: its links' tokens are revoked (401) while the
+/// first primary's token for the same cluster, of the same ServiceAccount,
+/// still works and `mesh check`'s TokenReview passes it.
+#[test]
+fn per_link_tokens_are_revoked_alone_on_real_clusters() {
+    if !harness::in_private_network("per_link_tokens_are_revoked_alone_on_real_clusters") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2", "cluster3"]);
+    run.ok(&["ca", "init"]);
+    let gateways = "[cluster.values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n\
+                    [cluster.eastwest_values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n";
+    let second = format!(
+        "[[cluster]]\nname = \"cluster2\"\ncontext = \"real-cluster2\"\nnetwork = \"network1\"\nrole = \"primary\"\n{gateways}\n"
+    );
+    let toml = format!(
+        "[mesh]\nid = \"mesh1\"\n\n[istioctl]\npath = \"{}\"\nreadiness_timeout = \"120s\"\n\n\
+         [trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n\n\
+         [[cluster]]\nname = \"cluster1\"\ncontext = \"real-cluster1\"\nnetwork = \"network1\"\nrole = \"primary\"\n{gateways}\n\
+         {second}\
+         [[cluster]]\nname = \"cluster3\"\ncontext = \"real-cluster3\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n{gateways}",
+        run.set.tools.join("istioctl").display()
+    );
+    run.write_mesh(&toml);
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    let s = &run.set;
+
+    // Every link: its own token Secret, whose token the remote secret
+    // holds and the real API server authenticates as the reader.
+    let mut seen = std::collections::BTreeSet::new();
+    for (holder, cluster) in [
+        ("cluster1", "cluster2"),
+        ("cluster1", "cluster3"),
+        ("cluster2", "cluster1"),
+        ("cluster2", "cluster3"),
+    ] {
+        let own = format!("istio-reader-token-{holder}");
+        let (kc, held) = link_kubeconfig(
+            &run,
+            holder,
+            cluster,
+            &format!("{holder}-{cluster}.kubeconfig"),
+        );
+        assert_eq!(
+            held,
+            token_sha(&run, cluster, &own),
+            "{cluster}'s secret in {holder}"
+        );
+        assert!(
+            seen.insert(held),
+            "{cluster}'s secret in {holder} shares a token"
+        );
+        assert_eq!(
+            whoami(&run, &kc).as_deref(),
+            Ok(READER),
+            "{holder} → {cluster}"
+        );
+        assert!(!s.exists(
+            cluster,
+            "secret",
+            Some("istio-system"),
+            "istio-reader-service-account-istio-remote-secret-token"
+        ));
+    }
+
+    // A real istiod (pilot-discovery) behind cluster2's istiod pod reads
+    // cluster3 through the link about to be rotated.
+    let istiod = s.istiod_behind_its_pod("cluster2", None);
+    check_until(&run, "cluster2", "istiod sees cluster3", "PASS");
+
+    // Rotation of one link: new token first, the remote secret replaced in
+    // place, the old token revoked.
+    let (old2, old2_sha) = link_kubeconfig(&run, "cluster2", "cluster3", "old-2-3.kubeconfig");
+    let t0 = Instant::now();
+    let out = run.ok(&[
+        "-v",
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "cluster3/attach@cluster2",
+    ]);
+    eprintln!(
+        "rotation of cluster3/attach@cluster2: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.contains("revoked the link's previous token: deleted Secret istio-system/istio-reader-token-cluster2 in `cluster3`"),
+        "{out}"
+    );
+    let (new2, new2_sha) = link_kubeconfig(&run, "cluster2", "cluster3", "new-2-3.kubeconfig");
+    assert_ne!(old2_sha, new2_sha);
+    assert_eq!(
+        new2_sha,
+        token_sha(&run, "cluster3", "istio-reader-token-cluster2-2")
+    );
+    let t0 = Instant::now();
+    let e = refused_401(&run, &old2);
+    eprintln!(
+        "the rotated-out token got 401 after {:.1} s: {}",
+        t0.elapsed().as_secs_f64(),
+        e.trim()
+    );
+    assert_eq!(whoami(&run, &new2).as_deref(), Ok(READER));
+    let (via1, _) = link_kubeconfig(&run, "cluster1", "cluster3", "1-3.kubeconfig");
+    assert_eq!(whoami(&run, &via1).as_deref(), Ok(READER));
+    run.assert_clean();
+    // istiod swapped the cluster's client for one with the new token, and
+    // reads cluster3 with it, the old token refused.
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !istiod.tail(2000).contains("after new cluster synced") {
+        assert!(
+            Instant::now() < deadline,
+            "istiod never swapped cluster3's client. Its log:\n{}",
+            istiod.tail(80)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let (_, checks) = check_until(&run, "cluster2", "istiod sees cluster3", "PASS");
+    eprintln!(
+        "after the rotation: {}",
+        said(&checks, "cluster2", "istiod sees cluster3")
+    );
+
+    // cluster2 leaves: its links' tokens in cluster1 and cluster3 are revoked.
+    let (c1_via2, _) = link_kubeconfig(&run, "cluster2", "cluster1", "2-1.kubeconfig");
+    run.write_mesh(&toml.replace(&second, ""));
+    let out = run.ok(&["-v", "apply", "--auto-approve"]);
+    assert!(
+        out.contains("revoked the link's token: deleted Secret istio-system/istio-reader-token-cluster2-2 in `cluster3`"),
+        "{out}"
+    );
+    for (kc, what) in [
+        (&new2, "cluster2's token for cluster3"),
+        (&c1_via2, "cluster2's token for cluster1"),
+    ] {
+        let e = refused_401(&run, kc);
+        assert!(e.contains("Unauthorized"), "{what}: {e}");
+    }
+    assert!(!s.exists(
+        "cluster3",
+        "secret",
+        Some("istio-system"),
+        "istio-reader-token-cluster2-2"
+    ));
+    assert!(!s.exists(
+        "cluster1",
+        "secret",
+        Some("istio-system"),
+        "istio-reader-token-cluster2"
+    ));
+    // cluster1's link into cluster3, same ServiceAccount, still works.
+    assert_eq!(whoami(&run, &via1).as_deref(), Ok(READER));
+    let (_, checks) = check_json(&run);
+    assert_eq!(
+        status_of(&checks, "cluster3", "link cluster3/attach: token"),
+        "PASS"
+    );
+    assert!(
+        said(&checks, "cluster3", "link cluster3/attach: token")
+            .contains("the link's own token, Secret istio-system/istio-reader-token-cluster1"),
+        "{checks:#?}"
+    );
+    run.assert_clean();
 }
 
 /// The two real Istio builds the upgrade tests move between, as their

@@ -102,7 +102,10 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
     // 1. The canary starts: 1-29 beside the unrevisioned 1.28, `default`
     // still on the old one.
     w.write_mesh(&canary("default"));
-    golden("upgrade-canary-start.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
+    golden(
+        "upgrade-canary-start.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
     let plan = ok(&w.mesh(&["plan"]));
     for step in [
         "cluster1/install-control-plane#default",
@@ -173,7 +176,10 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
     // 2. The tag moves: new pods of `istio-injection=enabled` namespaces go
     // to 1-29, on the primary and the remote.
     w.write_mesh(&canary("1-29"));
-    golden("upgrade-tag-move.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
+    golden(
+        "upgrade-tag-move.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
     ok(&w.mesh(&["apply", "--auto-approve"]));
     plan_is_clean(&w);
     for ctx in CONTEXTS {
@@ -208,7 +214,14 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
         t.contains("namespace `shop` in cluster2 is labelled `istio.io/rev=default`"),
         "{t}"
     );
-    assert!(exists(&w, "kind-cluster1", "apps", "deployments", "istio-system", "istiod"));
+    assert!(exists(
+        &w,
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
     {
         let c2 = w.cluster("kind-cluster2");
         let mut store = c2.store();
@@ -216,7 +229,10 @@ fn a_canary_upgrade_installs_beside_moves_the_tag_and_removes_the_old_revision_l
         store.delete(&rt, "", "shop").unwrap();
     }
     // Its uninstall, by revision; 1-29 and the tag stay.
-    golden("upgrade-remove-old.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
+    golden(
+        "upgrade-remove-old.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
     let plan = ok(&w.mesh(&["plan"]));
     assert!(
         plan.contains("cluster1/install-control-plane#default"),
@@ -326,7 +342,10 @@ fn an_in_place_skip_of_a_minor_release_is_refused_and_one_minor_is_allowed() {
         "",
     );
     w.write_mesh(&skip);
-    golden("upgrade-refused-skip.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
+    golden(
+        "upgrade-refused-skip.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
     let o = w.mesh(&["plan"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
@@ -339,7 +358,10 @@ fn an_in_place_skip_of_a_minor_release_is_refused_and_one_minor_is_allowed() {
         "",
     );
     w.write_mesh(&one);
-    golden("upgrade-in-place.md", &stdout_of(&w, &["plan", "--format", "markdown"]));
+    golden(
+        "upgrade-in-place.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
     // Istio's precheck runs first, on the control plane, with the new
     // istioctl, and the plan shows what it found.
     let plan = ok(&w.mesh(&["plan"]));

@@ -929,7 +929,16 @@ async fn link(
         None => Check::fail(c, check, "the kubeconfig has no token".into()).fix(MESH_APPLY),
         Some(token) => match token_review(conn, token).await? {
             Ok(user) if user == reader => {
-                Check::pass(c, check, format!("accepted by {c} as {reader}"))
+                let whose = match token_secret_of(conn, &link.input.reader.namespace, token).await? {
+                    Some((name, Some(holder))) if holder == *q => {
+                        format!(" (the link's own token, Secret {name})")
+                    }
+                    Some((name, _)) => format!(
+                        " (the token of Secret {name}, not the link's own: `mesh apply` gives it one)"
+                    ),
+                    None => String::new(),
+                };
+                Check::pass(c, check, format!("accepted by {c} as {reader}{whose}"))
             }
             Ok(user) => Check::fail(
                 c,
@@ -990,6 +999,39 @@ async fn link(
         ))
     });
     Ok(out)
+}
+
+/// The service-account token Secret in `namespace` of `conn` that holds
+/// `token`: `namespace/name`, and the control plane whose link token it
+/// is (its `mesh/remote-secret-in` label), if mesh made it for a link.
+async fn token_secret_of(
+    conn: &Connection,
+    namespace: &str,
+    token: &crate::rendered::Sensitive,
+) -> Result<Option<(String, Option<String>)>, ClusterError> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(conn.client.clone(), namespace);
+    let lp = kube::api::ListParams::default().fields("type=kubernetes.io/service-account-token");
+    let listed = conn
+        .call("listing token Secrets", || secrets.list(&lp))
+        .await?;
+    let want = token.sha256();
+    Ok(listed.items.into_iter().find_map(|s| {
+        let t = s.data.as_ref()?.get("token")?;
+        (crate::rendered::sha256_hex(&t.0) == want).then(|| {
+            (
+                format!(
+                    "{namespace}/{}",
+                    s.metadata.name.clone().unwrap_or_default()
+                ),
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(attach::LINK_LABEL))
+                    .cloned(),
+            )
+        })
+    }))
 }
 
 /// A TokenReview on `conn`: the user the token authenticates as, or why not.

@@ -23,6 +23,23 @@ pub struct Env {
     pub wait_timeout: Duration,
     /// Called with (step ID, what the step is doing now) for the progress view.
     pub progress: ProgressFn,
+    /// The mesh file's clusters and links, for steps that look past their
+    /// own two clusters (an `attach` revoking a token other links shared).
+    /// Empty when the command did not set it.
+    pub fleet: Fleet,
+    /// `[credentials] rotate_after`: a link token older than this is drift,
+    /// and the next apply replaces it. None: tokens do not age.
+    pub rotate_after: Option<Duration>,
+}
+
+/// The mesh file's clusters, as the step graph has them.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// Each cluster's target (context and kubeconfig).
+    pub targets: BTreeMap<String, Target>,
+    /// Each cluster: the control planes that hold a remote secret for it
+    /// (its `attach` steps' targets).
+    pub holders: BTreeMap<String, Vec<Target>>,
 }
 
 impl Env {
@@ -33,6 +50,8 @@ impl Env {
             kubeconfig,
             wait_timeout: Duration::from_secs(300),
             progress: Arc::new(|_, _| {}),
+            fleet: Fleet::default(),
+            rotate_after: None,
         }
     }
 

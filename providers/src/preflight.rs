@@ -190,12 +190,14 @@ pub fn apply_access(input: &StepInput, update: bool) -> Vec<Need> {
             let remote = crate::kinds::attach::remote_target(i);
             let reader_ns = Some(i.reader.namespace.as_str());
             let mut needs = here(applied("", &["secrets"], false));
-            // The reader's token, found or made in the remote.
+            // The link's token, made in the remote; its previous one (or the
+            // token the links shared) deleted there.
             for (verb, resource) in [
                 ("get", "serviceaccounts"),
                 ("list", "secrets"),
                 ("watch", "secrets"),
                 ("create", "secrets"),
+                ("delete", "secrets"),
             ] {
                 needs.push(Need {
                     remote: Some(remote.clone()),

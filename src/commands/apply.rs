@@ -104,7 +104,9 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
-        let world = World::open(cli, &mesh, view.clone()).await?;
+        let world = World::open(cli, &mesh, view.clone())
+            .await?
+            .with_fleet(&graph);
         let graph = Arc::new(graph);
         // A saved plan is never executed as written: the plan is computed
         // again, as `mesh plan` made it, and must match it exactly.

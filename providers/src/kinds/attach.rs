@@ -71,12 +71,14 @@ pub fn render(input: &Input) -> Rendered {
         Some(s) => s.clone(),
         None => format!("(the server of context {})", input.remote_context),
     };
+    let token = &link_token_names(&input.primary)[0];
     let mut data = Map::new();
     data.insert(
         input.remote.clone(),
         Value::from(format!(
-            "(sensitive: kubeconfig for {server} with the token of {}/{} in {}, made at apply time)",
-            input.reader.namespace, input.reader.name, input.remote
+            "(sensitive: kubeconfig for {server} with the token of {}/{} in {}, made at apply time \
+             in the link's own token Secret, the next document, which lives in {})",
+            input.reader.namespace, input.reader.name, input.remote, input.remote
         )),
     );
     Rendered {
@@ -90,140 +92,179 @@ pub fn render(input: &Input) -> Rendered {
                 "annotations": {"networking.istio.io/cluster": input.remote},
             },
             "stringData": data,
-        })],
+        }), token_document(input, token)],
         unknown: false,
     }
 }
 
+/// The label on a link's token Secret in the remote cluster: the control
+/// plane whose remote secret holds the token.
+pub const LINK_LABEL: &str = "mesh/remote-secret-in";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+
+/// The two names a link's token Secret alternates between, in the remote:
+/// `istio-reader-token-<Q>` and `istio-reader-token-<Q>-2`, Q the control
+/// plane that holds the remote secret. An apply makes the token under the
+/// name the remote secret does not hold, so the new token exists before
+/// the old one is revoked. At most 19 + 63 + 2 characters (a cluster name
+/// is a DNS-1123 label): a Secret name may have 253.
+pub fn link_token_names(primary: &str) -> [String; 2] {
+    let base = format!("istio-reader-token-{primary}");
+    [base.clone(), format!("{base}-2")]
+}
+
+/// The link's token Secret in the remote, named `name`: a
+/// service-account token of the reader, which the token controller fills.
+fn token_document(input: &Input, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": input.reader.namespace,
+            "labels": {MANAGED_BY: "mesh", LINK_LABEL: input.primary},
+            "annotations": {SA_ANNOTATION: input.reader.name},
+        },
+        "type": TOKEN_TYPE,
+    })
+}
+
 // ---- against a cluster ----
 
+use crate::cluster::Connection;
 use crate::env::{Applied, Ctx, Recorded, StepError};
 use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
 use crate::rendered::{Sensitive, Target};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 const DEFAULT_READER: &str = "istio-reader-service-account";
 const SA_ANNOTATION: &str = "kubernetes.io/service-account.name";
+const NS: &str = "istio-system";
 
-/// The token Secret `istioctl create-remote-secret` makes for a reader.
+/// The token Secret `istioctl create-remote-secret` makes for a reader, which
+/// every link into the cluster shared before each had its own.
 fn token_secret_name(reader: &Reader) -> String {
     format!("{}-istio-remote-secret-token", reader.name)
 }
 
-/// The remote's filled token Secrets of `reader`: `(name, token, ca.crt)`.
-async fn reader_tokens(
-    remote: &crate::cluster::Connection,
-    reader: &Reader,
-) -> Result<Vec<(String, Sensitive, Vec<u8>)>, StepError> {
-    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), &reader.namespace);
-    let lp = ListParams::default().fields("type=kubernetes.io/service-account-token");
+/// A service-account token Secret of the remote, as listed.
+#[derive(Debug, Clone)]
+struct TokenSecret {
+    name: String,
+    /// The ServiceAccount it names.
+    sa: Option<String>,
+    /// Its [`LINK_LABEL`]: the control plane whose link it is, if mesh made it.
+    link: Option<String>,
+    token: Option<Sensitive>,
+    ca: Option<Vec<u8>>,
+    /// `metadata.creationTimestamp`.
+    created: Option<String>,
+}
+
+impl TokenSecret {
+    fn of(s: Secret) -> TokenSecret {
+        let data = s.data.unwrap_or_default();
+        let field = |k: &str| data.get(k).map(|b| b.0.clone()).filter(|b| !b.is_empty());
+        let meta = s.metadata;
+        TokenSecret {
+            name: meta.name.unwrap_or_default(),
+            sa: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SA_ANNOTATION))
+                .cloned(),
+            link: meta.labels.as_ref().and_then(|l| l.get(LINK_LABEL)).cloned(),
+            token: field("token")
+                .and_then(|t| String::from_utf8(t).ok())
+                .map(Sensitive::new),
+            ca: field("ca.crt"),
+            created: serde_json::to_value(&meta.creation_timestamp)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from)),
+        }
+    }
+
+    fn holds(&self, token: &Sensitive) -> bool {
+        self.token.as_ref().is_some_and(|t| t.sha256() == token.sha256())
+    }
+}
+
+/// The service-account token Secrets in `namespace` of the remote.
+async fn token_secrets(remote: &Connection, namespace: &str) -> Result<Vec<TokenSecret>, StepError> {
+    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), namespace);
+    let lp = ListParams::default().fields(&format!("type={TOKEN_TYPE}"));
     let listed = remote
         .call("listing token Secrets", || secrets.list(&lp))
         .await?;
     Ok(listed
         .items
         .into_iter()
-        .filter(|s| s.type_.as_deref() == Some("kubernetes.io/service-account-token"))
-        .filter(|s| {
-            s.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SA_ANNOTATION))
-                .map(String::as_str)
-                == Some(reader.name.as_str())
-        })
-        .filter_map(|s| {
-            let data = s.data.as_ref()?;
-            let token = String::from_utf8(data.get("token")?.0.clone()).ok()?;
-            let ca = data.get("ca.crt")?.0.clone();
-            (!token.is_empty() && !ca.is_empty()).then(|| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    Sensitive::new(token),
-                    ca,
-                )
-            })
-        })
+        .filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE))
+        .map(TokenSecret::of)
         .collect())
 }
 
-/// The reader token and CA of the remote, found or made as
-/// `istioctl create-remote-secret` does.
-async fn reader_credentials(
-    cx: Ctx<'_>,
-    remote: &crate::cluster::Connection,
-    reader: &Reader,
-) -> Result<(Sensitive, Vec<u8>), StepError> {
-    let ns = reader.namespace.as_str();
-    let reader_name = reader.name.as_str();
-    let token_secret = token_secret_name(reader);
-    let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), ns);
+/// The reader ServiceAccount must exist: Istio's remote profile makes the
+/// default one, the user a named one.
+async fn ensure_reader(remote: &Connection, reader: &Reader) -> Result<(), StepError> {
+    let sas: Api<ServiceAccount> = Api::namespaced(remote.client.clone(), &reader.namespace);
     if remote
         .call("reading the reader ServiceAccount", || {
-            sas.get_opt(reader_name)
+            sas.get_opt(&reader.name)
         })
         .await?
-        .is_none()
+        .is_some()
     {
-        let hint = if reader.is_default() {
-            format!(
-                "install Istio's remote profile there first (the `{}/install-remote` step does)",
-                remote.cluster
-            )
-        } else {
-            "values.global.readerServiceAccount names it, so Istio does not create it: create it \
-             (with the reader's ClusterRole bound) before applying"
-                .to_string()
-        };
+        return Ok(());
+    }
+    let hint = if reader.is_default() {
+        format!(
+            "install Istio's remote profile there first (the `{}/install-remote` step does)",
+            remote.cluster
+        )
+    } else {
+        "values.global.readerServiceAccount names it, so Istio does not create it: create it \
+         (with the reader's ClusterRole bound) before applying"
+            .to_string()
+    };
+    Err(StepError::Failed(format!(
+        "cluster `{}` has no ServiceAccount {}/{}: {hint}",
+        remote.cluster, reader.namespace, reader.name
+    )))
+}
+
+/// A reference to Secret `namespace/name`, for the object helpers.
+fn secret_ref(namespace: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}})
+}
+
+/// Creates the link's token Secret `doc` and waits for the token
+/// controller to fill it: its token and CA.
+async fn new_token(
+    cx: Ctx<'_>,
+    remote: &Connection,
+    doc: &Value,
+) -> Result<(Sensitive, Vec<u8>), StepError> {
+    let ns = doc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(NS);
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if !crate::k8s::create(remote, doc).await? {
         return Err(StepError::Failed(format!(
-            "cluster `{}` has no ServiceAccount {ns}/{reader_name}: {hint}",
+            "Secret {ns}/{name} in cluster `{}` appeared while mesh was making it: \
+             is another apply running? Run the command again",
             remote.cluster
         )));
     }
-    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), ns);
-    let lp = ListParams::default().fields("type=kubernetes.io/service-account-token");
-    let listed = remote
-        .call("listing token Secrets", || secrets.list(&lp))
-        .await?;
-    let mut name = listed
-        .items
-        .iter()
-        .filter(|s| s.type_.as_deref() == Some("kubernetes.io/service-account-token"))
-        .find(|s| {
-            s.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SA_ANNOTATION))
-                .map(String::as_str)
-                == Some(reader_name)
-        })
-        .and_then(|s| s.metadata.name.clone());
-    if name.is_none() {
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-            "metadata": {"name": token_secret, "namespace": ns, "annotations": {SA_ANNOTATION: reader_name}}
-        })).expect("a valid Secret");
-        let created = remote
-            .call("creating the reader token Secret", || async {
-                match secrets.create(&PostParams::default(), &secret).await {
-                    Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(&token_secret).await,
-                    other => other,
-                }
-            })
-            .await?;
-        name = created.metadata.name;
-    }
-    let name = name.unwrap_or_else(|| token_secret.clone());
     cx.say(&format!(
         "waiting for the token of {ns}/{name} in {}…",
         remote.cluster
     ));
-    let ar = crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Secret"}))
-        .expect("known kind");
+    let ar = crate::k8s::resource_of(doc).expect("known kind");
     let filled = |obj: &kube::api::DynamicObject| {
         let data = obj.data.get("data")?;
         let token = data.get("token")?.as_str()?;
@@ -238,7 +279,7 @@ async fn reader_credentials(
         }
     };
     let wait = cx.env.wait_timeout;
-    match crate::k8s::wait_for(remote, &ar, Some(ns), &name, wait, filled).await {
+    match crate::k8s::wait_for(remote, &ar, Some(ns), name, wait, filled).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(StepError::Failed(e)),
         Err(_) => Err(StepError::Failed(format!(
@@ -247,6 +288,75 @@ async fn reader_credentials(
             remote.cluster,
             wait.as_secs()
         ))),
+    }
+}
+
+/// The token in the remote secret of `remote` that `holder` has, if any.
+async fn held_token(holder: &Connection, remote: &str) -> Result<Option<Sensitive>, StepError> {
+    let doc = secret_ref(NS, &format!("istio-remote-secret-{remote}"));
+    let Some(live) = crate::k8s::get(holder, &doc).await? else {
+        return Ok(None);
+    };
+    Ok(crate::k8s::secret_data(&live, remote)
+        .and_then(|b| serde_saphyr::from_slice::<Value>(&b).ok())
+        .and_then(|kc| {
+            kc.pointer("/users/0/user/token")
+                .and_then(Value::as_str)
+                .map(|t| Sensitive::new(t.to_string()))
+        }))
+}
+
+/// Why the token Secret `shared`, which the remote secret in `input.primary`
+/// held before it got a token of its own, must stay: another control plane
+/// of the mesh still holds its token, or mesh cannot tell. None: no remote
+/// secret of the mesh holds it any more.
+async fn shared_still_needed(
+    cx: Ctx<'_>,
+    input: &Input,
+    shared: &Sensitive,
+) -> Option<String> {
+    let holders = cx.env.fleet.holders.get(&input.remote)?;
+    for holder in holders.iter().filter(|t| t.cluster != input.primary) {
+        let held = match cx.env.clusters.connect(holder).await {
+            Ok(conn) => held_token(&conn, &input.remote).await,
+            Err(e) => Err(e.into()),
+        };
+        match held {
+            Ok(Some(t)) if t.sha256() == shared.sha256() => {
+                return Some(format!(
+                    "the remote secret in `{}` still holds it; the apply that gives that link its own token deletes it",
+                    holder.cluster
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Some(format!(
+                    "`{}`'s remote secret could not be read ({e}); the next apply looks again",
+                    holder.cluster
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// How much older than `rotate_after` a token made at `created` (RFC 3339)
+/// is at `now` (Unix seconds): None while it is younger.
+pub fn overdue(created: &str, now: i64, rotate_after: Duration) -> Option<Duration> {
+    let made = time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .unix_timestamp();
+    let age = u64::try_from(now - made).ok()?;
+    (age >= rotate_after.as_secs()).then(|| Duration::from_secs(age))
+}
+
+/// A duration in whole days, hours or minutes, for drift messages.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 86_400 => format!("{} d", s / 86_400),
+        s if s >= 3_600 => format!("{} h", s / 3_600),
+        s => format!("{} min", s / 60),
     }
 }
 
@@ -274,6 +384,32 @@ pub fn remote_target(input: &Input) -> Target {
     }
 }
 
+/// The remote of a recorded link, for destroy: the mesh file's target of
+/// that cluster when it still has it, else the recorded context with the
+/// default kubeconfig.
+fn recorded_remote_target(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Option<Target> {
+    let cluster = recorded.output_str("token_cluster")?;
+    let context = recorded.output_str("token_context")?;
+    Some(
+        cx.env
+            .fleet
+            .targets
+            .get(cluster)
+            .filter(|t| t.context == context)
+            .cloned()
+            .unwrap_or_else(|| Target {
+                cluster: cluster.to_string(),
+                context: context.to_string(),
+                kubeconfig: None,
+            }),
+    )
+}
+
+/// `namespace/name` of a recorded `token_secret`.
+fn split_ref(r: &str) -> (&str, &str) {
+    r.split_once('/').unwrap_or((NS, r))
+}
+
 /// The kind.
 pub struct Attach;
 
@@ -285,16 +421,46 @@ impl Kind for Attach {
         render(input)
     }
 
-    fn removes(cluster: &str, holder: Option<&str>, _: &[Value]) -> String {
+    /// A record from before links had their own token (one document):
+    /// the update gives it one, and the shared token goes once no link
+    /// holds it.
+    fn leftovers(old: &[Value], new: &Rendered) -> Vec<String> {
+        if old.len() != 1 || new.documents.len() < 2 {
+            return Vec::new();
+        }
+        let remote = new.documents[0]
+            .pointer("/metadata/annotations/networking.istio.io~1cluster")
+            .and_then(Value::as_str)
+            .unwrap_or("the remote");
+        let token = &new.documents[1];
+        let name = token.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let ns = token.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(NS);
+        vec![format!(
+            "its own token: Secret {ns}/{name} in {remote}, instead of the reader token the links to \
+             {remote} share (that token Secret is deleted once no remote secret of the mesh holds it)"
+        )]
+    }
+
+    fn removes(cluster: &str, holder: Option<&str>, recorded: &[Value]) -> String {
         let holder = holder.unwrap_or("its primary");
+        let token = recorded
+            .get(1)
+            .and_then(|d| d.pointer("/metadata/name"))
+            .and_then(Value::as_str)
+            .map(|n| format!("; the link's token ({n} in {cluster}) is revoked"))
+            .unwrap_or_default();
         format!(
             "Secret istio-system/istio-remote-secret-{cluster} in {holder}: \
-             {holder}'s istiod stops seeing {cluster}'s services"
+             {holder}'s istiod stops seeing {cluster}'s services{token}"
         )
     }
 
-    /// Reads the reader token in the remote and writes Secret
-    /// `istio-remote-secret-<R>` in the primary. The token goes nowhere else.
+    /// Makes the link a new token of its own in the remote (under the name
+    /// the remote secret does not hold), writes Secret
+    /// `istio-remote-secret-<R>` in the primary with it, in place, and only
+    /// then revokes the token it held before: the link's previous token,
+    /// or the reader token all links shared, once no other control plane
+    /// of the mesh holds it. The token goes nowhere else.
     async fn apply(
         cx: Ctx<'_>,
         input: &Input,
@@ -302,12 +468,40 @@ impl Kind for Attach {
         _previous: Option<&Recorded<'_>>,
     ) -> Result<Applied, StepError> {
         let remote = cx.env.clusters.connect(&remote_target(input)).await?;
-        let (token, ca) = reader_credentials(cx, &remote, &input.reader).await?;
+        ensure_reader(&remote, &input.reader).await?;
+        let primary = cx.connect().await?;
+        let ns = input.reader.namespace.as_str();
+        let held = held_token(&primary, &input.remote).await?;
+        let secrets = token_secrets(&remote, ns).await?;
+        let held_by = held
+            .as_ref()
+            .and_then(|t| secrets.iter().find(|s| s.holds(t)))
+            .cloned();
+        let [first, second] = link_token_names(&input.primary);
+        let name = if held_by.as_ref().is_some_and(|s| s.name == first) {
+            second
+        } else {
+            first
+        };
+        let mut log = String::new();
+        // A Secret under the new name is not what the remote secret holds:
+        // left by an interrupted apply. Nothing uses it.
+        if secrets.iter().any(|s| s.name == name) {
+            let stale = secret_ref(ns, &name);
+            if let Err(e) = crate::k8s::delete_and_wait(&remote, &stale, cx.env.wait_timeout).await? {
+                return Err(StepError::Failed(e));
+            }
+            log.push_str(&format!(
+                "deleted the unused token Secret {ns}/{name} in `{}` (left by an interrupted apply)\n",
+                input.remote
+            ));
+        }
+        let doc = token_document(input, &name);
+        let (token, ca) = new_token(cx, &remote, &doc).await?;
         let server = input
             .api_server
             .clone()
             .unwrap_or_else(|| remote.server.clone());
-        let mut log = String::new();
         if server.contains("127.0.0.1") || server.contains("localhost") {
             log.push_str(&format!(
             "warning: the API server address of `{}` is {server}, which is likely unreachable from inside \
@@ -329,151 +523,91 @@ impl Kind for Attach {
                 serde_json::json!({ input.remote.clone(): b64.encode(config.expose()) }),
             );
         }
-        let primary = cx.connect().await?;
         cx.say(&format!(
             "writing Secret istio-system/istio-remote-secret-{} in {}…",
             input.remote, input.primary
         ));
         crate::k8s::apply(&primary, &secret).await?;
         log.push_str(&format!(
-        "wrote Secret istio-system/istio-remote-secret-{} in `{}` with a kubeconfig for {server} {config}\n",
-        input.remote, input.primary
-    ));
+            "wrote Secret istio-system/istio-remote-secret-{} in `{}` with a kubeconfig for {server} {config}, \
+             the token of {ns}/{name} in `{}` {token}\n",
+            input.remote, input.primary, input.remote
+        ));
+        // Revoke what the link held before: its other token Secrets…
+        for old in secrets
+            .iter()
+            .filter(|s| s.link.as_deref() == Some(input.primary.as_str()) && s.name != name)
+        {
+            crate::k8s::delete(&remote, &secret_ref(ns, &old.name)).await?;
+            log.push_str(&format!(
+                "revoked the link's previous token: deleted Secret {ns}/{} in `{}`\n",
+                old.name, input.remote
+            ));
+        }
+        // …and the token all links shared, once no remote secret holds it:
+        // the one this link held, or (when an interrupted apply wrote the
+        // link's own token but did not get this far) the one istioctl names.
+        let shared = held_by.filter(|s| s.link.is_none()).or_else(|| {
+            let istioctl = token_secret_name(&input.reader);
+            secrets
+                .iter()
+                .find(|s| s.name == istioctl && s.link.is_none())
+                .cloned()
+        });
+        if let Some(shared) = shared
+            && let Some(t) = &shared.token
+        {
+            match shared_still_needed(cx, input, t).await {
+                None if !cx.env.fleet.holders.is_empty() => {
+                    crate::k8s::delete(&remote, &secret_ref(ns, &shared.name)).await?;
+                    log.push_str(&format!(
+                        "revoked the reader token the links shared: deleted Secret {ns}/{} in `{}` \
+                         (no remote secret of the mesh holds it any more)\n",
+                        shared.name, input.remote
+                    ));
+                }
+                None => log.push_str(&format!(
+                    "kept the shared token Secret {ns}/{} in `{}`: this command does not know the \
+                     mesh's other control planes\n",
+                    shared.name, input.remote
+                )),
+                Some(why) => log.push_str(&format!(
+                    "kept the shared token Secret {ns}/{} in `{}`: {why}\n",
+                    shared.name, input.remote
+                )),
+            }
+        }
         Ok(Applied {
-            outputs: BTreeMap::from([(
-                "kubeconfig_sha256".to_string(),
-                Value::from(config.sha256()),
-            )]),
+            outputs: BTreeMap::from([
+                ("kubeconfig_sha256".to_string(), Value::from(config.sha256())),
+                ("token_secret".to_string(), Value::from(format!("{ns}/{name}"))),
+                ("token_sha256".to_string(), Value::from(token.sha256())),
+                ("token_cluster".to_string(), Value::from(input.remote.clone())),
+                ("token_context".to_string(), Value::from(input.remote_context.clone())),
+            ]),
             log,
         })
     }
 
-    /// Drift: the Secret missing, its label or annotation gone, other contents,
-    /// or (when the mesh file still has the step) a token that is no longer one
-    /// of the remote's reader tokens: a re-created reader ServiceAccount gets a
-    /// new token and the old one stops working, although the Secret is as mesh
-    /// wrote it.
     async fn read(
         cx: Ctx<'_>,
         recorded: &Recorded<'_>,
         input: Option<&Input>,
     ) -> Result<Observation, StepError> {
-        let conn = cx.connect().await?;
-        let mut obs = Observation::in_sync(recorded.outputs.clone());
-        let Some(doc) = secret_doc(recorded)? else {
-            return Ok(obs);
-        };
-        let name = doc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let Some(live) = crate::k8s::get(&conn, &doc).await? else {
-            obs.drift
-                .push(format!("Secret istio-system/{name} missing"));
-            return Ok(obs);
-        };
-        let labels = doc.pointer("/metadata/labels").cloned().unwrap_or_default();
-        let annotations = doc
-            .pointer("/metadata/annotations")
-            .cloned()
-            .unwrap_or_default();
-        let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
-        if !crate::k8s::contains(live_meta.get("labels").unwrap_or(&Value::Null), &labels) {
-            obs.drift.push(format!(
-                "Secret istio-system/{name}: label istio/multiCluster changed or removed"
-            ));
-        }
-        if !crate::k8s::contains(
-            live_meta.get("annotations").unwrap_or(&Value::Null),
-            &annotations,
-        ) {
-            obs.drift.push(format!(
-            "Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"
-        ));
-        }
-        let key = annotations
-            .get("networking.istio.io/cluster")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let live_kubeconfig = crate::k8s::secret_data(&live, key);
-        let live_sha = live_kubeconfig.as_deref().map(crate::rendered::sha256_hex);
-        let want = recorded.output_str("kubeconfig_sha256");
-        if let (Some(input), Some(live_sha)) = (input, &live_sha)
-            && want == Some(live_sha.as_str())
-        {
-            let kc = live_kubeconfig
-                .as_deref()
-                .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok());
-            let token = kc.as_ref().and_then(|kc| {
-                kc.pointer("/users/0/user/token")
-                    .and_then(Value::as_str)
-                    .map(|t| Sensitive::new(t.to_string()))
-            });
-            let remote = cx.env.clusters.connect(&remote_target(input)).await?;
-            let current = reader_tokens(&remote, &input.reader).await?;
-            // The kubeconfig must reach this cluster: its server and CA.
-            let server = input.api_server.as_deref().unwrap_or(&remote.server);
-            let live_server = kc
-                .as_ref()
-                .and_then(|kc| kc.pointer("/clusters/0/cluster/server"))
-                .and_then(Value::as_str);
-            if live_server != Some(server) {
-                obs.drift.push(format!(
-                    "Secret istio-system/{name} points at {}, not at `{}`'s API server {server}",
-                    live_server.map_or("no server".into(), crate::rendered::shown),
-                    input.remote
-                ));
-            }
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let live_ca = kc
-                .as_ref()
-                .and_then(|kc| kc.pointer("/clusters/0/cluster/certificate-authority-data"))
-                .and_then(Value::as_str)
-                .and_then(|d| b64.decode(d).ok());
-            if !current.is_empty()
-                && !current
-                    .iter()
-                    .any(|(_, _, ca)| Some(ca.as_slice()) == live_ca.as_deref())
-            {
-                obs.drift.push(format!(
-                    "Secret istio-system/{name} trusts another CA than `{}`'s",
-                    input.remote
-                ));
-            }
-            let still_valid = token
-                .as_ref()
-                .is_some_and(|t| current.iter().any(|(_, c, _)| c.sha256() == t.sha256()));
-            if !still_valid {
-                obs.drift.push(format!(
-                "Secret istio-system/{name} holds a token that is no longer one of {}/{}'s in `{}` \
-                 (the ServiceAccount was re-created?)",
-                input.reader.namespace, input.reader.name, input.remote
-            ));
-            }
-        }
-        if live_sha.as_deref() != want {
-            obs.drift.push(format!(
-                "Secret istio-system/{name} has other contents (sha256:{} instead of sha256:{})",
-                live_sha
-                    .as_deref()
-                    .map_or("none", |s| &s[..12.min(s.len())]),
-                want.map_or("none", |s| &s[..12.min(s.len())]),
-            ));
-        }
-        Ok(obs)
+        read_link(cx, recorded, input, false).await
     }
 
     /// For `mesh import`: the remote secret in the primary matches when it is
     /// there with mesh's label and annotation, a kubeconfig for the remote's
     /// API server, and a token that is one of the remote's current reader
     /// tokens (what `istioctl create-remote-secret` made); its fingerprint
-    /// becomes the recorded output.
+    /// becomes the recorded output. That token is shared by every link made
+    /// that way: the next plan's refresh says so and its apply gives the
+    /// link a token of its own.
     async fn adopt(cx: Ctx<'_>, input: &Input, text: &str) -> Result<Adoption, StepError> {
         let conn = cx.connect().await?;
         let name = format!("istio-remote-secret-{}", input.remote);
-        let doc = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": "istio-system"}});
+        let doc = secret_ref(NS, &name);
         let Some(live) = crate::k8s::get(&conn, &doc).await? else {
             return Ok(Adoption::Differs(vec![format!(
                 "Secret istio-system/{name} missing"
@@ -487,13 +621,31 @@ impl Kind for Attach {
                 input.remote
             )]));
         };
-        // The same checks as a refresh, with the live fingerprint as recorded.
-        let outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
+        // The same checks as a refresh, with the live fingerprint as recorded,
+        // and the link's own token Secret when the token is one (a mesh
+        // whose state was lost): then the record names it, as apply's does.
+        let mut outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
+        if let Some(token) = held_token(&conn, &input.remote).await? {
+            let remote = cx.env.clusters.connect(&remote_target(input)).await?;
+            let ns = input.reader.namespace.as_str();
+            if let Some(own) = token_secrets(&remote, ns).await?.into_iter().find(|s| {
+                s.holds(&token) && s.link.as_deref() == Some(input.primary.as_str())
+            }) {
+                for (k, v) in [
+                    ("token_secret", format!("{ns}/{}", own.name)),
+                    ("token_sha256", token.sha256()),
+                    ("token_cluster", input.remote.clone()),
+                    ("token_context", input.remote_context.clone()),
+                ] {
+                    outputs.insert(k.to_string(), Value::from(v));
+                }
+            }
+        }
         let recorded = Recorded {
             input: text,
             outputs: &outputs,
         };
-        let obs = Self::read(cx, &recorded, Some(input)).await?;
+        let obs = read_link(cx, &recorded, Some(input), true).await?;
         Ok(if obs.drift.is_empty() {
             Adoption::Adopted(outputs)
         } else {
@@ -501,22 +653,255 @@ impl Kind for Attach {
         })
     }
 
-    /// Deletes the Secret in the primary.
+    /// Deletes the Secret in the primary, then the link's token Secret in
+    /// the remote: that token, and no other link's, is revoked.
     async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
         let conn = cx.connect().await?;
         let Some(doc) = secret_doc(recorded)? else {
             return Ok(String::new());
         };
         crate::k8s::delete(&conn, &doc).await?;
-        Ok(format!(
+        let mut log = format!(
             "deleted Secret istio-system/{}\n",
             doc.pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-        ))
+        );
+        if let (Some(token), Some(target)) = (
+            recorded.output_str("token_secret"),
+            recorded_remote_target(cx, recorded),
+        ) {
+            let (ns, name) = split_ref(token);
+            let remote = cx.env.clusters.connect(&target).await?;
+            crate::k8s::delete(&remote, &secret_ref(ns, name)).await?;
+            log.push_str(&format!(
+                "revoked the link's token: deleted Secret {ns}/{name} in `{}`\n",
+                target.cluster
+            ));
+        }
+        Ok(log)
     }
+}
+
+/// Refresh (and, `adopting`, import) of a link. Drift: the Secret
+/// missing, its label or annotation gone, other contents; and, when the
+/// mesh file still has the step, a kubeconfig that does not reach the
+/// remote, a token that is no longer one of the remote's reader tokens (a
+/// re-created reader ServiceAccount), the link's own token Secret gone
+/// (revoked) or not the one the remote secret holds, a link that still
+/// shares the reader token with the others (a record from before links had
+/// their own; not for an import, whose next plan says it), and a token older
+/// than `rotate_after`.
+async fn read_link(
+    cx: Ctx<'_>,
+    recorded: &Recorded<'_>,
+    input: Option<&Input>,
+    adopting: bool,
+) -> Result<Observation, StepError> {
+    let conn = cx.connect().await?;
+    let mut obs = Observation::in_sync(recorded.outputs.clone());
+    let Some(doc) = secret_doc(recorded)? else {
+        return Ok(obs);
+    };
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(live) = crate::k8s::get(&conn, &doc).await? else {
+        obs.drift
+            .push(format!("Secret istio-system/{name} missing"));
+        return Ok(obs);
+    };
+    let labels = doc.pointer("/metadata/labels").cloned().unwrap_or_default();
+    let annotations = doc
+        .pointer("/metadata/annotations")
+        .cloned()
+        .unwrap_or_default();
+    let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
+    if !crate::k8s::contains(live_meta.get("labels").unwrap_or(&Value::Null), &labels) {
+        obs.drift.push(format!(
+            "Secret istio-system/{name}: label istio/multiCluster changed or removed"
+        ));
+    }
+    if !crate::k8s::contains(
+        live_meta.get("annotations").unwrap_or(&Value::Null),
+        &annotations,
+    ) {
+        obs.drift.push(format!(
+            "Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"
+        ));
+    }
+    let key = annotations
+        .get("networking.istio.io/cluster")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let live_kubeconfig = crate::k8s::secret_data(&live, key);
+    let live_sha = live_kubeconfig.as_deref().map(crate::rendered::sha256_hex);
+    let want = recorded.output_str("kubeconfig_sha256");
+    if let (Some(input), Some(live_sha)) = (input, &live_sha)
+        && want == Some(live_sha.as_str())
+    {
+        let kc = live_kubeconfig
+            .as_deref()
+            .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok());
+        let token = kc.as_ref().and_then(|kc| {
+            kc.pointer("/users/0/user/token")
+                .and_then(Value::as_str)
+                .map(|t| Sensitive::new(t.to_string()))
+        });
+        let remote = cx.env.clusters.connect(&remote_target(input)).await?;
+        let all = token_secrets(&remote, &input.reader.namespace).await?;
+        let current: Vec<&TokenSecret> = all
+            .iter()
+            .filter(|s| s.sa.as_deref() == Some(input.reader.name.as_str()))
+            .filter(|s| s.token.is_some() && s.ca.is_some())
+            .collect();
+        // The kubeconfig must reach this cluster: its server and CA.
+        let server = input.api_server.as_deref().unwrap_or(&remote.server);
+        let live_server = kc
+            .as_ref()
+            .and_then(|kc| kc.pointer("/clusters/0/cluster/server"))
+            .and_then(Value::as_str);
+        if live_server != Some(server) {
+            obs.drift.push(format!(
+                "Secret istio-system/{name} points at {}, not at `{}`'s API server {server}",
+                live_server.map_or("no server".into(), crate::rendered::shown),
+                input.remote
+            ));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let live_ca = kc
+            .as_ref()
+            .and_then(|kc| kc.pointer("/clusters/0/cluster/certificate-authority-data"))
+            .and_then(Value::as_str)
+            .and_then(|d| b64.decode(d).ok());
+        if !current.is_empty() && !current.iter().any(|s| s.ca.as_deref() == live_ca.as_deref()) {
+            obs.drift.push(format!(
+                "Secret istio-system/{name} trusts another CA than `{}`'s",
+                input.remote
+            ));
+        }
+        let ns = input.reader.namespace.as_str();
+        match recorded.output_str("token_secret") {
+            // A record from before links had their own token.
+            None => {
+                let still_valid = token.as_ref().is_some_and(|t| current.iter().any(|s| s.holds(t)));
+                if !still_valid {
+                    obs.drift.push(format!(
+                        "Secret istio-system/{name} holds a token that is no longer one of {ns}/{}'s in `{}` \
+                         (the ServiceAccount was re-created?)",
+                        input.reader.name, input.remote
+                    ));
+                } else if !adopting {
+                    obs.drift.push(format!(
+                        "Secret istio-system/{name} holds the reader token the links to `{}` share: \
+                         apply gives it its own token",
+                        input.remote
+                    ));
+                }
+            }
+            Some(own) => {
+                let (own_ns, own_name) = split_ref(own);
+                match all.iter().find(|s| s.name == own_name && own_ns == ns) {
+                    None => obs.drift.push(format!(
+                        "the link's token Secret {own} in `{}` is gone (its token is revoked)",
+                        input.remote
+                    )),
+                    Some(s) if s.sa.as_deref() != Some(input.reader.name.as_str()) => {
+                        obs.drift.push(format!(
+                            "the link's token Secret {own} in `{}` is not {ns}/{}'s",
+                            input.remote, input.reader.name
+                        ))
+                    }
+                    Some(s) if !token.as_ref().is_some_and(|t| s.holds(t)) => {
+                        obs.drift.push(format!(
+                            "Secret istio-system/{name} does not hold the token of the link's token Secret {own} in `{}`",
+                            input.remote
+                        ))
+                    }
+                    Some(s) => {
+                        if let (Some(after), Some(created)) = (cx.env.rotate_after, &s.created)
+                            && let Some(age) = overdue(created, now(), after)
+                        {
+                            obs.drift.push(format!(
+                                "the link's token {own} in `{}` is {} old (rotate_after {}): apply replaces it",
+                                input.remote,
+                                human(age),
+                                human(after)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if live_sha.as_deref() != want {
+        obs.drift.push(format!(
+            "Secret istio-system/{name} has other contents (sha256:{} instead of sha256:{})",
+            live_sha
+                .as_deref()
+                .map_or("none", |s| &s[..12.min(s.len())]),
+            want.map_or("none", |s| &s[..12.min(s.len())]),
+        ));
+    }
+    Ok(obs)
+}
+
+/// Now, in Unix seconds.
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn secret_doc(recorded: &Recorded<'_>) -> Result<Option<Value>, StepError> {
     Ok(recorded.documents()?.into_iter().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_overdue_once_older_than_rotate_after() {
+        let day = Duration::from_secs(86_400);
+        let made = "2026-01-01T00:00:00Z";
+        let t0 = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(overdue(made, t0 + 89 * 86_400, 90 * day), None);
+        assert_eq!(
+            overdue(made, t0 + 91 * 86_400, 90 * day),
+            Some(91 * day)
+        );
+        assert_eq!(human(91 * day), "91 d");
+        assert_eq!(overdue("not a time", t0, day), None);
+    }
+
+    #[test]
+    fn each_link_renders_its_own_token_secret_named_for_its_control_plane() {
+        let input = Input {
+            remote: "cluster2".into(),
+            remote_context: "kind-cluster2".into(),
+            primary: "cluster1".into(),
+            api_server: None,
+            remote_kubeconfig: None,
+            reader: Reader::default(),
+        };
+        let r = render(&input);
+        assert_eq!(r.documents.len(), 2);
+        let t = &r.documents[1];
+        assert_eq!(t["metadata"]["name"], "istio-reader-token-cluster1");
+        assert_eq!(t["metadata"]["labels"][LINK_LABEL], "cluster1");
+        assert_eq!(t["metadata"]["labels"][MANAGED_BY], "mesh");
+        assert_eq!(t["type"], TOKEN_TYPE);
+        assert_eq!(
+            t["metadata"]["annotations"][SA_ANNOTATION],
+            "istio-reader-service-account"
+        );
+        // The longest cluster name (a 63-character label) still fits a Secret name.
+        let [a, b] = link_token_names(&"c".repeat(63));
+        assert!(a.len() <= 253 && b.len() <= 253 && a != b);
+        // An old record (one document) is told why it updates.
+        let why = Attach::leftovers(&r.documents[..1], &r);
+        assert!(why[0].starts_with("its own token: Secret istio-system/istio-reader-token-cluster1 in cluster2"), "{why:?}");
+        assert!(Attach::leftovers(&r.documents, &r).is_empty());
+    }
 }

@@ -450,3 +450,114 @@ async fn access_reviews_and_denied_permissions() {
     assert!(cms.list(&ListParams::default()).await.is_ok());
     set.shutdown().await;
 }
+
+/// As kube-apiserver's legacy service-account token authenticator:
+/// deleting a token Secret revokes its token (401, and a TokenReview
+/// refuses it), and only its token: another Secret's token of the same
+/// ServiceAccount still works.
+#[tokio::test]
+async fn deleting_a_token_secret_revokes_exactly_its_token() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let set = open(dir.path(), &["c1"]).await;
+    let c = client(&set, "c1").await;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "default");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "reader"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let mut tokens = Vec::new();
+    for name in ["link-a", "link-b"] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name,
+                    "annotations": {"kubernetes.io/service-account.name": "reader"}},
+                    "type": "kubernetes.io/service-account-token"}))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let filled = tokio::time::timeout(
+            Duration::from_secs(10),
+            await_condition(secrets.clone(), name, |s: Option<&Secret>| {
+                s.and_then(|s| s.data.as_ref())
+                    .is_some_and(|d| d.contains_key("token"))
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        tokens.push(String::from_utf8(filled.data.unwrap()["token"].0.clone()).unwrap());
+    }
+    let as_token = |token: &str| {
+        let path = set.kubeconfig_path();
+        let token = token.to_string();
+        async move {
+            let kc = kube::config::Kubeconfig::read_from(path).unwrap();
+            let mut cfg = Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions {
+                    context: Some("c1".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            cfg.auth_info.token = Some(token.into());
+            Api::<Namespace>::all(Client::try_from(cfg).unwrap())
+                .get("default")
+                .await
+        }
+    };
+    let reviewed = |token: &str| {
+        let api: Api<TokenReview> = Api::all(c.clone());
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        async move {
+            api.create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.authenticated)
+                == Some(true)
+        }
+    };
+    for t in &tokens {
+        as_token(t).await.unwrap();
+        assert!(reviewed(t).await);
+    }
+    secrets
+        .delete("link-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        !reviewed(&tokens[0]).await,
+        "a deleted Secret's token still reviews"
+    );
+    // The authenticator learns of the deletion from the store's events:
+    // wait for it, bounded.
+    let refused = async {
+        loop {
+            match as_token(&tokens[0]).await {
+                Err(kube::Error::Api(s)) if s.code == 401 => break,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("the revoked token is still accepted");
+    as_token(&tokens[1]).await.unwrap();
+    assert!(reviewed(&tokens[1]).await);
+    set.shutdown().await;
+}
