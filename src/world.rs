@@ -49,6 +49,7 @@ impl World {
             kubeconfig.clone(),
         );
         env.progress = Arc::new(move |step, what| view.say(step, what));
+        env.rotate_after = mesh.credentials.rotate_after;
         Ok(World {
             env: Arc::new(env),
             kubeconfig,

@@ -727,3 +727,111 @@ fn a_lost_state_re_imported_records_each_links_own_token() {
     each_link_has_its_own_token(&w);
     w.assert_clean();
 }
+
+/// `[credentials] rotate_after` in the mesh file: a fresh token passes
+/// (plan clean, `mesh check` shows its age); one older than the limit is
+/// drift with its age, `mesh check` warns, and apply rotates it with no gap
+/// (a new token Secret, the old one revoked); a limit that does not parse
+/// or is under an hour is an error where it is written.
+#[test]
+fn rotate_after_in_the_mesh_file_ages_tokens_and_apply_rotates_them() {
+    // [credentials] before the clusters' array of tables.
+    let toml = a_primary_and_two_remotes().replacen(
+        "[[cluster]]",
+        "[credentials]\nrotate_after = \"30d\"\n\n[[cluster]]",
+        1,
+    );
+    let w = World::new(&toml, CONTEXTS);
+    w.ok(&["apply", "--auto-approve"]);
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let check = w.mesh(&["check", "--format", "json"]);
+    let checks: Value = serde_json::from_slice(&check.stdout).unwrap();
+    let age = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == "cluster2" && c["check"] == "link cluster2/attach: token age")
+        .unwrap_or_else(|| panic!("no token age check: {checks:#}"));
+    assert_eq!(age["status"], "PASS", "{age:#}");
+
+    // The link's token, made 40 days ago.
+    let token = w.state_json()["steps"]["cluster2/attach"]["outputs"]["token_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = token.rsplit('/').next().unwrap().to_string();
+    {
+        let c2 = w.cluster("kind-cluster2");
+        let mut store = c2.store();
+        let when = k8s_openapi::jiff::Timestamp::from_second(providers::ca::now() - 40 * 86_400)
+            .unwrap()
+            .to_string();
+        assert!(store.backdate("", "secrets", NS, &name, &when));
+    }
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("cluster2/attach"), "{t}");
+    let json = w.mesh(&["plan", "--format", "json"]);
+    let plan: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let reason = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == "cluster2/attach")
+        .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+        .unwrap();
+    assert!(reason.contains("old (rotate_after 30"), "{reason}");
+    // `mesh check`: the age is a warning; the drift that refresh reports
+    // (the same as the plan's) is what fails, with `mesh apply` its fix.
+    let check = w.mesh(&["check", "--format", "json"]);
+    assert_eq!(check.status.code(), Some(2), "{}", text(&check));
+    let checks: Value = serde_json::from_slice(&check.stdout).unwrap();
+    let failed: Vec<&Value> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "FAIL")
+        .collect();
+    assert!(
+        !failed.is_empty()
+            && failed.iter().all(|c| c["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("rotate_after")),
+        "{failed:#?}"
+    );
+    let age = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == "cluster2" && c["check"] == "link cluster2/attach: token age")
+        .unwrap();
+    assert_eq!(age["status"], "WARN", "{age:#}");
+    w.ok(&["apply", "--auto-approve"]);
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rotated = w.state_json()["steps"]["cluster2/attach"]["outputs"]["token_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(rotated, token, "not rotated");
+    assert!(
+        w.get("kind-cluster2", "", "secrets", NS, &name).is_none(),
+        "the old token Secret was not revoked"
+    );
+
+    // Bad limits, where they are written.
+    for (value, want) in [
+        ("\"30m\"", "under one hour"),
+        ("\"soon\"", "is not a duration"),
+    ] {
+        let bad = toml.replace("rotate_after = \"30d\"", &format!("rotate_after = {value}"));
+        w.write_mesh(&bad);
+        let o = w.mesh(&["validate"]);
+        let t = text(&o);
+        assert_ne!(o.status.code(), Some(0), "{t}");
+        assert!(t.contains(want) && t.contains("mesh.toml:"), "{value}: {t}");
+    }
+}

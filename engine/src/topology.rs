@@ -464,6 +464,7 @@ mod tests {
             state: Default::default(),
             trust: None,
             policy: Default::default(),
+            credentials: Default::default(),
             tags: Default::default(),
             clusters,
             warnings: Vec::new(),

@@ -925,19 +925,49 @@ async fn link(
         link.input.reader.namespace, link.input.reader.name
     );
     let check = format!("{base}: token");
+    let mut age_check = None;
     out.push(match &kc.token {
         None => Check::fail(c, check, "the kubeconfig has no token".into()).fix(MESH_APPLY),
         Some(token) => match token_review(conn, token).await? {
             Ok(user) if user == reader => {
-                let whose = match token_secret_of(conn, &link.input.reader.namespace, token).await? {
-                    Some((name, Some(holder))) if holder == *q => {
+                let found = token_secret_of(conn, &link.input.reader.namespace, token).await?;
+                let whose = match &found {
+                    Some((name, Some(holder), _)) if holder == q => {
                         format!(" (the link's own token, Secret {name})")
                     }
-                    Some((name, _)) => format!(
+                    Some((name, _, _)) => format!(
                         " (the token of Secret {name}, not the link's own: `mesh apply` gives it one)"
                     ),
                     None => String::new(),
                 };
+                // Its age against `[credentials] rotate_after`, when set.
+                if let (Some(limit), Some((name, _, Some(made)))) = (env.rotate_after, &found) {
+                    let age = (crate::ca::now() - made).max(0) as u64;
+                    let days = |s: u64| format!("{:.1} d", s as f64 / 86_400.0);
+                    let aged = format!("{base}: token age");
+                    age_check = Some(if age > limit.as_secs() {
+                        Check::warn(
+                            c,
+                            aged,
+                            format!(
+                                "Secret {name} is {} old, older than rotate_after ({})",
+                                days(age),
+                                days(limit.as_secs())
+                            ),
+                        )
+                        .fix(format!("{MESH_APPLY} (rotates it with no gap)"))
+                    } else {
+                        Check::pass(
+                            c,
+                            aged,
+                            format!(
+                                "{} old (rotate_after {})",
+                                days(age),
+                                days(limit.as_secs())
+                            ),
+                        )
+                    });
+                }
                 Check::pass(c, check, format!("accepted by {c} as {reader}{whose}"))
             }
             Ok(user) => Check::fail(
@@ -961,6 +991,7 @@ async fn link(
             )),
         },
     });
+    out.extend(age_check);
     // What istiod needs, as the reader.
     let mut denied = Vec::new();
     for (group, resource) in READER_NEEDS {
@@ -1008,7 +1039,7 @@ async fn token_secret_of(
     conn: &Connection,
     namespace: &str,
     token: &crate::rendered::Sensitive,
-) -> Result<Option<(String, Option<String>)>, ClusterError> {
+) -> Result<Option<(String, Option<String>, Option<i64>)>, ClusterError> {
     use k8s_openapi::api::core::v1::Secret;
     let secrets: kube::Api<Secret> = kube::Api::namespaced(conn.client.clone(), namespace);
     let lp = kube::api::ListParams::default().fields("type=kubernetes.io/service-account-token");
@@ -1029,6 +1060,10 @@ async fn token_secret_of(
                     .as_ref()
                     .and_then(|l| l.get(attach::LINK_LABEL))
                     .cloned(),
+                s.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
             )
         })
     }))

@@ -356,7 +356,7 @@ fn to_json(v: &toml::Value) -> Value {
 /// `1m30s`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let bad = || format!("`{s}` is not a duration: use e.g. 30s, 5m or 1h");
+    let bad = || format!("`{s}` is not a duration: use e.g. 30s, 5m, 1h or 90d");
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(std::time::Duration::from_secs(secs));
     }
@@ -371,6 +371,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
             's' => 1,
             'm' => 60,
             'h' => 3600,
+            'd' => 86_400,
             _ => return Err(bad()),
         };
         let n: u64 = num.parse().map_err(|_| bad())?;

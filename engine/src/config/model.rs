@@ -15,6 +15,8 @@ pub struct MeshFile {
     pub trust: Option<TrustSection>,
     /// `[policy]`: what a plan may not do (no rules when absent).
     pub policy: PolicySection,
+    /// `[credentials]`: how the remote secrets' tokens age.
+    pub credentials: CredentialsSection,
     /// `[tags]`: revision tag → revision (`default` drives
     /// `istio-injection=enabled`), set on every cluster where injection
     /// happens.
@@ -24,6 +26,13 @@ pub struct MeshFile {
     /// Warnings (not errors) found while loading, e.g. a root key readable
     /// by others. Already worded for the user.
     pub warnings: Vec<String>,
+}
+
+/// `[credentials]`: each link's reader token older than `rotate_after` is
+/// drift, which the next apply rotates without a gap.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CredentialsSection {
+    pub rotate_after: Option<Duration>,
 }
 
 /// `[trust]`: a root CA from which every primary gets its own intermediate.

@@ -48,6 +48,8 @@ pub(crate) struct Draft {
     pub require_canary: Option<At<bool>>,
     /// `[[mesh.keep_revision]]` tables.
     pub keep_revisions: Vec<DraftKept>,
+    /// `[credentials] rotate_after`.
+    pub rotate_after: Option<At<String>>,
     /// `[tags]` was written (its span).
     pub tags_span: Option<Range<usize>>,
     /// Each tag (its name where written) and the revision it names.
@@ -89,8 +91,16 @@ pub(crate) struct DraftCluster {
 }
 
 pub(crate) const TOP_KEYS: &[&str] = &[
-    "mesh", "istioctl", "state", "trust", "policy", "tags", "cluster",
+    "mesh",
+    "istioctl",
+    "state",
+    "trust",
+    "policy",
+    "credentials",
+    "tags",
+    "cluster",
 ];
+pub(crate) const CREDENTIALS_KEYS: &[&str] = &["rotate_after"];
 pub(crate) const KEEP_REVISION_KEYS: &[&str] = &["name", "istio_version", "istioctl"];
 pub(crate) const POLICY_KEYS: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
 pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
@@ -403,6 +413,20 @@ impl Walker<'_> {
                                     if let Some(m) = self.unknown_key(k, "[trust]", TRUST_KEYS) {
                                         draft.trust_keys.push(m);
                                     }
+                                }
+                            }
+                        }
+                    }
+                }
+                "credentials" => {
+                    if let Some(t) = self.table("credentials", value) {
+                        for (k, v) in t {
+                            match k.get_ref().as_ref() {
+                                "rotate_after" => {
+                                    draft.rotate_after = self.string("rotate_after", v)
+                                }
+                                _ => {
+                                    self.unknown_key(k, "[credentials]", CREDENTIALS_KEYS);
                                 }
                             }
                         }

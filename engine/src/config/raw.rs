@@ -20,6 +20,8 @@ pub struct RawMeshFile {
     pub trust: Option<RawTrust>,
     #[serde(default)]
     pub policy: Option<RawPolicy>,
+    #[serde(default)]
+    pub credentials: Option<RawCredentials>,
     /// Revision tags (`istioctl tag set`): tag name → the installed revision it
     /// points at (`default` drives `istio-injection=enabled`; a revision name, or
     /// `default` for the unrevisioned control plane). Set on every cluster.
@@ -46,6 +48,15 @@ pub struct RawMesh {
     /// with the istioctl that installed it (`[[mesh.keep_revision]]`).
     #[serde(default)]
     pub keep_revision: Vec<RawKeepRevision>,
+}
+
+/// How the remote secrets' tokens age.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    /// A link's reader token older than this is drift, which the next apply rotates
+    /// with no gap (`90d`, `720h`; at least an hour).
+    pub rotate_after: Option<String>,
 }
 
 /// A revision kept installed beside the mesh's `revision`.

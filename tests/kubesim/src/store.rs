@@ -520,6 +520,29 @@ impl Store {
             .get(&obj_key(ns, name))
     }
 
+    /// Sets an object's `creationTimestamp` as if it were made at `when`
+    /// (RFC 3339): what a test of ageing needs, since the API server never
+    /// lets a client write it. Not an API: the simulator's own hook.
+    pub fn backdate(
+        &mut self,
+        group: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+        when: &str,
+    ) -> bool {
+        let Some(obj) = self
+            .data
+            .objects
+            .get_mut(&format!("{group}/{plural}"))
+            .and_then(|m| m.get_mut(&obj_key(ns, name)))
+        else {
+            return false;
+        };
+        obj["metadata"]["creationTimestamp"] = Value::from(when);
+        true
+    }
+
     fn ns_of(rt: &ResourceType, ns: &str) -> String {
         if rt.namespaced {
             ns.to_string()

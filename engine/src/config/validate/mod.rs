@@ -214,6 +214,7 @@ pub(crate) fn validate(
     let mut mesh = ck.mesh(&draft);
     mesh.keep_revisions = ck.keep_revisions(&draft, &mesh);
     let tags = ck.tags(&draft, &mesh);
+    let credentials = ck.credentials(&draft);
     let istioctl = ck.istioctl(&draft);
     let state_path = ck.state_path(&draft);
     let clusters = ck.clusters(&draft, values);
@@ -237,6 +238,7 @@ pub(crate) fn validate(
         },
         trust,
         policy,
+        credentials,
         tags,
         clusters: clusters.into_iter().map(|(c, _)| c).collect(),
         warnings: Vec::new(),

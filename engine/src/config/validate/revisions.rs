@@ -87,6 +87,34 @@ impl Checker<'_> {
         out
     }
 
+    /// `[credentials] rotate_after`: a duration of at least an hour.
+    pub(super) fn credentials(
+        &mut self,
+        draft: &Draft,
+    ) -> crate::config::model::CredentialsSection {
+        let mut out = crate::config::model::CredentialsSection::default();
+        let Some(at) = &draft.rotate_after else {
+            return out;
+        };
+        match crate::config::parse_duration(&at.value) {
+            Ok(d) if d >= std::time::Duration::from_secs(3600) => out.rotate_after = Some(d),
+            Ok(_) => self.error(
+                at.span.clone(),
+                format!(
+                    "[credentials] rotate_after `{}` is under one hour",
+                    at.value
+                ),
+                "tokens would be replaced on nearly every apply: use days, e.g. \"90d\"",
+            ),
+            Err(e) => self.error(
+                at.span.clone(),
+                format!("[credentials] rotate_after: {e}"),
+                "write e.g. \"90d\" or \"720h\"",
+            ),
+        }
+        out
+    }
+
     /// `[tags]`: each tag a DNS label naming an installed revision.
     pub(super) fn tags(&mut self, draft: &Draft, mesh: &MeshSection) -> BTreeMap<String, String> {
         let installed = mesh.revision_names();
