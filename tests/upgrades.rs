@@ -427,3 +427,41 @@ fn keep_revision_and_tag_mistakes_are_named_where_they_are() {
         "{t}"
     );
 }
+
+/// A kept revision's istioctl of another version than its `istio_version`
+/// is refused before anything runs, naming where its `istioctl` is written.
+#[test]
+fn a_kept_istioctl_of_another_version_is_refused_where_it_is_written() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let wrong = canary("default").replace(
+        "istioctl = \"/opt/istio-1.28.0/bin/istioctl\"",
+        "istioctl = \"/opt/istio-1.27.2/bin/istioctl\"",
+    );
+    w.write_mesh(&wrong);
+    let line = wrong
+        .lines()
+        .position(|l| l.contains("istio-1.27.2"))
+        .unwrap()
+        + 1;
+    let before = w
+        .istioctl_log()
+        .iter()
+        .filter(|r| r["argv"][0] != "version")
+        .count();
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("kept revision `default`")
+            && t.contains(&format!("mesh.toml:{line}:"))
+            && t.contains("1.27.2"),
+        "{t}"
+    );
+    let after = w
+        .istioctl_log()
+        .iter()
+        .filter(|r| r["argv"][0] != "version")
+        .count();
+    assert_eq!(before, after, "something ran");
+}

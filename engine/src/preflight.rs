@@ -167,7 +167,10 @@ pub async fn run(
             for k in kept {
                 let own = env.istioctl.with_program(&k.istioctl);
                 if let Err(e) = preflight::check_istioctl(&own, k.istio_version.as_deref()).await {
-                    errors.push(format!("kept revision `{}`: {e}", k.name));
+                    errors.push(format!(
+                        "kept revision `{}` ({}, its `istioctl`): {e}",
+                        k.name, k.written_at
+                    ));
                 }
             }
         }

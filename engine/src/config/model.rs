@@ -90,6 +90,9 @@ pub struct KeptRevision {
     pub istio_version: Option<String>,
     /// The istioctl that installed it (and the only one that re-runs it).
     pub istioctl: String,
+    /// Where its `istioctl` is written (`mesh.toml:12:12`), for the error
+    /// when that istioctl is not of `istio_version`.
+    pub written_at: String,
 }
 
 impl MeshSection {

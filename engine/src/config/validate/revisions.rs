@@ -76,11 +76,13 @@ impl Checker<'_> {
                 continue;
             }
             seen.push(name.clone());
-            if let Some(istioctl) = istioctl {
+            if let (Some(istioctl), Some(ctl_at)) = (istioctl, &k.istioctl) {
+                let d = self.loc.at(ctl_at.span.clone(), "", None);
                 out.push(KeptRevision {
                     name,
                     istio_version,
                     istioctl,
+                    written_at: format!("{}:{}:{}", d.path.display(), d.line, d.column),
                 });
             }
         }
