@@ -37,19 +37,7 @@ pub async fn notes(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String>
 /// of any cluster labelled `istio.io/rev=<it>` (its new pods would find no
 /// injector). Empty when none is, or the plan removes no revision.
 pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String> {
-    let removed: Vec<(String, String)> = plan
-        .changes
-        .iter()
-        .filter(|c| {
-            c.action == plans::Action::Delete
-                && c.kind.starts_with("install-")
-                && c.step.contains('#')
-        })
-        .filter_map(|c| {
-            let rev = providers::facts::of_input(c.before.as_deref()?).revision?;
-            Some((c.step.clone(), rev))
-        })
-        .collect();
+    let removed = engine::upgrades::removed_revisions(plan);
     if removed.is_empty() {
         return Vec::new();
     }

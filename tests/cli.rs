@@ -6,6 +6,9 @@
 //! Golden files live in tests/golden/; `MESH_UPDATE_GOLDEN=1 cargo test
 //! --test cli` rewrites them (review the diff before committing).
 
+mod support;
+use support::golden;
+
 use engine::planner;
 use serde_json::json;
 use state::{State, Status};
@@ -40,29 +43,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("MESH_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "no golden file {}: run with MESH_UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    assert_eq!(
-        actual,
-        expected,
-        "output differs from {} (MESH_UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
 }
 
 fn workdir(mesh_toml: &str) -> tempfile::TempDir {

@@ -74,10 +74,7 @@ pub fn diff(plan: &mut Plan, base: Option<&MeshFile>, head: Option<&MeshFile>) {
 /// upgrade that moves workloads (`default` drives `istio-injection=enabled`).
 fn tag_notes(plan: &Plan) -> Vec<String> {
     use std::collections::BTreeMap;
-    let rev = |text: &Option<String>| {
-        text.as_deref()
-            .and_then(|t| providers::facts::of_input(t).revision)
-    };
+    let rev = |side: &Option<String>| crate::upgrades::facts(side).revision;
     /// A tag, the revision it pointed at, and the one it points at.
     type Move = (String, Option<String>, Option<String>);
     let mut moves: BTreeMap<Move, Vec<&str>> = BTreeMap::new();
@@ -211,7 +208,7 @@ impl Picture {
             let Some(text) = text else { continue };
             let facts = providers::facts::of_input(text);
             // A kept revision's install (`…#<revision>`): beside the mesh's.
-            if c.kind.starts_with("install-") && c.step.contains('#') {
+            if crate::upgrades::is_kept_install(c) {
                 let rev = facts.revision.clone().unwrap_or_else(|| "default".into());
                 if !p.kept.iter().any(|(k, _)| *k == rev) {
                     p.kept.push((rev, facts.istio_version.clone()));

@@ -10,19 +10,40 @@
 //! - a revision is uninstalled only after every tag that pointed at it has
 //!   moved: a tag move and that revision's removal are two applies.
 
+use plans::Change;
 use plans::{Action, Plan};
 use providers::facts::{Facts, of_input};
 
+/// What a side of a change (its `before` or `after`) says.
+pub fn facts(side: &Option<String>) -> Facts {
+    side.as_deref().map(of_input).unwrap_or_default()
+}
+
+/// Whether the change is a kept revision's install
+/// (`cluster1/install-control-plane#<revision>`).
+pub fn is_kept_install(c: &Change) -> bool {
+    c.kind.starts_with("install-") && c.step.contains('#')
+}
+
+/// The kept revisions' installs this plan deletes, with the revision each
+/// installed: what a revision's removal uninstalls.
+pub fn removed_revisions(plan: &Plan) -> Vec<(&Change, String)> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action == Action::Delete && is_kept_install(c))
+        .filter_map(|c| Some((c, facts(&c.before).revision?)))
+        .collect()
+}
+
 /// Why the plan must not run, one sentence each; empty when it may.
 pub fn refusals(plan: &Plan) -> Vec<String> {
-    let facts = |s: &Option<String>| s.as_deref().map(of_input).unwrap_or_default();
     let mut out = Vec::new();
     for c in &plan.changes {
         if c.action != Action::Update || !c.kind.starts_with("install-") {
             continue;
         }
         let (before, after) = (facts(&c.before), facts(&c.after));
-        if c.step.contains('#') {
+        if is_kept_install(c) {
             if before.istio_version != after.istio_version {
                 out.push(format!(
                     "{}: kept revision `{}` was installed by Istio {} and is only ever re-run by \
@@ -64,14 +85,10 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
         let Some(from) = facts(&c.before).revision else {
             continue;
         };
-        let removed = plan.changes.iter().find(|d| {
-            d.action == Action::Delete
-                && d.cluster == c.cluster
-                && d.kind.starts_with("install-")
-                && d.step.contains('#')
-                && facts(&d.before).revision.as_deref() == Some(from.as_str())
-        });
-        if let Some(d) = removed {
+        let removed = removed_revisions(plan)
+            .into_iter()
+            .find(|(d, rev)| d.cluster == c.cluster && *rev == from);
+        if let Some((d, _)) = removed {
             out.push(format!(
                 "{}: the tag still points at revision `{from}`, and this plan both moves it and \
                  uninstalls `{from}` ({}): pods injected in between would find no injector. Move \
@@ -86,12 +103,11 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
 
 /// The control planes this plan upgrades in place (the same revision,
 /// another Istio version): where `istioctl x precheck` runs first.
-pub fn in_place(plan: &Plan) -> Vec<&plans::Change> {
-    let facts = |s: &Option<String>| s.as_deref().map(of_input).unwrap_or_default();
+pub fn in_place(plan: &Plan) -> Vec<&Change> {
     plan.changes
         .iter()
         .filter(|c| {
-            c.action == Action::Update && c.kind == "install-control-plane" && !c.step.contains('#')
+            c.action == Action::Update && c.kind == "install-control-plane" && !is_kept_install(c)
         })
         .filter(|c| {
             let (b, a) = (facts(&c.before), facts(&c.after));

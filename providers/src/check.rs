@@ -1250,6 +1250,9 @@ async fn istiod_pods(
 /// cluster cannot reach hangs until then.
 const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The largest answer read from istiod's debug endpoint.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
 /// A GET of `path` on `port` of `pod`, through a port-forward (the pods'
 /// `portforward` subresource), as `istioctl remote-clusters` asks istiod.
 /// Not the API server's pod proxy: istiod answers its debug endpoints only
@@ -1258,7 +1261,7 @@ const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// a port-forward arrives from localhost inside the pod, as the kubelet
 /// connects.
 async fn ask_pod(conn: &Connection, pod: &str, port: u16, path: &str) -> Result<String, String> {
-    use tokio::io::AsyncWriteExt;
+    use http_body_util::BodyExt;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(conn.client.clone(), NS);
     let ask = async {
@@ -1266,25 +1269,43 @@ async fn ask_pod(conn: &Connection, pod: &str, port: u16, path: &str) -> Result<
             .portforward(pod, &[port])
             .await
             .map_err(|e| format!("port-forward refused: {e}"))?;
-        let mut stream = forward
+        let stream = forward
             .take_stream(port)
             .ok_or("port-forward gave no stream")?;
         let error = forward.take_error(port);
-        stream
-            .write_all(
-                format!(
-                    "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await
-            .map_err(|e| format!("writing the request: {e}"))?;
-        let answer = read_http_response(&mut stream).await;
-        drop(stream);
+        let asked = async {
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let req = http::Request::get(path)
+                .header("host", format!("localhost:{port}"))
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = answer.status();
+            let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer (at most {} MiB): {e}", MAX_ANSWER >> 20))?
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body).to_string();
+            if !status.is_success() {
+                return Err(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    shown(body.trim().chars().take(200).collect::<String>().as_str())
+                ));
+            }
+            Ok(body)
+        };
+        let answer = asked.await;
         forward.abort();
         match answer {
             Ok(a) => Ok(a),
-            // What the far side said, when it said something.
+            // What the far side said, when it said something (nothing
+            // listens on the port, say).
             Err(e) => match error {
                 Some(err) => {
                     match tokio::time::timeout(std::time::Duration::from_millis(200), err).await {
@@ -1302,103 +1323,6 @@ async fn ask_pod(conn: &Connection, pod: &str, port: u16, path: &str) -> Result<
             "no answer within {} s through the port-forward",
             ASK_TIMEOUT.as_secs()
         )),
-    }
-}
-
-/// The largest answer read from istiod's debug endpoint.
-const MAX_ANSWER: usize = 16 * 1024 * 1024;
-
-/// Reads one HTTP/1.1 response: the body of a 200 (by Content-Length,
-/// chunked, or to the end), or an error naming the status.
-async fn read_http_response<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<String, String> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = r.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(if buf.is_empty() {
-                "the connection closed without an answer (is istiod listening on its debug port?)"
-                    .into()
-            } else {
-                "the answer ended inside its headers".into()
-            });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > 64 * 1024 {
-            return Err("an answer with headers over 64 KiB".into());
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
-    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let mut body = buf[head_end..].to_vec();
-    let complete = |body: &[u8]| match (length, chunked) {
-        (Some(n), _) => body.len() >= n,
-        (None, true) => body.ends_with(b"0\r\n\r\n"),
-        (None, false) => false,
-    };
-    while !complete(&body) {
-        let n = r.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-        if body.len() > MAX_ANSWER {
-            return Err(format!("an answer over {} MiB", MAX_ANSWER / 1024 / 1024));
-        }
-    }
-    if let Some(n) = length {
-        body.truncate(n);
-    } else if chunked {
-        body = dechunk(&body).ok_or("a chunked answer that does not parse")?;
-    }
-    let body = String::from_utf8_lossy(&body).to_string();
-    if status != "200" {
-        return Err(format!(
-            "HTTP {status}: {}",
-            shown(body.trim().chars().take(200).collect::<String>().as_str())
-        ));
-    }
-    Ok(body)
-}
-
-/// The body of a chunked transfer encoding.
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&b[..line_end])
-                .ok()?
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
     }
 }
 
@@ -1424,30 +1348,6 @@ mod tests {
         let why = verify_signed_by(&ca.cert_pem, &other).unwrap_err();
         assert!(why.contains("not by the mesh's root"), "{why}");
         assert!(verify_signed_by("nonsense", &root).is_err());
-    }
-
-    #[test]
-    fn http_answers_by_length_chunked_or_to_the_end_and_errors_by_status() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let read = |raw: &str| {
-            let mut r = raw.as_bytes();
-            rt.block_on(read_http_response(&mut r))
-        };
-        assert_eq!(
-            read("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]extra").unwrap(),
-            "[]"
-        );
-        assert_eq!(
-            read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n1\r\n}\r\n1\r\n]\r\n0\r\n\r\n").unwrap(),
-            "[{}]"
-        );
-        assert_eq!(read("HTTP/1.0 200 OK\r\n\r\n[1]").unwrap(), "[1]");
-        let e = read("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n").unwrap_err();
-        assert!(e.contains("HTTP 401"), "{e}");
-        assert!(read("").unwrap_err().contains("without an answer"));
-        assert!(read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
     }
 
     #[test]

@@ -459,8 +459,9 @@ impl Worker {
     }
 
     /// Refuses a write unless this process still holds the Lease (see the
-    /// module docs): by its own renewals, and by the Lease as it is now.
-    async fn fence(&self, conn: &Connection) -> Result<(), StateError> {
+    /// module docs): by its own renewals, and by the Lease as it is now,
+    /// which it returns.
+    async fn fence(&self, conn: &Connection) -> Result<Lease, StateError> {
         let lost = |why: String| StateError::LockLost {
             path: self.location.path(),
             why,
@@ -474,11 +475,14 @@ impl Worker {
             Ok(l) => l,
             Err(e) => return Err(lost(format!("the Lease cannot be read ({e})"))),
         };
-        if let Some(why) = taken(lease.as_ref(), &hold.id) {
-            hold.lose(why.clone());
-            return Err(lost(why));
+        match (taken(lease.as_ref(), &hold.id), lease) {
+            (None, Some(lease)) => Ok(lease),
+            (why, _) => {
+                let why = why.unwrap_or_default();
+                hold.lose(why.clone());
+                Err(lost(why))
+            }
         }
-        Ok(())
     }
 
     /// Whether new steps may start: the Lease is still ours (as [`fence`]
@@ -490,20 +494,17 @@ impl Worker {
     /// [`fence`]: Worker::fence
     async fn may_start(&self) -> Result<(), StateError> {
         let conn = self.connect().await?;
-        self.fence(&conn).await?;
-        let leases: Api<Lease> = Api::namespaced(conn.client.clone(), &self.location.namespace);
-        match leases.get_opt(&self.lease_name()).await {
-            Ok(Some(l)) if l.metadata.deletion_timestamp.is_some() => {
-                Err(StateError::LockRevoked {
-                    path: self.location.path(),
-                    why: format!(
-                        "The Lease {}/{} that locks the state was deleted (by `kubectl delete lease` \
+        // The Lease as the fence read it: marked for deletion, or not.
+        match self.fence(&conn).await? {
+            l if l.metadata.deletion_timestamp.is_some() => Err(StateError::LockRevoked {
+                path: self.location.path(),
+                why: format!(
+                    "The Lease {}/{} that locks the state was deleted (by `kubectl delete lease` \
                      or another tool) while this mesh held it",
-                        self.location.namespace,
-                        self.lease_name()
-                    ),
-                })
-            }
+                    self.location.namespace,
+                    self.lease_name()
+                ),
+            }),
             _ => Ok(()),
         }
     }

@@ -84,12 +84,10 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     engine::review::plan(&mut plan, &mesh, &args.allow);
     // What only the clusters can say: Istio's own precheck before an
     // in-place upgrade, and namespaces still on a revision it uninstalls.
-    let removes_revision = plan.changes.iter().any(|c| {
-        c.action == plans::Action::Delete && c.kind.starts_with("install-") && c.step.contains('#')
-    });
     if !args.no_refresh
         && plan.refused.is_empty()
-        && (removes_revision || !engine::upgrades::in_place(&plan).is_empty())
+        && (!engine::upgrades::removed_revisions(&plan).is_empty()
+            || !engine::upgrades::in_place(&plan).is_empty())
     {
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         let (notes, in_use) = runtime.block_on(async {

@@ -435,18 +435,6 @@ impl RealClusters {
     /// `istioctl remote-clusters` and `mesh check` reach istiod in a cloud
     /// (from localhost, as the kubelet connects). Returns once it answers.
     pub fn istiod_behind_its_pod(&self, cluster: &str, revision: Option<&str>) -> Proc {
-        self.istiod_of_build_behind_its_pod(cluster, revision, "pilot-discovery")
-    }
-
-    /// As [`RealClusters::istiod_behind_its_pod`], with the pilot-discovery
-    /// at `binary` in the tools folder (`istio-old/pilot-discovery`: the
-    /// older Istio build).
-    pub fn istiod_of_build_behind_its_pod(
-        &self,
-        cluster: &str,
-        revision: Option<&str>,
-        binary: &str,
-    ) -> Proc {
         let rev = revision.unwrap_or("default");
         let deadline = Instant::now() + STARTUP;
         let c = self.cluster(cluster);
@@ -484,7 +472,7 @@ impl RealClusters {
         let ports = free_ports(3, &[c.istiod_port]);
         let istiod = Proc::start(
             "pilot-discovery",
-            &self.tool(binary),
+            &self.tool("pilot-discovery"),
             &[
                 "discovery".into(),
                 "--kubeconfig".into(),

@@ -13,7 +13,7 @@
 //! revision through the east-west gateway (`istiod-vs-<rev>`).
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
-use crate::kind::{Adoption, Kind, OutputLookup};
+use crate::kind::{Kind, OutputLookup};
 use crate::observe::Observation;
 use crate::rendered::Rendered;
 use serde_json::{Value, json};
@@ -156,17 +156,6 @@ impl Kind for RevisionTag {
             }
         }
         Ok(obs)
-    }
-
-    async fn adopt(cx: Ctx<'_>, input: &Input, text: &str) -> Result<Adoption, StepError> {
-        let outputs = Default::default();
-        let guess = Recorded {
-            input: text,
-            outputs: &outputs,
-        };
-        Ok(Adoption::from_observation(
-            Self::read(cx, &guess, Some(input)).await?,
-        ))
     }
 
     /// `istioctl tag remove T -y`, with the istioctl that set it.
