@@ -1987,3 +1987,215 @@ fn an_in_place_upgrade_between_two_real_istio_builds() {
         "istiod runs {image}, not {new}"
     );
 }
+
+/// `openssl verify` of cacerts' intermediate in `cluster` against the
+/// roots in `ca_file` (with `cert-chain.pem` as the untrusted chain), and
+/// the number of certificates its `root-cert.pem` holds.
+fn verify_cacerts(run: &Run, cluster: &str, ca_file: &Path) -> (Result<(), String>, usize) {
+    let dir = run.dir.join(format!("cacerts-{cluster}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Value = serde_json::from_str(&run.set.kubectl_ok(
+        cluster,
+        &[
+            "-n",
+            "istio-system",
+            "get",
+            "secret",
+            "cacerts",
+            "-o",
+            "jsonpath={.data}",
+        ],
+    ))
+    .unwrap();
+    use base64::Engine as _;
+    for f in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data[f].as_str().unwrap())
+            .unwrap();
+        std::fs::write(dir.join(f), pem).unwrap();
+    }
+    let o = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca_file)
+        .arg("-untrusted")
+        .arg(dir.join("cert-chain.pem"))
+        .arg(dir.join("ca-cert.pem"))
+        .output()
+        .expect("openssl (Debian's openssl package; .ci/run installs it)");
+    let roots = std::fs::read_to_string(dir.join("root-cert.pem"))
+        .unwrap()
+        .matches("BEGIN CERTIFICATE")
+        .count();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(said)
+        },
+        roots,
+    )
+}
+
+/// How many certificates the root istiod published in `cluster` holds.
+fn published_roots(run: &Run, cluster: &str) -> usize {
+    run.set
+        .kubectl_ok(
+            cluster,
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "configmap",
+                "istio-ca-root-cert",
+                "-o",
+                "jsonpath={.data.root-cert\\.pem}",
+            ],
+        )
+        .matches("BEGIN CERTIFICATE")
+        .count()
+}
+
+/// A changed root in three phases on two real primaries, one apply each.
+/// After each, each primary's `cacerts` is checked with `openssl verify`
+/// against that phase's roots, and a real pilot-discovery (run with the
+/// installed Deployment's `ISTIO_MULTIROOT_MESH`, cacerts mounted as the
+/// kubelet mounts a Secret) takes the new files in place, with no
+/// restart, and publishes the phase's roots.
+#[test]
+fn root_rotation_in_three_phases_on_two_real_primaries() {
+    if !harness::in_private_network("root_rotation_in_three_phases_on_two_real_primaries") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    run.ok(&["ca", "init"]);
+    let gateways = "[cluster.values.gateways.istio-ingressgateway]\ninjectionTemplate = \"\"\n";
+    let toml = |certs: &str| {
+        format!(
+            "[mesh]\nid = \"mesh1\"\n\n[istioctl]\npath = \"{}\"\nreadiness_timeout = \"120s\"\n\n\
+             [trust]\nroot_cert = \"{certs}/root-cert.pem\"\nroot_key = \"{certs}/root-key.pem\"\n\n\
+             [[cluster]]\nname = \"cluster1\"\ncontext = \"real-cluster1\"\nnetwork = \"network1\"\nrole = \"primary\"\n{gateways}\n\
+             [[cluster]]\nname = \"cluster2\"\ncontext = \"real-cluster2\"\nnetwork = \"network1\"\nrole = \"primary\"\n{gateways}",
+            run.set.tools.join("istioctl").display()
+        )
+    };
+    run.write_mesh(&toml("certs"));
+    run.ok(&["apply", "--auto-approve"]);
+    run.assert_clean();
+    let primaries = ["cluster1", "cluster2"];
+    let (old, new) = (
+        tmp.path().join("certs/root-cert.pem"),
+        tmp.path().join("next/root-cert.pem"),
+    );
+    for c in primaries {
+        assert_eq!(verify_cacerts(&run, c, &old), (Ok(()), 1), "{c}");
+    }
+
+    // Phase 1: both roots trusted, the intermediate kept (still of the old root).
+    run.ok(&["ca", "init", "next"]);
+    run.write_mesh(&toml("next"));
+    let out = run.ok(&["plan"]);
+    assert!(out.contains("root rotation, phase 1 of 3"), "{out}");
+    run.ok(&["apply", "--auto-approve"]);
+    let bundle = run.dir.join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&old).unwrap() + &std::fs::read_to_string(&new).unwrap(),
+    )
+    .unwrap();
+    // istiod was rolled out with ISTIO_MULTIROOT_MESH in this phase: a real
+    // one starts from it, signing with the kept intermediate.
+    let istiods: Vec<_> = primaries
+        .iter()
+        .map(|c| run.set.istiod_behind_its_pod(c, None))
+        .collect();
+    for c in primaries {
+        assert_eq!(verify_cacerts(&run, c, &bundle), (Ok(()), 2), "{c}");
+        assert_eq!(
+            verify_cacerts(&run, c, &old).0,
+            Ok(()),
+            "{c}: phase 1 keeps the old root's intermediate"
+        );
+        wait_for(
+            || published_roots(&run, c) == 2,
+            &format!("{c} publishes both roots"),
+        );
+    }
+    let reloaded = "has detected the newly added intermediate CA and updated its key and certs";
+    let refused = ["Failed to update new Plug-in CA certs", "not supported"];
+
+    // Phase 2: a new intermediate of the new root; both roots still trusted.
+    let out = run.ok(&["plan"]);
+    assert!(out.contains("root rotation, phase 2 of 3"), "{out}");
+    run.ok(&["apply", "--auto-approve"]);
+    for (i, c) in primaries.iter().enumerate() {
+        assert_eq!(verify_cacerts(&run, c, &bundle), (Ok(()), 2), "{c}");
+        assert_eq!(
+            verify_cacerts(&run, c, &new).0,
+            Ok(()),
+            "{c}: signed by the new root"
+        );
+        assert!(
+            verify_cacerts(&run, c, &old).0.is_err(),
+            "{c}: no longer by the old one"
+        );
+        // The real istiod takes the new intermediate in place.
+        let before = istiods[i].tail(100_000).matches(reloaded).count();
+        assert!(run.set.remount_cacerts(c, None));
+        wait_for(
+            || istiods[i].tail(100_000).matches(reloaded).count() > before,
+            &format!("{c}'s istiod reloads the phase 2 intermediate"),
+        );
+        assert_eq!(published_roots(&run, c), 2, "{c}");
+    }
+
+    // Phase 3: the old root dropped.
+    let out = run.ok(&["plan"]);
+    assert!(out.contains("root rotation, phase 3 of 3"), "{out}");
+    run.ok(&["apply", "--auto-approve"]);
+    for (i, c) in primaries.iter().enumerate() {
+        assert_eq!(verify_cacerts(&run, c, &new), (Ok(()), 1), "{c}");
+        assert!(verify_cacerts(&run, c, &old).0.is_err(), "{c}");
+        let before = istiods[i].tail(100_000).matches(reloaded).count();
+        assert!(run.set.remount_cacerts(c, None));
+        wait_for(
+            || istiods[i].tail(100_000).matches(reloaded).count() > before,
+            &format!("{c}'s istiod takes the new root alone"),
+        );
+        wait_for(
+            || published_roots(&run, c) == 1,
+            &format!("{c} publishes the new root alone"),
+        );
+        let log = istiods[i].tail(100_000);
+        for r in refused {
+            assert!(
+                !log.contains(r),
+                "{c}'s istiod refused a phase ({r}):\n{}",
+                istiods[i].tail(60)
+            );
+        }
+    }
+    run.assert_clean();
+    let (code, checks) = check_until(&run, "cluster2", "published root", "PASS");
+    assert_eq!(code, Some(0), "{checks:#?}");
+    assert_eq!(
+        status_of(&checks, "cluster1", "cacerts"),
+        "PASS",
+        "{checks:#?}"
+    );
+}
+
+/// Waits (bounded) until `done`, or fails naming `what`.
+fn wait_for(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

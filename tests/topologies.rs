@@ -231,7 +231,7 @@ fn a_cacerts_secret_mesh_did_not_write_is_replaced_and_said() {
     let o = w.mesh(&["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("was made from another root"),
+        text(&o).contains("trusts another root than mesh wrote"),
         "{}",
         text(&o)
     );
@@ -301,20 +301,45 @@ fn a_primary_added_to_a_one_primary_mesh() {
     let w = world("primary-remote.toml", &["kind-cluster3"]);
     w.ok(&["apply", "--auto-approve"]);
     w.assert_clean();
-    // A second primary needs a root of trust; with it, cluster1 gets its
-    // cacerts too, and its istiod is restarted to load it.
-    let toml = format!(
-        "{}\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"primary\"\n",
-        w.mesh_toml().replacen(
-            "\n[[cluster]]",
-            "\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n\n[[cluster]]",
-            1
-        )
+    // A second primary needs a root of trust. Added with it in one go, the
+    // new primary is refused: cluster1's workloads hold certificates of
+    // istiod's own root, which cluster3's would not trust.
+    let with_trust = w.mesh_toml().replacen(
+        "\n[[cluster]]",
+        "\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n\n[[cluster]]",
+        1,
     );
+    let toml = format!(
+        "{with_trust}\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"primary\"\n"
+    );
+    w.write_mesh(&toml);
+    let o = w.mesh(&["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("cluster3: a new primary while the mesh's root rotation is at phase 1 of 3"),
+        "{}",
+        text(&o)
+    );
+    // So the root comes first, in its three phases (cluster1 gets its
+    // cacerts, keeping istiod's own CA until the new root signs)…
+    w.write_mesh(&with_trust);
+    for phase in 1..=3 {
+        let plan = w.ok(&["plan"]);
+        assert!(
+            plan.contains(&format!("root rotation, phase {phase} of 3")),
+            "{plan}"
+        );
+        if phase == 1 {
+            assert!(plan.contains("+ cluster1/plug-ca (create)"), "{plan}");
+        }
+        w.ok(&["apply", "--auto-approve"]);
+    }
+    w.assert_clean();
+    // …then the second primary.
     w.write_mesh(&toml);
     let plan = w.ok(&["plan"]);
     for step in [
-        "+ cluster1/plug-ca (create)",
         "+ cluster3/install-control-plane (create)",
         "+ cluster2/attach@cluster3 (create)",
         "+ cluster1/attach@cluster3 (create)",
@@ -328,7 +353,7 @@ fn a_primary_added_to_a_one_primary_mesh() {
         published_root(&w, "kind-cluster3").trim(),
         the_root().trim()
     );
-    // cluster1's istiod was restarted to load its new cacerts.
+    // cluster1's istiod publishes the mesh's root alone.
     assert_eq!(
         published_root(&w, "kind-cluster1").trim(),
         the_root().trim()

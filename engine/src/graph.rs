@@ -157,6 +157,12 @@ impl<N: Node> Dag<N> {
         self.index.contains_key(id)
     }
 
+    /// The node `id`, to change what it carries (not its ID: the graph is
+    /// indexed by it, and its edges stay as built).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut N> {
+        self.index.get(id).map(|&ix| &mut self.graph[ix])
+    }
+
     /// Nodes in dependency order.
     pub fn in_order(&self) -> impl Iterator<Item = &N> + '_ {
         self.order.iter().map(|&ix| &self.graph[ix])

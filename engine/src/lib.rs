@@ -29,4 +29,5 @@ pub mod preflight;
 pub mod refresh;
 pub mod review;
 pub mod topology;
+pub mod trust;
 pub mod upgrades;

@@ -157,6 +157,7 @@ impl Compiler<'_> {
                         .unwrap_or_default(),
                     root_key: t.root_key.clone(),
                     days: t.intermediate_days,
+                    stage: plug_ca::Stage::Plain,
                 }),
             )?;
             self.b
@@ -174,6 +175,7 @@ impl Compiler<'_> {
                 istio_version: version.clone(),
                 values: p.values.clone(),
                 istioctl: None,
+                multi_root: false,
             }),
         )?;
         if let Some(after) = &cp_after {
@@ -198,6 +200,7 @@ impl Compiler<'_> {
                     istio_version: k.istio_version.clone(),
                     values: p.values.clone(),
                     istioctl: Some(k.istioctl.clone()),
+                    multi_root: false,
                 }),
             )?;
             self.b.depend(&cp, &kept);

@@ -478,6 +478,38 @@ pub fn intermediate(
     })
 }
 
+/// The certificates of a PEM bundle (a `root-cert.pem` trusting several
+/// roots), each as its sha256 (of the DER, as [`inspect`] gives it) and
+/// its own PEM text, in the bundle's order. Blocks that are not
+/// certificates are skipped.
+pub fn bundle(pem: &str) -> Vec<(String, String)> {
+    Pem::iter_from_buffer(pem.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|p| p.label == "CERTIFICATE")
+        .map(|p| {
+            let b64 =
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &p.contents);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect();
+            (
+                sha256_hex(&p.contents),
+                format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    lines.join("\n")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Root certificates joined into one `root-cert.pem`, in the order given.
+pub fn join_bundle(pems: &[&str]) -> String {
+    pems.iter().map(|p| normalise_pem(p)).collect()
+}
+
 /// PEM text ending in exactly one newline.
 fn normalise_pem(pem: &str) -> String {
     format!("{}\n", pem.trim_end())

@@ -523,7 +523,34 @@ async fn cacerts(
             };
             let root = file("root-cert.pem").and_then(|p| root_sha(&p));
             let bundle = file("root-cert.pem").map_or(0, |p| pem_certs(&p).len());
+            let roots = file("root-cert.pem").map(|p| crate::ca::bundle(&p)).unwrap_or_default();
+            // A root rotation under way (phase 1 or 2): the mesh's root and
+            // the old one, the intermediate signed by one of them.
+            let rotating = roots.len() == 2 && roots.iter().any(|(s, _)| *s == trust.root_sha256);
             match (root, file("ca-cert.pem")) {
+                (Some(_), Some(ca)) if rotating => {
+                    let signer = roots.iter().find(|(_, pem)| verify_signed_by(&ca, pem).is_ok());
+                    let old = roots.iter().find(|(s, _)| *s != trust.root_sha256).map_or("", |(s, _)| s.as_str());
+                    match signer {
+                        Some((s, _)) => Check::warn(
+                            c,
+                            "cacerts",
+                            format!(
+                                "a root rotation is under way: root-cert.pem trusts the mesh's root and the old root sha256:{}…, \
+                                 and the intermediate is signed by {}",
+                                short(old),
+                                if *s == trust.root_sha256 { "the mesh's root (phase 2 done)" } else { "the old root (phase 1 done)" }
+                            ),
+                        )
+                        .fix("`mesh plan` names the next phase and what must happen before it; `mesh apply` takes it"),
+                        None => Check::fail(
+                            c,
+                            "cacerts",
+                            "its intermediate is signed by neither root of its root-cert.pem".into(),
+                        )
+                        .fix(MESH_APPLY),
+                    }
+                }
                 (Some(r), _) if r != trust.root_sha256 || bundle != 1 => Check::fail(
                     c,
                     "cacerts",
@@ -595,6 +622,16 @@ async fn cacerts(
             format!("ConfigMap {NS}/istio-ca-root-cert missing: istiod has not published its root"),
         )
         .fix(restart),
+        Some(p) if crate::ca::bundle(&p).len() == 2
+            && crate::ca::bundle(&p).iter().any(|(s, _)| *s == trust.root_sha256) =>
+        {
+            Check::warn(
+                c,
+                "published root",
+                "istio-ca-root-cert trusts the mesh's root and the old one: a root rotation is under way".into(),
+            )
+            .fix("`mesh plan` names the next phase; restart the workloads before it")
+        }
         Some(p) => match root_sha(&p) {
             Some(sha) if sha == trust.root_sha256 => Check::pass(
                 c,

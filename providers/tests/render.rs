@@ -50,6 +50,7 @@ fn every_install_is_named_and_carries_the_pinned_istio_version() {
         values: Map::new(),
         istio_version: Some("1.28".into()),
         istioctl: None,
+        multi_root: false,
     });
     assert_eq!(
         r.documents[0]["metadata"],
@@ -80,6 +81,7 @@ fn cp(external: bool, revision: Option<&str>, values: Map<String, Value>) -> Ren
         values,
         istio_version: None,
         istioctl: None,
+        multi_root: false,
     })
 }
 

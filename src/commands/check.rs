@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 
 pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
-    let (mesh, graph) = load_graph(&cli.file)?;
+    let (mesh, mut graph) = load_graph(&cli.file)?;
     if let Some(c) = &args.cluster
         && mesh.cluster(c).is_none()
     {
@@ -39,6 +39,8 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
             None
         }
     };
+    // A root rotation under way: its phases' cacerts, not a plain one.
+    let staged = engine::trust::stage(&mut graph, state.as_ref());
     let specs = engine::check::specs(&mesh, &graph, state.as_ref());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut checks = runtime.block_on(async {
@@ -56,6 +58,20 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         world.close().await;
         anyhow::Ok(checks)
     })?;
+    if let Some(r) = &staged.rotation {
+        checks.push(
+            providers::check::Check::warn(
+                "(mesh)",
+                "root rotation",
+                format!(
+                    "a root rotation is under way on {}: the next `mesh apply` takes phase {} of 3",
+                    r.primaries.join(", "),
+                    r.phase
+                ),
+            )
+            .fix("`mesh plan` says what that phase does and what must happen before it"),
+        );
+    }
     for note in notes {
         checks.push(
             providers::check::Check::warn(

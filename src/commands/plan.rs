@@ -16,7 +16,7 @@ use std::sync::Arc;
 const REFRESH_PARALLELISM: usize = 16;
 
 pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
-    let (mesh, graph) = load_graph(&cli.file)?;
+    let (mesh, mut graph) = load_graph(&cli.file)?;
     let backend = backend(cli, Some(&mesh))?;
     // A plan writes no state: where the lock cannot be created (a read-only
     // folder, e.g. a state checked out in CI) it plans from the state as it
@@ -50,6 +50,8 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     .normalised();
     // A misspelt step fails here, before any cluster is read.
     options.check(&graph, recorded.as_ref())?;
+    // A root rotation's next phase.
+    let staged = engine::trust::stage(&mut graph, recorded.as_ref());
     crate::preflight::before_plan(cli, &mesh, &graph, recorded.as_ref(), args)?;
     // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
     // which deletes whatever is recorded) needs no cluster access at all.
@@ -82,6 +84,12 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
         &options,
     );
     engine::review::plan(&mut plan, &mesh, &args.allow);
+    if mode == Mode::Converge && !args.refresh_only {
+        if let Some(r) = &staged.rotation {
+            plan.notes.extend(r.notes());
+        }
+        plan.refused.extend(staged.refused.iter().cloned());
+    }
     // What only the clusters can say: Istio's own precheck before an
     // in-place upgrade, and namespaces still on a revision it uninstalls.
     if !args.no_refresh

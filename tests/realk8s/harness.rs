@@ -443,32 +443,28 @@ impl RealClusters {
         // With a plugged CA (Secret cacerts), istiod signs with it and
         // publishes its root (ConfigMap istio-ca-root-cert), as in a pod
         // that mounts cacerts at /etc/cacerts.
-        let cacerts = self.kubectl(
+        let ca_dir = work.join("cacerts");
+        let with_ca = self.remount_cacerts(cluster, revision);
+        let ca_dir = ca_dir.display().to_string();
+        // What the installed Deployment gives istiod that matters here.
+        let env = self.kubectl(
             cluster,
             &[
                 "-n",
                 "istio-system",
                 "get",
-                "secret",
-                "cacerts",
+                "deployment",
+                &if rev == "default" { "istiod".to_string() } else { format!("istiod-{rev}") },
                 "-o",
-                "jsonpath={.data}",
+                "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"ISTIO_MULTIROOT_MESH\")].value}",
             ],
         );
-        let ca_dir = work.join("cacerts");
-        let with_ca = cacerts.status.success() && !cacerts.stdout.is_empty();
-        if with_ca {
-            use base64::Engine as _;
-            std::fs::create_dir_all(&ca_dir).unwrap();
-            let data: serde_json::Value = serde_json::from_slice(&cacerts.stdout).unwrap();
-            for (file, b64) in data.as_object().unwrap() {
-                let pem = base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_str().unwrap())
-                    .unwrap();
-                std::fs::write(ca_dir.join(file), pem).unwrap();
-            }
-        }
-        let ca_dir = ca_dir.display().to_string();
+        let multi_root = String::from_utf8_lossy(&env.stdout).trim().to_string();
+        let multi_root = if multi_root.is_empty() {
+            "false".to_string()
+        } else {
+            multi_root
+        };
         let ports = free_ports(3, &[c.istiod_port]);
         let istiod = Proc::start(
             "pilot-discovery",
@@ -497,6 +493,7 @@ impl RealClusters {
                 ("VALIDATION_WEBHOOK_CONFIG_NAME", ""),
                 ("INJECT_ENABLED", "false"),
                 ("ENABLE_LEADER_ELECTION", "false"),
+                ("ISTIO_MULTIROOT_MESH", multi_root.as_str()),
             ],
         );
         while http_get("127.0.0.1", c.istiod_port, "/debug/clusterz").is_none() {
@@ -509,6 +506,55 @@ impl RealClusters {
             std::thread::sleep(Duration::from_millis(200));
         }
         istiod
+    }
+
+    /// Writes Secret `cacerts` of `cluster` where istiod (of `revision`)
+    /// reads it, as the kubelet updates a mounted Secret: the files in a
+    /// new folder, then the `..data` link swapped to it in one rename, so
+    /// istiod's watch never sees half of a change. Whether there was one.
+    pub fn remount_cacerts(&self, cluster: &str, revision: Option<&str>) -> bool {
+        let rev = revision.unwrap_or("default");
+        let dir = self
+            .dir
+            .join(format!("istiod-{cluster}-{rev}"))
+            .join("cacerts");
+        let out = self.kubectl(
+            cluster,
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "secret",
+                "cacerts",
+                "-o",
+                "jsonpath={.data}",
+            ],
+        );
+        if !out.status.success() || out.stdout.is_empty() {
+            return false;
+        }
+        use base64::Engine as _;
+        let data: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let version = format!("..{}", random_hex(6));
+        std::fs::create_dir_all(dir.join(&version)).unwrap();
+        for (file, b64) in data.as_object().unwrap() {
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_str().unwrap())
+                .unwrap();
+            std::fs::write(dir.join(&version).join(file), pem).unwrap();
+        }
+        let tmp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        for file in data.as_object().unwrap().keys() {
+            let link = dir.join(file);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
+            }
+        }
+        true
     }
 
     pub fn pids(&self) -> Vec<u32> {

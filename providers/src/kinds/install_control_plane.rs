@@ -23,6 +23,10 @@ pub struct Input {
     /// A kept revision's own istioctl (`[[mesh.keep_revision]]`): it alone
     /// installs and uninstalls this revision. None: `[istioctl] path`.
     pub istioctl: Option<String>,
+    /// `values.pilot.env.ISTIO_MULTIROOT_MESH: true`: set from a root
+    /// rotation's first phase on (see `plug_ca`), and kept, so that istiod
+    /// takes a root added or dropped without a restart.
+    pub multi_root: bool,
 }
 
 /// The seed's cluster1 document (`apiVersion`, `kind`, `spec.values.global`
@@ -37,7 +41,10 @@ pub fn render(input: &Input) -> Rendered {
         }
     });
     if input.external_istiod {
-        values["pilot"] = json!({"env": {"EXTERNAL_ISTIOD": true}});
+        values["pilot"]["env"]["EXTERNAL_ISTIOD"] = json!(true);
+    }
+    if input.multi_root {
+        values["pilot"]["env"][super::plug_ca::MULTI_ROOT_ENV] = json!(true);
     }
     let mut values = values.as_object().cloned().unwrap_or_default();
     deep_merge(&mut values, &input.values);

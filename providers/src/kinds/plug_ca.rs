@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub struct Input {
     /// The primary (the intermediate's `L=`).
     pub cluster: String,
-    /// The root certificate (PEM, public).
+    /// The root certificate (PEM, public): the mesh file's `[trust]` root.
     pub root_cert_pem: String,
     /// sha256 of the root certificate (DER).
     pub root_sha256: String,
@@ -22,20 +22,134 @@ pub struct Input {
     pub root_key: PathBuf,
     /// Validity of the intermediate.
     pub days: u32,
+    /// Where a root rotation stands: [`Stage::Plain`] unless the mesh
+    /// file's root is not yet the only root this primary trusts.
+    pub stage: Stage,
+}
+
+/// One phase of a root rotation, as this primary's `cacerts` holds it
+/// (docs/credentials.md, "Root rotation"). Which one the next apply takes
+/// is decided from the state by `engine::trust`, one phase per apply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Stage {
+    /// An intermediate of the root, which `root-cert.pem` holds alone:
+    /// every mesh that is not rotating, and phase 3 (the old root dropped).
+    #[default]
+    Plain,
+    /// Phase 1: the intermediate in place (signed by the old root) is
+    /// kept, and `root-cert.pem` trusts the old root and the new one.
+    TrustBoth { old: OldRoot },
+    /// Phase 2: a new intermediate signed by the new root; `root-cert.pem`
+    /// still trusts both, byte for byte as in phase 1.
+    NewIntermediate { old: OldRoot },
+}
+
+impl Stage {
+    /// The rotation phase this stage is (1 or 2), or None for `Plain`.
+    pub fn phase(&self) -> Option<u8> {
+        match self {
+            Stage::Plain => None,
+            Stage::TrustBoth { .. } => Some(1),
+            Stage::NewIntermediate { .. } => Some(2),
+        }
+    }
+}
+
+/// The root a rotation moves away from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OldRoot {
+    /// A root mesh recorded (its sha256).
+    Recorded(String),
+    /// istiod's own self-signed root (Secret `istio-ca-secret`): the mesh
+    /// ran without `[trust]` until now.
+    SelfSigned,
+}
+
+impl OldRoot {
+    fn shown(&self) -> String {
+        match self {
+            OldRoot::Recorded(sha) => format!("the old root sha256:{}…", short(sha)),
+            OldRoot::SelfSigned => "istiod's self-signed root (Secret istio-ca-secret)".into(),
+        }
+    }
+    fn annotation(&self) -> &str {
+        match self {
+            OldRoot::Recorded(sha) => sha,
+            OldRoot::SelfSigned => "istiod-self-signed",
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..16.min(sha.len())]
 }
 
 pub const SECRET: &str = "cacerts";
 /// The root the Secret's intermediate was signed by, as mesh wrote it.
 pub const ROOT_ANNOTATION: &str = "mesh/root-sha256";
+/// During a root rotation: the roots `root-cert.pem` trusts, by sha256.
+pub const TRUSTED_ANNOTATION: &str = "mesh/trusted-roots";
 /// The output with the sha256 of each file of `cacerts` as mesh wrote it.
 pub const FILES_SHA256: &str = "files_sha256";
+/// The output with the roots `root-cert.pem` trusts (sha256 each), in order.
+pub const TRUSTED_ROOTS: &str = "trusted_roots";
 /// An intermediate closer to its expiry than this is rotated.
 pub const ROTATE_WITHIN_DAYS: i64 = 30;
+/// Istio's setting that lets a running istiod take a `root-cert.pem` that
+/// adds or drops a root, without a restart (Istio's `istio_ca.go`).
+pub const MULTI_ROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
 
 /// The Secret as it will be, its contents described: the keys exist only
 /// once apply makes them.
 pub fn render(input: &Input) -> Rendered {
-    let root = &input.root_sha256[..16.min(input.root_sha256.len())];
+    let root = short(&input.root_sha256);
+    let fresh = |by: &str| {
+        format!(
+            "(a new intermediate CA for {}, valid {} days, signed by {by}root sha256:{root}…, made at apply time)",
+            input.cluster, input.days
+        )
+    };
+    let (annotations, files) = match &input.stage {
+        Stage::Plain => (
+            json!({ROOT_ANNOTATION: input.root_sha256}),
+            json!({
+                "ca-cert.pem": fresh(""),
+                "ca-key.pem": "(sensitive: the intermediate's private key, made at apply time)",
+                "root-cert.pem": format!("(the root certificate, sha256:{root}…)"),
+                "cert-chain.pem": "(the intermediate, then the root)",
+            }),
+        ),
+        Stage::TrustBoth { old } => (
+            json!({
+                ROOT_ANNOTATION: old.annotation(),
+                TRUSTED_ANNOTATION: format!("{},{}", old.annotation(), input.root_sha256),
+            }),
+            json!({
+                "ca-cert.pem": format!("(kept: the intermediate in place, signed by {})", old.shown()),
+                "ca-key.pem": "(sensitive: kept, the key in place)",
+                "root-cert.pem": format!(
+                    "(root rotation phase 1 of 3: a bundle trusting {} and the new root sha256:{root}…)",
+                    old.shown()
+                ),
+                "cert-chain.pem": "(kept: the chain in place)",
+            }),
+        ),
+        Stage::NewIntermediate { old } => (
+            json!({
+                ROOT_ANNOTATION: input.root_sha256,
+                TRUSTED_ANNOTATION: format!("{},{}", old.annotation(), input.root_sha256),
+            }),
+            json!({
+                "ca-cert.pem": fresh("the new "),
+                "ca-key.pem": "(sensitive: the intermediate's private key, made at apply time)",
+                "root-cert.pem": format!(
+                    "(root rotation phase 2 of 3: kept, the bundle trusting {} and the new root sha256:{root}…)",
+                    old.shown()
+                ),
+                "cert-chain.pem": "(the intermediate, then the new root)",
+            }),
+        ),
+    };
     Rendered {
         documents: vec![json!({
             "apiVersion": "v1",
@@ -43,18 +157,10 @@ pub fn render(input: &Input) -> Rendered {
             "metadata": {
                 "name": SECRET,
                 "namespace": "istio-system",
-                "annotations": {ROOT_ANNOTATION: input.root_sha256},
+                "annotations": annotations,
             },
             "type": "Opaque",
-            "stringData": {
-                "ca-cert.pem": format!(
-                    "(a new intermediate CA for {}, valid {} days, signed by root sha256:{root}…, made at apply time)",
-                    input.cluster, input.days
-                ),
-                "ca-key.pem": "(sensitive: the intermediate's private key, made at apply time)",
-                "root-cert.pem": format!("(the root certificate, sha256:{root}…)"),
-                "cert-chain.pem": "(the intermediate, then the root)",
-            }
+            "stringData": files,
         })],
         unknown: false,
     }
@@ -98,33 +204,20 @@ impl Kind for PlugCa {
         )
     }
 
-    /// Makes a new intermediate and writes `cacerts`. A `cacerts` mesh did not
-    /// write (another root, made by hand) is replaced, and the log says so; a
-    /// running istiod is restarted so that it loads the new CA (as `kubectl
-    /// rollout restart` does).
+    /// Writes `cacerts` for the input's stage: a new intermediate of the
+    /// root (plain, and phase 2), or the intermediate in place kept beside
+    /// a bundle of both roots (phase 1). A `cacerts` mesh did not write is
+    /// replaced, and the log says so. istiod is restarted (as `kubectl
+    /// rollout restart` does) only when it cannot take the new files by
+    /// itself (Istio's `istio_ca.go`): a new intermediate under the same
+    /// roots it reloads; a root added or dropped it reloads only with
+    /// `ISTIO_MULTIROOT_MESH`; anything else it reads when it starts.
     async fn apply(
         cx: Ctx<'_>,
         input: &Input,
         rendered: &Rendered,
         _previous: Option<&Recorded<'_>>,
     ) -> Result<Applied, StepError> {
-        // Only a regular file, and only up to 1 MiB, as when it was loaded.
-        let key = state::local::read_regular_file(&input.root_key, 1 << 20, "root key")
-            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
-            .map_err(|e| {
-                StepError::Failed(format!(
-                    "cannot read the root key {}: {e}. It is read at apply time only: \
-                     check [trust] root_key",
-                    input.root_key.display()
-                ))
-            })?;
-        let key = Sensitive::new(key);
-        crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now(), input.days)
-            .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
-        cx.say("making an intermediate CA…");
-        let ca = crate::ca::intermediate(&input.root_cert_pem, &key, &input.cluster, input.days)
-            .map_err(StepError::Failed)?;
-        drop(key);
         let conn = cx.connect().await?;
         let mut log = String::new();
         let before = crate::k8s::get(&conn, &secret_doc()).await?;
@@ -134,69 +227,124 @@ impl Kind for PlugCa {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(ROOT_ANNOTATION));
-            let their_root = data(live, "root-cert.pem")
-                .and_then(|p| crate::ca::inspect(&p).ok())
-                .map_or("unreadable".to_string(), |i| {
-                    format!("sha256:{}", &i.sha256[..16])
-                });
             if !ours {
+                let their_root = data(live, "root-cert.pem")
+                    .and_then(|p| crate::ca::inspect(&p).ok())
+                    .map_or("unreadable".to_string(), |i| {
+                        format!("sha256:{}", short(&i.sha256))
+                    });
                 log.push_str(&format!(
                     "replaced a cacerts Secret mesh did not write (its root: {their_root})\n"
                 ));
             }
         }
+        let files = match &input.stage {
+            // Also phase 3: a new intermediate of the new root beside it
+            // alone. Workload certificates of phase 2's intermediate still
+            // chain to that root.
+            Stage::Plain => new_intermediate(cx, input, None)?,
+            Stage::NewIntermediate { old } => {
+                let live = before.as_ref().ok_or_else(|| lost_phase_one(input, old))?;
+                let roots = data(live, "root-cert.pem").unwrap_or_default();
+                let held: Vec<String> = crate::ca::bundle(&roots).into_iter().map(|(s, _)| s).collect();
+                let old_ok = match old {
+                    OldRoot::Recorded(sha) => held.contains(sha),
+                    OldRoot::SelfSigned => held.len() == 2,
+                };
+                if !(old_ok && held.contains(&input.root_sha256)) {
+                    return Err(lost_phase_one(input, old));
+                }
+                // The bundle byte for byte as phase 1 wrote it: istiod sees
+                // the same roots and takes the new intermediate in place.
+                new_intermediate(cx, input, Some(roots))?
+            }
+            Stage::TrustBoth { old } => match kept_ca(&conn, before.as_ref(), old, input).await? {
+                Some(files) => files,
+                None => {
+                    log.push_str(&format!(
+                        "{} has no CA yet (no Secret istio-system/istio-ca-secret): no workload holds \
+                         a certificate of another root, so the new root is used at once\n",
+                        input.cluster
+                    ));
+                    new_intermediate(cx, input, None)?
+                }
+            },
+        };
         let b64 = base64::engine::general_purpose::STANDARD;
-        let files: [(&str, &[u8]); 4] = [
-            ("ca-cert.pem", ca.cert_pem.as_bytes()),
-            ("ca-key.pem", ca.key_pem.expose().as_bytes()),
-            ("root-cert.pem", ca.root_pem.as_bytes()),
-            ("cert-chain.pem", ca.chain_pem.as_bytes()),
+        let named: [(&str, &[u8]); 4] = [
+            ("ca-cert.pem", files.cert.as_bytes()),
+            ("ca-key.pem", files.key.expose().as_bytes()),
+            ("root-cert.pem", files.roots.as_bytes()),
+            ("cert-chain.pem", files.chain.as_bytes()),
         ];
         let mut secret = rendered.documents.first().cloned().unwrap_or_default();
         if let Some(obj) = secret.as_object_mut() {
             obj.remove("stringData");
-            let data: serde_json::Map<String, Value> = files
+            let data: serde_json::Map<String, Value> = named
                 .iter()
                 .map(|(k, v)| (k.to_string(), Value::from(b64.encode(v))))
                 .collect();
             obj.insert("data".into(), Value::Object(data));
+            // What the annotations say, as written (the self-signed root's
+            // own sha256, once it is known).
+            let trusted: Vec<String> = crate::ca::bundle(&files.roots).into_iter().map(|(s, _)| s).collect();
+            if let Some(a) = obj
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut("annotations"))
+                .and_then(Value::as_object_mut)
+            {
+                a.insert(ROOT_ANNOTATION.into(), Value::from(files.signer.clone()));
+                if trusted.len() > 1 {
+                    a.insert(TRUSTED_ANNOTATION.into(), Value::from(trusted.join(",")));
+                } else {
+                    a.remove(TRUSTED_ANNOTATION);
+                }
+            }
         }
         // Each file's fingerprint (the key's too: a fingerprint, never the
         // key), so a refresh finds any byte changed: a rogue CA appended to
         // root-cert.pem, a certificate added to the chain, a swapped key.
-        let fingerprints: serde_json::Map<String, Value> = files
+        let fingerprints: serde_json::Map<String, Value> = named
             .iter()
             .map(|(k, v)| (k.to_string(), Value::from(crate::rendered::sha256_hex(v))))
             .collect();
         cx.say("writing Secret istio-system/cacerts…");
         crate::k8s::apply(&conn, &secret).await?;
+        let trusted: Vec<String> = crate::ca::bundle(&files.roots).into_iter().map(|(s, _)| s).collect();
         log.push_str(&format!(
-        "wrote Secret istio-system/cacerts: intermediate sha256:{} for {}, valid until {}, key {}\n",
-        &ca.info.sha256[..16],
-        input.cluster,
-        crate::ca::date(ca.info.not_after),
-        ca.key_pem
-    ));
-        // A new intermediate under the same root: istiod watches its
-        // mounted cacerts and reloads it by itself (Istio's istio_ca.go), so
-        // nothing restarts. Another root (or a root added to a running
-        // mesh) is only read when istiod starts: a running one is restarted.
-        // On a first install there is none yet: the control plane is
-        // installed after this step.
-        let same_root = before
+            "wrote Secret istio-system/cacerts: {} intermediate sha256:{} for {}, valid until {}, key {}; \
+             root-cert.pem trusts {}\n",
+            if files.kept { "the kept" } else { "a new" },
+            short(&files.info.sha256),
+            input.cluster,
+            crate::ca::date(files.info.not_after),
+            files.key,
+            trusted
+                .iter()
+                .map(|s| format!("sha256:{}…", short(s)))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+        let live_roots: Option<Vec<String>> = before
             .as_ref()
             .and_then(|live| data(live, "root-cert.pem"))
-            .and_then(|p| crate::ca::inspect(&p).ok())
-            .is_some_and(|root| root.sha256 == input.root_sha256);
-        if same_root {
-            log.push_str("same root: istiod reloads cacerts by itself, nothing restarted\n");
-        } else {
-            let restarted = restart_istiod(&conn).await?;
-            if !restarted.is_empty() {
-                log.push_str(&format!(
-                    "restarted {} to load the new CA\n",
-                    restarted.join(", ")
-                ));
+            .map(|p| crate::ca::bundle(&p).into_iter().map(|(s, _)| s).collect());
+        match reload(live_roots.as_deref(), &trusted) {
+            Reload::Itself => log.push_str(
+                "same roots: istiod reloads cacerts by itself, nothing restarted\n",
+            ),
+            reload => {
+                let restarted = restart_istiod(&conn, reload == Reload::WithMultiRoot).await?;
+                if !restarted.is_empty() {
+                    log.push_str(&format!(
+                        "restarted {} to load the new CA\n",
+                        restarted.join(", ")
+                    ));
+                } else if reload == Reload::WithMultiRoot {
+                    log.push_str(&format!(
+                        "a root added or dropped: istiod takes it in place ({MULTI_ROOT_ENV}=true), nothing restarted\n"
+                    ));
+                }
             }
         }
         Ok(Applied {
@@ -204,15 +352,16 @@ impl Kind for PlugCa {
                 (FILES_SHA256.to_string(), Value::Object(fingerprints)),
                 (
                     "intermediate_sha256".to_string(),
-                    Value::from(ca.info.sha256.clone()),
+                    Value::from(files.info.sha256.clone()),
                 ),
                 (
                     "intermediate_expires".to_string(),
-                    Value::from(crate::ca::date(ca.info.not_after)),
+                    Value::from(crate::ca::date(files.info.not_after)),
                 ),
+                ("root_sha256".to_string(), Value::from(files.signer.clone())),
                 (
-                    "root_sha256".to_string(),
-                    Value::from(input.root_sha256.clone()),
+                    TRUSTED_ROOTS.to_string(),
+                    Value::from(trusted),
                 ),
             ]),
             log,
@@ -228,32 +377,35 @@ impl Kind for PlugCa {
     ) -> Result<Observation, StepError> {
         let conn = cx.connect().await?;
         let mut obs = Observation::in_sync(recorded.outputs.clone());
-        let want_root = recorded
-            .documents()?
-            .first()
-            .and_then(|d| {
-                d.pointer(&format!(
-                    "/metadata/annotations/{}",
-                    ROOT_ANNOTATION.replace('/', "~1")
-                ))
-            })
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        // The roots mesh wrote: the recorded list (a rotation trusts two),
+        // else the one the intermediate was signed by.
+        let want: Vec<String> = match recorded.outputs.get(TRUSTED_ROOTS).and_then(Value::as_array) {
+            Some(list) => list.iter().filter_map(Value::as_str).map(String::from).collect(),
+            None => recorded.output_str("root_sha256").map(String::from).into_iter().collect(),
+        };
         let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
             obs.drift.push("Secret istio-system/cacerts missing".into());
             return Ok(obs);
         };
-        let root = data(&live, "root-cert.pem").and_then(|p| crate::ca::inspect(&p).ok());
-        match root {
-        None => obs.drift.push("Secret istio-system/cacerts has no readable root-cert.pem".into()),
-        Some(r) if r.sha256 != want_root => obs.drift.push(format!(
-            "Secret istio-system/cacerts was made from another root (sha256:{}…, the mesh's is sha256:{}…)",
-            &r.sha256[..16],
-            &want_root[..16.min(want_root.len())]
-        )),
-        Some(_) => {}
-    }
+        let held: Vec<String> = data(&live, "root-cert.pem")
+            .map(|p| crate::ca::bundle(&p).into_iter().map(|(s, _)| s).collect())
+            .unwrap_or_default();
+        let shown = |l: &[String]| {
+            l.iter()
+                .map(|s| format!("sha256:{}…", short(s)))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        if held.is_empty() {
+            obs.drift
+                .push("Secret istio-system/cacerts has no readable root-cert.pem".into());
+        } else if held != want && !want.is_empty() {
+            obs.drift.push(format!(
+                "Secret istio-system/cacerts trusts another root than mesh wrote ({} there, {} written)",
+                shown(&held),
+                shown(&want)
+            ));
+        }
         match data(&live, "ca-cert.pem").and_then(|p| crate::ca::inspect(&p).ok()) {
             None => obs
                 .drift
@@ -353,9 +505,164 @@ impl Kind for PlugCa {
     }
 }
 
+/// The four files of `cacerts`, and what the log and outputs say of them.
+struct Files {
+    cert: String,
+    key: Sensitive,
+    chain: String,
+    roots: String,
+    /// The intermediate.
+    info: crate::ca::CertInfo,
+    /// sha256 of the root that signed the intermediate.
+    signer: String,
+    /// The intermediate in place was kept (phase 1).
+    kept: bool,
+}
+
+/// A new intermediate of the mesh file's root; `roots` is the
+/// `root-cert.pem` to keep (phase 2), or None for the root alone.
+fn new_intermediate(cx: Ctx<'_>, input: &Input, roots: Option<String>) -> Result<Files, StepError> {
+    // Only a regular file, and only up to 1 MiB, as when it was loaded.
+    let key = state::local::read_regular_file(&input.root_key, 1 << 20, "root key")
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .map_err(|e| {
+            StepError::Failed(format!(
+                "cannot read the root key {}: {e}. It is read at apply time only: \
+                 check [trust] root_key",
+                input.root_key.display()
+            ))
+        })?;
+    let key = Sensitive::new(key);
+    crate::ca::check_root(&input.root_cert_pem, Some(&key), crate::ca::now(), input.days)
+        .map_err(|p| StepError::Failed(format!("{p}: check [trust] in the mesh file")))?;
+    cx.say("making an intermediate CA…");
+    let ca = crate::ca::intermediate(&input.root_cert_pem, &key, &input.cluster, input.days)
+        .map_err(StepError::Failed)?;
+    Ok(Files {
+        roots: roots.unwrap_or(ca.root_pem),
+        cert: ca.cert_pem,
+        key: ca.key_pem,
+        chain: ca.chain_pem,
+        info: ca.info,
+        signer: input.root_sha256.clone(),
+        kept: false,
+    })
+}
+
+/// Phase 1: the CA istiod signs with now, kept, with a bundle of its root
+/// and the new one. From mesh's own `cacerts` (whose `root-cert.pem` must
+/// hold the old root), or from istiod's self-signed `istio-ca-secret`
+/// (None when istiod never made one: nothing was signed yet).
+async fn kept_ca(
+    conn: &crate::cluster::Connection,
+    before: Option<&kube::api::DynamicObject>,
+    old: &OldRoot,
+    input: &Input,
+) -> Result<Option<Files>, StepError> {
+    let (cert, key, chain, old_pem) = match old {
+        OldRoot::Recorded(sha) => {
+            let live = before.ok_or_else(|| {
+                StepError::Failed(format!(
+                    "root rotation phase 1 keeps the intermediate in Secret istio-system/cacerts of `{}`, \
+                     but that Secret is gone. Restore it from a backup, or start the mesh's root over: \
+                     `mesh apply --replace {}/plug-ca` writes an intermediate of the new root at once \
+                     (workloads of the old root then lose mTLS until restarted)",
+                    input.cluster, input.cluster
+                ))
+            })?;
+            let roots = data(live, "root-cert.pem").unwrap_or_default();
+            let Some((_, old_pem)) = crate::ca::bundle(&roots).into_iter().find(|(s, _)| s == sha) else {
+                return Err(StepError::Failed(format!(
+                    "root rotation phase 1: Secret istio-system/cacerts of `{}` no longer trusts the \
+                     old root sha256:{}… that mesh recorded, so its intermediate cannot be kept. \
+                     `mesh plan` shows the drift; `mesh apply --replace {}/plug-ca` starts over with the new root",
+                    input.cluster,
+                    short(sha),
+                    input.cluster
+                )));
+            };
+            let file = |k: &str| data(live, k).unwrap_or_default();
+            (file("ca-cert.pem"), Sensitive::new(file("ca-key.pem")), file("cert-chain.pem"), old_pem)
+        }
+        OldRoot::SelfSigned => {
+            let doc = json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "istio-ca-secret", "namespace": "istio-system"}});
+            let Some(live) = crate::k8s::get(conn, &doc).await? else {
+                return Ok(None);
+            };
+            let cert = data(&live, "ca-cert.pem").unwrap_or_default();
+            let key = Sensitive::new(data(&live, "ca-key.pem").unwrap_or_default());
+            // Self-signed: the CA is its own root and its own chain.
+            (cert.clone(), key, cert.clone(), cert)
+        }
+    };
+    let info = crate::ca::inspect(&cert).map_err(|e| {
+        StepError::Failed(format!(
+            "root rotation phase 1: the CA in place in `{}` cannot be read ({e}), so it cannot be kept",
+            input.cluster
+        ))
+    })?;
+    let signer = crate::ca::inspect(&old_pem).map(|i| i.sha256).unwrap_or_default();
+    Ok(Some(Files {
+        roots: crate::ca::join_bundle(&[&old_pem, &input.root_cert_pem]),
+        cert,
+        key,
+        chain,
+        info,
+        signer,
+        kept: true,
+    }))
+}
+
+fn lost_phase_one(input: &Input, old: &OldRoot) -> StepError {
+    StepError::Failed(format!(
+        "root rotation phase 2 needs phase 1 in place: Secret istio-system/cacerts of `{}` trusting \
+         {} and the new root sha256:{}…, and it does not. `mesh plan` shows the drift; \
+         `mesh apply --replace {}/plug-ca` writes phase 1 again",
+        input.cluster,
+        old.shown(),
+        short(&input.root_sha256),
+        input.cluster
+    ))
+}
+
+/// How a running istiod takes a new `cacerts` (Istio's `istio_ca.go`,
+/// handleEvent): by itself when `root-cert.pem` trusts the same roots; with
+/// `ISTIO_MULTIROOT_MESH` when one set of roots holds the other; otherwise
+/// only when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    Itself,
+    WithMultiRoot,
+    Restart,
+}
+
+fn reload(before: Option<&[String]>, after: &[String]) -> Reload {
+    let Some(before) = before else {
+        // No cacerts: a running istiod signs with its self-signed CA and
+        // reads cacerts only when it starts.
+        return Reload::Restart;
+    };
+    if before == after {
+        return Reload::Itself;
+    }
+    let holds = |a: &[String], b: &[String]| b.iter().all(|x| a.contains(x));
+    if holds(before, after) || holds(after, before) {
+        Reload::WithMultiRoot
+    } else {
+        Reload::Restart
+    }
+}
+
 /// istiod reads its CA when it starts: restart the Deployments of every
 /// revision (`kubectl rollout restart`: a pod-template annotation).
-async fn restart_istiod(conn: &crate::cluster::Connection) -> Result<Vec<String>, StepError> {
+/// With `unless_multi_root`, a Deployment whose istiod has
+/// `ISTIO_MULTIROOT_MESH=true` is left running: it takes the new roots in
+/// place.
+async fn restart_istiod(
+    conn: &crate::cluster::Connection,
+    unless_multi_root: bool,
+) -> Result<Vec<String>, StepError> {
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::api::{Api, ListParams, Patch, PatchParams};
     let deployments: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
@@ -367,8 +674,11 @@ async fn restart_istiod(conn: &crate::cluster::Connection) -> Result<Vec<String>
     let stamp = crate::ca::date(crate::ca::now());
     // istiod, or istiod-<revision>: every revision's control plane.
     for d in list.items {
-        let name = d.metadata.name.unwrap_or_default();
+        let name = d.metadata.name.clone().unwrap_or_default();
         if name != "istiod" && !name.starts_with("istiod-") {
+            continue;
+        }
+        if unless_multi_root && multi_root(&d) {
             continue;
         }
         let patch = json!({"spec": {"template": {"metadata": {"annotations": {
@@ -382,4 +692,18 @@ async fn restart_istiod(conn: &crate::cluster::Connection) -> Result<Vec<String>
         restarted.push(format!("Deployment istio-system/{name}"));
     }
     Ok(restarted)
+}
+
+/// Whether a Deployment's containers have `ISTIO_MULTIROOT_MESH=true`.
+fn multi_root(d: &k8s_openapi::api::apps::v1::Deployment) -> bool {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .is_some_and(|p| {
+            p.containers.iter().any(|c| {
+                c.env.iter().flatten().any(|e| {
+                    e.name == MULTI_ROOT_ENV && e.value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                })
+            })
+        })
 }

@@ -238,7 +238,10 @@ impl Cluster {
                             self.istiod_started(&ev.object);
                             self.istiod_pod(&ev.object, false);
                         }
-                        ("", "secrets") => self.clone().token(&ev.object),
+                        ("", "secrets") => {
+                            self.istiod_reloads(&ev.object);
+                            self.clone().token(&ev.object)
+                        }
                         ("", "namespaces")
                             if ev.object.pointer("/metadata/deletionTimestamp").is_some() =>
                         {
@@ -329,6 +332,80 @@ impl Cluster {
             .and_then(Value::as_str)
             .map(String::from);
         if published.is_none() || published.as_deref() == Some(root.as_str()) {
+            return;
+        }
+        if let Some(rt) = store.find_type("", "v1", "configmaps") {
+            let patch = json!({"data": {"root-cert.pem": root}});
+            let _ = store.patch(
+                &rt,
+                "istio-system",
+                "istio-ca-root-cert",
+                crate::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "istiod",
+                false,
+                false,
+            );
+        }
+    }
+
+    /// What a running istiod does when its mounted `cacerts` changes
+    /// (Istio's `istio_ca.go` handleEvent): the same roots, it reloads
+    /// the intermediate; roots added or dropped (one set holding the
+    /// other), it publishes the new `root-cert.pem` only when it runs with
+    /// `ISTIO_MULTIROOT_MESH=true`; anything else waits for a restart.
+    fn istiod_reloads(&self, secret: &Value) {
+        if secret
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            != Some("istio-system")
+            || secret.pointer("/metadata/name").and_then(Value::as_str) != Some("cacerts")
+        {
+            return;
+        }
+        let mut store = self.store();
+        let multi_root = store
+            .all("apps", "deployments")
+            .iter()
+            .filter(|d| {
+                d.pointer("/metadata/namespace").and_then(Value::as_str) == Some("istio-system")
+            })
+            .filter(|d| {
+                d.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with("istiod"))
+            })
+            .any(|d| {
+                d.to_string()
+                    .contains("\"ISTIO_MULTIROOT_MESH\",\"value\":\"true\"")
+            });
+        let Some(root) = secret
+            .pointer("/data/root-cert.pem")
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        else {
+            return;
+        };
+        let Some(published) = store
+            .get_raw("", "configmaps", "istio-system", "istio-ca-root-cert")
+            .and_then(|c| {
+                c.pointer("/data/root-cert.pem")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+        else {
+            return;
+        };
+        let certs = |p: &str| -> Vec<String> {
+            p.split("-----END CERTIFICATE-----")
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        };
+        let (new, old) = (certs(&root), certs(&published));
+        let holds = |a: &[String], b: &[String]| b.iter().all(|x| a.contains(x));
+        if new == old || !multi_root || !(holds(&new, &old) || holds(&old, &new)) {
             return;
         }
         if let Some(rt) = store.find_type("", "v1", "configmaps") {

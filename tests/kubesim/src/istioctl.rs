@@ -689,7 +689,6 @@ async fn install(a: &Args, objects: &[Value]) -> Result<(), String> {
 /// ConfigMap `istio-ca-root-cert` (key `root-cert.pem`). Tests compare these
 /// across primaries: one root of trust means the same root everywhere.
 async fn istiod_publishes_its_root(a: &Args) -> Result<(), String> {
-    use base64::Engine as _;
     let client = client(a).await?;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
     let plugged = retry(|| secrets.get_opt("cacerts"))
@@ -698,14 +697,10 @@ async fn istiod_publishes_its_root(a: &Args) -> Result<(), String> {
         .and_then(|s| s.data)
         .and_then(|d| d.get("root-cert.pem").map(|b| b.0.clone()))
         .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let root = plugged.unwrap_or_else(|| {
-        let b: [u8; 8] = rand::random();
-        format!(
-            "(kubesim: istiod's own self-signed root {}, context {})\n",
-            base64::engine::general_purpose::STANDARD.encode(b),
-            a.context.as_deref().unwrap_or("")
-        )
-    });
+    let root = match plugged {
+        Some(root) => root,
+        None => self_signed_root(&secrets).await?,
+    };
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "istio-ca-root-cert", "namespace": NS},
         "data": {"root-cert.pem": root}});
@@ -716,6 +711,52 @@ async fn istiod_publishes_its_root(a: &Args) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("publishing istio-ca-root-cert: {e}"))
+}
+
+/// istiod's own CA when there is no `cacerts` (Istio's
+/// `security/pkg/pki/ca/ca.go`): made once, kept in Secret
+/// `istio-ca-secret` (`ca-cert.pem`, `ca-key.pem`), and its certificate is
+/// the root it publishes. A real self-signed CA, so that a root rotation
+/// away from it can be checked certificate by certificate.
+async fn self_signed_root(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+) -> Result<String, String> {
+    if let Some(cert) = retry(|| secrets.get_opt("istio-ca-secret"))
+        .await
+        .map_err(|e| format!("reading Secret istio-ca-secret: {e}"))?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("ca-cert.pem").map(|b| b.0.clone()))
+    {
+        return Ok(String::from_utf8_lossy(&cert).into_owned());
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "cluster.local");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let (cert, key) = (cert.pem(), key.serialize_pem());
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "istio-ca-secret", "namespace": NS},
+        "type": "istio.io/ca-root",
+        "data": {"ca-cert.pem": b64.encode(&cert), "ca-key.pem": b64.encode(&key),
+                 "cert-chain.pem": "", "key.pem": "", "root-cert.pem": ""}});
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret).map_err(|e| e.to_string())?;
+    let pp = kube::api::PostParams::default();
+    retry(|| secrets.create(&pp, &secret))
+        .await
+        .map_err(|e| format!("creating Secret istio-ca-secret: {e}"))?;
+    Ok(cert)
 }
 
 /// What the real `istioctl install` does after applying (Istio's

@@ -1,0 +1,301 @@
+//! Root rotation on kubesim (the project's API simulator): a changed
+//! `[trust]` root, and `[trust]` added to a running mesh, roll out in three
+//! phases, one apply each, every primary's `cacerts` checked certificate by
+//! certificate after each: phase 1 trusts both roots and keeps the
+//! intermediate in place, phase 2 signs with a new intermediate of the new
+//! root and keeps the bundle byte for byte, phase 3 drops the old root. A plan never jumps a phase, and one that
+//! would (a new primary, a third root) is refused.
+
+use serde_json::Value;
+
+mod support;
+use support::{World, golden, repo, text};
+
+const NS: &str = "istio-system";
+const TWO: &[&str] = &["kind-cluster1", "kind-cluster2"];
+const THREE: &[&str] = &["kind-cluster1", "kind-cluster2", "kind-cluster3"];
+
+fn b64(v: &Value) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_default())
+        .unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// A file of `cacerts` in `cluster`.
+fn cacerts(w: &World, cluster: &str, file: &str) -> String {
+    let s = w
+        .get(&format!("kind-{cluster}"), "", "secrets", NS, "cacerts")
+        .unwrap_or_else(|| panic!("no cacerts in {cluster}"));
+    b64(&s["data"][file])
+}
+
+/// The sha256 of each certificate of a PEM bundle.
+fn shas(pem: &str) -> Vec<String> {
+    providers::ca::bundle(pem)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+}
+
+fn root_sha(dir: &str) -> String {
+    let pem = std::fs::read_to_string(
+        repo()
+            .join("tests/fixtures")
+            .join(dir)
+            .join("root-cert.pem"),
+    )
+    .unwrap();
+    providers::ca::inspect(&pem).unwrap().sha256
+}
+
+fn root_pem(dir: &str) -> String {
+    std::fs::read_to_string(
+        repo()
+            .join("tests/fixtures")
+            .join(dir)
+            .join("root-cert.pem"),
+    )
+    .unwrap()
+}
+
+/// The second root beside the mesh file, as `certs-next/`, key 0600.
+fn with_next_root(w: &World) {
+    std::fs::create_dir_all(w.path("certs-next")).unwrap();
+    for f in ["root-cert.pem", "root-key.pem"] {
+        let to = w.path("certs-next").join(f);
+        std::fs::copy(repo().join("tests/fixtures/trust-next").join(f), &to).unwrap();
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+}
+
+fn stdout_of(w: &World, args: &[&str]) -> String {
+    String::from_utf8_lossy(&w.mesh(args).stdout).into_owned()
+}
+
+fn apply(w: &World) -> String {
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    text(&o)
+}
+
+/// The roots istiod published in `cluster` (kubesim's istiod publishes
+/// cacerts' `root-cert.pem` when it starts).
+fn published(w: &World, cluster: &str) -> Vec<String> {
+    let cm = w
+        .get(
+            &format!("kind-{cluster}"),
+            "",
+            "configmaps",
+            NS,
+            "istio-ca-root-cert",
+        )
+        .unwrap();
+    shas(cm["data"]["root-cert.pem"].as_str().unwrap_or_default())
+}
+
+fn multi_root_on(w: &World, cluster: &str) -> bool {
+    w.state_json()["steps"][format!("{cluster}/install-control-plane")]["input"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("ISTIO_MULTIROOT_MESH: true")
+}
+
+#[test]
+fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
+    let mesh = std::fs::read_to_string(repo().join("examples/multi-primary.toml")).unwrap();
+    let w = World::new(&mesh, THREE).with_test_root();
+    apply(&w);
+    let (old, new) = (root_sha("trust"), root_sha("trust-next"));
+    let primaries = ["cluster1", "cluster2"];
+    let first: Vec<String> = primaries
+        .iter()
+        .map(|c| cacerts(&w, c, "ca-cert.pem"))
+        .collect();
+
+    with_next_root(&w);
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+
+    // Phase 1: both roots trusted, each intermediate kept.
+    golden(
+        "root-rotation-phase-1.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let out = apply(&w);
+    assert!(out.contains("root rotation, phase 1 of 3"), "{out}");
+    for (i, c) in primaries.iter().enumerate() {
+        assert_eq!(
+            shas(&cacerts(&w, c, "root-cert.pem")),
+            vec![old.clone(), new.clone()],
+            "{c}"
+        );
+        assert_eq!(
+            cacerts(&w, c, "ca-cert.pem"),
+            first[i],
+            "{c}: phase 1 keeps the intermediate"
+        );
+        providers::check::verify_signed_by(&first[i], &root_pem("trust")).unwrap();
+        assert!(
+            multi_root_on(&w, c),
+            "{c}: istiod gets ISTIO_MULTIROOT_MESH"
+        );
+        assert_eq!(published(&w, c), vec![old.clone(), new.clone()], "{c}");
+    }
+    let bundle = cacerts(&w, "cluster1", "root-cert.pem");
+    // `mesh check` passes, with the rotation under way as warnings.
+    let check = w.mesh(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    for said in [
+        "WARN  cacerts",
+        "a root rotation is under way",
+        "phase 2 of 3",
+    ] {
+        assert!(text(&check).contains(said), "{said}: {}", text(&check));
+    }
+
+    // No jumping: a third root mid-rotation is refused, nothing applied.
+    std::fs::create_dir_all(w.path("certs-third")).unwrap();
+    let (cert, key) = providers::ca::new_root("a third root").unwrap();
+    std::fs::write(w.path("certs-third/root-cert.pem"), cert).unwrap();
+    let key_file = w.path("certs-third/root-key.pem");
+    std::fs::write(&key_file, key.expose()).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    w.write_mesh(&mesh.replace("certs/", "certs-third/"));
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("Finish one rotation before starting the next"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(cacerts(&w, "cluster1", "root-cert.pem"), bundle);
+    // …and so is a new primary: it could trust only the new root.
+    let third = format!(
+        "{}\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"primary\"\n",
+        mesh.replace("certs/", "certs-next/")
+    );
+    w.write_mesh(&third);
+    let o = w.mesh(&["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("cluster3: a new primary while the mesh's root rotation is at phase 2"),
+        "{}",
+        text(&o)
+    );
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+
+    // Phase 2: new intermediates of the new root; the bundle byte for byte.
+    golden(
+        "root-rotation-phase-2.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let out = apply(&w);
+    assert!(out.contains("root rotation, phase 2 of 3"), "{out}");
+    let mut second = Vec::new();
+    for (i, c) in primaries.iter().enumerate() {
+        let ca = cacerts(&w, c, "ca-cert.pem");
+        assert_ne!(ca, first[i], "{c}: phase 2 makes a new intermediate");
+        providers::check::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
+        assert!(providers::check::verify_signed_by(&ca, &root_pem("trust")).is_err());
+        assert_eq!(
+            cacerts(&w, c, "root-cert.pem"),
+            bundle,
+            "{c}: the bundle is kept byte for byte"
+        );
+        assert!(cacerts(&w, c, "cert-chain.pem").starts_with(&ca), "{c}");
+        second.push(ca);
+    }
+
+    // Phase 3: the old root dropped, with an intermediate of the new root.
+    golden(
+        "root-rotation-phase-3.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let out = apply(&w);
+    assert!(out.contains("root rotation, phase 3 of 3"), "{out}");
+    for (i, c) in primaries.iter().enumerate() {
+        assert_eq!(
+            shas(&cacerts(&w, c, "root-cert.pem")),
+            vec![new.clone()],
+            "{c}"
+        );
+        let ca = cacerts(&w, c, "ca-cert.pem");
+        assert_ne!(ca, second[i], "{c}");
+        providers::check::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
+        assert!(multi_root_on(&w, c), "{c}: ISTIO_MULTIROOT_MESH stays");
+    }
+    // Done: no phase left, nothing to change, and `mesh check` passes.
+    w.assert_clean();
+    let check = w.mesh(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(!text(&check).contains("root rotation"), "{}", text(&check));
+    for c in primaries {
+        assert_eq!(published(&w, c), vec![new.clone()], "{c}");
+    }
+}
+
+#[test]
+fn trust_added_to_a_running_mesh_keeps_istiods_own_root_until_phase_3() {
+    let seed = std::fs::read_to_string(repo().join("examples/primary-remote.toml")).unwrap();
+    let w = World::new(&seed, TWO).with_test_root();
+    apply(&w);
+    let own = w
+        .get("kind-cluster1", "", "secrets", NS, "istio-ca-secret")
+        .expect("istiod made its own CA");
+    let own_cert = b64(&own["data"]["ca-cert.pem"]);
+    let own_sha = providers::ca::inspect(&own_cert).unwrap().sha256;
+    let root = root_sha("trust");
+
+    w.write_mesh(&format!(
+        "{seed}\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n"
+    ));
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(plan.contains("root rotation, phase 1 of 3"), "{plan}");
+    assert!(plan.contains("istiod's self-signed root"), "{plan}");
+    apply(&w);
+    // istiod's own CA goes on signing, now from cacerts, beside the new root.
+    assert_eq!(cacerts(&w, "cluster1", "ca-cert.pem"), own_cert);
+    assert_eq!(
+        shas(&cacerts(&w, "cluster1", "root-cert.pem")),
+        vec![own_sha.clone(), root.clone()]
+    );
+
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(plan.contains("root rotation, phase 2 of 3"), "{plan}");
+    apply(&w);
+    providers::check::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
+        .unwrap();
+    assert_eq!(
+        shas(&cacerts(&w, "cluster1", "root-cert.pem")),
+        vec![own_sha, root.clone()]
+    );
+
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(plan.contains("root rotation, phase 3 of 3"), "{plan}");
+    apply(&w);
+    assert_eq!(shas(&cacerts(&w, "cluster1", "root-cert.pem")), vec![root]);
+    w.assert_clean();
+}
+
+#[test]
+fn a_mesh_that_is_not_rotating_plans_as_before() {
+    // The plain stage renders exactly as plug-ca always did: a mesh with
+    // [trust] and nothing to rotate shows no phase and no change.
+    let mesh = std::fs::read_to_string(repo().join("examples/multi-primary.toml")).unwrap();
+    let w = World::new(&mesh, TWO).with_test_root();
+    apply(&w);
+    w.assert_clean();
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(!plan.contains("root rotation"), "{plan}");
+    for c in ["cluster1", "cluster2"] {
+        assert!(
+            !multi_root_on(&w, c),
+            "{c}: no rotation, no ISTIO_MULTIROOT_MESH"
+        );
+    }
+}
