@@ -7,11 +7,12 @@
 //! [`crate::planner`] and the executor.
 
 use crate::config::Role;
-use crate::config::{Cluster, MeshFile};
+use crate::config::{Cluster, Dataplane, MeshFile};
 use crate::graph::{Dag, GraphBuilder, GraphError, Node};
 use providers::kinds::{
-    attach, eastwest_address, expose_istiod, expose_services, install_control_plane,
-    install_eastwest_gateway, install_remote, plug_ca, prepare_namespace, revision_tag,
+    ambient_eastwest_gateway, attach, eastwest_address, expose_istiod, expose_services,
+    gateway_api_crds, install_control_plane, install_eastwest_gateway, install_remote, plug_ca,
+    prepare_namespace, revision_tag,
 };
 use providers::{StepInput, StepKind, Target};
 use std::path::PathBuf;
@@ -74,6 +75,7 @@ pub fn compile(mesh: &MeshFile) -> Result<StepGraph, GraphError> {
         b: GraphBuilder::new(),
         base_dir: mesh.path.parent().map(PathBuf::from).unwrap_or_default(),
         multi_network: mesh.is_multi_network(),
+        ambient: mesh.mesh.dataplane == Dataplane::Ambient,
     };
     for p in mesh.primaries() {
         let remotes: Vec<&Cluster> = mesh.remotes_of(&p.name).collect();
@@ -94,6 +96,8 @@ struct Compiler<'m> {
     /// The mesh file's folder: cluster kubeconfig paths are relative to it.
     base_dir: PathBuf,
     multi_network: bool,
+    /// `dataplane = "ambient"`: every cluster a primary (validated).
+    ambient: bool,
 }
 
 impl Compiler<'_> {
@@ -176,10 +180,16 @@ impl Compiler<'_> {
                 values: p.values.clone(),
                 istioctl: None,
                 multi_root: false,
+                ambient: self
+                    .ambient
+                    .then_some(install_control_plane::Ambient { multi_network }),
             }),
         )?;
         if let Some(after) = &cp_after {
             self.b.depend(&cp, after);
+        }
+        if self.ambient {
+            return self.ambient_primary(p, &cp);
         }
         // Each kept revision's control plane, by its own istioctl, beside
         // the mesh's: before it, so the mesh's revision is the last to
@@ -201,6 +211,7 @@ impl Compiler<'_> {
                     values: p.values.clone(),
                     istioctl: Some(k.istioctl.clone()),
                     multi_root: false,
+                    ambient: None,
                 }),
             )?;
             self.b.depend(&cp, &kept);
@@ -251,6 +262,33 @@ impl Compiler<'_> {
             }),
         )?;
         self.b.depend(&expose, &ew);
+        Ok(())
+    }
+
+    /// An ambient primary's own steps besides its namespace, CA and control
+    /// plane (Istio's ambient multicluster guide): the Gateway API CRDs,
+    /// before istiod so that it watches them from the start, and on several
+    /// networks the ambient east-west gateway. No classic east-west gateway
+    /// and nothing exposed through it: ambient workloads cross networks
+    /// through the ambient gateway alone, and there are no remotes.
+    fn ambient_primary(&mut self, p: &Cluster, cp: &str) -> Result<(), GraphError> {
+        let crds = self.add(
+            p,
+            StepInput::GatewayApiCrds(gateway_api_crds::Input {
+                bundle_version: gateway_api_crds::BUNDLE_VERSION.to_string(),
+            }),
+        )?;
+        self.b.depend(cp, &crds);
+        if self.multi_network {
+            let ew = self.add(
+                p,
+                StepInput::AmbientEastwestGateway(ambient_eastwest_gateway::Input {
+                    network: p.network.clone(),
+                }),
+            )?;
+            self.b.depend(&ew, cp);
+            self.b.depend(&ew, &crds);
+        }
         Ok(())
     }
 
@@ -462,6 +500,7 @@ mod tests {
                 revision: None,
                 istio_version: None,
                 keep_revisions: Vec::new(),
+                dataplane: Default::default(),
             },
             istioctl: Default::default(),
             state: Default::default(),

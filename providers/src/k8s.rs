@@ -410,6 +410,33 @@ pub async fn wait_for<T>(
     }
 }
 
+/// Waits until CustomResourceDefinition `name` is `Established` (its API
+/// serves), for at most `timeout`.
+pub async fn wait_crd_established(
+    conn: &Connection,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), crate::env::StepError> {
+    let ar = resource_of(&serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition"}))
+        .expect("CRDs are a known kind");
+    let established = |o: &DynamicObject| {
+        o.data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+            .then_some(Ok(()))
+    };
+    match wait_for(conn, &ar, None, name, timeout, established).await {
+        Ok(r) => r.map_err(crate::env::StepError::Failed),
+        Err(_) => Err(crate::env::StepError::Failed(format!(
+            "CustomResourceDefinition {name} was not Established within {} s: `kubectl get crd {name} -o yaml` shows why",
+            timeout.as_secs()
+        ))),
+    }
+}
+
 #[derive(Debug)]
 pub enum WaitError {
     Timeout,

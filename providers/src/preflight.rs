@@ -186,6 +186,35 @@ pub fn apply_access(input: &StepInput, update: bool) -> Vec<Need> {
         )),
         StepInput::ExposeServices(_) => here(applied("networking.istio.io", &["gateways"], update)),
         StepInput::RevisionTag(_) => here(tag_access()),
+        StepInput::GatewayApiCrds(_) => here(vec![
+            Access::new(
+                "get",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+            ),
+            Access::new(
+                "watch",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+            ),
+            Access::new(
+                "create",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+            ),
+            Access::new(
+                "patch",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+            ),
+        ]),
+        StepInput::AmbientEastwestGateway(_) => {
+            here(applied("gateway.networking.k8s.io", &["gateways"], update))
+        }
         StepInput::Attach(i) => {
             let remote = crate::kinds::attach::remote_target(i);
             let reader_ns = Some(i.reader.namespace.as_str());
@@ -232,6 +261,28 @@ pub fn destroy_access(kind: StepKind) -> Vec<Access> {
         }
         StepKind::Attach => vec![Access::new("delete", "", "secrets", ns)],
         StepKind::RevisionTag => tag_access(),
+        StepKind::GatewayApiCrds => vec![
+            Access::new(
+                "get",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+            ),
+            Access::new(
+                "delete",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+            ),
+        ],
+        StepKind::AmbientEastwestGateway => {
+            vec![Access::new(
+                "delete",
+                "gateway.networking.k8s.io",
+                "gateways",
+                ns,
+            )]
+        }
     }
 }
 

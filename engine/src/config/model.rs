@@ -80,6 +80,19 @@ pub struct MeshSection {
     /// `revision` (a canary upgrade), each with the istioctl that
     /// installed it. In file order.
     pub keep_revisions: Vec<KeptRevision>,
+    /// `dataplane`: sidecars (the default) or Istio's ambient mode.
+    pub dataplane: Dataplane,
+}
+
+/// How workloads join the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dataplane {
+    /// A sidecar proxy in each pod: every topology.
+    #[default]
+    Sidecar,
+    /// Istio's ambient mode: a ztunnel per node, no sidecars; multi-primary
+    /// only.
+    Ambient,
 }
 
 /// A revision kept installed beside the mesh's `revision`.

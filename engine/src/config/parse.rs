@@ -25,6 +25,8 @@ pub(crate) struct Draft {
     pub mesh_id: Option<At<String>>,
     pub revision: Option<At<String>>,
     pub istio_version: Option<At<String>>,
+    /// `[mesh] dataplane`: "sidecar" (the default) or "ambient".
+    pub dataplane: Option<At<String>>,
     pub istioctl_path: Option<At<String>>,
     pub readiness_timeout: Option<At<String>>,
     pub istioctl_timeout: Option<At<String>>,
@@ -104,7 +106,13 @@ pub(crate) const CREDENTIALS_KEYS: &[&str] = &["rotate_after"];
 pub(crate) const KEEP_REVISION_KEYS: &[&str] = &["name", "istio_version", "istioctl"];
 pub(crate) const POLICY_KEYS: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
 pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
-pub(crate) const MESH_KEYS: &[&str] = &["id", "revision", "istio_version", "keep_revision"];
+pub(crate) const MESH_KEYS: &[&str] = &[
+    "id",
+    "revision",
+    "istio_version",
+    "keep_revision",
+    "dataplane",
+];
 pub(crate) const ISTIOCTL_KEYS: &[&str] = &["path", "readiness_timeout", "timeout"];
 pub(crate) const STATE_KEYS: &[&str] = &["path", "backend", "context", "namespace", "name"];
 pub(crate) const CLUSTER_KEYS: &[&str] = &[
@@ -373,6 +381,7 @@ impl Walker<'_> {
                                     draft.istio_version = self.string("istio_version", v)
                                 }
                                 "keep_revision" => self.keep_revisions(v, &mut draft),
+                                "dataplane" => draft.dataplane = self.string("dataplane", v),
                                 _ => draft
                                     .mesh_keys
                                     .extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),

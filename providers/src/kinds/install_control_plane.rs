@@ -27,6 +27,16 @@ pub struct Input {
     /// rotation's first phase on (see `plug_ca`), and kept, so that istiod
     /// takes a root added or dropped without a restart.
     pub multi_root: bool,
+    /// `dataplane = "ambient"`: Istio's `ambient` profile (istiod,
+    /// istio-cni and ztunnel), with multi-network ambient
+    /// (`AMBIENT_ENABLE_MULTI_NETWORK`) when the mesh spans networks.
+    pub ambient: Option<Ambient>,
+}
+
+/// An ambient control plane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ambient {
+    pub multi_network: bool,
 }
 
 /// The seed's cluster1 document (`apiVersion`, `kind`, `spec.values.global`
@@ -46,9 +56,19 @@ pub fn render(input: &Input) -> Rendered {
     if input.multi_root {
         values["pilot"]["env"][super::plug_ca::MULTI_ROOT_ENV] = json!(true);
     }
+    if let Some(a) = &input.ambient
+        && a.multi_network
+    {
+        // A string, as Istio's guide sets it (`--set
+        // values.pilot.env.AMBIENT_ENABLE_MULTI_NETWORK="true"`).
+        values["pilot"]["env"]["AMBIENT_ENABLE_MULTI_NETWORK"] = json!("true");
+    }
     let mut values = values.as_object().cloned().unwrap_or_default();
     deep_merge(&mut values, &input.values);
     let mut spec = Map::new();
+    if input.ambient.is_some() {
+        spec.insert("profile".into(), Value::from("ambient"));
+    }
     if let Some(rev) = &input.revision {
         spec.insert("revision".into(), Value::from(rev.as_str()));
     }
@@ -106,13 +126,26 @@ impl IstioctlInstall for InstallControlPlane {
         )
     }
 
-    /// istiod's Deployment (`istiod` or `istiod-<revision>`).
+    /// istiod's Deployment (`istiod` or `istiod-<revision>`), and for the
+    /// ambient profile the DaemonSets of istio-cni and ztunnel.
     fn owned(recorded: &[Value]) -> Vec<Value> {
-        vec![object(
+        let ns = Some(crate::k8s::ISTIO_NAMESPACE);
+        let mut owned = vec![object(
             "apps/v1",
             "Deployment",
-            Some(crate::k8s::ISTIO_NAMESPACE),
+            ns,
             &revisioned("istiod", recorded.first()),
-        )]
+        )];
+        if recorded
+            .first()
+            .and_then(|d| d.pointer("/spec/profile"))
+            .and_then(Value::as_str)
+            == Some("ambient")
+        {
+            for name in ["istio-cni-node", "ztunnel"] {
+                owned.push(object("apps/v1", "DaemonSet", ns, name));
+            }
+        }
+        owned
     }
 }

@@ -161,7 +161,8 @@ macro_rules! registry {
 }
 
 // The kinds, in the order of the step tables of docs/mesh-toml.md: the seed's seven, then
-// the topologies' `plug-ca` and `expose-services`.
+// the topologies' `plug-ca` and `expose-services`, the upgrades' `revision-tag`, and
+// ambient's `gateway-api-crds` and `ambient-eastwest-gateway`.
 registry! {
     InstallControlPlane => install_control_plane::InstallControlPlane,
     InstallEastwestGateway => install_eastwest_gateway::InstallEastwestGateway,
@@ -173,6 +174,8 @@ registry! {
     PlugCa => plug_ca::PlugCa,
     ExposeServices => expose_services::ExposeServices,
     RevisionTag => revision_tag::RevisionTag,
+    GatewayApiCrds => gateway_api_crds::GatewayApiCrds,
+    AmbientEastwestGateway => ambient_eastwest_gateway::AmbientEastwestGateway,
 }
 
 impl fmt::Display for StepKind {

@@ -233,6 +233,7 @@ impl Cluster {
                             self.cluster_ip(&ev.object);
                             self.clone().load_balancer(&ev.object)
                         }
+                        ("apps", "daemonsets") => self.daemonset_ready(&ev.object),
                         ("apps", "deployments") => {
                             self.deployment_ready(&ev.object);
                             self.istiod_started(&ev.object);
@@ -507,6 +508,42 @@ impl Cluster {
     /// As kwok's fake nodes make it on a real cluster: a Deployment's pods
     /// are at once ready, so its status says every replica is available.
     /// (No pods are simulated; `kubectl get deploy` shows READY 1/1.)
+    /// What the DaemonSet controller and the kubelets report: one node,
+    /// its pod scheduled and ready (istioctl waits for it).
+    fn daemonset_ready(&self, d: &Value) {
+        let generation = d
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let status = json!({
+            "observedGeneration": generation,
+            "currentNumberScheduled": 1,
+            "desiredNumberScheduled": 1,
+            "numberAvailable": 1,
+            "numberMisscheduled": 0,
+            "numberReady": 1,
+            "updatedNumberScheduled": 1,
+        });
+        if d.get("status") == Some(&status) {
+            return;
+        }
+        let (ns, name) = ns_and_name(d);
+        let mut store = self.store();
+        if let Some(rt) = store.find_type("apps", "v1", "daemonsets") {
+            let patch = json!({"status": status});
+            let _ = store.patch(
+                &rt,
+                ns,
+                name,
+                crate::store::PatchType::Merge,
+                patch.to_string().as_bytes(),
+                "kubesim-daemonset-controller",
+                false,
+                true,
+            );
+        }
+    }
+
     fn deployment_ready(&self, d: &Value) {
         let replicas = d
             .pointer("/spec/replicas")

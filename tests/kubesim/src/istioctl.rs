@@ -419,7 +419,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
     let mut out = vec![namespace];
     match profile {
-        "default" | "demo" | "minimal" => {
+        "default" | "demo" | "minimal" | "ambient" => {
             let base = labels("Base");
             for (group, kind, plural, versions) in [
                 (
@@ -488,6 +488,17 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 &pilot,
             ));
             out.push(values_configmap(&suffix, values, &pilot));
+            if profile == "ambient" {
+                // Istio's ambient profile: istio-cni and ztunnel on every
+                // node, one of each per cluster whatever the revision.
+                for (name, component) in [("istio-cni-node", "Cni"), ("ztunnel", "Ztunnel")] {
+                    let l = labels(component);
+                    out.push(json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta(name, Some(NS), &l),
+                        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+                            "spec": {"containers": [{"name": name, "image": format!("docker.io/istio/{name}:simulated"),
+                                "env": [{"name": "NETWORK", "value": values.pointer("/global/network").and_then(Value::as_str).unwrap_or("")}]}]}}}}));
+                }
+            }
         }
         "remote" => {
             let address = values
@@ -531,7 +542,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
         "empty" => {}
         other => {
             return Err(format!(
-                "unknown profile \"{other}\": the simulator knows default, demo, minimal, remote and empty"
+                "unknown profile \"{other}\": the simulator knows default, demo, minimal, ambient, remote and empty"
             ));
         }
     }
@@ -843,6 +854,7 @@ const KINDS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("apps/v1", "Deployment", true),
+    ("apps/v1", "DaemonSet", true),
     ("v1", "Service", true),
     ("v1", "ServiceAccount", true),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", false),

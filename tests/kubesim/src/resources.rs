@@ -89,6 +89,7 @@ fn short_names(plural: &str) -> &'static [&'static str] {
         "pods" => &["po"],
         "endpoints" => &["ep"],
         "deployments" => &["deploy"],
+        "daemonsets" => &["ds"],
         "customresourcedefinitions" => &["crd", "crds"],
         _ => &[],
     }
@@ -102,6 +103,8 @@ pub fn builtin() -> Vec<ResourceType> {
     namespaces.status = true;
     let mut deployments = ResourceType::new("apps", "v1", "Deployment", "deployments", true);
     deployments.status = true;
+    let mut daemonsets = ResourceType::new("apps", "v1", "DaemonSet", "daemonsets", true);
+    daemonsets.status = true;
     vec![
         namespaces,
         services,
@@ -118,6 +121,7 @@ pub fn builtin() -> Vec<ResourceType> {
             true,
         ),
         deployments,
+        daemonsets,
         ResourceType::new(
             "rbac.authorization.k8s.io",
             "v1",

@@ -4,7 +4,7 @@ use super::{
     Checker, MAX_LABEL, MAX_REVISION, is_dns1123_label, is_label_value, is_mesh_id, is_version,
     too_long_revisioned,
 };
-use crate::config::model::MeshSection;
+use crate::config::model::{Dataplane, MeshSection};
 use crate::config::parse::Draft;
 
 /// The label the Kubernetes state backend puts the mesh id in
@@ -94,6 +94,7 @@ impl Checker<'_> {
             revision,
             istio_version,
             keep_revisions: Vec::new(),
+            dataplane: Dataplane::Sidecar,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `[state]` is checked in two steps: its path with the other single
 //! sections, its backend after the clusters, whose contexts it defaults to.
 
+mod ambient;
 mod clusters;
 mod istioctl;
 mod mesh;
@@ -222,6 +223,7 @@ pub(crate) fn validate(
     let kubernetes = ck.state_backend(&draft, &clusters, &mesh.id);
     let trust = ck.trust(&draft, path);
     let policy = ck.policy(&draft);
+    mesh.dataplane = ck.dataplane(&draft, &mesh, &clusters, trust.is_some());
 
     if !ck.errors.is_empty() {
         let mut errors = ck.errors;

@@ -1,0 +1,110 @@
+//! `P/ambient-eastwest-gateway`: an ambient mesh's east-west gateway for
+//! P's network, exactly what Istio's
+//! `samples/multicluster/gen-eastwest-gateway.sh --ambient --network N`
+//! prints: a Gateway API `Gateway` of class `istio-east-west` with one
+//! HBONE listener on 15008 that terminates Istio mTLS.
+//!
+//! No istioctl: istiod itself deploys the gateway's pod and LoadBalancer
+//! Service from this Gateway (its deployment controller), and writes the
+//! address into the Gateway's `status.addresses`. The istiods of the other
+//! clusters read that Gateway through their remote secret for P, and route
+//! cross-network traffic to that address (Istio's
+//! `pilot/pkg/serviceregistry/ambient/networks.go`).
+
+use crate::rendered::Rendered;
+use serde_json::json;
+
+pub const NAME: &str = "istio-eastwestgateway";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// P's network, the Gateway's `topology.istio.io/network` label.
+    pub network: String,
+}
+
+/// gen-eastwest-gateway.sh --ambient's Gateway.
+pub fn render(input: &Input) -> Rendered {
+    Rendered {
+        documents: vec![json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {
+                "name": NAME,
+                "namespace": "istio-system",
+                "labels": {"topology.istio.io/network": input.network},
+            },
+            "spec": {
+                "gatewayClassName": "istio-east-west",
+                "listeners": [{
+                    "name": "mesh",
+                    "port": 15008,
+                    "protocol": "HBONE",
+                    "tls": {
+                        "mode": "Terminate",
+                        "options": {"gateway.istio.io/tls-terminate-mode": "ISTIO_MUTUAL"},
+                    },
+                }],
+            },
+        })],
+        unknown: false,
+    }
+}
+
+// ---- against a cluster: [`Kind`]'s defaults ----
+
+use crate::kind::{Kind, OutputLookup};
+
+/// The kind: its Gateway server-side applied, read and deleted by
+/// [`Kind`]'s defaults.
+pub struct AmbientEastwestGateway;
+
+impl Kind for AmbientEastwestGateway {
+    const NAME: &'static str = "ambient-eastwest-gateway";
+    type Input = Input;
+
+    fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
+        render(input)
+    }
+
+    fn removes(cluster: &str, _: Option<&str>, _: &[serde_json::Value]) -> String {
+        format!(
+            "Gateway {NAME} in {cluster} (istiod removes its pod and Service): the other \
+             networks can no longer reach its ambient workloads"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact output of Istio 1.31's
+    /// `gen-eastwest-gateway.sh --ambient --network network2`.
+    #[test]
+    fn renders_what_istios_script_prints() {
+        let script = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: istio-eastwestgateway
+  namespace: istio-system
+  labels:
+    topology.istio.io/network: "network2"
+spec:
+  gatewayClassName: "istio-east-west"
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+      tls:
+        mode: Terminate
+        options:
+          gateway.istio.io/tls-terminate-mode: ISTIO_MUTUAL
+"#;
+        let want: serde_json::Value = serde_saphyr::from_str(script).unwrap();
+        let got = render(&Input {
+            network: "network2".into(),
+        });
+        assert_eq!(got.documents, vec![want]);
+    }
+}
