@@ -129,9 +129,23 @@ fn an_ambient_mesh_on_two_networks_is_applied_kept_and_destroyed() {
             "{me}"
         );
     }
-    // `mesh check` passes.
+    // `mesh check` passes: the ambient data plane ready, each east-west
+    // Gateway programmed with its LoadBalancer address (by the simulated
+    // istiod's gateway controller).
     let check = w.mesh(&["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    for said in [
+        "PASS  ambient ztunnel",
+        "PASS  ambient istio-cni-node",
+        "PASS  ambient east-west gateway",
+    ] {
+        assert_eq!(
+            text(&check).matches(said).count(),
+            2,
+            "{said}: {}",
+            text(&check)
+        );
+    }
 
     // Drift: the east-west Gateway deleted by hand.
     {

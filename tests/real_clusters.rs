@@ -2200,3 +2200,215 @@ fn wait_for(done: impl Fn() -> bool, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
+
+/// Istio's ambient multicluster on two real clusters and two networks,
+/// from `examples/ambient-multi-network.toml`, with the real istioctl: every
+/// object of Istio's guide present (kwok runs the ztunnel and istio-cni
+/// pods), a clean plan; then a real pilot-discovery per cluster, run with
+/// the installed istiod's ambient settings, programs each east-west
+/// Gateway with an address, sees the other cluster synced, and builds the
+/// other network's gateway from that cluster's Gateway (its
+/// `/debug/ambientz`); destroy leaves nothing, the Gateway API CRDs mesh
+/// installed included.
+#[test]
+fn ambient_multi_network_on_two_real_clusters() {
+    if !harness::in_private_network("ambient_multi_network_on_two_real_clusters") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::start(tmp.path(), &["cluster1", "cluster2"]);
+    run.ok(&["ca", "init"]);
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ambient-multi-network.toml"),
+    )
+    .unwrap();
+    let toml = example
+        .replace("context = \"kind-", "context = \"real-")
+        .replace(
+            "[trust]",
+            &format!(
+                "[istioctl]\npath = \"{}\"\nreadiness_timeout = \"120s\"\n\n[trust]",
+                run.set.tools.join("istioctl").display()
+            ),
+        );
+    run.write_mesh(&toml);
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("Apply complete"), "{out}");
+    run.assert_clean();
+    let s = &run.set;
+    let get = |c: &str, args: &[&str]| s.kubectl_ok(c, args);
+    for (c, other, net) in [
+        ("cluster1", "cluster2", "network1"),
+        ("cluster2", "cluster1", "network2"),
+    ] {
+        // Istio's ambient profile: istiod, and istio-cni and ztunnel Ready on the node.
+        for ds in ["ztunnel", "istio-cni-node"] {
+            let ready = get(
+                c,
+                &[
+                    "-n",
+                    "istio-system",
+                    "get",
+                    "daemonset",
+                    ds,
+                    "-o",
+                    "jsonpath={.status.numberReady}",
+                ],
+            );
+            assert_eq!(ready, "1", "{c}: {ds}");
+        }
+        let env = get(
+            c,
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "deployment",
+                "istiod",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env}",
+            ],
+        );
+        assert!(
+            env.contains(r#""name":"AMBIENT_ENABLE_MULTI_NETWORK","value":"true""#),
+            "{c}: {env}"
+        );
+        assert!(
+            env.contains(r#""name":"PILOT_ENABLE_AMBIENT","value":"true""#),
+            "{c}: {env}"
+        );
+        // The network label, the common root, the Gateway API CRDs mesh installed.
+        let label = get(
+            c,
+            &[
+                "get",
+                "ns",
+                "istio-system",
+                "-o",
+                "jsonpath={.metadata.labels.topology\\.istio\\.io/network}",
+            ],
+        );
+        assert_eq!(label, net, "{c}");
+        assert!(
+            s.exists(c, "secret", Some("istio-system"), "cacerts"),
+            "{c}"
+        );
+        let crd = get(
+            c,
+            &[
+                "get",
+                "crd",
+                "gateways.gateway.networking.k8s.io",
+                "-o",
+                "jsonpath={.metadata.annotations.gateway\\.networking\\.k8s\\.io/bundle-version} {.metadata.labels.app\\.kubernetes\\.io/managed-by}",
+            ],
+        );
+        assert_eq!(crd, "v1.6.0 mesh", "{c}");
+        // The ambient east-west gateway, and no classic one.
+        let class = get(
+            c,
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "gateways.gateway.networking.k8s.io",
+                "istio-eastwestgateway",
+                "-o",
+                "jsonpath={.spec.gatewayClassName} {.spec.listeners[0].protocol} {.spec.listeners[0].port}",
+            ],
+        );
+        assert_eq!(class, "istio-east-west HBONE 15008", "{c}");
+        assert!(
+            !s.exists(
+                c,
+                "deployment",
+                Some("istio-system"),
+                "istio-eastwestgateway"
+            ),
+            "{c}: a classic east-west gateway"
+        );
+        // Remote secrets both ways.
+        assert!(
+            s.exists(
+                c,
+                "secret",
+                Some("istio-system"),
+                &format!("istio-remote-secret-{other}")
+            ),
+            "{c}"
+        );
+    }
+
+    // A real istiod behind each cluster's istiod pod.
+    let istiods = [
+        s.istiod_behind_its_pod("cluster1", None),
+        s.istiod_behind_its_pod("cluster2", None),
+    ];
+    // It deploys each east-west gateway (a LoadBalancer Service, kwok's
+    // address) and programs its Gateway with that address.
+    let address = |c: &str| {
+        let o = s.kubectl(c, &["-n", "istio-system", "get", "gateways.gateway.networking.k8s.io", "istio-eastwestgateway", "-o", "jsonpath={.status.conditions[?(@.type==\"Programmed\")].status} {.status.addresses[0].value}"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let mut addresses = Vec::new();
+    for (i, c) in ["cluster1", "cluster2"].iter().enumerate() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let a = address(c);
+            if let Some(addr) = a.strip_prefix("True ").filter(|a| !a.is_empty()) {
+                addresses.push(addr.to_string());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{c}'s east-west Gateway never programmed ({a}); istiod:\n{}",
+                istiods[i].tail(40)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    // Each istiod reads the other cluster through its remote secret…
+    check_until(&run, "cluster1", "istiod sees cluster2", "PASS");
+    check_until(&run, "cluster2", "istiod sees cluster1", "PASS");
+    // …and routes to the other network through that cluster's gateway.
+    for (i, (net, addr)) in [("network2", &addresses[1]), ("network1", &addresses[0])]
+        .iter()
+        .enumerate()
+    {
+        let port = s.cluster(["cluster1", "cluster2"][i]).istiod_port;
+        let want = format!("NetworkGateway/{net}/{addr}");
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let ambientz =
+                harness::http_get("127.0.0.1", port, "/debug/ambientz").unwrap_or_default();
+            if ambientz.contains(&want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "istiod of cluster{} has no {want}:\n{ambientz}",
+                i + 1
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    let (code, checks) = check_json(&run);
+    assert_eq!(code, Some(0), "{checks:#?}");
+
+    drop(istiods);
+    run.ok(&["destroy", "--auto-approve"]);
+    for c in ["cluster1", "cluster2"] {
+        assert!(
+            !s.exists(c, "namespace", None, "istio-system"),
+            "{c} keeps istio-system"
+        );
+        assert!(
+            !s.exists(c, "crd", None, "gateways.gateway.networking.k8s.io"),
+            "{c} keeps the Gateway API CRDs"
+        );
+        assert!(
+            !s.exists(c, "crd", None, "gateways.networking.istio.io"),
+            "{c} keeps Istio's CRDs"
+        );
+    }
+}

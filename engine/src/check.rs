@@ -91,6 +91,8 @@ pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<C
                 pilot_address: c.primary.as_deref().map(recorded_address),
                 links,
                 istiod_reads,
+                ambient: (mesh.mesh.dataplane == crate::config::Dataplane::Ambient)
+                    .then(|| step("ambient-eastwest-gateway").is_some()),
             })
         })
         .collect()

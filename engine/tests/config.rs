@@ -700,7 +700,11 @@ fn every_key_is_read() {
 
 #[test]
 fn valid_files_also_fit_the_schema_types() {
-    for src in [FULL, include_str!("../../examples/primary-remote.toml")] {
+    for src in [
+        FULL,
+        include_str!("../../examples/primary-remote.toml"),
+        include_str!("../../examples/ambient-multi-network.toml"),
+    ] {
         let raw: Result<config::raw::RawMeshFile, _> = toml::from_str(src);
         assert!(raw.is_ok(), "{raw:?}");
     }

@@ -105,6 +105,9 @@ pub struct ClusterSpec {
     /// A primary: the links whose secret it holds, which its istiod must
     /// report as synced (`(link step, cluster)`).
     pub istiod_reads: Vec<(String, String)>,
+    /// An ambient mesh's cluster: whether it has an ambient east-west
+    /// gateway (`P/ambient-eastwest-gateway`). None in a sidecar mesh.
+    pub ambient: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +195,13 @@ pub async fn check_cluster(
             spec,
             "east-west gateway",
             eastwest(spec, conn, recorded.as_deref()).await,
+        ));
+    }
+    if let Some(gateway) = spec.ambient {
+        out.extend(or_errors(
+            spec,
+            "ambient",
+            ambient(spec, conn, gateway).await,
         ));
     }
     if let Some(address) = &spec.pilot_address {
@@ -650,6 +660,71 @@ async fn cacerts(
             .fix(restart),
         },
     });
+    Ok(out)
+}
+
+/// An ambient cluster: istio-cni and ztunnel ready on every node, and
+/// (across networks) the ambient east-west Gateway programmed with an
+/// address, which the other clusters' istiods route to.
+async fn ambient(
+    spec: &ClusterSpec,
+    conn: &Connection,
+    gateway: bool,
+) -> Result<Vec<Check>, ClusterError> {
+    let c = &spec.name;
+    let ctx = &spec.target.context;
+    let mut out = Vec::new();
+    for ds in ["ztunnel", "istio-cni-node"] {
+        let live = crate::k8s::get(conn, &object("apps/v1", "DaemonSet", Some(NS), ds)).await?;
+        let check = format!("ambient {ds}");
+        out.push(match live {
+            None => Check::fail(c, check, format!("DaemonSet {NS}/{ds} missing: no ambient data plane on this cluster's nodes"))
+                .fix(MESH_APPLY),
+            Some(d) => {
+                let n = |k: &str| d.data.pointer(&format!("/status/{k}")).and_then(Value::as_i64).unwrap_or(0);
+                let (ready, desired) = (n("numberReady"), n("desiredNumberScheduled"));
+                if desired > 0 && ready == desired {
+                    Check::pass(c, check, format!("ready on {ready} of {desired} nodes"))
+                } else {
+                    Check::fail(c, check, format!("ready on {ready} of {desired} nodes"))
+                        .fix(format!("kubectl --context {ctx} -n {NS} describe daemonset {ds} (its pods say why)"))
+                }
+            }
+        });
+    }
+    if gateway {
+        let name = crate::kinds::ambient_eastwest_gateway::NAME;
+        let live = crate::k8s::get(
+            conn,
+            &object("gateway.networking.k8s.io/v1", "Gateway", Some(NS), name),
+        )
+        .await?;
+        out.push(match live {
+            None => Check::fail(c, "ambient east-west gateway", format!("Gateway {NS}/{name} missing: the other networks cannot reach this one"))
+                .fix(MESH_APPLY),
+            Some(g) => {
+                let programmed = g
+                    .data
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+                let address = g.data.pointer("/status/addresses/0/value").and_then(Value::as_str);
+                match (programmed, address) {
+                    (true, Some(a)) => Check::pass(c, "ambient east-west gateway", format!("Gateway {name} programmed at {a}")),
+                    _ => Check::fail(
+                        c,
+                        "ambient east-west gateway",
+                        format!("Gateway {name} is not programmed with an address yet: the other clusters' istiods route to the address istiod writes there"),
+                    )
+                    .fix(format!(
+                        "kubectl --context {ctx} -n {NS} describe gateways.gateway.networking.k8s.io {name} (istiod deploys it; its Service needs a LoadBalancer address)"
+                    )),
+                }
+            }
+        });
+    }
     Ok(out)
 }
 

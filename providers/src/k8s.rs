@@ -365,13 +365,18 @@ pub async fn merge_patch(
 }
 
 /// Whether every field of `want` has the same value in `live` (objects
-/// compared key by key; lists and scalars whole). Fields the server adds
-/// (status, defaults, metadata) do not count as drift.
+/// compared key by key; lists item by item, of the same length; scalars
+/// whole). Fields the server adds (status, defaults, metadata; a CRD's
+/// defaults inside list items, as Gateway API's `allowedRoutes` in each
+/// listener) do not count as drift.
 pub fn contains(live: &Value, want: &Value) -> bool {
     match (live, want) {
         (Value::Object(l), Value::Object(w)) => w
             .iter()
             .all(|(k, wv)| l.get(k).is_some_and(|lv| contains(lv, wv))),
+        (Value::Array(l), Value::Array(w)) => {
+            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| contains(lv, wv))
+        }
         _ => live == want,
     }
 }
@@ -490,5 +495,14 @@ mod tests {
         assert!(!contains(&live, &json!({"spec": {"a": 2}})));
         assert!(!contains(&live, &json!({"spec": {"b": [1]}})));
         assert!(!contains(&live, &json!({"spec": {"missing": 1}})));
+        // Defaults the server adds inside list items are not drift; a
+        // changed or missing item is.
+        let live = json!({"spec": {"l": [{"port": 15008, "allowedRoutes": {"namespaces": {"from": "Same"}}}]}});
+        assert!(contains(&live, &json!({"spec": {"l": [{"port": 15008}]}})));
+        assert!(!contains(&live, &json!({"spec": {"l": [{"port": 15009}]}})));
+        assert!(!contains(
+            &live,
+            &json!({"spec": {"l": [{"port": 15008}, {"port": 1}]}})
+        ));
     }
 }

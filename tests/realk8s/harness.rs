@@ -446,7 +446,8 @@ impl RealClusters {
         let ca_dir = work.join("cacerts");
         let with_ca = self.remount_cacerts(cluster, revision);
         let ca_dir = ca_dir.display().to_string();
-        // What the installed Deployment gives istiod that matters here.
+        // What the installed Deployment gives istiod that matters here: a
+        // root rotation's ISTIO_MULTIROOT_MESH, and ambient's settings.
         let env = self.kubectl(
             cluster,
             &[
@@ -454,17 +455,42 @@ impl RealClusters {
                 "istio-system",
                 "get",
                 "deployment",
-                &if rev == "default" { "istiod".to_string() } else { format!("istiod-{rev}") },
+                &if rev == "default" {
+                    "istiod".to_string()
+                } else {
+                    format!("istiod-{rev}")
+                },
                 "-o",
-                "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"ISTIO_MULTIROOT_MESH\")].value}",
+                "jsonpath={.spec.template.spec.containers[0].env}",
             ],
         );
-        let multi_root = String::from_utf8_lossy(&env.stdout).trim().to_string();
-        let multi_root = if multi_root.is_empty() {
-            "false".to_string()
-        } else {
-            multi_root
-        };
+        let deployed: Vec<(String, String)> =
+            serde_json::from_slice::<Vec<serde_json::Value>>(&env.stdout)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| {
+                    Some((
+                        e["name"].as_str()?.to_string(),
+                        e["value"].as_str()?.to_string(),
+                    ))
+                })
+                .filter(|(k, _)| {
+                    [
+                        "ISTIO_MULTIROOT_MESH",
+                        "PILOT_ENABLE_AMBIENT",
+                        "AMBIENT_ENABLE_MULTI_NETWORK",
+                        "CA_TRUSTED_NODE_ACCOUNTS",
+                    ]
+                    .contains(&k.as_str())
+                })
+                .collect();
+        // Ambient's istiod deploys east-west gateways from its injector's
+        // `waypoint` template: the injector stays on (it reads ConfigMap
+        // istio-sidecar-injector and serves on --httpAddr; no webhook is
+        // registered, the names below are empty).
+        let ambient = deployed
+            .iter()
+            .any(|(k, v)| k == "PILOT_ENABLE_AMBIENT" && v == "true");
         let ports = free_ports(3, &[c.istiod_port]);
         let istiod = Proc::start(
             "pilot-discovery",
@@ -491,10 +517,12 @@ impl RealClusters {
                 ("ROOT_CA_DIR", ca_dir.as_str()),
                 ("INJECTION_WEBHOOK_CONFIG_NAME", ""),
                 ("VALIDATION_WEBHOOK_CONFIG_NAME", ""),
-                ("INJECT_ENABLED", "false"),
+                ("INJECT_ENABLED", if ambient { "true" } else { "false" }),
                 ("ENABLE_LEADER_ELECTION", "false"),
-                ("ISTIO_MULTIROOT_MESH", multi_root.as_str()),
-            ],
+            ]
+            .into_iter()
+            .chain(deployed.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect::<Vec<_>>(),
         );
         while http_get("127.0.0.1", c.istiod_port, "/debug/clusterz").is_none() {
             assert!(
@@ -750,7 +778,7 @@ fn start_one(tools: &Path, root: &Path, name: &str, index: usize) -> RealCluster
              garbage-collector-controller,deployment-controller,replicaset-controller,\
              node-lifecycle-controller,endpointslice-controller,endpoints-controller,\
              root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,\
-             pod-garbage-collector-controller,service-cidr-controller"
+             pod-garbage-collector-controller,service-cidr-controller,daemonset-controller"
                 .into(),
         ],
         dir.join("kube-controller-manager.log"),

@@ -33,6 +33,14 @@ pub struct RawMeshFile {
 }
 
 /// The mesh as a whole.
+/// `[mesh] dataplane`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawDataplane {
+    Sidecar,
+    Ambient,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMesh {
@@ -48,6 +56,9 @@ pub struct RawMesh {
     /// with the istioctl that installed it (`[[mesh.keep_revision]]`).
     #[serde(default)]
     pub keep_revision: Vec<RawKeepRevision>,
+    /// How workloads join the mesh: sidecars (the default) or Istio's ambient
+    /// mode (multi-primary only, with `[trust]`).
+    pub dataplane: Option<RawDataplane>,
 }
 
 /// How the remote secrets' tokens age.

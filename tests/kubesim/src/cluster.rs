@@ -231,7 +231,11 @@ impl Cluster {
                     match (ev.key.0.as_str(), ev.key.1.as_str()) {
                         ("", "services") => {
                             self.cluster_ip(&ev.object);
+                            self.eastwest_addressed(&ev.object);
                             self.clone().load_balancer(&ev.object)
+                        }
+                        ("gateway.networking.k8s.io", "gateways") => {
+                            self.eastwest_deployed(&ev.object)
                         }
                         ("apps", "daemonsets") => self.daemonset_ready(&ev.object),
                         ("apps", "deployments") => {
@@ -508,6 +512,79 @@ impl Cluster {
     /// As kwok's fake nodes make it on a real cluster: a Deployment's pods
     /// are at once ready, so its status says every replica is available.
     /// (No pods are simulated; `kubectl get deploy` shows READY 1/1.)
+    /// What an ambient istiod's gateway controller does with a Gateway of
+    /// class `istio-east-west` (kubesim runs no istiod): it deploys the
+    /// gateway, whose LoadBalancer Service is named after it, and, once
+    /// that Service has an address, programs the Gateway with it
+    /// ([`Self::eastwest_addressed`]). Only where an ambient istiod runs.
+    fn eastwest_deployed(&self, gw: &Value) {
+        if gw.pointer("/spec/gatewayClassName").and_then(Value::as_str) != Some("istio-east-west")
+            || gw.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            return;
+        }
+        let (ns, name) = ns_and_name(gw);
+        let mut store = self.store();
+        let ambient = store.all("apps", "deployments").iter().any(|d| {
+            d.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+                && d.to_string()
+                    .contains(r#"{"name":"PILOT_ENABLE_AMBIENT","value":"true"}"#)
+        });
+        let Some(rt) = store.find_type("", "v1", "services") else {
+            return;
+        };
+        if !ambient || store.get(&rt, ns, name).is_ok() {
+            return;
+        }
+        let network = gw
+            .pointer("/metadata/labels/topology.istio.io~1network")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let svc = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {"gateway.networking.k8s.io/gateway-name": name, "topology.istio.io/network": network}},
+            "spec": {"type": "LoadBalancer", "selector": {"gateway.networking.k8s.io/gateway-name": name},
+                "ports": [{"name": "status-port", "port": 15021}, {"name": "mesh", "port": 15008}]}});
+        let _ = store.create(&rt, ns, svc, "istiod");
+    }
+
+    /// The east-west gateway's Service got its address: istiod writes it
+    /// into the Gateway's status and marks it Programmed.
+    fn eastwest_addressed(&self, svc: &Value) {
+        let Some(gateway) = svc
+            .pointer("/metadata/labels/gateway.networking.k8s.io~1gateway-name")
+            .and_then(Value::as_str)
+        else {
+            return;
+        };
+        let Some(ingress) = svc.pointer("/status/loadBalancer/ingress/0") else {
+            return;
+        };
+        let address = match (ingress["ip"].as_str(), ingress["hostname"].as_str()) {
+            (Some(ip), _) => json!({"type": "IPAddress", "value": ip}),
+            (None, Some(h)) => json!({"type": "Hostname", "value": h}),
+            _ => return,
+        };
+        let (ns, _) = ns_and_name(svc);
+        let mut store = self.store();
+        let Some(rt) = store.find_type("gateway.networking.k8s.io", "v1", "gateways") else {
+            return;
+        };
+        let status = json!({"status": {"addresses": [address], "conditions": [
+            {"type": "Accepted", "status": "True", "reason": "Accepted"},
+            {"type": "Programmed", "status": "True", "reason": "Programmed"}]}});
+        let _ = store.patch(
+            &rt,
+            ns,
+            gateway,
+            crate::store::PatchType::Merge,
+            status.to_string().as_bytes(),
+            "istiod",
+            false,
+            true,
+        );
+    }
+
     /// What the DaemonSet controller and the kubelets report: one node,
     /// its pod scheduled and ready (istioctl waits for it).
     fn daemonset_ready(&self, d: &Value) {

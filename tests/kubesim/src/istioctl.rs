@@ -463,6 +463,10 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 json!({"name": "MESH_ID", "value": values.pointer("/global/meshID").and_then(Value::as_str).unwrap_or("")}),
                 json!({"name": "NETWORK", "value": values.pointer("/global/network").and_then(Value::as_str).unwrap_or("")}),
             ];
+            if profile == "ambient" {
+                // The ambient profile's own values (Istio's helm-profiles/ambient.yaml).
+                env.push(json!({"name": "PILOT_ENABLE_AMBIENT", "value": "true"}));
+            }
             if let Some(extra) = values.pointer("/pilot/env").and_then(Value::as_object) {
                 for (k, v) in extra {
                     let v = v
