@@ -229,6 +229,36 @@ fn a_missing_permission_fails_the_plan() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// Destroying a link revokes its token in the cluster it read: a destroy
+/// whose credentials there may not delete Secrets fails before any step,
+/// naming that cluster and the link.
+#[test]
+fn a_destroy_that_could_not_revoke_a_links_token_fails_first() {
+    let w = World::new(SEED, CONTEXTS);
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = recorded_steps(&w.state_path());
+    w.cluster("kind-cluster2").set_faults(Faults {
+        denied: vec![("delete".into(), "secrets".into())],
+        ..Default::default()
+    });
+    let o = w.mesh(&["destroy", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    // cluster2/attach's Secret is in cluster1; it is in cluster2's list
+    // for the token it revokes there.
+    for want in [
+        "cluster `cluster2` (context `kind-cluster2`): its credentials may not",
+        "delete secrets in istio-system (for cluster2/attach;",
+    ] {
+        assert!(err.contains(want), "lacks `{want}`:\n{err}");
+    }
+    assert_eq!(recorded_steps(&w.state_path()), before, "a step was destroyed");
+    w.cluster("kind-cluster2").set_faults(Faults::default());
+    let o = w.mesh(&["destroy", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// Each cluster is checked once per command (one `GET /version`), however
 /// many steps touch it.
 #[test]

@@ -2232,11 +2232,42 @@ fn ambient_multi_network_on_two_real_clusters() {
             ),
         );
     run.write_mesh(&toml);
+    let s = &run.set;
+    // cluster2 has one Gateway API CRD already, installed by another tool
+    // at the same release: mesh leaves it, and destroy leaves it too.
+    let bundle = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("providers/assets/gateway-api-v1.6.0-standard.yaml"),
+    )
+    .unwrap();
+    let theirs = bundle
+        .split("\n---\n")
+        .find(|d| d.contains("name: gatewayclasses.gateway.networking.k8s.io"))
+        .unwrap();
+    std::fs::write(
+        tmp.path().join("theirs.yaml"),
+        theirs.trim_start_matches("---\n"),
+    )
+    .unwrap();
+    let theirs_file = tmp.path().join("theirs.yaml").display().to_string();
+    s.kubectl_ok("cluster2", &["apply", "--server-side", "-f", &theirs_file]);
+    let plan = run.ok(&["plan"]);
+    assert!(plan.contains("gatewayclasses.gateway.networking.k8s.io is there already (v1.6.0 (standard channel)): left as found"), "{plan}");
     let out = run.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("Apply complete"), "{out}");
     run.assert_clean();
-    let s = &run.set;
     let get = |c: &str, args: &[&str]| s.kubectl_ok(c, args);
+    let managed = get(
+        "cluster2",
+        &[
+            "get",
+            "crd",
+            "gatewayclasses.gateway.networking.k8s.io",
+            "-o",
+            "jsonpath={.metadata.labels.app\\.kubernetes\\.io/managed-by}",
+        ],
+    );
+    assert_eq!(managed, "", "mesh took over a CRD it found");
     for (c, other, net) in [
         ("cluster1", "cluster2", "network1"),
         ("cluster2", "cluster1", "network2"),
@@ -2411,4 +2442,22 @@ fn ambient_multi_network_on_two_real_clusters() {
             "{c} keeps Istio's CRDs"
         );
     }
+    assert!(
+        !s.exists(
+            "cluster1",
+            "crd",
+            None,
+            "gatewayclasses.gateway.networking.k8s.io"
+        ),
+        "cluster1 keeps a CRD mesh installed"
+    );
+    assert!(
+        s.exists(
+            "cluster2",
+            "crd",
+            None,
+            "gatewayclasses.gateway.networking.k8s.io"
+        ),
+        "destroy deleted a CRD mesh found"
+    );
 }

@@ -15,6 +15,7 @@ use plans::{Action, Plan};
 use providers::env::Env;
 use providers::preflight::{self, Access, ClusterCheck, Findings, ReadBy};
 use providers::{StepInput, StepKind, Target};
+use serde_json::Value;
 use state::State;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,33 @@ pub fn needs(
                 };
                 needs.istioctl |= preflight::runs_istioctl(kind, true);
                 needs.add(&target, &change.step, preflight::destroy_access(kind), dk);
+                // A link's destroy also revokes its token in the cluster it
+                // read: deleting that Secret needs its own permission there.
+                if kind == StepKind::Attach
+                    && let Some(rec) = state.and_then(|s| s.steps.get(&change.step))
+                    && let (Some(cluster), Some(context), Some(secret)) = (
+                        rec.outputs.get("token_cluster").and_then(Value::as_str),
+                        rec.outputs.get("token_context").and_then(Value::as_str),
+                        rec.outputs.get("token_secret").and_then(Value::as_str),
+                    )
+                {
+                    let remote = graph
+                        .in_order()
+                        .find(|s| s.target.cluster == cluster)
+                        .map(|s| s.target.clone())
+                        .unwrap_or_else(|| Target {
+                            cluster: cluster.to_string(),
+                            context: context.to_string(),
+                            kubeconfig: dk.map(Path::to_path_buf),
+                        });
+                    let ns = secret.split_once('/').map_or("istio-system", |(ns, _)| ns);
+                    needs.add(
+                        &remote,
+                        &change.step,
+                        vec![Access::new("delete", "", "secrets", Some(ns))],
+                        dk,
+                    );
+                }
             }
         }
     }

@@ -50,11 +50,20 @@ pub async fn preview(
                     id,
                     providers::Observation {
                         drift: notes,
-                        outputs: Default::default(),
+                        ..Default::default()
                     },
                 );
             }
             Ok(_) => {}
+            Err(providers::env::StepError::Refused(why)) => {
+                refresh.insert(
+                    id,
+                    providers::Observation {
+                        refused: vec![why],
+                        ..Default::default()
+                    },
+                );
+            }
             Err(e) => errors.push(RefreshError::of(id, &e)),
         }
     }
@@ -63,6 +72,16 @@ pub async fn preview(
     } else {
         Err(errors)
     }
+}
+
+/// What the refresh found that forbids the plan (see
+/// `Observation::refused`), in step order.
+pub fn refusals(refresh: Option<&Refresh>) -> Vec<String> {
+    refresh
+        .into_iter()
+        .flat_map(|r| r.values())
+        .flat_map(|o| o.refused.iter().cloned())
+        .collect()
 }
 
 /// Whether [`preview`] has anything to look at.

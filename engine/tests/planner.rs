@@ -235,6 +235,7 @@ fn drift_from_refresh_updates_with_its_reason() {
         Observation {
             drift: vec!["annotation topology.istio.io/controlPlaneClusters removed".into()],
             outputs: BTreeMap::new(),
+            ..Default::default()
         },
     );
     let plan = planner::plan("mesh1", &g, Some(&st), Some(&refresh), Mode::Converge);
@@ -264,6 +265,7 @@ fn a_new_load_balancer_address_updates_the_remote_downstream() {
         Observation {
             drift: vec!["address changed from 172.18.0.200 to 172.18.0.201".into()],
             outputs: BTreeMap::from([("address".to_string(), Value::from("172.18.0.201"))]),
+            ..Default::default()
         },
     );
     let plan = planner::plan("mesh1", &g, Some(&st), Some(&refresh), Mode::Converge);

@@ -224,6 +224,7 @@ fn refresh_only_records_outputs_and_taints_other_drift() {
         Observation {
             drift: vec!["load-balancer address changed from 172.18.0.200 to 172.18.0.201".into()],
             outputs: BTreeMap::from([("address".to_string(), Value::from("172.18.0.201"))]),
+            ..Default::default()
         },
     );
     refresh.insert(
@@ -231,6 +232,7 @@ fn refresh_only_records_outputs_and_taints_other_drift() {
         Observation {
             drift: vec!["namespace istio-system missing".into()],
             outputs: BTreeMap::new(),
+            ..Default::default()
         },
     );
     refresh.insert("cluster3/attach".into(), Observation::default());

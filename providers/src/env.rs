@@ -95,6 +95,11 @@ pub enum StepError {
     /// A step-specific failure, already worded for the user.
     #[error("{0}")]
     Failed(String),
+    /// What the cluster holds forbids the step (a preview's finding): the
+    /// plan is refused, naming the cluster and the object, before anything
+    /// changes.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StepError {

@@ -13,6 +13,10 @@ pub struct Observation {
     /// The step's outputs as the cluster has them now (e.g. the current
     /// east-west address), replacing the recorded ones for this plan.
     pub outputs: BTreeMap<String, Value>,
+    /// Why the plan must not run, from what only the cluster shows (a
+    /// create's preview: Gateway API CRDs of another release). Each names
+    /// the cluster and the object.
+    pub refused: Vec<String>,
 }
 
 impl Observation {
@@ -20,6 +24,7 @@ impl Observation {
         Observation {
             drift: Vec::new(),
             outputs,
+            refused: Vec::new(),
         }
     }
 }

@@ -46,7 +46,7 @@ pub struct Access {
 }
 
 impl Access {
-    fn new(
+    pub fn new(
         verb: &'static str,
         group: &'static str,
         resource: &'static str,

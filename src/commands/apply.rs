@@ -193,6 +193,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                     plan.notes.extend(r.notes());
                 }
                 plan.refused.extend(staged.refused.iter().cloned());
+        plan.refused.extend(engine::refresh::refusals(refreshed.as_ref()));
             }
         if plan.refused.is_empty() {
             plan.notes

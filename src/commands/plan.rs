@@ -89,6 +89,8 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
             plan.notes.extend(r.notes());
         }
         plan.refused.extend(staged.refused.iter().cloned());
+        plan.refused
+            .extend(engine::refresh::refusals(refreshed.as_ref()));
     }
     // What only the clusters can say: Istio's own precheck before an
     // in-place upgrade, and namespaces still on a revision it uninstalls.

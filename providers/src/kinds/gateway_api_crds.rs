@@ -169,7 +169,7 @@ async fn decisions(cx: Ctx<'_>) -> Result<Vec<(&'static Value, Decision)>, StepE
         })
         .collect();
     if !refused.is_empty() {
-        return Err(StepError::Failed(refused.join("\n")));
+        return Err(StepError::Refused(refused.join("\n")));
     }
     Ok(out)
 }
