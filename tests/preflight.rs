@@ -253,7 +253,11 @@ fn a_destroy_that_could_not_revoke_a_links_token_fails_first() {
     ] {
         assert!(err.contains(want), "lacks `{want}`:\n{err}");
     }
-    assert_eq!(recorded_steps(&w.state_path()), before, "a step was destroyed");
+    assert_eq!(
+        recorded_steps(&w.state_path()),
+        before,
+        "a step was destroyed"
+    );
     w.cluster("kind-cluster2").set_faults(Faults::default());
     let o = w.mesh(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "{}", text(&o));
