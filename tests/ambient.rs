@@ -172,8 +172,46 @@ fn an_ambient_mesh_on_two_networks_is_applied_kept_and_destroyed() {
     ));
     w.assert_clean();
 
+    // A running mesh does not move between data planes…
+    w.write_mesh(&example().replace("dataplane = \"ambient\"\n", ""));
+    let o = w.mesh(&["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("moves a running control plane out of ambient mode"),
+        "{}",
+        text(&o)
+    );
+    // …and its root is not rotated in phases (ztunnel trusts one root).
+    std::fs::create_dir_all(w.path("certs-next")).unwrap();
+    for f in ["root-cert.pem", "root-key.pem"] {
+        let to = w.path("certs-next").join(f);
+        std::fs::copy(repo().join("tests/fixtures/trust-next").join(f), &to).unwrap();
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    w.write_mesh(&example().replace("certs/", "certs-next/"));
+    let o = w.mesh(&["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("istio/istio#47427"), "{}", text(&o));
+    w.write_mesh(&example());
+    w.assert_clean();
+
+    // An HTTPRoute of an application team in cluster1: destroy keeps its
+    // CRD (deleting it would delete the route).
+    let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "their-route", "namespace": "default"}, "spec": {}});
+    {
+        let cluster = w.cluster("kind-cluster1");
+        let mut store = cluster.store();
+        let rt = store
+            .find_type("gateway.networking.k8s.io", "v1", "httproutes")
+            .unwrap();
+        store.create(&rt, "default", route, "kubectl").unwrap();
+    }
+
     // Destroy: nothing of mesh's left, the CRDs it installed included.
     ok(&w.mesh(&["destroy", "--auto-approve"]));
+    assert!(crd(&w, "kind-cluster1", "httproutes.gateway.networking.k8s.io").is_some());
+    assert!(crd(&w, "kind-cluster2", "httproutes.gateway.networking.k8s.io").is_none());
     for ctx in CONTEXTS {
         assert!(crd(&w, ctx, GATEWAYS_CRD).is_none(), "{ctx}: CRDs left");
         assert!(
@@ -311,6 +349,12 @@ fn what_an_ambient_mesh_file_may_not_say_is_named_where_it_is_written() {
     ));
     assert!(
         e.contains("cannot keep a second revision") && e.contains("sail-operator#1299"),
+        "{e}"
+    );
+    // Two clusters on one network.
+    let e = error_for(&example().replace("network = \"network2\"", "network = \"network1\""));
+    assert!(
+        e.contains("mesh.toml:9:13") && e.contains("only multi-network configurations"),
         "{e}"
     );
     // A dataplane mesh does not know.

@@ -189,6 +189,13 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
     );
     w.write_mesh(&mesh.replace("certs/", "certs-next/"));
 
+    // `--replace` skips the phases for that primary, and says what it breaks.
+    let plan = stdout_of(&w, &["plan", "--replace", "cluster1/plug-ca"]);
+    assert!(
+        plan.contains("plug-ca replaced on cluster1") && plan.contains("lose mTLS"),
+        "{plan}"
+    );
+
     // Phase 2: new intermediates of the new root; the bundle byte for byte.
     golden(
         "root-rotation-phase-2.md",
@@ -256,7 +263,7 @@ fn trust_added_to_a_running_mesh_keeps_istiods_own_root_until_phase_3() {
     ));
     let plan = stdout_of(&w, &["plan"]);
     assert!(plan.contains("root rotation, phase 1 of 3"), "{plan}");
-    assert!(plan.contains("istiod's self-signed root"), "{plan}");
+    assert!(plan.contains("the root istiod signs with now"), "{plan}");
     apply(&w);
     // istiod's own CA goes on signing, now from cacerts, beside the new root.
     assert_eq!(cacerts(&w, "cluster1", "ca-cert.pem"), own_cert);
@@ -298,4 +305,55 @@ fn a_mesh_that_is_not_rotating_plans_as_before() {
             "{c}: no rotation, no ISTIO_MULTIROOT_MESH"
         );
     }
+}
+
+#[test]
+fn trust_added_to_a_mesh_with_a_cacerts_made_by_hand_keeps_that_ca_first() {
+    let seed = std::fs::read_to_string(repo().join("examples/primary-remote.toml")).unwrap();
+    let w = World::new(&seed, TWO).with_test_root();
+    apply(&w);
+    // A CA plugged by hand before mesh managed one (Istio's plug-in CA guide).
+    let (their_root, their_key) = providers::ca::new_root("their root").unwrap();
+    let theirs = providers::ca::intermediate(&their_root, &their_key, "cluster1", 365).unwrap();
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cacerts", "namespace": NS},
+        "data": {"ca-cert.pem": b64(&theirs.cert_pem), "ca-key.pem": b64(theirs.key_pem.expose()),
+                 "root-cert.pem": b64(&theirs.root_pem), "cert-chain.pem": b64(&theirs.chain_pem)}});
+    {
+        let cluster = w.cluster("kind-cluster1");
+        let mut store = cluster.store();
+        let rt = store.find_type("", "v1", "secrets").unwrap();
+        store.create(&rt, NS, secret, "kubectl").unwrap();
+    }
+    let their_sha = providers::ca::inspect(&their_root).unwrap().sha256;
+    w.write_mesh(&format!(
+        "{seed}\n[trust]\nroot_cert = \"certs/root-cert.pem\"\nroot_key = \"certs/root-key.pem\"\n"
+    ));
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(plan.contains("root rotation, phase 1 of 3"), "{plan}");
+    assert!(
+        plan.contains("istiod signs with it, so phase 1 keeps its intermediate"),
+        "{plan}"
+    );
+    apply(&w);
+    assert_eq!(
+        cacerts(&w, "cluster1", "ca-cert.pem"),
+        theirs.cert_pem,
+        "their intermediate is kept"
+    );
+    assert_eq!(
+        shas(&cacerts(&w, "cluster1", "root-cert.pem")),
+        vec![their_sha, root_sha("trust")]
+    );
+    apply(&w);
+    providers::check::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
+        .unwrap();
+    apply(&w);
+    assert_eq!(
+        shas(&cacerts(&w, "cluster1", "root-cert.pem")),
+        vec![root_sha("trust")]
+    );
+    w.assert_clean();
 }

@@ -134,7 +134,7 @@ pub fn needs(
                 {
                     let remote = graph
                         .in_order()
-                        .find(|s| s.target.cluster == cluster)
+                        .find(|s| s.target.cluster == cluster && s.target.context == context)
                         .map(|s| s.target.clone())
                         .unwrap_or_else(|| Target {
                             cluster: cluster.to_string(),

@@ -141,11 +141,13 @@ impl Compiler<'_> {
         // and the primary's own intermediate CA as `cacerts`.
         let mut cp_after = None;
         if multi_network || self.mesh.trust.is_some() {
+            // Ambient's istiod takes each cluster's network from this label
+            // only: it is written on one network too.
             let prep = self.add(
                 p,
                 StepInput::PrepareNamespace(prepare_namespace::Input {
                     primary: None,
-                    network: multi_network.then(|| p.network.clone()),
+                    network: (multi_network || self.ambient).then(|| p.network.clone()),
                 }),
             )?;
             cp_after = Some(prep);
@@ -279,11 +281,16 @@ impl Compiler<'_> {
             }),
         )?;
         self.b.depend(cp, &crds);
+        // First in the cluster: CRDs another tool installed at another
+        // release refuse the step before anything of the cluster changes.
+        self.b
+            .depend(step_id(&p.name, StepKind::PrepareNamespace), &crds);
         if self.multi_network {
             let ew = self.add(
                 p,
                 StepInput::AmbientEastwestGateway(ambient_eastwest_gateway::Input {
                     network: p.network.clone(),
+                    revision: self.mesh.mesh.revision.clone(),
                 }),
             )?;
             self.b.depend(&ew, cp);

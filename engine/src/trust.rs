@@ -44,6 +44,29 @@ pub struct Rotation {
 pub struct Staged {
     pub rotation: Option<Rotation>,
     pub refused: Vec<String>,
+    /// Primaries whose `plug-ca` is replaced (`--replace`), so not staged.
+    pub forced: Vec<String>,
+}
+
+impl Staged {
+    /// What the plan says of the staging: the phase's notes, and what a
+    /// forced `plug-ca` means.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = self
+            .rotation
+            .as_ref()
+            .map(Rotation::notes)
+            .unwrap_or_default();
+        if !self.forced.is_empty() {
+            notes.push(format!(
+                "plug-ca replaced on {}: its cacerts is written from the mesh file's root at once, \
+                 with no rotation phases. If that root is new, workloads still holding \
+                 certificates of the old root lose mTLS with the others until they restart",
+                self.forced.join(", ")
+            ));
+        }
+        notes
+    }
 }
 
 /// How far one primary's `cacerts` is, from the state.
@@ -58,19 +81,20 @@ enum Progress {
 }
 
 fn progress(plug: Option<&StepRecord>, running: bool, new: &str) -> Result<Progress, String> {
-    let Some(rec) = plug else {
+    let signer = plug
+        .and_then(|r| r.outputs.get("root_sha256"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    // No record, or one with no root (a first apply of the step that
+    // failed or was killed): what istiod signs with now, if it runs.
+    let (Some(rec), Some(signer)) = (plug, signer) else {
         return Ok(if running {
-            Progress::At(0, OldRoot::SelfSigned)
+            Progress::At(0, OldRoot::Live)
         } else {
             Progress::Fresh
         });
     };
-    let signer = rec
-        .outputs
-        .get("root_sha256")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let signer = signer.to_string();
     let trusted: Vec<String> = match rec.outputs.get(TRUSTED_ROOTS).and_then(Value::as_array) {
         Some(l) => l
             .iter()
@@ -79,36 +103,34 @@ fn progress(plug: Option<&StepRecord>, running: bool, new: &str) -> Result<Progr
             .collect(),
         None => vec![signer.clone()],
     };
+    let trusts_new = trusted.iter().any(|s| s == new);
     let other = trusted.iter().find(|s| **s != new).cloned();
-    Ok(
-        match (
-            signer == new,
-            trusted.len(),
-            trusted.iter().any(|s| s == new),
-        ) {
-            (true, 1, true) => Progress::Done,
-            (false, 1, _) if trusted[0] == signer => Progress::At(0, OldRoot::Recorded(signer)),
-            (false, 2, true) if trusted.contains(&signer) => {
-                Progress::At(1, OldRoot::Recorded(signer))
-            }
-            (true, 2, true) => Progress::At(2, OldRoot::Recorded(other.unwrap_or_default())),
-            _ => {
-                return Err(format!(
-                    "{}: its cacerts is part way through a root rotation (it trusts {}) and the mesh \
+    Ok(match (signer == new, trusted.len(), trusts_new) {
+        (true, 1, true) => Progress::Done,
+        // Not started: the roots cacerts trusts, the new one not among them.
+        (false, 1, false) => Progress::At(0, OldRoot::Recorded(signer)),
+        // Phase 1 done: the new root trusted beside the old ones.
+        (false, n, true) if n > 1 && trusted.contains(&signer) => {
+            Progress::At(1, OldRoot::Recorded(signer))
+        }
+        // Phase 2 done: signed by the new root, the old ones still trusted.
+        (true, n, true) if n > 1 => Progress::At(2, OldRoot::Recorded(other.unwrap_or_default())),
+        _ => {
+            return Err(format!(
+                "{}: its cacerts is part way through a root rotation (it trusts {}) and the mesh \
                  file now names yet another root, sha256:{}…. Finish one rotation before starting \
                  the next: restore [trust] to the root the rotation was moving to, apply until the \
                  plan shows no phase, then change the root",
-                    rec.cluster,
-                    trusted
-                        .iter()
-                        .map(|s| format!("sha256:{}…", short(s)))
-                        .collect::<Vec<_>>()
-                        .join(" and "),
-                    short(new)
-                ));
-            }
-        },
-    )
+                rec.cluster,
+                trusted
+                    .iter()
+                    .map(|s| format!("sha256:{}…", short(s)))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                short(new)
+            ));
+        }
+    })
 }
 
 fn short(s: &str) -> &str {
@@ -117,12 +139,17 @@ fn short(s: &str) -> &str {
 
 /// Sets each primary's `plug-ca` stage, and `ISTIO_MULTIROOT_MESH` on its
 /// control planes, for the phase the next apply takes. Without `[trust]`,
-/// or with nothing recorded, the graph is left as compiled.
-pub fn stage(graph: &mut StepGraph, state: Option<&State>) -> Staged {
+/// or with nothing recorded, the graph is left as compiled. A `plug-ca`
+/// step in `replace` (`--replace`) is not staged: it writes the mesh
+/// file's root at once, and the plan says what that breaks.
+pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -> Staged {
     let mut staged = Staged::default();
     let Some(state) = state else {
         return staged;
     };
+    let ambient = graph
+        .in_order()
+        .any(|s| matches!(&s.input, StepInput::InstallControlPlane(i) if i.ambient.is_some()));
     // Each primary's progress.
     let mut primaries: Vec<(String, String, Progress)> = Vec::new();
     for step in graph.in_order() {
@@ -131,6 +158,10 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>) -> Staged {
         };
         let cp = format!("{}/install-control-plane", step.cluster);
         let running = state.steps.contains_key(&cp);
+        if replace.contains(&step.id) {
+            staged.forced.push(step.cluster.clone());
+            continue;
+        }
         match progress(state.steps.get(&step.id), running, &input.root_sha256) {
             Ok(p) => primaries.push((step.id.clone(), step.cluster.clone(), p)),
             Err(why) => staged.refused.push(why),
@@ -147,6 +178,19 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>) -> Staged {
         multi_root(graph, state, false);
         return staged;
     };
+    // Istio's ambient data plane does not yet take a second root without
+    // downtime: ztunnel trusts only the root that signs (istio/istio#47427).
+    if ambient {
+        staged.refused.push(
+            "the mesh file names another root of trust than the ambient mesh runs with, and Istio's \
+             ambient mode cannot yet rotate a root without downtime: ztunnel trusts only the root \
+             that signs, not a bundle (istio/istio#47427). Restore [trust] to the root in place; or \
+             swap it at once, accepting that mTLS across clusters breaks until every ztunnel and \
+             workload restarts: `mesh apply --replace P/plug-ca` for every primary P"
+                .to_string(),
+        );
+        return staged;
+    }
     let phase = least + 1;
     let mut rotation = Rotation {
         phase,
@@ -182,7 +226,7 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>) -> Staged {
         rotation.new_root = input.root_sha256.clone();
         rotation.old_root = match &old {
             OldRoot::Recorded(sha) => format!("sha256:{}…", short(sha)),
-            OldRoot::SelfSigned => "istiod's self-signed root".into(),
+            OldRoot::Live => "the root istiod signs with now".into(),
         };
         input.stage = match target {
             1 => Stage::TrustBoth { old },
@@ -230,7 +274,8 @@ impl Rotation {
             1 => vec![format!(
                 "root rotation, phase 1 of 3 (trust both roots) on {on}: cacerts keeps its intermediate, \
                  signed by the old root {}, and trusts the new root {new} beside it; istiod gets \
-                 {MULTI_ROOT_ENV}=true (one restart), so later phases restart nothing. Before phase 2, \
+                 {MULTI_ROOT_ENV}=true (it restarts in this phase, to load the bundle and the \
+                 setting), so later phases restart nothing. Before phase 2, \
                  every workload must trust both roots: {restart}, or wait for their certificates to \
                  renew (half their lifetime: 12 hours by default). Done when \
                  `kubectl get configmap istio-ca-root-cert -n NAMESPACE -o jsonpath='{{.data.root-cert\\.pem}}'` \
@@ -283,7 +328,18 @@ mod tests {
     fn progress_is_read_from_the_roots_a_cacerts_trusts_and_signs_with() {
         let p = |r: Option<StepRecord>, running| progress(r.as_ref(), running, "new");
         assert_eq!(p(None, false), Ok(Progress::Fresh));
-        assert_eq!(p(None, true), Ok(Progress::At(0, OldRoot::SelfSigned)));
+        assert_eq!(p(None, true), Ok(Progress::At(0, OldRoot::Live)));
+        // A first apply that failed recorded no root: as if none.
+        assert_eq!(p(Some(rec("c", "", None)), false), Ok(Progress::Fresh));
+        assert_eq!(
+            p(Some(rec("c", "", None)), true),
+            Ok(Progress::At(0, OldRoot::Live))
+        );
+        // A hand-made bundle kept in phase 1.
+        assert_eq!(
+            p(Some(rec("c", "old", Some(&["old", "other", "new"]))), true),
+            Ok(Progress::At(1, OldRoot::Recorded("old".into())))
+        );
         assert_eq!(p(Some(rec("c", "new", None)), true), Ok(Progress::Done));
         assert_eq!(
             p(Some(rec("c", "new", Some(&["new"]))), true),

@@ -42,6 +42,22 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
         if c.action != Action::Update || !c.kind.starts_with("install-") {
             continue;
         }
+        // A running control plane moved between sidecar and ambient.
+        let ambient = |side: &Option<String>| {
+            side.as_deref()
+                .is_some_and(|t| t.contains("\n  profile: ambient\n"))
+        };
+        if c.kind == "install-control-plane" && ambient(&c.before) != ambient(&c.after) {
+            out.push(format!(
+                "{}: the mesh file moves a running control plane {} ambient mode. mesh does not \
+                 migrate a running mesh between data planes: workloads would lose their proxies \
+                 while they move (Istio's guide migrates namespace by namespace). Restore \
+                 `dataplane`, or destroy the mesh and apply it anew",
+                c.step,
+                if ambient(&c.after) { "into" } else { "out of" }
+            ));
+            continue;
+        }
         let (before, after) = (facts(&c.before), facts(&c.after));
         if is_kept_install(c) {
             if before.istio_version != after.istio_version {

@@ -505,6 +505,19 @@ pub fn bundle(pem: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `key` is the private key of the certificate `cert_pem` (what
+/// istiod checks of `ca-cert.pem` and `ca-key.pem`).
+pub fn key_matches(cert_pem: &str, key: &Sensitive) -> Result<(), String> {
+    let pem = read_cert(cert_pem)?;
+    let cert = parse_cert(&pem)?;
+    let pair = key_pair(key)?;
+    if pair.subject_public_key_info() == cert.tbs_certificate.subject_pki.raw {
+        Ok(())
+    } else {
+        Err("is not the key of its ca-cert.pem".into())
+    }
+}
+
 /// Root certificates joined into one `root-cert.pem`, in the order given.
 pub fn join_bundle(pems: &[&str]) -> String {
     pems.iter().map(|p| normalise_pem(p)).collect()

@@ -365,17 +365,37 @@ pub async fn merge_patch(
 }
 
 /// Whether every field of `want` has the same value in `live` (objects
-/// compared key by key; lists item by item, of the same length; scalars
-/// whole). Fields the server adds (status, defaults, metadata; a CRD's
-/// defaults inside list items, as Gateway API's `allowedRoutes` in each
-/// listener) do not count as drift.
+/// compared key by key; lists item by item; scalars whole). Fields the
+/// server adds to objects (status, defaults, metadata) do not count as
+/// drift. Inside list items the comparison is exact, but for the keys a
+/// server is known to default there ([`LIST_ITEM_DEFAULTS`]): a key added
+/// by hand to a route or a listener is drift.
 pub fn contains(live: &Value, want: &Value) -> bool {
     match (live, want) {
         (Value::Object(l), Value::Object(w)) => w
             .iter()
             .all(|(k, wv)| l.get(k).is_some_and(|lv| contains(lv, wv))),
         (Value::Array(l), Value::Array(w)) => {
-            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| contains(lv, wv))
+            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| same_item(lv, wv))
+        }
+        _ => live == want,
+    }
+}
+
+/// Keys an API server adds to list items of what mesh applies: Gateway
+/// API's listener `allowedRoutes` (its CRD's default).
+const LIST_ITEM_DEFAULTS: &[&str] = &["allowedRoutes"];
+
+fn same_item(live: &Value, want: &Value) -> bool {
+    match (live, want) {
+        (Value::Object(l), Value::Object(w)) => {
+            l.keys()
+                .all(|k| w.contains_key(k) || LIST_ITEM_DEFAULTS.contains(&k.as_str()))
+                && w.iter()
+                    .all(|(k, wv)| l.get(k).is_some_and(|lv| same_item(lv, wv)))
+        }
+        (Value::Array(l), Value::Array(w)) => {
+            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| same_item(lv, wv))
         }
         _ => live == want,
     }

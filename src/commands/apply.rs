@@ -101,8 +101,13 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     }
     // A misspelt step fails here, before any cluster is reached.
     args.options.check(&graph, recorded.as_ref())?;
-    // A root rotation's next phase (none in a destroy: it deletes).
-    let staged = engine::trust::stage(&mut graph, recorded.as_ref());
+    // A root rotation's next phase (none in a destroy: it deletes), with
+    // the steps replaced as given, or as the saved plan recorded them.
+    let replace = match args.planfile {
+        Some(file) => SavedPlan::read(file)?.plan.replace,
+        None => args.options.replace.clone(),
+    };
+    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), &replace);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
@@ -184,17 +189,16 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         // The policy as `mesh plan` checked it: a saved plan with the
         // overrides it recorded (and must reach the same verdict below).
         let saved_plan = saved.as_ref().map(|(_, s)| &s.plan);
-            if let Err(e) = engine::review::apply(&mut plan, &mesh, saved_plan, args.allow) {
+        if let Err(e) = engine::review::apply(&mut plan, &mesh, saved_plan, args.allow) {
             world.close().await;
             bail!(e);
         }
         if mode == Mode::Converge && !plan.refresh_only {
-                if let Some(r) = &staged.rotation {
-                    plan.notes.extend(r.notes());
-                }
-                plan.refused.extend(staged.refused.iter().cloned());
-        plan.refused.extend(engine::refresh::refusals(refreshed.as_ref()));
-            }
+            plan.notes.extend(staged.notes());
+            plan.refused.extend(staged.refused.iter().cloned());
+            plan.refused
+                .extend(engine::refresh::refusals(refreshed.as_ref()));
+        }
         if plan.refused.is_empty() {
             plan.notes
                 .extend(crate::precheck::notes(&world, &plan, &graph).await);

@@ -40,7 +40,7 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         }
     };
     // A root rotation under way: its phases' cacerts, not a plain one.
-    let staged = engine::trust::stage(&mut graph, state.as_ref());
+    let staged = engine::trust::stage(&mut graph, state.as_ref(), &[]);
     let specs = engine::check::specs(&mesh, &graph, state.as_ref());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut checks = runtime.block_on(async {

@@ -51,7 +51,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     // A misspelt step fails here, before any cluster is read.
     options.check(&graph, recorded.as_ref())?;
     // A root rotation's next phase.
-    let staged = engine::trust::stage(&mut graph, recorded.as_ref());
+    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), &options.replace);
     crate::preflight::before_plan(cli, &mesh, &graph, recorded.as_ref(), args)?;
     // Refresh only what is recorded; `--no-refresh` (and a destroy plan,
     // which deletes whatever is recorded) needs no cluster access at all.
@@ -85,9 +85,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     );
     engine::review::plan(&mut plan, &mesh, &args.allow);
     if mode == Mode::Converge && !args.refresh_only {
-        if let Some(r) = &staged.rotation {
-            plan.notes.extend(r.notes());
-        }
+        plan.notes.extend(staged.notes());
         plan.refused.extend(staged.refused.iter().cloned());
         plan.refused
             .extend(engine::refresh::refusals(refreshed.as_ref()));

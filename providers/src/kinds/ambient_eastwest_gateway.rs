@@ -20,10 +20,18 @@ pub const NAME: &str = "istio-eastwestgateway";
 pub struct Input {
     /// P's network, the Gateway's `topology.istio.io/network` label.
     pub network: String,
+    /// `[mesh] revision`: the Gateway's `istio.io/rev` label, so that the
+    /// revision's istiod deploys it (Istio's script leaves it out, for the
+    /// default revision).
+    pub revision: Option<String>,
 }
 
 /// gen-eastwest-gateway.sh --ambient's Gateway.
 pub fn render(input: &Input) -> Rendered {
+    let mut labels = json!({"topology.istio.io/network": input.network});
+    if let Some(rev) = &input.revision {
+        labels["istio.io/rev"] = json!(rev);
+    }
     Rendered {
         documents: vec![json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
@@ -31,7 +39,7 @@ pub fn render(input: &Input) -> Rendered {
             "metadata": {
                 "name": NAME,
                 "namespace": "istio-system",
-                "labels": {"topology.istio.io/network": input.network},
+                "labels": labels,
             },
             "spec": {
                 "gatewayClassName": "istio-east-west",
@@ -104,6 +112,7 @@ spec:
         let want: serde_json::Value = serde_saphyr::from_str(script).unwrap();
         let got = render(&Input {
             network: "network2".into(),
+            revision: None,
         });
         assert_eq!(got.documents, vec![want]);
     }

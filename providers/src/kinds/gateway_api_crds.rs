@@ -103,11 +103,15 @@ fn decide(cluster: &str, name: &str, live: Option<&kube::api::DynamicObject>) ->
         return Decision::Install;
     };
     let labels = live.metadata.labels.clone().unwrap_or_default();
-    if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1) {
-        return Decision::Install;
-    }
     let annotations = live.metadata.annotations.clone().unwrap_or_default();
     let version = annotations.get(VERSION_ANNOTATION).cloned();
+    // Mesh's own, as mesh installed it. One another tool re-applied at
+    // another release (the label survives an apply) is that tool's now.
+    if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+        && version.as_deref() == Some(BUNDLE_VERSION)
+    {
+        return Decision::Install;
+    }
     let channel = annotations
         .get(CHANNEL_ANNOTATION)
         .cloned()
@@ -172,6 +176,46 @@ async fn decisions(cx: Ctx<'_>) -> Result<Vec<(&'static Value, Decision)>, StepE
         return Err(StepError::Refused(refused.join("\n")));
     }
     Ok(out)
+}
+
+/// How many objects of the CRD `crd` there are, cluster-wide (its storage
+/// version). A CRD whose API does not serve counts none.
+async fn objects_of(
+    conn: &crate::cluster::Connection,
+    crd: &kube::api::DynamicObject,
+) -> Result<usize, StepError> {
+    use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+    let spec = &crd.data["spec"];
+    let (Some(group), Some(kind), Some(plural)) = (
+        spec["group"].as_str(),
+        spec.pointer("/names/kind").and_then(Value::as_str),
+        spec.pointer("/names/plural").and_then(Value::as_str),
+    ) else {
+        return Ok(0);
+    };
+    let Some(version) = spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["served"] == true)
+        .and_then(|v| v["name"].as_str())
+    else {
+        return Ok(0);
+    };
+    let ar = ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), &ar);
+    let lp = ListParams::default().limit(1);
+    match conn.call(&format!("listing {plural}.{group}"), || api.list(&lp)).await {
+        Ok(list) => Ok(list.items.len() + list.metadata.remaining_item_count.unwrap_or(0) as usize),
+        Err(crate::cluster::ClusterError::Api { cause, .. }) if crate::k8s::is_absent(&cause) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn names(v: Option<&Value>) -> Vec<String> {
@@ -311,22 +355,29 @@ impl Kind for GatewayApiCrds {
     async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
         let conn = cx.connect().await?;
         let mut deleted = Vec::new();
+        let mut kept = names(recorded.outputs.get("found"));
         for name in names(recorded.outputs.get("installed")) {
             let Some(live) = crate::k8s::get(&conn, &crd_ref(&name)).await? else {
                 continue;
             };
-            let ours = live
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(MANAGED_BY.0))
-                .is_some_and(|v| v == MANAGED_BY.1);
-            if ours {
-                crate::k8s::delete(&conn, &crd_ref(&name)).await?;
-                deleted.push(name);
+            if decide(&cx.target.cluster, &name, Some(&live)) != Decision::Install {
+                // Another tool's now (another release): not mesh's to delete.
+                kept.push(format!("{name} (now another release)"));
+                continue;
             }
+            // Deleting a CRD deletes every object of it: one someone else
+            // made (an HTTPRoute, a waypoint) keeps it.
+            let used = objects_of(&conn, &live).await?;
+            if used > 0 {
+                kept.push(format!(
+                    "{name} (still used by {used} object{})",
+                    if used == 1 { "" } else { "s" }
+                ));
+                continue;
+            }
+            crate::k8s::delete(&conn, &crd_ref(&name)).await?;
+            deleted.push(name);
         }
-        let kept = names(recorded.outputs.get("found"));
         Ok(format!(
             "deleted the Gateway API CRDs mesh installed: {}{}\n",
             if deleted.is_empty() { "none".to_string() } else { deleted.join(", ") },
@@ -368,7 +419,11 @@ mod tests {
     fn crds_someone_else_installed_are_left_at_this_release_and_refused_at_another() {
         let n = "gateways.gateway.networking.k8s.io";
         assert_eq!(decide("c1", n, None), Decision::Install);
-        assert_eq!(decide("c1", n, Some(&crd(&[MANAGED_BY], &[]))), Decision::Install);
+        let ours = crd(&[MANAGED_BY], &[(VERSION_ANNOTATION, BUNDLE_VERSION)]);
+        assert_eq!(decide("c1", n, Some(&ours)), Decision::Install);
+        // Mesh's label, but another tool re-applied it at another release.
+        let upgraded = crd(&[MANAGED_BY], &[(VERSION_ANNOTATION, "v1.7.0")]);
+        assert!(matches!(decide("c1", n, Some(&upgraded)), Decision::Refuse(_)));
         let same = crd(&[], &[(VERSION_ANNOTATION, "v1.6.2"), (CHANNEL_ANNOTATION, "experimental")]);
         assert_eq!(
             decide("c1", n, Some(&same)),

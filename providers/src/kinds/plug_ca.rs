@@ -60,22 +60,25 @@ impl Stage {
 pub enum OldRoot {
     /// A root mesh recorded (its sha256).
     Recorded(String),
-    /// istiod's own self-signed root (Secret `istio-ca-secret`): the mesh
-    /// ran without `[trust]` until now.
-    SelfSigned,
+    /// What istiod signs with now, in a mesh that ran without `[trust]`: a
+    /// `cacerts` plugged by hand if there is one, else istiod's own
+    /// self-signed CA (Secret `istio-ca-secret`).
+    Live,
 }
 
 impl OldRoot {
     fn shown(&self) -> String {
         match self {
             OldRoot::Recorded(sha) => format!("the old root sha256:{}…", short(sha)),
-            OldRoot::SelfSigned => "istiod's self-signed root (Secret istio-ca-secret)".into(),
+            OldRoot::Live => {
+                "the root istiod signs with now (a cacerts made by hand, else its self-signed istio-ca-secret)".into()
+            }
         }
     }
     fn annotation(&self) -> &str {
         match self {
             OldRoot::Recorded(sha) => sha,
-            OldRoot::SelfSigned => "istiod-self-signed",
+            OldRoot::Live => "in-place",
         }
     }
 }
@@ -249,7 +252,7 @@ impl Kind for PlugCa {
                 let held: Vec<String> = crate::ca::bundle(&roots).into_iter().map(|(s, _)| s).collect();
                 let old_ok = match old {
                     OldRoot::Recorded(sha) => held.contains(sha),
-                    OldRoot::SelfSigned => held.len() == 2,
+                    OldRoot::Live => held.len() >= 2,
                 };
                 if !(old_ok && held.contains(&input.root_sha256)) {
                     return Err(lost_phase_one(input, old));
@@ -262,8 +265,8 @@ impl Kind for PlugCa {
                 Some(files) => files,
                 None => {
                     log.push_str(&format!(
-                        "{} has no CA yet (no Secret istio-system/istio-ca-secret): no workload holds \
-                         a certificate of another root, so the new root is used at once\n",
+                        "{} has no CA yet (no cacerts, no istio-ca-secret, and no istiod ready): no \
+                         workload holds a certificate of another root, so the new root is used at once\n",
                         input.cluster
                     ));
                     new_intermediate(cx, input, None)?
@@ -325,11 +328,12 @@ impl Kind for PlugCa {
                 .collect::<Vec<_>>()
                 .join(" and ")
         ));
-        let live_roots: Option<Vec<String>> = before
-            .as_ref()
-            .and_then(|live| data(live, "root-cert.pem"))
-            .map(|p| crate::ca::bundle(&p).into_iter().map(|(s, _)| s).collect());
-        match reload(live_roots.as_deref(), &trusted) {
+        let live_pem = before.as_ref().and_then(|live| data(live, "root-cert.pem"));
+        let live_roots: Option<Vec<String>> = live_pem
+            .as_deref()
+            .map(|p| crate::ca::bundle(p).into_iter().map(|(s, _)| s).collect());
+        let live = live_pem.as_deref().zip(live_roots.as_deref());
+        match reload(live, (files.roots.as_str(), &trusted)) {
             Reload::Itself => log.push_str(
                 "same roots: istiod reloads cacerts by itself, nothing restarted\n",
             ),
@@ -417,7 +421,11 @@ impl Kind for PlugCa {
                     &ca.sha256[..16]
                 ));
                 }
-                if ca.not_after - crate::ca::now() < ROTATE_WITHIN_DAYS * 86400 {
+                // During a root rotation the next phase makes the new
+                // intermediate (a phase 1 re-run keeps the old one): no
+                // drift that an apply of this phase could not repair.
+                let rotating = want.len() > 1;
+                if !rotating && ca.not_after - crate::ca::now() < ROTATE_WITHIN_DAYS * 86400 {
                     obs.drift.push(format!(
                     "the intermediate CA expires on {} (within {ROTATE_WITHIN_DAYS} days): it will be rotated",
                     crate::ca::date(ca.not_after)
@@ -442,7 +450,7 @@ impl Kind for PlugCa {
     /// Before the first apply: a `cacerts` already there (made by hand, or by
     /// another tool) will be replaced; the plan says so, and from which root it
     /// was made.
-    async fn preview(cx: Ctx<'_>, _input: &Input) -> Result<Vec<String>, StepError> {
+    async fn preview(cx: Ctx<'_>, input: &Input) -> Result<Vec<String>, StepError> {
         let conn = cx.connect().await?;
         let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
             return Ok(Vec::new());
@@ -452,9 +460,14 @@ impl Kind for PlugCa {
             .map_or("an unreadable root".to_string(), |i| {
                 format!("root sha256:{}…", &i.sha256[..16])
             });
-        Ok(vec![format!(
-            "a cacerts Secret mesh did not write is there ({root}): it will be replaced"
-        )])
+        Ok(vec![match input.stage {
+            // [trust] added to a running mesh: istiod signs with it.
+            Stage::TrustBoth { .. } => format!(
+                "a cacerts Secret mesh did not write is there ({root}): istiod signs with it, so \
+                 phase 1 keeps its intermediate and trusts its roots beside the mesh's"
+            ),
+            _ => format!("a cacerts Secret mesh did not write is there ({root}): it will be replaced"),
+        }])
     }
 
     /// For `mesh import`: a `cacerts` made from the mesh's root, with a
@@ -549,68 +562,133 @@ fn new_intermediate(cx: Ctx<'_>, input: &Input, roots: Option<String>) -> Result
     })
 }
 
-/// Phase 1: the CA istiod signs with now, kept, with a bundle of its root
-/// and the new one. From mesh's own `cacerts` (whose `root-cert.pem` must
-/// hold the old root), or from istiod's self-signed `istio-ca-secret`
-/// (None when istiod never made one: nothing was signed yet).
+/// Phase 1: the CA istiod signs with now, kept, with a bundle of the roots
+/// it trusts and the new one. From mesh's own `cacerts` (whose
+/// `root-cert.pem` must hold the recorded old root), or, in a mesh that ran
+/// without `[trust]`, from a `cacerts` made by hand, else istiod's
+/// self-signed `istio-ca-secret`. None when there is no CA at all and no
+/// istiod ready (nothing was signed yet); an error when istiod runs but its
+/// CA cannot be found, or the files to keep are not a working CA: a phase
+/// never writes a `cacerts` istiod would refuse.
 async fn kept_ca(
     conn: &crate::cluster::Connection,
     before: Option<&kube::api::DynamicObject>,
     old: &OldRoot,
     input: &Input,
 ) -> Result<Option<Files>, StepError> {
-    let (cert, key, chain, old_pem) = match old {
-        OldRoot::Recorded(sha) => {
-            let live = before.ok_or_else(|| {
-                StepError::Failed(format!(
-                    "root rotation phase 1 keeps the intermediate in Secret istio-system/cacerts of `{}`, \
-                     but that Secret is gone. Restore it from a backup, or start the mesh's root over: \
-                     `mesh apply --replace {}/plug-ca` writes an intermediate of the new root at once \
-                     (workloads of the old root then lose mTLS until restarted)",
-                    input.cluster, input.cluster
-                ))
-            })?;
-            let roots = data(live, "root-cert.pem").unwrap_or_default();
-            let Some((_, old_pem)) = crate::ca::bundle(&roots).into_iter().find(|(s, _)| s == sha) else {
-                return Err(StepError::Failed(format!(
-                    "root rotation phase 1: Secret istio-system/cacerts of `{}` no longer trusts the \
-                     old root sha256:{}… that mesh recorded, so its intermediate cannot be kept. \
-                     `mesh plan` shows the drift; `mesh apply --replace {}/plug-ca` starts over with the new root",
-                    input.cluster,
-                    short(sha),
-                    input.cluster
-                )));
-            };
-            let file = |k: &str| data(live, k).unwrap_or_default();
-            (file("ca-cert.pem"), Sensitive::new(file("ca-key.pem")), file("cert-chain.pem"), old_pem)
+    let fail = |why: String| {
+        StepError::Failed(format!(
+            "root rotation phase 1 keeps the CA istiod of `{}` signs with, and {why}. Nothing was \
+             written. Restore that CA (Secret istio-system/cacerts) from a backup, or swap the root \
+             at once, accepting that workloads of the old root lose mTLS until restarted: \
+             `mesh apply --replace {}/plug-ca`",
+            input.cluster, input.cluster
+        ))
+    };
+    let file = |live: &kube::api::DynamicObject, k: &str| data(live, k).unwrap_or_default();
+    // (cert, key, chain, the old roots in their order)
+    let (cert, key, chain, old_roots): (String, Sensitive, String, Vec<(String, String)>) = match (old, before) {
+        (OldRoot::Recorded(sha), None) => {
+            return Err(fail(format!(
+                "Secret istio-system/cacerts (of root sha256:{}…) is gone",
+                short(sha)
+            )));
         }
-        OldRoot::SelfSigned => {
+        (OldRoot::Recorded(sha), Some(live)) => {
+            let roots = crate::ca::bundle(&file(live, "root-cert.pem"));
+            if !roots.iter().any(|(s, _)| s == sha) {
+                return Err(fail(format!(
+                    "its cacerts no longer trusts the old root sha256:{}… mesh recorded",
+                    short(sha)
+                )));
+            }
+            // A phase 1 re-run (after a crash): the roots it wrote already.
+            let roots = roots.into_iter().filter(|(s, _)| *s != input.root_sha256).collect();
+            (file(live, "ca-cert.pem"), Sensitive::new(file(live, "ca-key.pem")), file(live, "cert-chain.pem"), roots)
+        }
+        // A cacerts made by hand: istiod signs with it.
+        (OldRoot::Live, Some(live)) => {
+            let roots = crate::ca::bundle(&file(live, "root-cert.pem"));
+            let roots = roots.into_iter().filter(|(s, _)| *s != input.root_sha256).collect();
+            (file(live, "ca-cert.pem"), Sensitive::new(file(live, "ca-key.pem")), file(live, "cert-chain.pem"), roots)
+        }
+        (OldRoot::Live, None) => {
             let doc = json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "istio-ca-secret", "namespace": "istio-system"}});
-            let Some(live) = crate::k8s::get(conn, &doc).await? else {
-                return Ok(None);
-            };
-            let cert = data(&live, "ca-cert.pem").unwrap_or_default();
-            let key = Sensitive::new(data(&live, "ca-key.pem").unwrap_or_default());
-            // Self-signed: the CA is its own root and its own chain.
-            (cert.clone(), key, cert.clone(), cert)
+            match crate::k8s::get(conn, &doc).await? {
+                Some(live) => {
+                    let cert = file(&live, "ca-cert.pem");
+                    let root = crate::ca::bundle(&cert);
+                    // Self-signed: the CA is its own root and its own chain.
+                    (cert.clone(), Sensitive::new(file(&live, "ca-key.pem")), cert, root)
+                }
+                None if istiod_ready(conn).await? => {
+                    return Err(fail(
+                        "istiod runs but neither Secret cacerts nor istio-ca-secret is there, so its \
+                         CA cannot be kept"
+                            .into(),
+                    ));
+                }
+                None => return Ok(None),
+            }
         }
     };
-    let info = crate::ca::inspect(&cert).map_err(|e| {
-        StepError::Failed(format!(
-            "root rotation phase 1: the CA in place in `{}` cannot be read ({e}), so it cannot be kept",
-            input.cluster
-        ))
-    })?;
-    let signer = crate::ca::inspect(&old_pem).map(|i| i.sha256).unwrap_or_default();
+    // A cacerts made by hand from the mesh file's root already: nothing to
+    // rotate, its intermediate is kept under that root alone.
+    let (old_roots, same_root) = if old_roots.is_empty() && matches!(old, OldRoot::Live) && before.is_some() {
+        (vec![(input.root_sha256.clone(), input.root_cert_pem.clone())], true)
+    } else {
+        (old_roots, false)
+    };
+    // Everything istiod checks before it signs with a CA.
+    let info = crate::ca::inspect(&cert).map_err(|e| fail(format!("its ca-cert.pem cannot be read ({e})")))?;
+    if key.expose().trim().is_empty() || chain.trim().is_empty() || old_roots.is_empty() {
+        return Err(fail("its CA is incomplete (a key, chain or root is missing)".into()));
+    }
+    crate::ca::key_matches(&cert, &key).map_err(|e| fail(format!("its ca-key.pem {e}")))?;
+    let issuers: Vec<String> = crate::ca::bundle(&chain)
+        .into_iter()
+        .chain(old_roots.iter().cloned())
+        .map(|(_, pem)| pem)
+        .collect();
+    if !issuers
+        .iter()
+        .any(|i| crate::check::verify_signed_by(&cert, i).is_ok())
+    {
+        return Err(fail("its ca-cert.pem is signed by none of its chain and roots".into()));
+    }
+    let signer = match old {
+        OldRoot::Recorded(sha) => sha.clone(),
+        OldRoot::Live => old_roots[0].0.clone(),
+    };
+    let mut pems: Vec<&str> = old_roots.iter().map(|(_, p)| p.as_str()).collect();
+    if !same_root {
+        pems.push(&input.root_cert_pem);
+    }
     Ok(Some(Files {
-        roots: crate::ca::join_bundle(&[&old_pem, &input.root_cert_pem]),
+        roots: crate::ca::join_bundle(&pems),
         cert,
         key,
         chain,
         info,
         signer,
         kept: true,
+    }))
+}
+
+/// Whether an istiod Deployment of istio-system has a ready replica.
+async fn istiod_ready(conn: &crate::cluster::Connection) -> Result<bool, StepError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, ListParams};
+    let deployments: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
+    let lp = ListParams::default();
+    let list = conn
+        .call("listing istiod Deployments", || deployments.list(&lp))
+        .await?;
+    Ok(list.items.iter().any(|d| {
+        let name = d.metadata.name.as_deref().unwrap_or_default();
+        (name == "istiod" || name.starts_with("istiod-"))
+            && d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0
     }))
 }
 
@@ -637,13 +715,16 @@ enum Reload {
     Restart,
 }
 
-fn reload(before: Option<&[String]>, after: &[String]) -> Reload {
-    let Some(before) = before else {
+fn reload(before: Option<(&str, &[String])>, after: (&str, &[String])) -> Reload {
+    let Some((before_bytes, before)) = before else {
         // No cacerts: a running istiod signs with its self-signed CA and
         // reads cacerts only when it starts.
         return Reload::Restart;
     };
-    if before == after {
+    let (after_bytes, after) = after;
+    // istiod compares root-cert.pem byte for byte: the same roots written
+    // otherwise (line endings, order) is a root change to it.
+    if before_bytes == after_bytes {
         return Reload::Itself;
     }
     let holds = |a: &[String], b: &[String]| b.iter().all(|x| a.contains(x));

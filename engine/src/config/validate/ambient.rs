@@ -5,9 +5,10 @@ use super::Checker;
 use crate::config::model::{Cluster, Dataplane, MeshSection};
 use crate::config::parse::{Draft, DraftCluster};
 
-/// The first Istio release with ambient multicluster (alpha, one network).
-pub const AMBIENT_MULTICLUSTER_MINOR: u32 = 27;
-/// The first with ambient multi-network multicluster (beta).
+/// The first Istio release with ambient mode stable (one cluster).
+pub const AMBIENT_MINOR: u32 = 24;
+/// The first with ambient multicluster, across networks, in beta (alpha
+/// from 1.27).
 pub const AMBIENT_MULTI_NETWORK_MINOR: u32 = 29;
 
 impl Checker<'_> {
@@ -67,19 +68,30 @@ impl Checker<'_> {
             n.dedup();
             n.len()
         };
+        // Istio's guide: "Only multi-network configurations are supported".
+        if clusters.len() > 1 && networks == 1 {
+            self.error(
+                at.span.clone(),
+                format!(
+                    "an ambient mesh of {} clusters on one network: Istio's ambient multicluster \
+                     supports \"only multi-network configurations\" (one network is untested and may \
+                     be broken: istio.io/latest/docs/ambient/install/multicluster)",
+                    clusters.len()
+                ),
+                "give each cluster its own `network`, or keep dataplane = \"sidecar\" for clusters \
+                 sharing a network",
+            );
+        }
         if let (Some(v), Some(vat)) = (&mesh.istio_version, &draft.istio_version)
             && let Some(minor) = minor_of(v)
         {
-            let (need, what) = if networks > 1 {
+            let (need, what) = if clusters.len() > 1 {
                 (
                     AMBIENT_MULTI_NETWORK_MINOR,
                     "ambient multicluster across networks is in Istio from 1.29 (beta)",
                 )
             } else {
-                (
-                    AMBIENT_MULTICLUSTER_MINOR,
-                    "ambient multicluster is in Istio from 1.27 (alpha)",
-                )
+                (AMBIENT_MINOR, "ambient mode is in Istio from 1.24 (stable)")
             };
             if minor < need {
                 self.error(
