@@ -210,9 +210,21 @@ async fn objects_of(
         plural: plural.into(),
     };
     let api: Api<DynamicObject> = Api::all_with(conn.client.clone(), &ar);
-    let lp = ListParams::default().limit(1);
+    let lp = ListParams::default().limit(100);
     match conn.call(&format!("listing {plural}.{group}"), || api.list(&lp)).await {
-        Ok(list) => Ok(list.items.len() + list.metadata.remaining_item_count.unwrap_or(0) as usize),
+        // Istio's own GatewayClasses (`istio`, `istio-east-west`…, which
+        // istiod makes) go with Istio: they keep no CRD.
+        Ok(list) => Ok(list
+            .items
+            .iter()
+            .filter(|o| {
+                !o.data
+                    .pointer("/spec/controllerName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.starts_with("istio.io/"))
+            })
+            .count()
+            + list.metadata.remaining_item_count.unwrap_or(0) as usize),
         Err(crate::cluster::ClusterError::Api { cause, .. }) if crate::k8s::is_absent(&cause) => Ok(0),
         Err(e) => Err(e.into()),
     }
