@@ -364,3 +364,28 @@ fn what_an_ambient_mesh_file_may_not_say_is_named_where_it_is_written() {
         "{e}"
     );
 }
+
+/// An ambient mesh whose state was lost: `mesh import` adopts every step,
+/// the Gateway API CRDs as mesh installed them and the east-west Gateways
+/// included, and the plan is clean.
+#[test]
+fn a_lost_state_of_an_ambient_mesh_is_imported() {
+    let w = World::new(&example(), CONTEXTS).with_test_root();
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let before = w.state_json();
+    std::fs::remove_file(w.state_path()).unwrap();
+    let out = ok(&w.mesh(&["import"]));
+    assert!(out.contains("Imported"), "{out}");
+    let after = w.state_json();
+    for step in [
+        "cluster1/gateway-api-crds",
+        "cluster2/ambient-eastwest-gateway",
+    ] {
+        assert_eq!(after["steps"][step]["status"], "applied", "{step}: {after}");
+    }
+    assert_eq!(
+        after["steps"]["cluster1/gateway-api-crds"]["outputs"]["installed"],
+        before["steps"]["cluster1/gateway-api-crds"]["outputs"]["installed"]
+    );
+    w.assert_clean();
+}
