@@ -783,6 +783,11 @@ fn rotate_after_in_the_mesh_file_ages_tokens_and_apply_rotates_them() {
         .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
         .unwrap();
     assert!(reason.contains("old (rotate_after 30"), "{reason}");
+    // The rotation as a reviewer sees it in the pull request.
+    support::golden(
+        "rotate-link-token.md",
+        &String::from_utf8_lossy(&w.mesh(&["plan", "--format", "markdown"]).stdout),
+    );
     // `mesh check`: the age is a warning; the drift that refresh reports
     // (the same as the plan's) is what fails, with `mesh apply` its fix.
     let check = w.mesh(&["check", "--format", "json"]);
