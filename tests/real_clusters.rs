@@ -2378,26 +2378,47 @@ fn ambient_multi_network_on_two_real_clusters() {
     // It deploys each east-west gateway (a LoadBalancer Service, kwok's
     // address) and programs its Gateway with that address.
     let address = |c: &str| {
-        let o = s.kubectl(c, &["-n", "istio-system", "get", "gateways.gateway.networking.k8s.io", "istio-eastwestgateway", "-o", "jsonpath={.status.conditions[?(@.type==\"Programmed\")].status} {.status.addresses[0].value}"]);
+        let o = s.kubectl(c, &["-n", "istio-system", "get", "gateways.gateway.networking.k8s.io", "istio-eastwestgateway", "-o", "jsonpath={.status.conditions[?(@.type==\"Programmed\")].status} {.status.addresses[*].value}"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // The address is the gateway's LoadBalancer Service's (kwok's, one per
+    // cluster): waited for on the Gateway, which the other istiod reads.
+    let lb_ip = |c: &str| {
+        let o = s.kubectl(
+            c,
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "service",
+                "istio-eastwestgateway",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+        );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     let mut addresses = Vec::new();
     for (i, c) in ["cluster1", "cluster2"].iter().enumerate() {
         let deadline = Instant::now() + std::time::Duration::from_secs(120);
         loop {
-            let a = address(c);
-            if let Some(addr) = a.strip_prefix("True ").filter(|a| !a.is_empty()) {
-                addresses.push(addr.to_string());
+            // istiod lists the external addresses of every cluster's
+            // Service of that name (Istio's gatewaycommon/context.go), its
+            // own among them.
+            let (a, ip) = (address(c), lb_ip(c));
+            if !ip.is_empty() && a.starts_with("True ") && a.split(' ').skip(1).any(|x| x == ip) {
+                addresses.push(ip);
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "{c}'s east-west Gateway never programmed ({a}); istiod:\n{}",
+                "{c}'s east-west Gateway never programmed with its Service's address {ip:?} (status: {a}); istiod:\n{}",
                 istiods[i].tail(40)
             );
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     }
+    assert_ne!(addresses[0], addresses[1], "one address for two gateways");
     // Each istiod reads the other cluster through its remote secret…
     check_until(&run, "cluster1", "istiod sees cluster2", "PASS");
     check_until(&run, "cluster2", "istiod sees cluster1", "PASS");

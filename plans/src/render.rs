@@ -452,7 +452,16 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
         })
         .collect();
     let table_head = "| action | step | kind | cluster | reason |\n|---|---|---|---|---|\n";
-    let bodies: Vec<String> = changed(plan).map(body).collect();
+    // An update of drift alone changes no input: say so rather than show
+    // an empty diff.
+    let bodies: Vec<String> = changed(plan)
+        .map(|c| match body(c) {
+            b if b.is_empty() => {
+                " (the input is unchanged: apply repairs what the reason says)\n".to_string()
+            }
+            b => b,
+        })
+        .collect();
     let wrappers: Vec<(String, String)> = changed(plan)
         .zip(&bodies)
         .map(|(c, b)| {

@@ -710,13 +710,40 @@ async fn ambient(
                     .into_iter()
                     .flatten()
                     .any(|c| c["type"] == "Programmed" && c["status"] == "True");
-                let address = g.data.pointer("/status/addresses/0/value").and_then(Value::as_str);
+                // istiod lists the external addresses of every cluster's
+                // Service of that name (Istio's gatewaycommon/context.go):
+                // this cluster's own Service's must be among them.
+                let listed: Vec<&str> = g
+                    .data
+                    .pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["value"].as_str())
+                    .collect();
+                let svc = crate::k8s::get(conn, &object("v1", "Service", Some(NS), name)).await?;
+                let own = svc.as_ref().and_then(|s| {
+                    let i = s.data.pointer("/status/loadBalancer/ingress/0")?;
+                    i["ip"].as_str().or(i["hostname"].as_str()).map(String::from)
+                });
+                let address = match &own {
+                    Some(own) => listed.iter().find(|a| **a == own.as_str()).copied(),
+                    None => None,
+                };
                 match (programmed, address) {
-                    (true, Some(a)) => Check::pass(c, "ambient east-west gateway", format!("Gateway {name} programmed at {a}")),
+                    (true, Some(a)) => Check::pass(
+                        c,
+                        "ambient east-west gateway",
+                        format!("Gateway {name} programmed at {a}, its Service's load-balancer address"),
+                    ),
                     _ => Check::fail(
                         c,
                         "ambient east-west gateway",
-                        format!("Gateway {name} is not programmed with an address yet: the other clusters' istiods route to the address istiod writes there"),
+                        format!(
+                            "Gateway {name} is not programmed with its Service's load-balancer address ({}; status lists {}): the other clusters' istiods route to the address istiod writes there",
+                            own.as_deref().unwrap_or("none yet"),
+                            if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+                        ),
                     )
                     .fix(format!(
                         "kubectl --context {ctx} -n {NS} describe gateways.gateway.networking.k8s.io {name} (istiod deploys it; its Service needs a LoadBalancer address)"
