@@ -182,12 +182,7 @@ fn an_ambient_mesh_on_two_networks_is_applied_kept_and_destroyed() {
         text(&o)
     );
     // …and its root is not rotated in phases (ztunnel trusts one root).
-    std::fs::create_dir_all(w.path("certs-next")).unwrap();
-    for f in ["root-cert.pem", "root-key.pem"] {
-        let to = w.path("certs-next").join(f);
-        std::fs::copy(repo().join("tests/fixtures/trust-next").join(f), &to).unwrap();
-        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    }
+    w.copy_root("trust-next", "certs-next");
     w.write_mesh(&example().replace("certs/", "certs-next/"));
     let o = w.mesh(&["plan"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

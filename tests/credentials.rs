@@ -653,26 +653,12 @@ fn killing_mesh_during_a_rotation_never_leaves_a_link_without_a_valid_token() {
                 }),
             }
         };
-        let mut child = w
-            .command(&["apply", "--auto-approve", "--replace", "cluster2/attach"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if hit() {
-                child.kill().unwrap();
-                killed += 1;
-                break;
-            }
-            assert!(Instant::now() < deadline, "round {round}: the apply hangs");
-            std::thread::yield_now();
+        if w.run_killed_when(
+            &["apply", "--auto-approve", "--replace", "cluster2/attach"],
+            hit,
+        ) {
+            killed += 1;
         }
-        child.wait().unwrap();
         // Right after the kill: the link still holds a token cluster2 accepts.
         let token = held(&w, "cluster1", "cluster2").expect("no remote secret");
         assert!(

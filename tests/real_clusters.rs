@@ -1994,25 +1994,12 @@ fn an_in_place_upgrade_between_two_real_istio_builds() {
 fn verify_cacerts(run: &Run, cluster: &str, ca_file: &Path) -> (Result<(), String>, usize) {
     let dir = run.dir.join(format!("cacerts-{cluster}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let data: Value = serde_json::from_str(&run.set.kubectl_ok(
-        cluster,
-        &[
-            "-n",
-            "istio-system",
-            "get",
-            "secret",
-            "cacerts",
-            "-o",
-            "jsonpath={.data}",
-        ],
-    ))
-    .unwrap();
-    use base64::Engine as _;
+    let files = run
+        .set
+        .secret_files(cluster, "istio-system", "cacerts")
+        .expect("no cacerts");
     for f in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(data[f].as_str().unwrap())
-            .unwrap();
-        std::fs::write(dir.join(f), pem).unwrap();
+        std::fs::write(dir.join(f), &files[f]).unwrap();
     }
     let o = Command::new("openssl")
         .arg("verify")

@@ -62,12 +62,7 @@ fn root_pem(dir: &str) -> String {
 
 /// The second root beside the mesh file, as `certs-next/`, key 0600.
 fn with_next_root(w: &World) {
-    std::fs::create_dir_all(w.path("certs-next")).unwrap();
-    for f in ["root-cert.pem", "root-key.pem"] {
-        let to = w.path("certs-next").join(f);
-        std::fs::copy(repo().join("tests/fixtures/trust-next").join(f), &to).unwrap();
-        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    }
+    w.copy_root("trust-next", "certs-next");
 }
 
 fn stdout_of(w: &World, args: &[&str]) -> String {
@@ -401,29 +396,9 @@ fn killing_mesh_during_root_rotation_phases_never_leaves_a_broken_cacerts() {
                 r.status < 300 && r.verb == "patch" && r.path.ends_with("/secrets/cacerts")
             })
         };
-        let mut child = w
-            .command(&["apply", "--auto-approve"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if hit() {
-                child.kill().unwrap();
-                killed += 1;
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: the apply hangs"
-            );
-            std::thread::yield_now();
+        if w.run_killed_when(&["apply", "--auto-approve"], hit) {
+            killed += 1;
         }
-        child.wait().unwrap();
         for cl in ["cluster1", "cluster2"] {
             cacerts_work(&w, cl)
                 .unwrap_or_else(|e| panic!("round {round} (phase {phase}), {cl}: {e}"));

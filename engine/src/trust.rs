@@ -49,6 +49,13 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Writes the staging into a converging plan's review (after
+    /// `review::plan`, which sets the notes and refusals afresh).
+    pub fn review(&self, plan: &mut plans::Plan) {
+        plan.notes.extend(self.notes());
+        plan.refused.extend(self.refused.iter().cloned());
+    }
+
     /// What the plan says of the staging: the phase's notes, and what a
     /// forced `plug-ca` means.
     pub fn notes(&self) -> Vec<String> {

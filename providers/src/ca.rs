@@ -483,25 +483,33 @@ pub fn intermediate(
 /// its own PEM text, in the bundle's order. Blocks that are not
 /// certificates are skipped.
 pub fn bundle(pem: &str) -> Vec<(String, String)> {
-    Pem::iter_from_buffer(pem.as_bytes())
-        .filter_map(Result::ok)
-        .filter(|p| p.label == "CERTIFICATE")
-        .map(|p| {
-            let b64 =
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &p.contents);
+    certificates(pem)
+        .into_iter()
+        .map(|der| {
+            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
             let lines: Vec<&str> = b64
                 .as_bytes()
                 .chunks(64)
                 .map(|c| std::str::from_utf8(c).unwrap_or_default())
                 .collect();
             (
-                sha256_hex(&p.contents),
+                sha256_hex(&der),
                 format!(
                     "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
                     lines.join("\n")
                 ),
             )
         })
+        .collect()
+}
+
+/// The DER of each certificate of a PEM text, in order; blocks that are
+/// not certificates are skipped.
+pub fn certificates(pem: &str) -> Vec<Vec<u8>> {
+    Pem::iter_from_buffer(pem.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|p| p.label == "CERTIFICATE")
+        .map(|p| p.contents)
         .collect()
 }
 

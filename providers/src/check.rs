@@ -470,21 +470,12 @@ async fn istiod(spec: &ClusterSpec, conn: &Connection) -> Result<Vec<Check>, Clu
     Ok(out)
 }
 
-/// Every certificate of a PEM text, as DER.
-fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
-    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
-        .filter_map(Result::ok)
-        .filter(|p| p.label == "CERTIFICATE")
-        .map(|p| p.contents)
-        .collect()
-}
-
 /// Whether the first certificate of `cert_pem` is signed by the first of
 /// `root_pem` (its signature verified with the root's key), and its expiry.
 pub fn verify_signed_by(cert_pem: &str, root_pem: &str) -> Result<i64, String> {
     use x509_parser::prelude::FromDer;
-    let certs = pem_certs(cert_pem);
-    let roots = pem_certs(root_pem);
+    let certs = crate::ca::certificates(cert_pem);
+    let roots = crate::ca::certificates(root_pem);
     let (Some(der), Some(root_der)) = (certs.first(), roots.first()) else {
         return Err("not a PEM certificate".into());
     };
@@ -502,12 +493,6 @@ pub fn verify_signed_by(cert_pem: &str, root_pem: &str) -> Result<i64, String> {
     cert.verify_signature(Some(root.public_key()))
         .map_err(|e| format!("its signature does not verify with the mesh's root key ({e})"))?;
     Ok(cert.validity().not_after.timestamp())
-}
-
-fn root_sha(pem: &str) -> Option<String> {
-    pem_certs(pem)
-        .first()
-        .map(|d| crate::rendered::sha256_hex(d))
 }
 
 async fn cacerts(
@@ -531,9 +516,9 @@ async fn cacerts(
             let file = |k: &str| {
                 crate::k8s::secret_data(&s, k).map(|b| String::from_utf8_lossy(&b).into_owned())
             };
-            let root = file("root-cert.pem").and_then(|p| root_sha(&p));
-            let bundle = file("root-cert.pem").map_or(0, |p| pem_certs(&p).len());
             let roots = file("root-cert.pem").map(|p| crate::ca::bundle(&p)).unwrap_or_default();
+            let root = roots.first().map(|(sha, _)| sha.clone());
+            let bundle = roots.len();
             // A root rotation under way (phase 1 or 2): the mesh's root and
             // the old one, the intermediate signed by one of them.
             let rotating = roots.len() == 2 && roots.iter().any(|(s, _)| *s == trust.root_sha256);
@@ -625,15 +610,14 @@ async fn cacerts(
         "kubectl --context {ctx} -n {NS} rollout restart deployment/{} (istiod publishes the root of cacerts when it starts)",
         istiod_name(spec.revision.as_deref())
     );
-    out.push(match published {
+    out.push(match published.as_deref().map(crate::ca::bundle) {
         None => Check::fail(
             c,
             "published root",
             format!("ConfigMap {NS}/istio-ca-root-cert missing: istiod has not published its root"),
         )
         .fix(restart),
-        Some(p) if crate::ca::bundle(&p).len() == 2
-            && crate::ca::bundle(&p).iter().any(|(s, _)| *s == trust.root_sha256) =>
+        Some(roots) if roots.len() == 2 && roots.iter().any(|(s, _)| *s == trust.root_sha256) =>
         {
             Check::warn(
                 c,
@@ -642,7 +626,7 @@ async fn cacerts(
             )
             .fix("`mesh plan` names the next phase; restart the workloads before it")
         }
-        Some(p) => match root_sha(&p) {
+        Some(roots) => match roots.first().map(|(sha, _)| sha.clone()) {
             Some(sha) if sha == trust.root_sha256 => Check::pass(
                 c,
                 "published root",
@@ -962,7 +946,7 @@ async fn cluster_cas(conn: &Connection, namespace: &str) -> Result<Vec<Vec<u8>>,
 /// The same certificates, whatever the PEM text around them.
 fn same_certs(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
-    let (a, b) = (pem_certs(&a), pem_certs(&b));
+    let (a, b) = (crate::ca::certificates(&a), crate::ca::certificates(&b));
     !a.is_empty() && a == b
 }
 

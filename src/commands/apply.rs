@@ -101,13 +101,36 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     }
     // A misspelt step fails here, before any cluster is reached.
     args.options.check(&graph, recorded.as_ref())?;
+    // A saved plan is never executed as written: the plan is computed
+    // again, as `mesh plan` made it, and must match it exactly.
+    let saved = match args.planfile {
+        Some(file) => {
+            let saved = SavedPlan::read(file)?;
+            saved.check_fresh(
+                recorded.as_ref().map(|s| s.lineage.as_str()),
+                recorded.as_ref().map_or(0, |s| s.serial),
+                &mesh_file_sha256(&cli.file)?,
+            )?;
+            if saved.plan.mesh != mesh.mesh.id {
+                bail!(
+                    "{} was made for mesh `{}`, but {} describes mesh `{}`",
+                    file.display(),
+                    saved.plan.mesh,
+                    cli.file.display(),
+                    mesh.mesh.id
+                );
+            }
+            Some((file, saved))
+        }
+        None => None,
+    };
     // A root rotation's next phase (none in a destroy: it deletes), with
     // the steps replaced as given, or as the saved plan recorded them.
-    let replace = match args.planfile {
-        Some(file) => SavedPlan::read(file)?.plan.replace,
-        None => args.options.replace.clone(),
+    let replace = match &saved {
+        Some((_, s)) => &s.plan.replace,
+        None => &args.options.replace,
     };
-    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), &replace);
+    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), replace);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
@@ -115,29 +138,6 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             .await?
             .with_fleet(&graph);
         let graph = Arc::new(graph);
-        // A saved plan is never executed as written: the plan is computed
-        // again, as `mesh plan` made it, and must match it exactly.
-        let saved = match args.planfile {
-            Some(file) => {
-                let saved = SavedPlan::read(file)?;
-                saved.check_fresh(
-                    recorded.as_ref().map(|s| s.lineage.as_str()),
-                    recorded.as_ref().map_or(0, |s| s.serial),
-                    &mesh_file_sha256(&cli.file)?,
-                )?;
-                if saved.plan.mesh != mesh.mesh.id {
-                    bail!(
-                        "{} was made for mesh `{}`, but {} describes mesh `{}`",
-                        file.display(),
-                        saved.plan.mesh,
-                        cli.file.display(),
-                        mesh.mesh.id
-                    );
-                }
-                Some((file, saved))
-            }
-            None => None,
-        };
         let mode = match &saved {
             Some((_, s)) if s.destroy => Mode::Destroy,
             _ => args.mode,
@@ -194,8 +194,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
             bail!(e);
         }
         if mode == Mode::Converge && !plan.refresh_only {
-            plan.notes.extend(staged.notes());
-            plan.refused.extend(staged.refused.iter().cloned());
+            staged.review(&mut plan);
             plan.refused
                 .extend(engine::refresh::refusals(refreshed.as_ref()));
         }

@@ -85,8 +85,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     );
     engine::review::plan(&mut plan, &mesh, &args.allow);
     if mode == Mode::Converge && !args.refresh_only {
-        plan.notes.extend(staged.notes());
-        plan.refused.extend(staged.refused.iter().cloned());
+        staged.review(&mut plan);
         plan.refused
             .extend(engine::refresh::refusals(refreshed.as_ref()));
     }

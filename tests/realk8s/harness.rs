@@ -536,6 +536,35 @@ impl RealClusters {
         istiod
     }
 
+    /// Secret `ns/name` of `cluster`, each data key decoded; None when it is
+    /// not there (or has no data).
+    pub fn secret_files(
+        &self,
+        cluster: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
+        let out = self.kubectl(
+            cluster,
+            &["-n", ns, "get", "secret", name, "-o", "jsonpath={.data}"],
+        );
+        if !out.status.success() || out.stdout.is_empty() {
+            return None;
+        }
+        let data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        Some(
+            data.into_iter()
+                .map(|(k, v)| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().unwrap_or_default())
+                        .unwrap();
+                    (k, bytes)
+                })
+                .collect(),
+        )
+    }
+
     /// Writes Secret `cacerts` of `cluster` where istiod (of `revision`)
     /// reads it, as the kubelet updates a mounted Secret: the files in a
     /// new folder, then the `..data` link swapped to it in one rename, so
@@ -546,37 +575,20 @@ impl RealClusters {
             .dir
             .join(format!("istiod-{cluster}-{rev}"))
             .join("cacerts");
-        let out = self.kubectl(
-            cluster,
-            &[
-                "-n",
-                "istio-system",
-                "get",
-                "secret",
-                "cacerts",
-                "-o",
-                "jsonpath={.data}",
-            ],
-        );
-        if !out.status.success() || out.stdout.is_empty() {
+        let Some(files) = self.secret_files(cluster, "istio-system", "cacerts") else {
             return false;
-        }
-        use base64::Engine as _;
-        let data: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        };
         std::fs::create_dir_all(&dir).unwrap();
         let version = format!("..{}", random_hex(6));
         std::fs::create_dir_all(dir.join(&version)).unwrap();
-        for (file, b64) in data.as_object().unwrap() {
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(b64.as_str().unwrap())
-                .unwrap();
-            std::fs::write(dir.join(&version).join(file), pem).unwrap();
+        for (file, bytes) in &files {
+            std::fs::write(dir.join(&version).join(file), bytes).unwrap();
         }
         let tmp = dir.join("..data_tmp");
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&version, &tmp).unwrap();
         std::fs::rename(&tmp, dir.join("..data")).unwrap();
-        for file in data.as_object().unwrap().keys() {
+        for file in files.keys() {
             let link = dir.join(file);
             if std::fs::symlink_metadata(&link).is_err() {
                 std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();

@@ -72,14 +72,45 @@ impl World {
 
     /// The test root of trust (tests/fixtures/trust) as `certs/`, key 0600.
     pub fn with_test_root(self) -> World {
-        std::fs::create_dir_all(self.path("certs")).unwrap();
+        self.copy_root("trust", "certs");
+        self
+    }
+
+    /// The test root `tests/fixtures/<fixture>` beside the mesh file as
+    /// `<dir>/`, key 0600.
+    pub fn copy_root(&self, fixture: &str, dir: &str) {
+        std::fs::create_dir_all(self.path(dir)).unwrap();
         for f in ["root-cert.pem", "root-key.pem"] {
-            let to = self.path("certs").join(f);
-            std::fs::copy(repo().join("tests/fixtures/trust").join(f), &to).unwrap();
+            let to = self.path(dir).join(f);
+            std::fs::copy(repo().join("tests/fixtures").join(fixture).join(f), &to).unwrap();
             std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .unwrap();
         }
-        self
+    }
+
+    /// Runs mesh with `args` and kills it (SIGKILL) as soon as `hit` says
+    /// so, or lets it finish; whether it was killed. Fails a run that hangs.
+    pub fn run_killed_when(&self, args: &[&str], hit: impl Fn() -> bool) -> bool {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let killed = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if hit() {
+                child.kill().unwrap();
+                break true;
+            }
+            assert!(std::time::Instant::now() < deadline, "mesh {args:?} hangs");
+            std::thread::yield_now();
+        };
+        child.wait().unwrap();
+        killed
     }
 
     pub fn path(&self, p: &str) -> PathBuf {

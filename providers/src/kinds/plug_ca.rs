@@ -678,6 +678,17 @@ async fn kept_ca(
 
 /// Whether an istiod Deployment of istio-system has a ready replica.
 async fn istiod_ready(conn: &crate::cluster::Connection) -> Result<bool, StepError> {
+    Ok(istiods(conn)
+        .await?
+        .iter()
+        .any(|d| d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0))
+}
+
+/// The Deployments of istio-system that are an istiod: `istiod`, or
+/// `istiod-<revision>` (every revision's control plane).
+async fn istiods(
+    conn: &crate::cluster::Connection,
+) -> Result<Vec<k8s_openapi::api::apps::v1::Deployment>, StepError> {
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::api::{Api, ListParams};
     let deployments: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
@@ -685,11 +696,14 @@ async fn istiod_ready(conn: &crate::cluster::Connection) -> Result<bool, StepErr
     let list = conn
         .call("listing istiod Deployments", || deployments.list(&lp))
         .await?;
-    Ok(list.items.iter().any(|d| {
-        let name = d.metadata.name.as_deref().unwrap_or_default();
-        (name == "istiod" || name.starts_with("istiod-"))
-            && d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0
-    }))
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|d| {
+            let name = d.metadata.name.as_deref().unwrap_or_default();
+            name == "istiod" || name.starts_with("istiod-")
+        })
+        .collect())
 }
 
 fn lost_phase_one(input: &Input, old: &OldRoot) -> StepError {
@@ -745,20 +759,12 @@ async fn restart_istiod(
     unless_multi_root: bool,
 ) -> Result<Vec<String>, StepError> {
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube::api::{Api, ListParams, Patch, PatchParams};
+    use kube::api::{Api, Patch, PatchParams};
     let deployments: Api<Deployment> = Api::namespaced(conn.client.clone(), "istio-system");
-    let lp = ListParams::default();
-    let list = conn
-        .call("listing istiod Deployments", || deployments.list(&lp))
-        .await?;
     let mut restarted = Vec::new();
     let stamp = crate::ca::date(crate::ca::now());
-    // istiod, or istiod-<revision>: every revision's control plane.
-    for d in list.items {
+    for d in istiods(conn).await? {
         let name = d.metadata.name.clone().unwrap_or_default();
-        if name != "istiod" && !name.starts_with("istiod-") {
-            continue;
-        }
         if unless_multi_root && multi_root(&d) {
             continue;
         }

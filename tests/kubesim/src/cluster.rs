@@ -293,14 +293,12 @@ impl Cluster {
         let mut store = self.store();
         if let Some(rt) = store.find_type("", "v1", "services") {
             let patch = json!({"spec": {"clusterIP": ip, "clusterIPs": [ip]}});
-            let _ = store.patch(
+            let _ = store.controller_patch(
                 &rt,
                 ns,
                 name,
-                crate::store::PatchType::Merge,
-                patch.to_string().as_bytes(),
+                &patch,
                 "kubesim-service-ip-allocator",
-                false,
                 false,
             );
         }
@@ -339,19 +337,7 @@ impl Cluster {
         if published.is_none() || published.as_deref() == Some(root.as_str()) {
             return;
         }
-        if let Some(rt) = store.find_type("", "v1", "configmaps") {
-            let patch = json!({"data": {"root-cert.pem": root}});
-            let _ = store.patch(
-                &rt,
-                "istio-system",
-                "istio-ca-root-cert",
-                crate::store::PatchType::Merge,
-                patch.to_string().as_bytes(),
-                "istiod",
-                false,
-                false,
-            );
-        }
+        publish_root(&mut store, &root);
     }
 
     /// What a running istiod does when its mounted `cacerts` changes
@@ -413,19 +399,7 @@ impl Cluster {
         if new == old || !multi_root || !(holds(&new, &old) || holds(&old, &new)) {
             return;
         }
-        if let Some(rt) = store.find_type("", "v1", "configmaps") {
-            let patch = json!({"data": {"root-cert.pem": root}});
-            let _ = store.patch(
-                &rt,
-                "istio-system",
-                "istio-ca-root-cert",
-                crate::store::PatchType::Merge,
-                patch.to_string().as_bytes(),
-                "istiod",
-                false,
-                false,
-            );
-        }
+        publish_root(&mut store, &root);
     }
 
     /// istiod's pod, which `mesh check` asks for `/debug/clusterz` through
@@ -480,14 +454,12 @@ impl Cluster {
             let status = json!({"status": {"phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],
                 "podIP": format!("10.244.0.{}", 2 + self.index % 250)}});
-            let _ = store.patch(
+            let _ = store.controller_patch(
                 &rt,
                 ns,
                 &pod,
-                crate::store::PatchType::Merge,
-                status.to_string().as_bytes(),
+                &status,
                 "kubesim-deployment-controller",
-                false,
                 true,
             );
         }
@@ -573,16 +545,7 @@ impl Cluster {
         let status = json!({"status": {"addresses": [address], "conditions": [
             {"type": "Accepted", "status": "True", "reason": "Accepted"},
             {"type": "Programmed", "status": "True", "reason": "Programmed"}]}});
-        let _ = store.patch(
-            &rt,
-            ns,
-            gateway,
-            crate::store::PatchType::Merge,
-            status.to_string().as_bytes(),
-            "istiod",
-            false,
-            true,
-        );
+        let _ = store.controller_patch(&rt, ns, gateway, &status, "istiod", true);
     }
 
     /// What the DaemonSet controller and the kubelets report: one node,
@@ -608,16 +571,8 @@ impl Cluster {
         let mut store = self.store();
         if let Some(rt) = store.find_type("apps", "v1", "daemonsets") {
             let patch = json!({"status": status});
-            let _ = store.patch(
-                &rt,
-                ns,
-                name,
-                crate::store::PatchType::Merge,
-                patch.to_string().as_bytes(),
-                "kubesim-daemonset-controller",
-                false,
-                true,
-            );
+            let _ =
+                store.controller_patch(&rt, ns, name, &patch, "kubesim-daemonset-controller", true);
         }
     }
 
@@ -645,14 +600,12 @@ impl Cluster {
         let mut store = self.store();
         if let Some(rt) = store.find_type("apps", "v1", "deployments") {
             let patch = json!({"status": status});
-            let _ = store.patch(
+            let _ = store.controller_patch(
                 &rt,
                 ns,
                 name,
-                crate::store::PatchType::Merge,
-                patch.to_string().as_bytes(),
+                &patch,
                 "kubesim-deployment-controller",
-                false,
                 true,
             );
         }
@@ -712,16 +665,7 @@ impl Cluster {
                 return;
             }
             let patch = json!({"status": {"loadBalancer": {"ingress": [ingress]}}});
-            let _ = store.patch(
-                &rt,
-                &ns,
-                &name,
-                crate::store::PatchType::Merge,
-                patch.to_string().as_bytes(),
-                "kubesim-lb",
-                false,
-                true,
-            );
+            let _ = store.controller_patch(&rt, &ns, &name, &patch, "kubesim-lb", true);
         });
     }
 
@@ -837,4 +781,20 @@ fn ns_and_name(obj: &Value) -> (&str, &str) {
         field("/metadata/namespace").unwrap_or("default"),
         field("/metadata/name").unwrap_or_default(),
     )
+}
+
+/// What istiod does with the roots it trusts: ConfigMap
+/// `istio-system/istio-ca-root-cert`, key `root-cert.pem`.
+fn publish_root(store: &mut crate::store::Store, root: &str) {
+    if let Some(rt) = store.find_type("", "v1", "configmaps") {
+        let patch = json!({"data": {"root-cert.pem": root}});
+        let _ = store.controller_patch(
+            &rt,
+            "istio-system",
+            "istio-ca-root-cert",
+            &patch,
+            "istiod",
+            false,
+        );
+    }
 }

@@ -923,6 +923,30 @@ impl Store {
             .map(|o| managed_fields(o, &rt.api_version()))
     }
 
+    /// A controller's merge patch of `patch` (never forced); with
+    /// `status_only`, of the status subresource.
+    pub fn controller_patch(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+        manager: &str,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
+        let body = patch.to_string();
+        self.patch(
+            rt,
+            ns,
+            name,
+            PatchType::Merge,
+            body.as_bytes(),
+            manager,
+            false,
+            status_only,
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &mut self,

@@ -2,6 +2,7 @@
 //! Istio supports of it (docs/ambient.md cites each rule's source).
 
 use super::Checker;
+use super::clusters::minor_of;
 use crate::config::model::{Cluster, Dataplane, MeshSection};
 use crate::config::parse::{Draft, DraftCluster};
 
@@ -115,13 +116,4 @@ impl Checker<'_> {
         }
         dataplane
     }
-}
-
-/// The minor release of an Istio version `1.N`, `1.N.P`, `1.N-dev`.
-fn minor_of(version: &str) -> Option<u32> {
-    let rest = version.strip_prefix("1.")?;
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }

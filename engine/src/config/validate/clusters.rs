@@ -412,7 +412,7 @@ impl Checker<'_> {
 }
 
 /// The minor release of an Istio version `1.N`, `1.N.P`, `1.N-dev`.
-fn minor_of(version: &str) -> Option<u32> {
+pub(super) fn minor_of(version: &str) -> Option<u32> {
     let rest = version.strip_prefix("1.")?;
     rest.split(|c: char| !c.is_ascii_digit())
         .next()?
