@@ -8,6 +8,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use std::time::Duration;
 
+/// The label that marks the objects mesh owns, and its value.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MESH: &str = "mesh";
+
+/// Whether mesh owns an object: it has [`MANAGED_BY`]=[`MESH`].
+pub fn managed_by_mesh(meta: &kube::api::ObjectMeta) -> bool {
+    meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY)).is_some_and(|v| v == MESH)
+}
+
 /// The field manager mesh applies with.
 pub const FIELD_MANAGER: &str = "mesh";
 /// Where Istio lives.

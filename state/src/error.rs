@@ -1,4 +1,6 @@
-//! Everything that can go wrong with a state file or its lock.
+//! Everything that can go wrong with a state file or its lock, and with a
+//! state kept in a cluster (the `Remote*` variants, whose messages name the
+//! object, `Secret ns/name in context c`, where the others name a file).
 //!
 //! Each message names the file, says what is wrong and what to do next: the
 //! CLI prints them as they are. Callers that need to react (the CLI's exit
@@ -154,6 +156,72 @@ pub enum StateError {
          then the lock of the state {path} is released. Run the command again to do the rest"
     )]
     LockRevoked { path: PathBuf, why: String },
+
+    /// A state kept in a cluster could not be read, written, locked or
+    /// unlocked: the connection or the API server failed, a permission or
+    /// the namespace is missing. `location` names the object
+    /// (`Secret ns/name in context c`; the Lease, for the lock), `detail`
+    /// what failed.
+    #[error("{}", remote_message(.what, .location, .detail))]
+    Remote {
+        what: RemoteOp,
+        location: String,
+        detail: String,
+    },
+
+    /// A state kept in a cluster that is not a state mesh can read: never
+    /// overwritten. (A state file's is [`StateError::Corrupt`].)
+    #[error(
+        "the state {location} is corrupt: {detail}. Restore it from your own copy, or pass \
+         --state to use a local state file: mesh will not overwrite a state it cannot read"
+    )]
+    RemoteCorrupt { location: String, detail: String },
+
+    /// A state kept in a cluster, written by a newer mesh. (A state file's
+    /// is [`StateError::NewerFormat`].)
+    #[error(
+        "the state {location} has format version {found}: it was written by a newer mesh \
+         (this one reads format {supported} and older). Upgrade mesh; \
+         mesh will not overwrite a state it cannot read"
+    )]
+    RemoteNewerFormat {
+        location: String,
+        found: u64,
+        supported: u32,
+    },
+
+    /// A state kept in a cluster changed since it was read (another
+    /// lineage, a larger serial, another resourceVersion): writing would
+    /// lose it. (A state file's is [`StateError::Changed`].)
+    #[error(
+        "the state {location} changed since it was read ({detail}); mesh will not overwrite it. \
+         Run the command again to start from the state as it is now"
+    )]
+    RemoteChanged { location: String, detail: String },
+}
+
+/// What failed with a state kept in a cluster ([`StateError::Remote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOp {
+    /// Reading the state.
+    Read,
+    /// Writing it (the state, or its backup): the previous one is unchanged.
+    Write,
+    /// Taking, checking or renewing the lock.
+    Lock,
+    /// Releasing the lock, or `force-unlock`.
+    Unlock,
+}
+
+fn remote_message(what: &RemoteOp, location: &str, detail: &str) -> String {
+    match what {
+        RemoteOp::Read => format!("cannot read the state from {location}: {detail}"),
+        RemoteOp::Write => format!(
+            "cannot write the state to {location}: {detail}. The previous state is unchanged"
+        ),
+        RemoteOp::Lock => format!("cannot lock the state with {location}: {detail}"),
+        RemoteOp::Unlock => format!("cannot unlock the state with {location}: {detail}"),
+    }
 }
 
 fn backup_hint(backup: Option<&std::path::Path>) -> String {

@@ -13,12 +13,13 @@
 //! - [`backend`]: the traits every backend implements (the local one in
 //!   [`local`]), and the checks of a push they share.
 //! - `error`: [`StateError`], every failure with what to do about it.
-//! - `lock_info`, `paths`, `time`: the holder record ([`LockInfo`]), the
-//!   files beside a state, and timestamps, which the modules above share.
+//! - `lock_info`, `paths`, `time`: the holder record ([`LockInfo`], made
+//!   by [`LockInfo::new`] for every backend) and the random IDs, the files
+//!   beside a state, and timestamps, which the modules above share.
 //!
-//! No two modules import each other: `time`, `paths` and `lock_info` at the
-//! bottom, `error` and `model` on them, `backend` (no backend's internals)
-//! and `lock` above those, and `local` on top.
+//! No two modules import each other: `time` and `paths` at the bottom,
+//! `lock_info` on `time`, `error` and `model` on them, `backend` (no
+//! backend's internals) and `lock` above those, and `local` on top.
 //!
 //! Typical use, by a command that changes clusters:
 //!
@@ -49,7 +50,7 @@ mod paths;
 mod time;
 
 pub use backend::{Backend, LockedState, push_serial};
-pub use error::StateError;
+pub use error::{RemoteOp, StateError};
 pub use local::{LocalBackend, StateLock, parse_state, read_unlocked};
 pub use lock::{LockInfo, force_unlock, lock_path};
 pub use model::{

@@ -24,8 +24,8 @@
 use crate::backend::{Backend, LockedState, push_serial};
 use crate::error::StateError;
 use crate::lock::{self, Held};
-use crate::lock_info::LockInfo;
-use crate::model::{FORMAT_VERSION, State, random_id};
+use crate::lock_info::{LockInfo, random_id};
+use crate::model::{FORMAT_VERSION, State};
 use crate::paths::{real_target, sibling};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};

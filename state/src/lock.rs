@@ -15,9 +15,7 @@
 //! process exclude each other just as two processes do.
 
 use crate::error::StateError;
-use crate::model::random_id;
 use crate::paths::{real_target, sibling};
-use crate::time::now_rfc3339;
 // Re-exported: the record belongs to the lock (`state::lock::LockInfo`),
 // it is defined apart only so that the errors can name it.
 pub use crate::lock_info::LockInfo;
@@ -159,27 +157,6 @@ fn holder(file: &mut File) -> Option<LockInfo> {
     None
 }
 
-/// `user@host`, from the environment and the kernel's hostname.
-fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|f| {
-            std::fs::read_to_string(f)
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-        })
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
-}
-
 /// Takes the lock for `state`, retrying every 50 ms up to `timeout` (zero:
 /// one try), then records who holds it.
 pub(crate) fn acquire(
@@ -206,14 +183,7 @@ pub(crate) fn acquire(
             Err(TryLockError::Error(source)) => return Err(StateError::Lock { path, source }),
         }
     }
-    let info = LockInfo {
-        id: random_id(),
-        who: who(),
-        pid: std::process::id(),
-        operation: operation.to_string(),
-        created: now_rfc3339(),
-        path: state.display().to_string(),
-    };
+    let info = LockInfo::new(operation, &state.display().to_string());
     let written = serde_json::to_string_pretty(&info)
         .map_err(std::io::Error::other)
         .and_then(|json| {
@@ -298,13 +268,6 @@ pub fn force_unlock(state: &Path, id: &str) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn who_is_user_at_host() {
-        let w = who();
-        let (user, host) = w.split_once('@').expect("user@host");
-        assert!(!user.is_empty() && !host.is_empty(), "{w}");
-    }
 
     #[test]
     fn the_lock_file_is_private_and_emptied_on_release() {

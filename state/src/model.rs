@@ -10,6 +10,7 @@
 //! same state always gives the same bytes (and small diffs in review).
 
 use crate::error::StateError;
+use crate::lock_info::random_id;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -141,12 +142,6 @@ impl State {
             .filter(|(_, r)| r.status == Status::Tainted)
             .map(|(id, _)| id)
     }
-}
-
-/// 128 random bits as 32 hex characters (lineages, lock IDs, temp names).
-pub(crate) fn random_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

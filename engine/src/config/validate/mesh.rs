@@ -8,7 +8,7 @@ use crate::config::model::{Dataplane, MeshSection};
 use crate::config::parse::Draft;
 
 /// The label the Kubernetes state backend puts the mesh id in
-/// (providers/src/state_store.rs).
+/// (providers/src/state_store/worker.rs).
 const STATE_LABEL: &str = "mesh/state";
 
 impl Checker<'_> {
