@@ -19,6 +19,10 @@
 //! What kwok does not model: no container runs, so there is no data plane,
 //! no webhook server and no real istiod (pilot-discovery is run beside the
 //! clusters as a plain process where a test needs it).
+//!
+//! A module of the `real` test binary (tests/real/main.rs, once for all of
+//! its modules) and of benches/real_apply.rs, each with `#[path]`; the
+//! benchmark uses only part of it.
 
 #![allow(dead_code)]
 
@@ -69,15 +73,32 @@ pub fn tools_dir() -> PathBuf {
 
 const INNER: &str = "MESH_REAL_INNER";
 
-/// Runs the test `name` of this test binary again inside a new network
-/// namespace and asserts it passed. Returns false in the outer process
-/// (the caller returns), true inside (the caller runs the test).
+/// Runs the calling test, the test function `name`, again inside a new
+/// network namespace and asserts it passed. Returns false in the outer
+/// process (the caller returns), true inside (the caller runs the test).
 pub fn in_private_network(name: &str) -> bool {
     if inside() {
         return true;
     }
+    // libtest knows a test by its path in the test binary, module included
+    // (`real_clusters::seed_procedure_on_real_clusters` in the `real`
+    // binary), and names the test's thread after it. `--exact` with the
+    // bare function name would select no test, and pass.
+    let test = std::thread::current()
+        .name()
+        .filter(|t| *t == name || t.ends_with(&format!("::{name}")))
+        .map(String::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "in_private_network({name:?}) called from the test {:?}: pass it the calling \
+                 test function's name",
+                std::thread::current().name()
+            )
+        });
     // One real test at a time: each starts several control planes, and the
-    // machine has two cores.
+    // machine has two cores. The lock is this module's, and the `real`
+    // binary declares the module once (tests/real/main.rs), so it holds
+    // for every test of the binary, real_clusters' and differential's.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let exe = std::env::current_exe().unwrap();
@@ -85,7 +106,7 @@ pub fn in_private_network(name: &str) -> bool {
         .arg("--net")
         .arg("--")
         .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, "1")
         .status()
         .expect(
@@ -93,7 +114,7 @@ pub fn in_private_network(name: &str) -> bool {
         );
     assert!(
         status.success(),
-        "{name} failed inside its network namespace (output above)"
+        "{test} failed inside its network namespace (output above)"
     );
     false
 }

@@ -10,8 +10,7 @@
 
 use serde_json::Value;
 
-mod support;
-use support::{World, golden, succeeded as ok, text};
+use crate::support::{World, golden, succeeded as ok, text};
 
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 

@@ -1,12 +1,12 @@
-//! What the kubesim-tier tests share: a World of simulated clusters
+//! What the simulator-tier tests share: a World of simulated clusters
 //! (kubesim, the project's Kubernetes API simulator) served by the test
 //! itself, as `kubesim serve` would, so a test can look at and change every
-//! object while the `mesh` binary runs against them with `--sandbox`.
+//! object while the `mesh` binary runs against them with `--sandbox`; and
+//! the golden-file comparison (tests/support/golden.rs, shared with the
+//! pure tier).
 //!
-//! Each test file that uses it says `mod support;`; not every file uses
-//! every helper.
-
-#![allow(dead_code)]
+//! A module of the `sim` test binary: each test module says
+//! `use crate::support::…`.
 
 use kubesim::{ClusterSet, LbMode, Options};
 use serde_json::Value;
@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::golden::golden;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -231,26 +233,4 @@ impl Drop for World {
             self.rt.block_on(set.shutdown());
         }
     }
-}
-
-/// Compares `actual` with tests/golden/NAME; `MESH_UPDATE_GOLDEN=1` writes it.
-#[allow(dead_code)]
-pub fn golden(name: &str, actual: &str) {
-    let path = repo().join("tests/golden").join(name);
-    if std::env::var_os("MESH_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "no golden file {}: run with MESH_UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    assert_eq!(
-        actual,
-        expected,
-        "output differs from {} (MESH_UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
 }

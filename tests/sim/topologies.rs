@@ -1,12 +1,11 @@
 //! Every Istio multicluster topology end to end on kubesim (the project's
 //! simulator): Istio's four procedures and a mixed fleet applied, planned
 //! clean, drift repaired, a remote moved to another network, a primary
-//! added, destroyed. The same on real clusters: tests/real_clusters.rs.
+//! added, destroyed. The same on real clusters: tests/real/real_clusters.rs.
 
 use serde_json::Value;
 
-mod support;
-use support::{World, repo as root, text};
+use crate::support::{World, repo as root, text};
 
 /// `example` as mesh.toml with the test root of trust in certs/, and one
 /// simulated cluster per context of the example (and `more`).

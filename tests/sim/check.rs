@@ -9,11 +9,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-mod support;
-use support::{World, succeeded as ok, text};
+use crate::support::{World, succeeded as ok, text};
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
-const TRUSTED: &str = include_str!("../examples/multi-primary.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
+const TRUSTED: &str = include_str!("../../examples/multi-primary.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
 fn applied(mesh: &str, root: bool) -> World {

@@ -1,5 +1,5 @@
 //! The planner's verbs (`--replace`, `--target`, `--refresh-only`): pure,
-//! no IO. The end-to-end tests are in tests/verbs.rs.
+//! no IO. The end-to-end tests are in tests/sim/verbs.rs.
 
 use engine::config::parse;
 use engine::planner::{self, Mode, Options, Refresh};

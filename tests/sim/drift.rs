@@ -3,19 +3,18 @@
 //! `cacerts`, so "No changes" means the clusters match. Each drift here was
 //! invisible before; each is shown by `plan`, repaired by `apply`, and the
 //! plan after is clean. On kubesim, the project's simulator; deleting
-//! objects is also proven on the real tier (tests/real_clusters.rs).
+//! objects is also proven on the real tier (tests/real/real_clusters.rs).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-mod support;
-use support::{World, succeeded as ok, text};
+use crate::support::{World, succeeded as ok, text};
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
-const TRUSTED: &str = include_str!("../examples/multi-primary.toml");
+const TRUSTED: &str = include_str!("../../examples/multi-primary.toml");
 
 fn applied(mesh: &str, contexts: &[&str], root: bool) -> World {
     let w = World::new(mesh, contexts);

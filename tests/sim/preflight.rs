@@ -9,14 +9,12 @@
 //! Clusters are simulated (kubesim), served by the test (`support::World`)
 //! or by mesh itself (`--sandbox`); a closed port is 127.0.0.1:1.
 
-mod support;
-
+use crate::support::{World, succeeded, text};
 use kubesim::Faults;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use support::{World, succeeded, text};
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
 /// `mesh ARGS…` in `dir`, outside any sandbox, with `$KUBECONFIG` unset

@@ -1,13 +1,13 @@
 //! The `mesh` binary end to end, without clusters: validate, plan (from the
 //! state alone), diff, graph, show, state, saved plans and their checks,
-//! the policy; and one run on `--sandbox` clusters, for what only an apply
-//! shows (a saved plan's overrides, a comment-only edit keeping it fresh).
+//! the policy; and two runs on `--sandbox` clusters, for what only an apply
+//! shows (the question without a terminal; a saved plan's overrides, a
+//! comment-only edit keeping it fresh).
 //!
 //! Golden files live in tests/golden/; `MESH_UPDATE_GOLDEN=1 cargo test
-//! --test cli` rewrites them (review the diff before committing).
+//! -p mesh --test pure cli::` rewrites them (review the diff before committing).
 
-mod support;
-use support::golden;
+use crate::golden::golden;
 
 use engine::planner;
 use serde_json::json;
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 
 const THIRD: &str = r#"
 [[cluster]]

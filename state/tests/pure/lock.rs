@@ -112,10 +112,11 @@ fn child_lock_holder() {
 /// Starts a holder process and returns once it holds the lock, with its
 /// lock ID.
 fn spawn_holder(path: &Path, ms: u64) -> (Child, String) {
+    // The test's name in this binary: its module, then its function.
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_lock_holder",
+            "lock::child_lock_holder",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -126,7 +127,7 @@ fn spawn_holder(path: &Path, ms: u64) -> (Child, String) {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     while let Some(line) = lines.next() {
-        // libtest may have printed "test child_lock_holder ... " first.
+        // libtest may have printed "test lock::child_lock_holder ... " first.
         if let Some((_, id)) = line.unwrap().split_once("LOCKED ") {
             // Keep reading, so the child's last words do not hit a closed pipe.
             std::thread::spawn(move || lines.for_each(drop));

@@ -8,10 +8,9 @@ use kubesim::Faults;
 use serde_json::Value;
 use std::process::Output;
 
-mod support;
-use support::{World, text};
+use crate::support::{self, World, text};
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const THIRD: &str = "\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n";
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2", "kind-cluster3"];
 

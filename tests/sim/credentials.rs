@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-mod support;
-use support::{World, repo, text};
+use crate::support::{self, World, repo, text};
 
 const NS: &str = "istio-system";
 const SHARED: &str = "istio-reader-service-account-istio-remote-secret-token";

@@ -371,8 +371,14 @@ fn a_process_killed_mid_write_leaves_a_readable_state() {
     let path = state_path(&dir);
     let mut last_serial = 0;
     for round in 0..6u64 {
+        // The test's name in this binary: its module, then its function.
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "file::child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("STATE_TEST_WRITE", &path)
             .stdout(Stdio::null())
             .spawn()

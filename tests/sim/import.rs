@@ -11,10 +11,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 
-mod support;
-use support::{World, repo, text};
+use crate::support::{World, repo, text};
 
 /// Istio's own documents (providers/testdata, credited there).
 fn testdata(name: &str) -> String {

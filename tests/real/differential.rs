@@ -25,9 +25,7 @@
 //! a reported kubesim bug. Each run writes both records to
 //! `target/tmp/differential-{kubesim,real}.txt`.
 
-#[path = "realk8s/harness.rs"]
-mod harness;
-
+use crate::harness;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
     WatchParams,

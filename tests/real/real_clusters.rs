@@ -4,10 +4,7 @@
 //! `tests/realk8s/build.sh` (see docs/testing.md). Each test runs in its own
 //! network namespace (see the harness).
 
-#[path = "realk8s/harness.rs"]
-mod harness;
-
-use harness::RealClusters;
+use crate::harness::{self, RealClusters};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

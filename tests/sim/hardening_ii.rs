@@ -1,14 +1,23 @@
-//! Regression tests for issue "Hardening II" (fencing, tamper-proof saved
-//! plans, state writes before steps, objects mesh does not own), each
-//! failing without its fix. On kubesim, the project's simulator.
+//! Regression tests for issue "Hardening II", each failing without its fix
+//! (docs/reliability.md), on kubesim, the project's simulator: a saved plan
+//! runs only if it is the plan mesh computes (an edited one is refused and
+//! nothing runs; an unedited destroy plan applies); a state that cannot be
+//! written runs no step, and `state push --force` recovers; an
+//! application's Secret or Lease of a state's name is never touched; and
+//! the fencing of the Kubernetes state backend's Lease: a renewing holder
+//! keeps it whatever its timestamps say, a holder stopped (SIGSTOP) past
+//! its lease starts nothing when continued, `force-unlock` refuses a live
+//! holder, a Lease deleted by hand frees the lock only after the running
+//! steps, a killed holder's marked Lease frees itself, and a soak of
+//! stopped and continued holders never runs a step twice at once
+//! (`MESH_SOAK_ROUNDS`).
 
 use serde_json::Value;
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
-mod support;
-use support::{World, succeeded as ok, text};
+use crate::support::{World, succeeded as ok, text};
 
 /// The seed with `extra` appended to cluster1's table.
 fn seed_with_primary(extra: &str) -> String {

@@ -702,8 +702,8 @@ fn every_key_is_read() {
 fn valid_files_also_fit_the_schema_types() {
     for src in [
         FULL,
-        include_str!("../../examples/primary-remote.toml"),
-        include_str!("../../examples/ambient-multi-network.toml"),
+        include_str!("../../../examples/primary-remote.toml"),
+        include_str!("../../../examples/ambient-multi-network.toml"),
     ] {
         let raw: Result<config::raw::RawMeshFile, _> = toml::from_str(src);
         assert!(raw.is_ok(), "{raw:?}");
@@ -720,7 +720,7 @@ fn the_committed_schema_is_up_to_date() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == fresh,
-        "docs/mesh.schema.json is out of date: run `MESH_UPDATE_SCHEMA=1 cargo test -p engine --test config` and commit it"
+        "docs/mesh.schema.json is out of date: run `MESH_UPDATE_SCHEMA=1 cargo test -p engine --test pure config::` and commit it"
     );
     let v: serde_json::Value = serde_json::from_str(&fresh).unwrap();
     assert_eq!(v["title"], "mesh.toml");
@@ -762,7 +762,7 @@ proptest! {
         ops in proptest::collection::vec((any::<u8>(), any::<usize>(), prop::sample::select(vec!['"', '[', ']', '=', '\n', 'x', '.', '{', '}', ',', '#', 'é', '\''])), 1..8),
         which in 0..2usize,
     ) {
-        let base = [FULL, include_str!("../../examples/primary-remote.toml")][which];
+        let base = [FULL, include_str!("../../../examples/primary-remote.toml")][which];
         let src = mutate(base, &ops);
         match config::parse(&src, Path::new("fuzz.toml")) {
             Ok(m) => prop_assert!(!m.mesh.id.is_empty()),

@@ -11,12 +11,11 @@ use serde_json::Value;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const THIRD: &str = "\n[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n";
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2", "kind-cluster3"];
 
-mod support;
-use support::World;
+use crate::support::World;
 
 /// What these tests read from the simulated clusters and the state.
 trait Look {

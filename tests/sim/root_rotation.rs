@@ -8,8 +8,7 @@
 
 use serde_json::Value;
 
-mod support;
-use support::{World, golden, repo, text};
+use crate::support::{World, golden, repo, text};
 
 const NS: &str = "istio-system";
 const TWO: &[&str] = &["kind-cluster1", "kind-cluster2"];

@@ -1,15 +1,19 @@
-//! The Kubernetes state backend on kubesim (the project's simulator): the
-//! state in a Secret, the lock a Lease, with two processes at once, a killed
-//! holder, a conflicting write, and states it must never overwrite.
+//! The Kubernetes state backend (`[state] backend = "kubernetes"`) on
+//! kubesim, the project's simulator: the state in a Secret that every
+//! command uses, the lock a Lease; two applies at once (one runs, the other
+//! waits or names the holder), a killed holder's Lease expiring and
+//! `force-unlock`, a long apply renewing its Lease, a conflicting write
+//! refused with nothing lost, a state Secret it cannot read or that is newer
+//! or foreign never overwritten, a missing namespace, a hostile Lease
+//! printed escaped, and the pull-request workflow (a saved plan raced by
+//! another apply is stale, a fresh one applies; docs/pull-requests.md).
 
-mod support;
-
+use crate::support::{World, succeeded, text};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{World, succeeded, text};
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
 /// The seed with its state in cluster1's `default` namespace.

@@ -1,13 +1,15 @@
 //! The README's quick start, run as written: the lines that call
 //! `target/release/mesh` (with this build's mesh in their place), from a
-//! copy of the repository's examples, on the sandbox. A README whose
-//! commands do not work on a fresh clone fails here.
+//! copy of the repository's examples, on the sandbox (the simulated
+//! clusters mesh serves itself with `--sandbox`). A README whose commands
+//! do not work on a fresh clone fails here. And `cargo build --release`
+//! builds the `kubesim` the README serves the sandbox with.
 
 use std::path::Path;
 use std::process::Command;
 
 fn quick_start() -> Vec<Vec<String>> {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme
         .find("## Quick start")
         .expect("a Quick start section");
@@ -85,8 +87,8 @@ fn the_quick_start_works_as_written() {
 /// sandbox with (the workspace's default members include it).
 #[test]
 fn cargo_build_builds_the_kubesim_the_readme_names() {
-    let manifest = include_str!("../Cargo.toml");
-    let readme = include_str!("../README.md");
+    let manifest = include_str!("../../Cargo.toml");
+    let readme = include_str!("../../README.md");
     assert!(readme.contains("target/release/kubesim serve --dir sandbox"));
     let toml: toml::Table = manifest.parse().unwrap();
     let members = toml["workspace"]["default-members"].as_array().unwrap();
@@ -94,6 +96,6 @@ fn cargo_build_builds_the_kubesim_the_readme_names() {
         members.iter().any(|m| m.as_str() == Some("tests/kubesim")),
         "{members:?}"
     );
-    let kubesim: toml::Table = include_str!("kubesim/Cargo.toml").parse().unwrap();
+    let kubesim: toml::Table = include_str!("../kubesim/Cargo.toml").parse().unwrap();
     assert_eq!(kubesim["bin"][0]["name"].as_str(), Some("kubesim"));
 }

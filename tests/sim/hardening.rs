@@ -1,7 +1,7 @@
 //! Regression tests for what an attack on mesh found (issue "Trustworthy on
 //! real clusters"): each fails without its fix. On kubesim, the project's
 //! simulator; the behaviours that need the real Istio are also in
-//! tests/real_clusters.rs.
+//! tests/real/real_clusters.rs.
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SEED: &str = include_str!("../examples/primary-remote.toml");
+const SEED: &str = include_str!("../../examples/primary-remote.toml");
 const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
-mod support;
-use support::{World, succeeded as ok, text};
+use crate::support::{self, World, succeeded as ok, text};
 
 fn secret(w: &World, context: &str, ns: &str, name: &str) -> Option<Secret> {
     let api: Api<Secret> = Api::namespaced(w.client(context), ns);
