@@ -11,9 +11,9 @@ use crate::config::MeshFile;
 use crate::planner::{self, Mode, Refresh};
 use crate::topology::StepGraph;
 use futures::stream::{self, StreamExt};
-use providers::StepInput;
 use providers::check::{Check, ClusterSpec, LinkSpec, Status, TrustSpec};
 use providers::env::Env;
+use providers::{StepInput, StepKind};
 use state::State;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<C
     let recorded_address = |primary: &str| -> Option<String> {
         state?
             .steps
-            .get(&format!("{primary}/eastwest-address"))?
+            .get(&format!("{primary}/{}", StepKind::EastwestAddress))?
             .outputs
             .get("address")?
             .as_str()
@@ -49,14 +49,17 @@ pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<C
                 .find(|s| s.target.cluster == c.name)?
                 .target
                 .clone();
-            let step = |kind: &str| graph.get(&format!("{}/{kind}", c.name));
+            // The cluster's step of a kind (its mesh revision's, not a
+            // kept revision's `#rev` step): found by kind, so a renamed kind
+            // cannot switch a check off.
+            let step = |kind: StepKind| graph.get(&format!("{}/{kind}", c.name));
             let (network_label, primary_annotation) =
-                match step("prepare-namespace").map(|s| &s.input) {
+                match step(StepKind::PrepareNamespace).map(|s| &s.input) {
                     Some(StepInput::PrepareNamespace(i)) => (i.network.clone(), i.primary.clone()),
                     _ => (None, None),
                 };
-            let eastwest = step("install-eastwest-gateway").map(|_| {
-                step("eastwest-address")
+            let eastwest = step(StepKind::InstallEastwestGateway).map(|_| {
+                step(StepKind::EastwestAddress)
                     .is_some()
                     .then(|| recorded_address(&c.name))
                     .flatten()
@@ -67,7 +70,9 @@ pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<C
                 .filter_map(|s| match &s.input {
                     StepInput::Attach(input) => Some(LinkSpec {
                         step: s.id.clone(),
-                        input: input.clone(),
+                        primary: input.primary.clone(),
+                        api_server: input.api_server.clone(),
+                        reader: input.reader.clone(),
                         primary_target: s.target.clone(),
                     }),
                     _ => None,
@@ -92,7 +97,7 @@ pub fn specs(mesh: &MeshFile, graph: &StepGraph, state: Option<&State>) -> Vec<C
                 links,
                 istiod_reads,
                 ambient: (mesh.mesh.dataplane == crate::config::Dataplane::Ambient)
-                    .then(|| step("ambient-eastwest-gateway").is_some()),
+                    .then(|| step(StepKind::AmbientEastwestGateway).is_some()),
             })
         })
         .collect()
@@ -119,7 +124,7 @@ pub async fn run(
     let wanted: BTreeSet<&str> = selected
         .iter()
         .flat_map(|s| {
-            std::iter::once(s.name.as_str()).chain(s.links.iter().map(|l| l.input.primary.as_str()))
+            std::iter::once(s.name.as_str()).chain(s.links.iter().map(|l| l.primary.as_str()))
         })
         .collect();
     let reaching = specs

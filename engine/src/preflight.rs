@@ -98,8 +98,8 @@ pub fn needs(
                     continue;
                 };
                 let update = change.action == Action::Update;
-                needs.istioctl |= preflight::runs_istioctl(step.kind(), false);
-                for need in preflight::apply_access(&step.input, update) {
+                needs.istioctl |= step.kind().runs_istioctl(false);
+                for need in step.input.apply_access(update) {
                     let target = need.remote.as_ref().unwrap_or(&step.target);
                     needs.add(target, &step.id, vec![need.access], dk);
                 }
@@ -120,8 +120,8 @@ pub fn needs(
                 let Some(target) = recorded_target(&change.step) else {
                     continue;
                 };
-                needs.istioctl |= preflight::runs_istioctl(kind, true);
-                needs.add(&target, &change.step, preflight::destroy_access(kind), dk);
+                needs.istioctl |= kind.runs_istioctl(true);
+                needs.add(&target, &change.step, kind.destroy_access(), dk);
                 // A link's destroy also revokes its token in the cluster it
                 // read: deleting that Secret needs its own permission there.
                 if kind == StepKind::Attach

@@ -536,9 +536,60 @@ fn normalise_pem(pem: &str) -> String {
     format!("{}\n", pem.trim_end())
 }
 
+/// How long before an intermediate expires mesh rotates it (and `mesh
+/// check` warns).
+pub const ROTATE_WITHIN_DAYS: i64 = 30;
+
+/// Whether the first certificate of `cert_pem` is signed by the first of
+/// `root_pem` (its signature verified with the root's key), and its expiry.
+pub fn verify_signed_by(cert_pem: &str, root_pem: &str) -> Result<i64, String> {
+    use x509_parser::prelude::FromDer;
+    let certs = certificates(cert_pem);
+    let roots = certificates(root_pem);
+    let (Some(der), Some(root_der)) = (certs.first(), roots.first()) else {
+        return Err("not a PEM certificate".into());
+    };
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| format!("not an X.509 certificate ({e})"))?;
+    let (_, root) = x509_parser::certificate::X509Certificate::from_der(root_der)
+        .map_err(|e| format!("the root is not an X.509 certificate ({e})"))?;
+    if cert.issuer() != root.subject() {
+        return Err(format!(
+            "it was issued by `{}`, not by the mesh's root `{}`",
+            cert.issuer(),
+            root.subject()
+        ));
+    }
+    cert.verify_signature(Some(root.public_key()))
+        .map_err(|e| format!("its signature does not verify with the mesh's root key ({e})"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// The same certificates, whatever the PEM text around them.
+pub fn same_certs(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    let (a, b) = (certificates(&a), certificates(&b));
+    !a.is_empty() && a == b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_intermediate_chains_to_its_root_and_not_to_another() {
+        let (root, key) = new_root("check root").unwrap();
+        let (other, _) = new_root("other root").unwrap();
+        let ca = intermediate(&root, &key, "c1", 365).unwrap();
+        let not_after = verify_signed_by(&ca.cert_pem, &root).unwrap();
+        assert!(not_after > now());
+        let why = verify_signed_by(&ca.cert_pem, &other).unwrap_err();
+        assert!(why.contains("not by the mesh's root"), "{why}");
+        assert!(verify_signed_by("nonsense", &root).is_err());
+        assert!(same_certs(format!("\n{root}").as_bytes(), root.as_bytes()));
+        assert!(!same_certs(other.as_bytes(), root.as_bytes()));
+        assert!(!same_certs(b"", b""));
+    }
 
     #[test]
     fn a_new_root_passes_its_checks_and_signs_intermediates() {

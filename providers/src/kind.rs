@@ -4,7 +4,9 @@
 //! `render` (the documents it will apply, which the planner diffs and
 //! fingerprints), and, against live clusters, `apply`, `read` (refresh),
 //! `destroy`, `adopt` (`mesh import`) and `preview` (a look before the first
-//! apply). Every verb but `render` has a default: a kind that renders
+//! apply); and what its apply and destroy need of a cluster
+//! (`apply_access`, `destroy_access`, `RUNS_ISTIOCTL`), which preflight
+//! checks before anything runs. Every verb but `render` has a default: a kind that renders
 //! Kubernetes objects gets them server-side applied, read back and deleted
 //! ([`crate::objects`]); istioctl installs get theirs from
 //! `kinds::istioctl_install`.
@@ -18,6 +20,7 @@
 //! its `Input` does. They return `Send` futures because the executor runs
 //! steps on tokio's worker threads.
 
+use crate::access::{Access, Need};
 use crate::env::{Applied, Ctx, Recorded, StepError};
 use crate::observe::Observation;
 use crate::rendered::{Known, Rendered};
@@ -51,6 +54,24 @@ impl Adoption {
     }
 }
 
+/// Whether a kind's apply and destroy run istioctl ([`Kind::RUNS_ISTIOCTL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunsIstioctl {
+    pub apply: bool,
+    pub destroy: bool,
+}
+
+impl RunsIstioctl {
+    pub const NEVER: RunsIstioctl = RunsIstioctl {
+        apply: false,
+        destroy: false,
+    };
+    pub const ALWAYS: RunsIstioctl = RunsIstioctl {
+        apply: true,
+        destroy: true,
+    };
+}
+
 /// One kind of step. See the module docs; `kinds/` has one file per kind.
 pub trait Kind: Send + Sync + 'static {
     /// The second half of a step ID (`cluster1/install-control-plane`).
@@ -61,8 +82,23 @@ pub trait Kind: Send + Sync + 'static {
     /// should say so.
     const PREVIEWS: bool = false;
 
+    /// Whether applying the step, and destroying it, runs istioctl: then
+    /// preflight checks that istioctl is there (and the pinned version).
+    const RUNS_ISTIOCTL: RunsIstioctl = RunsIstioctl::NEVER;
+
     /// What the topology gives the step: everything `render` needs.
     type Input: Clone + Debug + PartialEq + Send + Sync;
+
+    /// What applying the step needs of the clusters (`update`: it is
+    /// recorded already, so an update may also delete what it no longer
+    /// renders): preflight asks one `SelfSubjectAccessReview` each before
+    /// a plan is shown or a step runs. No default: a kind says what it
+    /// touches, or preflight would pass a plan its credentials cannot apply.
+    fn apply_access(input: &Self::Input, update: bool) -> Vec<Need>;
+
+    /// What destroying a recorded step needs, in its own cluster (from the
+    /// record alone, as destroy works).
+    fn destroy_access() -> Vec<Access>;
 
     /// The step's canonical input: deterministic documents, pure.
     /// `outputs` supplies upstream outputs (only `install-remote` needs

@@ -8,11 +8,13 @@
 //! calls the verbs through [`StepInput`] and [`StepKind`]. Everything
 //! Istio-specific lives here.
 
+pub mod access;
 pub mod ca;
 pub mod check;
 pub mod cluster;
 pub mod env;
 pub mod facts;
+pub mod istio;
 pub mod istioctl;
 pub mod k8s;
 pub mod kind;
@@ -20,6 +22,7 @@ pub mod kinds;
 pub mod objects;
 pub mod observe;
 pub mod preflight;
+pub mod remote_secret;
 pub mod rendered;
 pub mod state_store;
 

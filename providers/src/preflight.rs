@@ -8,318 +8,21 @@
 //! remote secrets point at: that address is not a loopback one. And
 //! istioctl runs, in the pinned `istio_version` when there is one.
 //!
-//! The tables are per step kind: which objects mesh touches itself, and
-//! for an `istioctl install` an approximation of what istioctl touches
-//! (everything in istio-system, and creating the cluster-wide objects of
-//! Istio's charts).
+//! What each step needs is the kind's to say, next to its verbs
+//! (`Kind::apply_access`, `Kind::destroy_access`, `Kind::RUNS_ISTIOCTL`,
+//! with the shared tables of [`crate::access`]); this module only checks.
 
+pub use crate::access::{Access, Need};
 use crate::cluster::{Clusters, Connection};
 use crate::istioctl::{Istioctl, IstioctlError};
-use crate::kinds::{StepInput, StepKind};
 use crate::rendered::{Target, shown};
 use futures::StreamExt;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
-use kube::api::{Api, PostParams};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-
-const ISTIO: &str = "istio-system";
 
 /// How many access reviews of one cluster are asked at once: each at once
 /// would open a connection (a TLS handshake) each; one at a time would
 /// cost a round trip each on a distant API server.
 const REVIEWS_AT_ONCE: usize = 4;
-
-/// One permission: a verb on a resource, in a namespace or cluster-wide.
-/// `*` is every verb, or every resource of every group.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Access {
-    pub verb: &'static str,
-    /// The API group ("" for the core group; `*` with resource `*`).
-    pub group: &'static str,
-    /// The plural resource name.
-    pub resource: &'static str,
-    /// None: cluster-wide.
-    pub namespace: Option<String>,
-}
-
-impl Access {
-    pub fn new(
-        verb: &'static str,
-        group: &'static str,
-        resource: &'static str,
-        ns: Option<&str>,
-    ) -> Self {
-        Access {
-            verb,
-            group,
-            resource,
-            namespace: ns.map(String::from),
-        }
-    }
-
-    /// `resource.group`, as kubectl names it.
-    fn qualified(&self) -> String {
-        if self.group.is_empty() || self.group == "*" {
-            self.resource.to_string()
-        } else {
-            format!("{}.{}", self.resource, self.group)
-        }
-    }
-
-    /// The `kubectl auth can-i` arguments that ask the same question.
-    pub fn can_i(&self) -> String {
-        let ns = match &self.namespace {
-            Some(ns) => format!(" -n {ns}"),
-            None => String::new(),
-        };
-        format!("'{}' '{}'{ns}", self.verb, self.qualified())
-    }
-}
-
-impl fmt::Display for Access {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.verb == "*" {
-            "every verb on"
-        } else {
-            self.verb
-        };
-        let what = if self.resource == "*" {
-            "every resource".to_string()
-        } else {
-            self.qualified()
-        };
-        match &self.namespace {
-            Some(ns) => write!(f, "{verb} {what} in {ns}"),
-            None => write!(f, "{verb} {what} (cluster-wide)"),
-        }
-    }
-}
-
-/// A permission a step needs, and where: its own target, or (for
-/// `R/attach`) the remote cluster it reads the reader token from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Need {
-    /// None: the step's target cluster.
-    pub remote: Option<Target>,
-    pub access: Access,
-}
-
-fn here(access: Vec<Access>) -> Vec<Need> {
-    access
-        .into_iter()
-        .map(|access| Need {
-            remote: None,
-            access,
-        })
-        .collect()
-}
-
-/// What `istioctl install` and `uninstall --purge` do: anything in
-/// istio-system, and create or delete the cluster-wide objects of Istio's
-/// charts (CRDs, cluster roles and their bindings, webhooks, the namespace).
-fn istioctl_access(verb: &'static str) -> Vec<Access> {
-    let mut access = vec![Access::new("*", "*", "*", Some(ISTIO))];
-    for (group, resource) in [
-        ("", "namespaces"),
-        ("apiextensions.k8s.io", "customresourcedefinitions"),
-        ("rbac.authorization.k8s.io", "clusterroles"),
-        ("rbac.authorization.k8s.io", "clusterrolebindings"),
-        (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-        ),
-        (
-            "admissionregistration.k8s.io",
-            "validatingwebhookconfigurations",
-        ),
-    ] {
-        access.push(Access::new(verb, group, resource, None));
-    }
-    access
-}
-
-/// Objects mesh server-side applies: creating one needs `create` as well
-/// as `patch`; an update may delete what is no longer rendered.
-fn applied(group: &'static str, resources: &[&'static str], update: bool) -> Vec<Access> {
-    let mut access = Vec::new();
-    for r in resources {
-        access.push(Access::new("create", group, r, Some(ISTIO)));
-        access.push(Access::new("patch", group, r, Some(ISTIO)));
-        if update {
-            access.push(Access::new("delete", group, r, Some(ISTIO)));
-        }
-    }
-    access
-}
-
-/// What creating (`update` false) or updating a step needs.
-pub fn apply_access(input: &StepInput, update: bool) -> Vec<Need> {
-    let ns = Some(ISTIO);
-    match input {
-        StepInput::PrepareNamespace(_) => here(vec![
-            Access::new("get", "", "namespaces", None),
-            Access::new("create", "", "namespaces", None),
-            Access::new("patch", "", "namespaces", None),
-        ]),
-        StepInput::PlugCa(_) => here(vec![
-            Access::new("get", "", "secrets", ns),
-            Access::new("create", "", "secrets", ns),
-            Access::new("patch", "", "secrets", ns),
-            // istiod is restarted to read its new CA.
-            Access::new("list", "apps", "deployments", ns),
-            Access::new("patch", "apps", "deployments", ns),
-        ]),
-        StepInput::InstallControlPlane(_)
-        | StepInput::InstallEastwestGateway(_)
-        | StepInput::InstallRemote(_) => here(istioctl_access("create")),
-        StepInput::EastwestAddress(_) => here(vec![
-            Access::new("get", "", "services", ns),
-            Access::new("watch", "", "services", ns),
-        ]),
-        StepInput::ExposeIstiod(_) => here(applied(
-            "networking.istio.io",
-            &["gateways", "virtualservices"],
-            update,
-        )),
-        StepInput::ExposeServices(_) => here(applied("networking.istio.io", &["gateways"], update)),
-        StepInput::RevisionTag(_) => here(tag_access()),
-        StepInput::GatewayApiCrds(_) => here(vec![
-            Access::new(
-                "get",
-                "apiextensions.k8s.io",
-                "customresourcedefinitions",
-                None,
-            ),
-            Access::new(
-                "watch",
-                "apiextensions.k8s.io",
-                "customresourcedefinitions",
-                None,
-            ),
-            Access::new(
-                "create",
-                "apiextensions.k8s.io",
-                "customresourcedefinitions",
-                None,
-            ),
-            Access::new(
-                "patch",
-                "apiextensions.k8s.io",
-                "customresourcedefinitions",
-                None,
-            ),
-        ]),
-        StepInput::AmbientEastwestGateway(_) => {
-            here(applied("gateway.networking.k8s.io", &["gateways"], update))
-        }
-        StepInput::Attach(i) => {
-            let remote = crate::kinds::attach::remote_target(i);
-            let reader_ns = Some(i.reader.namespace.as_str());
-            let mut needs = here(applied("", &["secrets"], false));
-            // The link's token, made in the remote; its previous one (or the
-            // token the links shared) deleted there.
-            for (verb, resource) in [
-                ("get", "serviceaccounts"),
-                ("list", "secrets"),
-                ("watch", "secrets"),
-                ("create", "secrets"),
-                ("delete", "secrets"),
-            ] {
-                needs.push(Need {
-                    remote: Some(remote.clone()),
-                    access: Access::new(verb, "", resource, reader_ns),
-                });
-            }
-            needs
-        }
-    }
-}
-
-/// What destroying a recorded step needs (in its target cluster).
-pub fn destroy_access(kind: StepKind) -> Vec<Access> {
-    let ns = Some(ISTIO);
-    match kind {
-        StepKind::PrepareNamespace => vec![
-            Access::new("get", "", "namespaces", None),
-            Access::new("patch", "", "namespaces", None),
-            Access::new("delete", "", "namespaces", None),
-        ],
-        StepKind::PlugCa => vec![Access::new("delete", "", "secrets", ns)],
-        StepKind::InstallControlPlane | StepKind::InstallRemote => istioctl_access("delete"),
-        // Deleted by its labels, in istio-system only.
-        StepKind::InstallEastwestGateway => vec![Access::new("*", "*", "*", ns)],
-        StepKind::EastwestAddress => Vec::new(),
-        StepKind::ExposeIstiod => vec![
-            Access::new("delete", "networking.istio.io", "gateways", ns),
-            Access::new("delete", "networking.istio.io", "virtualservices", ns),
-        ],
-        StepKind::ExposeServices => {
-            vec![Access::new("delete", "networking.istio.io", "gateways", ns)]
-        }
-        StepKind::Attach => vec![Access::new("delete", "", "secrets", ns)],
-        StepKind::RevisionTag => tag_access(),
-        StepKind::GatewayApiCrds => vec![
-            Access::new(
-                "get",
-                "apiextensions.k8s.io",
-                "customresourcedefinitions",
-                None,
-            ),
-            Access::new(
-                "delete",
-                "apiextensions.k8s.io",
-                "customresourcedefinitions",
-                None,
-            ),
-        ],
-        StepKind::AmbientEastwestGateway => {
-            vec![Access::new(
-                "delete",
-                "gateway.networking.k8s.io",
-                "gateways",
-                ns,
-            )]
-        }
-    }
-}
-
-/// What `istioctl tag set` and `tag remove` touch: the tag's webhooks
-/// (mutating, and for `default` the validating one) and its Service.
-fn tag_access() -> Vec<Access> {
-    let mut access = Vec::new();
-    for (group, resource, ns) in [
-        (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-            None,
-        ),
-        (
-            "admissionregistration.k8s.io",
-            "validatingwebhookconfigurations",
-            None,
-        ),
-        ("", "services", Some(ISTIO)),
-    ] {
-        for verb in ["get", "list", "create", "patch", "delete"] {
-            access.push(Access::new(verb, group, resource, ns));
-        }
-    }
-    access
-}
-
-/// Whether applying (`destroy` false) or destroying a step of `kind` runs
-/// istioctl.
-pub fn runs_istioctl(kind: StepKind, destroy: bool) -> bool {
-    match kind {
-        StepKind::InstallControlPlane | StepKind::InstallRemote | StepKind::RevisionTag => true,
-        // Its destroy deletes by labels (see `Uninstall::Labelled`).
-        StepKind::InstallEastwestGateway => !destroy,
-        _ => false,
-    }
-}
 
 /// The host of an https URL, if it is a loopback address (127.0.0.0/8,
 /// ::1, localhost): an address no other cluster can reach.
@@ -488,23 +191,14 @@ pub async fn check_cluster(
 
 /// Asks the API server whether this connection's credentials may `access`.
 async fn allowed(conn: &Connection, access: &Access) -> Result<bool, kube::Error> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(conn.client.clone());
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(access.verb.into()),
-                group: Some(access.group.into()),
-                resource: Some(access.resource.into()),
-                namespace: access.namespace.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let pp = PostParams::default();
-    let answer = crate::cluster::with_retries(|| api.create(&pp, &review)).await?;
-    Ok(answer.status.is_some_and(|s| s.allowed))
+    crate::k8s::review::can_i(
+        conn,
+        access.verb,
+        access.group,
+        access.resource,
+        access.namespace.as_deref(),
+    )
+    .await
 }
 
 /// istioctl is the `pinned` version (`istioctl version`), or without a
@@ -616,13 +310,16 @@ mod tests {
 
     #[test]
     fn every_kind_that_changes_something_needs_a_permission() {
+        use crate::kinds::StepKind;
         for kind in StepKind::ALL {
             if *kind != StepKind::EastwestAddress {
-                assert!(!destroy_access(*kind).is_empty(), "{kind}");
+                assert!(!kind.destroy_access().is_empty(), "{kind}");
             }
         }
-        assert!(runs_istioctl(StepKind::InstallEastwestGateway, false));
-        assert!(!runs_istioctl(StepKind::InstallEastwestGateway, true));
-        assert!(!runs_istioctl(StepKind::Attach, false));
+        assert!(StepKind::InstallEastwestGateway.runs_istioctl(false));
+        assert!(!StepKind::InstallEastwestGateway.runs_istioctl(true));
+        assert!(StepKind::InstallControlPlane.runs_istioctl(true));
+        assert!(StepKind::RevisionTag.runs_istioctl(true));
+        assert!(!StepKind::Attach.runs_istioctl(false));
     }
 }

@@ -129,7 +129,7 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
             first[i],
             "{c}: phase 1 keeps the intermediate"
         );
-        providers::check::verify_signed_by(&first[i], &root_pem("trust")).unwrap();
+        providers::ca::verify_signed_by(&first[i], &root_pem("trust")).unwrap();
         assert!(
             multi_root_on(&w, c),
             "{c}: istiod gets ISTIO_MULTIROOT_MESH"
@@ -201,8 +201,8 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
     for (i, c) in primaries.iter().enumerate() {
         let ca = cacerts(&w, c, "ca-cert.pem");
         assert_ne!(ca, first[i], "{c}: phase 2 makes a new intermediate");
-        providers::check::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
-        assert!(providers::check::verify_signed_by(&ca, &root_pem("trust")).is_err());
+        providers::ca::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
+        assert!(providers::ca::verify_signed_by(&ca, &root_pem("trust")).is_err());
         assert_eq!(
             cacerts(&w, c, "root-cert.pem"),
             bundle,
@@ -227,7 +227,7 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
         );
         let ca = cacerts(&w, c, "ca-cert.pem");
         assert_ne!(ca, second[i], "{c}");
-        providers::check::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
+        providers::ca::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
         assert!(multi_root_on(&w, c), "{c}: ISTIO_MULTIROOT_MESH stays");
     }
     // Done: no phase left, nothing to change, and `mesh check` passes.
@@ -269,7 +269,7 @@ fn trust_added_to_a_running_mesh_keeps_istiods_own_root_until_phase_3() {
     let plan = stdout_of(&w, &["plan"]);
     assert!(plan.contains("root rotation, phase 2 of 3"), "{plan}");
     apply(&w);
-    providers::check::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
+    providers::ca::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
         .unwrap();
     assert_eq!(
         shas(&cacerts(&w, "cluster1", "root-cert.pem")),
@@ -342,7 +342,7 @@ fn trust_added_to_a_mesh_with_a_cacerts_made_by_hand_keeps_that_ca_first() {
         vec![their_sha, root_sha("trust")]
     );
     apply(&w);
-    providers::check::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
+    providers::ca::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
         .unwrap();
     apply(&w);
     assert_eq!(
@@ -364,7 +364,7 @@ fn cacerts_work(w: &World, cluster: &str) -> Result<(), String> {
     providers::ca::key_matches(&cert, &key)?;
     providers::ca::bundle(&roots)
         .iter()
-        .find(|(_, pem)| providers::check::verify_signed_by(&cert, pem).is_ok())
+        .find(|(_, pem)| providers::ca::verify_signed_by(&cert, pem).is_ok())
         .map(|_| ())
         .ok_or_else(|| "ca-cert.pem is signed by no root of root-cert.pem".to_string())
 }

@@ -14,7 +14,7 @@
 use crate::rendered::Rendered;
 use serde_json::json;
 
-pub const NAME: &str = "istio-eastwestgateway";
+pub const NAME: &str = crate::istio::EASTWEST_GATEWAY;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
@@ -60,6 +60,7 @@ pub fn render(input: &Input) -> Rendered {
 
 // ---- against a cluster: [`Kind`]'s defaults ----
 
+use crate::access::{self, Access, Need};
 use crate::kind::{Kind, OutputLookup};
 
 /// The kind: its Gateway server-side applied, read and deleted by
@@ -69,6 +70,15 @@ pub struct AmbientEastwestGateway;
 impl Kind for AmbientEastwestGateway {
     const NAME: &'static str = "ambient-eastwest-gateway";
     type Input = Input;
+
+    /// The Gateway, server-side applied.
+    fn apply_access(_: &Input, update: bool) -> Vec<Need> {
+        access::here(access::applied("gateway.networking.k8s.io", &["gateways"], update))
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        access::in_istio(&["delete"], "gateway.networking.k8s.io", "gateways")
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)

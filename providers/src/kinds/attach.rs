@@ -1,6 +1,8 @@
 //! `R/attach`: what `istioctl create-remote-secret --name R | kubectl apply`
 //! in the primary does, done natively.
 
+use crate::k8s::MANAGED_BY;
+use crate::remote_secret::{self, SA_ANNOTATION, TOKEN_TYPE, TokenSecret, token_secrets};
 use crate::rendered::Rendered;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
@@ -23,45 +25,7 @@ pub struct Input {
     pub reader: Reader,
 }
 
-/// A ServiceAccount in the remote: `(namespace, name)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reader {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl Default for Reader {
-    fn default() -> Self {
-        Reader {
-            namespace: "istio-system".into(),
-            name: DEFAULT_READER.into(),
-        }
-    }
-}
-
-impl Reader {
-    /// The reader a remote's `[cluster.values]` asks for.
-    pub fn from_values(values: &Map<String, Value>) -> Reader {
-        let get = |k: &str| {
-            values
-                .get("global")
-                .and_then(|g| g.get("readerServiceAccount"))
-                .and_then(|r| r.get(k))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-        };
-        let d = Reader::default();
-        Reader {
-            namespace: get("namespace").unwrap_or(d.namespace),
-            name: get("name").unwrap_or(d.name),
-        }
-    }
-
-    pub fn is_default(&self) -> bool {
-        *self == Reader::default()
-    }
-}
+pub use crate::remote_secret::{LINK_LABEL, Reader, link_token_names};
 
 /// The Secret the primary will hold, as `istioctl create-remote-secret`
 /// prints it, with its one data key described rather than shown: the
@@ -86,32 +50,15 @@ pub fn render(input: &Input) -> Rendered {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
-                "name": format!("istio-remote-secret-{}", input.remote),
-                "namespace": "istio-system",
-                "labels": {"istio/multiCluster": "true"},
-                "annotations": {"networking.istio.io/cluster": input.remote},
+                "name": remote_secret::secret_name(&input.remote),
+                "namespace": crate::istio::NAMESPACE,
+                "labels": {crate::istio::MULTICLUSTER_LABEL: "true"},
+                "annotations": {crate::istio::CLUSTER_ANNOTATION: input.remote},
             },
             "stringData": data,
         }), token_document(input, token)],
         unknown: false,
     }
-}
-
-/// The label on a link's token Secret in the remote cluster: the control
-/// plane whose remote secret holds the token.
-pub const LINK_LABEL: &str = "mesh/remote-secret-in";
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
-
-/// The two names a link's token Secret alternates between, in the remote:
-/// `istio-reader-token-<Q>` and `istio-reader-token-<Q>-2`, Q the control
-/// plane that holds the remote secret. An apply makes the token under the
-/// name the remote secret does not hold, so the new token exists before
-/// the old one is revoked. At most 19 + 63 + 2 characters (a cluster name
-/// is a DNS-1123 label): a Secret name may have 253.
-pub fn link_token_names(primary: &str) -> [String; 2] {
-    let base = format!("istio-reader-token-{primary}");
-    [base.clone(), format!("{base}-2")]
 }
 
 /// The link's token Secret in the remote, named `name`: a
@@ -123,7 +70,7 @@ fn token_document(input: &Input, name: &str) -> Value {
         "metadata": {
             "name": name,
             "namespace": input.reader.namespace,
-            "labels": {MANAGED_BY: "mesh", LINK_LABEL: input.primary},
+            "labels": {MANAGED_BY: crate::k8s::MESH, LINK_LABEL: input.primary},
             "annotations": {SA_ANNOTATION: input.reader.name},
         },
         "type": TOKEN_TYPE,
@@ -134,81 +81,17 @@ fn token_document(input: &Input, name: &str) -> Value {
 
 use crate::cluster::Connection;
 use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::access::{self, Access, Need};
 use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
 use crate::rendered::{Sensitive, Target};
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const DEFAULT_READER: &str = "istio-reader-service-account";
-const SA_ANNOTATION: &str = "kubernetes.io/service-account.name";
-const NS: &str = "istio-system";
-
-/// The token Secret `istioctl create-remote-secret` makes for a reader, which
-/// every link into the cluster shared before each had its own.
-fn token_secret_name(reader: &Reader) -> String {
-    format!("{}-istio-remote-secret-token", reader.name)
-}
-
-/// A service-account token Secret of the remote, as listed.
-#[derive(Debug, Clone)]
-struct TokenSecret {
-    name: String,
-    /// The ServiceAccount it names.
-    sa: Option<String>,
-    /// Its [`LINK_LABEL`]: the control plane whose link it is, if mesh made it.
-    link: Option<String>,
-    token: Option<Sensitive>,
-    ca: Option<Vec<u8>>,
-    /// `metadata.creationTimestamp`.
-    created: Option<String>,
-}
-
-impl TokenSecret {
-    fn of(s: Secret) -> TokenSecret {
-        let data = s.data.unwrap_or_default();
-        let field = |k: &str| data.get(k).map(|b| b.0.clone()).filter(|b| !b.is_empty());
-        let meta = s.metadata;
-        TokenSecret {
-            name: meta.name.unwrap_or_default(),
-            sa: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SA_ANNOTATION))
-                .cloned(),
-            link: meta.labels.as_ref().and_then(|l| l.get(LINK_LABEL)).cloned(),
-            token: field("token")
-                .and_then(|t| String::from_utf8(t).ok())
-                .map(Sensitive::new),
-            ca: field("ca.crt"),
-            created: serde_json::to_value(&meta.creation_timestamp)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from)),
-        }
-    }
-
-    fn holds(&self, token: &Sensitive) -> bool {
-        self.token.as_ref().is_some_and(|t| t.sha256() == token.sha256())
-    }
-}
-
-/// The service-account token Secrets in `namespace` of the remote.
-async fn token_secrets(remote: &Connection, namespace: &str) -> Result<Vec<TokenSecret>, StepError> {
-    let secrets: Api<Secret> = Api::namespaced(remote.client.clone(), namespace);
-    let lp = ListParams::default().fields(&format!("type={TOKEN_TYPE}"));
-    let listed = remote
-        .call("listing token Secrets", || secrets.list(&lp))
-        .await?;
-    Ok(listed
-        .items
-        .into_iter()
-        .filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE))
-        .map(TokenSecret::of)
-        .collect())
-}
+const NS: &str = crate::istio::NAMESPACE;
 
 /// The reader ServiceAccount must exist: Istio's remote profile makes the
 /// default one, the user a named one.
@@ -291,21 +174,6 @@ async fn new_token(
     }
 }
 
-/// The token in the remote secret of `remote` that `holder` has, if any.
-async fn held_token(holder: &Connection, remote: &str) -> Result<Option<Sensitive>, StepError> {
-    let doc = secret_ref(NS, &format!("istio-remote-secret-{remote}"));
-    let Some(live) = crate::k8s::get(holder, &doc).await? else {
-        return Ok(None);
-    };
-    Ok(crate::k8s::secret_data(&live, remote)
-        .and_then(|b| serde_saphyr::from_slice::<Value>(&b).ok())
-        .and_then(|kc| {
-            kc.pointer("/users/0/user/token")
-                .and_then(Value::as_str)
-                .map(|t| Sensitive::new(t.to_string()))
-        }))
-}
-
 /// Why the token Secret `shared`, which the remote secret in `input.primary`
 /// held before it got a token of its own, must stay: another control plane
 /// of the mesh still holds its token, or mesh cannot tell. None: no remote
@@ -318,8 +186,8 @@ async fn shared_still_needed(
     let holders = cx.env.fleet.holders.get(&input.remote)?;
     for holder in holders.iter().filter(|t| t.cluster != input.primary) {
         let held = match cx.env.clusters.connect(holder).await {
-            Ok(conn) => held_token(&conn, &input.remote).await,
-            Err(e) => Err(e.into()),
+            Ok(conn) => remote_secret::held_token(&conn, &input.remote).await,
+            Err(e) => Err(e),
         };
         match held {
             Ok(Some(t)) if t.sha256() == shared.sha256() => {
@@ -358,21 +226,6 @@ pub fn human(d: Duration) -> String {
         s if s >= 3_600 => format!("{} h", s / 3_600),
         s => format!("{} min", s / 60),
     }
-}
-
-/// The kubeconfig `istioctl create-remote-secret` would write.
-fn kubeconfig(remote: &str, server: &str, ca: &[u8], token: &Sensitive) -> Sensitive {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let doc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": remote, "cluster": {"certificate-authority-data": b64.encode(ca), "server": server}}],
-        "contexts": [{"name": remote, "context": {"cluster": remote, "user": remote}}],
-        "current-context": remote,
-        "preferences": {},
-        "users": [{"name": remote, "user": {"token": token.expose()}}],
-    });
-    Sensitive::new(serde_saphyr::to_string(&doc).expect("a JSON value serialises as YAML"))
 }
 
 /// The remote's side of the link: where the reader token is.
@@ -416,6 +269,32 @@ pub struct Attach;
 impl Kind for Attach {
     const NAME: &'static str = "attach";
     type Input = Input;
+
+    /// The remote secret in the primary; the link's token made in the
+    /// remote, its previous one (or the token the links shared) deleted
+    /// there.
+    fn apply_access(input: &Input, _update: bool) -> Vec<Need> {
+        let remote = remote_target(input);
+        let reader_ns = Some(input.reader.namespace.as_str());
+        let mut needs = access::here(access::applied("", &["secrets"], false));
+        for (verb, resource) in [
+            ("get", "serviceaccounts"),
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "secrets"),
+            ("delete", "secrets"),
+        ] {
+            needs.push(Need {
+                remote: Some(remote.clone()),
+                access: Access::new(verb, "", resource, reader_ns),
+            });
+        }
+        needs
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        access::in_istio(&["delete"], "", "secrets")
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
@@ -471,7 +350,7 @@ impl Kind for Attach {
         ensure_reader(&remote, &input.reader).await?;
         let primary = cx.connect().await?;
         let ns = input.reader.namespace.as_str();
-        let held = held_token(&primary, &input.remote).await?;
+        let held = remote_secret::held_token(&primary, &input.remote).await?;
         let secrets = token_secrets(&remote, ns).await?;
         let held_by = held
             .as_ref()
@@ -509,7 +388,7 @@ impl Kind for Attach {
             input.remote, input.primary
         ));
         }
-        let config = kubeconfig(&input.remote, &server, &ca, &token);
+        let config = remote_secret::kubeconfig(&input.remote, &server, &ca, &token);
         let mut secret = rendered
             .documents
             .first()
@@ -524,8 +403,8 @@ impl Kind for Attach {
             );
         }
         cx.say(&format!(
-            "writing Secret istio-system/istio-remote-secret-{} in {}…",
-            input.remote, input.primary
+            "writing Secret istio-system/{} in {}…",
+            remote_secret::secret_name(&input.remote), input.primary
         ));
         crate::k8s::apply(&primary, &secret).await?;
         log.push_str(&format!(
@@ -548,7 +427,7 @@ impl Kind for Attach {
         // the one this link held, or (when an interrupted apply wrote the
         // link's own token but did not get this far) the one istioctl names.
         let shared = held_by.filter(|s| s.link.is_none()).or_else(|| {
-            let istioctl = token_secret_name(&input.reader);
+            let istioctl = input.reader.legacy_token_secret();
             secrets
                 .iter()
                 .find(|s| s.name == istioctl && s.link.is_none())
@@ -606,7 +485,7 @@ impl Kind for Attach {
     /// link a token of its own.
     async fn adopt(cx: Ctx<'_>, input: &Input, text: &str) -> Result<Adoption, StepError> {
         let conn = cx.connect().await?;
-        let name = format!("istio-remote-secret-{}", input.remote);
+        let name = remote_secret::secret_name(&input.remote);
         let doc = secret_ref(NS, &name);
         let Some(live) = crate::k8s::get(&conn, &doc).await? else {
             return Ok(Adoption::Differs(vec![format!(
@@ -625,7 +504,7 @@ impl Kind for Attach {
         // and the link's own token Secret when the token is one (a mesh
         // whose state was lost): then the record names it, as apply's does.
         let mut outputs = BTreeMap::from([("kubeconfig_sha256".to_string(), Value::from(sha))]);
-        if let Some(token) = held_token(&conn, &input.remote).await? {
+        if let Some(token) = remote_secret::held_token(&conn, &input.remote).await? {
             let remote = cx.env.clusters.connect(&remote_target(input)).await?;
             let ns = input.reader.namespace.as_str();
             if let Some(own) = token_secrets(&remote, ns).await?.into_iter().find(|s| {
@@ -685,13 +564,7 @@ impl Kind for Attach {
 
 /// Refresh (and, `adopting`, import) of a link. Drift: the Secret
 /// missing, its label or annotation gone, other contents; and, when the
-/// mesh file still has the step, a kubeconfig that does not reach the
-/// remote, a token that is no longer one of the remote's reader tokens (a
-/// re-created reader ServiceAccount), the link's own token Secret gone
-/// (revoked) or not the one the remote secret holds, a link that still
-/// shares the reader token with the others (a record from before links had
-/// their own; not for an import, whose next plan says it), and a token older
-/// than `rotate_after`.
+/// mesh file still has the step, what [`link_drift`] finds.
 async fn read_link(
     cx: Ctx<'_>,
     recorded: &Recorded<'_>,
@@ -713,27 +586,10 @@ async fn read_link(
             .push(format!("Secret istio-system/{name} missing"));
         return Ok(obs);
     };
-    let labels = doc.pointer("/metadata/labels").cloned().unwrap_or_default();
-    let annotations = doc
+    obs.drift.extend(metadata_drift(&doc, &live, &name));
+    let key = doc
         .pointer("/metadata/annotations")
-        .cloned()
-        .unwrap_or_default();
-    let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
-    if !crate::k8s::contains(live_meta.get("labels").unwrap_or(&Value::Null), &labels) {
-        obs.drift.push(format!(
-            "Secret istio-system/{name}: label istio/multiCluster changed or removed"
-        ));
-    }
-    if !crate::k8s::contains(
-        live_meta.get("annotations").unwrap_or(&Value::Null),
-        &annotations,
-    ) {
-        obs.drift.push(format!(
-            "Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"
-        ));
-    }
-    let key = annotations
-        .get("networking.istio.io/cluster")
+        .and_then(|a| a.get(crate::istio::CLUSTER_ANNOTATION))
         .and_then(Value::as_str)
         .unwrap_or_default();
     let live_kubeconfig = crate::k8s::secret_data(&live, key);
@@ -744,97 +600,19 @@ async fn read_link(
     {
         let kc = live_kubeconfig
             .as_deref()
-            .and_then(|bytes| serde_saphyr::from_slice::<Value>(bytes).ok());
-        let token = kc.as_ref().and_then(|kc| {
-            kc.pointer("/users/0/user/token")
-                .and_then(Value::as_str)
-                .map(|t| Sensitive::new(t.to_string()))
-        });
+            .and_then(remote_secret::Kubeconfig::parse)
+            .unwrap_or_default();
         let remote = cx.env.clusters.connect(&remote_target(input)).await?;
         let all = token_secrets(&remote, &input.reader.namespace).await?;
-        let current: Vec<&TokenSecret> = all
-            .iter()
-            .filter(|s| s.sa.as_deref() == Some(input.reader.name.as_str()))
-            .filter(|s| s.token.is_some() && s.ca.is_some())
-            .collect();
-        // The kubeconfig must reach this cluster: its server and CA.
-        let server = input.api_server.as_deref().unwrap_or(&remote.server);
-        let live_server = kc
-            .as_ref()
-            .and_then(|kc| kc.pointer("/clusters/0/cluster/server"))
-            .and_then(Value::as_str);
-        if live_server != Some(server) {
-            obs.drift.push(format!(
-                "Secret istio-system/{name} points at {}, not at `{}`'s API server {server}",
-                live_server.map_or("no server".into(), crate::rendered::shown),
-                input.remote
-            ));
-        }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let live_ca = kc
-            .as_ref()
-            .and_then(|kc| kc.pointer("/clusters/0/cluster/certificate-authority-data"))
-            .and_then(Value::as_str)
-            .and_then(|d| b64.decode(d).ok());
-        if !current.is_empty() && !current.iter().any(|s| s.ca.as_deref() == live_ca.as_deref()) {
-            obs.drift.push(format!(
-                "Secret istio-system/{name} trusts another CA than `{}`'s",
-                input.remote
-            ));
-        }
-        let ns = input.reader.namespace.as_str();
-        match recorded.output_str("token_secret") {
-            // A record from before links had their own token.
-            None => {
-                let still_valid = token.as_ref().is_some_and(|t| current.iter().any(|s| s.holds(t)));
-                if !still_valid {
-                    obs.drift.push(format!(
-                        "Secret istio-system/{name} holds a token that is no longer one of {ns}/{}'s in `{}` \
-                         (the ServiceAccount was re-created?)",
-                        input.reader.name, input.remote
-                    ));
-                } else if !adopting {
-                    obs.drift.push(format!(
-                        "Secret istio-system/{name} holds the reader token the links to `{}` share: \
-                         apply gives it its own token",
-                        input.remote
-                    ));
-                }
-            }
-            Some(own) => {
-                let (own_ns, own_name) = split_ref(own);
-                match all.iter().find(|s| s.name == own_name && own_ns == ns) {
-                    None => obs.drift.push(format!(
-                        "the link's token Secret {own} in `{}` is gone (its token is revoked)",
-                        input.remote
-                    )),
-                    Some(s) if s.sa.as_deref() != Some(input.reader.name.as_str()) => {
-                        obs.drift.push(format!(
-                            "the link's token Secret {own} in `{}` is not {ns}/{}'s",
-                            input.remote, input.reader.name
-                        ))
-                    }
-                    Some(s) if !token.as_ref().is_some_and(|t| s.holds(t)) => {
-                        obs.drift.push(format!(
-                            "Secret istio-system/{name} does not hold the token of the link's token Secret {own} in `{}`",
-                            input.remote
-                        ))
-                    }
-                    Some(s) => {
-                        if let (Some(after), Some(created)) = (cx.env.rotate_after, &s.created)
-                            && let Some(age) = overdue(created, now(), after)
-                        {
-                            obs.drift.push(format!(
-                                "the link's token {own} in `{}` is {} old (rotate_after {}): apply replaces it",
-                                input.remote,
-                                human(age),
-                                human(after)
-                            ));
-                        }
-                    }
-                }
-            }
-        }
+        let found = LinkFound {
+            name: &name,
+            kubeconfig: &kc,
+            server: input.api_server.as_deref().unwrap_or(&remote.server),
+            token_secrets: &all,
+            own: recorded.output_str("token_secret"),
+        };
+        obs.drift
+            .extend(link_drift(input, &found, adopting, cx.env.rotate_after, now()));
     }
     if live_sha.as_deref() != want {
         obs.drift.push(format!(
@@ -846,6 +624,135 @@ async fn read_link(
         ));
     }
     Ok(obs)
+}
+
+/// The remote secret's label or annotation changed or removed (pure).
+fn metadata_drift(doc: &Value, live: &kube::api::DynamicObject, name: &str) -> Vec<String> {
+    let want = |k: &str| doc.pointer(&format!("/metadata/{k}")).cloned().unwrap_or_default();
+    let live_meta = serde_json::to_value(&live.metadata).unwrap_or_default();
+    let kept = |k: &str| crate::k8s::contains(live_meta.get(k).unwrap_or(&Value::Null), &want(k));
+    let mut drift = Vec::new();
+    if !kept("labels") {
+        drift.push(format!(
+            "Secret istio-system/{name}: label istio/multiCluster changed or removed"
+        ));
+    }
+    if !kept("annotations") {
+        drift.push(format!(
+            "Secret istio-system/{name}: annotation networking.istio.io/cluster changed or removed"
+        ));
+    }
+    drift
+}
+
+/// What a link's refresh found live, for [`link_drift`].
+struct LinkFound<'a> {
+    /// The remote secret's name.
+    name: &'a str,
+    /// Its kubeconfig.
+    kubeconfig: &'a remote_secret::Kubeconfig,
+    /// The remote's API server, as the kubeconfig should name it.
+    server: &'a str,
+    /// The remote's token Secrets in the reader's namespace.
+    token_secrets: &'a [TokenSecret],
+    /// The record's `token_secret` (`namespace/name`), None for a record
+    /// from before links had their own token.
+    own: Option<&'a str>,
+}
+
+/// The drift of a remote secret whose contents are what mesh recorded
+/// (pure): a kubeconfig that does not reach the remote (its server, its
+/// CA), a token that is no longer one of the remote's reader tokens (a
+/// re-created reader ServiceAccount), the link's own token Secret gone
+/// (revoked) or not the one the remote secret holds, a link that still
+/// shares the reader token with the others (a record from before links had
+/// their own; not for an import, whose next plan says it), and a token older
+/// than `rotate_after` at `now`.
+fn link_drift(
+    input: &Input,
+    found: &LinkFound<'_>,
+    adopting: bool,
+    rotate_after: Option<Duration>,
+    now: i64,
+) -> Vec<String> {
+    let name = found.name;
+    let kc = found.kubeconfig;
+    let token = kc.token.as_ref();
+    let current: Vec<&TokenSecret> = found
+        .token_secrets
+        .iter()
+        .filter(|s| s.sa.as_deref() == Some(input.reader.name.as_str()))
+        .filter(|s| s.token.is_some() && s.ca.is_some())
+        .collect();
+    let mut drift = Vec::new();
+    // The kubeconfig must reach this cluster: its server and CA.
+    let server = found.server;
+    if kc.server.as_deref() != Some(server) {
+        drift.push(format!(
+            "Secret istio-system/{name} points at {}, not at `{}`'s API server {server}",
+            kc.server
+                .as_deref()
+                .map_or("no server".into(), crate::rendered::shown),
+            input.remote
+        ));
+    }
+    if !current.is_empty() && !current.iter().any(|s| s.ca.as_deref() == kc.ca.as_deref()) {
+        drift.push(format!(
+            "Secret istio-system/{name} trusts another CA than `{}`'s",
+            input.remote
+        ));
+    }
+    let ns = input.reader.namespace.as_str();
+    let Some(own) = found.own else {
+        // A record from before links had their own token.
+        let still_valid = token.is_some_and(|t| current.iter().any(|s| s.holds(t)));
+        if !still_valid {
+            drift.push(format!(
+                "Secret istio-system/{name} holds a token that is no longer one of {ns}/{}'s in `{}` \
+                 (the ServiceAccount was re-created?)",
+                input.reader.name, input.remote
+            ));
+        } else if !adopting {
+            drift.push(format!(
+                "Secret istio-system/{name} holds the reader token the links to `{}` share: \
+                 apply gives it its own token",
+                input.remote
+            ));
+        }
+        return drift;
+    };
+    let (own_ns, own_name) = split_ref(own);
+    match found
+        .token_secrets
+        .iter()
+        .find(|s| s.name == own_name && own_ns == ns)
+    {
+        None => drift.push(format!(
+            "the link's token Secret {own} in `{}` is gone (its token is revoked)",
+            input.remote
+        )),
+        Some(s) if s.sa.as_deref() != Some(input.reader.name.as_str()) => drift.push(format!(
+            "the link's token Secret {own} in `{}` is not {ns}/{}'s",
+            input.remote, input.reader.name
+        )),
+        Some(s) if !token.is_some_and(|t| s.holds(t)) => drift.push(format!(
+            "Secret istio-system/{name} does not hold the token of the link's token Secret {own} in `{}`",
+            input.remote
+        )),
+        Some(s) => {
+            if let (Some(after), Some(created)) = (rotate_after, &s.created)
+                && let Some(age) = overdue(created, now, after)
+            {
+                drift.push(format!(
+                    "the link's token {own} in `{}` is {} old (rotate_after {}): apply replaces it",
+                    input.remote,
+                    human(age),
+                    human(after)
+                ));
+            }
+        }
+    }
+    drift
 }
 
 /// Now, in Unix seconds.

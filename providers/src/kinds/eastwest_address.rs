@@ -27,50 +27,13 @@ pub fn render(input: &Input) -> Rendered {
 // ---- against a cluster ----
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::access::{self, Access, Need};
 use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::ApiResource;
 use std::collections::BTreeMap;
 
 const SERVICE: &str = "istio-eastwestgateway";
-
-/// Why a hostname is refused, in the words of Istio's guide.
-fn hostname_refusal(hostname: &str) -> String {
-    let hostname = crate::rendered::shown(hostname);
-    format!(
-        "the east-west gateway's load balancer has a hostname ({hostname}) and no IP address. \
-         Primary-remote on one network needs an IP: remotes reach istiod through a Service of type \
-         ExternalName that here only accepts IP addresses, and AWS load balancers (EKS) are presented \
-         as hostnames. Use a load balancer that gives an IP (e.g. an AWS NLB with static IPs or \
-         MetalLB), or a primary that is not on EKS"
-    )
-}
-
-/// `Some(Ok(ip))`, `Some(Err(why))` for a hostname-only balancer or an
-/// address that is not an IP, `None` while waiting. The address goes into
-/// the remote's IstioOperator, so only a parsed IP (printed canonically)
-/// ever leaves here.
-pub fn address_of(svc: &DynamicObject) -> Option<Result<String, String>> {
-    let ingress = svc.data.pointer("/status/loadBalancer/ingress/0")?;
-    if let Some(ip) = ingress
-        .get("ip")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
-        return Some(match ip.parse::<std::net::IpAddr>() {
-            Ok(ip) => Ok(ip.to_string()),
-            Err(_) => Err(format!(
-                "the east-west gateway's load balancer reports `{}` as its IP, which is not an IP address. \
-                 Check the load balancer controller of this cluster",
-                crate::rendered::shown(ip)
-            )),
-        });
-    }
-    ingress
-        .get("hostname")
-        .and_then(Value::as_str)
-        .map(|h| Err(hostname_refusal(h)))
-}
 
 fn service_resource() -> ApiResource {
     crate::k8s::resource_of(&serde_json::json!({"apiVersion": "v1", "kind": "Service"}))
@@ -83,6 +46,16 @@ pub struct EastwestAddress;
 impl Kind for EastwestAddress {
     const NAME: &'static str = "eastwest-address";
     type Input = Input;
+
+    /// It only waits: reads and watches the gateway's Service.
+    fn apply_access(_: &Input, _update: bool) -> Vec<Need> {
+        access::here(access::in_istio(&["get", "watch"], "", "services"))
+    }
+
+    /// Nothing to undo.
+    fn destroy_access() -> Vec<Access> {
+        Vec::new()
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
@@ -112,7 +85,7 @@ impl Kind for EastwestAddress {
             Some(crate::k8s::ISTIO_NAMESPACE),
             SERVICE,
             timeout,
-            address_of,
+            crate::istio::eastwest_address,
         )
         .await
         {
@@ -139,7 +112,7 @@ impl Kind for EastwestAddress {
         "metadata": {"name": SERVICE, "namespace": crate::k8s::ISTIO_NAMESPACE}});
         Ok(match crate::k8s::get(&conn, &doc).await? {
             None => Adoption::Differs(vec![format!("Service istio-system/{SERVICE} missing")]),
-            Some(svc) => match address_of(&svc) {
+            Some(svc) => match crate::istio::eastwest_address(&svc) {
                 Some(Ok(ip)) => {
                     Adoption::Adopted(BTreeMap::from([("address".to_string(), Value::from(ip))]))
                 }
@@ -169,7 +142,7 @@ impl Kind for EastwestAddress {
             None => obs
                 .drift
                 .push(format!("Service istio-system/{SERVICE} missing")),
-            Some(svc) => match address_of(&svc) {
+            Some(svc) => match crate::istio::eastwest_address(&svc) {
                 Some(Ok(ip)) => {
                     if ip != was {
                         obs.drift.push(format!(

@@ -84,6 +84,7 @@ const NAMESPACE: &str = "istio-system";
 // ---- against a cluster: [`Kind`]'s defaults, but the default route stays ----
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::access::{self, Access, Need};
 use crate::kind::{Kind, OutputLookup};
 use serde_json::Value;
 
@@ -107,6 +108,21 @@ pub struct ExposeIstiod;
 impl Kind for ExposeIstiod {
     const NAME: &'static str = "expose-istiod";
     type Input = Input;
+
+    /// The Gateway and VirtualService, server-side applied.
+    fn apply_access(_: &Input, update: bool) -> Vec<Need> {
+        access::here(access::applied(
+            "networking.istio.io",
+            &["gateways", "virtualservices"],
+            update,
+        ))
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        let mut access = access::in_istio(&["delete"], "networking.istio.io", "gateways");
+        access.extend(access::in_istio(&["delete"], "networking.istio.io", "virtualservices"));
+        access
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)

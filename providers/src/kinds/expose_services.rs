@@ -32,6 +32,7 @@ pub fn render(_input: &Input) -> Rendered {
 
 // ---- against a cluster: [`Kind`]'s defaults ----
 
+use crate::access::{self, Access, Need};
 use crate::kind::{Kind, OutputLookup};
 
 /// The kind: its Gateway server-side applied, read and deleted by
@@ -41,6 +42,15 @@ pub struct ExposeServices;
 impl Kind for ExposeServices {
     const NAME: &'static str = "expose-services";
     type Input = Input;
+
+    /// The Gateway, server-side applied.
+    fn apply_access(_: &Input, update: bool) -> Vec<Need> {
+        access::here(access::applied("networking.istio.io", &["gateways"], update))
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        access::in_istio(&["delete"], "networking.istio.io", "gateways")
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)

@@ -26,7 +26,7 @@ const BUNDLE: &str = include_str!("../../assets/gateway-api-v1.6.0-standard.yaml
 pub const VERSION_ANNOTATION: &str = "gateway.networking.k8s.io/bundle-version";
 pub const CHANNEL_ANNOTATION: &str = "gateway.networking.k8s.io/channel";
 /// On the CRDs mesh installed: only those are ever deleted.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mesh");
+pub const MANAGED_BY: (&str, &str) = (crate::k8s::MANAGED_BY, crate::k8s::MESH);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
@@ -148,6 +148,7 @@ fn decide(cluster: &str, name: &str, live: Option<&kube::api::DynamicObject>) ->
 // ---- against a cluster ----
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::access::{self, Access, Need};
 use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
 
@@ -247,6 +248,15 @@ impl Kind for GatewayApiCrds {
     /// CRDs another tool installed are named in the plan, or refused there.
     const PREVIEWS: bool = true;
     type Input = Input;
+
+    /// The CRDs, each created where absent and waited for.
+    fn apply_access(_: &Input, _update: bool) -> Vec<Need> {
+        access::here(access::crds(&["get", "watch", "create", "patch"]))
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        access::crds(&["get", "delete"])
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)

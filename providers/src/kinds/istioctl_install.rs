@@ -16,8 +16,10 @@
 //! `values` (`values-<revision>`), so a re-install by hand with other values
 //! is drift too.
 
+use crate::access::{self, Access, Need};
 use crate::env::Ctx;
 use crate::env::{Applied, Recorded, StepError};
+use crate::kind::RunsIstioctl;
 use crate::kind::{Kind, OutputLookup};
 use crate::observe::Observation;
 use crate::rendered::Rendered;
@@ -87,15 +89,7 @@ pub fn revision_stays(old: &[Value], new: &Rendered) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A reference to one object by `apiVersion`, `kind`, namespace and name,
-/// as [`crate::k8s::get`] takes it.
-pub fn object(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Value {
-    let mut doc = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
-    if let Some(ns) = namespace {
-        doc["metadata"]["namespace"] = Value::from(ns);
-    }
-    doc
-}
+pub use crate::k8s::object;
 
 /// How an install step is undone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +322,28 @@ pub const KEPT_ANNOTATION: &str = "mesh/kept-revision";
 impl<T: IstioctlInstall> Kind for T {
     const NAME: &'static str = T::NAME;
     type Input = T::Input;
+    /// istioctl installs; a gateway deleted by its labels needs no istioctl.
+    const RUNS_ISTIOCTL: RunsIstioctl = RunsIstioctl {
+        apply: true,
+        destroy: !matches!(T::UNINSTALL, Uninstall::Labelled { .. }),
+    };
+
+    /// What `istioctl install` touches: anything in istio-system, and the
+    /// cluster-wide objects of Istio's charts.
+    fn apply_access(_: &Self::Input, _update: bool) -> Vec<Need> {
+        access::here(access::istioctl_access("create"))
+    }
+
+    /// `uninstall --purge` deletes what install made; a gateway deleted by
+    /// its labels touches istio-system only.
+    fn destroy_access() -> Vec<Access> {
+        match T::UNINSTALL {
+            Uninstall::Labelled { .. } => {
+                vec![Access::new("*", "*", "*", Some(crate::istio::NAMESPACE))]
+            }
+            Uninstall::Purge | Uninstall::PurgeAndNamespace => access::istioctl_access("delete"),
+        }
+    }
 
     fn render(input: &Self::Input, outputs: OutputLookup<'_>) -> Rendered {
         T::render(input, outputs)

@@ -69,6 +69,23 @@ macro_rules! registry {
                 }
             }
 
+            /// What destroying a recorded step needs of its cluster
+            /// ([`Kind::destroy_access`]).
+            pub fn destroy_access(self) -> Vec<crate::access::Access> {
+                match self {
+                    $(StepKind::$variant => <$module::$kind as Kind>::destroy_access(),)+
+                }
+            }
+
+            /// Whether applying (`destroy` false) or destroying a step of
+            /// this kind runs istioctl ([`Kind::RUNS_ISTIOCTL`]).
+            pub fn runs_istioctl(self, destroy: bool) -> bool {
+                let runs = match self {
+                    $(StepKind::$variant => <$module::$kind as Kind>::RUNS_ISTIOCTL,)+
+                };
+                if destroy { runs.destroy } else { runs.apply }
+            }
+
             /// Undoes a recorded step, from its record alone ([`Kind::destroy`]).
             pub async fn destroy(
                 self,
@@ -91,6 +108,14 @@ macro_rules! registry {
             pub fn kind(&self) -> StepKind {
                 match self {
                     $(StepInput::$variant(_) => StepKind::$variant,)+
+                }
+            }
+
+            /// What applying the step needs of the clusters
+            /// ([`Kind::apply_access`]; `update`: it is recorded already).
+            pub fn apply_access(&self, update: bool) -> Vec<crate::access::Need> {
+                match self {
+                    $(StepInput::$variant(i) => <$module::$kind as Kind>::apply_access(i, update),)+
                 }
             }
 

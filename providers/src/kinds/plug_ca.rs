@@ -97,7 +97,7 @@ pub const FILES_SHA256: &str = "files_sha256";
 /// The output with the roots `root-cert.pem` trusts (sha256 each), in order.
 pub const TRUSTED_ROOTS: &str = "trusted_roots";
 /// An intermediate closer to its expiry than this is rotated.
-pub const ROTATE_WITHIN_DAYS: i64 = 30;
+pub use crate::ca::ROTATE_WITHIN_DAYS;
 /// Istio's setting that lets a running istiod take a `root-cert.pem` that
 /// adds or drops a root, without a restart (Istio's `istio_ca.go`).
 pub const MULTI_ROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
@@ -172,6 +172,7 @@ pub fn render(input: &Input) -> Rendered {
 // ---- against a cluster ----
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::access::{self, Access, Need};
 use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
 use crate::rendered::Sensitive;
@@ -195,6 +196,17 @@ impl Kind for PlugCa {
     /// A `cacerts` already there is replaced: the plan says so.
     const PREVIEWS: bool = true;
     type Input = Input;
+
+    /// Secret `cacerts`, and istiod restarted to read its new CA.
+    fn apply_access(_: &Input, _update: bool) -> Vec<Need> {
+        let mut access = access::in_istio(&["get", "create", "patch"], "", "secrets");
+        access.extend(access::in_istio(&["list", "patch"], "apps", "deployments"));
+        access::here(access)
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        access::in_istio(&["delete"], "", "secrets")
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
@@ -653,7 +665,7 @@ async fn kept_ca(
         .collect();
     if !issuers
         .iter()
-        .any(|i| crate::check::verify_signed_by(&cert, i).is_ok())
+        .any(|i| crate::ca::verify_signed_by(&cert, i).is_ok())
     {
         return Err(fail("its ca-cert.pem is signed by none of its chain and roots".into()));
     }
@@ -700,8 +712,7 @@ async fn istiods(
         .items
         .into_iter()
         .filter(|d| {
-            let name = d.metadata.name.as_deref().unwrap_or_default();
-            name == "istiod" || name.starts_with("istiod-")
+            crate::istio::is_istiod(d.metadata.name.as_deref().unwrap_or_default())
         })
         .collect())
 }

@@ -55,6 +55,7 @@ fn metadata(input: &Input, created: bool) -> Value {
 // ---- against a cluster ----
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::access::{self, Access, Need};
 use crate::kind::{Adoption, Kind, OutputLookup};
 use crate::observe::Observation;
 use std::collections::BTreeMap;
@@ -103,6 +104,23 @@ pub struct PrepareNamespace;
 impl Kind for PrepareNamespace {
     const NAME: &'static str = "prepare-namespace";
     type Input = Input;
+
+    /// The namespace, created or labelled (cluster-wide objects).
+    fn apply_access(_: &Input, _update: bool) -> Vec<Need> {
+        access::here(
+            ["get", "create", "patch"]
+                .into_iter()
+                .map(|v| Access::new(v, "", "namespaces", None))
+                .collect(),
+        )
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        ["get", "patch", "delete"]
+            .into_iter()
+            .map(|v| Access::new(v, "", "namespaces", None))
+            .collect()
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)

@@ -13,7 +13,8 @@
 //! revision through the east-west gateway (`istiod-vs-<rev>`).
 
 use crate::env::{Applied, Ctx, Recorded, StepError};
-use crate::kind::{Kind, OutputLookup};
+use crate::access::{self, Access, Need};
+use crate::kind::{Kind, OutputLookup, RunsIstioctl};
 use crate::observe::Observation;
 use crate::rendered::Rendered;
 use serde_json::{Value, json};
@@ -71,6 +72,17 @@ pub struct RevisionTag;
 impl Kind for RevisionTag {
     const NAME: &'static str = "revision-tag";
     type Input = Input;
+
+    /// `istioctl tag set` and `tag remove`.
+    const RUNS_ISTIOCTL: RunsIstioctl = RunsIstioctl::ALWAYS;
+
+    fn apply_access(_: &Input, _update: bool) -> Vec<Need> {
+        access::here(access::tag_access())
+    }
+
+    fn destroy_access() -> Vec<Access> {
+        access::tag_access()
+    }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)

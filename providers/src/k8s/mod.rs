@@ -1,5 +1,10 @@
-//! Small Kubernetes verbs the step kinds share: server-side apply of a
-//! rendered document, get, delete, and waiting on an object with a watch.
+//! Small Kubernetes verbs the step kinds and checks share: server-side
+//! apply of a rendered document, get, delete, and waiting on an object
+//! with a watch; reviews ([`review`]) and a GET through a pod's
+//! port-forward ([`port_forward`]).
+
+pub mod port_forward;
+pub mod review;
 
 use crate::cluster::{ClusterError, Connection};
 use futures::StreamExt;
@@ -14,13 +19,27 @@ pub const MESH: &str = "mesh";
 
 /// Whether mesh owns an object: it has [`MANAGED_BY`]=[`MESH`].
 pub fn managed_by_mesh(meta: &kube::api::ObjectMeta) -> bool {
-    meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY)).is_some_and(|v| v == MESH)
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .is_some_and(|v| v == MESH)
 }
 
 /// The field manager mesh applies with.
 pub const FIELD_MANAGER: &str = "mesh";
 /// Where Istio lives.
-pub const ISTIO_NAMESPACE: &str = "istio-system";
+pub const ISTIO_NAMESPACE: &str = crate::istio::NAMESPACE;
+
+/// A reference to one object by `apiVersion`, `kind`, namespace and name,
+/// as [`get`] takes it.
+pub fn object(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Value {
+    let mut doc =
+        serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+    if let Some(ns) = namespace {
+        doc["metadata"]["namespace"] = Value::from(ns);
+    }
+    doc
+}
 
 /// The API resource of a rendered document (`apiVersion` + `kind`), for the
 /// kinds mesh applies directly and the kinds istioctl installs (which refresh
