@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod mesh_file;
 mod output;
+mod pipeline;
 mod precheck;
 mod preflight;
 mod progress;

@@ -103,9 +103,17 @@ impl World {
         }
     }
 
+    /// Runs `body` in this world, then closes it, whatever `body` returned:
+    /// the one place a command's world is closed.
+    pub async fn run<T>(self, body: impl AsyncFnOnce(&World) -> Result<T>) -> Result<T> {
+        let result = body(&self).await;
+        self.close().await;
+        result
+    }
+
     /// Stops the sandbox's simulated clusters (saving them) if this command
     /// started them.
-    pub async fn close(self) {
+    async fn close(self) {
         if let Some(sb) = self.sandbox {
             sb.close().await;
         }

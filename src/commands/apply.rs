@@ -2,12 +2,11 @@
 //! clusters or record them in the state. Each runs on a tokio runtime made
 //! here.
 
-use super::refresh::refresh;
 use crate::cli::{ApplyArgs, Cli, DestroyArgs, Format};
-use crate::mesh_file::{load_graph, mesh_file_sha256};
+use crate::mesh_file::mesh_file_sha256;
 use crate::output::{Output, render_plan};
+use crate::pipeline::{self, Operation, Request, Start};
 use crate::progress::View;
-use crate::store::backend;
 use crate::world::World;
 use anyhow::{Context, Result, bail};
 use engine::apply::Outcome;
@@ -91,207 +90,195 @@ struct RunArgs<'a> {
 }
 
 fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
-    let (mesh, mut graph) = load_graph(&cli.file)?;
-    let backend = backend(cli, Some(&mesh))?;
-    let path = backend.location();
-    let mut lock = backend.lock(args.operation, args.lock_timeout)?;
-    let recorded = lock.read()?;
-    if let Some(s) = &recorded {
-        s.check_mesh_id(&mesh.mesh.id)?;
-    }
+    let Start {
+        mesh,
+        mut graph,
+        location,
+        lock,
+        recorded,
+    } = pipeline::start(cli, args.operation, args.lock_timeout, false)?;
+    let mut lock = lock.expect("apply never plans without the lock");
     // A misspelt step fails here, before any cluster is reached.
     args.options.check(&graph, recorded.as_ref())?;
-    // A saved plan is never executed as written: the plan is computed
-    // again, as `mesh plan` made it, and must match it exactly.
     let saved = match args.planfile {
-        Some(file) => {
-            let saved = SavedPlan::read(file)?;
-            saved.check_fresh(
-                recorded.as_ref().map(|s| s.lineage.as_str()),
-                recorded.as_ref().map_or(0, |s| s.serial),
-                &mesh_file_sha256(&cli.file)?,
-            )?;
-            if saved.plan.mesh != mesh.mesh.id {
-                bail!(
-                    "{} was made for mesh `{}`, but {} describes mesh `{}`",
-                    file.display(),
-                    saved.plan.mesh,
-                    cli.file.display(),
-                    mesh.mesh.id
-                );
-            }
-            Some((file, saved))
-        }
+        Some(file) => Some((file, saved_plan(cli, file, &mesh, recorded.as_ref())?)),
         None => None,
     };
-    // A root rotation's next phase (none in a destroy: it deletes), with
-    // the steps replaced as given, or as the saved plan recorded them.
-    let replace = match &saved {
-        Some((_, s)) => &s.plan.replace,
-        None => &args.options.replace,
+    let saved_plan = saved.as_ref().map(|(_, s)| s);
+    // A saved plan is recomputed with the verbs it was made with.
+    let options = match saved_plan {
+        Some(s) => planner::Options {
+            replace: s.plan.replace.clone(),
+            targets: s.plan.targets.clone(),
+            refresh_only: s.plan.refresh_only,
+        },
+        None => args.options.clone(),
     };
-    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), replace);
+    // A root rotation's next phase (none in a destroy: it deletes).
+    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), &options.replace);
+    let mode = match saved_plan {
+        Some(s) if s.destroy => Mode::Destroy,
+        _ => args.mode,
+    };
+    let req = Request {
+        operation: if args.mode == Mode::Destroy {
+            Operation::Destroy
+        } else {
+            Operation::Apply
+        },
+        mode,
+        options: &options,
+        refresh: saved_plan.map_or(!args.no_refresh, |s| s.refreshed),
+        strict: args.strict,
+        allow: args.allow,
+        saved: saved_plan.map(|s| &s.plan),
+        parallelism: args.limits.total,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let view = Arc::new(View::new(cli.verbose > 0));
     runtime.block_on(async {
-        let world = World::open(cli, &mesh, view.clone())
-            .await?
-            .with_fleet(&graph);
-        let graph = Arc::new(graph);
-        let mode = match &saved {
-            Some((_, s)) if s.destroy => Mode::Destroy,
-            _ => args.mode,
-        };
-        // A saved plan is recomputed with the verbs it was made with.
-        let options = match &saved {
-            Some((_, s)) => planner::Options {
-                replace: s.plan.replace.clone(),
-                targets: s.plan.targets.clone(),
-                refresh_only: s.plan.refresh_only,
-            },
-            None => args.options.clone(),
-        };
-        let wants_refresh = match &saved {
-            Some((_, s)) => s.refreshed,
-            None => !args.no_refresh,
-        };
-        let checked = (mode, wants_refresh && mode == Mode::Converge, args.strict);
-        crate::preflight::before_apply(
-            &world,
-            &mesh,
-            &graph,
-            recorded.as_ref(),
-            checked,
-            args.operation,
-        )
-        .await?;
-        let needed = recorded.as_ref().is_some_and(|s| !s.steps.is_empty())
-            || (!options.refresh_only && engine::refresh::wants_preview(&graph, recorded.as_ref()));
-        let refreshed = if wants_refresh && needed && mode == Mode::Converge {
-            match refresh(&world, &graph, recorded.as_ref(), args.limits.total).await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    world.close().await;
-                    return Err(e);
+        let world = World::open(cli, &mesh, view.clone()).await?.with_fleet(&graph);
+        world
+            .run(async |world| {
+                let computed =
+                    pipeline::compute(Some(world), &mesh, &graph, recorded.as_ref(), &staged, &req)
+                        .await?;
+                let plan = computed.plan;
+                if let Some((file, saved)) = &saved {
+                    saved.check_matches(file, &plan)?;
                 }
-            }
-        } else {
-            None
-        };
-        let mut plan: Plan = planner::plan_with(
-            &mesh.mesh.id,
-            &graph,
-            recorded.as_ref(),
-            refreshed.as_ref(),
-            mode,
-            &options,
-        );
-        // The policy as `mesh plan` checked it: a saved plan with the
-        // overrides it recorded (and must reach the same verdict below).
-        let saved_plan = saved.as_ref().map(|(_, s)| &s.plan);
-        if let Err(e) = engine::review::apply(&mut plan, &mesh, saved_plan, args.allow) {
-            world.close().await;
-            bail!(e);
-        }
-        if mode == Mode::Converge && !plan.refresh_only {
-            staged.review(&mut plan);
-            plan.refused
-                .extend(engine::refresh::refusals(refreshed.as_ref()));
-        }
-        if plan.refused.is_empty() {
-            plan.notes
-                .extend(crate::precheck::notes(&world, &plan, &graph).await);
-            plan.refused
-                .extend(crate::precheck::revisions_in_use(&world, &plan, &graph).await);
-        }
-        if let Some((file, saved)) = &saved
-            && let Err(e) = saved.check_matches(file, &plan)
-        {
-            world.close().await;
-            return Err(e.into());
-        }
-        if let Some(stuck) = engine::executor::blocked_by_cycle(&engine::apply::tasks(&plan, &graph)) {
-            world.close().await;
-            bail!(
-                "the steps {} depend on each other in a cycle, so none of them could ever run: \
-                 the state or the saved plan was edited by hand. Restore the state from its `.backup`, \
-                 or make a new plan with `mesh plan`",
-                stuck.join(", ")
-            );
-        }
-        if let Some(refusal) = plan.policy.refusal() {
-            world.close().await;
-            crate::out!("{}", render_plan(&plan, Format::Text, out));
-            bail!(refusal);
-        }
-        if !plan.refused.is_empty() {
-            world.close().await;
-            crate::out!("{}", render_plan(&plan, Format::Text, out));
-            bail!(super::plan::refused(&plan.refused));
-        }
-        if plan.refresh_only {
-            world.close().await;
-            // A saved plan was reviewed when it was made: not asked again.
-            let approved = args.auto_approve || args.planfile.is_some();
-            return record_refresh(out, &plan, recorded, &mut lock, &path, approved);
-        }
-        if !plan.summary.has_changes() {
-            world.close().await;
-            if mode == Mode::Destroy {
-                crate::outln!(
-                    "Nothing to destroy: the state at {} records {}.",
-                    path,
-                    if plan.targets.is_empty() {
-                        "no steps"
-                    } else {
-                        "none of the targeted steps"
-                    }
-                );
-            } else {
-                crate::out!("{}", render_plan(&plan, Format::Text, out));
-            }
-            return Ok(0);
-        }
-        crate::out!("{}", render_plan(&plan, Format::Text, out));
-        if args.planfile.is_none() && !confirm(args.operation, args.auto_approve)? {
-            world.close().await;
-            crate::errln!(
-                "{} cancelled: nothing was changed.",
-                capitalise(args.operation)
-            );
-            return Ok(1);
-        }
-        let state = recorded
-            .clone()
-            .unwrap_or_else(|| State::new(&mesh.mesh.id));
-        let outcome = execute(
-            &world,
-            &plan,
-            graph,
-            state,
-            &mut lock,
-            args.limits,
-            &view,
-        )
-        .await;
-        world.close().await;
-        let code = summarise(args.operation, &plan, &outcome);
-        if !plan.targets.is_empty() {
-            let targets = plan.targets.join(" --target ");
-            if mode == Mode::Destroy {
-                crate::errln!(
-                    "\nWarning: targeting was in effect (--target {targets}): only the targeted steps \
-                     and the steps that depended on them were destroyed. `mesh state list` shows what is left."
-                );
-            } else {
-                crate::errln!(
-                    "\nWarning: targeting was in effect (--target {targets}): changes the mesh file asks \
-                     for outside the targeted steps were not made. Run `mesh plan` to see what is left."
-                );
-            }
-        }
-        Ok(code)
+                if let Some(stuck) =
+                    engine::executor::blocked_by_cycle(&engine::apply::tasks(&plan, &graph))
+                {
+                    bail!(
+                        "the steps {} depend on each other in a cycle, so none of them could ever run: \
+                         the state or the saved plan was edited by hand. Restore the state from its `.backup`, \
+                         or make a new plan with `mesh plan`",
+                        stuck.join(", ")
+                    );
+                }
+                pipeline::refuse(&plan, Format::Text, out)?;
+                let run = Execution {
+                    operation: args.operation,
+                    mode,
+                    // A saved plan was reviewed when it was made: not asked again.
+                    approved: args.auto_approve || args.planfile.is_some(),
+                    limits: args.limits,
+                    location: &location,
+                    view: &view,
+                };
+                carry_out(world, out, &plan, graph, recorded, &mut lock, &run).await
+            })
+            .await
     })
+}
+
+/// The saved plan `file`, if it may still be applied: made from the
+/// state as it is (lineage, serial) and the mesh file as it is, for this
+/// mesh.
+fn saved_plan(
+    cli: &Cli,
+    file: &std::path::Path,
+    mesh: &engine::config::MeshFile,
+    recorded: Option<&State>,
+) -> Result<SavedPlan> {
+    let saved = SavedPlan::read(file)?;
+    saved.check_fresh(
+        recorded.map(|s| s.lineage.as_str()),
+        recorded.map_or(0, |s| s.serial),
+        &mesh_file_sha256(&cli.file)?,
+    )?;
+    if saved.plan.mesh != mesh.mesh.id {
+        bail!(
+            "{} was made for mesh `{}`, but {} describes mesh `{}`",
+            file.display(),
+            saved.plan.mesh,
+            cli.file.display(),
+            mesh.mesh.id
+        );
+    }
+    Ok(saved)
+}
+
+/// How a computed plan is carried out.
+struct Execution<'a> {
+    operation: &'static str,
+    mode: Mode,
+    /// No confirmation is asked (`--auto-approve`, or a saved plan).
+    approved: bool,
+    limits: engine::executor::Limits,
+    /// Where the state is, for messages.
+    location: &'a str,
+    view: &'a Arc<View>,
+}
+
+/// Records a refresh-only plan, or shows the plan, asks for confirmation
+/// and executes it, then says how it ended.
+async fn carry_out(
+    world: &World,
+    out: &Output,
+    plan: &Plan,
+    graph: StepGraph,
+    recorded: Option<State>,
+    lock: &mut Box<dyn LockedState>,
+    run: &Execution<'_>,
+) -> Result<u8> {
+    if plan.refresh_only {
+        return record_refresh(out, plan, recorded, lock, run.location, run.approved);
+    }
+    let destroy = run.mode == Mode::Destroy;
+    if !plan.summary.has_changes() {
+        if destroy {
+            crate::outln!(
+                "Nothing to destroy: the state at {} records {}.",
+                run.location,
+                if plan.targets.is_empty() {
+                    "no steps"
+                } else {
+                    "none of the targeted steps"
+                }
+            );
+        } else {
+            crate::out!("{}", render_plan(plan, Format::Text, out));
+        }
+        return Ok(0);
+    }
+    crate::out!("{}", render_plan(plan, Format::Text, out));
+    if !run.approved && !confirm(run.operation, false)? {
+        crate::errln!(
+            "{} cancelled: nothing was changed.",
+            capitalise(run.operation)
+        );
+        return Ok(1);
+    }
+    let mesh_id = plan.mesh.clone();
+    let state = recorded.unwrap_or_else(|| State::new(&mesh_id));
+    let outcome = execute(
+        world,
+        plan,
+        Arc::new(graph),
+        state,
+        lock,
+        run.limits,
+        run.view,
+    )
+    .await;
+    let code = summarise(run.operation, plan, &outcome);
+    if !plan.targets.is_empty() {
+        let targets = plan.targets.join(" --target ");
+        if destroy {
+            crate::errln!(
+                "\nWarning: targeting was in effect (--target {targets}): only the targeted steps \
+                 and the steps that depended on them were destroyed. `mesh state list` shows what is left."
+            );
+        } else {
+            crate::errln!(
+                "\nWarning: targeting was in effect (--target {targets}): changes the mesh file asks \
+                 for outside the targeted steps were not made. Run `mesh plan` to see what is left."
+            );
+        }
+    }
+    Ok(code)
 }
 
 /// `apply --refresh-only`: writes what the refresh found (new outputs,
@@ -486,21 +473,24 @@ fn summarise(operation: &str, plan: &Plan, outcome: &Outcome) -> u8 {
 /// `mesh import`: records as applied every step whose live objects are
 /// what mesh would apply; changes nothing in the clusters.
 pub fn import(cli: &Cli, force: bool, lock_timeout: std::time::Duration) -> Result<u8> {
-    let (mesh, graph) = load_graph(&cli.file)?;
-    let backend = backend(cli, Some(&mesh))?;
-    let path = backend.location();
-    let mut lock = backend.lock("import", lock_timeout)?;
-    let recorded = lock.read()?;
-    if let Some(s) = &recorded {
-        s.check_mesh_id(&mesh.mesh.id)?;
-        if !s.steps.is_empty() && !force {
-            bail!(
-                "the state at {} already records {} steps: import is for a mesh mesh has not recorded. \
-                 `mesh plan` compares it with the clusters; pass --force to replace its records with what import finds",
-                path,
-                s.steps.len()
-            );
-        }
+    let Start {
+        mesh,
+        graph,
+        location: path,
+        lock,
+        recorded,
+    } = pipeline::start(cli, "import", lock_timeout, false)?;
+    let mut lock = lock.expect("import never runs without the lock");
+    if let Some(s) = &recorded
+        && !s.steps.is_empty()
+        && !force
+    {
+        bail!(
+            "the state at {} already records {} steps: import is for a mesh mesh has not recorded. \
+             `mesh plan` compares it with the clusters; pass --force to replace its records with what import finds",
+            path,
+            s.steps.len()
+        );
     }
     let mut st = recorded.unwrap_or_else(|| State::new(&mesh.mesh.id));
     st.steps.clear();
@@ -508,8 +498,11 @@ pub fn import(cli: &Cli, force: bool, lock_timeout: std::time::Duration) -> Resu
     let view = Arc::new(View::new(cli.verbose > 0));
     let report = runtime.block_on(async {
         let world = World::open(cli, &mesh, view).await?;
-        let r = engine::import::import(&world.env, &graph, &mut st, state::now_rfc3339).await;
-        world.close().await;
+        let r = world
+            .run(async |world| {
+                Ok(engine::import::import(&world.env, &graph, &mut st, state::now_rfc3339).await)
+            })
+            .await?;
         r.map_err(|errors| {
             let lines: Vec<String> = engine::refresh::report(&errors)
                 .into_iter()

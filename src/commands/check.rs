@@ -45,18 +45,20 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut checks = runtime.block_on(async {
         let world = World::open(cli, &mesh, Arc::new(View::new(false))).await?;
-        let checks = engine::check::run(
-            &world.env,
-            &mesh,
-            &graph,
-            state.as_ref(),
-            &specs,
-            args.cluster.as_deref(),
-            world.default_kubeconfig(),
-        )
-        .await;
-        world.close().await;
-        anyhow::Ok(checks)
+        world
+            .run(async |world| {
+                Ok(engine::check::run(
+                    &world.env,
+                    &mesh,
+                    &graph,
+                    state.as_ref(),
+                    &specs,
+                    args.cluster.as_deref(),
+                    world.default_kubeconfig(),
+                )
+                .await)
+            })
+            .await
     })?;
     if let Some(r) = &staged.rotation {
         checks.push(

@@ -11,7 +11,6 @@ mod check;
 mod init;
 mod inspect;
 mod plan;
-mod refresh;
 mod sandbox;
 
 use crate::cli::{CaCommand, Cli, Command, SandboxCommand};

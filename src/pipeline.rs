@@ -1,0 +1,261 @@
+//! The plan pipeline: the one way a plan is made, by `mesh plan`, `mesh
+//! apply`, `mesh destroy` and `mesh apply PLANFILE` alike. A saved plan is
+//! never run as written: apply computes the plan again through this very
+//! pipeline, with the options the saved plan recorded, and runs it only if
+//! it is the same, so what a reviewer saw is what runs.
+//!
+//! [`start`] loads the mesh file, locks and reads the state; [`compute`]
+//! makes the plan: preflight, refresh, the planner, the review (notes,
+//! policy, refusals), the root rotation's staging and what only the
+//! clusters can say (`src/precheck.rs`); [`refuse`] stops a refused plan
+//! after showing it. Each command adds only what is its own: `plan`
+//! renders and saves, `apply` confirms and executes.
+
+use crate::cli::{Cli, Format};
+use crate::mesh_file::load_graph;
+use crate::output::{Output, render_plan};
+use crate::store::backend;
+use crate::world::World;
+use anyhow::{Result, bail};
+use engine::config::MeshFile;
+use engine::planner::{self, Mode, Refresh};
+use engine::topology::StepGraph;
+use engine::trust::Staged;
+use plans::Plan;
+use state::{LockedState, State};
+
+/// What a command starts from: the mesh file, its graph, the state and
+/// (unless the state's folder is read-only, for a plan) its lock.
+pub struct Start {
+    pub mesh: MeshFile,
+    pub graph: StepGraph,
+    /// Where the state is, for messages.
+    pub location: String,
+    pub lock: Option<Box<dyn LockedState>>,
+    pub recorded: Option<State>,
+}
+
+/// Loads the mesh file and its graph, locks the state for `operation` and
+/// reads it, and checks that it is this mesh's. `read_only_ok` (a plan,
+/// which writes no state): where the lock cannot be created (a read-only
+/// folder, e.g. a state checked out in CI) it reads the state unlocked,
+/// and says so, rather than refusing.
+pub fn start(
+    cli: &Cli,
+    operation: &str,
+    lock_timeout: std::time::Duration,
+    read_only_ok: bool,
+) -> Result<Start> {
+    let (mesh, graph) = load_graph(&cli.file)?;
+    let backend = backend(cli, Some(&mesh))?;
+    let location = backend.location();
+    let (lock, recorded) = match backend.lock(operation, lock_timeout) {
+        Ok(lock) => {
+            let recorded = lock.read()?;
+            (Some(lock), recorded)
+        }
+        Err(state::StateError::Lock { source, .. })
+            if read_only_ok
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            crate::errln!(
+                "note: the state's folder is read-only ({source}); planning without the state lock"
+            );
+            (None, backend.read_unlocked()?)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(s) = &recorded {
+        s.check_mesh_id(&mesh.mesh.id)?;
+    }
+    Ok(Start {
+        mesh,
+        graph,
+        location,
+        lock,
+        recorded,
+    })
+}
+
+/// Which command the plan is for: what its preflight says did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Plan,
+    Apply,
+    Destroy,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Plan => "plan",
+            Operation::Apply => "apply",
+            Operation::Destroy => "destroy",
+        }
+    }
+}
+
+/// What the plan is computed with.
+pub struct Request<'a> {
+    pub operation: Operation,
+    pub mode: Mode,
+    /// `--replace`, `--target`, `--refresh-only` (a saved plan's own).
+    pub options: &'a planner::Options,
+    /// Read the clusters back (refresh) before planning.
+    pub refresh: bool,
+    /// `--strict`: preflight warnings are errors.
+    pub strict: bool,
+    /// `--allow RULE`: the [policy] rules this run overrides.
+    pub allow: &'a [String],
+    /// The saved plan being applied: its recorded overrides are the policy's.
+    pub saved: Option<&'a Plan>,
+    /// How many steps a refresh reads at once.
+    pub parallelism: usize,
+}
+
+/// The plan and what its refresh read (None: no refresh).
+pub struct Computed {
+    pub plan: Plan,
+    pub refreshed: Option<Refresh>,
+}
+
+/// Makes the plan of `req` for the staged `graph` against `recorded`.
+/// `world` is None for a plan that reads no cluster (`plan --no-refresh`):
+/// then no preflight, no refresh and no live precheck.
+pub async fn compute(
+    world: Option<&World>,
+    mesh: &MeshFile,
+    graph: &StepGraph,
+    recorded: Option<&State>,
+    staged: &Staged,
+    req: &Request<'_>,
+) -> Result<Computed> {
+    let converge = req.mode == Mode::Converge;
+    let refreshed = match world {
+        Some(world) => {
+            let preflight = crate::preflight::Preflight {
+                operation: req.operation,
+                mode: req.mode,
+                refresh: req.refresh && converge,
+                strict: req.strict,
+            };
+            crate::preflight::check(world, mesh, graph, recorded, &preflight).await?;
+            // Refresh only what is recorded (and a first plan with
+            // `[trust]` looks whether a `cacerts` is there to be replaced).
+            let needed = recorded.is_some_and(|s| !s.steps.is_empty())
+                || (!req.options.refresh_only && engine::refresh::wants_preview(graph, recorded));
+            if req.refresh && converge && needed {
+                Some(refresh(world, graph, recorded, req.parallelism).await?)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let mut plan = planner::plan_with(
+        &mesh.mesh.id,
+        graph,
+        recorded,
+        refreshed.as_ref(),
+        req.mode,
+        req.options,
+    );
+    if let Err(e) = engine::review::apply(&mut plan, mesh, req.saved, req.allow) {
+        bail!(e);
+    }
+    if converge && !plan.refresh_only {
+        staged.review(&mut plan);
+        plan.refused
+            .extend(engine::refresh::refusals(refreshed.as_ref()));
+    }
+    // What only the clusters can say: Istio's own precheck before an
+    // in-place upgrade, and namespaces still on a revision it uninstalls.
+    if let Some(world) = world
+        && plan.refused.is_empty()
+    {
+        plan.notes
+            .extend(crate::precheck::notes(world, &plan, graph).await);
+        plan.refused
+            .extend(crate::precheck::revisions_in_use(world, &plan, graph).await);
+    }
+    Ok(Computed { plan, refreshed })
+}
+
+/// A plan the policy or the rules of changing a running mesh refuse is
+/// shown (every format says why), then an error: nothing is saved or run.
+pub fn refuse(plan: &Plan, format: Format, out: &Output) -> Result<()> {
+    if let Some(refusal) = plan.policy.refusal() {
+        crate::out!("{}", render_plan(plan, format, out));
+        bail!(refusal);
+    }
+    if !plan.refused.is_empty() {
+        crate::out!("{}", render_plan(plan, format, out));
+        bail!(refused(&plan.refused));
+    }
+    Ok(())
+}
+
+/// The error of a refused plan: nothing runs.
+fn refused(reasons: &[String]) -> String {
+    format!(
+        "the plan is refused, nothing was changed:\n{}",
+        reasons
+            .iter()
+            .map(|r| format!("  - {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+/// Reads every recorded step back from the clusters, and previews the
+/// steps about to be created that look first (a `cacerts` to replace).
+async fn refresh(
+    world: &World,
+    graph: &StepGraph,
+    state: Option<&State>,
+    parallelism: usize,
+) -> Result<Refresh> {
+    let recorded = match state {
+        Some(s) if !s.steps.is_empty() => {
+            engine::refresh::refresh(
+                &world.env,
+                graph,
+                s,
+                world.default_kubeconfig(),
+                parallelism,
+            )
+            .await
+        }
+        _ => Ok(Refresh::new()),
+    };
+    let previewed = if engine::refresh::wants_preview(graph, state) {
+        engine::refresh::preview(&world.env, graph, state, parallelism).await
+    } else {
+        Ok(Refresh::new())
+    };
+    let merged = match (recorded, previewed) {
+        (Ok(mut a), Ok(b)) => {
+            a.extend(b);
+            Ok(a)
+        }
+        (Err(mut a), Err(b)) => {
+            a.extend(b);
+            Err(a)
+        }
+        (Err(a), _) | (_, Err(a)) => Err(a),
+    };
+    merged.map_err(|errors| {
+        let lines: Vec<String> = engine::refresh::report(&errors)
+            .into_iter()
+            .map(|e| format!("  {e}"))
+            .collect();
+        anyhow::anyhow!(
+            "the clusters could not be read, so no plan was made:\n{}\n\
+                 Fix access to those clusters, or plan from the state alone with --no-refresh",
+            lines.join("\n")
+        )
+    })
+}
