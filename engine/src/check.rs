@@ -196,9 +196,24 @@ async fn drift(
         }
         return lines;
     };
-    // Each recorded step of the mesh file whose clusters answered, with its
-    // own result: one step that cannot be read does not hide the others'
-    // drift.
+    let refresh = refresh_lines(env, graph, state, up, only, default_kubeconfig, &mut lines).await;
+    state_lines(mesh, graph, state, &refresh, up, only, &mut lines);
+    lines
+}
+
+/// Reads back each recorded step of the mesh file whose clusters answered,
+/// each with its own result (one step that cannot be read does not hide
+/// the others' drift): a `drift <step>` line for each that drifted or
+/// could not be read. Returns what was read.
+async fn refresh_lines(
+    env: &Env,
+    graph: &StepGraph,
+    state: &State,
+    up: &BTreeSet<String>,
+    only: Option<&str>,
+    default_kubeconfig: Option<PathBuf>,
+    lines: &mut BTreeMap<String, Vec<Check>>,
+) -> Refresh {
     let results = crate::refresh::read_each(
         env,
         graph,
@@ -249,13 +264,25 @@ async fn drift(
             .fix("`mesh plan` shows the repair, `mesh apply` makes it"),
         );
     }
-    // The state against the mesh file: what a plan would do besides
-    // repairing drift.
+    refresh
+}
+
+/// The state against the mesh file: a `state` line per cluster, with what
+/// a plan would do besides repairing drift.
+fn state_lines(
+    mesh: &MeshFile,
+    graph: &StepGraph,
+    state: &State,
+    refresh: &Refresh,
+    up: &BTreeSet<String>,
+    only: Option<&str>,
+    lines: &mut BTreeMap<String, Vec<Check>>,
+) {
     let plan = planner::plan(
         &mesh.mesh.id,
         graph,
         Some(state),
-        Some(&refresh),
+        Some(refresh),
         Mode::Converge,
     );
     let mut pending: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -298,7 +325,6 @@ async fn drift(
         };
         lines.entry(c.name.clone()).or_default().push(line);
     }
-    lines
 }
 
 /// 0 when nothing failed (warnings allowed), 2 when a check failed.

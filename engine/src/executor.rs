@@ -139,17 +139,13 @@ pub async fn execute<R: Runner>(
     let per_group = limits.per_group.max(1);
     // Groups as indices, and how many tasks of each run now.
     let (task_groups, group_count) = intern_groups(&tasks);
-    let mut in_group = vec![0usize; group_count];
-    let waits = WaitGraph::new(&tasks);
-    // Longest chain first: of the ready tasks, the one with the most tasks
-    // waiting behind it in a row starts first (then plan order), so a
-    // limit spends its slots on the critical path before the leaves.
-    let height = waits.heights();
-    let rank = |i: usize| (std::cmp::Reverse(height[i]), i);
-    let mut remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
-    // Ready tasks, sorted by rank.
-    let mut ready: Vec<usize> = (0..tasks.len()).filter(|&i| remaining[i] == 0).collect();
-    ready.sort_by_key(|&i| rank(i));
+    let mut slots = Slots {
+        task_groups,
+        in_group: vec![0usize; group_count],
+        per_group,
+        parallelism,
+    };
+    let mut queue = Queue::new(&tasks);
     let mut running: JoinSet<Finished<R>> = JoinSet::new();
     let mut started: HashSet<usize> = HashSet::new();
     // Which task each tokio task runs, so a panicked one can be named.
@@ -157,12 +153,6 @@ pub async fn execute<R: Runner>(
     let mut report = Report::default();
     let mut halted = false;
     let mut stop_open = true;
-    let release = |in_group: &mut Vec<usize>, i: usize| {
-        for &g in &task_groups[i] {
-            in_group[g] = in_group[g].saturating_sub(1);
-        }
-    };
-
     loop {
         if *stop.borrow() >= Stop::Graceful {
             halted = true;
@@ -172,31 +162,14 @@ pub async fn execute<R: Runner>(
             break;
         }
         if !halted && running.len() < parallelism {
-            // One pass over the ready tasks, in rank order: each whose
-            // groups all have room joins the batch, until the total limit
-            // is reached.
-            let mut kept = Vec::with_capacity(ready.len());
-            let mut batch = Vec::new();
-            for i in std::mem::take(&mut ready) {
-                let room = running.len() + batch.len() < parallelism
-                    && task_groups[i].iter().all(|&g| in_group[g] < per_group);
-                if !room {
-                    kept.push(i);
-                    continue;
-                }
-                for &g in &task_groups[i] {
-                    in_group[g] += 1;
-                }
-                batch.push(i);
-            }
-            ready = kept;
+            let batch = slots.take(&mut queue.ready, running.len());
             if !batch.is_empty() {
                 let announced: Vec<&Task> = batch.iter().map(|&i| &tasks[i]).collect();
                 on_event(Event::Starting(&announced));
                 if *stop.borrow() >= Stop::Graceful {
                     // Vetoed (or stopped meanwhile): none of them started.
                     for &i in &batch {
-                        release(&mut in_group, i);
+                        slots.release(i);
                     }
                     halted = true;
                     report.stopped = true;
@@ -206,13 +179,8 @@ pub async fn execute<R: Runner>(
                 } else {
                     for i in batch {
                         started.insert(i);
-                        let fut = runner.run(&tasks[i]);
-                        let handle = running.spawn(async move {
-                            let t0 = Instant::now();
-                            let result = fut.await;
-                            (i, result, t0.elapsed())
-                        });
-                        spawned.insert(handle.id(), i);
+                        let handle = spawn(&mut running, &*runner, &tasks, i);
+                        spawned.insert(handle, i);
                     }
                 }
             }
@@ -234,7 +202,7 @@ pub async fn execute<R: Runner>(
                         // it) and nothing new starts.
                         Err(e) => {
                             if let Some(&i) = spawned.get(&e.id()) {
-                                release(&mut in_group, i);
+                                slots.release(i);
                                 on_event(Event::Aborted(&tasks[i]));
                                 report.aborted.push(tasks[i].id.clone());
                             }
@@ -243,18 +211,12 @@ pub async fn execute<R: Runner>(
                         }
                     };
                     let task = &tasks[i];
-                    release(&mut in_group, i);
+                    slots.release(i);
                     on_event(Event::Finished { task, result: &result, elapsed });
                     match result {
                         Ok(_) => {
                             report.succeeded.push(task.id.clone());
-                            for &w in &waits.waiters[i] {
-                                remaining[w] -= 1;
-                                if remaining[w] == 0 {
-                                    let pos = ready.partition_point(|&r| rank(r) < rank(w));
-                                    ready.insert(pos, w);
-                                }
-                            }
+                            queue.finished(i);
                         }
                         Err(_) => {
                             report.failed.push(task.id.clone());
@@ -273,20 +235,7 @@ pub async fn execute<R: Runner>(
     // An abort leaves running tasks behind: drop them and say so.
     if !running.is_empty() {
         running.abort_all();
-        let finished: HashSet<&String> = report
-            .succeeded
-            .iter()
-            .chain(&report.failed)
-            .chain(&report.aborted)
-            .collect();
-        let unfinished: Vec<usize> = started
-            .iter()
-            .copied()
-            .filter(|&i| !finished.contains(&tasks[i].id))
-            .collect();
-        let mut unfinished = unfinished;
-        unfinished.sort();
-        for i in unfinished {
+        for i in unfinished(&tasks, &started, &report) {
             on_event(Event::Aborted(&tasks[i]));
             report.aborted.push(tasks[i].id.clone());
         }
@@ -297,6 +246,130 @@ pub async fn execute<R: Runner>(
         .map(|i| tasks[i].id.clone())
         .collect();
     report
+}
+
+/// Starts task `i` on `running`, timed; returns its tokio task's ID.
+fn spawn<R: Runner>(
+    running: &mut JoinSet<Finished<R>>,
+    runner: &R,
+    tasks: &[Task],
+    i: usize,
+) -> tokio::task::Id {
+    let fut = runner.run(&tasks[i]);
+    running
+        .spawn(async move {
+            let t0 = Instant::now();
+            let result = fut.await;
+            (i, result, t0.elapsed())
+        })
+        .id()
+}
+
+/// The tasks still to start, ready first.
+struct Queue {
+    /// Ready tasks, sorted by rank.
+    ready: Vec<usize>,
+    /// How many unfinished blockers each task has.
+    remaining: Vec<usize>,
+    waiters: Vec<Vec<usize>>,
+    /// Each task's longest chain of tasks waiting behind it.
+    height: Vec<usize>,
+}
+
+impl Queue {
+    fn new(tasks: &[Task]) -> Queue {
+        let waits = WaitGraph::new(tasks);
+        let height = waits.heights();
+        let remaining: Vec<usize> = waits.blockers.iter().map(Vec::len).collect();
+        let mut q = Queue {
+            ready: (0..tasks.len()).filter(|&i| remaining[i] == 0).collect(),
+            remaining,
+            waiters: waits.waiters,
+            height,
+        };
+        let mut ready = std::mem::take(&mut q.ready);
+        ready.sort_by_key(|&i| q.rank(i));
+        q.ready = ready;
+        q
+    }
+
+    /// Longest chain first: of the ready tasks, the one with the most tasks
+    /// waiting behind it in a row starts first (then plan order), so a
+    /// limit spends its slots on the critical path before the leaves.
+    fn rank(&self, i: usize) -> (std::cmp::Reverse<usize>, usize) {
+        (std::cmp::Reverse(self.height[i]), i)
+    }
+
+    /// Task `i` succeeded: the tasks it was the last blocker of are ready.
+    fn finished(&mut self, i: usize) {
+        for k in 0..self.waiters[i].len() {
+            let w = self.waiters[i][k];
+            self.remaining[w] -= 1;
+            if self.remaining[w] == 0 {
+                let pos = self.ready.partition_point(|&r| self.rank(r) < self.rank(w));
+                self.ready.insert(pos, w);
+            }
+        }
+    }
+}
+
+/// The limits: how many tasks run, in total and per group.
+struct Slots {
+    task_groups: Vec<Vec<usize>>,
+    /// How many tasks of each group run now.
+    in_group: Vec<usize>,
+    per_group: usize,
+    parallelism: usize,
+}
+
+impl Slots {
+    /// One pass over the `ready` tasks, in rank order: each whose groups
+    /// all have room joins the batch, until the total limit is reached
+    /// (`running` run already). The rest stay ready.
+    fn take(&mut self, ready: &mut Vec<usize>, running: usize) -> Vec<usize> {
+        let mut kept = Vec::with_capacity(ready.len());
+        let mut batch = Vec::new();
+        for i in std::mem::take(ready) {
+            let room = running + batch.len() < self.parallelism
+                && self.task_groups[i]
+                    .iter()
+                    .all(|&g| self.in_group[g] < self.per_group);
+            if !room {
+                kept.push(i);
+                continue;
+            }
+            for &g in &self.task_groups[i] {
+                self.in_group[g] += 1;
+            }
+            batch.push(i);
+        }
+        *ready = kept;
+        batch
+    }
+
+    /// Task `i` no longer runs.
+    fn release(&mut self, i: usize) {
+        for &g in &self.task_groups[i] {
+            self.in_group[g] = self.in_group[g].saturating_sub(1);
+        }
+    }
+}
+
+/// The started tasks the report does not say finished, in plan order.
+fn unfinished(tasks: &[Task], started: &HashSet<usize>, report: &Report) -> Vec<usize> {
+    let finished: HashSet<&String> = report
+        .succeeded
+        .iter()
+        .chain(&report.failed)
+        .chain(&report.aborted)
+        .collect();
+    let mut unfinished: Vec<usize> = started
+        .iter()
+        .copied()
+        .filter(|&i| !finished.contains(&tasks[i].id))
+        .collect();
+    unfinished.sort();
+    unfinished
 }
 
 /// The tasks that can never start because they wait for each other in a

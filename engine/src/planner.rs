@@ -480,32 +480,8 @@ fn converge_or_destroy(
                     .and_then(|r| r.get(&step.id))
                     .map(|o| o.drift.as_slice())
                     .unwrap_or_default();
-                let reason = if rec.status == Status::Tainted {
-                    Some(
-                        "tainted: an earlier apply of this step failed or was interrupted, \
-                         or `apply --refresh-only` found it drifted"
-                            .into(),
-                    )
-                } else if rec.input_fingerprint != new.fingerprint {
-                    Some(if new.unknown {
-                        "input changed (some values are known only after apply)".into()
-                    } else {
-                        "input changed".into()
-                    })
-                } else if !drift.is_empty() {
-                    Some(format!("drift: {}", drift.join("; ")))
-                } else {
-                    None
-                };
-                let reason = if replace.contains(step.id.as_str()) {
-                    Some(match reason {
-                        None => "replaced by --replace".to_string(),
-                        Some(r) => format!("replaced by --replace; {r}"),
-                    })
-                } else {
-                    reason
-                };
-                match reason {
+                let replaced = replace.contains(step.id.as_str());
+                match update_reason(rec, &new, drift, replaced) {
                     None => Change {
                         step: step.id.clone(),
                         kind: step.kind().to_string(),
@@ -535,6 +511,40 @@ fn converge_or_destroy(
         changes.push(change);
     }
     Plan::new(mesh_id, changes)
+}
+
+/// Why a recorded step runs again (None: it does not): tainted, its input
+/// changed, or drift; `replaced` by `--replace` in any case.
+fn update_reason(
+    rec: &StepRecord,
+    new: &RenderedInput,
+    drift: &[String],
+    replaced: bool,
+) -> Option<String> {
+    let reason = if rec.status == Status::Tainted {
+        Some(
+            "tainted: an earlier apply of this step failed or was interrupted, \
+             or `apply --refresh-only` found it drifted"
+                .into(),
+        )
+    } else if rec.input_fingerprint != new.fingerprint {
+        Some(if new.unknown {
+            "input changed (some values are known only after apply)".into()
+        } else {
+            "input changed".into()
+        })
+    } else if !drift.is_empty() {
+        Some(format!("drift: {}", drift.join("; ")))
+    } else {
+        None
+    };
+    if !replaced {
+        return reason;
+    }
+    Some(match reason {
+        None => "replaced by --replace".to_string(),
+        Some(r) => format!("replaced by --replace; {r}"),
+    })
 }
 
 /// The reason, with what the update will remove (see

@@ -291,6 +291,18 @@ fn on_network(m: &Member) -> String {
 /// cluster by cluster.
 fn notes(before: &Picture, after: &Picture) -> Vec<String> {
     let mut notes = Vec::new();
+    let both = !before.members.is_empty() && !after.members.is_empty();
+    mesh_notes(before, after, &mut notes);
+    revision_notes(before, after, both, &mut notes);
+    if both {
+        topology_notes(before, after, &mut notes);
+    }
+    member_notes(before, after, &mut notes);
+    notes
+}
+
+/// A mesh made or removed; the Istio version changed or pinned.
+fn mesh_notes(before: &Picture, after: &Picture, notes: &mut Vec<String>) {
     if before.members.is_empty() && !after.members.is_empty() {
         let n = after.members.len();
         notes.push(format!(
@@ -320,6 +332,10 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
             _ => {}
         }
     }
+}
+
+/// The mesh's revision changed; kept revisions added or uninstalled.
+fn revision_notes(before: &Picture, after: &Picture, both: bool, notes: &mut Vec<String>) {
     if both
         && let (Some(a), Some(b)) = (&before.revision, &after.revision)
         && a != b
@@ -358,7 +374,11 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
             ));
         }
     }
-    if both {
+}
+
+/// The networks and the root of trust, when both sides have clusters.
+fn topology_notes(before: &Picture, after: &Picture, notes: &mut Vec<String>) {
+    {
         let (was, now) = (before.networks(), after.networks());
         if was.len() == 1 && now.len() > 1 {
             notes.push(format!(
@@ -370,7 +390,7 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
             notes.push(format!("the mesh goes back to one network ({})", now[0]));
         }
     }
-    if both {
+    {
         match (&before.root, &after.root) {
             (Some(a), Some(b)) if a != b => notes.push(
                 "the root of trust is rotated: every primary's intermediate CA is issued again \
@@ -384,6 +404,10 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
             _ => {}
         }
     }
+}
+
+/// Each cluster that joins, changes role, primary or network, or leaves.
+fn member_notes(before: &Picture, after: &Picture, notes: &mut Vec<String>) {
     for m in &after.members {
         match before.members.iter().find(|b| b.name == m.name) {
             None => notes.push(format!(
@@ -432,7 +456,6 @@ fn notes(before: &Picture, after: &Picture) -> Vec<String> {
             });
         }
     }
-    notes
 }
 
 #[cfg(test)]

@@ -137,8 +137,39 @@ impl Compiler<'_> {
     fn primary(&mut self, p: &Cluster, remotes: &[&Cluster]) -> Result<(), GraphError> {
         let (revision, version) = (&self.mesh.mesh.revision, &self.mesh.mesh.istio_version);
         let multi_network = self.multi_network;
-        // Before the control plane: istio-system labelled with the network,
-        // and the primary's own intermediate CA as `cacerts`.
+        let cp_after = self.primary_namespace_and_ca(p)?;
+        let cp = self.add(
+            p,
+            StepInput::InstallControlPlane(install_control_plane::Input {
+                mesh_id: self.mesh.mesh.id.clone(),
+                cluster: p.name.clone(),
+                network: p.network.clone(),
+                revision: revision.clone(),
+                external_istiod: !remotes.is_empty(),
+                istio_version: version.clone(),
+                values: p.values.clone(),
+                istioctl: None,
+                multi_root: false,
+                ambient: self
+                    .ambient
+                    .then_some(install_control_plane::Ambient { multi_network }),
+            }),
+        )?;
+        if let Some(after) = &cp_after {
+            self.b.depend(&cp, after);
+        }
+        if self.ambient {
+            return self.ambient_primary(p, &cp);
+        }
+        self.kept_control_planes(p, remotes, &cp, cp_after.as_ref())?;
+        self.primary_gateways(p, remotes, &cp)
+    }
+
+    /// Before the control plane: istio-system labelled with the network,
+    /// and the primary's own intermediate CA as `cacerts`, when the mesh
+    /// needs them. The last of them, which the control plane waits for.
+    fn primary_namespace_and_ca(&mut self, p: &Cluster) -> Result<Option<String>, GraphError> {
+        let multi_network = self.multi_network;
         let mut cp_after = None;
         if multi_network || self.mesh.trust.is_some() {
             // Ambient's istiod takes each cluster's network from this label
@@ -170,34 +201,21 @@ impl Compiler<'_> {
                 .depend(&plug, step_id(&p.name, StepKind::PrepareNamespace));
             cp_after = Some(plug);
         }
-        let cp = self.add(
-            p,
-            StepInput::InstallControlPlane(install_control_plane::Input {
-                mesh_id: self.mesh.mesh.id.clone(),
-                cluster: p.name.clone(),
-                network: p.network.clone(),
-                revision: revision.clone(),
-                external_istiod: !remotes.is_empty(),
-                istio_version: version.clone(),
-                values: p.values.clone(),
-                istioctl: None,
-                multi_root: false,
-                ambient: self
-                    .ambient
-                    .then_some(install_control_plane::Ambient { multi_network }),
-            }),
-        )?;
-        if let Some(after) = &cp_after {
-            self.b.depend(&cp, after);
-        }
-        if self.ambient {
-            return self.ambient_primary(p, &cp);
-        }
-        // Each kept revision's control plane, by its own istioctl, beside
-        // the mesh's: before it, so the mesh's revision is the last to
-        // write what revisions share (the ingress gateway moves with
-        // `revision`, in place, as in Istio's canary guide); a kept
-        // revision's uninstall then leaves it.
+        Ok(cp_after)
+    }
+
+    /// Each kept revision's control plane, by its own istioctl, beside the
+    /// mesh's (`cp`): before it, so the mesh's revision is the last to
+    /// write what revisions share (the ingress gateway moves with
+    /// `revision`, in place, as in Istio's canary guide); a kept revision's
+    /// uninstall then leaves it.
+    fn kept_control_planes(
+        &mut self,
+        p: &Cluster,
+        remotes: &[&Cluster],
+        cp: &str,
+        cp_after: Option<&String>,
+    ) -> Result<(), GraphError> {
         for k in &self.mesh.mesh.keep_revisions {
             let id = named_step_id(&p.name, StepKind::InstallControlPlane, &k.name);
             let kept = self.add_as(
@@ -216,11 +234,24 @@ impl Compiler<'_> {
                     ambient: None,
                 }),
             )?;
-            self.b.depend(&cp, &kept);
-            if let Some(after) = &cp_after {
+            self.b.depend(cp, &kept);
+            if let Some(after) = cp_after {
                 self.b.depend(&kept, after);
             }
         }
+        Ok(())
+    }
+
+    /// What the remotes and the other networks reach a primary through:
+    /// the east-west gateway, its address, istiod and services exposed.
+    fn primary_gateways(
+        &mut self,
+        p: &Cluster,
+        remotes: &[&Cluster],
+        cp: &str,
+    ) -> Result<(), GraphError> {
+        let (revision, version) = (&self.mesh.mesh.revision, &self.mesh.mesh.istio_version);
+        let multi_network = self.multi_network;
         // A primary alone on one network needs no east-west gateway, no
         // address wait, and no istiod exposed on a public load balancer.
         if remotes.is_empty() && !multi_network {
@@ -235,7 +266,7 @@ impl Compiler<'_> {
                 istio_version: version.clone(),
             }),
         )?;
-        self.b.depend(&ew, &cp);
+        self.b.depend(&ew, cp);
         if multi_network {
             let services = self.add(p, StepInput::ExposeServices(expose_services::Input {}))?;
             self.b.depend(&services, &ew);

@@ -385,39 +385,8 @@ impl Plan {
             ));
         }
         for (i, (a, b)) in self.changes.iter().zip(&other.changes).enumerate() {
-            if a.step != b.step {
-                return Some(format!(
-                    "change {} is {} here and {} in the other",
-                    i + 1,
-                    a.step,
-                    b.step
-                ));
-            }
-            let field = |name: &str, x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| {
-                Some(format!("{}: {name} {x:?} against {y:?}", a.step))
-            };
-            if a.kind != b.kind {
-                return field("kind", &a.kind, &b.kind);
-            }
-            if a.cluster != b.cluster {
-                return field("cluster", &a.cluster, &b.cluster);
-            }
-            if a.action != b.action {
-                return field("action", &a.action.as_str(), &b.action.as_str());
-            }
-            if a.depends_on != b.depends_on {
-                return field("depends_on", &a.depends_on, &b.depends_on);
-            }
-            let fingerprint = |s: &Option<String>| s.as_deref().map(fingerprint);
-            if a.before != b.before {
-                return field(
-                    "recorded input",
-                    &fingerprint(&a.before),
-                    &fingerprint(&b.before),
-                );
-            }
-            if a.after != b.after {
-                return field("input", &fingerprint(&a.after), &fingerprint(&b.after));
+            if let Some(d) = change_difference(i, a, b) {
+                return Some(d);
             }
         }
         if self.changes.len() != other.changes.len() {
@@ -439,35 +408,7 @@ impl Plan {
                 self.summary, other.summary
             ));
         }
-        let (a, b) = (&self.policy, &other.policy);
-        // Messages are derived text: the verdict is the rule, step and override.
-        let verdict = |p: &PolicyReport| {
-            let v: Vec<(String, Option<String>, bool)> = p
-                .violations
-                .iter()
-                .map(|v| (v.rule.clone(), v.step.clone(), v.allowed))
-                .collect();
-            (
-                p.result,
-                p.deny_delete.clone(),
-                p.max_clusters_changed,
-                p.require_canary,
-                p.allowed.clone(),
-                v,
-            )
-        };
-        if verdict(a) != verdict(b) {
-            return Some(format!(
-                "policy: {} ({} violations, --allow {:?}) against {} ({} violations, --allow {:?})",
-                a.result.as_str(),
-                a.violations.len(),
-                a.allowed,
-                b.result.as_str(),
-                b.violations.len(),
-                b.allowed
-            ));
-        }
-        None
+        policy_difference(&self.policy, &other.policy)
     }
 }
 
@@ -514,4 +455,75 @@ fn fingerprint(text: &str) -> String {
     let digest = sha2::Sha256::digest(text.as_bytes());
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+/// How the `i`-th changes of two plans differ, if they do.
+fn change_difference(i: usize, a: &Change, b: &Change) -> Option<String> {
+    if a.step != b.step {
+        return Some(format!(
+            "change {} is {} here and {} in the other",
+            i + 1,
+            a.step,
+            b.step
+        ));
+    }
+    let field = |name: &str, x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| {
+        Some(format!("{}: {name} {x:?} against {y:?}", a.step))
+    };
+    if a.kind != b.kind {
+        return field("kind", &a.kind, &b.kind);
+    }
+    if a.cluster != b.cluster {
+        return field("cluster", &a.cluster, &b.cluster);
+    }
+    if a.action != b.action {
+        return field("action", &a.action.as_str(), &b.action.as_str());
+    }
+    if a.depends_on != b.depends_on {
+        return field("depends_on", &a.depends_on, &b.depends_on);
+    }
+    let fingerprint = |s: &Option<String>| s.as_deref().map(fingerprint);
+    if a.before != b.before {
+        return field(
+            "recorded input",
+            &fingerprint(&a.before),
+            &fingerprint(&b.before),
+        );
+    }
+    if a.after != b.after {
+        return field("input", &fingerprint(&a.after), &fingerprint(&b.after));
+    }
+    None
+}
+
+/// How two plans' policy verdicts differ, if they do. Messages are derived
+/// text: the verdict is the rule, step and override.
+fn policy_difference(a: &PolicyReport, b: &PolicyReport) -> Option<String> {
+    let verdict = |p: &PolicyReport| {
+        let v: Vec<(String, Option<String>, bool)> = p
+            .violations
+            .iter()
+            .map(|v| (v.rule.clone(), v.step.clone(), v.allowed))
+            .collect();
+        (
+            p.result,
+            p.deny_delete.clone(),
+            p.max_clusters_changed,
+            p.require_canary,
+            p.allowed.clone(),
+            v,
+        )
+    };
+    if verdict(a) != verdict(b) {
+        return Some(format!(
+            "policy: {} ({} violations, --allow {:?}) against {} ({} violations, --allow {:?})",
+            a.result.as_str(),
+            a.violations.len(),
+            a.allowed,
+            b.result.as_str(),
+            b.violations.len(),
+            b.allowed
+        ));
+    }
+    None
 }

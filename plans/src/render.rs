@@ -490,39 +490,68 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
 
     let mut out = head.clone();
     if full <= limit {
-        out.push_str(table_head);
-        rows.iter().for_each(|r| out.push_str(r));
-        out.push('\n');
-        for ((open, close), b) in wrappers.iter().zip(&bodies) {
-            out.push_str(open);
-            out.push_str(b);
-            out.push_str(close);
-        }
+        push_changes(&mut out, table_head, &rows, &wrappers, &bodies);
         return out;
     }
 
     // Every shortened diff carries a note line of ~70 characters.
     if fixed + note_room + bodies.len() * 70 > limit {
         // Too many steps even without diffs: list as many rows as fit.
-        out.push_str(table_head);
-        let mut shown = 0;
-        for r in &rows {
-            if out.len() + r.len() + note_room > limit {
-                break;
-            }
-            out.push_str(r);
-            shown += 1;
-        }
-        let _ = write!(
-            out,
-            "\n_{} more changed steps and every diff are not shown: the comment would exceed \
-             GitHub's size limit. `mesh plan --format text` or `--format json` shows the full plan._\n",
-            rows.len() - shown
-        );
+        rows_that_fit(&mut out, table_head, &rows, limit.saturating_sub(note_room));
         return out;
     }
 
-    let budget = limit - fixed - note_room;
+    let (shortened, cut_total) = shortened(&bodies, limit - fixed - note_room);
+    let _ = writeln!(
+        out,
+        "_Some diffs were shortened to keep this comment under GitHub's size limit \
+         ({cut_total} lines not shown). `mesh plan --format text` or `--format json` shows them all._\n"
+    );
+    push_changes(&mut out, table_head, &rows, &wrappers, &shortened);
+    out
+}
+
+/// The table of changes, then each diff in its wrapper.
+fn push_changes(
+    out: &mut String,
+    table_head: &str,
+    rows: &[String],
+    wrappers: &[(String, String)],
+    bodies: &[String],
+) {
+    out.push_str(table_head);
+    rows.iter().for_each(|r| out.push_str(r));
+    out.push('\n');
+    for ((open, close), b) in wrappers.iter().zip(bodies) {
+        out.push_str(open);
+        out.push_str(b);
+        out.push_str(close);
+    }
+}
+
+/// As many rows of the table as keep `out` within `limit`, and a note of
+/// how many are not shown (nor any diff).
+fn rows_that_fit(out: &mut String, table_head: &str, rows: &[String], limit: usize) {
+    out.push_str(table_head);
+    let mut shown = 0;
+    for r in rows {
+        if out.len() + r.len() > limit {
+            break;
+        }
+        out.push_str(r);
+        shown += 1;
+    }
+    let _ = write!(
+        out,
+        "\n_{} more changed steps and every diff are not shown: the comment would exceed \
+         GitHub's size limit. `mesh plan --format text` or `--format json` shows the full plan._\n",
+        rows.len() - shown
+    );
+}
+
+/// The diffs shortened to fit `budget` bytes together, and how many lines
+/// were cut.
+fn shortened(bodies: &[String], budget: usize) -> (Vec<String>, usize) {
     let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
     let allow = allowances(&sizes, budget);
     let mut cut_total = 0;
@@ -532,20 +561,7 @@ pub fn markdown_with_limit(plan: &Plan, limit: usize) -> String {
         cut_total += cut;
         shortened.push(s);
     }
-    let _ = writeln!(
-        out,
-        "_Some diffs were shortened to keep this comment under GitHub's size limit \
-         ({cut_total} lines not shown). `mesh plan --format text` or `--format json` shows them all._\n"
-    );
-    out.push_str(table_head);
-    rows.iter().for_each(|r| out.push_str(r));
-    out.push('\n');
-    for ((open, close), b) in wrappers.iter().zip(&shortened) {
-        out.push_str(open);
-        out.push_str(b);
-        out.push_str(close);
-    }
-    out
+    (shortened, cut_total)
 }
 
 /// The plan's warnings (targeting in effect), each a paragraph, before

@@ -21,3 +21,4 @@
 mod golden;
 
 mod cli;
+mod tidy;

@@ -369,128 +369,13 @@ impl Walker<'_> {
         let mut draft = Draft::default();
         for (key, value) in root {
             match key.get_ref().as_ref() {
-                "mesh" => {
-                    draft.mesh_span = Some(key.span());
-                    if let Some(t) = self.table("mesh", value) {
-                        for (k, v) in t {
-                            draft.mesh_keys.push(k.get_ref().to_string());
-                            match k.get_ref().as_ref() {
-                                "id" => draft.mesh_id = self.string("id", v),
-                                "revision" => draft.revision = self.string("revision", v),
-                                "istio_version" => {
-                                    draft.istio_version = self.string("istio_version", v)
-                                }
-                                "keep_revision" => self.keep_revisions(v, &mut draft),
-                                "dataplane" => draft.dataplane = self.string("dataplane", v),
-                                _ => draft
-                                    .mesh_keys
-                                    .extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),
-                            }
-                        }
-                    }
-                }
-                "istioctl" => {
-                    if let Some(t) = self.table("istioctl", value) {
-                        for (k, v) in t {
-                            match k.get_ref().as_ref() {
-                                "path" => draft.istioctl_path = self.string("path", v),
-                                "readiness_timeout" => {
-                                    draft.readiness_timeout = self.string("readiness_timeout", v)
-                                }
-                                "timeout" => draft.istioctl_timeout = self.string("timeout", v),
-                                _ => {
-                                    self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS);
-                                }
-                            }
-                        }
-                    }
-                }
-                "trust" => {
-                    if let Some(t) = self.table("trust", value) {
-                        draft.trust_span = Some(key.span().start..value.span().end);
-                        for (k, v) in t {
-                            let name = k.get_ref().as_ref();
-                            draft.trust_keys.push(name.to_string());
-                            match name {
-                                "root_cert" => draft.root_cert = self.string("root_cert", v),
-                                "root_key" => draft.root_key = self.string("root_key", v),
-                                "intermediate_days" => {
-                                    draft.intermediate_days =
-                                        self.integer("intermediate_days", v, 365)
-                                }
-                                _ => {
-                                    if let Some(m) = self.unknown_key(k, "[trust]", TRUST_KEYS) {
-                                        draft.trust_keys.push(m);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                "credentials" => {
-                    if let Some(t) = self.table("credentials", value) {
-                        for (k, v) in t {
-                            match k.get_ref().as_ref() {
-                                "rotate_after" => {
-                                    draft.rotate_after = self.string("rotate_after", v)
-                                }
-                                _ => {
-                                    self.unknown_key(k, "[credentials]", CREDENTIALS_KEYS);
-                                }
-                            }
-                        }
-                    }
-                }
-                "tags" => {
-                    if let Some(t) = self.table("tags", value) {
-                        draft.tags_span = Some(key.span());
-                        for (k, v) in t {
-                            let tag = At {
-                                value: k.get_ref().to_string(),
-                                span: k.span(),
-                            };
-                            if let Some(rev) = self.string(&format!("tags.{}", tag.value), v) {
-                                draft.tags.push((tag, rev));
-                            }
-                        }
-                    }
-                }
-                "policy" => {
-                    if let Some(t) = self.table("policy", value) {
-                        draft.policy_span = Some(key.span());
-                        for (k, v) in t {
-                            match k.get_ref().as_ref() {
-                                "deny_delete" => draft.deny_delete = self.strings("deny_delete", v),
-                                "max_clusters_changed" => {
-                                    draft.max_clusters_changed =
-                                        self.integer("max_clusters_changed", v, 10)
-                                }
-                                "require_canary" => {
-                                    draft.require_canary = self.boolean("require_canary", v)
-                                }
-                                _ => {
-                                    self.unknown_key(k, "[policy]", POLICY_KEYS);
-                                }
-                            }
-                        }
-                    }
-                }
-                "state" => {
-                    if let Some(t) = self.table("state", value) {
-                        for (k, v) in t {
-                            match k.get_ref().as_ref() {
-                                "path" => draft.state_path = self.string("path", v),
-                                "backend" => draft.state_backend = self.string("backend", v),
-                                "context" => draft.state_context = self.string("context", v),
-                                "namespace" => draft.state_namespace = self.string("namespace", v),
-                                "name" => draft.state_name = self.string("name", v),
-                                _ => {
-                                    self.unknown_key(k, "[state]", STATE_KEYS);
-                                }
-                            }
-                        }
-                    }
-                }
+                "mesh" => self.mesh_section(key, value, &mut draft),
+                "istioctl" => self.istioctl_section(key, value, &mut draft),
+                "trust" => self.trust_section(key, value, &mut draft),
+                "credentials" => self.credentials_section(key, value, &mut draft),
+                "tags" => self.tags_section(key, value, &mut draft),
+                "policy" => self.policy_section(key, value, &mut draft),
+                "state" => self.state_section(key, value, &mut draft),
                 "cluster" => match value.get_ref() {
                     DeValue::Array(items) => {
                         for (index, item) in items.iter().enumerate() {
@@ -519,6 +404,169 @@ impl Walker<'_> {
             }
         }
         draft
+    }
+
+    /// `[mesh]`.
+    fn mesh_section(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        draft.mesh_span = Some(key.span());
+        if let Some(t) = self.table("mesh", value) {
+            for (k, v) in t {
+                draft.mesh_keys.push(k.get_ref().to_string());
+                match k.get_ref().as_ref() {
+                    "id" => draft.mesh_id = self.string("id", v),
+                    "revision" => draft.revision = self.string("revision", v),
+                    "istio_version" => draft.istio_version = self.string("istio_version", v),
+                    "keep_revision" => self.keep_revisions(v, draft),
+                    "dataplane" => draft.dataplane = self.string("dataplane", v),
+                    _ => draft
+                        .mesh_keys
+                        .extend(self.unknown_key(k, "[mesh]", MESH_KEYS)),
+                }
+            }
+        }
+    }
+
+    /// `[istioctl]`.
+    fn istioctl_section(
+        &mut self,
+        _key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        if let Some(t) = self.table("istioctl", value) {
+            for (k, v) in t {
+                match k.get_ref().as_ref() {
+                    "path" => draft.istioctl_path = self.string("path", v),
+                    "readiness_timeout" => {
+                        draft.readiness_timeout = self.string("readiness_timeout", v)
+                    }
+                    "timeout" => draft.istioctl_timeout = self.string("timeout", v),
+                    _ => {
+                        self.unknown_key(k, "[istioctl]", ISTIOCTL_KEYS);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `[trust]`.
+    fn trust_section(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        if let Some(t) = self.table("trust", value) {
+            draft.trust_span = Some(key.span().start..value.span().end);
+            for (k, v) in t {
+                let name = k.get_ref().as_ref();
+                draft.trust_keys.push(name.to_string());
+                match name {
+                    "root_cert" => draft.root_cert = self.string("root_cert", v),
+                    "root_key" => draft.root_key = self.string("root_key", v),
+                    "intermediate_days" => {
+                        draft.intermediate_days = self.integer("intermediate_days", v, 365)
+                    }
+                    _ => {
+                        if let Some(m) = self.unknown_key(k, "[trust]", TRUST_KEYS) {
+                            draft.trust_keys.push(m);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `[credentials]`.
+    fn credentials_section(
+        &mut self,
+        _key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        if let Some(t) = self.table("credentials", value) {
+            for (k, v) in t {
+                match k.get_ref().as_ref() {
+                    "rotate_after" => draft.rotate_after = self.string("rotate_after", v),
+                    _ => {
+                        self.unknown_key(k, "[credentials]", CREDENTIALS_KEYS);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `[tags]`.
+    fn tags_section(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        if let Some(t) = self.table("tags", value) {
+            draft.tags_span = Some(key.span());
+            for (k, v) in t {
+                let tag = At {
+                    value: k.get_ref().to_string(),
+                    span: k.span(),
+                };
+                if let Some(rev) = self.string(&format!("tags.{}", tag.value), v) {
+                    draft.tags.push((tag, rev));
+                }
+            }
+        }
+    }
+
+    /// `[policy]`.
+    fn policy_section(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        if let Some(t) = self.table("policy", value) {
+            draft.policy_span = Some(key.span());
+            for (k, v) in t {
+                match k.get_ref().as_ref() {
+                    "deny_delete" => draft.deny_delete = self.strings("deny_delete", v),
+                    "max_clusters_changed" => {
+                        draft.max_clusters_changed = self.integer("max_clusters_changed", v, 10)
+                    }
+                    "require_canary" => draft.require_canary = self.boolean("require_canary", v),
+                    _ => {
+                        self.unknown_key(k, "[policy]", POLICY_KEYS);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `[state]`.
+    fn state_section(
+        &mut self,
+        _key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        draft: &mut Draft,
+    ) {
+        if let Some(t) = self.table("state", value) {
+            for (k, v) in t {
+                match k.get_ref().as_ref() {
+                    "path" => draft.state_path = self.string("path", v),
+                    "backend" => draft.state_backend = self.string("backend", v),
+                    "context" => draft.state_context = self.string("context", v),
+                    "namespace" => draft.state_namespace = self.string("namespace", v),
+                    "name" => draft.state_name = self.string("name", v),
+                    _ => {
+                        self.unknown_key(k, "[state]", STATE_KEYS);
+                    }
+                }
+            }
+        }
     }
 
     fn cluster(&mut self, t: &DeTable<'_>, span: Range<usize>, index: usize) -> DraftCluster {

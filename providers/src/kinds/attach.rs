@@ -208,6 +208,42 @@ async fn shared_still_needed(
     None
 }
 
+/// Revokes the token Secret `shared` all links to the remote shared, once
+/// no other control plane of the mesh holds its token; else says why it
+/// stays.
+async fn revoke_shared(
+    cx: Ctx<'_>,
+    remote: &Connection,
+    input: &Input,
+    shared: &TokenSecret,
+    log: &mut String,
+) -> Result<(), StepError> {
+    let Some(t) = &shared.token else {
+        return Ok(());
+    };
+    let ns = input.reader.namespace.as_str();
+        match shared_still_needed(cx, input, t).await {
+            None if !cx.env.fleet.holders.is_empty() => {
+                crate::k8s::delete(remote, &secret_ref(ns, &shared.name)).await?;
+                log.push_str(&format!(
+                    "revoked the reader token the links shared: deleted Secret {ns}/{} in `{}` \
+                     (no remote secret of the mesh holds it any more)\n",
+                    shared.name, input.remote
+                ));
+            }
+            None => log.push_str(&format!(
+                "kept the shared token Secret {ns}/{} in `{}`: this command does not know the \
+                 mesh's other control planes\n",
+                shared.name, input.remote
+            )),
+            Some(why) => log.push_str(&format!(
+                "kept the shared token Secret {ns}/{} in `{}`: {why}\n",
+                shared.name, input.remote
+            )),
+        }
+    Ok(())
+}
+
 /// How much older than `rotate_after` a token made at `created` (RFC 3339)
 /// is at `now` (Unix seconds): None while it is younger.
 pub fn overdue(created: &str, now: i64, rotate_after: Duration) -> Option<Duration> {
@@ -433,28 +469,8 @@ impl Kind for Attach {
                 .find(|s| s.name == istioctl && s.link.is_none())
                 .cloned()
         });
-        if let Some(shared) = shared
-            && let Some(t) = &shared.token
-        {
-            match shared_still_needed(cx, input, t).await {
-                None if !cx.env.fleet.holders.is_empty() => {
-                    crate::k8s::delete(&remote, &secret_ref(ns, &shared.name)).await?;
-                    log.push_str(&format!(
-                        "revoked the reader token the links shared: deleted Secret {ns}/{} in `{}` \
-                         (no remote secret of the mesh holds it any more)\n",
-                        shared.name, input.remote
-                    ));
-                }
-                None => log.push_str(&format!(
-                    "kept the shared token Secret {ns}/{} in `{}`: this command does not know the \
-                     mesh's other control planes\n",
-                    shared.name, input.remote
-                )),
-                Some(why) => log.push_str(&format!(
-                    "kept the shared token Secret {ns}/{} in `{}`: {why}\n",
-                    shared.name, input.remote
-                )),
-            }
+        if let Some(shared) = shared {
+            revoke_shared(cx, &remote, input, &shared, &mut log).await?;
         }
         Ok(Applied {
             outputs: BTreeMap::from([

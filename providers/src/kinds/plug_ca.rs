@@ -236,86 +236,17 @@ impl Kind for PlugCa {
         let conn = cx.connect().await?;
         let mut log = String::new();
         let before = crate::k8s::get(&conn, &secret_doc()).await?;
-        if let Some(live) = &before {
-            let ours = live
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(ROOT_ANNOTATION));
-            if !ours {
-                let their_root = data(live, "root-cert.pem")
-                    .and_then(|p| crate::ca::inspect(&p).ok())
-                    .map_or("unreadable".to_string(), |i| {
-                        format!("sha256:{}", short(&i.sha256))
-                    });
-                log.push_str(&format!(
-                    "replaced a cacerts Secret mesh did not write (its root: {their_root})\n"
-                ));
-            }
+        if let Some(note) = before.as_ref().and_then(foreign_cacerts) {
+            log.push_str(&note);
         }
-        let files = match &input.stage {
-            // Also phase 3: a new intermediate of the new root beside it
-            // alone. Workload certificates of phase 2's intermediate still
-            // chain to that root.
-            Stage::Plain => new_intermediate(cx, input, None)?,
-            Stage::NewIntermediate { old } => {
-                let live = before.as_ref().ok_or_else(|| lost_phase_one(input, old))?;
-                let roots = data(live, "root-cert.pem").unwrap_or_default();
-                let held: Vec<String> = crate::ca::bundle(&roots).into_iter().map(|(s, _)| s).collect();
-                let old_ok = match old {
-                    OldRoot::Recorded(sha) => held.contains(sha),
-                    OldRoot::Live => held.len() >= 2,
-                };
-                if !(old_ok && held.contains(&input.root_sha256)) {
-                    return Err(lost_phase_one(input, old));
-                }
-                // The bundle byte for byte as phase 1 wrote it: istiod sees
-                // the same roots and takes the new intermediate in place.
-                new_intermediate(cx, input, Some(roots))?
-            }
-            Stage::TrustBoth { old } => match kept_ca(&conn, before.as_ref(), old, input).await? {
-                Some(files) => files,
-                None => {
-                    log.push_str(&format!(
-                        "{} has no CA yet (no cacerts, no istio-ca-secret, and no istiod ready): no \
-                         workload holds a certificate of another root, so the new root is used at once\n",
-                        input.cluster
-                    ));
-                    new_intermediate(cx, input, None)?
-                }
-            },
-        };
-        let b64 = base64::engine::general_purpose::STANDARD;
+        let files = stage_files(cx, &conn, input, before.as_ref(), &mut log).await?;
         let named: [(&str, &[u8]); 4] = [
             ("ca-cert.pem", files.cert.as_bytes()),
             ("ca-key.pem", files.key.expose().as_bytes()),
             ("root-cert.pem", files.roots.as_bytes()),
             ("cert-chain.pem", files.chain.as_bytes()),
         ];
-        let mut secret = rendered.documents.first().cloned().unwrap_or_default();
-        if let Some(obj) = secret.as_object_mut() {
-            obj.remove("stringData");
-            let data: serde_json::Map<String, Value> = named
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::from(b64.encode(v))))
-                .collect();
-            obj.insert("data".into(), Value::Object(data));
-            // What the annotations say, as written (the self-signed root's
-            // own sha256, once it is known).
-            let trusted: Vec<String> = crate::ca::bundle(&files.roots).into_iter().map(|(s, _)| s).collect();
-            if let Some(a) = obj
-                .get_mut("metadata")
-                .and_then(|m| m.get_mut("annotations"))
-                .and_then(Value::as_object_mut)
-            {
-                a.insert(ROOT_ANNOTATION.into(), Value::from(files.signer.clone()));
-                if trusted.len() > 1 {
-                    a.insert(TRUSTED_ANNOTATION.into(), Value::from(trusted.join(",")));
-                } else {
-                    a.remove(TRUSTED_ANNOTATION);
-                }
-            }
-        }
+        let secret = secret_of(rendered, &files, &named);
         // Each file's fingerprint (the key's too: a fingerprint, never the
         // key), so a refresh finds any byte changed: a rogue CA appended to
         // root-cert.pem, a certificate added to the chain, a swapped key.
@@ -340,29 +271,7 @@ impl Kind for PlugCa {
                 .collect::<Vec<_>>()
                 .join(" and ")
         ));
-        let live_pem = before.as_ref().and_then(|live| data(live, "root-cert.pem"));
-        let live_roots: Option<Vec<String>> = live_pem
-            .as_deref()
-            .map(|p| crate::ca::bundle(p).into_iter().map(|(s, _)| s).collect());
-        let live = live_pem.as_deref().zip(live_roots.as_deref());
-        match reload(live, (files.roots.as_str(), &trusted)) {
-            Reload::Itself => log.push_str(
-                "same roots: istiod reloads cacerts by itself, nothing restarted\n",
-            ),
-            reload => {
-                let restarted = restart_istiod(&conn, reload == Reload::WithMultiRoot).await?;
-                if !restarted.is_empty() {
-                    log.push_str(&format!(
-                        "restarted {} to load the new CA\n",
-                        restarted.join(", ")
-                    ));
-                } else if reload == Reload::WithMultiRoot {
-                    log.push_str(&format!(
-                        "a root added or dropped: istiod takes it in place ({MULTI_ROOT_ENV}=true), nothing restarted\n"
-                    ));
-                }
-            }
-        }
+        reload_istiod(&conn, before.as_ref(), &files, &trusted, &mut log).await?;
         Ok(Applied {
             outputs: BTreeMap::from([
                 (FILES_SHA256.to_string(), Value::Object(fingerprints)),
@@ -717,6 +626,134 @@ async fn istiods(
         .collect())
 }
 
+/// A note for a `cacerts` mesh did not write, which the apply replaces.
+fn foreign_cacerts(live: &kube::api::DynamicObject) -> Option<String> {
+    let ours = live
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ROOT_ANNOTATION));
+    if ours {
+        return None;
+    }
+    let their_root = data(live, "root-cert.pem")
+        .and_then(|p| crate::ca::inspect(&p).ok())
+        .map_or("unreadable".to_string(), |i| {
+            format!("sha256:{}", short(&i.sha256))
+        });
+    Some(format!(
+        "replaced a cacerts Secret mesh did not write (its root: {their_root})\n"
+    ))
+}
+
+/// The files this apply writes, by the stage of a root rotation it takes.
+async fn stage_files(
+    cx: Ctx<'_>,
+    conn: &crate::cluster::Connection,
+    input: &Input,
+    before: Option<&kube::api::DynamicObject>,
+    log: &mut String,
+) -> Result<Files, StepError> {
+    Ok(match &input.stage {
+        // Also phase 3: a new intermediate of the new root beside it
+        // alone. Workload certificates of phase 2's intermediate still
+        // chain to that root.
+        Stage::Plain => new_intermediate(cx, input, None)?,
+        Stage::NewIntermediate { old } => {
+            let live = before.ok_or_else(|| lost_phase_one(input, old))?;
+            let roots = data(live, "root-cert.pem").unwrap_or_default();
+            let held: Vec<String> = crate::ca::bundle(&roots).into_iter().map(|(s, _)| s).collect();
+            let old_ok = match old {
+                OldRoot::Recorded(sha) => held.contains(sha),
+                OldRoot::Live => held.len() >= 2,
+            };
+            if !(old_ok && held.contains(&input.root_sha256)) {
+                return Err(lost_phase_one(input, old));
+            }
+            // The bundle byte for byte as phase 1 wrote it: istiod sees
+            // the same roots and takes the new intermediate in place.
+            new_intermediate(cx, input, Some(roots))?
+        }
+        Stage::TrustBoth { old } => match kept_ca(conn, before, old, input).await? {
+            Some(files) => files,
+            None => {
+                log.push_str(&format!(
+                    "{} has no CA yet (no cacerts, no istio-ca-secret, and no istiod ready): no \
+                     workload holds a certificate of another root, so the new root is used at once\n",
+                    input.cluster
+                ));
+                new_intermediate(cx, input, None)?
+            }
+        },
+    })
+}
+
+/// The `cacerts` Secret to write: the rendered one with the files as
+/// `data` and the roots it signs with and trusts as annotations.
+fn secret_of(rendered: &Rendered, files: &Files, named: &[(&str, &[u8]); 4]) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut secret = rendered.documents.first().cloned().unwrap_or_default();
+    if let Some(obj) = secret.as_object_mut() {
+        obj.remove("stringData");
+        let data: serde_json::Map<String, Value> = named
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(b64.encode(v))))
+            .collect();
+        obj.insert("data".into(), Value::Object(data));
+        // What the annotations say, as written (the self-signed root's
+        // own sha256, once it is known).
+        let trusted: Vec<String> = crate::ca::bundle(&files.roots).into_iter().map(|(s, _)| s).collect();
+        if let Some(a) = obj
+            .get_mut("metadata")
+            .and_then(|m| m.get_mut("annotations"))
+            .and_then(Value::as_object_mut)
+        {
+            a.insert(ROOT_ANNOTATION.into(), Value::from(files.signer.clone()));
+            if trusted.len() > 1 {
+                a.insert(TRUSTED_ANNOTATION.into(), Value::from(trusted.join(",")));
+            } else {
+                a.remove(TRUSTED_ANNOTATION);
+            }
+        }
+    }
+    secret
+}
+
+/// Restarts istiod when it cannot take the new `cacerts` in place
+/// ([`reload`], from the roots `before` held and those written), saying so.
+async fn reload_istiod(
+    conn: &crate::cluster::Connection,
+    before: Option<&kube::api::DynamicObject>,
+    files: &Files,
+    trusted: &[String],
+    log: &mut String,
+) -> Result<(), StepError> {
+    let live_pem = before.and_then(|live| data(live, "root-cert.pem"));
+    let live_roots: Option<Vec<String>> = live_pem
+        .as_deref()
+        .map(|p| crate::ca::bundle(p).into_iter().map(|(s, _)| s).collect());
+    let live = live_pem.as_deref().zip(live_roots.as_deref());
+    match reload(live, (files.roots.as_str(), trusted)) {
+        Reload::Itself => log.push_str(
+            "same roots: istiod reloads cacerts by itself, nothing restarted\n",
+        ),
+        reload => {
+            let restarted = restart_istiod(conn, reload == Reload::WithMultiRoot).await?;
+            if !restarted.is_empty() {
+                log.push_str(&format!(
+                    "restarted {} to load the new CA\n",
+                    restarted.join(", ")
+                ));
+            } else if reload == Reload::WithMultiRoot {
+                log.push_str(&format!(
+                    "a root added or dropped: istiod takes it in place ({MULTI_ROOT_ENV}=true), nothing restarted\n"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn lost_phase_one(input: &Input, old: &OldRoot) -> StepError {
     StepError::Failed(format!(
         "root rotation phase 2 needs phase 1 in place: Secret istio-system/cacerts of `{}` trusting \
@@ -804,4 +841,26 @@ fn multi_root(d: &k8s_openapi::api::apps::v1::Deployment) -> bool {
                 })
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istiod_reloads_the_same_bytes_itself_and_a_held_set_with_multi_root() {
+        let roots = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (a, ab, b) = (roots(&["a"]), roots(&["a", "b"]), roots(&["b"]));
+        // No cacerts before: istiod signs with its own CA until it restarts.
+        assert_eq!(reload(None, ("A", &a)), Reload::Restart);
+        // Byte for byte the same: taken in place.
+        assert_eq!(reload(Some(("A", &a)), ("A", &a)), Reload::Itself);
+        // The same roots written otherwise are a change to istiod.
+        assert_eq!(reload(Some(("A", &a)), ("A\r\n", &a)), Reload::WithMultiRoot);
+        // A root added (phase 1) or dropped (phase 3): one set holds the other.
+        assert_eq!(reload(Some(("A", &a)), ("AB", &ab)), Reload::WithMultiRoot);
+        assert_eq!(reload(Some(("AB", &ab)), ("B", &b)), Reload::WithMultiRoot);
+        // Another root altogether: only a restart takes it.
+        assert_eq!(reload(Some(("A", &a)), ("B", &b)), Reload::Restart);
+    }
 }
