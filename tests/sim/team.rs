@@ -422,3 +422,25 @@ fn a_hostile_lease_is_printed_escaped() {
         "the holder is named"
     );
 }
+
+/// A state the credentials may not read says what failed and where: a
+/// read of the Secret, named by namespace, name and context; never a
+/// made-up file path or a lock error.
+#[test]
+fn a_state_it_may_not_read_names_the_read_and_the_secret() {
+    let w = World::new(&team_mesh(), CONTEXTS);
+    assert!(succeeded(&w.mesh(&["apply", "--auto-approve"])));
+    w.cluster("kind-cluster1").set_faults(kubesim::Faults {
+        denied: vec![("get".into(), "secrets".into())],
+        ..Default::default()
+    });
+    let o = w.mesh(&["state", "pull"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("cannot read the state from Secret default/mesh1 in context kind-cluster1")
+            && t.contains("no permission to get secrets in namespace default"),
+        "{t}"
+    );
+    assert!(!t.contains("cannot lock the state"), "{t}");
+}

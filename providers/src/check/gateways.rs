@@ -12,12 +12,12 @@ pub(super) async fn eastwest(
 ) -> Result<Check, ClusterError> {
     let svc = crate::k8s::get(conn, &object("v1", "Service", Some(NS), EASTWEST_GATEWAY)).await?;
     let address = svc.as_ref().map(crate::istio::eastwest_address);
-    Ok(eastwest_verdict(spec, address, recorded))
+    Ok(eastwest_gateway(spec, address, recorded))
 }
 
 /// The gateway Service's address (outer None: no Service; inner None: no
 /// address yet) against the one the state `recorded`.
-fn eastwest_verdict(
+fn eastwest_gateway(
     spec: &ClusterSpec,
     address: Option<Option<Result<String, String>>>,
     recorded: Option<&str>,
@@ -62,7 +62,7 @@ pub(super) async fn ambient(
     let mut out = Vec::new();
     for ds in ["ztunnel", "istio-cni-node"] {
         let live = crate::k8s::get(conn, &object("apps/v1", "DaemonSet", Some(NS), ds)).await?;
-        out.push(daemonset_verdict(spec, ds, live.as_ref().map(|d| &d.data)));
+        out.push(ambient_daemonset(spec, ds, live.as_ref().map(|d| &d.data)));
     }
     if gateway {
         let name = EASTWEST_GATEWAY;
@@ -75,7 +75,7 @@ pub(super) async fn ambient(
             Some(_) => crate::k8s::get(conn, &object("v1", "Service", Some(NS), name)).await?,
             None => None,
         };
-        out.push(gateway_verdict(
+        out.push(ambient_eastwest_gateway(
             spec,
             live.as_ref().map(|g| &g.data),
             svc.as_ref().map(|s| &s.data),
@@ -85,7 +85,7 @@ pub(super) async fn ambient(
 }
 
 /// `ambient <ds>`: the DaemonSet (None: missing) ready on every node.
-fn daemonset_verdict(spec: &ClusterSpec, ds: &str, live: Option<&Value>) -> Check {
+fn ambient_daemonset(spec: &ClusterSpec, ds: &str, live: Option<&Value>) -> Check {
     let (c, ctx) = (&spec.name, &spec.target.context);
     let check = format!("ambient {ds}");
     let Some(d) = live else {
@@ -113,7 +113,7 @@ fn daemonset_verdict(spec: &ClusterSpec, ds: &str, live: Option<&Value>) -> Chec
 
 /// `ambient east-west gateway`: the Gateway (None: missing) programmed,
 /// with its own Service's load-balancer address among those it lists.
-fn gateway_verdict(spec: &ClusterSpec, gateway: Option<&Value>, svc: Option<&Value>) -> Check {
+fn ambient_eastwest_gateway(spec: &ClusterSpec, gateway: Option<&Value>, svc: Option<&Value>) -> Check {
     let (c, ctx) = (&spec.name, &spec.target.context);
     let name = EASTWEST_GATEWAY;
     let check = "ambient east-west gateway";
@@ -184,20 +184,20 @@ mod tests {
         let s = spec("c1");
         let ip = || Some(Some(Ok("10.0.0.1".to_string())));
         assert_eq!(
-            eastwest_verdict(&s, ip(), Some("10.0.0.1")).detail,
+            eastwest_gateway(&s, ip(), Some("10.0.0.1")).detail,
             "address 10.0.0.1, as recorded"
         );
-        assert_eq!(eastwest_verdict(&s, ip(), None).status, Status::Pass);
-        let moved = eastwest_verdict(&s, ip(), Some("10.0.0.9"));
+        assert_eq!(eastwest_gateway(&s, ip(), None).status, Status::Pass);
+        let moved = eastwest_gateway(&s, ip(), Some("10.0.0.9"));
         assert_eq!(moved.status, Status::Fail);
         assert!(moved.detail.contains("the state records 10.0.0.9"));
         assert!(
-            eastwest_verdict(&s, Some(None), None)
+            eastwest_gateway(&s, Some(None), None)
                 .detail
                 .contains("no address")
         );
-        assert!(eastwest_verdict(&s, None, None).detail.contains("missing"));
-        let name = eastwest_verdict(&s, Some(Some(Err("a hostname".into()))), None);
+        assert!(eastwest_gateway(&s, None, None).detail.contains("missing"));
+        let name = eastwest_gateway(&s, Some(Some(Err("a hostname".into()))), None);
         assert_eq!(
             (name.status, name.detail.as_str()),
             (Status::Fail, "a hostname")
@@ -209,19 +209,19 @@ mod tests {
         let s = spec("c1");
         let ds = |ready, desired| json!({"status": {"numberReady": ready, "desiredNumberScheduled": desired}});
         assert_eq!(
-            daemonset_verdict(&s, "ztunnel", Some(&ds(2, 2))).status,
+            ambient_daemonset(&s, "ztunnel", Some(&ds(2, 2))).status,
             Status::Pass
         );
         assert_eq!(
-            daemonset_verdict(&s, "ztunnel", Some(&ds(1, 2))).status,
+            ambient_daemonset(&s, "ztunnel", Some(&ds(1, 2))).status,
             Status::Fail
         );
         assert_eq!(
-            daemonset_verdict(&s, "ztunnel", Some(&ds(0, 0))).status,
+            ambient_daemonset(&s, "ztunnel", Some(&ds(0, 0))).status,
             Status::Fail
         );
         assert!(
-            daemonset_verdict(&s, "ztunnel", None)
+            ambient_daemonset(&s, "ztunnel", None)
                 .detail
                 .contains("missing")
         );
@@ -231,19 +231,19 @@ mod tests {
             "addresses": [{"value": "10.9.9.9"}, {"value": "10.0.0.1"}]}})
         };
         let svc = json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
-        let ok = gateway_verdict(&s, Some(&gw("True")), Some(&svc));
+        let ok = ambient_eastwest_gateway(&s, Some(&gw("True")), Some(&svc));
         assert_eq!(ok.status, Status::Pass, "{}", ok.detail);
         assert!(ok.detail.contains("programmed at 10.0.0.1"));
         // Another cluster's address listed first is not this one's.
         let other = json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}]}}});
         assert_eq!(
-            gateway_verdict(&s, Some(&gw("True")), Some(&other)).status,
+            ambient_eastwest_gateway(&s, Some(&gw("True")), Some(&other)).status,
             Status::Fail
         );
         assert_eq!(
-            gateway_verdict(&s, Some(&gw("False")), Some(&svc)).status,
+            ambient_eastwest_gateway(&s, Some(&gw("False")), Some(&svc)).status,
             Status::Fail
         );
-        assert!(gateway_verdict(&s, None, None).detail.contains("missing"));
+        assert!(ambient_eastwest_gateway(&s, None, None).detail.contains("missing"));
     }
 }

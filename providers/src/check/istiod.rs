@@ -50,7 +50,7 @@ fn deployments(spec: &ClusterSpec, listed: &[Deployment]) -> Vec<Check> {
     }
     for d in istiods {
         let name = d.metadata.name.clone().unwrap_or_default();
-        out.push(availability(spec, &name, d));
+        out.push(istiod_available(spec, &name, d));
         // The pinned version, for the revision mesh installs.
         if let Some(pinned) = &spec.istio_version
             && name == want
@@ -77,7 +77,7 @@ fn discovery_image(d: &Deployment) -> String {
 }
 
 /// `istiod[-rev]`: not scaled to 0, a ready and available replica.
-fn availability(spec: &ClusterSpec, name: &str, d: &Deployment) -> Check {
+fn istiod_available(spec: &ClusterSpec, name: &str, d: &Deployment) -> Check {
     let (c, ctx) = (&spec.name, &spec.target.context);
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = d.status.as_ref();
@@ -167,7 +167,7 @@ pub(super) async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Ch
     };
     let asked = crate::k8s::port_forward::get(conn, NS, pod, DEBUG_PORT, "/debug/clusterz").await;
     match asked {
-        Ok(body) => view(spec, pod, &body),
+        Ok(body) => istiod_sees(spec, pod, &body),
         Err(e) => vec![Check::warn(
             c,
             VIEW,
@@ -179,7 +179,7 @@ pub(super) async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Ch
 
 /// `istiod sees C` for each link this primary holds, from the `body` of
 /// `pod`'s `/debug/clusterz`.
-fn view(spec: &ClusterSpec, pod: &str, body: &str) -> Vec<Check> {
+fn istiod_sees(spec: &ClusterSpec, pod: &str, body: &str) -> Vec<Check> {
     let (c, ctx) = (&spec.name, &spec.target.context);
     let listed: Vec<Value> = match serde_json::from_str::<Value>(body) {
         Ok(Value::Array(a)) => a,
@@ -312,13 +312,13 @@ mod tests {
             ("c4/attach".into(), "c4".into()),
         ];
         let body = r#"[{"id":"c2","syncStatus":"synced"},{"id":"c3","syncStatus":"timeout"}]"#;
-        let out = view(&s, "istiod-1", body);
+        let out = istiod_sees(&s, "istiod-1", body);
         assert_eq!(out[0].status, Status::Pass);
         assert_eq!(out[0].detail, "synced (c2/attach), pod istiod-1");
         assert_eq!(out[1].status, Status::Fail);
         assert!(out[1].detail.contains("as `timeout`, not synced"));
         assert!(out[2].detail.contains("does not list c4"));
-        let garbage = view(&s, "istiod-1", "<html>\n");
+        let garbage = istiod_sees(&s, "istiod-1", "<html>\n");
         assert_eq!(garbage.len(), 1);
         assert_eq!(garbage[0].status, Status::Warn);
         assert!(

@@ -26,12 +26,12 @@ pub(super) async fn namespace(
             CONTROL_PLANE_ANNOTATION.replace('/', "~1")
         ))
         .and_then(Value::as_str);
-    Ok(verdict(spec, label, annotation))
+    Ok(istio_system(spec, label, annotation))
 }
 
 /// The namespace's network `label` and control-plane `annotation` against
 /// what the cluster's role and network need.
-fn verdict(spec: &ClusterSpec, label: Option<&str>, annotation: Option<&str>) -> Check {
+fn istio_system(spec: &ClusterSpec, label: Option<&str>, annotation: Option<&str>) -> Check {
     let c = &spec.name;
     let ctx = &spec.target.context;
     let mut wrong = Vec::new();
@@ -89,10 +89,10 @@ mod tests {
         let mut s = spec("c2");
         s.network_label = Some("n2".into());
         s.primary = Some("c1".into());
-        let ok = verdict(&s, Some("n2"), Some("c1"));
+        let ok = istio_system(&s, Some("n2"), Some("c1"));
         assert_eq!(ok.status, Status::Pass);
         assert_eq!(ok.detail, "present, network n2, controlled by c1");
-        let bad = verdict(&s, Some("n1\u{1b}"), None);
+        let bad = istio_system(&s, Some("n1\u{1b}"), None);
         assert_eq!(bad.status, Status::Fail);
         assert!(
             bad.detail.contains("is `n1\\u{1b}`, not n2"),
@@ -109,6 +109,6 @@ mod tests {
             "{fix}"
         );
         assert!(fix.contains(" && kubectl --context k-c2 annotate"), "{fix}");
-        assert_eq!(verdict(&spec("c1"), None, None).detail, "present");
+        assert_eq!(istio_system(&spec("c1"), None, None).detail, "present");
     }
 }

@@ -63,12 +63,12 @@ pub(super) async fn pilot_address(
     } else {
         None
     };
-    Ok(verdict(spec, want, live.as_deref(), routed.as_deref()))
+    Ok(remote_pilot_address(spec, want, live.as_deref(), routed.as_deref()))
 }
 
 /// The profile's `live` address and the EndpointSlice's `routed` ones
 /// (None: not read) against the primary's east-west address `want`.
-fn verdict(spec: &ClusterSpec, want: &str, live: Option<&str>, routed: Option<&[String]>) -> Check {
+fn remote_pilot_address(spec: &ClusterSpec, want: &str, live: Option<&str>, routed: Option<&[String]>) -> Check {
     let c = &spec.name;
     let primary = spec.primary.as_deref().unwrap_or_default();
     let name = revisioned("values", spec.revision.as_deref());
@@ -112,10 +112,10 @@ mod tests {
         let mut s = spec("c2");
         s.primary = Some("c1".into());
         let want = "10.0.0.1";
-        let ok = verdict(&s, want, Some(want), Some(&[want.to_string()]));
+        let ok = remote_pilot_address(&s, want, Some(want), Some(&[want.to_string()]));
         assert_eq!(ok.status, Status::Pass);
         assert_eq!(ok.detail, "10.0.0.1: c1's east-west gateway");
-        let misrouted = verdict(&s, want, Some(want), Some(&["10.9.9.9".to_string()]));
+        let misrouted = remote_pilot_address(&s, want, Some(want), Some(&["10.9.9.9".to_string()]));
         assert!(
             misrouted
                 .detail
@@ -127,9 +127,9 @@ mod tests {
                 .unwrap()
                 .contains("--replace c2/install-remote")
         );
-        let unrouted = verdict(&s, want, Some(want), Some(&[]));
+        let unrouted = remote_pilot_address(&s, want, Some(want), Some(&[]));
         assert!(unrouted.detail.contains("traffic to nothing"));
-        let stale = verdict(&s, want, Some("10.0.0.2"), None);
+        let stale = remote_pilot_address(&s, want, Some("10.0.0.2"), None);
         assert!(
             stale
                 .detail
@@ -137,7 +137,7 @@ mod tests {
         );
         s.revision = Some("canary".into());
         assert!(
-            verdict(&s, want, None, None)
+            remote_pilot_address(&s, want, None, None)
                 .detail
                 .starts_with("none in ConfigMap istio-system/values-canary")
         );
