@@ -521,7 +521,7 @@ fn update_reason(
     drift: &[String],
     replaced: bool,
 ) -> Option<String> {
-    let reason = if rec.status == Status::Tainted {
+    let cause: Option<String> = if rec.status == Status::Tainted {
         Some(
             "tainted: an earlier apply of this step failed or was interrupted, \
              or `apply --refresh-only` found it drifted"
@@ -533,10 +533,15 @@ fn update_reason(
         } else {
             "input changed".into()
         })
-    } else if !drift.is_empty() {
-        Some(format!("drift: {}", drift.join("; ")))
     } else {
         None
+    };
+    // Drift is always shown, also beside another cause: what the cluster
+    // has now is what the update starts from, and a reviewer must see it.
+    let drifted = (!drift.is_empty()).then(|| format!("drift: {}", drift.join("; ")));
+    let reason = match (cause, drifted) {
+        (Some(c), Some(d)) => Some(format!("{c}; {d}")),
+        (c, d) => c.or(d),
     };
     if !replaced {
         return reason;

@@ -185,15 +185,18 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -
         multi_root(graph, state, false);
         return staged;
     };
-    // Istio's ambient data plane does not yet take a second root without
-    // downtime: ztunnel trusts only the root that signs (istio/istio#47427).
+    // A root rotation without downtime is unproven in Istio's ambient
+    // mode: ztunnel has taken root bundles since ztunnel#1510 and
+    // istio/istio#55835, but no Istio test rotates a root under a running
+    // ambient mesh, so mesh does not stage one.
     if ambient {
         staged.refused.push(
-            "the mesh file names another root of trust than the ambient mesh runs with, and Istio's \
-             ambient mode cannot yet rotate a root without downtime: ztunnel trusts only the root \
-             that signs, not a bundle (istio/istio#47427). Restore [trust] to the root in place; or \
-             swap it at once, accepting that mTLS across clusters breaks until every ztunnel and \
-             workload restarts: `mesh apply --replace P/plug-ca` for every primary P"
+            "the mesh file names another root of trust than the ambient mesh runs with, and a root \
+             rotation without downtime is unproven in Istio's ambient mode (ztunnel takes a bundle \
+             of roots since ztunnel#1510 and istio/istio#55835, but Istio tests no rotation of a \
+             running ambient mesh), so mesh does not stage one. Restore [trust] to the root in \
+             place; or swap it at once, accepting that mTLS across clusters may break until every \
+             ztunnel and workload restarts: `mesh apply --replace P/plug-ca` for every primary P"
                 .to_string(),
         );
         return staged;

@@ -338,6 +338,16 @@ pub fn listed(names: &[String]) -> String {
     }
 }
 
+/// The name of `names` closest to a misspelt `name`, if one is close.
+pub fn closest<'a>(name: &str, names: &'a [String]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (strsim::jaro_winkler(name, n), n.as_str()))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n)
+}
+
 /// The kubeconfig a connection reads, for messages: the path, or where
 /// kubectl would look.
 pub fn kubeconfig_source(path: Option<&Path>) -> String {
@@ -367,7 +377,10 @@ async fn open(
         let reason = if known.is_empty() {
             "the kubeconfig has no contexts".to_string()
         } else {
-            format!("the contexts there are: {}", listed(&known))
+            let meant = closest(&target.context, &known)
+                .map(|c| format!("did you mean `{}`? ", crate::rendered::shown(c)))
+                .unwrap_or_default();
+            format!("{meant}the contexts there are: {}", listed(&known))
         };
         return Err(context_error(reason));
     };
@@ -493,6 +506,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_context_names_the_closest() {
+        let names = vec!["kind-cluster1".to_string(), "prod-east".to_string()];
+        assert_eq!(closest("kind-clsuter1", &names), Some("kind-cluster1"));
+        assert_eq!(closest("prod-est", &names), Some("prod-east"));
+        assert_eq!(closest("staging", &names), None);
+    }
     use kube::core::Status;
     use std::sync::atomic::{AtomicU32, Ordering};
 

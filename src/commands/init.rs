@@ -161,7 +161,12 @@ pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
     create_private_dir(&dir)?;
     let (cert, key) = providers::ca::new_root("mesh root CA")
         .map_err(|e| anyhow::anyhow!("making the root: {e}"))?;
-    let files = [
+    // A `.gitignore` beside the key, so `git add -A` of the repository
+    // that holds the mesh file leaves the key out (unless the folder has
+    // one of its own already).
+    let ignore_path = dir.join(".gitignore");
+    let ignore = std::fs::symlink_metadata(&ignore_path).is_err();
+    let mut files = vec![
         NewFile {
             path: &key_path,
             content: key.expose().as_bytes(),
@@ -173,6 +178,16 @@ pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
             mode: 0o644,
         },
     ];
+    if ignore {
+        files.insert(
+            1,
+            NewFile {
+                path: &ignore_path,
+                content: b"# the root's private key: never in version control\nroot-key.pem\n",
+                mode: 0o644,
+            },
+        );
+    }
     if let Err(e) = write_all_or_none(&dir, &files, |f, bytes| f.write_all(bytes)) {
         if !existed {
             // Only if empty: then nothing of this run is left.
@@ -184,13 +199,18 @@ pub fn ca_init(cli: &Cli, dir: Option<&std::path::Path>) -> Result<u8> {
     crate::outln!(
         "Wrote {} (sha256:{}, valid until {}) and its key {} (mode 0600).\n\
          Add to the mesh file:\n\n[trust]\nroot_cert = {}\nroot_key = {}\n\n\
-         Keep the key out of version control.",
+         Keep the key out of version control{}.",
         cert_path.display(),
         &info.sha256[..16],
         providers::ca::date(info.not_after),
         key_path.display(),
         from_mesh_file(cli, &cert_path),
-        from_mesh_file(cli, &key_path)
+        from_mesh_file(cli, &key_path),
+        if ignore {
+            format!(" ({} lists it for git)", ignore_path.display())
+        } else {
+            String::new()
+        }
     );
     Ok(0)
 }

@@ -720,6 +720,32 @@ fn ca_init_folders_are_private_under_umask_000() {
     assert_eq!(mode_of(&dir.path().join("new/certs/root-key.pem")), 0o600);
 }
 
+/// `mesh ca init` leaves a `.gitignore` beside the key, so `git add -A`
+/// of the repository that holds the mesh file does not commit it; a
+/// `.gitignore` of the folder's own is kept as it is.
+#[test]
+fn ca_init_keeps_the_key_out_of_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = mesh(dir.path(), &["ca", "init", "certs"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ignore = std::fs::read_to_string(dir.path().join("certs/.gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "root-key.pem"), "{ignore}");
+    assert!(
+        stdout(&o).contains(".gitignore lists it for git"),
+        "{}",
+        stdout(&o)
+    );
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::write(own.join(".gitignore"), "*.pem\n").unwrap();
+    let o = mesh(dir.path(), &["ca", "init", "own"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(own.join(".gitignore")).unwrap(),
+        "*.pem\n"
+    );
+}
+
 /// A full disk (here the file-size limit: the key fits in 512 bytes, the
 /// certificate does not) leaves neither file, so the rerun succeeds.
 #[test]

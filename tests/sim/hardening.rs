@@ -574,8 +574,11 @@ fn killing_mesh_mid_destroy_on_its_own_sandbox_keeps_clusters_and_state_in_agree
         // the clusters (which is what lost cluster writes look like).
         let o = mesh(&["plan"]).output().unwrap();
         let t = ok(&o);
+        // (A step the killed destroy left tainted was being deleted: its
+        // drift is shown beside the taint, and it runs again.)
         assert!(
-            !t.contains("drift:"),
+            !t.lines()
+                .any(|l| l.contains("drift:") && !l.contains("reason: tainted:")),
             "round {i} ({ms} ms): the state and the clusters disagree:\n{t}"
         );
         // And no step the state has forgotten may have left its object in

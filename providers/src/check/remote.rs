@@ -63,12 +63,22 @@ pub(super) async fn pilot_address(
     } else {
         None
     };
-    Ok(remote_pilot_address(spec, want, live.as_deref(), routed.as_deref()))
+    Ok(remote_pilot_address(
+        spec,
+        want,
+        live.as_deref(),
+        routed.as_deref(),
+    ))
 }
 
 /// The profile's `live` address and the EndpointSlice's `routed` ones
 /// (None: not read) against the primary's east-west address `want`.
-fn remote_pilot_address(spec: &ClusterSpec, want: &str, live: Option<&str>, routed: Option<&[String]>) -> Check {
+fn remote_pilot_address(
+    spec: &ClusterSpec,
+    want: &str,
+    live: Option<&str>,
+    routed: Option<&[String]>,
+) -> Check {
     let c = &spec.name;
     let primary = spec.primary.as_deref().unwrap_or_default();
     let name = revisioned("values", spec.revision.as_deref());

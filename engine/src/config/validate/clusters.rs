@@ -177,7 +177,13 @@ impl Checker<'_> {
         let name = self.required(&dc.name, "name", table, "\"cluster1\"");
         let context = self.required(&dc.context, "context", table, "\"kind-cluster1\"");
         let network = self.required(&dc.network, "network", table, "\"network1\"");
-        let role_text = self.required(&dc.role, "role", table, "\"primary\"");
+        // A cluster that names its `primary` is a remote: the hint says so.
+        let example = if dc.primary.is_some() {
+            "\"remote\""
+        } else {
+            "\"primary\""
+        };
+        let role_text = self.required(&dc.role, "role", table, example);
         if let (Some(n), Some(at)) = (&name, &dc.name)
             && !is_dns1123_label(n)
         {
