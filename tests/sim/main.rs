@@ -35,6 +35,7 @@ mod e2e;
 mod hardening;
 mod hardening_ii;
 mod import;
+mod ownership;
 mod preflight;
 mod readme;
 mod root_rotation;

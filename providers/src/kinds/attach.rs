@@ -210,7 +210,11 @@ async fn shared_still_needed(
 
 /// Revokes the token Secret `shared` all links to the remote shared, once
 /// no other control plane of the mesh holds its token; else says why it
-/// stays.
+/// stays. Only the reader's token Secret under istioctl's name
+/// ([`Reader::legacy_token_secret`]) or labelled mesh's is revoked: a
+/// remote secret edited to hold another token (another ServiceAccount's,
+/// or one the user made for the reader) never makes mesh delete its
+/// Secret; the log says it was kept, and why.
 async fn revoke_shared(
     cx: Ctx<'_>,
     remote: &Connection,
@@ -222,25 +226,210 @@ async fn revoke_shared(
         return Ok(());
     };
     let ns = input.reader.namespace.as_str();
-        match shared_still_needed(cx, input, t).await {
-            None if !cx.env.fleet.holders.is_empty() => {
-                crate::k8s::delete(remote, &secret_ref(ns, &shared.name)).await?;
-                log.push_str(&format!(
-                    "revoked the reader token the links shared: deleted Secret {ns}/{} in `{}` \
-                     (no remote secret of the mesh holds it any more)\n",
-                    shared.name, input.remote
-                ));
-            }
-            None => log.push_str(&format!(
-                "kept the shared token Secret {ns}/{} in `{}`: this command does not know the \
-                 mesh's other control planes\n",
+    match shared_verdict(remote, input, shared).await? {
+        Shared::Gone => return Ok(()),
+        Shared::Kept(why) => {
+            log.push_str(&format!(
+                "kept token Secret {ns}/{} in `{}`: {why}; mesh revokes only the reader token the \
+                 links shared, never another token Secret\n",
                 shared.name, input.remote
-            )),
-            Some(why) => log.push_str(&format!(
-                "kept the shared token Secret {ns}/{} in `{}`: {why}\n",
-                shared.name, input.remote
-            )),
+            ));
+            return Ok(());
         }
+        Shared::Revocable => {}
+    }
+    match shared_still_needed(cx, input, t).await {
+        None if !cx.env.fleet.holders.is_empty() => {
+            crate::k8s::delete(remote, &secret_ref(ns, &shared.name)).await?;
+            log.push_str(&format!(
+                "revoked the reader token the links shared: deleted Secret {ns}/{} in `{}` \
+                 (no remote secret of the mesh holds it any more)\n",
+                shared.name, input.remote
+            ));
+        }
+        None => log.push_str(&format!(
+            "kept the shared token Secret {ns}/{} in `{}`: this command does not know the \
+             mesh's other control planes\n",
+            shared.name, input.remote
+        )),
+        Some(why) => log.push_str(&format!(
+            "kept the shared token Secret {ns}/{} in `{}`: {why}\n",
+            shared.name, input.remote
+        )),
+    }
+    Ok(())
+}
+
+/// Whether a token Secret a link held before its own is the reader token
+/// the links shared, which mesh may revoke.
+enum Shared {
+    Revocable,
+    /// Not that token: why.
+    Kept(String),
+    /// No longer there: nothing to revoke.
+    Gone,
+}
+
+/// Whether `shared` is the reader token the links shared: a token of the
+/// reader, under istioctl's name or labelled mesh's (read live).
+async fn shared_verdict(
+    remote: &Connection,
+    input: &Input,
+    shared: &TokenSecret,
+) -> Result<Shared, StepError> {
+    let reader = input.reader.name.as_str();
+    match shared.sa.as_deref() {
+        Some(sa) if sa == reader => {}
+        Some(sa) => {
+            return Ok(Shared::Kept(format!(
+                "it is a token of ServiceAccount `{sa}`, not of the reader `{reader}`"
+            )));
+        }
+        None => {
+            return Ok(Shared::Kept(format!(
+                "it names no ServiceAccount ({SA_ANNOTATION}), not the reader `{reader}`"
+            )));
+        }
+    }
+    let legacy = input.reader.legacy_token_secret();
+    if shared.name == legacy {
+        return Ok(Shared::Revocable);
+    }
+    let doc = secret_ref(&input.reader.namespace, &shared.name);
+    Ok(match crate::k8s::get(remote, &doc).await? {
+        None => Shared::Gone,
+        Some(live) if crate::k8s::managed_by_mesh(&live.metadata) => Shared::Revocable,
+        Some(_) => Shared::Kept(format!(
+            "it is neither istioctl's token Secret of the reader ({legacy}) nor labelled \
+             {MANAGED_BY}: {}",
+            crate::k8s::MESH
+        )),
+    })
+}
+
+/// Why a live token Secret (its metadata `meta`) is not one mesh made for
+/// the link held in control plane `holder` (None: it is): it must be
+/// labelled mesh's, with `holder` as its [`LINK_LABEL`], and, when `reader`
+/// is given, be a token of that ServiceAccount (pure).
+fn not_link_token(
+    meta: &kube::api::ObjectMeta,
+    holder: &str,
+    reader: Option<&str>,
+) -> Option<String> {
+    let mut why = Vec::new();
+    if !crate::k8s::managed_by_mesh(meta) {
+        why.push(format!("it is not labelled {MANAGED_BY}: {}", crate::k8s::MESH));
+    }
+    let link = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LINK_LABEL))
+        .map(String::as_str);
+    match link {
+        Some(q) if q == holder => {}
+        Some(q) => why.push(format!(
+            "its {LINK_LABEL} label is `{q}`, not `{holder}` (another link's)"
+        )),
+        None => why.push(format!("it has no {LINK_LABEL} label")),
+    }
+    let sa = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SA_ANNOTATION))
+        .map(String::as_str);
+    match (reader, sa) {
+        (Some(r), Some(s)) if r != s => why.push(format!(
+            "it is a token of ServiceAccount `{s}`, not of the reader `{r}`"
+        )),
+        (Some(r), None) => why.push(format!(
+            "it names no ServiceAccount ({SA_ANNOTATION}), not the reader `{r}`"
+        )),
+        _ => {}
+    }
+    (!why.is_empty()).then(|| why.join(", and "))
+}
+
+/// Clears `name`, the name the link's new token takes, in the reader's
+/// namespace of the remote. A Secret there is not what the remote secret
+/// holds (it holds the other name), so nothing of the link uses it: mesh
+/// deletes it when it made it for this link (an interrupted apply left
+/// it). Anything else is in the way, and the step fails without deleting
+/// it, saying what makes it not mesh's and what to do.
+async fn clear_new_name(
+    cx: Ctx<'_>,
+    remote: &Connection,
+    input: &Input,
+    name: &str,
+    log: &mut String,
+) -> Result<(), StepError> {
+    let ns = input.reader.namespace.as_str();
+    let stale = secret_ref(ns, name);
+    let Some(live) = crate::k8s::get(remote, &stale).await? else {
+        return Ok(());
+    };
+    let reader = Some(input.reader.name.as_str());
+    if let Some(why) = not_link_token(&live.metadata, &input.primary, reader) {
+        return Err(StepError::Failed(format!(
+            "Secret {ns}/{name} in cluster `{}` is in the way of the link's new token (mesh makes \
+             it under that name), and it is not mesh's: {why}. mesh deletes only the token Secrets \
+             it made for this link, so it was left as it is. If nothing needs it, remove it by hand \
+             (`kubectl --context {} -n {ns} delete secret {name}`), or re-create what needs it under \
+             another name; then run the command again",
+            input.remote, remote.context
+        )));
+    }
+    if let Err(e) = crate::k8s::delete_and_wait(remote, &stale, cx.env.wait_timeout).await? {
+        return Err(StepError::Failed(e));
+    }
+    log.push_str(&format!(
+        "deleted the unused token Secret {ns}/{name} in `{}` (left by an interrupted apply)\n",
+        input.remote
+    ));
+    Ok(())
+}
+
+/// Revokes the link's previous token: its token Secrets other than `name`
+/// (the one the remote secret now holds), under one of
+/// [`link_token_names`] and live mesh's for this link. One labelled for the
+/// link that is not is kept, and the log says why.
+async fn revoke_previous(
+    remote: &Connection,
+    input: &Input,
+    secrets: &[TokenSecret],
+    name: &str,
+    log: &mut String,
+) -> Result<(), StepError> {
+    let ns = input.reader.namespace.as_str();
+    let names = link_token_names(&input.primary);
+    let labelled = secrets
+        .iter()
+        .filter(|s| s.link.as_deref() == Some(input.primary.as_str()) && s.name != name);
+    for old in labelled {
+        let doc = secret_ref(ns, &old.name);
+        let why = if names.contains(&old.name) {
+            match crate::k8s::get(remote, &doc).await? {
+                None => continue,
+                Some(live) => not_link_token(&live.metadata, &input.primary, None),
+            }
+        } else {
+            Some(format!(
+                "it is not named as mesh names this link's tokens ({})",
+                names.join(" or ")
+            ))
+        };
+        if let Some(why) = why {
+            log.push_str(&format!(
+                "kept token Secret {ns}/{} in `{}`, labelled {LINK_LABEL}: {}: {why}\n",
+                old.name, input.remote, input.primary
+            ));
+            continue;
+        }
+        crate::k8s::delete(remote, &doc).await?;
+        log.push_str(&format!(
+            "revoked the link's previous token: deleted Secret {ns}/{} in `{}`\n",
+            old.name, input.remote
+        ));
+    }
     Ok(())
 }
 
@@ -315,6 +504,7 @@ impl Kind for Attach {
         let mut needs = access::here(access::applied("", &["secrets"], false));
         for (verb, resource) in [
             ("get", "serviceaccounts"),
+            ("get", "secrets"),
             ("list", "secrets"),
             ("watch", "secrets"),
             ("create", "secrets"),
@@ -328,8 +518,11 @@ impl Kind for Attach {
         needs
     }
 
+    /// The remote secret in the primary, read (is it mesh's?) then
+    /// deleted. (The link's token Secret in the remote: engine's preflight
+    /// adds its delete there.)
     fn destroy_access() -> Vec<Access> {
-        access::in_istio(&["delete"], "", "secrets")
+        access::in_istio(&["get", "delete"], "", "secrets")
     }
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
@@ -375,7 +568,11 @@ impl Kind for Attach {
     /// `istio-remote-secret-<R>` in the primary with it, in place, and only
     /// then revokes the token it held before: the link's previous token,
     /// or the reader token all links shared, once no other control plane
-    /// of the mesh holds it. The token goes nowhere else.
+    /// of the mesh holds it. The token goes nowhere else. Only Secrets
+    /// mesh made are deleted, checked live: a Secret of someone else under
+    /// the new token's name fails the step (`clear_new_name`), and a
+    /// token the remote secret held that is not mesh's or istioctl's
+    /// reader token is kept (`revoke_shared`).
     async fn apply(
         cx: Ctx<'_>,
         input: &Input,
@@ -399,18 +596,7 @@ impl Kind for Attach {
             first
         };
         let mut log = String::new();
-        // A Secret under the new name is not what the remote secret holds:
-        // left by an interrupted apply. Nothing uses it.
-        if secrets.iter().any(|s| s.name == name) {
-            let stale = secret_ref(ns, &name);
-            if let Err(e) = crate::k8s::delete_and_wait(&remote, &stale, cx.env.wait_timeout).await? {
-                return Err(StepError::Failed(e));
-            }
-            log.push_str(&format!(
-                "deleted the unused token Secret {ns}/{name} in `{}` (left by an interrupted apply)\n",
-                input.remote
-            ));
-        }
+        clear_new_name(cx, &remote, input, &name, &mut log).await?;
         let doc = token_document(input, &name);
         let (token, ca) = new_token(cx, &remote, &doc).await?;
         let server = input
@@ -448,17 +634,8 @@ impl Kind for Attach {
              the token of {ns}/{name} in `{}` {token}\n",
             input.remote, input.primary, input.remote
         ));
-        // Revoke what the link held before: its other token Secrets…
-        for old in secrets
-            .iter()
-            .filter(|s| s.link.as_deref() == Some(input.primary.as_str()) && s.name != name)
-        {
-            crate::k8s::delete(&remote, &secret_ref(ns, &old.name)).await?;
-            log.push_str(&format!(
-                "revoked the link's previous token: deleted Secret {ns}/{} in `{}`\n",
-                old.name, input.remote
-            ));
-        }
+        // Revoke what the link held before: its other token Secret…
+        revoke_previous(&remote, input, &secrets, &name, &mut log).await?;
         // …and the token all links shared, once no remote secret holds it:
         // the one this link held, or (when an interrupted apply wrote the
         // link's own token but did not get this far) the one istioctl names.
@@ -548,34 +725,262 @@ impl Kind for Attach {
         })
     }
 
-    /// Deletes the Secret in the primary, then the link's token Secret in
-    /// the remote: that token, and no other link's, is revoked.
+    /// Deletes the remote secret in the primary, then the link's token
+    /// Secret in the remote: that token, and no other link's, is revoked.
+    /// Each only under the name mesh gives it and only when the live
+    /// Secret is mesh's (`destroy_remote_secret`, `destroy_token`): a
+    /// record edited to name another Secret deletes nothing else, and the
+    /// log says what was left and why.
     async fn destroy(cx: Ctx<'_>, recorded: &Recorded<'_>) -> Result<String, StepError> {
-        let conn = cx.connect().await?;
-        let Some(doc) = secret_doc(recorded)? else {
+        let docs = recorded.documents()?;
+        let Some(first) = docs.first() else {
             return Ok(String::new());
         };
-        crate::k8s::delete(&conn, &doc).await?;
-        let mut log = format!(
-            "deleted Secret istio-system/{}\n",
-            doc.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        );
-        if let (Some(token), Some(target)) = (
-            recorded.output_str("token_secret"),
-            recorded_remote_target(cx, recorded),
-        ) {
-            let (ns, name) = split_ref(token);
-            let remote = cx.env.clusters.connect(&target).await?;
-            crate::k8s::delete(&remote, &secret_ref(ns, name)).await?;
-            log.push_str(&format!(
-                "revoked the link's token: deleted Secret {ns}/{name} in `{}`\n",
-                target.cluster
-            ));
+        let remote = step_cluster(cx.step);
+        let holder = docs.get(1).and_then(link_of);
+        let conn = cx.connect().await?;
+        let mut log = destroy_remote_secret(&conn, remote, holder, first).await?;
+        if let Some(token) = recorded.output_str("token_secret") {
+            log.push_str(&destroy_token(cx, recorded, &docs, remote, token).await?);
         }
         Ok(log)
     }
+}
+
+/// The cluster of a step ID (`R/attach`, `R/attach@Q`): the link's remote.
+fn step_cluster(step: &str) -> &str {
+    step.split_once('/').map_or(step, |(c, _)| c)
+}
+
+/// The control plane a token document is for: its [`LINK_LABEL`].
+fn link_of(doc: &Value) -> Option<&str> {
+    doc.pointer("/metadata/labels")
+        .and_then(|l| l.get(LINK_LABEL))
+        .and_then(Value::as_str)
+}
+
+/// Deletes the remote secret of `remote` in the primary (`conn`, named
+/// `holder` when the record says) when it is mesh's: Secret
+/// `istio-system/istio-remote-secret-<remote>`, whatever the record
+/// `recorded` names, labelled `istio/multiCluster` and annotated with
+/// `remote`. Else leaves it. Its log lines.
+async fn destroy_remote_secret(
+    conn: &Connection,
+    remote: &str,
+    holder: Option<&str>,
+    recorded: &Value,
+) -> Result<String, StepError> {
+    let name = remote_secret::secret_name(remote);
+    let doc = remote_secret::secret_ref(remote);
+    let mut log = String::new();
+    if !crate::k8s::same_object(recorded, &doc) {
+        log.push_str(&format!(
+            "the record names {}, not Secret {NS}/{name}: mesh deletes only the latter\n",
+            crate::k8s::describe(recorded)
+        ));
+    }
+    let Some(live) = crate::k8s::get(conn, &doc).await? else {
+        log.push_str(&format!("Secret {NS}/{name} was already gone\n"));
+        return Ok(log);
+    };
+    if let Some(why) = not_remote_secret(&live.metadata, remote) {
+        let primary = holder.map_or_else(
+            || format!("the cluster of context `{}`", conn.context),
+            |h| format!("`{h}`"),
+        );
+        log.push_str(&format!(
+            "left Secret {NS}/{name} in {primary}: {why}, so it is not mesh's remote secret \
+             (remove it by hand if nothing needs it)\n"
+        ));
+        return Ok(log);
+    }
+    crate::k8s::delete(conn, &doc).await?;
+    log.push_str(&format!("deleted Secret {NS}/{name}\n"));
+    Ok(log)
+}
+
+/// Why a live Secret (its metadata `meta`) is not the remote secret of
+/// `remote` mesh writes (None: it is): label `istio/multiCluster: "true"`,
+/// annotation `networking.istio.io/cluster: <remote>` (pure).
+fn not_remote_secret(meta: &kube::api::ObjectMeta, remote: &str) -> Option<String> {
+    let label = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::istio::MULTICLUSTER_LABEL))
+        .map(String::as_str);
+    let annotation = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::istio::CLUSTER_ANNOTATION))
+        .map(String::as_str);
+    let mut why = Vec::new();
+    if label != Some("true") {
+        why.push(format!(
+            "it is not labelled {}: \"true\"",
+            crate::istio::MULTICLUSTER_LABEL
+        ));
+    }
+    if annotation != Some(remote) {
+        why.push(format!(
+            "it is not annotated {}: {remote}",
+            crate::istio::CLUSTER_ANNOTATION
+        ));
+    }
+    (!why.is_empty()).then(|| why.join(", and "))
+}
+
+/// Revokes the link's token Secret `token` (`namespace/name`) that the
+/// record names, in `remote`, when it is one mesh made for this link: as
+/// [`recorded_token`] checks it against the record, reached as the record
+/// says where that is no other cluster of the mesh file, and live labelled
+/// mesh's for the control plane that held the remote secret. Anything else
+/// is left, and the log line says why.
+async fn destroy_token(
+    cx: Ctx<'_>,
+    recorded: &Recorded<'_>,
+    docs: &[Value],
+    remote: &str,
+    token: &str,
+) -> Result<String, StepError> {
+    let (ns, name) = split_ref(token);
+    let left = |why: String| -> Result<String, StepError> {
+        Ok(format!(
+            "left Secret {ns}/{name} in `{remote}`, which the record names as the link's token: \
+             {why}; mesh deletes only the token Secrets it made for the link (remove it by hand \
+             if nothing needs it)\n"
+        ))
+    };
+    let token_doc = docs.get(1);
+    let token_cluster = recorded.output_str("token_cluster");
+    let holder = match recorded_token(cx.step, remote, token_doc, token_cluster, ns, name) {
+        Ok(holder) => holder,
+        Err(why) => return left(why),
+    };
+    if let Some(why) = holder_elsewhere(cx, holder) {
+        return left(why);
+    }
+    let Some(target) = recorded_remote_target(cx, recorded) else {
+        return left("the record does not say how to reach that cluster (`token_context`)".into());
+    };
+    if let Some(why) = context_of_another(cx, &target) {
+        return left(why);
+    }
+    let conn = cx.env.clusters.connect(&target).await?;
+    let doc = secret_ref(ns, name);
+    let Some(live) = crate::k8s::get(&conn, &doc).await? else {
+        return Ok(format!(
+            "the link's token Secret {ns}/{name} in `{remote}` was already gone\n"
+        ));
+    };
+    let reader = token_doc
+        .and_then(|d| d.pointer("/metadata/annotations"))
+        .and_then(|a| a.get(SA_ANNOTATION))
+        .and_then(Value::as_str);
+    if let Some(why) = not_link_token(&live.metadata, holder, reader) {
+        return left(why);
+    }
+    crate::k8s::delete(&conn, &doc).await?;
+    Ok(format!(
+        "revoked the link's token: deleted Secret {ns}/{name} in `{remote}`\n"
+    ))
+}
+
+/// The control plane whose link's token Secret `ns/name` the record
+/// names, when it is one mesh would have made for the link of step `step`
+/// into `remote` (pure): the record's `token_cluster` is `remote`; and
+/// `ns/name` is in the namespace of the recorded token document `doc`
+/// (the reader's), under one of [`link_token_names`] of the control plane
+/// that document is labelled for, which is the step ID's too when it
+/// names one (`R/attach@Q`). Err: why it is not.
+fn recorded_token<'a>(
+    step: &str,
+    remote: &str,
+    doc: Option<&'a Value>,
+    token_cluster: Option<&str>,
+    ns: &str,
+    name: &str,
+) -> Result<&'a str, String> {
+    if token_cluster != Some(remote) {
+        return Err(format!(
+            "the record says it is in `{}`, but the link reads `{remote}`",
+            token_cluster.unwrap_or("(no cluster)")
+        ));
+    }
+    let Some(doc) = doc else {
+        return Err("the record has no token document to check it against".into());
+    };
+    let Some(holder) = link_of(doc) else {
+        return Err(format!(
+            "the record's token document has no {LINK_LABEL} label"
+        ));
+    };
+    if let Some((_, q)) = step.split_once('@')
+        && q != holder
+    {
+        return Err(format!(
+            "the record's token document is labelled for `{holder}`, but {step} is `{q}`'s link"
+        ));
+    }
+    let reader_ns = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(NS);
+    if ns != reader_ns {
+        return Err(format!(
+            "it is not in {reader_ns}, the reader's namespace"
+        ));
+    }
+    let names = link_token_names(holder);
+    if !names.iter().any(|n| n.as_str() == name) {
+        return Err(format!(
+            "it is not named as mesh names the link's token ({})",
+            names.join(" or ")
+        ));
+    }
+    Ok(holder)
+}
+
+/// Why `holder`, the control plane the record's token document is for, is
+/// not the cluster the step's remote secret is in (None: it is, or the
+/// mesh file has no cluster of the step's context any more).
+fn holder_elsewhere(cx: Ctx<'_>, holder: &str) -> Option<String> {
+    let here: Vec<&str> = cx
+        .env
+        .fleet
+        .targets
+        .values()
+        .filter(|t| t.context == cx.target.context)
+        .map(|t| t.cluster.as_str())
+        .collect();
+    (!here.is_empty() && !here.contains(&holder)).then(|| {
+        format!(
+            "the record's token document is labelled for `{holder}`, but the step's remote secret \
+             is in `{}` (context `{}`)",
+            here.join("`, `"),
+            cx.target.context
+        )
+    })
+}
+
+/// Why the recorded way to the link's cluster (`target`) leads to another
+/// cluster of the mesh file: its context (and kubeconfig) is that
+/// cluster's. None: it does not.
+fn context_of_another(cx: Ctx<'_>, target: &Target) -> Option<String> {
+    cx.env
+        .fleet
+        .targets
+        .values()
+        .find(|t| {
+            t.cluster != target.cluster
+                && t.context == target.context
+                && t.kubeconfig == target.kubeconfig
+        })
+        .map(|t| {
+            format!(
+                "the record reaches it through context `{}`, which is cluster `{}`'s",
+                t.context, t.cluster
+            )
+        })
 }
 
 /// Refresh (and, `adopting`, import) of a link. Drift: the Secret
@@ -826,5 +1231,93 @@ mod tests {
         let why = Attach::leftovers(&r.documents[..1], &r);
         assert!(why[0].starts_with("its own token: Secret istio-system/istio-reader-token-cluster1 in cluster2"), "{why:?}");
         assert!(Attach::leftovers(&r.documents, &r).is_empty());
+    }
+
+    fn meta(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> kube::api::ObjectMeta {
+        let map = |kv: &[(&str, &str)]| {
+            Some(
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<String, String>>(),
+            )
+        };
+        kube::api::ObjectMeta {
+            labels: map(labels),
+            annotations: map(annotations),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_token_secret_mesh_made_for_the_link_is_the_links() {
+        let reader = "istio-reader-service-account";
+        let mesh = (MANAGED_BY, crate::k8s::MESH);
+        let sa = (SA_ANNOTATION, reader);
+        let ours = meta(&[mesh, (LINK_LABEL, "cluster1")], &[sa]);
+        assert_eq!(not_link_token(&ours, "cluster1", Some(reader)), None);
+        assert_eq!(not_link_token(&ours, "cluster1", None), None);
+        // Another link's.
+        let why = not_link_token(&ours, "cluster3", Some(reader)).unwrap();
+        assert!(why.contains("label is `cluster1`, not `cluster3`"), "{why}");
+        // Someone else's: every reason is named.
+        let foreign = meta(&[], &[(SA_ANNOTATION, "other-app")]);
+        let why = not_link_token(&foreign, "cluster1", Some(reader)).unwrap();
+        for want in [
+            "it is not labelled app.kubernetes.io/managed-by: mesh",
+            "it has no mesh/remote-secret-in label",
+            "it is a token of ServiceAccount `other-app`, not of the reader `istio-reader-service-account`",
+        ] {
+            assert!(why.contains(want), "{why}");
+        }
+        // Mesh's labels, another ServiceAccount: not the link's new token.
+        let other_sa = meta(&[mesh, (LINK_LABEL, "cluster1")], &[(SA_ANNOTATION, "x")]);
+        assert!(not_link_token(&other_sa, "cluster1", Some(reader)).is_some());
+        assert!(not_link_token(&other_sa, "cluster1", None).is_none());
+    }
+
+    #[test]
+    fn only_a_secret_labelled_and_annotated_as_mesh_writes_it_is_the_remote_secret() {
+        let label = (crate::istio::MULTICLUSTER_LABEL, "true");
+        let annotation = (crate::istio::CLUSTER_ANNOTATION, "cluster2");
+        assert_eq!(not_remote_secret(&meta(&[label], &[annotation]), "cluster2"), None);
+        let why = not_remote_secret(&meta(&[], &[annotation]), "cluster2").unwrap();
+        assert!(why.contains("it is not labelled istio/multiCluster"), "{why}");
+        let why = not_remote_secret(&meta(&[label], &[]), "cluster2").unwrap();
+        assert!(why.contains("it is not annotated networking.istio.io/cluster: cluster2"), "{why}");
+        assert!(not_remote_secret(&meta(&[label], &[annotation]), "cluster3").is_some());
+    }
+
+    #[test]
+    fn destroy_revokes_only_a_token_secret_named_as_mesh_names_the_links() {
+        let input = Input {
+            remote: "cluster2".into(),
+            remote_context: "kind-cluster2".into(),
+            primary: "cluster1".into(),
+            api_server: None,
+            remote_kubeconfig: None,
+            reader: Reader::default(),
+        };
+        let doc = token_document(&input, "istio-reader-token-cluster1");
+        let step = "cluster2/attach";
+        let c2 = Some("cluster2");
+        let ok = |s: &str, n: &str| recorded_token(step, "cluster2", Some(&doc), c2, s, n);
+        assert_eq!(ok(NS, "istio-reader-token-cluster1"), Ok("cluster1"));
+        assert_eq!(ok(NS, "istio-reader-token-cluster1-2"), Ok("cluster1"));
+        // Another namespace, another name, another link's name.
+        let why = ok("kube-system", "some-secret").unwrap_err();
+        assert!(why.contains("not in istio-system, the reader's namespace"), "{why}");
+        let why = ok(NS, "some-secret").unwrap_err();
+        assert!(why.contains("istio-reader-token-cluster1 or istio-reader-token-cluster1-2"), "{why}");
+        assert!(ok(NS, "istio-reader-token-cluster3").is_err());
+        // The record's remote is another cluster; the step is another
+        // control plane's link; no token document to check against.
+        let c3 = Some("cluster3");
+        let tok = "istio-reader-token-cluster1";
+        assert!(recorded_token(step, "cluster2", Some(&doc), c3, NS, tok).is_err());
+        assert!(recorded_token(step, "cluster2", Some(&doc), None, NS, tok).is_err());
+        let cross = "cluster2/attach@cluster3";
+        assert!(recorded_token(cross, "cluster2", Some(&doc), c2, NS, tok).is_err());
+        assert!(recorded_token(step, "cluster2", None, c2, NS, tok).is_err());
+        assert_eq!(step_cluster(cross), "cluster2");
     }
 }
