@@ -145,7 +145,12 @@ pub fn needs(
                     needs.add(
                         &remote,
                         &change.step,
-                        vec![Access::new("delete", "", "secrets", Some(ns))],
+                        // Read first: destroy revokes only a token Secret it
+                        // finds live to be the link's own.
+                        vec![
+                            Access::new("get", "", "secrets", Some(ns)),
+                            Access::new("delete", "", "secrets", Some(ns)),
+                        ],
                         dk,
                     );
                 }
