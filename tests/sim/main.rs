@@ -32,6 +32,7 @@ mod check;
 mod credentials;
 mod drift;
 mod e2e;
+mod examples;
 mod hardening;
 mod hardening_ii;
 mod import;

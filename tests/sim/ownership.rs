@@ -37,7 +37,8 @@ fn b64(v: &Value) -> Option<String> {
 fn create_secret(w: &World, context: &str, ns: &str, doc: Value) {
     let s: Secret = serde_json::from_value(doc).unwrap();
     let api: Api<Secret> = Api::namespaced(w.client(context), ns);
-    w.rt.block_on(api.create(&PostParams::default(), &s)).unwrap();
+    w.rt.block_on(api.create(&PostParams::default(), &s))
+        .unwrap();
 }
 
 /// ServiceAccount `istio-system/name` in `context`.
@@ -45,7 +46,8 @@ fn create_service_account(w: &World, context: &str, name: &str) {
     let sa: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": NS}})).unwrap();
     let api: Api<ServiceAccount> = Api::namespaced(w.client(context), NS);
-    w.rt.block_on(api.create(&PostParams::default(), &sa)).unwrap();
+    w.rt.block_on(api.create(&PostParams::default(), &sa))
+        .unwrap();
 }
 
 /// A token Secret `istio-system/name` of ServiceAccount `sa`, with no

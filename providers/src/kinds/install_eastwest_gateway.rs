@@ -86,6 +86,9 @@ impl IstioctlInstall for InstallEastwestGateway {
         component: "IngressGateways",
         owner: IOP_NAME,
     };
+    /// The other networks (and a remote's sidecars, through
+    /// `eastwest-address`) reach this cluster at its address.
+    const SERVICE_ADDRESS: Option<&'static str> = Some(crate::istio::EASTWEST_GATEWAY);
     const OWNER: &'static str = IOP_NAME;
     /// One gateway (one Service, one address) for the mesh: a revision
     /// change upgrades it in place.

@@ -207,6 +207,50 @@ async fn installed_objects(
         .collect())
 }
 
+/// Waits for Service `service` of istio-system to have a load-balancer
+/// address (an IP or a name: whoever reads it decides what it accepts).
+async fn wait_for_address(
+    cx: Ctx<'_>,
+    conn: &crate::cluster::Connection,
+    service: &str,
+) -> Result<String, StepError> {
+    cx.say(&format!(
+        "waiting for {service} to get a load-balancer address…"
+    ));
+    let ar = crate::k8s::resource_of(&json!({"apiVersion": "v1", "kind": "Service"}))
+        .expect("a known kind");
+    let address = |svc: &kube::api::DynamicObject| {
+        let ingress = svc.data.pointer("/status/loadBalancer/ingress/0")?;
+        ["ip", "hostname"]
+            .iter()
+            .find_map(|k| {
+                ingress
+                    .get(*k)
+                    .and_then(Value::as_str)
+                    .filter(|a| !a.is_empty())
+            })
+            .map(|a| Ok(a.to_string()))
+    };
+    let wait = cx.env.wait_timeout;
+    let ns = crate::istio::NAMESPACE;
+    match crate::k8s::wait_for(conn, &ar, Some(ns), service, wait, address).await {
+        Ok(Ok(a)) => Ok(format!(
+            "{service} has load-balancer address {}\n",
+            crate::rendered::shown(&a)
+        )),
+        Ok(Err(why)) => Err(StepError::Failed(why)),
+        Err(_) => Err(StepError::Failed(format!(
+            "Service {ns}/{service} in cluster `{}` got no load-balancer address within {} s: the \
+             other clusters cannot reach this one through it. Does the cluster have a \
+             load-balancer implementation (MetalLB on kind)? `kubectl --context {} -n {ns} get \
+             svc {service}` shows its state",
+            cx.target.cluster,
+            wait.as_secs(),
+            cx.target.context
+        ))),
+    }
+}
+
 /// The objects recorded by the install, when the record has them (states
 /// written before mesh recorded them fall back to `owned`).
 fn recorded_objects(recorded: &Recorded<'_>) -> Option<Vec<Value>> {
@@ -303,6 +347,11 @@ pub trait IstioctlInstall: Send + Sync + 'static {
     /// installing beside the old revision (the east-west gateway: one
     /// Service, one address, upgraded in place as Istio's guide does).
     const MOVES_WITH_REVISION: bool = false;
+
+    /// A LoadBalancer Service the install makes that other clusters reach
+    /// this one through: apply waits (bounded, with progress) until it has
+    /// an address, so what `mesh check` checks is there when apply ends.
+    const SERVICE_ADDRESS: Option<&'static str> = None;
 
     /// A kept revision's own istioctl (`[[mesh.keep_revision]]`), which
     /// alone installs and uninstalls it; None: `[istioctl] path`.
@@ -408,6 +457,9 @@ impl<T: IstioctlInstall> Kind for T {
             .await?
             .output;
         let conn = cx.connect().await?;
+        if let Some(service) = T::SERVICE_ADDRESS {
+            log.push_str(&wait_for_address(cx, &conn, service).await?);
+        }
         let objects = installed_objects(&conn, rendered.documents.first(), T::OWNER).await?;
         // istioctl leaves `replicas` to the autoscaler, so a Deployment
         // scaled to zero by hand stays there through a re-install, and an
