@@ -34,6 +34,7 @@ mod drift;
 mod e2e;
 mod hardening;
 mod hardening_ii;
+mod hardening_iii;
 mod import;
 mod preflight;
 mod readme;
