@@ -70,6 +70,7 @@ pub fn start(
     };
     if let Some(s) = &recorded {
         s.check_mesh_id(&mesh.mesh.id)?;
+        refuse_damaged(s, &location, backend.backup_location())?;
     }
     Ok(Start {
         mesh,
@@ -78,6 +79,30 @@ pub fn start(
         lock,
         recorded,
     })
+}
+
+/// A state whose records mesh cannot use as they are (hand-edited or
+/// damaged: `engine::trust::damaged`) stops the command before any plan,
+/// naming the state, each step and key, and what to do; nothing is written.
+fn refuse_damaged(state: &State, location: &str, backup: Option<String>) -> Result<()> {
+    let damaged = engine::trust::damaged(state);
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let restore = match backup {
+        Some(b) => format!("restore the backup (`mesh state push --force {b}`)"),
+        None => "restore the backup the state backend keeps (docs/state.md)".to_string(),
+    };
+    bail!(
+        "the state {location} is damaged, so nothing was planned or changed:\n{}\n\
+         Either {restore}, or forget the step with `mesh state rm STEP` and record what is live \
+         again with `mesh import --force`",
+        damaged
+            .iter()
+            .map(|d| format!("  - {d}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }
 
 /// Which command the plan is for: what its preflight says did not happen.

@@ -35,7 +35,9 @@ pub async fn notes(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String>
 
 /// Why a kept revision this plan uninstalls is still in use: a namespace
 /// of any cluster labelled `istio.io/rev=<it>` (its new pods would find no
-/// injector). Empty when none is, or the plan removes no revision.
+/// injector). Empty when none is, or the plan removes no revision. A
+/// cluster that cannot be reached or listed is a refusal too: a safety
+/// check that cannot look never passes by default.
 pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String> {
     let removed = engine::upgrades::removed_revisions(plan);
     if removed.is_empty() {
@@ -54,18 +56,29 @@ pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> 
     revisions.sort();
     revisions.dedup();
     for target in targets {
-        let Ok(conn) = world.env.clusters.connect(target).await else {
-            continue;
+        let conn = match world.env.clusters.connect(target).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                out.push(unreadable(target, &revisions, &e));
+                continue;
+            }
         };
-        for rev in &revisions {
-            let labelled = providers::k8s::list_labelled(
+        for (i, rev) in revisions.iter().enumerate() {
+            let labelled = match providers::k8s::list_labelled(
                 &conn,
                 &[("v1", "Namespace")],
                 "",
                 &format!("istio.io/rev={rev}"),
             )
             .await
-            .unwrap_or_default();
+            {
+                Ok(labelled) => labelled,
+                Err(e) => {
+                    // This cluster's other revisions would fail alike.
+                    out.push(unreadable(target, &revisions[i..], &e));
+                    break;
+                }
+            };
             for ns in labelled {
                 let name = ns["metadata"]["name"].as_str().unwrap_or_default();
                 out.push(format!(
@@ -82,4 +95,29 @@ pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> 
         }
     }
     out
+}
+
+/// The refusal for a cluster whose namespaces could not be listed: which
+/// revisions it may still use, why it could not be read, what to do.
+fn unreadable(
+    target: &providers::Target,
+    revisions: &[&str],
+    why: &providers::cluster::ClusterError,
+) -> String {
+    let c = &target.cluster;
+    let labels = revisions
+        .iter()
+        .map(|r| format!("`istio.io/rev={r}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let revs = revisions
+        .iter()
+        .map(|r| format!("`{r}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "cannot tell whether a namespace in {c} is still labelled {labels}, and this plan \
+         uninstalls revision {revs}: {why}. Fix access to {c} and run again; if {c} is gone \
+         for good, remove it from the mesh file and forget its steps with `mesh state rm {c}`"
+    )
 }

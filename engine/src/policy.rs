@@ -13,7 +13,7 @@
 
 use crate::config::PolicySection;
 use plans::{Action, Plan, PolicyReport, PolicyResult, Violation};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// The rules, by their key in `[policy]`: what `--allow` accepts.
 pub const RULES: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
@@ -149,8 +149,10 @@ pub fn allowed_for_saved(saved: &Plan, given: &[String]) -> Result<Vec<String>, 
 /// A glob of step IDs: `*` any run of characters but `/`, `?` one
 /// character but `/`, `[abc]`, `[a-c]` and `[!abc]` one of (or not of) a
 /// set; anything else is itself. Exactly one `/` (a step ID is
-/// `<cluster>/<kind>` or `<cluster>/attach@<primary>`), and the kind half
-/// must match a step kind mesh has, so that a typo cannot silently
+/// `<cluster>/<kind>`, `<cluster>/attach@<primary>` or
+/// `<cluster>/<kind>#<revision or tag>`), the kind half must match a step
+/// kind mesh has, and the whole must match some step ID of a shape mesh
+/// makes (`crate::topology::id_shape`), so that a typo cannot silently
 /// protect nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob(Vec<Token>);
@@ -170,7 +172,7 @@ enum Token {
 pub enum GlobError {
     #[error("it is empty, so it matches no step")]
     Empty,
-    #[error("`{0}` cannot appear in a step ID (lowercase letters, digits, `-`, `/` and `@`)")]
+    #[error("`{0}` cannot appear in a step ID (lowercase letters, digits, `-`, `/`, `@` and `#`)")]
     BadChar(char),
     #[error("a `[` is not closed by `]`")]
     Unclosed,
@@ -184,6 +186,16 @@ pub enum GlobError {
     TooManySlashes,
     #[error("`{0}` matches no step kind")]
     NoSuchKind(String),
+    /// Nothing before the `/`, or nothing after it.
+    #[error("its {0} is empty, so it matches no step ID")]
+    EmptyPart(&'static str),
+    /// A literal `@` or `#` at the end: a name always follows them.
+    #[error("it ends in `{0}`, and a step ID never does (a name always follows `{0}`)")]
+    Dangling(char),
+    /// Well formed, but of no shape [`crate::topology::compile`] makes
+    /// (`*/install-control-plane@*`, `*/attach#x`, `*/revision-tag`).
+    #[error("it matches no step ID mesh makes")]
+    NoStepId,
 }
 
 fn id_char(c: char) -> bool {
@@ -253,6 +265,15 @@ impl Glob {
             [one] => *one,
             _ => return Err(GlobError::TooManySlashes),
         };
+        if slash == 0 {
+            return Err(GlobError::EmptyPart("cluster part (before `/`)"));
+        }
+        if matches!(
+            tokens.get(slash + 1),
+            None | Some(Token::Char('@') | Token::Char('#'))
+        ) {
+            return Err(GlobError::EmptyPart("kind part (after `/`)"));
+        }
         // The kind half, up to a literal `@` (`attach@<primary>`) or `#`
         // (`install-control-plane#<kept revision>`, `revision-tag#<tag>`).
         let tail = &tokens[slash + 1..];
@@ -271,13 +292,133 @@ impl Glob {
                 .unwrap_or_default();
             return Err(GlobError::NoSuchKind(written));
         }
-        Ok(Glob(tokens))
+        if let Some(Token::Char(c @ ('@' | '#'))) = tokens.last() {
+            return Err(GlobError::Dangling(*c));
+        }
+        let glob = Glob(tokens);
+        if !glob.matches_some_step_id() {
+            return Err(GlobError::NoStepId);
+        }
+        Ok(glob)
+    }
+
+    /// Whether some step ID of a shape mesh makes ([`IdState`]) matches:
+    /// a search of the pairs (place in the glob, place in a step ID), one
+    /// character of a step ID at a time.
+    fn matches_some_step_id(&self) -> bool {
+        let p = &self.0;
+        let alphabet: Vec<char> = ('a'..='z')
+            .chain('0'..='9')
+            .chain(['-', '/', '@', '#'])
+            .collect();
+        let mut seen: HashSet<(usize, IdState)> = HashSet::new();
+        let mut todo = vec![(0, IdState::Start)];
+        while let Some((at, id)) = todo.pop() {
+            if !seen.insert((at, id)) {
+                continue;
+            }
+            if at == p.len() {
+                if id.accepts() {
+                    return true;
+                }
+                continue;
+            }
+            // A `*` may match nothing.
+            if p[at] == Token::Star {
+                todo.push((at + 1, id));
+            }
+            for &c in &alphabet {
+                let next_at = match &p[at] {
+                    Token::Star if c != '/' => at,
+                    Token::Star => continue,
+                    t if one_char(t, c) => at + 1,
+                    _ => continue,
+                };
+                todo.extend(id.next(c).into_iter().map(|n| (next_at, n)));
+            }
+        }
+        false
     }
 
     /// Whether the whole of `id` matches.
     pub fn matches(&self, id: &str) -> bool {
         let s: Vec<char> = id.chars().collect();
         matches_at(&self.0, &s)
+    }
+}
+
+/// Whether the token `t` (not a `*`) matches the one character `c`.
+fn one_char(t: &Token, c: char) -> bool {
+    match t {
+        Token::Char(x) => *x == c,
+        Token::Any => c != '/',
+        Token::Class { negated, ranges } => {
+            c != '/' && ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
+        }
+        Token::Star => false,
+    }
+}
+
+/// Where a step ID is, read one character at a time: the shapes
+/// [`crate::topology::id_shape`] says each kind's IDs have. A cluster's,
+/// a revision's and a tag's name are one or more lowercase letters,
+/// digits and `-` (validation allows no more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IdState {
+    /// Nothing read.
+    Start,
+    /// In the cluster's name.
+    Cluster,
+    /// `read` characters of the kind `StepKind::ALL[kind]`.
+    Kind { kind: usize, read: usize },
+    /// After the `@` or `#` that follows a kind; `named`: a character of
+    /// the name after it was read.
+    Suffix { named: bool },
+}
+
+impl IdState {
+    fn name_char(c: char) -> bool {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    }
+
+    /// The places after reading `c` (none: no step ID goes on so).
+    fn next(self, c: char) -> Vec<IdState> {
+        let kinds = providers::StepKind::ALL;
+        match self {
+            IdState::Start | IdState::Cluster if Self::name_char(c) => vec![IdState::Cluster],
+            IdState::Cluster if c == '/' => (0..kinds.len())
+                .map(|kind| IdState::Kind { kind, read: 0 })
+                .collect(),
+            IdState::Kind { kind, read } => {
+                let name = kinds[kind].as_str();
+                let shape = crate::topology::id_shape(kinds[kind]);
+                match name.as_bytes().get(read) {
+                    Some(&b) if char::from(b) == c => vec![IdState::Kind {
+                        kind,
+                        read: read + 1,
+                    }],
+                    Some(_) => Vec::new(),
+                    None if (c == '@' && shape.at_primary) || (c == '#' && shape.named) => {
+                        vec![IdState::Suffix { named: false }]
+                    }
+                    None => Vec::new(),
+                }
+            }
+            IdState::Suffix { .. } if Self::name_char(c) => vec![IdState::Suffix { named: true }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a step ID may end here.
+    fn accepts(self) -> bool {
+        let kinds = providers::StepKind::ALL;
+        match self {
+            IdState::Kind { kind, read } => {
+                read == kinds[kind].as_str().len() && crate::topology::id_shape(kinds[kind]).plain
+            }
+            IdState::Suffix { named } => named,
+            _ => false,
+        }
     }
 }
 
@@ -359,6 +500,79 @@ mod tests {
         );
         assert_eq!(e("*/nope@*"), GlobError::NoSuchKind("nope".into()));
         assert!(Glob::parse("*/*").is_ok() && Glob::parse("c1/attach@c2").is_ok());
+    }
+
+    /// Hardening III, 3: a glob that parses but can match no step ID mesh
+    /// makes is refused too (`*/attach@` protected nothing).
+    #[test]
+    fn globs_that_match_no_step_id_are_refused() {
+        let e = |s: &str| Glob::parse(s).unwrap_err();
+        assert_eq!(e("*/attach@"), GlobError::Dangling('@'));
+        assert_eq!(e("*/install-control-plane#"), GlobError::Dangling('#'));
+        assert_eq!(e("*/*@"), GlobError::Dangling('@'));
+        assert_eq!(
+            e("/attach"),
+            GlobError::EmptyPart("cluster part (before `/`)")
+        );
+        assert_eq!(e("c1/"), GlobError::EmptyPart("kind part (after `/`)"));
+        assert_eq!(e("c1/@c2"), GlobError::EmptyPart("kind part (after `/`)"));
+        for none in [
+            "*/install-control-plane@*",
+            "*/plug-ca@*",
+            "*/attach#x",
+            "*/plug-ca#*",
+            "*/revision-tag",
+            "*/attach@@",
+            "*/attach@c2@*",
+            "*/attach@/",
+            "c@1/*",
+            "*/attach@[!a-z0-9-]",
+            "*/install-remote#-x#y",
+        ] {
+            assert!(Glob::parse(none).is_err(), "{none} is accepted");
+        }
+        for some in [
+            "*/attach@*",
+            "*/attach*",
+            "*/*@*",
+            "*/*#*",
+            "*/*",
+            "*/revision-tag#*",
+            "*/revision-tag*",
+            "c1/install-control-plane#1-28",
+            "*/install-*#default",
+            "*/install-eastwest-gateway",
+            "cluster?/plug-ca",
+            "*/[a-z]*",
+        ] {
+            assert!(Glob::parse(some).is_ok(), "{some}: {:?}", Glob::parse(some));
+        }
+    }
+
+    /// The shapes the globs are checked against are the ones the topology
+    /// makes: every step ID of a fleet with two primaries, a kept revision
+    /// and a tag, written as a glob of itself, is accepted.
+    #[test]
+    fn every_step_id_mesh_makes_is_a_glob_that_matches_it() {
+        let mesh = include_str!("../../examples/mixed-fleet.toml").replacen(
+            "id = \"fleet\"\n",
+            "id = \"fleet\"\nrevision = \"1-29\"\nistio_version = \"1.29\"\n\n\
+             [[mesh.keep_revision]]\nname = \"default\"\nistio_version = \"1.28\"\n\
+             istioctl = \"/opt/istio-1.28.0/bin/istioctl\"\n\n\
+             [istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"\n",
+            1,
+        ) + "\n[tags]\ndefault = \"1-29\"\n";
+        let mesh = crate::config::parse(&mesh, std::path::Path::new("mesh.toml"))
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let graph = crate::topology::compile(&mesh).unwrap();
+        let ids: Vec<&str> = graph.in_order().map(|s| s.id.as_str()).collect();
+        for want in ["@", "#"] {
+            assert!(ids.iter().any(|id| id.contains(want)), "no {want}: {ids:?}");
+        }
+        for id in ids {
+            let glob = Glob::parse(id).unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert!(glob.matches(id), "{id}");
+        }
     }
 
     const CP_127: &str = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata:\n  \

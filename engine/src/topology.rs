@@ -59,6 +59,46 @@ pub fn named_step_id(cluster: &str, kind: StepKind, name: &str) -> String {
     format!("{cluster}/{kind}#{name}")
 }
 
+/// What may follow the kind in a step ID of `kind` that [`compile`] makes:
+/// the shapes a `[policy]` glob is checked against, so that a glob that
+/// can match no step is refused where it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdShape {
+    /// `<cluster>/<kind>` alone (every kind but `revision-tag`).
+    pub plain: bool,
+    /// `<cluster>/attach@<primary>` ([`attach_id`]).
+    pub at_primary: bool,
+    /// `<cluster>/<kind>#<name>` ([`named_step_id`]): a kept revision's
+    /// install, a revision tag.
+    pub named: bool,
+}
+
+/// The step IDs [`compile`] makes of `kind`.
+pub fn id_shape(kind: StepKind) -> IdShape {
+    match kind {
+        StepKind::Attach => IdShape {
+            plain: true,
+            at_primary: true,
+            named: false,
+        },
+        StepKind::InstallControlPlane | StepKind::InstallRemote => IdShape {
+            plain: true,
+            at_primary: false,
+            named: true,
+        },
+        StepKind::RevisionTag => IdShape {
+            plain: false,
+            at_primary: false,
+            named: true,
+        },
+        _ => IdShape {
+            plain: true,
+            at_primary: false,
+            named: false,
+        },
+    }
+}
+
 /// The revision an install input names: None (`default`) for the
 /// unrevisioned control plane.
 fn revision_input(name: &str) -> Option<String> {

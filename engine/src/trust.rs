@@ -21,8 +21,9 @@
 //! `root-cert.pem` changes in place.
 
 use crate::topology::StepGraph;
+use providers::StepKind;
 use providers::kinds::StepInput;
-use providers::kinds::plug_ca::{MULTI_ROOT_ENV, OldRoot, Stage, TRUSTED_ROOTS};
+use providers::kinds::plug_ca::{MULTI_ROOT_ENV, OldRoot, Stage, TRUSTED_ROOTS, trusted_roots};
 use serde_json::Value;
 use state::{State, StepRecord};
 
@@ -102,13 +103,18 @@ fn progress(plug: Option<&StepRecord>, running: bool, new: &str) -> Result<Progr
         });
     };
     let signer = signer.to_string();
-    let trusted: Vec<String> = match rec.outputs.get(TRUSTED_ROOTS).and_then(Value::as_array) {
-        Some(l) => l
-            .iter()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect(),
-        None => vec![signer.clone()],
+    let trusted: Vec<String> = match trusted_roots(&rec.outputs) {
+        Ok(Some(l)) => l,
+        Ok(None) => vec![signer.clone()],
+        // `damaged` stops a command that reads such a state first; this
+        // says the same to any other caller.
+        Err(why) => {
+            let id = crate::topology::step_id(&rec.cluster, StepKind::PlugCa);
+            return Err(format!(
+                "{id}: the state's record is damaged: {why}. Restore the state from its \
+                 `.backup`, or `mesh state rm {id}`, then `mesh import --force`"
+            ));
+        }
     };
     let trusts_new = trusted.iter().any(|s| s == new);
     let other = trusted.iter().find(|s| **s != new).cloned();
@@ -142,6 +148,22 @@ fn progress(plug: Option<&StepRecord>, running: bool, new: &str) -> Result<Progr
 
 fn short(s: &str) -> &str {
     &s[..16.min(s.len())]
+}
+
+/// The records of `state` mesh cannot use as they are (a hand-edited or
+/// damaged state), one line each naming the step and the key: a
+/// `plug-ca`'s `trusted_roots` that is not a non-empty list of sha256
+/// fingerprints. Empty when there are none.
+pub fn damaged(state: &State) -> Vec<String> {
+    state
+        .steps
+        .iter()
+        .filter(|(_, rec)| rec.kind == StepKind::PlugCa.as_str())
+        .filter_map(|(id, rec)| {
+            let why = trusted_roots(&rec.outputs).err()?;
+            Some(format!("step `{id}`, key `outputs.{TRUSTED_ROOTS}`: {why}"))
+        })
+        .collect()
 }
 
 /// Sets each primary's `plug-ca` stage, and `ISTIO_MULTIROOT_MESH` on its
@@ -334,9 +356,14 @@ mod tests {
         }
     }
 
+    /// Roots as the state records them: sha256, 64 lowercase hex digits.
+    const OLD: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+    const NEW: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+    const OTHER: &str = "0303030303030303030303030303030303030303030303030303030303030303";
+
     #[test]
     fn progress_is_read_from_the_roots_a_cacerts_trusts_and_signs_with() {
-        let p = |r: Option<StepRecord>, running| progress(r.as_ref(), running, "new");
+        let p = |r: Option<StepRecord>, running| progress(r.as_ref(), running, NEW);
         assert_eq!(p(None, false), Ok(Progress::Fresh));
         assert_eq!(p(None, true), Ok(Progress::At(0, OldRoot::Live)));
         // A first apply that failed recorded no root: as if none.
@@ -347,29 +374,80 @@ mod tests {
         );
         // A hand-made bundle kept in phase 1.
         assert_eq!(
-            p(Some(rec("c", "old", Some(&["old", "other", "new"]))), true),
-            Ok(Progress::At(1, OldRoot::Recorded("old".into())))
+            p(Some(rec("c", OLD, Some(&[OLD, OTHER, NEW]))), true),
+            Ok(Progress::At(1, OldRoot::Recorded(OLD.into())))
         );
-        assert_eq!(p(Some(rec("c", "new", None)), true), Ok(Progress::Done));
+        assert_eq!(p(Some(rec("c", NEW, None)), true), Ok(Progress::Done));
         assert_eq!(
-            p(Some(rec("c", "new", Some(&["new"]))), true),
+            p(Some(rec("c", NEW, Some(&[NEW]))), true),
             Ok(Progress::Done)
         );
-        let old = || OldRoot::Recorded("old".into());
+        let old = || OldRoot::Recorded(OLD.into());
         assert_eq!(
-            p(Some(rec("c", "old", None)), true),
+            p(Some(rec("c", OLD, None)), true),
             Ok(Progress::At(0, old()))
         );
         assert_eq!(
-            p(Some(rec("c", "old", Some(&["old", "new"]))), true),
+            p(Some(rec("c", OLD, Some(&[OLD, NEW]))), true),
             Ok(Progress::At(1, old()))
         );
         assert_eq!(
-            p(Some(rec("c", "new", Some(&["old", "new"]))), true),
+            p(Some(rec("c", NEW, Some(&[OLD, NEW]))), true),
             Ok(Progress::At(2, old()))
         );
         // Mid-rotation towards another root than the file names now.
-        let e = p(Some(rec("c", "old", Some(&["old", "other"]))), true).unwrap_err();
+        let e = p(Some(rec("c", OLD, Some(&[OLD, OTHER]))), true).unwrap_err();
         assert!(e.contains("Finish one rotation"), "{e}");
+    }
+
+    /// Hardening III, 4: `trusted_roots: []` or `[5]` read as "trusts
+    /// nothing" (a plan said "No changes", then "(it trusts )"). Now the
+    /// record is damaged, named by step and key.
+    #[test]
+    fn a_trusted_roots_that_is_not_a_list_of_fingerprints_is_damage() {
+        let with = |v: Value| {
+            let mut r = rec("c1", OLD, None);
+            r.outputs.insert(TRUSTED_ROOTS.into(), v);
+            r
+        };
+        for (bad, says) in [
+            (json!([]), "is an empty list"),
+            (json!([5]), "item 1 is a number"),
+            (
+                json!([OLD, "old"]),
+                "item 2 is a string that is not 64 lowercase hex digits",
+            ),
+            (json!([OLD.to_uppercase()]), "item 1 is a string"),
+            (json!(OLD), "is a string"),
+            (json!(null), "is null"),
+            (json!({"a": 1}), "is an object"),
+        ] {
+            let e = progress(Some(&with(bad.clone())), true, NEW).unwrap_err();
+            assert!(
+                e.starts_with("c1/plug-ca: the state's record is damaged"),
+                "{e}"
+            );
+            assert!(
+                e.contains(says) && e.contains("`mesh state rm c1/plug-ca`"),
+                "{bad}: {e}"
+            );
+            let mut st = State::new("m");
+            st.steps.insert("c1/plug-ca".into(), with(bad.clone()));
+            let found = damaged(&st);
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert!(
+                found[0].starts_with(
+                    "step `c1/plug-ca`, key `outputs.trusted_roots`: `trusted_roots` is "
+                ),
+                "{}",
+                found[0]
+            );
+            assert!(found[0].contains(says), "{bad}: {}", found[0]);
+        }
+        let mut st = State::new("m");
+        st.steps
+            .insert("c1/plug-ca".into(), with(json!([OLD, NEW])));
+        st.steps.insert("c2/plug-ca".into(), rec("c2", OLD, None));
+        assert!(damaged(&st).is_empty());
     }
 }

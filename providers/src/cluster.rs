@@ -116,6 +116,18 @@ pub enum KubeconfigProblem {
     Unreadable { path: String, reason: String },
     #[error("{path} is not a kubeconfig: {reason}")]
     Invalid { path: String, reason: String },
+    /// The file's YAML is broken, or a key holds a value of the wrong type.
+    /// Only where, never what: the YAML library's message quotes the lines
+    /// around the mistake, and a kubeconfig holds tokens and keys.
+    #[error("{}", not_yaml(.path, .at, .key))]
+    NotYaml {
+        path: String,
+        /// Line and column (1-based), when the YAML library knows them.
+        at: Option<(u64, u64)>,
+        /// The kubeconfig key on that line, when it is one kubeconfig
+        /// defines (a name from [`KUBECONFIG_KEYS`], never a value).
+        key: Option<&'static str>,
+    },
     #[error("the files of $KUBECONFIG cannot be merged: {reason}")]
     Merge { reason: String },
 }
@@ -146,11 +158,102 @@ fn read_file(path: &Path) -> Result<Kubeconfig, KubeconfigProblem> {
             path: shown,
             reason: io_reason(&io),
         },
+        // Never the error's Display: it quotes the file around the mistake.
+        kube::config::KubeconfigError::Parse(yaml) => {
+            let at = yaml
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .filter(|&(line, _)| line > 0);
+            let key = at.and_then(|(line, _)| {
+                let text = std::fs::read_to_string(path).ok()?;
+                key_on_line(&text, line)
+            });
+            KubeconfigProblem::NotYaml {
+                path: shown,
+                at,
+                key,
+            }
+        }
         other => KubeconfigProblem::Invalid {
             path: shown,
             reason: other.to_string(),
         },
     })
+}
+
+/// [`KubeconfigProblem::NotYaml`]'s message: the file, line and column,
+/// the key's name, and what to do.
+fn not_yaml(path: &str, at: &Option<(u64, u64)>, key: &Option<&'static str>) -> String {
+    let place = match *at {
+        Some((line, column)) => format!("{path}:{line}:{column}"),
+        None => path.to_string(),
+    };
+    let key = key.map_or(String::new(), |k| format!(" (at the key `{k}`)"));
+    format!(
+        "{place}{key} is not valid YAML for a kubeconfig (broken syntax, or a value of the \
+         wrong type): fix the file at that place. Its content is not shown, since a kubeconfig \
+         holds credentials"
+    )
+}
+
+/// The keys a kubeconfig defines: the only words of a kubeconfig's line a
+/// message may name.
+pub const KUBECONFIG_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "preferences",
+    "clusters",
+    "contexts",
+    "users",
+    "current-context",
+    "extensions",
+    "extension",
+    "name",
+    "cluster",
+    "context",
+    "user",
+    "server",
+    "tls-server-name",
+    "insecure-skip-tls-verify",
+    "certificate-authority",
+    "certificate-authority-data",
+    "proxy-url",
+    "disable-compression",
+    "namespace",
+    "client-certificate",
+    "client-certificate-data",
+    "client-key",
+    "client-key-data",
+    "token",
+    "tokenFile",
+    "as",
+    "as-uid",
+    "as-groups",
+    "as-user-extra",
+    "username",
+    "password",
+    "auth-provider",
+    "config",
+    "exec",
+    "command",
+    "args",
+    "env",
+    "value",
+    "installHint",
+    "provideClusterInfo",
+    "interactiveMode",
+];
+
+/// The kubeconfig key (one of [`KUBECONFIG_KEYS`]) that line `line`
+/// (1-based) of `text` starts with, if any: `    token: …` gives `token`.
+/// Nothing else of the line is ever returned.
+fn key_on_line(text: &str, line: u64) -> Option<&'static str> {
+    let index = usize::try_from(line.checked_sub(1)?).ok()?;
+    let l = text.lines().nth(index)?.trim_start();
+    let l = l.strip_prefix('-').map_or(l, str::trim_start);
+    let (word, _) = l.split_once(':')?;
+    let word = word.trim_end().trim_matches(['"', '\'']);
+    KUBECONFIG_KEYS.iter().copied().find(|k| *k == word)
 }
 
 /// An IO error without its `(os error N)` suffix, lower case.
@@ -390,7 +493,7 @@ async fn open(
     };
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|e| context_error(e.to_string()))?;
+        .map_err(|e| context_error(unusable(&e)))?;
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(60));
     let server = config
@@ -398,13 +501,44 @@ async fn open(
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    let client = kube::Client::try_from(config).map_err(|e| context_error(e.to_string()))?;
+    let client = kube::Client::try_from(config).map_err(|e| {
+        context_error(match &e {
+            // The client's key and certificate are decoded here.
+            kube::Error::InferKubeconfig(k) => unusable(k),
+            other => other.to_string(),
+        })
+    })?;
     Ok(Connection {
         client,
         server,
         cluster: target.cluster.clone(),
         context: target.context.clone(),
     })
+}
+
+/// Why a context's settings cannot be used, quoting nothing of its
+/// credentials: kube's base64 error names a byte of the key it decodes.
+fn unusable(e: &kube::config::KubeconfigError) -> String {
+    use kube::config::{KubeconfigError as E, LoadDataError as D};
+    let (what, data) = match e {
+        E::LoadCertificateAuthority(d) => (
+            "the cluster's certificate authority (`certificate-authority-data` or `certificate-authority`)",
+            d,
+        ),
+        E::LoadClientCertificate(d) => (
+            "the user's client certificate (`client-certificate-data` or `client-certificate`)",
+            d,
+        ),
+        E::LoadClientKey(d) => (
+            "the user's client key (`client-key-data` or `client-key`)",
+            d,
+        ),
+        other => return other.to_string(),
+    };
+    match data {
+        D::DecodeBase64(_) => format!("{what} is not valid base64"),
+        other => format!("{what} cannot be loaded: {other}"),
+    }
 }
 
 /// A copy of `kubeconfig` with only `context`, its cluster and its user
@@ -597,5 +731,96 @@ mod reason_tests {
             std::error::Error::source(&e).is_none(),
             "the cause is said, not chained"
         );
+    }
+}
+
+#[cfg(test)]
+mod kubeconfig_tests {
+    use super::*;
+
+    const TOKEN: &str = "s3cret-bearer-token-0123456789";
+    const KEY: &str = "c2VjcmV0LWNsaWVudC1rZXktZGF0YQ==";
+
+    /// A kubeconfig whose YAML breaks right after its credentials.
+    fn broken() -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: {TOKEN}\n    \
+             client-key-data: {KEY}\n    oops: a: b\ncontexts: []\n"
+        )
+    }
+
+    /// The YAML library's message quotes the lines around the mistake: the
+    /// message names the file and the place, never the content.
+    #[test]
+    fn a_broken_kubeconfig_is_named_by_place_not_content() {
+        let path = std::env::temp_dir().join(format!(
+            "mesh-broken-kubeconfig-{}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(&path, broken()).unwrap();
+        let problem = read_file(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let text = problem.to_string();
+        assert!(
+            matches!(problem, KubeconfigProblem::NotYaml { .. }),
+            "{problem:?}"
+        );
+        assert!(text.starts_with(&path.display().to_string()), "{text}");
+        assert!(text.contains("is not valid YAML"), "{text}");
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(!text.contains(KEY), "{text}");
+        assert!(!format!("{problem:?}").contains(TOKEN), "{problem:?}");
+    }
+
+    #[test]
+    fn only_a_known_key_of_the_line_is_named() {
+        let text = broken();
+        assert_eq!(key_on_line(&text, 6), Some("token"));
+        assert_eq!(key_on_line(&text, 7), Some("client-key-data"));
+        assert_eq!(key_on_line(&text, 4), Some("name"));
+        assert_eq!(key_on_line(&text, 8), None, "`oops` is no kubeconfig key");
+        assert_eq!(key_on_line("s3cret: x\n", 1), None);
+        assert_eq!(key_on_line(&text, 0), None);
+        assert_eq!(key_on_line(&text, 99), None);
+    }
+
+    /// kube's base64 error names a byte of the key it could not decode:
+    /// the message names the key instead.
+    #[tokio::test]
+    async fn a_client_key_that_is_not_base64_is_named_by_its_key() {
+        let kc = Kubeconfig::from_yaml(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    \
+             server: https://127.0.0.1:1\nusers:\n- name: u\n  user:\n    \
+             client-certificate-data: \"~~~~\"\n    client-key-data: \"~~~~\"\ncontexts:\n\
+             - name: x\n  context: {cluster: c, user: u}\n",
+        )
+        .unwrap();
+        let target = Target {
+            cluster: "c1".into(),
+            context: "x".into(),
+            kubeconfig: None,
+        };
+        let e = open(&kc, &target, Some(Path::new("test-kubeconfig")))
+            .await
+            .err()
+            .expect("an identity that is not base64 is refused");
+        let text = e.to_string();
+        assert!(text.contains("is not valid base64"), "{text}");
+        assert!(text.contains("`client-"), "{text}");
+        assert!(
+            !text.contains("Invalid symbol") && !text.contains("126"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_message_says_where_and_what_to_do() {
+        assert_eq!(
+            not_yaml("/k/config", &Some((8, 7)), &Some("token")),
+            "/k/config:8:7 (at the key `token`) is not valid YAML for a kubeconfig (broken \
+             syntax, or a value of the wrong type): fix the file at that place. Its content \
+             is not shown, since a kubeconfig holds credentials"
+        );
+        assert!(not_yaml("/k/config", &None, &None).starts_with("/k/config is not valid YAML"));
     }
 }

@@ -27,6 +27,14 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
     let mut notes = Vec::new();
     let state = match backend(cli, Some(&mesh)).and_then(|b| Ok(b.read_unlocked()?)) {
         Ok(Some(s)) => match s.check_mesh_id(&mesh.mesh.id) {
+            Ok(()) if !engine::trust::damaged(&s).is_empty() => {
+                notes.push(format!(
+                    "the state is damaged ({}): restore its backup, or `mesh state rm STEP` \
+                     then `mesh import --force`",
+                    engine::trust::damaged(&s).join("; ")
+                ));
+                None
+            }
             Ok(()) => Some(s),
             Err(e) => {
                 notes.push(format!("{e}"));

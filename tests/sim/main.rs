@@ -35,6 +35,7 @@ mod e2e;
 mod examples;
 mod hardening;
 mod hardening_ii;
+mod hardening_iii;
 mod import;
 mod ownership;
 mod preflight;

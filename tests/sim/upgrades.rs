@@ -437,3 +437,93 @@ fn a_kept_istioctl_of_another_version_is_refused_where_it_is_written() {
     );
     assert_eq!(changing_runs(&w), before, "something ran");
 }
+
+/// A third cluster, a remote of cluster1, for the tests that need one
+/// cluster neither the primary nor the remote they act on.
+const CLUSTER3: &str = "[[cluster]]\nname = \"cluster3\"\ncontext = \"kind-cluster3\"\nnetwork = \"network1\"\nrole = \"remote\"\nprimary = \"cluster1\"\n\n";
+
+/// `toml` (one of the meshes above) with cluster3 after its clusters.
+fn with_cluster3(toml: &str) -> String {
+    match toml.find("[tags]") {
+        Some(i) => format!("{}{CLUSTER3}{}", &toml[..i], &toml[i..]),
+        None => format!("{toml}{CLUSTER3}"),
+    }
+}
+
+// Hardening III, 2. The check that no namespace still asks for a revision
+// being uninstalled skipped a cluster it could not read (and took a
+// failed listing for "none"): a check that cannot look must refuse.
+#[test]
+fn a_revision_is_not_uninstalled_while_a_cluster_cannot_be_checked_for_it() {
+    let contexts = ["kind-cluster1", "kind-cluster2", "kind-cluster3"];
+    let w = World::new(&with_cluster3(&mesh(V128, "")), &contexts);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&with_cluster3(&canary("default")));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&with_cluster3(&canary("1-29")));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    // The old revision goes from cluster3 first (it is reachable and no
+    // namespace asks for it), so the rest of the removal touches only
+    // cluster1 and cluster2.
+    w.write_mesh(&with_cluster3(&upgraded()));
+    ok(&w.mesh(&["apply", "--auto-approve", "--target", "cluster3"]));
+    let json = stdout_of(&w, &["plan", "--no-refresh", "--format", "json"]);
+    let plan: Value = serde_json::from_str(&json).unwrap();
+    let on_cluster3: Vec<&Value> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cluster"] == "cluster3" && c["action"] != "no-op")
+        .collect();
+    assert!(on_cluster3.is_empty(), "{on_cluster3:#?}");
+    assert!(
+        json.contains("cluster1/install-control-plane#default"),
+        "{json}"
+    );
+
+    // cluster3's API server is down: its namespaces cannot be listed.
+    w.cluster("kind-cluster3").set_faults(kubesim::Faults {
+        refuse_connections: true,
+        ..Default::default()
+    });
+    let before = changing_runs(&w);
+    let o = w.mesh(&[
+        "apply",
+        "--auto-approve",
+        "--no-refresh",
+        "--target",
+        "cluster1",
+        "--target",
+        "cluster2",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    for want in [
+        "the plan is refused, nothing was changed",
+        "cannot tell whether a namespace in cluster3 is still labelled `istio.io/rev=default`, \
+         and this plan uninstalls revision `default`",
+        "cluster `cluster3` (context `kind-cluster3`",
+        "Fix access to cluster3",
+        "`mesh state rm cluster3`",
+    ] {
+        assert!(t.contains(want), "lacks `{want}`:\n{t}");
+    }
+    assert_eq!(changing_runs(&w), before, "something ran:\n{t}");
+    assert!(
+        w.exists(
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istiod"
+        ),
+        "the kept revision's istiod was uninstalled"
+    );
+    assert!(w.exists(
+        "kind-cluster2",
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "",
+        "istio-sidecar-injector"
+    ));
+}

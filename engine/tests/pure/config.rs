@@ -394,6 +394,28 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "a `[` is not closed by `]`",
         "`[a-c]` one of a set",
     ),
+    // Hardening III, 3: a glob that parses but can match no step ID.
+    (
+        "78-policy-glob-ends-in-at.toml",
+        5,
+        16,
+        "deny_delete glob `*/attach@`: it ends in `@`, and a step ID never does",
+        "end it with the primary's name or `*`, e.g. \"*/attach@*\"",
+    ),
+    (
+        "79-policy-glob-matches-no-step.toml",
+        5,
+        16,
+        "deny_delete glob `*/install-control-plane@*`: it matches no step ID mesh makes",
+        "`<cluster>/attach@<primary>`",
+    ),
+    (
+        "80-policy-glob-empty-cluster.toml",
+        5,
+        16,
+        "deny_delete glob `/attach`: its cluster part (before `/`) is empty",
+        "a step ID is `<cluster>/<kind>`",
+    ),
     (
         "75-policy-max-clusters-zero.toml",
         5,

@@ -96,6 +96,61 @@ pub const TRUSTED_ANNOTATION: &str = "mesh/trusted-roots";
 pub const FILES_SHA256: &str = "files_sha256";
 /// The output with the roots `root-cert.pem` trusts (sha256 each), in order.
 pub const TRUSTED_ROOTS: &str = "trusted_roots";
+
+/// A record's [`TRUSTED_ROOTS`]: None when it has none (the one root it
+/// was signed by is then what it trusts), else a non-empty list of sha256
+/// fingerprints (64 lowercase hex digits each), or why it is not one (a
+/// hand-edited or damaged state). The reason names no value.
+pub fn trusted_roots(
+    outputs: &std::collections::BTreeMap<String, Value>,
+) -> Result<Option<Vec<String>>, String> {
+    let Some(v) = outputs.get(TRUSTED_ROOTS) else {
+        return Ok(None);
+    };
+    let what = match v {
+        Value::Array(list) if list.is_empty() => "an empty list".to_string(),
+        Value::Array(list) => match list.iter().position(|r| !r.as_str().is_some_and(is_sha256)) {
+            None => {
+                return Ok(Some(
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect(),
+                ));
+            }
+            Some(i) => {
+                let item = match &list[i] {
+                    Value::String(_) => "a string that is not 64 lowercase hex digits",
+                    other => json_kind(other),
+                };
+                format!("a list whose item {} is {item}", i + 1)
+            }
+        },
+        other => json_kind(other).to_string(),
+    };
+    Err(format!(
+        "`{TRUSTED_ROOTS}` is {what}, not a non-empty list of sha256 fingerprints (64 lowercase \
+         hex digits each)"
+    ))
+}
+
+/// Whether `s` is a sha256 as mesh writes it: 64 lowercase hex digits.
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What a JSON value is, without its value.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// An intermediate closer to its expiry than this is rotated.
 pub use crate::ca::ROTATE_WITHIN_DAYS;
 /// Istio's setting that lets a running istiod take a `root-cert.pem` that
@@ -304,9 +359,19 @@ impl Kind for PlugCa {
         let mut obs = Observation::in_sync(recorded.outputs.clone());
         // The roots mesh wrote: the recorded list (a rotation trusts two),
         // else the one the intermediate was signed by.
-        let want: Vec<String> = match recorded.outputs.get(TRUSTED_ROOTS).and_then(Value::as_array) {
-            Some(list) => list.iter().filter_map(Value::as_str).map(String::from).collect(),
-            None => recorded.output_str("root_sha256").map(String::from).into_iter().collect(),
+        let want: Vec<String> = match trusted_roots(recorded.outputs) {
+            Ok(Some(list)) => list,
+            Ok(None) => recorded
+                .output_str("root_sha256")
+                .map(String::from)
+                .into_iter()
+                .collect(),
+            Err(why) => {
+                return Err(StepError::Failed(format!(
+                    "the state's record of this step is damaged: {why}. Restore the state from \
+                     its `.backup`, or `mesh state rm` this step, then `mesh import --force`"
+                )));
+            }
         };
         let Some(live) = crate::k8s::get(&conn, &secret_doc()).await? else {
             obs.drift.push("Secret istio-system/cacerts missing".into());

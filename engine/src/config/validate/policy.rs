@@ -1,6 +1,8 @@
 //! `[policy]`: what a plan may not do. Each `deny_delete` glob must be one
 //! mesh can match against step IDs (`<cluster>/<kind>`, with a kind mesh
-//! has), so that a typo cannot silently protect nothing;
+//! has; `@<primary>` after `attach`, `#<name>` after a kept revision's
+//! install or a tag: some step ID mesh makes), so that a typo cannot
+//! silently protect nothing;
 //! `max_clusters_changed` is at least 1.
 
 use super::Checker;
@@ -66,10 +68,56 @@ fn glob_help(e: &GlobError) -> String {
                 None => format!("use one of the step kinds: {}", kinds.join(", ")),
             }
         }
+        GlobError::EmptyPart(_) => format!(
+            "{}: e.g. \"*/install-control-plane\" (every cluster's) or \"cluster1/*\" \
+             (every step of cluster1)",
+            step_id_shapes()
+        ),
+        GlobError::Dangling('@') => format!(
+            "{}: end it with the primary's name or `*`, e.g. \"*/attach@*\"",
+            step_id_shapes()
+        ),
+        GlobError::Dangling(c) => format!(
+            "{}: end it with the revision's or tag's name or `*`, e.g. \"*/install-control-plane{c}*\"",
+            step_id_shapes()
+        ),
+        GlobError::NoStepId => format!(
+            "{}: e.g. \"*/attach@*\" (every remote secret in another primary) or \
+             \"*/revision-tag#*\" (every revision tag)",
+            step_id_shapes()
+        ),
         _ => {
             "write a glob of step IDs: `*` any characters but `/`, `?` one, `[a-c]` one of a set; \
               e.g. \"*/install-control-plane\""
                 .into()
         }
     }
+}
+
+/// The shapes of the step IDs mesh makes (`topology::id_shape`): what a
+/// glob that matches none should look like.
+fn step_id_shapes() -> String {
+    let mut named_only = Vec::new();
+    let mut shapes = Vec::new();
+    for k in providers::StepKind::ALL {
+        let shape = crate::topology::id_shape(*k);
+        if !shape.plain {
+            named_only.push(format!("`{k}`"));
+        }
+        if shape.at_primary {
+            shapes.push(format!("`<cluster>/{k}@<primary>`"));
+        }
+        if shape.named {
+            shapes.push(format!("`<cluster>/{k}#<name>`"));
+        }
+    }
+    let plain = if named_only.is_empty() {
+        "`<cluster>/<kind>`".to_string()
+    } else {
+        format!(
+            "`<cluster>/<kind>` (but {} only with `#<name>`)",
+            named_only.join(", ")
+        )
+    };
+    format!("a step ID is {plain}, {}", shapes.join(", "))
 }
