@@ -141,16 +141,24 @@ pub async fn run(
         .filter(|(_, r)| r.is_ok())
         .map(|(n, _)| n.clone())
         .collect();
+    let limit = deadline();
     let checking = selected.iter().map(|s| {
         let (reached, up) = (&reached, &up);
         async move {
             match reached.get(&s.name) {
-                Some(Ok(me)) => providers::check::check_cluster(env, s, me, up).await,
+                Some(Ok(me)) => {
+                    let checked = providers::check::check_cluster(env, s, me, up);
+                    match tokio::time::timeout(limit, checked).await {
+                        Ok(lines) => lines,
+                        Err(_) => vec![overdue(&s.name, &s.target.context, limit)],
+                    }
+                }
                 Some(Err(fail)) => vec![fail.clone()],
                 None => Vec::new(),
             }
         }
     });
+    // Each step's read back has the same deadline (a WARN past it).
     let drift = drift(env, mesh, graph, state, &up, only, default_kubeconfig);
     let (per_cluster, mut drift) = futures::join!(
         stream::iter(checking)
@@ -166,6 +174,36 @@ pub async fn run(
         out.extend(lines);
     }
     out
+}
+
+/// How long the checks of one cluster may take, after it answered: a
+/// cluster that accepts connections but answers slowly, or not at all, is
+/// a FAIL after this, never a check that hangs (`MESH_CHECK_DEADLINE_SECS`
+/// changes it, for very slow links; docs/check.md).
+fn deadline() -> std::time::Duration {
+    let secs = std::env::var("MESH_CHECK_DEADLINE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
+/// The FAIL of a cluster whose `what` did not finish within `limit`.
+fn overdue(cluster: &str, context: &str, limit: std::time::Duration) -> Check {
+    Check::fail(
+        cluster,
+        "deadline",
+        format!(
+            "its checks did not finish within {} s: the API server answered its version, then \
+             too slowly or not at all, so this cluster's other lines are not shown",
+            limit.as_secs()
+        ),
+    )
+    .fix(format!(
+        "`kubectl --context {context} get --raw /readyz?verbose` shows what the API server waits on; \
+         MESH_CHECK_DEADLINE_SECS=N allows a slow link more time"
+    ))
 }
 
 /// The state against the clusters (a refresh of each recorded step of the
@@ -220,6 +258,7 @@ async fn refresh_lines(
         state,
         default_kubeconfig,
         PARALLELISM,
+        Some(deadline()),
         |id, rec| {
             only.is_none_or(|o| o == rec.cluster)
                 && graph
@@ -362,20 +401,25 @@ pub fn text(mesh: &MeshFile, checks: &[Check]) -> String {
                     None => format!("{} (primary, network {})", m.name, m.network),
                     Some(p) => format!("{} (remote of {p}, network {})", m.name, m.network),
                 },
-                None => c.cluster.clone(),
+                None => providers::rendered::one_line(&c.cluster),
             };
             out.push_str(&heading);
             out.push('\n');
             current = Some(&c.cluster);
         }
+        // Every field on its one line: what a cluster answered (a version,
+        // a name) cannot forge a line of the report.
+        let line = providers::rendered::one_line;
         out.push_str(&format!(
             "  {}  {:<width$}  {}\n",
-            c.status, c.check, c.detail
+            c.status,
+            line(&c.check),
+            line(&c.detail)
         ));
         if let Some(fix) = &c.fix
             && c.status != Status::Pass
         {
-            out.push_str(&format!("        fix: {fix}\n"));
+            out.push_str(&format!("        fix: {}\n", line(fix)));
         }
     }
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
@@ -462,6 +506,17 @@ primary = "c1"
         );
         assert_eq!(exit_code(&checks), 2);
         assert_eq!(exit_code(&checks[..1]), 0);
+        // A value with a newline stays on its line.
+        let forged = vec![Check::pass(
+            "c1",
+            "api server",
+            "v1.34\n  PASS  forged".into(),
+        )];
+        assert!(
+            text(&m, &forged).contains("v1.34\\n  PASS  forged"),
+            "{}",
+            text(&m, &forged)
+        );
         let j: serde_json::Value = serde_json::from_str(&json(&checks)).unwrap();
         assert_eq!(j[1]["status"], "FAIL");
         assert_eq!(j[1]["fix"], "mesh apply");

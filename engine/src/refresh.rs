@@ -146,6 +146,7 @@ pub async fn read_each(
     state: &State,
     default_kubeconfig: Option<PathBuf>,
     parallelism: usize,
+    limit: Option<std::time::Duration>,
     wanted: impl Fn(&str, &state::StepRecord) -> bool,
 ) -> Vec<(String, Result<providers::Observation, RefreshError>)> {
     let reads = state.steps.iter().filter_map(|(id, rec)| {
@@ -169,10 +170,18 @@ pub async fn read_each(
                 outputs: &rec.outputs,
             };
             let input = graph.get(id).map(|s| &s.input);
-            let result = kind
-                .read(Ctx::new(env, id, &target), &recorded, input)
-                .await
-                .map_err(|e| RefreshError::of(id.clone(), &e));
+            let read = kind.read(Ctx::new(env, id, &target), &recorded, input);
+            let result = match limit {
+                None => read.await.map_err(|e| RefreshError::of(id.clone(), &e)),
+                Some(limit) => match tokio::time::timeout(limit, read).await {
+                    Ok(r) => r.map_err(|e| RefreshError::of(id.clone(), &e)),
+                    Err(_) => Err(RefreshError {
+                        step: id.clone(),
+                        message: format!("no answer within {} s", limit.as_secs()),
+                        unreachable: None,
+                    }),
+                },
+            };
             (id.clone(), result)
         })
     });
@@ -197,6 +206,7 @@ pub async fn refresh(
         state,
         default_kubeconfig,
         parallelism,
+        None,
         |_, _| true,
     )
     .await;

@@ -121,6 +121,17 @@ pub enum RootProblem {
     Bundle {
         count: usize,
     },
+    /// Not a root: issued by another CA (an intermediate given as the root),
+    /// or not signed by its own key. Go's x509 (istiod) and `openssl
+    /// verify` accept a chain only up to a self-signed root.
+    NotSelfSigned {
+        why: String,
+    },
+    /// A critical extension no verifier here understands: Go's x509 and
+    /// OpenSSL refuse every chain through such a certificate.
+    UnknownCritical {
+        oid: String,
+    },
 }
 
 impl std::fmt::Display for RootProblem {
@@ -175,6 +186,16 @@ impl std::fmt::Display for RootProblem {
                 "the root certificate file holds {count} certificates: it must hold exactly \
                  the mesh's one root"
             ),
+            RootProblem::NotSelfSigned { why } => write!(
+                f,
+                "the root certificate is not a root: {why}; istiod (Go's x509) and openssl \
+                 verify chains only up to a self-signed root"
+            ),
+            RootProblem::UnknownCritical { oid } => write!(
+                f,
+                "the root certificate has a critical extension {oid} that verifiers do not \
+                 understand: Go's x509 (istiod) and openssl refuse every chain through it"
+            ),
         }
     }
 }
@@ -218,6 +239,7 @@ pub fn check_root(
     {
         return Err(RootProblem::PathLenZero);
     }
+    self_signed(&cert)?;
     match cert.key_usage() {
         Ok(Some(ku)) if !ku.value.key_cert_sign() => return Err(RootProblem::NoKeyCertSign),
         Ok(_) => {}
@@ -260,6 +282,42 @@ pub fn check_root(
         }
     }
     Ok(info)
+}
+
+/// A root is its own issuer, signed by its own key, with no critical
+/// extension a verifier would not understand.
+fn self_signed(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<(), RootProblem> {
+    use x509_parser::extensions::ParsedExtension;
+    if cert.issuer() != cert.subject() {
+        return Err(RootProblem::NotSelfSigned {
+            why: format!(
+                "it was issued by `{}`, not by itself (`{}`): an intermediate, given as the root",
+                crate::rendered::shown(&cert.issuer().to_string()),
+                crate::rendered::shown(&cert.subject().to_string())
+            ),
+        });
+    }
+    // An algorithm ring cannot check (RSA-PSS) is not held against it.
+    if let Err(x509_parser::error::X509Error::SignatureVerificationError) =
+        cert.verify_signature(None)
+    {
+        return Err(RootProblem::NotSelfSigned {
+            why: "its signature does not verify with its own key".into(),
+        });
+    }
+    for ext in cert.extensions() {
+        if ext.critical
+            && matches!(
+                ext.parsed_extension(),
+                ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
+            )
+        {
+            return Err(RootProblem::UnknownCritical {
+                oid: ext.oid.to_id_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A PEM private key as rcgen signs with it. ring reads PKCS#8 only, but

@@ -88,6 +88,21 @@ pub fn shown(s: &str) -> String {
     out
 }
 
+/// `s` on one line, whatever it holds: every control character (newline,
+/// ESC, BEL…) escaped as [`shown`] does, nothing cut. For text printed a
+/// line per item, so no value can forge a line of its own.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Hex sha256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

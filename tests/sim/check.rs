@@ -449,3 +449,45 @@ fn a_check_changes_nothing() {
         }
     }
 }
+
+/// A cluster that answers its version and then too slowly is one FAIL
+/// after the deadline, with the healthy cluster's lines still shown: a
+/// check never hangs.
+#[test]
+fn a_cluster_that_answers_too_slowly_is_a_fail_at_the_deadline() {
+    let w = applied(SEED, false);
+    // Every request to cluster2 takes 3 s; the checks of a cluster may take 2.
+    w.cluster("kind-cluster2").set_faults(kubesim::Faults {
+        latency: std::time::Duration::from_secs(3),
+        ..Default::default()
+    });
+    let o = w
+        .command(&["check", "--format", "json"])
+        .env("MESH_CHECK_DEADLINE_SECS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let checks: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let deadline: Vec<&Value> = checks.iter().filter(|c| c["check"] == "deadline").collect();
+    assert!(
+        deadline
+            .iter()
+            .all(|c| c["cluster"] == "cluster2" && c["status"] == "FAIL")
+            && !deadline.is_empty(),
+        "{checks:#?}"
+    );
+    assert!(
+        deadline[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2 s"),
+        "{deadline:#?}"
+    );
+    // cluster1 was checked in full.
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["cluster"] == "cluster1" && c["check"] == "istiod" && c["status"] == "PASS"),
+        "{checks:#?}"
+    );
+}

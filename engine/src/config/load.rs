@@ -205,6 +205,17 @@ fn root_help(
             format!("the root expires within a day: use a new one ({NEW_ROOT}, valid ten years)"),
         ),
         RootProblem::Cert(_) => (cert_span, "root_cert must be a PEM certificate".to_string()),
+        RootProblem::NotSelfSigned { .. } => (
+            cert_span,
+            format!(
+                "point root_cert at the self-signed root itself (the last certificate of the \
+                 chain), or make a new one: {NEW_ROOT}"
+            ),
+        ),
+        RootProblem::UnknownCritical { .. } => (
+            cert_span,
+            format!("make a root without that extension, or mark it not critical; {NEW_ROOT}"),
+        ),
         RootProblem::Bundle { .. } => (
             cert_span,
             "point root_cert at a file with the root alone: an intermediate or a second root \

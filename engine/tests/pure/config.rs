@@ -445,6 +445,15 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
         "[[cluster]] is missing `role`",
         "add `role = \"remote\"`",
     ),
+    // istioctl refuses a tag named like a revision (its webhook and the
+    // revision's answer to the same istio.io/rev).
+    (
+        "81-tag-named-like-a-revision.toml",
+        11,
+        1,
+        "revision tag `1-29` has the name of a revision this mesh installs",
+        "never after a revision",
+    ),
 ];
 
 /// A file that is not UTF-8 names the line and column of its first bad byte.

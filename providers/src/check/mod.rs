@@ -204,7 +204,11 @@ pub async fn check_cluster(
     let mut out = vec![Check::pass(
         &spec.name,
         "api server",
-        format!("{} answers (Kubernetes {})", me.conn.server, me.version),
+        format!(
+            "{} answers (Kubernetes {})",
+            me.conn.server,
+            shown(&me.version)
+        ),
     )];
     let conn = &me.conn;
     out.push(or_error(

@@ -193,6 +193,68 @@ fn unusable_roots_are_refused_with_the_reason() {
     assert_signed_by(&cert, &i.cert_pem);
 }
 
+/// What is not a root is refused as one, as `openssl verify` and Go's
+/// x509 (istiod) refuse it: an intermediate given as the root, a
+/// certificate naming itself as issuer but signed by another key, and one
+/// with a critical extension verifiers do not understand.
+#[test]
+fn what_is_not_a_root_is_refused() {
+    let now = ca::now();
+    // An intermediate of another tool (no pathlen), signed by a root.
+    let root_key = KeyPair::generate().unwrap();
+    let mut rp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    rp.distinguished_name
+        .push(DnType::CommonName, "the real root");
+    rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let real_root = rcgen::Issuer::new(rp, root_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "an intermediate");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let intermediate = p.signed_by(&key, &real_root).unwrap().pem();
+    let why = check(&intermediate, None, now, 30).unwrap_err().to_string();
+    assert!(
+        why.contains("is not a root: it was issued by `CN=the real root`"),
+        "{why}"
+    );
+    // Its own name as issuer, another key's signature.
+    let issuer_key = KeyPair::generate().unwrap();
+    let mut ip = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ip.distinguished_name.push(DnType::CommonName, "test root");
+    ip.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ip, issuer_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "test root");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let forged = p.signed_by(&key, &issuer).unwrap().pem();
+    let why = check(&forged, None, now, 30).unwrap_err().to_string();
+    assert!(why.contains("does not verify with its own key"), "{why}");
+    // An unknown critical extension.
+    let (odd, _) = root(|p| {
+        let mut e =
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![5, 0]);
+        e.set_criticality(true);
+        p.custom_extensions.push(e);
+    });
+    let why = check(&odd, None, now, 30).unwrap_err().to_string();
+    assert!(
+        why.contains("critical extension 1.3.6.1.4.1.55555.1"),
+        "{why}"
+    );
+    // The same extension, not critical, is no problem.
+    let (fine, key) = root(|p| {
+        p.custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 55555, 1],
+                vec![5, 0],
+            ));
+    });
+    check(&fine, Some(&key), now, 30).unwrap();
+}
+
 /// An intermediate lies within its root's validity, even for a root made
 /// minutes ago (the intermediate otherwise starts an hour back).
 #[test]

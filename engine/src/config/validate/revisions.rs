@@ -130,6 +130,22 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            // istioctl refuses a tag named like a revision (its webhook and
+            // the revision's would both answer to `istio.io/rev=<name>`);
+            // `default` is the tag of the unrevisioned control plane.
+            if tag.value != "default" && installed.contains(&tag.value.as_str()) {
+                self.error(
+                    tag.span.clone(),
+                    format!(
+                        "revision tag `{}` has the name of a revision this mesh installs: a tag and a revision \
+                         both answer to `istio.io/rev={}`, so istioctl refuses it",
+                        tag.value, tag.value
+                    ),
+                    "name the tag after what it is for, e.g. `prod-stable` or `canary`, never after a revision"
+                        .to_string(),
+                );
+                continue;
+            }
             if !installed.contains(&rev.value.as_str()) {
                 self.error(
                     rev.span.clone(),
