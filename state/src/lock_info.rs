@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct LockInfo {
     /// Random, 32 hex characters: what `mesh force-unlock` takes.
     pub id: String,
-    /// `user@host`.
+    /// Who took it: `MESH_LOCK_OWNER`, a CI's actor, or `user@host`.
     pub who: String,
     pub pid: u32,
     /// `plan`, `apply`, `destroy`.
@@ -27,7 +27,7 @@ pub struct LockInfo {
 impl LockInfo {
     /// This process's record for a lock it takes now, for `operation`
     /// (`plan`, `apply`…) on the state at `path` (a file, or where a
-    /// remote backend keeps it): a fresh random ID, `user@host`, this
+    /// remote backend keeps it): a fresh random ID, who takes it ([`who`]), this
     /// process's pid, and the time, RFC 3339 UTC.
     pub fn new(operation: &str, path: &str) -> LockInfo {
         LockInfo {
@@ -62,14 +62,42 @@ pub(crate) fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `user@host`, from the environment and the kernel's hostname.
+/// Who takes the lock, as the record names them: `MESH_LOCK_OWNER` when
+/// set (a pipeline names itself), else the CI's actor where the CI says
+/// who it runs for (GitHub Actions, GitLab CI), else `user@host`.
 fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    who_from(&env, &host())
+}
+
+/// [`who`] from an environment `env` and the machine's `host` name.
+fn who_from(env: &dyn Fn(&str) -> Option<String>, host: &str) -> String {
+    if let Some(owner) = env("MESH_LOCK_OWNER") {
+        return owner;
+    }
+    if let Some(actor) = env("GITHUB_ACTOR") {
+        let run = match (env("GITHUB_REPOSITORY"), env("GITHUB_RUN_ID")) {
+            (Some(repo), Some(id)) => format!(" ({repo}, run {id})"),
+            _ => String::new(),
+        };
+        return format!("github:{actor}{run}");
+    }
+    if let Some(user) = env("GITLAB_USER_LOGIN") {
+        let run = match (env("CI_PROJECT_PATH"), env("CI_PIPELINE_ID")) {
+            (Some(project), Some(id)) => format!(" ({project}, pipeline {id})"),
+            _ => String::new(),
+        };
+        return format!("gitlab:{user}{run}");
+    }
+    let user = env("USER")
+        .or_else(|| env("USERNAME"))
         .unwrap_or_else(|| "unknown".into());
-    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+    format!("{user}@{host}")
+}
+
+/// The kernel's hostname, else the environment's, else `localhost`.
+fn host() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|f| {
             std::fs::read_to_string(f)
@@ -79,8 +107,7 @@ fn who() -> String {
         })
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// A value read from a lock record, made safe to print on a terminal:
@@ -107,6 +134,32 @@ pub(crate) fn shown(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_is_named_by_the_pipeline_the_ci_or_the_user() {
+        let with = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let e = with(&[("MESH_LOCK_OWNER", "nightly drift job"), ("USER", "root")]);
+        assert_eq!(who_from(&e, "vm"), "nightly drift job");
+        let e = with(&[
+            ("GITHUB_ACTOR", "alice"),
+            ("GITHUB_REPOSITORY", "org/mesh-config"),
+            ("GITHUB_RUN_ID", "42"),
+            ("USER", "runner"),
+        ]);
+        assert_eq!(who_from(&e, "vm"), "github:alice (org/mesh-config, run 42)");
+        let e = with(&[("GITLAB_USER_LOGIN", "bob"), ("CI_PIPELINE_ID", "7")]);
+        assert_eq!(who_from(&e, "vm"), "gitlab:bob");
+        let e = with(&[("USER", "carol")]);
+        assert_eq!(who_from(&e, "vm"), "carol@vm");
+        assert_eq!(who_from(&with(&[]), "vm"), "unknown@vm");
+    }
 
     #[test]
     fn who_is_user_at_host() {
