@@ -136,14 +136,16 @@ fn version(spec: &ClusterSpec, name: &str, image: &str, pinned: &str) -> Check {
 /// The check's name while istiod cannot be asked at all.
 const VIEW: &str = "istiod's view";
 
-/// What the primary's istiod reports of the clusters it reads: its
-/// `/debug/clusterz` (as `istioctl remote-clusters` asks it), through a
-/// port-forward to an istiod pod ([`crate::k8s::port_forward`]). Every
-/// link whose secret this primary holds must be listed as `synced`. An
-/// istiod that cannot be asked is a WARN that says why.
+/// What the primary's istiods report of the clusters they read: the
+/// `/debug/clusterz` of every running istiod pod of every revision (each
+/// reads the remote secrets, and a workload may be served by any of them),
+/// through a port-forward to the pod ([`crate::k8s::port_forward`]), as
+/// `istioctl remote-clusters` asks one revision's. Every link whose
+/// secret this primary holds must be listed as `synced` by every pod that
+/// answers. A pod that cannot be asked is a WARN that says why.
 pub(super) async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Check> {
     let (c, ctx) = (&spec.name, &spec.target.context);
-    let pods = match istiod_pods(conn, spec.revision.as_deref()).await {
+    let pods = match istiod_pods(conn).await {
         Ok(p) => p,
         Err(e) => {
             return vec![Check::warn(
@@ -153,7 +155,7 @@ pub(super) async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Ch
             )];
         }
     };
-    let Some(pod) = pods.first() else {
+    if pods.is_empty() {
         return vec![
             Check::warn(
                 c,
@@ -164,56 +166,95 @@ pub(super) async fn istiod_view(spec: &ClusterSpec, conn: &Connection) -> Vec<Ch
                 "kubectl --context {ctx} -n {NS} get pods -l app=istiod"
             )),
         ];
-    };
-    let asked = crate::k8s::port_forward::get(conn, NS, pod, DEBUG_PORT, "/debug/clusterz").await;
-    match asked {
-        Ok(body) => istiod_sees(spec, pod, &body),
-        Err(e) => vec![Check::warn(
-            c,
-            VIEW,
-            format!("cannot ask istiod (pod {pod}, port {DEBUG_PORT}, /debug/clusterz, through a port-forward): {e}"),
-        )
-        .fix(format!("istioctl --context {ctx} remote-clusters"))],
     }
-}
-
-/// `istiod sees C` for each link this primary holds, from the `body` of
-/// `pod`'s `/debug/clusterz`.
-fn istiod_sees(spec: &ClusterSpec, pod: &str, body: &str) -> Vec<Check> {
-    let (c, ctx) = (&spec.name, &spec.target.context);
-    let listed: Vec<Value> = match serde_json::from_str::<Value>(body) {
-        Ok(Value::Array(a)) => a,
-        _ => {
-            return vec![Check::warn(
+    // One port-forward per pod, all at once.
+    let asked = futures::future::join_all(pods.iter().map(|pod| async move {
+        let body =
+            crate::k8s::port_forward::get(conn, NS, pod, DEBUG_PORT, "/debug/clusterz").await;
+        (pod.as_str(), body)
+    }))
+    .await;
+    let mut out = Vec::new();
+    let mut answers: Vec<(&str, Vec<Value>)> = Vec::new();
+    for (pod, body) in asked {
+        match body.map(|b| clusterz(&b)) {
+            Ok(Ok(listed)) => answers.push((pod, listed)),
+            Ok(Err(body)) => out.push(Check::warn(
                 c,
                 VIEW,
                 format!(
-                    "istiod's /debug/clusterz answer is not a list of clusters: {}",
-                    shown(body)
+                    "istiod's /debug/clusterz answer (pod {pod}) is not a list of clusters: {}",
+                    shown(&body)
                 ),
-            )];
+            )),
+            Err(e) => out.push(
+                Check::warn(
+                    c,
+                    VIEW,
+                    format!("cannot ask istiod (pod {pod}, port {DEBUG_PORT}, /debug/clusterz, through a port-forward): {e}"),
+                )
+                .fix(format!("istioctl --context {ctx} remote-clusters")),
+            ),
         }
-    };
+    }
+    if !answers.is_empty() {
+        out.extend(istiod_sees(spec, &answers));
+    }
+    out
+}
+
+/// The clusters a `/debug/clusterz` body lists, or the body when it is not
+/// a list.
+fn clusterz(body: &str) -> Result<Vec<Value>, String> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Array(a)) => Ok(a),
+        _ => Err(body.to_string()),
+    }
+}
+
+/// `istiod sees C` for each link this primary holds, from what each pod
+/// that answered lists (`answers`: pod and its `/debug/clusterz`): a PASS
+/// only when every one lists C as synced.
+fn istiod_sees(spec: &ClusterSpec, answers: &[(&str, Vec<Value>)]) -> Vec<Check> {
+    let (c, ctx) = (&spec.name, &spec.target.context);
+    let several = answers.len() > 1;
     spec.istiod_reads
         .iter()
         .map(|(step, cluster)| {
             let name = format!("istiod sees {cluster}");
-            let entry = listed.iter().find(|e| e["id"] == cluster.as_str());
+            let status = |listed: &[Value]| {
+                listed
+                    .iter()
+                    .find(|e| e["id"] == cluster.as_str())
+                    .map(|e| e["syncStatus"].as_str().unwrap_or("unknown").to_string())
+            };
+            let lagging = answers
+                .iter()
+                .find(|(_, listed)| status(listed).as_deref() != Some("synced"));
+            let Some((pod, listed)) = lagging else {
+                let pods: Vec<&str> = answers.iter().map(|(p, _)| *p).collect();
+                let which = if several {
+                    format!("pods {}", pods.join(", "))
+                } else {
+                    format!("pod {}", pods[0])
+                };
+                return Check::pass(c, name, format!("synced ({step}), {which}"));
+            };
+            let by = if several { format!(" (pod {pod})") } else { String::new() };
             let fix = format!(
                 "check the lines of link {step}; then `kubectl --context {ctx} -n {NS} logs pod/{pod} | grep {cluster}`"
             );
-            match entry.map(|e| e["syncStatus"].as_str().unwrap_or("unknown")) {
-                Some("synced") => Check::pass(c, name, format!("synced ({step}), pod {pod}")),
+            match status(listed) {
                 Some(s) => Check::fail(
                     c,
                     name,
-                    format!("istiod lists {cluster} as `{}`, not synced: link {step} does not work", shown(s)),
+                    format!("istiod{by} lists {cluster} as `{}`, not synced: link {step} does not work", shown(&s)),
                 )
                 .fix(fix),
                 None => Check::fail(
                     c,
                     name,
-                    format!("istiod does not list {cluster}: link {step} does not work"),
+                    format!("istiod{by} does not list {cluster}: link {step} does not work"),
                 )
                 .fix(fix),
             }
@@ -221,15 +262,11 @@ fn istiod_sees(spec: &ClusterSpec, pod: &str, body: &str) -> Vec<Check> {
         .collect()
 }
 
-/// The running istiod pods of a revision, by name.
-async fn istiod_pods(
-    conn: &Connection,
-    revision: Option<&str>,
-) -> Result<Vec<String>, ClusterError> {
+/// The running istiod pods of every revision, by name.
+async fn istiod_pods(conn: &Connection) -> Result<Vec<String>, ClusterError> {
     use k8s_openapi::api::core::v1::Pod;
     let api: kube::Api<Pod> = kube::Api::namespaced(conn.client.clone(), NS);
-    let rev = revision.filter(|r| !r.is_empty()).unwrap_or("default");
-    let lp = kube::api::ListParams::default().labels(&format!("app=istiod,istio.io/rev={rev}"));
+    let lp = kube::api::ListParams::default().labels("app=istiod");
     let listed = conn.call("listing istiod pods", || api.list(&lp)).await?;
     let mut names: Vec<String> = listed
         .items
@@ -304,27 +341,41 @@ mod tests {
     }
 
     #[test]
-    fn istiod_must_list_each_link_synced() {
+    fn every_istiod_pod_must_list_each_link_synced() {
         let mut s = spec("c1");
         s.istiod_reads = vec![
             ("c2/attach".into(), "c2".into()),
             ("c3/attach".into(), "c3".into()),
             ("c4/attach".into(), "c4".into()),
         ];
-        let body = r#"[{"id":"c2","syncStatus":"synced"},{"id":"c3","syncStatus":"timeout"}]"#;
-        let out = istiod_sees(&s, "istiod-1", body);
+        let listed =
+            clusterz(r#"[{"id":"c2","syncStatus":"synced"},{"id":"c3","syncStatus":"timeout"}]"#)
+                .unwrap();
+        let out = istiod_sees(&s, &[("istiod-1", listed.clone())]);
         assert_eq!(out[0].status, Status::Pass);
         assert_eq!(out[0].detail, "synced (c2/attach), pod istiod-1");
         assert_eq!(out[1].status, Status::Fail);
         assert!(out[1].detail.contains("as `timeout`, not synced"));
         assert!(out[2].detail.contains("does not list c4"));
-        let garbage = istiod_sees(&s, "istiod-1", "<html>\n");
-        assert_eq!(garbage.len(), 1);
-        assert_eq!(garbage[0].status, Status::Warn);
-        assert!(
-            garbage[0].detail.ends_with("<html>\\n"),
-            "{}",
-            garbage[0].detail
+        // A second pod (another revision's) that has not synced c2 yet.
+        let behind = clusterz(r#"[{"id":"c2","syncStatus":"syncing"}]"#).unwrap();
+        let out = istiod_sees(
+            &s,
+            &[("istiod-1", listed.clone()), ("istiod-canary-1", behind)],
         );
+        assert_eq!(out[0].status, Status::Fail);
+        assert!(
+            out[0]
+                .detail
+                .starts_with("istiod (pod istiod-canary-1) lists c2 as `syncing`"),
+            "{}",
+            out[0].detail
+        );
+        let both = istiod_sees(&s, &[("istiod-1", listed.clone()), ("istiod-2", listed)]);
+        assert_eq!(
+            both[0].detail,
+            "synced (c2/attach), pods istiod-1, istiod-2"
+        );
+        assert_eq!(clusterz("<html>\n").unwrap_err(), "<html>\n");
     }
 }
