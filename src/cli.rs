@@ -131,6 +131,10 @@ pub enum Command {
         /// Overwrite an existing mesh file.
         #[arg(long)]
         force: bool,
+        /// Write the file for the --context names as given, without reading a
+        /// kubeconfig (clusters you will add later, or a file written in CI).
+        #[arg(long, requires = "contexts")]
+        offline: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(

@@ -24,8 +24,8 @@ fn state_path(cli: &Cli, mesh: Option<&MeshFile>) -> Result<PathBuf> {
             "the state {} belongs to the sandbox in {}: its steps were applied to simulated clusters. \
              Pass `--sandbox {}` to use it, or another state for real clusters",
             path.display(),
-            dir.display(),
-            dir.display()
+            shown_dir(dir),
+            shown_dir(dir)
         );
     }
     Ok(path)
@@ -79,4 +79,14 @@ pub fn backend(cli: &Cli, mesh: Option<&MeshFile>) -> Result<Box<dyn state::Back
         )));
     }
     Ok(Box::new(state::LocalBackend::new(state_path(cli, mesh)?)))
+}
+
+/// A state's folder for a message: `.` for the current one (a bare file
+/// name's parent is empty).
+fn shown_dir(dir: &Path) -> String {
+    if dir.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        dir.display().to_string()
+    }
 }

@@ -101,8 +101,18 @@ pub fn render(contexts: &[String]) -> String {
     out
 }
 
-pub fn init(cli: &Cli, contexts: &[String], force: bool) -> Result<u8> {
-    let contexts = if contexts.is_empty() {
+pub fn init(cli: &Cli, contexts: &[String], force: bool, offline: bool) -> Result<u8> {
+    // The sandbox makes a simulated cluster for every context of the mesh
+    // file: there is no kubeconfig to read its contexts from yet.
+    let offline = offline || cli.sandbox.is_some();
+    let contexts = if offline {
+        if contexts.is_empty() {
+            bail!(
+                "name the clusters with --context CONTEXT (repeat it): with --offline or --sandbox no kubeconfig is read"
+            );
+        }
+        contexts.to_vec()
+    } else if contexts.is_empty() {
         let all = providers::cluster::context_names(cli.kubeconfig.as_deref()).context(
             "reading the kubeconfig's contexts (pass --kubeconfig, or name them with --context)",
         )?;
@@ -132,6 +142,12 @@ pub fn init(cli: &Cli, contexts: &[String], force: bool) -> Result<u8> {
         contexts.len(),
         contexts[0]
     );
+    if offline && cli.sandbox.is_none() {
+        crate::errln!(
+            "note: no kubeconfig was read (--offline): the contexts are as given; `mesh plan` checks \
+             that your kubeconfig has them"
+        );
+    }
     Ok(0)
 }
 
@@ -238,9 +254,28 @@ fn check_contexts(cli: &Cli, wanted: &[String]) -> Result<()> {
             providers::cluster::listed(&known)
         )
     };
+    let meant: Vec<String> = wanted
+        .iter()
+        .filter(|c| !known.contains(c))
+        .filter_map(|c| {
+            providers::cluster::closest(c, &known).map(|k| {
+                format!(
+                    "`{}` for `{}`",
+                    providers::rendered::shown(k),
+                    providers::rendered::shown(c)
+                )
+            })
+        })
+        .collect();
+    let meant = if meant.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", meant.join(", "))
+    };
     bail!(
-        "the kubeconfig ({source}) has no context {}: {there}. \
-         Name contexts `kubectl config get-contexts` lists, or pass --kubeconfig",
+        "the kubeconfig ({source}) has no context {}{meant}: {there}. \
+         Name contexts `kubectl config get-contexts` lists, pass --kubeconfig, or write the file \
+         for clusters you will add later with --offline",
         missing.join(", ")
     )
 }

@@ -24,7 +24,10 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
     // The sandbox folder may also hold the state (`--state DIR/…`), which is
     // locked before the sandbox starts: make sure the folder is there.
     if let Some(dir) = &cli.sandbox
-        && !matches!(cli.command, Command::SandboxIstioctl { .. })
+        && !matches!(
+            cli.command,
+            Command::SandboxIstioctl { .. } | Command::Init { .. }
+        )
     {
         // 0700: the folder holds the clusters' CA keys and admin tokens.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
@@ -56,7 +59,11 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
             crate::out!("{}", String::from_utf8_lossy(&script));
             Ok(0)
         }
-        Command::Init { contexts, force } => init::init(cli, contexts, *force),
+        Command::Init {
+            contexts,
+            force,
+            offline,
+        } => init::init(cli, contexts, *force, *offline),
         Command::Sandbox(SandboxCommand::Serve) => sandbox::serve(cli),
         Command::Ca(CaCommand::Init { dir }) => init::ca_init(cli, dir.as_deref()),
         Command::Graph => {

@@ -463,6 +463,85 @@ fn init_refuses_a_context_the_kubeconfig_lacks() {
     assert!(!dir.path().join("mesh.toml").exists());
 }
 
+/// A mesh file can be written ahead of the clusters (`--offline`, or in the
+/// sandbox, which makes a cluster for every context), with no kubeconfig
+/// and no folder left behind; a typo without `--offline` names the closest
+/// context and the way out.
+#[test]
+fn init_writes_a_file_for_clusters_to_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let home = home.to_str().unwrap();
+    let o = mesh_in(
+        dir.path(),
+        &[
+            "init",
+            "--offline",
+            "--context",
+            "prod-east",
+            "--context",
+            "prod-west",
+        ],
+        &[("HOME", home)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let toml = std::fs::read_to_string(dir.path().join("mesh.toml")).unwrap();
+    assert!(
+        toml.contains("context = \"prod-east\"") && toml.contains("context = \"prod-west\""),
+        "{toml}"
+    );
+    assert!(
+        stderr(&o).contains("no kubeconfig was read (--offline)"),
+        "{}",
+        text(&o)
+    );
+    // The sandbox: the same, and no sandbox folder made by init.
+    let o = mesh_in(
+        dir.path(),
+        &[
+            "-f",
+            "sb.toml",
+            "--sandbox",
+            "sb",
+            "init",
+            "--context",
+            "a",
+            "--context",
+            "b",
+        ],
+        &[("HOME", home)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(dir.path().join("sb.toml").exists());
+    assert!(
+        !dir.path().join("sb").exists(),
+        "init made the sandbox folder"
+    );
+    // A typo with a kubeconfig: the closest context and --offline named.
+    std::fs::write(dir.path().join("kubeconfig"), CLOSED_PORT_KUBECONFIG).unwrap();
+    let o = mesh_in(
+        dir.path(),
+        &[
+            "-f",
+            "typo.toml",
+            "--kubeconfig",
+            "kubeconfig",
+            "init",
+            "--context",
+            "kind-clsuter1",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("did you mean `kind-cluster1` for `kind-clsuter1`?")
+            && err.contains("--offline"),
+        "{err}"
+    );
+}
+
 /// A missing mesh file says how to make one, with no `mesh.toml:0:0`.
 #[test]
 fn a_missing_mesh_file_says_mesh_init() {
