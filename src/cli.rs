@@ -152,6 +152,9 @@ pub enum Command {
     ForceUnlock {
         /// The lock ID, as printed by the command that was refused.
         lock_id: String,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long)]
+        force: bool,
     },
     /// The simulated istioctl used by --sandbox (internal).
     #[command(hide = true, name = "__sandbox-istioctl", trailing_var_arg = true)]

@@ -92,12 +92,44 @@ pub fn run(cli: &Cli, out: &Output) -> Result<u8> {
         Command::Destroy(args) => apply::destroy(cli, args, out),
         Command::Show(args) => inspect::show(cli, args, out),
         Command::State(cmd) => inspect::state(cli, cmd),
-        Command::ForceUnlock { lock_id } => {
+        Command::ForceUnlock { lock_id, force } => {
             let backend = backend(cli, None)?;
+            if !force && !confirm_force_unlock(lock_id, &backend.location())? {
+                crate::errln!("Force-unlock cancelled: the lock is as it was.");
+                return Ok(1);
+            }
+            crate::errln!(
+                "Checking that the holder of lock {} on {} is gone (a live holder keeps its lock; \
+                 a Lease is watched for a renewal, up to its renewal interval)…",
+                providers::rendered::shown(lock_id),
+                backend.location()
+            );
             backend.force_unlock(lock_id)?;
             crate::errln!("Lock {lock_id} on {} cleared.", backend.location());
             Ok(0)
         }
         Command::SandboxIstioctl { args } => Ok(sandbox::istioctl(args)),
     }
+}
+
+/// Asks for `yes` before a force-unlock, as Terraform does; without a
+/// terminal, `--force` is required.
+fn confirm_force_unlock(lock_id: &str, location: &str) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "force-unlock needs confirmation, but there is no terminal to ask on: pass --force \
+             (only when the lock's holder is gone: if it still runs, two commands may change the \
+             clusters at once)"
+        );
+    }
+    crate::err!(
+        "Do you really want to force-unlock lock {} on {location}? If its holder still runs, two \
+         commands may change the clusters at once. Only 'yes' will be accepted: ",
+        providers::rendered::shown(lock_id)
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
 }

@@ -725,9 +725,9 @@ fn a_hostile_lock_file_is_printed_escaped() {
     assert!(err.contains("is locked by eve"), "{err}");
     assert!(!err.contains("\nerror: forged"), "{err}");
     // force-unlock names the holder too: with a wrong ID, and with its own.
-    let err = escaped_stderr(&mesh_in(dir.path(), &["force-unlock", "nope"]));
+    let err = escaped_stderr(&mesh_in(dir.path(), &["force-unlock", "--force", "nope"]));
     assert!(err.contains("has ID 0123"), "{err}");
-    let err = escaped_stderr(&mesh_in(dir.path(), &["force-unlock", &id]));
+    let err = escaped_stderr(&mesh_in(dir.path(), &["force-unlock", "--force", &id]));
     assert!(err.contains("held by a running process: eve"), "{err}");
     assert!(!err.contains("\nerror: forged"), "{err}");
 }

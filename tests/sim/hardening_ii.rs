@@ -429,7 +429,7 @@ fn force_unlock_refuses_a_live_holder() {
         .as_str()
         .unwrap()
         .to_string();
-    let o = w.mesh(&["force-unlock", &id]);
+    let o = w.mesh(&["force-unlock", "--force", &id]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(lease(&w, "mesh1").is_some(), "the Lease was deleted");
     let o = first.wait_with_output().unwrap();

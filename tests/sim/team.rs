@@ -164,10 +164,16 @@ fn force_unlock_clears_a_dead_holders_lease() {
     let (mut first, id) = holding_apply(&w, "2000", None);
     first.kill().unwrap();
     first.wait().unwrap();
-    let o = w.mesh(&["force-unlock", "not-the-id"]);
+    let o = w.mesh(&["force-unlock", "--force", "not-the-id"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains(&id), "{}", text(&o));
-    w.ok(&["force-unlock", &id]);
+    // Without a terminal to confirm on, nothing is cleared without --force.
+    let o = w.mesh(&["force-unlock", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("pass --force"), "{}", text(&o));
+    assert!(lease(&w).is_some(), "cleared without confirmation");
+    let o = w.ok(&["force-unlock", "--force", &id]);
+    assert!(o.contains("Checking that the holder of lock"), "{o}");
     assert!(lease(&w).is_none());
     w.ok(&["apply", "--auto-approve"]);
 }
@@ -403,7 +409,7 @@ fn a_hostile_lease_is_printed_escaped() {
                 "acquireTime": now, "renewTime": now}});
         store.create(&rt, "default", lease, "someone").unwrap();
     }
-    for args in [&["plan"][..], &["force-unlock", "nope"][..]] {
+    for args in [&["plan"][..], &["force-unlock", "--force", "nope"][..]] {
         let o = w.mesh(args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
         for byte in [0x1b, 0x07] {
