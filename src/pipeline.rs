@@ -197,7 +197,8 @@ pub async fn compute(
             .extend(engine::refresh::refusals(refreshed.as_ref()));
     }
     // What only the clusters can say: Istio's own precheck before an
-    // in-place upgrade, and namespaces still on a revision it uninstalls.
+    // in-place upgrade, namespaces still on a revision it uninstalls, and
+    // a control plane it would install over one the state does not know.
     if let Some(world) = world
         && plan.refused.is_empty()
     {
@@ -205,6 +206,11 @@ pub async fn compute(
             .extend(crate::precheck::notes(world, &plan, graph).await);
         plan.refused
             .extend(crate::precheck::revisions_in_use(world, &plan, graph).await);
+        if converge {
+            plan.refused.extend(
+                crate::precheck::untracked_control_planes(world, &plan, graph, recorded).await,
+            );
+        }
     }
     Ok(Computed { plan, refreshed })
 }

@@ -35,6 +35,22 @@ pub fn removed_revisions(plan: &Plan) -> Vec<(&Change, String)> {
         .collect()
 }
 
+/// The control planes this plan creates (the mesh revision's
+/// `C/install-control-plane`) in clusters the state records no step of: a
+/// live istiod there is none of this state's (a state lost, another
+/// mesh's, one installed by hand) and must not be installed over. A
+/// cluster the state knows was this mesh's already, and an istiod found
+/// there is an apply interrupted after its install began: the next apply
+/// finishes it.
+pub fn new_control_planes<'a>(plan: &'a Plan, state: Option<&state::State>) -> Vec<&'a Change> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action == Action::Create && c.kind == "install-control-plane")
+        .filter(|c| !c.step.contains('#'))
+        .filter(|c| !state.is_some_and(|s| s.steps.values().any(|r| r.cluster == c.cluster)))
+        .collect()
+}
+
 /// Why the plan must not run, one sentence each; empty when it may.
 pub fn refusals(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();

@@ -10,6 +10,10 @@
 /// Where Istio lives.
 pub const NAMESPACE: &str = "istio-system";
 
+/// The ConfigMap (key `root-cert.pem`) in which istiod publishes the roots
+/// it has loaded, in every namespace: what workloads trust.
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
+
 /// The network of a cluster, on its istio-system namespace (and on the
 /// gateways that serve it).
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";
@@ -19,6 +23,9 @@ pub const CONTROL_PLANE_ANNOTATION: &str = "topology.istio.io/controlPlaneCluste
 
 /// The revision (or tag) an object belongs to or a namespace is injected by.
 pub const REVISION_LABEL: &str = "istio.io/rev";
+
+/// The tag a revision tag's webhook (`istio-revision-tag-<tag>`) is.
+pub const TAG_LABEL: &str = "istio.io/tag";
 
 /// The east-west gateway's Service (and an ambient mesh's east-west
 /// Gateway), as `gen-eastwest-gateway.sh` names it.

@@ -157,6 +157,12 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                         stuck.join(", ")
                     );
                 }
+                // A plan computed while this process lost the lock (stopped
+                // past its Lease) judged a state another holder has changed
+                // since: the lost lock is the error, not the stale refusal.
+                if !plan.refused.is_empty() {
+                    lock.may_start()?;
+                }
                 pipeline::refuse(&plan, Format::Text, out)?;
                 let run = Execution {
                     operation: args.operation,

@@ -320,13 +320,31 @@ fn a_closed_output_pipe_does_not_abort_an_apply() {
 }
 
 // 11. Whether mesh made istio-system is read from the cluster: a lost
-// state write does not make destroy leave it behind.
+// state write does not make destroy leave it behind. A plan with no state
+// over the live mesh installs nothing over it: it is refused, pointing at
+// `mesh import`, which records the mesh as it runs.
 #[test]
 fn a_lost_state_write_does_not_lose_ownership_of_istio_system() {
     let w = World::new(SEED, CONTEXTS);
     ok(&w.mesh(&["apply", "--auto-approve"]));
     // The state write of the first apply is lost (a crash, a full disk).
     std::fs::remove_file(w.state_path()).unwrap();
+    let runs = w.istioctl_log().len();
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("cluster `cluster1` already runs a control plane the state does not record")
+            && t.contains("Deployment istio-system/istiod of meshID `mesh1`")
+            && t.contains("`mesh import`"),
+        "{t}"
+    );
+    assert_eq!(
+        w.istioctl_log().len(),
+        runs,
+        "a refused apply ran istioctl: {t}"
+    );
+    ok(&w.mesh(&["import"]));
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let st = w.state_json();
     assert_eq!(

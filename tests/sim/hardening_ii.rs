@@ -560,3 +560,33 @@ fn soak_stopped_and_continued_holders_never_run_a_step_twice() {
         w.assert_clean();
     }
 }
+
+// Day two, "no mesh over a mesh": on the Kubernetes backend the state's
+// Secret is named after the state, so a changed mesh ID finds an empty
+// state rather than another mesh's. The live control plane refuses it.
+#[test]
+fn a_mesh_id_change_on_the_kubernetes_backend_installs_nothing_over_the_first_mesh() {
+    let w = World::new(&team_mesh("mesh1"), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let runs = w.istioctl_log().len();
+    w.write_mesh(&team_mesh("mesh2").replace("id = \"mesh1\"", "id = \"mesh2\""));
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let o = w.mesh(args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
+        assert!(
+            t.contains("cluster `cluster1` already runs a control plane the state does not record")
+                && t.contains("of meshID `mesh1`")
+                && t.contains("`mesh import`"),
+            "{args:?}: {t}"
+        );
+    }
+    assert_eq!(
+        w.istioctl_log().len(),
+        runs,
+        "istioctl ran over the first mesh"
+    );
+    // The first mesh's own state still plans clean.
+    w.write_mesh(&team_mesh("mesh1"));
+    ok(&w.mesh(&["plan", "--detailed-exitcode"]));
+}

@@ -428,3 +428,70 @@ fn killing_mesh_during_root_rotation_phases_never_leaves_a_broken_cacerts() {
         "{killed} of {rounds} phases killed right after a cacerts write; every cacerts worked"
     );
 }
+
+/// Hardening III, 1: a root swap (`--replace` of every primary's plug-ca
+/// after a root change) killed between a primary's `cacerts` write and its
+/// istiod's restart. Whether istiod still needs its restart is read from
+/// what it loaded (the root it published), not from the file the killed
+/// run wrote: the re-run restarts it, and every primary publishes the new
+/// root.
+#[test]
+fn a_root_swap_killed_before_istiods_restart_is_finished_by_the_next_apply() {
+    let mesh = std::fs::read_to_string(repo().join("examples/multi-primary.toml")).unwrap();
+    let w = World::new(&mesh, TWO).with_test_root();
+    with_next_root(&w);
+    apply(&w);
+    let old = root_sha("trust");
+    let new = root_sha("trust-next");
+    assert_eq!(published(&w, "cluster1"), vec![old.clone()]);
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+    let swap = [
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "cluster1/plug-ca",
+        "--replace",
+        "cluster2/plug-ca",
+    ];
+    // Killed as soon as cluster1's cacerts holds the new root, before any
+    // restart of its istiod.
+    let c = w.cluster("kind-cluster1");
+    let from = c.requests().len();
+    let restarted = || {
+        c.requests()[from..]
+            .iter()
+            .any(|r| r.verb == "patch" && r.path.contains("/deployments/istiod"))
+    };
+    let killed = w.run_killed_when(&swap, || {
+        c.requests()[from..]
+            .iter()
+            .any(|r| r.status < 300 && r.verb == "patch" && r.path.ends_with("/secrets/cacerts"))
+    });
+    assert!(killed, "the apply finished before it could be killed");
+    assert!(
+        !restarted(),
+        "killed too late: istiod was restarted already"
+    );
+    assert_eq!(
+        shas(&cacerts(&w, "cluster1", "root-cert.pem")),
+        vec![new.clone()]
+    );
+    assert_eq!(
+        published(&w, "cluster1"),
+        vec![old],
+        "istiod loaded the new root by itself"
+    );
+    let o = w.mesh(&swap);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        restarted(),
+        "the re-run did not restart cluster1's istiod: {out}"
+    );
+    for cl in ["cluster1", "cluster2"] {
+        assert_eq!(published(&w, cl), vec![new.clone()], "{cl}: {out}");
+    }
+    w.assert_clean();
+    let check = w.mesh(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+}

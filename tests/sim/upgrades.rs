@@ -527,3 +527,90 @@ fn a_revision_is_not_uninstalled_while_a_cluster_cannot_be_checked_for_it() {
         "istio-sidecar-injector"
     ));
 }
+
+/// The canary without `[tags]`: the installer's `default` tag stays on the
+/// old revision.
+fn canary_untagged() -> String {
+    mesh(
+        "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\nistio_version = \"1.29\"\n\n\
+         [[mesh.keep_revision]]\nname = \"default\"\nistio_version = \"1.28\"\nistioctl = \"/opt/istio-1.28.0/bin/istioctl\"\n\n\
+         [istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"",
+        "",
+    )
+}
+
+/// Day two, 2: a revision is not removed while any tag on any cluster
+/// points at it: the installer's `default` (no `[tags]` in the mesh file)
+/// and one made by hand with `istioctl tag set`, each named with what to
+/// do. Once they have moved, the removal runs.
+#[test]
+fn a_revision_is_not_removed_while_a_tag_of_any_making_points_at_it() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary_untagged());
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert_eq!(
+        tag_points(&w, "kind-cluster1", "default").as_deref(),
+        Some("default")
+    );
+    // A tag made by hand on the old revision, as `istioctl tag set` makes it.
+    hand_tag(&w, &["tag", "set", "prod", "--revision", "default"]);
+    assert_eq!(
+        tag_points(&w, "kind-cluster1", "prod").as_deref(),
+        Some("default")
+    );
+
+    w.write_mesh(&mesh(
+        "[mesh]\nid = \"mesh1\"\nrevision = \"1-29\"\nistio_version = \"1.29\"\n\n\
+         [istioctl]\npath = \"/opt/istio-1.29.0/bin/istioctl\"",
+        "",
+    ));
+    let before = changing_runs(&w);
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    for want in [
+        "the plan is refused, nothing was changed",
+        "tag `default` in cluster1 (MutatingWebhookConfiguration istio-revision-tag-default) \
+         points at revision `default`, and this plan uninstalls `default`",
+        "tag `prod` in cluster1 (MutatingWebhookConfiguration istio-revision-tag-prod) points \
+         at revision `default`",
+        "istioctl --context kind-cluster1 tag set prod --revision <revision> --overwrite",
+    ] {
+        assert!(t.contains(want), "lacks `{want}`:\n{t}");
+    }
+    assert_eq!(changing_runs(&w), before, "something ran:\n{t}");
+
+    // Moved (mesh's `default` by [tags], `prod` by hand): the removal runs.
+    w.write_mesh(&canary("1-29"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    hand_tag(
+        &w,
+        &["tag", "set", "prod", "--revision", "1-29", "--overwrite"],
+    );
+    w.write_mesh(&upgraded());
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert_eq!(
+        tag_points(&w, "kind-cluster1", "prod").as_deref(),
+        Some("1-29")
+    );
+    plan_is_clean(&w);
+}
+
+/// The simulated `istioctl ARGS… --context kind-cluster1`, as a user runs it.
+fn hand_tag(w: &World, args: &[&str]) {
+    let kubeconfig = w.set().kubeconfig_path().display().to_string();
+    let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    argv.extend(
+        [
+            "-y",
+            "--context",
+            "kind-cluster1",
+            "--kubeconfig",
+            &kubeconfig,
+        ]
+        .map(String::from),
+    );
+    let code = kubesim::istioctl::main(argv, std::io::empty());
+    assert_eq!(code, 0, "istioctl {args:?} failed");
+}

@@ -23,7 +23,7 @@ pub(super) async fn trust(
     });
     let cm = crate::k8s::get(
         conn,
-        &object("v1", "ConfigMap", Some(NS), "istio-ca-root-cert"),
+        &object("v1", "ConfigMap", Some(NS), crate::istio::ROOT_CONFIGMAP),
     )
     .await?;
     let published = cm.as_ref().and_then(|cm| {

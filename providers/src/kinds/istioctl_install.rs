@@ -160,7 +160,7 @@ const ISTIO_KINDS: &[(&str, &str)] = &[
 
 /// The labels istioctl puts on what it installs for one IstioOperator.
 const OWNER_LABEL: &str = "install.operator.istio.io/owning-resource";
-const REVISION_LABEL: &str = "istio.io/rev";
+use crate::istio::REVISION_LABEL;
 
 /// Every object istioctl made for the IstioOperator `doc`: its owner label,
 /// and its revision where the object carries one (two revisions of one

@@ -294,6 +294,9 @@ impl Kind for PlugCa {
         if let Some(note) = before.as_ref().and_then(foreign_cacerts) {
             log.push_str(&note);
         }
+        // What istiod has loaded, read before the write: the file a killed
+        // run wrote may be one istiod never took.
+        let loaded = published_roots(&conn).await?;
         let files = stage_files(cx, &conn, input, before.as_ref(), &mut log).await?;
         let named: [(&str, &[u8]); 4] = [
             ("ca-cert.pem", files.cert.as_bytes()),
@@ -326,7 +329,9 @@ impl Kind for PlugCa {
                 .collect::<Vec<_>>()
                 .join(" and ")
         ));
-        reload_istiod(&conn, before.as_ref(), &files, &trusted, &mut log).await?;
+        let file_before = before.as_ref().and_then(|live| data(live, "root-cert.pem"));
+        reload_istiod(&conn, loaded.as_deref(), file_before.as_deref(), &files, &trusted, &mut log)
+            .await?;
         Ok(Applied {
             outputs: BTreeMap::from([
                 (FILES_SHA256.to_string(), Value::Object(fingerprints)),
@@ -784,23 +789,33 @@ fn secret_of(rendered: &Rendered, files: &Files, named: &[(&str, &[u8]); 4]) -> 
     secret
 }
 
+/// The roots istiod has loaded: the `root-cert.pem` it publishes in
+/// ConfigMap istio-system/istio-ca-root-cert (its own self-signed root
+/// before any `cacerts`). `None` when it has published none.
+async fn published_roots(conn: &crate::cluster::Connection) -> Result<Option<String>, StepError> {
+    let doc = crate::k8s::object("v1", "ConfigMap", Some(crate::k8s::ISTIO_NAMESPACE), crate::istio::ROOT_CONFIGMAP);
+    Ok(crate::k8s::get(conn, &doc)
+        .await?
+        .and_then(|cm| cm.data.pointer("/data/root-cert.pem")?.as_str().map(String::from)))
+}
+
 /// Restarts istiod when it cannot take the new `cacerts` in place
-/// ([`reload`], from the roots `before` held and those written), saying so.
+/// ([`reload`], from the roots istiod has `loaded` and those written),
+/// saying so.
 async fn reload_istiod(
     conn: &crate::cluster::Connection,
-    before: Option<&kube::api::DynamicObject>,
+    loaded: Option<&str>,
+    file_before: Option<&str>,
     files: &Files,
     trusted: &[String],
     log: &mut String,
 ) -> Result<(), StepError> {
-    let live_pem = before.and_then(|live| data(live, "root-cert.pem"));
-    let live_roots: Option<Vec<String>> = live_pem
-        .as_deref()
-        .map(|p| crate::ca::bundle(p).into_iter().map(|(s, _)| s).collect());
-    let live = live_pem.as_deref().zip(live_roots.as_deref());
-    match reload(live, (files.roots.as_str(), trusted)) {
+    let loaded_roots: Option<Vec<String>> =
+        loaded.map(|p| crate::ca::bundle(p).into_iter().map(|(s, _)| s).collect());
+    let live = loaded.zip(loaded_roots.as_deref());
+    match reload(live, file_before, (files.roots.as_str(), trusted)) {
         Reload::Itself => log.push_str(
-            "same roots: istiod reloads cacerts by itself, nothing restarted\n",
+            "istiod has loaded these roots: it reloads cacerts by itself, nothing restarted\n",
         ),
         reload => {
             let restarted = restart_istiod(conn, reload == Reload::WithMultiRoot).await?;
@@ -842,20 +857,29 @@ enum Reload {
     Restart,
 }
 
-fn reload(before: Option<(&str, &[String])>, after: (&str, &[String])) -> Reload {
-    let Some((before_bytes, before)) = before else {
-        // No cacerts: a running istiod signs with its self-signed CA and
-        // reads cacerts only when it starts.
+/// From the roots istiod has `loaded` (as it published them), the
+/// `root-cert.pem` the Secret held before this write (`file_before`), and
+/// what is written (`after`).
+fn reload(
+    loaded: Option<(&str, &[String])>,
+    file_before: Option<&str>,
+    after: (&str, &[String]),
+) -> Reload {
+    let Some((loaded_bytes, loaded)) = loaded else {
+        // Nothing published: a restart is the one way to know istiod reads
+        // cacerts.
         return Reload::Restart;
     };
     let (after_bytes, after) = after;
-    // istiod compares root-cert.pem byte for byte: the same roots written
-    // otherwise (line endings, order) is a root change to it.
-    if before_bytes == after_bytes {
+    // istiod compares root-cert.pem byte for byte with what it loaded: the
+    // same roots written otherwise (line endings, order) is a root change
+    // to it. Where it publishes them otherwise than the file, the same
+    // roots it published with the file's bytes unchanged are taken too.
+    if loaded_bytes == after_bytes || (loaded == after && file_before == Some(after_bytes)) {
         return Reload::Itself;
     }
     let holds = |a: &[String], b: &[String]| b.iter().all(|x| a.contains(x));
-    if holds(before, after) || holds(after, before) {
+    if holds(loaded, after) || holds(after, loaded) {
         Reload::WithMultiRoot
     } else {
         Reload::Restart
@@ -916,16 +940,21 @@ mod tests {
     fn istiod_reloads_the_same_bytes_itself_and_a_held_set_with_multi_root() {
         let roots = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let (a, ab, b) = (roots(&["a"]), roots(&["a", "b"]), roots(&["b"]));
-        // No cacerts before: istiod signs with its own CA until it restarts.
-        assert_eq!(reload(None, ("A", &a)), Reload::Restart);
-        // Byte for byte the same: taken in place.
-        assert_eq!(reload(Some(("A", &a)), ("A", &a)), Reload::Itself);
+        // Nothing published: only a restart is sure to load cacerts.
+        assert_eq!(reload(None, None, ("A", &a)), Reload::Restart);
+        // Byte for byte what istiod loaded: taken in place.
+        assert_eq!(reload(Some(("A", &a)), None, ("A", &a)), Reload::Itself);
         // The same roots written otherwise are a change to istiod.
-        assert_eq!(reload(Some(("A", &a)), ("A\r\n", &a)), Reload::WithMultiRoot);
+        assert_eq!(reload(Some(("A", &a)), Some("A"), ("A\r\n", &a)), Reload::WithMultiRoot);
+        // Published otherwise than the file, the file unchanged: taken.
+        assert_eq!(reload(Some(("A\n", &a)), Some("A"), ("A", &a)), Reload::Itself);
+        // The file already new (a killed run wrote it) but istiod still on
+        // the old root: the file does not count.
+        assert_eq!(reload(Some(("A", &a)), Some("B"), ("B", &b)), Reload::Restart);
         // A root added (phase 1) or dropped (phase 3): one set holds the other.
-        assert_eq!(reload(Some(("A", &a)), ("AB", &ab)), Reload::WithMultiRoot);
-        assert_eq!(reload(Some(("AB", &ab)), ("B", &b)), Reload::WithMultiRoot);
+        assert_eq!(reload(Some(("A", &a)), Some("A"), ("AB", &ab)), Reload::WithMultiRoot);
+        assert_eq!(reload(Some(("AB", &ab)), Some("AB"), ("B", &b)), Reload::WithMultiRoot);
         // Another root altogether: only a restart takes it.
-        assert_eq!(reload(Some(("A", &a)), ("B", &b)), Reload::Restart);
+        assert_eq!(reload(Some(("A", &a)), Some("A"), ("B", &b)), Reload::Restart);
     }
 }

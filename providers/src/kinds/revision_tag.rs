@@ -157,7 +157,7 @@ impl Kind for RevisionTag {
                     .metadata
                     .labels
                     .as_ref()
-                    .and_then(|l| l.get("istio.io/rev").cloned())
+                    .and_then(|l| l.get(crate::istio::REVISION_LABEL).cloned())
                     .unwrap_or_default();
                 if points != rev {
                     obs.drift.push(format!(
