@@ -8,6 +8,7 @@ mod output;
 mod pipeline;
 mod precheck;
 mod preflight;
+mod programs;
 mod progress;
 mod sandbox;
 mod store;

@@ -145,6 +145,9 @@ pub struct Request<'a> {
 pub struct Computed {
     pub plan: Plan,
     pub refreshed: Option<Refresh>,
+    /// The programs the run executes (None in the sandbox, or with no
+    /// cluster to reach): an apply records them in the state.
+    pub programs: Option<std::collections::BTreeMap<String, state::Program>>,
 }
 
 /// Makes the plan of `req` for the staged `graph` against `recorded`.
@@ -159,6 +162,10 @@ pub async fn compute(
     req: &Request<'_>,
 ) -> Result<Computed> {
     let converge = req.mode == Mode::Converge;
+    let programs = match world {
+        Some(world) if world.runs_programs() => Some(new_programs(mesh, recorded, req)?),
+        _ => None,
+    };
     let refreshed = match world {
         Some(world) => {
             let preflight = crate::preflight::Preflight {
@@ -191,6 +198,21 @@ pub async fn compute(
     if let Err(e) = engine::review::apply(&mut plan, mesh, req.saved, req.allow) {
         bail!(e);
     }
+    if let Some(programs) = &programs
+        && !programs.changed.is_empty()
+    {
+        for message in &programs.changed {
+            plan.policy.violations.push(plans::Violation {
+                rule: crate::programs::ALLOW.into(),
+                step: None,
+                message: message.clone(),
+                allowed: true,
+            });
+        }
+        if plan.policy.result == plans::PolicyResult::Passed {
+            plan.policy.result = plans::PolicyResult::Overridden;
+        }
+    }
     if converge && !plan.refresh_only {
         staged.review(&mut plan);
         plan.refused
@@ -212,7 +234,37 @@ pub async fn compute(
             );
         }
     }
-    Ok(Computed { plan, refreshed })
+    Ok(Computed {
+        plan,
+        refreshed,
+        programs: programs.map(|p| p.current),
+    })
+}
+
+/// The programs this run would execute, and how they differ from the
+/// ones the state records; refused (before any runs) when they differ and
+/// `--allow new-binary` (or the saved plan's record of it) does not allow
+/// it.
+fn new_programs(mesh: &MeshFile, recorded: Option<&State>, req: &Request<'_>) -> Result<Programs> {
+    let current = crate::programs::current(mesh);
+    let none = std::collections::BTreeMap::new();
+    let was = recorded.map_or(&none, |s| &s.programs);
+    let changed = crate::programs::changed(was, &current);
+    let allow = crate::programs::ALLOW;
+    let allowed = match req.saved {
+        Some(saved) => saved.policy.allowed.iter().any(|a| a == allow),
+        None => req.allow.iter().any(|a| a == allow),
+    };
+    if !changed.is_empty() && !allowed {
+        bail!(crate::programs::refusal(&changed));
+    }
+    Ok(Programs { current, changed })
+}
+
+/// The programs of a run: as they are now, and what differs from the state.
+struct Programs {
+    current: std::collections::BTreeMap<String, state::Program>,
+    changed: Vec<String>,
 }
 
 /// A plan the policy or the rules of changing a running mesh refuse is

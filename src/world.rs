@@ -33,11 +33,7 @@ impl World {
                 (Some(sb.kubeconfig()), istioctl, Some(sb))
             }
             None => {
-                let program = mesh
-                    .istioctl
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| "istioctl".into());
+                let program = crate::programs::istioctl(mesh);
                 (cli.kubeconfig.clone(), Istioctl::new(program), None)
             }
         };
@@ -55,6 +51,12 @@ impl World {
             kubeconfig,
             sandbox,
         })
+    }
+
+    /// Whether this world runs programs (istioctl) rather than the
+    /// sandbox's simulator.
+    pub fn runs_programs(&self) -> bool {
+        self.sandbox.is_none()
     }
 
     /// Tells the steps the mesh file's clusters and which control planes

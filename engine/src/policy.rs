@@ -15,8 +15,15 @@ use crate::config::PolicySection;
 use plans::{Action, Plan, PolicyReport, PolicyResult, Violation};
 use std::collections::{BTreeSet, HashSet};
 
-/// The rules, by their key in `[policy]`: what `--allow` accepts.
-pub const RULES: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
+/// The rules, by their key in `[policy]`, and the safety gates that are
+/// not policy (`new-binary`: a program the state does not record, checked
+/// before the plan is made): what `--allow` accepts.
+pub const RULES: &[&str] = &[
+    "deny_delete",
+    "max_clusters_changed",
+    "require_canary",
+    "new-binary",
+];
 
 /// Checks `plan` against `policy`; the rules in `allowed` are overridden.
 pub fn evaluate(policy: &PolicySection, plan: &Plan, allowed: &[String]) -> PolicyReport {

@@ -143,7 +143,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 let computed =
                     pipeline::compute(Some(world), &mesh, &graph, recorded.as_ref(), &staged, &req)
                         .await?;
-                let plan = computed.plan;
+                let (plan, programs) = (computed.plan, computed.programs);
                 if let Some((file, saved)) = &saved {
                     saved.check_matches(file, &plan)?;
                 }
@@ -172,6 +172,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                     limits: args.limits,
                     location: &location,
                     view: &view,
+                    programs,
                 };
                 carry_out(world, out, &plan, graph, recorded, &mut lock, &run).await
             })
@@ -216,6 +217,9 @@ struct Execution<'a> {
     /// Where the state is, for messages.
     location: &'a str,
     view: &'a Arc<View>,
+    /// The programs this apply runs, recorded in the state with its first
+    /// step (None in the sandbox).
+    programs: Option<std::collections::BTreeMap<String, state::Program>>,
 }
 
 /// Records a refresh-only plan, or shows the plan, asks for confirmation
@@ -246,6 +250,7 @@ async fn carry_out(
             );
         } else {
             crate::out!("{}", render_plan(plan, Format::Text, out));
+            record_programs(recorded, lock, run)?;
         }
         return Ok(0);
     }
@@ -258,7 +263,10 @@ async fn carry_out(
         return Ok(1);
     }
     let mesh_id = plan.mesh.clone();
-    let state = recorded.unwrap_or_else(|| State::new(&mesh_id));
+    let mut state = recorded.unwrap_or_else(|| State::new(&mesh_id));
+    if let Some(programs) = &run.programs {
+        state.programs = programs.clone();
+    }
     let outcome = execute(
         world,
         plan,
@@ -316,6 +324,26 @@ fn record_refresh(
         done.join(", ")
     );
     Ok(0)
+}
+
+/// An apply with nothing to change still records the programs it was
+/// allowed to run (`--allow new-binary`), so the next plan keeps to them.
+fn record_programs(
+    recorded: Option<State>,
+    lock: &mut Box<dyn LockedState>,
+    run: &Execution<'_>,
+) -> Result<()> {
+    if let (Some(programs), Some(mut state)) = (&run.programs, recorded)
+        && state.programs != *programs
+    {
+        state.programs = programs.clone();
+        lock.write(&mut state)?;
+        crate::errln!(
+            "Recorded the programs this apply runs in the state at {}.",
+            run.location
+        );
+    }
+    Ok(())
 }
 
 /// Runs the plan with Ctrl-C handling: the first stops starting new steps,

@@ -16,7 +16,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The format this mesh writes; it refuses files with a larger one.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: `programs`, the binaries the applies ran (a plan refuses others).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The largest serial a state may have: the largest integer every JSON
 /// reader keeps exactly (2^53 − 1), so no tool misreads it.
@@ -43,6 +44,23 @@ pub struct State {
     pub mesh_id: String,
     /// Keyed by step ID (`cluster2/attach`), so the file is ordered.
     pub steps: BTreeMap<String, StepRecord>,
+    /// The programs the last apply ran, by their role (`istioctl`, a kept
+    /// revision's `istioctl#<revision>`): a plan refuses to run another
+    /// one (a pull request's change) unless allowed. Absent in states
+    /// written before it existed, and for the sandbox, whose simulator
+    /// stands in for every program.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub programs: BTreeMap<String, Program>,
+}
+
+/// A program mesh runs, as it was when it ran: where, and what (the
+/// sha256 of the file's bytes, so the same path holding other bytes is
+/// another program).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    pub path: String,
+    pub sha256: String,
 }
 
 impl State {
@@ -102,6 +120,7 @@ impl State {
             serial: 0,
             mesh_id: mesh_id.to_string(),
             steps: BTreeMap::new(),
+            programs: BTreeMap::new(),
         }
     }
 

@@ -1823,7 +1823,16 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
         )
     };
     run.write_mesh(&canary("default"));
-    run.ok(&["apply", "--auto-approve"]);
+    // A new istioctl for the mesh: a program no apply has run (the kept
+    // revision's is the one recorded).
+    let o = run.mesh(&["plan"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    run.ok(&["apply", "--auto-approve", "--allow", "new-binary"]);
     run.assert_clean();
     let s = &run.set;
     for d in ["istiod", "istiod-new"] {
@@ -1955,11 +1964,11 @@ fn an_in_place_upgrade_between_two_real_istio_builds() {
     run.ok(&["apply", "--auto-approve"]);
     run.assert_clean();
     run.write_mesh(&toml(&new, "istioctl"));
-    let plan = run.ok(&["plan"]);
+    let plan = run.ok(&["plan", "--allow", "new-binary"]);
     assert!(plan.contains("cluster1/install-control-plane"), "{plan}");
     // The real `istioctl x precheck` ran, and the plan says what it found.
     assert!(plan.contains("`istioctl x precheck` on cluster1"), "{plan}");
-    run.ok(&["apply", "--auto-approve"]);
+    run.ok(&["apply", "--auto-approve", "--allow", "new-binary"]);
     run.assert_clean();
     let (_, checks) = check_json(&run);
     assert_eq!(

@@ -38,6 +38,7 @@ mod hardening_ii;
 mod hardening_iii;
 mod import;
 mod ownership;
+mod pipelines;
 mod preflight;
 mod readme;
 mod root_rotation;

@@ -19,7 +19,7 @@ const CONTEXTS: &[&str] = &["kind-cluster1", "kind-cluster2"];
 
 /// `mesh ARGS…` in `dir`, outside any sandbox, with `$KUBECONFIG` unset
 /// unless `env` sets it.
-fn mesh_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn mesh_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
     c.current_dir(dir)
         .env("NO_COLOR", "1")
@@ -306,7 +306,7 @@ fn a_pinned_istio_version_istioctl_does_not_have_fails_the_plan() {
 
 /// An istioctl for real (not `--sandbox`) runs: the simulated one, through
 /// a script that starts mesh's hidden command.
-fn simulated_istioctl(dir: &Path) -> String {
+pub(crate) fn simulated_istioctl(dir: &Path) -> String {
     let path = dir.join("istioctl");
     std::fs::write(
         &path,

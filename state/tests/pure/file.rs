@@ -98,7 +98,7 @@ fn round_trip_serial_backup_and_mode() {
     );
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
-        text.starts_with("{\n  \"format_version\": 1,\n  \"lineage\": "),
+        text.starts_with("{\n  \"format_version\": 2,\n  \"lineage\": "),
         "{text}"
     );
     assert!(text.ends_with("}\n"));
