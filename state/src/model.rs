@@ -214,7 +214,7 @@ mod tests {
         st.record("cluster2/attach", rec(Status::Tainted));
         let json = serde_json::to_string_pretty(&st).unwrap();
         let expected = r#"{
-  "format_version": 1,
+  "format_version": 2,
   "lineage": "l",
   "serial": 0,
   "mesh_id": "mesh1",

@@ -173,15 +173,15 @@ fn a_newer_format_is_refused_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = state_path(&dir);
     let (mut lock, mut st) = written_once(&path);
-    let newer = r#"{"format_version": 2, "lineage": "x", "serial": 9, "a_new_field": true}"#;
+    let newer = r#"{"format_version": 3, "lineage": "x", "serial": 9, "a_new_field": true}"#;
     std::fs::write(&path, newer).unwrap();
     let e = read_unlocked(&path).unwrap_err();
     assert!(
         matches!(
             e,
             StateError::NewerFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
