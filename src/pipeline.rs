@@ -198,20 +198,12 @@ pub async fn compute(
     if let Err(e) = engine::review::apply(&mut plan, mesh, req.saved, req.allow) {
         bail!(e);
     }
-    if let Some(programs) = &programs
-        && !programs.changed.is_empty()
-    {
-        for message in &programs.changed {
-            plan.policy.violations.push(plans::Violation {
-                rule: crate::programs::ALLOW.into(),
-                step: None,
-                message: message.clone(),
-                allowed: true,
-            });
-        }
-        if plan.policy.result == plans::PolicyResult::Passed {
-            plan.policy.result = plans::PolicyResult::Overridden;
-        }
+    if let Some(programs) = &programs {
+        engine::policy::record_override(
+            &mut plan.policy,
+            crate::programs::ALLOW,
+            &programs.changed,
+        );
     }
     if converge && !plan.refresh_only {
         staged.review(&mut plan);

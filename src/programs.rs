@@ -35,8 +35,10 @@ pub fn istioctl(mesh: &MeshFile) -> String {
 }
 
 /// Every program the mesh file makes mesh run, by role, as each is now on
-/// this machine. A program that cannot be found or read is left out: the
-/// preflight says it is missing, and nothing missing can run.
+/// this machine. A program that cannot be found is left out: the
+/// preflight says it is missing, and nothing missing can run. One found
+/// but unreadable (mode 0111 still runs) is [`UNREADABLE`], never equal
+/// to a recorded sha256.
 pub fn current(mesh: &MeshFile) -> BTreeMap<String, Program> {
     let mut wanted = vec![("istioctl".to_string(), istioctl(mesh))];
     for k in &mesh.mesh.keep_revisions {
@@ -51,12 +53,17 @@ pub fn current(mesh: &MeshFile) -> BTreeMap<String, Program> {
         .collect()
 }
 
+/// What [`current`] records for a program it cannot read.
+const UNREADABLE: &str = "unreadable";
+
 /// The sha256 of the file `program` names (a path, or a name looked up in
-/// PATH as a child process would be).
+/// PATH as a child process would be); None when there is no such file.
 fn fingerprint(program: &str) -> Option<String> {
-    let file = resolve(program)?;
-    let bytes = std::fs::read(file).ok()?;
-    Some(providers::rendered::sha256_hex(&bytes))
+    let file = resolve(program).filter(|f| f.exists())?;
+    let sha256 = std::fs::File::open(file)
+        .and_then(providers::rendered::sha256_hex_of)
+        .unwrap_or_else(|_| UNREADABLE.into());
+    Some(sha256)
 }
 
 fn resolve(program: &str) -> Option<PathBuf> {

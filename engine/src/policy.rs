@@ -25,6 +25,32 @@ pub const RULES: &[&str] = &[
     "new-binary",
 ];
 
+/// The report's result from its violations.
+fn result_of(violations: &[Violation]) -> PolicyResult {
+    if violations.is_empty() {
+        PolicyResult::Passed
+    } else if violations.iter().all(|v| v.allowed) {
+        PolicyResult::Overridden
+    } else {
+        PolicyResult::Violated
+    }
+}
+
+/// Records in `report` a safety gate that `--allow <gate>` overrode (the
+/// gate itself is checked before the plan is made, as `new-binary` is):
+/// one allowed violation per message, so every plan format shows it.
+pub fn record_override(report: &mut PolicyReport, gate: &str, messages: &[String]) {
+    report
+        .violations
+        .extend(messages.iter().map(|message| Violation {
+            rule: gate.to_string(),
+            step: None,
+            message: message.clone(),
+            allowed: true,
+        }));
+    report.result = result_of(&report.violations);
+}
+
 /// Checks `plan` against `policy`; the rules in `allowed` are overridden.
 pub fn evaluate(policy: &PolicySection, plan: &Plan, allowed: &[String]) -> PolicyReport {
     // Known rules only, each once, in RULES order: the report is the same
@@ -116,13 +142,7 @@ pub fn evaluate(policy: &PolicySection, plan: &Plan, allowed: &[String]) -> Poli
         }
     }
 
-    let result = if violations.is_empty() {
-        PolicyResult::Passed
-    } else if violations.iter().all(|v| v.allowed) {
-        PolicyResult::Overridden
-    } else {
-        PolicyResult::Violated
-    };
+    let result = result_of(&violations);
     PolicyReport {
         result,
         deny_delete: policy.deny_delete.clone(),

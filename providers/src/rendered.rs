@@ -108,6 +108,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// [`sha256_hex`] of everything `reader` yields, read in pieces (a
+/// program's binary is 100 MB and more: never held whole).
+pub fn sha256_hex_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut reader, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// A secret (token, kubeconfig, key). It can be used, but never printed:
 /// `Display` and `Debug` show `(sensitive, sha256:…)`.
 #[derive(Clone, PartialEq, Eq)]

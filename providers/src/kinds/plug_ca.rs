@@ -793,7 +793,7 @@ fn secret_of(rendered: &Rendered, files: &Files, named: &[(&str, &[u8]); 4]) -> 
 /// ConfigMap istio-system/istio-ca-root-cert (its own self-signed root
 /// before any `cacerts`). `None` when it has published none.
 async fn published_roots(conn: &crate::cluster::Connection) -> Result<Option<String>, StepError> {
-    let doc = crate::k8s::object("v1", "ConfigMap", Some(crate::k8s::ISTIO_NAMESPACE), crate::istio::ROOT_CONFIGMAP);
+    let doc = crate::k8s::object("v1", "ConfigMap", Some(crate::istio::NAMESPACE), crate::istio::ROOT_CONFIGMAP);
     Ok(crate::k8s::get(conn, &doc)
         .await?
         .and_then(|cm| cm.data.pointer("/data/root-cert.pem")?.as_str().map(String::from)))
