@@ -71,6 +71,29 @@ pub fn image_tag(image: &str) -> Option<&str> {
     last.split_once(':').map(|(_, t)| t)
 }
 
+/// An ambient east-west Gateway as istiod leaves it once it has deployed
+/// the gateway: `Programmed` true, and the addresses it lists in
+/// `status.addresses` (istiod lists the external addresses of every
+/// cluster's Service of that name, Istio's `gatewaycommon/context.go`).
+/// None while not programmed; an empty list when programmed with none.
+pub fn gateway_programmed(gateway: &serde_json::Value) -> Option<Vec<String>> {
+    let programmed = gateway
+        .pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+    programmed.then(|| {
+        gateway
+            .pointer("/status/addresses")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["value"].as_str().map(String::from))
+            .collect()
+    })
+}
+
 /// Why a hostname is refused, in the words of Istio's guide.
 fn hostname_refusal(hostname: &str) -> String {
     let hostname = crate::rendered::shown(hostname);

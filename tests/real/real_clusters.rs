@@ -2246,8 +2246,47 @@ fn ambient_multi_network_on_two_real_clusters() {
     s.kubectl_ok("cluster2", &["apply", "--server-side", "-f", &theirs_file]);
     let plan = run.ok(&["plan"]);
     assert!(plan.contains("gatewayclasses.gateway.networking.k8s.io is there already (v1.6.0 (standard channel)): left as found"), "{plan}");
-    let out = run.ok(&["apply", "--auto-approve"]);
-    assert!(out.contains("Apply complete"), "{out}");
+    // A real istiod behind each cluster's istiod pod from the moment the
+    // installer made its Deployment, as on a cluster: apply waits for it
+    // to program each east-west Gateway.
+    let log = tmp.path().join("apply.log");
+    let mut apply = run
+        .command(&s.kubeconfig, &["apply", "--auto-approve"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::from(
+            std::fs::File::create(tmp.path().join("apply.err")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let applied = || {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(tmp.path().join("apply.err")).unwrap_or_default()
+        )
+    };
+    let mut istiods = Vec::new();
+    for c in ["cluster1", "cluster2"] {
+        while !s.exists(c, "deployment", Some("istio-system"), "istiod") {
+            if let Some(status) = apply.try_wait().unwrap() {
+                panic!(
+                    "apply ended ({status}) before {c}'s istiod was installed:\n{}",
+                    applied()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        istiods.push(s.istiod_behind_its_pod(c, None));
+    }
+    let status = apply.wait().unwrap();
+    let out = applied();
+    assert!(status.success() && out.contains("Apply complete"), "{out}");
+    for c in ["cluster1", "cluster2"] {
+        assert!(
+            out.contains(&format!("{c}/ambient-eastwest-gateway: created")),
+            "{c}: {out}"
+        );
+    }
     run.assert_clean();
     let get = |c: &str, args: &[&str]| s.kubectl_ok(c, args);
     let managed = get(
@@ -2342,13 +2381,23 @@ fn ambient_multi_network_on_two_real_clusters() {
             ],
         );
         assert_eq!(class, "istio-east-west HBONE 15008", "{c}");
-        assert!(
-            !s.exists(
-                c,
+        // Its Deployment is istiod's, made from the Gateway (labelled with
+        // it), never an istioctl install's (an IstioOperator owns those).
+        let owners = get(
+            c,
+            &[
+                "-n",
+                "istio-system",
+                "get",
                 "deployment",
-                Some("istio-system"),
-                "istio-eastwestgateway"
-            ),
+                "istio-eastwestgateway",
+                "-o",
+                "jsonpath={.metadata.labels.gateway\\.networking\\.k8s\\.io/gateway-name} {.metadata.labels.install\\.operator\\.istio\\.io/owning-resource}",
+            ],
+        );
+        assert_eq!(
+            owners.trim(),
+            "istio-eastwestgateway",
             "{c}: a classic east-west gateway"
         );
         // Remote secrets both ways.
@@ -2363,11 +2412,6 @@ fn ambient_multi_network_on_two_real_clusters() {
         );
     }
 
-    // A real istiod behind each cluster's istiod pod.
-    let istiods = [
-        s.istiod_behind_its_pod("cluster1", None),
-        s.istiod_behind_its_pod("cluster2", None),
-    ];
     // It deploys each east-west gateway (a LoadBalancer Service, kwok's
     // address) and programs its Gateway with that address.
     let address = |c: &str| {

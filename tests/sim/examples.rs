@@ -1,7 +1,8 @@
 //! Every shipped example on mesh's own `--sandbox` (simulated clusters that
 //! run only while a command does, as a new user first meets them): apply,
 //! a plan that finds nothing, and a `mesh check` that passes right after,
-//! since apply waits for the east-west gateways' addresses it made.
+//! since apply waits for the east-west gateways' addresses it made (the
+//! Services' load-balancer addresses, the ambient Gateways programmed).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -26,9 +27,10 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The sidecar examples (the ambient one's east-west Gateway is programmed
-/// by istiod after apply, which the sandbox does not yet wait for).
+/// Every example (the ambient one's east-west Gateway is programmed by
+/// istiod after it is applied: apply waits for that too).
 const EXAMPLES: &[&str] = &[
+    "ambient-multi-network.toml",
     "primary-remote.toml",
     "primary-remote-multi-network.toml",
     "multi-primary.toml",

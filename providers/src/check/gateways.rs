@@ -129,22 +129,8 @@ fn ambient_eastwest_gateway(
         )
         .fix(MESH_APPLY);
     };
-    let programmed = g
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Programmed" && c["status"] == "True");
-    // istiod lists the external addresses of every cluster's Service of
-    // that name (Istio's gatewaycommon/context.go): this cluster's own
-    // Service's must be among them.
-    let listed: Vec<&str> = g
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["value"].as_str())
-        .collect();
+    let programmed = crate::istio::gateway_programmed(g);
+    let listed: Vec<&str> = programmed.iter().flatten().map(String::as_str).collect();
     let own = svc.and_then(|s| {
         let i = s.pointer("/status/loadBalancer/ingress/0")?;
         i["ip"]
@@ -156,7 +142,7 @@ fn ambient_eastwest_gateway(
         Some(own) => listed.iter().find(|a| **a == own.as_str()).copied(),
         None => None,
     };
-    match (programmed, address) {
+    match (programmed.is_some(), address) {
         (true, Some(a)) => Check::pass(
             c,
             check,

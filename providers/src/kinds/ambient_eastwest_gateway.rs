@@ -10,6 +10,11 @@
 //! clusters read that Gateway through their remote secret for P, and route
 //! cross-network traffic to that address (Istio's
 //! `pilot/pkg/serviceregistry/ambient/networks.go`).
+//!
+//! So apply waits, after the server-side apply, until istiod has programmed
+//! the Gateway with an address (bounded by the wait timeout): a step that
+//! ends before leaves a mesh `mesh check` fails, and the other networks
+//! with nothing to route to.
 
 use crate::rendered::Rendered;
 use serde_json::json;
@@ -61,19 +66,27 @@ pub fn render(input: &Input) -> Rendered {
 // ---- against a cluster: [`Kind`]'s defaults ----
 
 use crate::access::{self, Access, Need};
+use crate::env::{Applied, Ctx, Recorded, StepError};
+use crate::istio::NAMESPACE as NS;
 use crate::kind::{Kind, OutputLookup};
 
-/// The kind: its Gateway server-side applied, read and deleted by
-/// [`Kind`]'s defaults.
+/// The kind: its Gateway server-side applied (then waited for), read and
+/// deleted by [`Kind`]'s defaults.
 pub struct AmbientEastwestGateway;
 
 impl Kind for AmbientEastwestGateway {
     const NAME: &'static str = "ambient-eastwest-gateway";
     type Input = Input;
 
-    /// The Gateway, server-side applied.
+    /// The Gateway, server-side applied, then watched until programmed.
     fn apply_access(_: &Input, update: bool) -> Vec<Need> {
-        access::here(access::applied("gateway.networking.k8s.io", &["gateways"], update))
+        let mut need = access::applied("gateway.networking.k8s.io", &["gateways"], update);
+        need.extend(access::in_istio(
+            &["list", "watch"],
+            "gateway.networking.k8s.io",
+            "gateways",
+        ));
+        access::here(need)
     }
 
     fn destroy_access() -> Vec<Access> {
@@ -82,6 +95,46 @@ impl Kind for AmbientEastwestGateway {
 
     fn render(input: &Input, _: OutputLookup<'_>) -> Rendered {
         render(input)
+    }
+
+    /// The default apply, then a watch of the Gateway until istiod has
+    /// programmed it with an address.
+    async fn apply(
+        cx: Ctx<'_>,
+        _input: &Input,
+        rendered: &Rendered,
+        previous: Option<&Recorded<'_>>,
+    ) -> Result<Applied, StepError> {
+        let mut applied = crate::objects::apply(cx, rendered, previous, &|_| false).await?;
+        let conn = cx.connect().await?;
+        let ar = crate::k8s::resource_of(&rendered.documents[0]).expect("Gateway is a known kind");
+        let timeout = cx.env.wait_timeout;
+        cx.say(&format!("waiting for istiod to program Gateway {NAME}…"));
+        let programmed = |gw: &kube::api::DynamicObject| {
+            crate::istio::gateway_programmed(&gw.data)
+                .filter(|a| !a.is_empty())
+                .map(Ok)
+        };
+        match crate::k8s::wait_for(&conn, &ar, Some(NS), NAME, timeout, programmed).await {
+            Ok(Ok(addresses)) => {
+                applied.log.push_str(&format!(
+                    "Gateway {NAME} programmed at {}\n",
+                    addresses.join(", ")
+                ));
+                Ok(applied)
+            }
+            Ok(Err(why)) => Err(StepError::Failed(why)),
+            Err(_) => Err(StepError::Failed(format!(
+                "Gateway {NS}/{NAME} in cluster `{}` was not programmed with an address within {} s \
+                 (applied; the next apply waits again). istiod deploys its pod and LoadBalancer \
+                 Service: does istiod run, and does the cluster have a load-balancer \
+                 implementation? `kubectl --context {} -n {NS} describe \
+                 gateways.gateway.networking.k8s.io {NAME}` shows its conditions",
+                cx.target.cluster,
+                timeout.as_secs(),
+                cx.target.context
+            ))),
+        }
     }
 
     fn removes(cluster: &str, _: Option<&str>, _: &[serde_json::Value]) -> String {

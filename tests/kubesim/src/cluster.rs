@@ -488,7 +488,8 @@ impl Cluster {
     /// class `istio-east-west` (kubesim runs no istiod): it deploys the
     /// gateway, whose LoadBalancer Service is named after it, and, once
     /// that Service has an address, programs the Gateway with it
-    /// ([`Self::eastwest_addressed`]). Only where an ambient istiod runs.
+    /// ([`Self::eastwest_addressed`]); a Gateway whose Service is there
+    /// already is programmed at once. Only where an ambient istiod runs.
     fn eastwest_deployed(&self, gw: &Value) {
         if gw.pointer("/spec/gatewayClassName").and_then(Value::as_str) != Some("istio-east-west")
             || gw.pointer("/metadata/deletionTimestamp").is_some()
@@ -505,7 +506,14 @@ impl Cluster {
         let Some(rt) = store.find_type("", "v1", "services") else {
             return;
         };
-        if !ambient || store.get(&rt, ns, name).is_ok() {
+        if !ambient {
+            return;
+        }
+        // Already deployed (the Gateway re-created, or changed): istiod
+        // programs it with the Service's address it has.
+        if let Ok(svc) = store.get(&rt, ns, name) {
+            drop(store);
+            self.eastwest_addressed(&svc);
             return;
         }
         let network = gw
@@ -545,6 +553,15 @@ impl Cluster {
         let status = json!({"status": {"addresses": [address], "conditions": [
             {"type": "Accepted", "status": "True", "reason": "Accepted"},
             {"type": "Programmed", "status": "True", "reason": "Programmed"}]}});
+        // Programmed already: no write, so no event to answer again.
+        if store
+            .get(&rt, ns, gateway)
+            .ok()
+            .and_then(|g| g.get("status").cloned())
+            == Some(status["status"].clone())
+        {
+            return;
+        }
         let _ = store.controller_patch(&rt, ns, gateway, &status, "istiod", true);
     }
 
