@@ -78,11 +78,24 @@ impl Outcome {
 /// server from seeing many steps at once: the cluster named in its step ID
 /// and, when the graph has the step, the cluster its objects live in
 /// (`C/attach@P` reads from C and writes to P).
+///
+/// A handed-over kept install ([`crate::upgrades::handovers`]) is a
+/// [`TaskAction::Forget`] after the install that took its revision: were
+/// that install to fail, the revision would still be recorded.
 pub fn tasks(plan: &Plan, graph: &StepGraph) -> Vec<Task> {
+    let handovers = crate::upgrades::handovers(plan);
     plan.changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
         .map(|c| {
+            if let Some(h) = handovers.iter().find(|h| h.step == c.step) {
+                return Task {
+                    id: c.step.clone(),
+                    action: TaskAction::Forget,
+                    depends_on: vec![h.by.to_string()],
+                    groups: vec![c.cluster.clone()],
+                };
+            }
             let mut groups = vec![c.cluster.clone()];
             if let Some(step) = graph.get(&c.step)
                 && step.target.cluster != c.cluster
@@ -220,6 +233,8 @@ impl StepRunner {
                     kubeconfig,
                 }]
             }
+            // A record dropped: no cluster is asked.
+            TaskAction::Forget => Vec::new(),
         }
     }
 
@@ -268,6 +283,16 @@ impl Runner for StepRunner {
         let env = self.env.clone();
         let id = task.id.clone();
         match task.action {
+            TaskAction::Forget => {
+                let by = task.depends_on.join(", ");
+                Box::pin(async move {
+                    Ok(Done::Deleted {
+                        log: format!(
+                            "handed over to {by}, which installs its revision now: nothing uninstalled\n"
+                        ),
+                    })
+                })
+            }
             TaskAction::Apply => {
                 let Some(step) = self.graph.get(&id).cloned() else {
                     return Box::pin(async move {

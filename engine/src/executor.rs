@@ -31,6 +31,10 @@ pub enum TaskAction {
     Apply,
     /// Runs before the steps it depended on.
     Delete,
+    /// Drops a step's record without touching a cluster (a handed-over
+    /// kept install, `crate::upgrades::Handover`): runs, as an apply does,
+    /// after its dependencies (the install that took its revision over).
+    Forget,
 }
 
 /// One unit of work.
@@ -444,7 +448,7 @@ impl WaitGraph {
             .collect();
         for (i, t) in tasks.iter().enumerate() {
             match t.action {
-                TaskAction::Apply => {
+                TaskAction::Apply | TaskAction::Forget => {
                     for d in &t.depends_on {
                         if let Some(&j) = index.get(d.as_str())
                             && tasks[j].action == TaskAction::Apply
@@ -796,6 +800,35 @@ mod tests {
         let log = log.lock().unwrap().clone();
         assert!(pos(&log, "end child") < pos(&log, "start parent"));
         assert!(pos(&log, "end parent") < pos(&log, "start new"));
+    }
+
+    /// A forget (a handed-over record) runs after the apply it depends on,
+    /// and not at all when that apply fails: the record stays.
+    #[tokio::test(start_paused = true)]
+    async fn a_forget_runs_after_its_dependency_and_never_after_its_failure() {
+        let forget = |id: &str, deps: &[&str]| Task {
+            action: TaskAction::Forget,
+            ..apply(id, deps)
+        };
+        let (r, log) = fake(&[("taker", 50)], &[]);
+        let report = run(
+            vec![
+                forget("old", &["taker"]),
+                apply("taker", &[]),
+                delete("gone", &[]),
+            ],
+            r,
+            10,
+        )
+        .await;
+        assert!(report.is_success());
+        let log = log.lock().unwrap().clone();
+        assert!(pos(&log, "end gone") < pos(&log, "start taker"));
+        assert!(pos(&log, "end taker") < pos(&log, "start old"));
+        let (r, log) = fake(&[], &["taker"]);
+        let report = run(vec![forget("old", &["taker"]), apply("taker", &[])], r, 10).await;
+        assert!(!report.is_success());
+        assert!(!log.lock().unwrap().contains(&"start old".to_string()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,7 @@ use plans::{Action, Command, Plan, Removal};
 /// with the rules in `allowed` overridden.
 pub fn plan(plan: &mut Plan, mesh: &MeshFile, allowed: &[String]) {
     plan.command = Command::Plan;
+    crate::upgrades::mark_handovers(plan);
     let before = Picture::of_plan(plan, Side::Before);
     let after = Picture::of_plan(plan, Side::After);
     plan.notes = notes(&before, &after);
@@ -50,6 +51,7 @@ pub fn apply(
 /// override: the diff shows what `mesh plan` will say.
 pub fn diff(plan: &mut Plan, base: Option<&MeshFile>, head: Option<&MeshFile>) {
     plan.command = Command::Diff;
+    crate::upgrades::mark_handovers(plan);
     let (before, after) = (Picture::of_file(base), Picture::of_file(head));
     plan.notes = notes(&before, &after);
     plan.notes.extend(tag_notes(plan));
@@ -113,10 +115,15 @@ fn tag_notes(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// What the plan's deletes remove: a handed-over install removes nothing.
 fn removals(plan: &Plan) -> Vec<Removal> {
+    let handed: Vec<&str> = crate::upgrades::handovers(plan)
+        .iter()
+        .map(|h| h.step)
+        .collect();
     plan.changes
         .iter()
-        .filter(|c| c.action == Action::Delete)
+        .filter(|c| c.action == Action::Delete && !handed.contains(&c.step.as_str()))
         .map(|c| Removal {
             step: c.step.clone(),
             removes: providers::facts::removes(
@@ -320,9 +327,11 @@ fn mesh_notes(before: &Picture, after: &Picture, notes: &mut Vec<String>) {
             (Some(a), Some(b)) if a != b => notes.push(format!(
                 "Istio goes from {a} to {b}: {}",
                 if before.revision == after.revision {
-                    "every istioctl install runs again in place, on the same revision"
+                    "every istioctl install runs again in place, on the same revision".to_string()
+                } else if let Some(rev) = rolled_back_to(before, after) {
+                    format!("back to revision `{rev}`, which was kept installed (a rollback)")
                 } else {
-                    "installed as a new revision beside the old one (a canary)"
+                    "installed as a new revision beside the old one (a canary)".to_string()
                 }
             )),
             (None, Some(b)) => notes.push(format!("the Istio version is pinned to {b}")),
@@ -340,7 +349,23 @@ fn revision_notes(before: &Picture, after: &Picture, both: bool, notes: &mut Vec
         && let (Some(a), Some(b)) = (&before.revision, &after.revision)
         && a != b
     {
-        notes.push(if after.kept.iter().any(|(k, _)| k == a) {
+        let kept_after = after.kept.iter().any(|(k, _)| k == a);
+        notes.push(if rolled_back_to(before, after).is_some() {
+            format!(
+                "revision `{b}`, kept beside `{a}`, is the mesh's revision again (a rollback): \
+                 it stays installed (re-applied by the Istio release that installed it, never \
+                 uninstalled); \
+                 `{a}` {}",
+                if kept_after {
+                    format!(
+                        "stays installed as a kept revision: move the tags and namespaces back to \
+                         `{b}`, then remove `{a}` from [[mesh.keep_revision]] to uninstall it"
+                    )
+                } else {
+                    "is uninstalled".to_string()
+                }
+            )
+        } else if kept_after {
             format!(
                 "revision `{b}` is added beside revision `{a}`, which stays installed as a kept \
                  revision (a canary upgrade): move the tags and namespaces to `{b}`, then remove \
@@ -374,6 +399,13 @@ fn revision_notes(before: &Picture, after: &Picture, both: bool, notes: &mut Vec
             ));
         }
     }
+}
+
+/// The revision a plan rolls back to: the mesh's revision changes to one
+/// that was kept beside it.
+fn rolled_back_to<'a>(before: &Picture, after: &'a Picture) -> Option<&'a str> {
+    let b = after.revision.as_deref()?;
+    (before.revision.as_deref() != Some(b) && before.kept.iter().any(|(k, _)| k == b)).then_some(b)
 }
 
 /// The networks and the root of trust, when both sides have clusters.

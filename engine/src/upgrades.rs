@@ -8,7 +8,11 @@
 //! - an in-place upgrade (the same revision, another `istio_version`) goes
 //!   one minor release at a time, as Istio supports it;
 //! - a revision is uninstalled only after every tag that pointed at it has
-//!   moved: a tag move and that revision's removal are two applies.
+//!   moved: a tag move and that revision's removal are two applies;
+//! - a revision that leaves `[[mesh.keep_revision]]` because it becomes the
+//!   mesh's `revision` again (a rollback) is never uninstalled: its kept
+//!   install is handed over ([`handovers`]), the record dropped once the
+//!   mesh's install of that revision has run.
 
 use plans::Change;
 use plans::{Action, Plan};
@@ -26,13 +30,78 @@ pub fn is_kept_install(c: &Change) -> bool {
 }
 
 /// The kept revisions' installs this plan deletes, with the revision each
-/// installed: what a revision's removal uninstalls.
+/// installed: what a revision's removal uninstalls. A handed-over install
+/// ([`handovers`]) uninstalls nothing and is not among them.
 pub fn removed_revisions(plan: &Plan) -> Vec<(&Change, String)> {
+    let handed: Vec<&str> = handovers(plan).iter().map(|h| h.step).collect();
     plan.changes
         .iter()
         .filter(|c| c.action == Action::Delete && is_kept_install(c))
+        .filter(|c| !handed.contains(&c.step.as_str()))
         .filter_map(|c| Some((c, facts(&c.before).revision?)))
         .collect()
+}
+
+/// A kept install this plan deletes whose revision another install of the
+/// plan, in the same cluster and of the same kind, installs from now on:
+/// the revision stays, only the step that tracks it changes (the rollback
+/// of a canary: `C/install-control-plane#default` gives way to
+/// `C/install-control-plane`, unrevisioned again). Its delete must
+/// uninstall nothing, and drop the record only after `by` has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover<'a> {
+    /// The kept install deleted (`cluster1/install-control-plane#default`).
+    pub step: &'a str,
+    pub revision: String,
+    /// The install that tracks the revision now.
+    pub by: &'a str,
+}
+
+/// Every [`Handover`] of the plan.
+pub fn handovers(plan: &Plan) -> Vec<Handover<'_>> {
+    let rev = |side: &Option<String>| facts(side).revision.unwrap_or_else(|| "default".into());
+    plan.changes
+        .iter()
+        .filter(|c| c.action == Action::Delete && is_kept_install(c))
+        .filter_map(|d| {
+            let revision = rev(&d.before);
+            let by = plan.changes.iter().find(|c| {
+                c.action != Action::Delete
+                    && c.step != d.step
+                    && c.cluster == d.cluster
+                    && c.kind == d.kind
+                    && c.after.is_some()
+                    && rev(&c.after) == revision
+            })?;
+            Some(Handover {
+                step: &d.step,
+                revision,
+                by: &by.step,
+            })
+        })
+        .collect()
+}
+
+/// The plan's reason for a handed-over delete.
+pub fn handover_reason(h: &Handover<'_>) -> String {
+    format!(
+        "handed over: revision `{}` stays installed, tracked from now on by {} (nothing is \
+         uninstalled; the record goes once that install has run)",
+        h.revision, h.by
+    )
+}
+
+/// Writes each handover's reason on its delete.
+pub fn mark_handovers(plan: &mut Plan) {
+    let marked: Vec<(String, String)> = handovers(plan)
+        .iter()
+        .map(|h| (h.step.to_string(), handover_reason(h)))
+        .collect();
+    for (step, reason) in marked {
+        if let Some(c) = plan.changes.iter_mut().find(|c| c.step == step) {
+            c.reason = Some(reason);
+        }
+    }
 }
 
 /// The control planes this plan creates (the mesh revision's
@@ -105,6 +174,27 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
                 if t - f - 1 == 1 { "" } else { "s" },
                 f + 1,
                 f + 1,
+            ));
+        }
+    }
+    // A rollback must re-apply its target with the release that installed
+    // it: another one would be an in-place upgrade nobody reviewed as one.
+    for h in handovers(plan) {
+        let find = |step: &str| plan.changes.iter().find(|c| c.step == step);
+        let (Some(kept), Some(by)) = (find(h.step), find(h.by)) else {
+            continue;
+        };
+        let (was, now) = (facts(&kept.before), facts(&by.after));
+        if was.istio_version != now.istio_version {
+            out.push(format!(
+                "{}: the mesh file rolls back to revision `{}`, which Istio {} installed, but \
+                 gives it Istio {}: that would upgrade the revision in place while rolling back \
+                 to it. Set `istio_version` and `[istioctl] path` to the ones the revision had in \
+                 [[mesh.keep_revision]]",
+                h.by,
+                h.revision,
+                shown(&was),
+                now.istio_version.as_deref().unwrap_or("(not pinned)"),
             ));
         }
     }

@@ -614,3 +614,169 @@ fn hand_tag(w: &World, args: &[&str]) {
     let code = kubesim::istioctl::main(argv, std::io::empty());
     assert_eq!(code, 0, "istioctl {args:?} failed");
 }
+
+/// The rollback of a canary whose tag had moved: 1.28 unrevisioned again,
+/// 1-29 kept beside it, `default` back on `default`.
+fn rolled_back() -> String {
+    mesh(
+        &format!(
+            "{V128}\n\n[[mesh.keep_revision]]\nname = \"1-29\"\nistio_version = \"1.29\"\nistioctl = \"/opt/istio-1.29.0/bin/istioctl\""
+        ),
+        "[tags]\ndefault = \"default\"\n",
+    )
+}
+
+/// The uid of the object, which a delete and re-create changes.
+fn uid(w: &World, ctx: &str, group: &str, plural: &str, ns: &str, name: &str) -> Value {
+    w.get(ctx, group, plural, ns, name)
+        .unwrap_or_else(|| panic!("{ctx}: no {plural} {ns}/{name}"))["metadata"]["uid"]
+        .clone()
+}
+
+/// A rollback never removes the control plane it rolls back to: the
+/// kept `default` becomes the mesh's revision again without an uninstall
+/// (its istiod and injector are the very objects that ran before), the
+/// tag moves back, and 1-29 goes in a later apply, as any kept revision.
+#[test]
+fn a_rollback_keeps_the_revision_it_rolls_back_to_and_removes_the_other_later() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("default"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("1-29"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert_tag_everywhere(&w, "default", Some("1-29"));
+    let before = [
+        uid(
+            &w,
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istiod",
+        ),
+        uid(
+            &w,
+            "kind-cluster1",
+            "",
+            "services",
+            "istio-system",
+            "istiod",
+        ),
+        uid(
+            &w,
+            "kind-cluster2",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "",
+            "istio-sidecar-injector",
+        ),
+    ];
+
+    // Rolled back with the new release's istioctl: an in-place upgrade of
+    // the target in disguise, refused before anything runs.
+    w.write_mesh(
+        &rolled_back()
+            .replacen("istio_version = \"1.28\"", "istio_version = \"1.29\"", 1)
+            .replacen("istio-1.28.0", "istio-1.29.0", 1),
+    );
+    let changing = changing_runs(&w);
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "rolls back to revision `default`, which Istio 1.28 installed, but gives it Istio 1.29"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(changing_runs(&w), changing, "a refused plan ran istioctl");
+
+    w.write_mesh(&rolled_back());
+    golden(
+        "upgrade-rollback.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let runs = w.istioctl_log().len();
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    let uninstalls: Vec<Value> = w.istioctl_log()[runs..]
+        .iter()
+        .filter(|r| r["argv"][0] == "uninstall")
+        .cloned()
+        .collect();
+    assert!(uninstalls.is_empty(), "{uninstalls:#?}");
+    let after = [
+        uid(
+            &w,
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istiod",
+        ),
+        uid(
+            &w,
+            "kind-cluster1",
+            "",
+            "services",
+            "istio-system",
+            "istiod",
+        ),
+        uid(
+            &w,
+            "kind-cluster2",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "",
+            "istio-sidecar-injector",
+        ),
+    ];
+    assert_eq!(
+        before, after,
+        "the rollback's target was removed and made again"
+    );
+    assert!(w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod-1-29"
+    ));
+    assert_tag_everywhere(&w, "default", Some("default"));
+    let st = w.state_json();
+    assert!(
+        st["steps"]
+            .get("cluster1/install-control-plane#default")
+            .is_none()
+    );
+    assert!(
+        st["steps"]
+            .get("cluster1/install-control-plane#1-29")
+            .is_some()
+    );
+
+    // The abandoned revision goes last, in its own apply.
+    w.write_mesh(&mesh(V128, "[tags]\ndefault = \"default\"\n"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    assert!(!w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod-1-29"
+    ));
+    assert_eq!(
+        uid(
+            &w,
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istiod"
+        ),
+        before[0]
+    );
+    assert_tag_everywhere(&w, "default", Some("default"));
+}

@@ -123,7 +123,9 @@ pub fn main(args: Vec<String>, mut stdin: impl Read) -> i32 {
         let parent = std::os::unix::process::parent_id();
         let line = json!({"argv": args, "stdin": input, "exit": code,
             "started_ms": started, "ended_ms": unix_ms(), "parent": parent});
-        let _ = writeln!(f, "{line}");
+        // One write of the whole line: istioctls running at once (two
+        // clusters' steps) append whole lines, never pieces of each other's.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
     code
 }
