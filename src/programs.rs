@@ -77,7 +77,8 @@ fn resolve(program: &str) -> Option<PathBuf> {
 
 /// Why `current` may not run: one sentence per program that differs from
 /// the state's record (another path, other bytes, a role the state has
-/// not seen). Empty when nothing is recorded: a first plan has no record
+/// not seen), unless the last apply ran that very program in another role
+/// (a canary's kept istioctl, a rollback's). Empty when nothing is recorded: a first plan has no record
 /// to keep to (pure).
 pub fn changed(
     recorded: &BTreeMap<String, Program>,
@@ -92,6 +93,9 @@ pub fn changed(
         .iter()
         .filter_map(|(role, now)| match recorded.get(role) {
             Some(was) if was == now => None,
+            // A program the last apply ran in another role is not new: a
+            // rollback makes the kept revision's istioctl the mesh's again.
+            _ if recorded.values().any(|was| was == now) => None,
             Some(was) if was.path == now.path => Some(format!(
                 "{role} `{}` is not the program the last apply ran (sha256:{}… now, sha256:{}… then)",
                 shown(&now.path),
@@ -104,9 +108,6 @@ pub fn changed(
                 short(&now.sha256),
                 shown(&was.path)
             )),
-            // A program the state knows in another role (the istioctl of
-            // the revision a canary keeps) is not new.
-            None if recorded.values().any(|was| was == now) => None,
             None => Some(format!(
                 "{role} `{}` (sha256:{}…) is new: no apply has run it",
                 shown(&now.path),
@@ -179,5 +180,11 @@ mod tests {
             changed(&was, &canary)
         );
         assert!(changed(&was, &kept)[0].starts_with("istioctl#default `./x`"));
+        // Its rollback: both programs ran in the last apply, in other roles.
+        let rolled_back = BTreeMap::from([
+            ("istioctl".to_string(), p("/opt/1.28/istioctl", "aaaa")),
+            ("istioctl#1-29".to_string(), p("/opt/1.29/istioctl", "eeee")),
+        ]);
+        assert!(changed(&canary, &rolled_back).is_empty());
     }
 }

@@ -1780,13 +1780,89 @@ fn eastwest_addresses(run: &Run) -> Vec<Value> {
         .collect()
 }
 
+/// `kubectl get --watch --output-watch-events` of one object: every event
+/// the API server sent for it, from before a change until [`Watch::stop`].
+struct Watch {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Watch {
+    /// Started, and returned once the watch has listed the object (its
+    /// first event), so nothing after this is missed.
+    fn start(
+        set: &RealClusters,
+        dir: &Path,
+        cluster: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Watch {
+        let out = dir.join(format!("watch-{cluster}-{kind}-{name}.txt"));
+        let mut args = vec![
+            "--kubeconfig".to_string(),
+            set.kubeconfig.display().to_string(),
+        ];
+        args.extend(["--context".into(), format!("real-{cluster}")]);
+        if let Some(ns) = namespace {
+            args.extend(["-n".into(), ns.into()]);
+        }
+        args.extend(
+            [
+                "get",
+                kind,
+                name,
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "jsonpath={.type} {.object.metadata.uid}{\"\\n\"}",
+            ]
+            .map(String::from),
+        );
+        let child = Command::new(set.tool("kubectl"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let w = Watch { child, out };
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while w.events().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no watch of {kind} {name} in {cluster}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        w
+    }
+
+    fn events(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, u)| (t.to_string(), u.to_string()))
+            .collect()
+    }
+
+    fn stop(mut self) -> Vec<(String, String)> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.events()
+    }
+}
+
 /// A canary upgrade between two real Istio builds, with the real istioctl
 /// of each, on 1 primary + 2 remotes (one on another network): install at
 /// the older build; the newer one installed beside it as revision `new`
 /// (both istiods, both remote profiles, both routes; every cluster's
 /// `default` tag still on the old); a real pilot-discovery of the new
 /// build syncs every remote through mesh's secrets; `default` moved to
-/// `new` on every cluster; the old revision removed by its own istioctl.
+/// `new` on every cluster; a rollback that never deletes the old istiod,
+/// its Service or its injector (the API server's watch events), and
+/// forward again; the old revision removed by its own istioctl.
 /// After each apply the plan is clean and the east-west gateways keep
 /// their addresses.
 #[test]
@@ -1888,6 +1964,73 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
             wh.get("istio-revision-tag-default").map(String::as_str),
             Some("new"),
             "{c}: {wh:?}"
+        );
+    }
+
+    // A rollback: the old build is the mesh's again, `new` kept beside it,
+    // `default` back on the old revision. The API server's own view, by
+    // watches opened before the apply: the old istiod's Deployment, its
+    // Service (what the tag's webhook calls) and its injector are never
+    // deleted, only updated.
+    let rolled_back = upgrade_toml(
+        &format!(
+            "[mesh]\nid = \"mesh1\"\nistio_version = \"{old}\"\n\n\
+             [[mesh.keep_revision]]\nname = \"new\"\nistio_version = \"{new}\"\nistioctl = \"{}\"",
+            new_ctl.display()
+        ),
+        &old_ctl,
+        "[tags]\ndefault = \"default\"\n",
+    );
+    run.write_mesh(&rolled_back);
+    let watched = [
+        ("deployment", Some("istio-system"), "istiod"),
+        ("service", Some("istio-system"), "istiod"),
+        (
+            "mutatingwebhookconfiguration",
+            None,
+            "istio-sidecar-injector",
+        ),
+    ];
+    let watches: Vec<Watch> = watched
+        .iter()
+        .map(|(kind, ns, name)| Watch::start(s, tmp.path(), "cluster1", kind, *ns, name))
+        .collect();
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(out.contains("(a rollback)"), "{out}");
+    assert!(!out.contains("istioctl uninstall"), "{out}");
+    run.assert_clean();
+    for (w, (kind, _, name)) in watches.into_iter().zip(watched) {
+        let events = w.stop();
+        assert!(
+            events.iter().all(|(t, _)| t == "ADDED" || t == "MODIFIED"),
+            "{kind} {name} was deleted during the rollback: {events:?}"
+        );
+        let uids: std::collections::BTreeSet<&String> = events.iter().map(|(_, u)| u).collect();
+        assert_eq!(uids.len(), 1, "{kind} {name} was made again: {events:?}");
+    }
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let wh = webhooks(&run, c);
+        assert_eq!(
+            wh.get("istio-revision-tag-default").map(String::as_str),
+            Some("default"),
+            "{c}: {wh:?}"
+        );
+        assert_eq!(
+            wh.get("istio-sidecar-injector-new").map(String::as_str),
+            Some("new"),
+            "{c}: {wh:?}"
+        );
+    }
+    assert!(s.exists("cluster1", "deployment", Some("istio-system"), "istiod-new"));
+    // …and forward again, the same hand-over the other way.
+    run.write_mesh(&canary("new"));
+    let out = run.ok(&["apply", "--auto-approve"]);
+    assert!(!out.contains("istioctl uninstall"), "{out}");
+    run.assert_clean();
+    for d in ["istiod", "istiod-new"] {
+        assert!(
+            s.exists("cluster1", "deployment", Some("istio-system"), d),
+            "no {d}"
         );
     }
 
