@@ -91,12 +91,46 @@ pub fn handover_reason(h: &Handover<'_>) -> String {
     )
 }
 
-/// Writes each handover's reason on its delete.
+/// The kept installs this plan creates for a revision that runs already:
+/// the one the mesh's install (same cluster, same kind) had until now (a
+/// canary's old revision, a rollback's abandoned one). With that install.
+pub fn newly_kept(plan: &Plan) -> Vec<(&Change, &Change)> {
+    let rev = |side: &Option<String>| facts(side).revision.unwrap_or_else(|| "default".into());
+    plan.changes
+        .iter()
+        .filter(|c| c.action == Action::Create && is_kept_install(c))
+        .filter_map(|k| {
+            let was = plan.changes.iter().find(|c| {
+                c.action == Action::Update
+                    && !is_kept_install(c)
+                    && c.cluster == k.cluster
+                    && c.kind == k.kind
+                    && c.before.is_some()
+                    && rev(&c.before) == rev(&k.after)
+            })?;
+            Some((k, was))
+        })
+        .collect()
+}
+
+/// Writes each handover's reason on its delete, and each newly kept
+/// revision's on its create (it is not new to the cluster).
 pub fn mark_handovers(plan: &mut Plan) {
-    let marked: Vec<(String, String)> = handovers(plan)
+    let mut marked: Vec<(String, String)> = handovers(plan)
         .iter()
         .map(|h| (h.step.to_string(), handover_reason(h)))
         .collect();
+    marked.extend(newly_kept(plan).into_iter().map(|(k, was)| {
+        (
+            k.step.clone(),
+            format!(
+                "kept from now on: revision `{}` runs already (recorded until now by {}); its \
+                 own istioctl re-applies it, nothing is installed anew",
+                facts(&k.after).revision.unwrap_or_else(|| "default".into()),
+                was.step
+            ),
+        )
+    }));
     for (step, reason) in marked {
         if let Some(c) = plan.changes.iter_mut().find(|c| c.step == step) {
             c.reason = Some(reason);
