@@ -228,7 +228,11 @@ pub fn plan_with(
         refresh_only(mesh_id, state, refresh)
     } else {
         let replace: BTreeSet<&str> = options.replace.iter().map(String::as_str).collect();
-        converge_or_destroy(mesh_id, graph, state, refresh, mode, &replace)
+        let mut plan = converge_or_destroy(mesh_id, graph, state, refresh, mode, &replace);
+        if mode != Mode::Destroy {
+            crate::upgrades::reset_default_tags(&mut plan);
+        }
+        plan
     };
     if !options.targets.is_empty() {
         let keep = targeted(&plan.changes, &options.targets);

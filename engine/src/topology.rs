@@ -516,6 +516,17 @@ impl Compiler<'_> {
                     }),
                 )?;
                 self.b.depend(&id, after);
+                // Every install without a revision re-points `default`
+                // (Istio's installer): the tag is set after them.
+                if tag == "default" {
+                    if mesh.mesh.revision.as_deref().is_none_or(|r| r == "default") {
+                        self.b.depend(&id, step_id(&c.name, install));
+                    }
+                    if mesh.mesh.keep_revisions.iter().any(|k| k.name == "default") {
+                        self.b
+                            .depend(&id, named_step_id(&c.name, install, "default"));
+                    }
+                }
             }
         }
         Ok(())

@@ -12,7 +12,11 @@
 //! - a revision that leaves `[[mesh.keep_revision]]` because it becomes the
 //!   mesh's `revision` again (a rollback) is never uninstalled: its kept
 //!   install is handed over ([`handovers`]), the record dropped once the
-//!   mesh's install of that revision has run.
+//!   mesh's install of that revision has run;
+//! - every istioctl install without a revision points the `default` tag at
+//!   revision `default` (Istio's installer does so), so a plan that runs
+//!   one sets a `default` tag that points elsewhere again, after it
+//!   ([`reset_default_tags`]).
 
 use plans::Change;
 use plans::{Action, Plan};
@@ -297,5 +301,43 @@ mod tests {
         assert_eq!(minor("1.31-dev.20260827"), Some(31));
         assert_eq!(minor("2.0"), None);
         assert_eq!(minor("x"), None);
+    }
+}
+
+/// Makes each `C/revision-tag#default` that points away from revision
+/// `default` an update when the plan runs an install without a revision in
+/// C (a kept `default` re-applied, drift repaired, `--replace`): that
+/// install re-points the tag (Istio's `operator/pkg/webhook`), and the tag
+/// step, which the graph orders after it, sets it back in the same apply.
+pub fn reset_default_tags(plan: &mut Plan) {
+    let unrevisioned: Vec<(String, String)> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update))
+        .filter(|c| c.kind == "install-control-plane" || c.kind == "install-remote")
+        .filter(|c| facts(&c.after).revision.as_deref() == Some("default"))
+        .map(|c| (c.cluster.clone(), c.step.clone()))
+        .collect();
+    let mut changed = false;
+    for c in plan.changes.iter_mut() {
+        if c.action != Action::NoOp
+            || c.kind != "revision-tag"
+            || !c.step.ends_with("#default")
+            || facts(&c.after).revision.as_deref() == Some("default")
+        {
+            continue;
+        }
+        let Some((_, install)) = unrevisioned.iter().find(|(cl, _)| *cl == c.cluster) else {
+            continue;
+        };
+        c.action = Action::Update;
+        c.reason = Some(format!(
+            "set again: {install} installs without a revision, which points tag `default` at \
+             revision `default` (Istio's installer does so on every such install)"
+        ));
+        changed = true;
+    }
+    if changed {
+        plan.summary = plans::Summary::of(&plan.changes);
     }
 }

@@ -646,6 +646,20 @@ fn a_rollback_keeps_the_revision_it_rolls_back_to_and_removes_the_other_later() 
     w.write_mesh(&canary("1-29"));
     ok(&w.mesh(&["apply", "--auto-approve"]));
     assert_tag_everywhere(&w, "default", Some("1-29"));
+    // The kept unrevisioned install run again (`--replace`, as a drift
+    // repair does): istioctl points `default` back at it, and the same
+    // apply sets the tag again, after it.
+    let replace = ["--replace", "cluster1/install-control-plane#default"];
+    let plan = ok(&w.mesh(&[&["plan"][..], &replace].concat()));
+    assert!(
+        plan.contains(
+            "set again: cluster1/install-control-plane#default installs without a revision"
+        ),
+        "{plan}"
+    );
+    ok(&w.mesh(&[&["apply", "--auto-approve"][..], &replace].concat()));
+    assert_tag_everywhere(&w, "default", Some("1-29"));
+    plan_is_clean(&w);
     let before = [
         uid(
             &w,
