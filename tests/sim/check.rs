@@ -205,6 +205,59 @@ fn a_reader_without_its_cluster_role_binding_is_denied() {
     repaired(&w);
 }
 
+/// The remote's reader ClusterRole without what the external control
+/// plane writes there (the root's ConfigMaps) and without its token
+/// reviews: still readable, but istiod could neither publish the root nor
+/// authenticate the remote's workloads. Each is named.
+#[test]
+fn a_reader_that_may_only_read_is_denied_what_istiod_writes_and_reviews() {
+    let w = applied(SEED, false);
+    let api: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(w.client("kind-cluster2"));
+    merge_patch(
+        &api,
+        &w,
+        "istio-reader-clusterrole-istio-system",
+        json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}),
+    );
+    let (_, checks) = check(&w, &[]);
+    let c = checks
+        .iter()
+        .find(|c| c["check"] == "link cluster2/attach: permissions")
+        .unwrap();
+    assert_eq!(c["status"], "FAIL", "{c:#}");
+    for denied in [
+        "create tokenreviews.authentication.k8s.io",
+        "create subjectaccessreviews.authorization.k8s.io",
+        "create configmaps",
+        "update configmaps",
+        "patch mutatingwebhookconfigurations.admissionregistration.k8s.io",
+        "update validatingwebhookconfigurations.admissionregistration.k8s.io",
+    ] {
+        assert!(
+            c["detail"].as_str().unwrap().contains(denied),
+            "{denied}: {c:#}"
+        );
+    }
+    assert!(
+        !c["detail"].as_str().unwrap().contains("list pods"),
+        "{c:#}"
+    );
+    let fix = c["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("mesh apply --replace cluster2/install-remote"),
+        "{fix}"
+    );
+    // The fix it names, run.
+    ok(&w.mesh(&[
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "cluster2/install-remote",
+    ]));
+    let (code, checks) = check(&w, &[]);
+    assert_eq!(code, 0, "{checks:#?}");
+}
+
 #[test]
 fn a_cacerts_of_another_root_is_found() {
     let w = applied(TRUSTED, true);

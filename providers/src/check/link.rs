@@ -9,14 +9,37 @@ use crate::istio::MULTICLUSTER_LABEL;
 use crate::k8s::review;
 use crate::remote_secret::{Kubeconfig, TokenSecret};
 
-/// What istiod needs to read in each cluster it discovers: list and watch
-/// of these (group, resource).
-const READER_NEEDS: &[(&str, &str)] = &[
-    ("", "pods"),
-    ("", "services"),
-    ("discovery.k8s.io", "endpointslices"),
-    ("", "namespaces"),
-    ("", "nodes"),
+/// What istiod does with every cluster it discovers, as Istio's reader
+/// ClusterRole grants it (`istio-discovery/templates/reader-clusterrole.yaml`):
+/// read what it routes to, and review tokens and access (it authenticates
+/// the cluster's workloads and the injector's callers).
+const READER_NEEDS: &[(&[&str], &str, &str)] = &[
+    (&["list", "watch"], "", "pods"),
+    (&["list", "watch"], "", "services"),
+    (&["list", "watch"], "discovery.k8s.io", "endpointslices"),
+    (&["list", "watch"], "", "namespaces"),
+    (&["list", "watch"], "", "nodes"),
+    (&["list", "watch"], "", "secrets"),
+    (&["create"], "authentication.k8s.io", "tokenreviews"),
+    (&["create"], "authorization.k8s.io", "subjectaccessreviews"),
+];
+
+/// And what the control plane of a remote writes there, through its own
+/// link (the same ClusterRole, in the remote profile): the published root
+/// in every namespace, and its CA bundle into the remote's injector and
+/// validator.
+const REMOTE_NEEDS: &[(&[&str], &str, &str)] = &[
+    (&["create", "update"], "", "configmaps"),
+    (
+        &["patch"],
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+    ),
+    (
+        &["update"],
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+    ),
 ];
 
 pub(super) async fn link(
@@ -60,8 +83,12 @@ pub(super) async fn link(
     }
     // What istiod needs, as the reader.
     let mut denied = Vec::new();
-    for (group, resource) in READER_NEEDS {
-        for verb in ["list", "watch"] {
+    let own_primary = spec.primary.as_deref() == Some(link.primary.as_str());
+    let needs = READER_NEEDS
+        .iter()
+        .chain(REMOTE_NEEDS.iter().filter(|_| own_primary));
+    for (verbs, group, resource) in needs {
+        for verb in verbs.iter().copied() {
             let user = link.reader.user();
             if !review::access(conn, &user, &link.reader.namespace, verb, group, resource).await? {
                 denied.push(match *group {
@@ -71,7 +98,7 @@ pub(super) async fn link(
             }
         }
     }
-    out.push(permissions(spec, link, &denied));
+    out.push(permissions(spec, link, own_primary, &denied));
     Ok(out)
 }
 
@@ -283,21 +310,35 @@ fn token_age(
 }
 
 /// `permissions`: what the reader may not do (`denied`), of what istiod reads.
-fn permissions(spec: &ClusterSpec, link: &LinkSpec, denied: &[String]) -> Check {
+fn permissions(spec: &ClusterSpec, link: &LinkSpec, remote: bool, denied: &[String]) -> Check {
     let c = &spec.name;
     let check = format!("{}: permissions", link_name(link));
     let reader = link.reader.user();
     if denied.is_empty() {
+        let writes = if remote {
+            "; write the root's ConfigMaps and the webhooks' CA bundle"
+        } else {
+            ""
+        };
         return Check::pass(
             c,
             check,
-            "the reader may list and watch pods, services, endpointslices, namespaces, nodes"
-                .into(),
+            format!(
+                "the reader may list and watch pods, services, endpointslices, namespaces, nodes, \
+                 secrets; review tokens and access{writes}"
+            ),
         );
     }
     let first = denied[0].split_once(' ').unwrap_or(("list", "pods"));
+    // The install that writes the reader's ClusterRole: an edited one is
+    // not drift a plan sees, a re-run of that install restores it.
+    let install = match &spec.primary {
+        Some(_) => format!("{}/install-remote", spec.name),
+        None => format!("{}/install-control-plane", spec.name),
+    };
     Check::fail(c, check, format!("{reader} may not {}", denied.join(", "))).fix(format!(
-        "{MESH_APPLY} (re-installs the reader's ClusterRole and binding); verify with \
+        "{MESH_APPLY} when the reader's ClusterRole or binding is missing; an edited one is \
+         re-installed by `mesh apply --replace {install}`. Verify with \
          `kubectl --context {} auth can-i {} {} --as {reader}`",
         spec.target.context, first.0, first.1
     ))
@@ -433,10 +474,16 @@ mod tests {
     #[test]
     fn permissions_name_what_is_denied() {
         let (s, l) = (spec("c2"), link_spec());
-        assert_eq!(permissions(&s, &l, &[]).status, Status::Pass);
+        assert_eq!(permissions(&s, &l, false, &[]).status, Status::Pass);
+        assert!(
+            permissions(&s, &l, true, &[])
+                .detail
+                .contains("the webhooks' CA bundle")
+        );
         let denied = permissions(
             &s,
             &l,
+            false,
             &[
                 "watch nodes".into(),
                 "list endpointslices.discovery.k8s.io".into(),

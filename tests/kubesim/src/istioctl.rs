@@ -346,7 +346,7 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], labels: &Value)
 /// (`istio-reader-clusterrole[-<rev>]-istio-system`, the discovery chart),
 /// the ServiceAccount shared (the base chart: a revision's uninstall
 /// leaves it).
-fn reader_objects(labels: &Value, values: &Value, rev: Option<&str>) -> Vec<Value> {
+fn reader_objects(labels: &Value, values: &Value, rev: Option<&str>, remote: bool) -> Vec<Value> {
     let name = match rev {
         Some(r) => format!("istio-reader-clusterrole-{r}-{NS}"),
         None => format!("istio-reader-clusterrole-{NS}"),
@@ -367,8 +367,23 @@ fn reader_objects(labels: &Value, values: &Value, rev: Option<&str>) -> Vec<Valu
     if custom.is_none() {
         out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(sa, Some(NS), &base)}));
     }
+    // Istio's rules, reads simplified to every resource: reviews of tokens
+    // and access; in the remote profile (`istiodRemote.enabled`), what the
+    // external control plane writes there.
+    let mut rules = vec![
+        json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}),
+        json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}),
+        json!({"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}),
+    ];
+    if remote {
+        rules.extend([
+            json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]}),
+            json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "verbs": ["get", "list", "watch", "update", "patch"]}),
+            json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["get", "list", "watch", "update"]}),
+        ]);
+    }
     out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(&name, None, labels),
-        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]}));
+        "rules": rules}));
     out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(&name, None, labels),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]}));
@@ -457,7 +472,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ] {
                 out.push(crd(group, kind, plural, versions, &base));
             }
-            out.extend(reader_objects(&base, values, rev));
+            out.extend(reader_objects(&base, values, rev, false));
             let pilot = labels("Pilot");
             let istiod = format!("istiod{suffix}");
             let mut env = vec![
@@ -521,7 +536,7 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 .and_then(Value::as_str)
                 .unwrap_or("/inject");
             let remote = labels("IstiodRemote");
-            out.extend(reader_objects(&remote, values, rev));
+            out.extend(reader_objects(&remote, values, rev, true));
             // As Istio's chart: for an IP, a selector-less Service
             // `istiod[-rev]` whose EndpointSlice routes to the primary.
             if address.parse::<std::net::Ipv4Addr>().is_ok() {
