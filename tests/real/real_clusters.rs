@@ -2480,6 +2480,10 @@ fn ambient_multi_network_on_two_real_clusters() {
             "{c}: {env}"
         );
         assert!(
+            env.contains(r#""name":"AMBIENT_ENABLE_BAGGAGE","value":"true""#),
+            "{c}: {env}"
+        );
+        assert!(
             env.contains(r#""name":"PILOT_ENABLE_AMBIENT","value":"true""#),
             "{c}: {env}"
         );

@@ -500,6 +500,7 @@ impl RealClusters {
                         "ISTIO_MULTIROOT_MESH",
                         "PILOT_ENABLE_AMBIENT",
                         "AMBIENT_ENABLE_MULTI_NETWORK",
+                        "AMBIENT_ENABLE_BAGGAGE",
                         "CA_TRUSTED_NODE_ACCOUNTS",
                     ]
                     .contains(&k.as_str())

@@ -61,6 +61,12 @@ fn an_ambient_mesh_on_two_networks_is_applied_kept_and_destroyed() {
                 .contains(r#"{"name":"AMBIENT_ENABLE_MULTI_NETWORK","value":"true"}"#),
             "{ctx}: {istiod}"
         );
+        assert!(
+            istiod
+                .to_string()
+                .contains(r#"{"name":"AMBIENT_ENABLE_BAGGAGE","value":"true"}"#),
+            "{ctx}: {istiod}"
+        );
         for ds in ["ztunnel", "istio-cni-node"] {
             let d = w
                 .get(ctx, "apps", "daemonsets", NS, ds)

@@ -29,7 +29,8 @@ pub struct Input {
     pub multi_root: bool,
     /// `dataplane = "ambient"`: Istio's `ambient` profile (istiod,
     /// istio-cni and ztunnel), with multi-network ambient
-    /// (`AMBIENT_ENABLE_MULTI_NETWORK`) when the mesh spans networks.
+    /// (`AMBIENT_ENABLE_MULTI_NETWORK`, with `AMBIENT_ENABLE_BAGGAGE`) when
+    /// the mesh spans networks.
     pub ambient: Option<Ambient>,
 }
 
@@ -62,6 +63,11 @@ pub fn render(input: &Input) -> Rendered {
         // A string, as Istio's guide sets it (`--set
         // values.pilot.env.AMBIENT_ENABLE_MULTI_NETWORK="true"`).
         values["pilot"]["env"]["AMBIENT_ENABLE_MULTI_NETWORK"] = json!("true");
+        // Peer metadata across networks (waypoints' telemetry), as Istio's
+        // own multi-network ambient test installs it and its 1.29 guide
+        // says to (`tests/integration/ambient/main_test.go`); an istiod
+        // that does not know the flag ignores it.
+        values["pilot"]["env"]["AMBIENT_ENABLE_BAGGAGE"] = json!("true");
     }
     let mut values = values.as_object().cloned().unwrap_or_default();
     deep_merge(&mut values, &input.values);
