@@ -290,20 +290,6 @@ fn minor(version: &str) -> Option<u32> {
     parts.next()?.parse().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::minor;
-
-    #[test]
-    fn minors() {
-        assert_eq!(minor("1.28"), Some(28));
-        assert_eq!(minor("1.28.3"), Some(28));
-        assert_eq!(minor("1.31-dev.20260827"), Some(31));
-        assert_eq!(minor("2.0"), None);
-        assert_eq!(minor("x"), None);
-    }
-}
-
 /// Makes each `C/revision-tag#default` that points away from revision
 /// `default` an update when the plan runs an install without a revision in
 /// C (a kept `default` re-applied, drift repaired, `--replace`): that
@@ -339,5 +325,19 @@ pub fn reset_default_tags(plan: &mut Plan) {
     }
     if changed {
         plan.summary = plans::Summary::of(&plan.changes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minor;
+
+    #[test]
+    fn minors() {
+        assert_eq!(minor("1.28"), Some(28));
+        assert_eq!(minor("1.28.3"), Some(28));
+        assert_eq!(minor("1.31-dev.20260827"), Some(31));
+        assert_eq!(minor("2.0"), None);
+        assert_eq!(minor("x"), None);
     }
 }
