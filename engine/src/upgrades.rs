@@ -237,6 +237,7 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
         }
     }
     // A tag moving away from a revision that this same plan uninstalls.
+    let removed = removed_revisions(plan);
     for c in plan
         .changes
         .iter()
@@ -245,8 +246,8 @@ pub fn refusals(plan: &Plan) -> Vec<String> {
         let Some(from) = facts(&c.before).revision else {
             continue;
         };
-        let removed = removed_revisions(plan)
-            .into_iter()
+        let removed = removed
+            .iter()
             .find(|(d, rev)| d.cluster == c.cluster && *rev == from);
         if let Some((d, _)) = removed {
             out.push(format!(
@@ -296,7 +297,8 @@ fn minor(version: &str) -> Option<u32> {
 /// install re-points the tag (Istio's `operator/pkg/webhook`), and the tag
 /// step, which the graph orders after it, sets it back in the same apply.
 pub fn reset_default_tags(plan: &mut Plan) {
-    let unrevisioned: Vec<(String, String)> = plan
+    // Per cluster, one install without a revision that the plan runs.
+    let unrevisioned: std::collections::BTreeMap<String, String> = plan
         .changes
         .iter()
         .filter(|c| matches!(c.action, Action::Create | Action::Update))
@@ -313,7 +315,7 @@ pub fn reset_default_tags(plan: &mut Plan) {
         {
             continue;
         }
-        let Some((_, install)) = unrevisioned.iter().find(|(cl, _)| *cl == c.cluster) else {
+        let Some(install) = unrevisioned.get(&c.cluster) else {
             continue;
         };
         c.action = Action::Update;

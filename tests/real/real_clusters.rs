@@ -1854,6 +1854,25 @@ impl Watch {
     }
 }
 
+/// Every cluster has both revisions' injectors, and the `default` tag on
+/// the old revision (a canary's start, a rollback's end).
+fn both_injectors_and_default_on_the_old(run: &Run) {
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let wh = webhooks(run, c);
+        for (webhook, rev) in [
+            ("istio-revision-tag-default", "default"),
+            ("istio-sidecar-injector", "default"),
+            ("istio-sidecar-injector-new", "new"),
+        ] {
+            assert_eq!(
+                wh.get(webhook).map(String::as_str),
+                Some(rev),
+                "{c}: {wh:?}"
+            );
+        }
+    }
+}
+
 /// A canary upgrade between two real Istio builds, with the real istioctl
 /// of each, on 1 primary + 2 remotes (one on another network): install at
 /// the older build; the newer one installed beside it as revision `new`
@@ -1923,24 +1942,7 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
             "no VirtualService {vs}"
         );
     }
-    for c in ["cluster1", "cluster2", "cluster3"] {
-        let wh = webhooks(&run, c);
-        assert_eq!(
-            wh.get("istio-revision-tag-default").map(String::as_str),
-            Some("default"),
-            "{c}: {wh:?}"
-        );
-        assert_eq!(
-            wh.get("istio-sidecar-injector").map(String::as_str),
-            Some("default"),
-            "{c}: {wh:?}"
-        );
-        assert_eq!(
-            wh.get("istio-sidecar-injector-new").map(String::as_str),
-            Some("new"),
-            "{c}: {wh:?}"
-        );
-    }
+    both_injectors_and_default_on_the_old(&run);
     assert_eq!(
         eastwest_addresses(&run),
         addresses,
@@ -2008,19 +2010,7 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
         let uids: std::collections::BTreeSet<&String> = events.iter().map(|(_, u)| u).collect();
         assert_eq!(uids.len(), 1, "{kind} {name} was made again: {events:?}");
     }
-    for c in ["cluster1", "cluster2", "cluster3"] {
-        let wh = webhooks(&run, c);
-        assert_eq!(
-            wh.get("istio-revision-tag-default").map(String::as_str),
-            Some("default"),
-            "{c}: {wh:?}"
-        );
-        assert_eq!(
-            wh.get("istio-sidecar-injector-new").map(String::as_str),
-            Some("new"),
-            "{c}: {wh:?}"
-        );
-    }
+    both_injectors_and_default_on_the_old(&run);
     assert!(s.exists("cluster1", "deployment", Some("istio-system"), "istiod-new"));
     // …and forward again, the same hand-over the other way.
     run.write_mesh(&canary("new"));

@@ -633,6 +633,30 @@ fn uid(w: &World, ctx: &str, group: &str, plural: &str, ns: &str, name: &str) ->
         .clone()
 }
 
+/// The uids of what a rollback to `default` must never delete: its istiod,
+/// the Service its tag's webhook calls, the remote's injector.
+fn rollback_target_uids(w: &World) -> [Value; 3] {
+    [
+        uid(
+            w,
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istiod",
+        ),
+        uid(w, "kind-cluster1", "", "services", "istio-system", "istiod"),
+        uid(
+            w,
+            "kind-cluster2",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "",
+            "istio-sidecar-injector",
+        ),
+    ]
+}
+
 /// A rollback never removes the control plane it rolls back to: the
 /// kept `default` becomes the mesh's revision again without an uninstall
 /// (its istiod and injector are the very objects that ran before), the
@@ -660,32 +684,7 @@ fn a_rollback_keeps_the_revision_it_rolls_back_to_and_removes_the_other_later() 
     ok(&w.mesh(&[&["apply", "--auto-approve"][..], &replace].concat()));
     assert_tag_everywhere(&w, "default", Some("1-29"));
     plan_is_clean(&w);
-    let before = [
-        uid(
-            &w,
-            "kind-cluster1",
-            "apps",
-            "deployments",
-            "istio-system",
-            "istiod",
-        ),
-        uid(
-            &w,
-            "kind-cluster1",
-            "",
-            "services",
-            "istio-system",
-            "istiod",
-        ),
-        uid(
-            &w,
-            "kind-cluster2",
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-            "",
-            "istio-sidecar-injector",
-        ),
-    ];
+    let before = rollback_target_uids(&w);
 
     // Rolled back with the new release's istioctl: an in-place upgrade of
     // the target in disguise, refused before anything runs.
@@ -720,32 +719,7 @@ fn a_rollback_keeps_the_revision_it_rolls_back_to_and_removes_the_other_later() 
         .cloned()
         .collect();
     assert!(uninstalls.is_empty(), "{uninstalls:#?}");
-    let after = [
-        uid(
-            &w,
-            "kind-cluster1",
-            "apps",
-            "deployments",
-            "istio-system",
-            "istiod",
-        ),
-        uid(
-            &w,
-            "kind-cluster1",
-            "",
-            "services",
-            "istio-system",
-            "istiod",
-        ),
-        uid(
-            &w,
-            "kind-cluster2",
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-            "",
-            "istio-sidecar-injector",
-        ),
-    ];
+    let after = rollback_target_uids(&w);
     assert_eq!(
         before, after,
         "the rollback's target was removed and made again"
