@@ -10,6 +10,7 @@ mod precheck;
 mod preflight;
 mod programs;
 mod progress;
+mod rotation;
 mod sandbox;
 mod store;
 mod world;

@@ -20,7 +20,6 @@ use anyhow::{Result, bail};
 use engine::config::MeshFile;
 use engine::planner::{self, Mode, Refresh};
 use engine::topology::StepGraph;
-use engine::trust::Staged;
 use plans::Plan;
 use state::{LockedState, State};
 
@@ -150,15 +149,16 @@ pub struct Computed {
     pub programs: Option<std::collections::BTreeMap<String, state::Program>>,
 }
 
-/// Makes the plan of `req` for the staged `graph` against `recorded`.
-/// `world` is None for a plan that reads no cluster (`plan --no-refresh`):
-/// then no preflight, no refresh and no live precheck.
+/// Makes the plan of `req` for `graph` against `recorded`, staging the
+/// graph first for a root rotation's next phase where the live proxies
+/// let it (`crate::rotation`). `world` is None for a plan that reads no
+/// cluster (`plan --no-refresh`): then no preflight, no refresh, no live
+/// precheck, and a rotation phase that needs the proxies' word waits.
 pub async fn compute(
     world: Option<&World>,
     mesh: &MeshFile,
-    graph: &StepGraph,
+    graph: &mut StepGraph,
     recorded: Option<&State>,
-    staged: &Staged,
     req: &Request<'_>,
 ) -> Result<Computed> {
     let converge = req.mode == Mode::Converge;
@@ -166,15 +166,22 @@ pub async fn compute(
         Some(world) if world.runs_programs() => Some(new_programs(mesh, recorded, req)?),
         _ => None,
     };
+    if let Some(world) = world {
+        let preflight = crate::preflight::Preflight {
+            operation: req.operation,
+            mode: req.mode,
+            refresh: req.refresh && converge,
+            strict: req.strict,
+        };
+        crate::preflight::check(world, mesh, graph, recorded, &preflight).await?;
+    }
+    // A root rotation's next phase, where the proxies show it may start.
+    let gate_allowed = crate::rotation::allowed(req.allow, req.saved);
+    let (staged, overrode) =
+        crate::rotation::stage(world, graph, recorded, &req.options.replace, gate_allowed).await;
+    let graph = &*graph;
     let refreshed = match world {
         Some(world) => {
-            let preflight = crate::preflight::Preflight {
-                operation: req.operation,
-                mode: req.mode,
-                refresh: req.refresh && converge,
-                strict: req.strict,
-            };
-            crate::preflight::check(world, mesh, graph, recorded, &preflight).await?;
             // Refresh only what is recorded (and a first plan with
             // `[trust]` looks whether a `cacerts` is there to be replaced).
             let needed = recorded.is_some_and(|s| !s.steps.is_empty())
@@ -205,6 +212,7 @@ pub async fn compute(
             &programs.changed,
         );
     }
+    engine::policy::record_override(&mut plan.policy, engine::trust::GATE, &overrode);
     if converge && !plan.refresh_only {
         staged.review(&mut plan);
         plan.refused

@@ -17,12 +17,14 @@ use std::collections::{BTreeSet, HashSet};
 
 /// The rules, by their key in `[policy]`, and the safety gates that are
 /// not policy (`new-binary`: a program the state does not record, checked
-/// before the plan is made): what `--allow` accepts.
+/// before the plan is made; `rotation-gate`: a root rotation's phase the
+/// proxies do not show ready for, `trust::gate`): what `--allow` accepts.
 pub const RULES: &[&str] = &[
     "deny_delete",
     "max_clusters_changed",
     "require_canary",
     "new-binary",
+    "rotation-gate",
 ];
 
 /// The report's result from its violations.

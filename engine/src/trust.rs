@@ -24,8 +24,10 @@ use crate::topology::StepGraph;
 use providers::StepKind;
 use providers::kinds::StepInput;
 use providers::kinds::plug_ca::{MULTI_ROOT_ENV, OldRoot, Stage, TRUSTED_ROOTS, trusted_roots};
+use providers::proxies::{Proxy, XDS_AGENT_ENV as XDS_AGENT};
 use serde_json::Value;
 use state::{State, StepRecord};
+use std::collections::BTreeMap;
 
 /// A root rotation in progress, as the next apply takes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,9 +38,40 @@ pub struct Rotation {
     pub new_root: String,
     /// The old root as the plan shows it.
     pub old_root: String,
+    /// The new root's certificate (PEM, public).
+    pub new_root_pem: String,
     /// The primaries this phase changes.
     pub primaries: Vec<String>,
+    /// What the proxies showed of the phase before (None: not read).
+    pub gate: Option<Gate>,
+    /// The phase waits: the proxies do not show the one before took
+    /// effect, so nothing of it is planned ([`hold`]).
+    pub waiting: bool,
+    /// Planned although the gate says wait (`--allow rotation-gate`).
+    pub overridden: bool,
 }
+
+/// What `--allow` calls the rotation's gate.
+pub const GATE: &str = "rotation-gate";
+
+/// What the live proxies show of a rotation's phases (from
+/// [`providers::proxies`], cluster by cluster): each line names its
+/// cluster and namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gate {
+    /// How many proxies each cluster has (a cluster not listed was not
+    /// read).
+    pub proxies: BTreeMap<String, usize>,
+    /// What keeps the phase from being planned: `(cluster, line)`.
+    pub outstanding: Vec<(String, String)>,
+    /// Proxies injected without `PROXY_CONFIG_XDS_AGENT`, which take a
+    /// phase only when they restart or renew: `(cluster, line)`.
+    pub restart_once: Vec<(String, String)>,
+}
+
+/// The proxies of each cluster, as `providers::proxies::read` found
+/// them (Err: the cluster could not be listed).
+pub type Evidence = BTreeMap<String, Result<Vec<Proxy>, String>>;
 
 /// What staging found: the rotation, and why the plan must not run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -172,6 +205,41 @@ pub fn damaged(state: &State) -> Vec<String> {
 /// step in `replace` (`--replace`) is not staged: it writes the mesh
 /// file's root at once, and the plan says what that breaks.
 pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -> Staged {
+    stage_to(graph, state, replace, true)
+}
+
+/// Stages the graph as [`stage`] does, but without taking the next
+/// phase where the proxies say the one before has not taken effect yet
+/// (`gate` has outstanding lines): every primary's `cacerts` stays as
+/// recorded, so nothing of the rotation is planned, and the plan says
+/// what it waits for. Phase 1 waits for nothing.
+pub fn hold(
+    graph: &mut StepGraph,
+    state: Option<&State>,
+    replace: &[String],
+    gate: Gate,
+) -> Staged {
+    let mut staged = stage_to(graph, state, replace, false);
+    if let Some(r) = &mut staged.rotation {
+        r.waiting = r.phase > 1;
+        r.gate = Some(gate);
+    }
+    staged
+}
+
+/// Whether the gate of `rotation`'s phase must read the proxies' Envoys
+/// (phases 2 and 3), or only list them (phase 1: which proxies lack
+/// `PROXY_CONFIG_XDS_AGENT`).
+pub fn reads_secrets(rotation: &Rotation) -> bool {
+    rotation.phase > 1
+}
+
+fn stage_to(
+    graph: &mut StepGraph,
+    state: Option<&State>,
+    replace: &[String],
+    advance: bool,
+) -> Staged {
     let mut staged = Staged::default();
     let Some(state) = state else {
         return staged;
@@ -224,11 +292,17 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -
         return staged;
     }
     let phase = least + 1;
+    // Phase 1 waits for nothing: nothing took effect before it.
+    let advance = advance || least == 0;
     let mut rotation = Rotation {
         phase,
         new_root: String::new(),
         old_root: String::new(),
+        new_root_pem: String::new(),
         primaries: Vec::new(),
+        gate: None,
+        waiting: false,
+        overridden: false,
     };
     for (id, cluster, p) in &primaries {
         let (at, old) = match p {
@@ -244,8 +318,9 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -
             Progress::Done => continue,
             Progress::At(n, old) => (*n, old.clone()),
         };
-        // The least advanced take the next phase; the others keep theirs.
-        let target = if at == least { phase } else { at };
+        // The least advanced take the next phase (unless held); the
+        // others keep theirs.
+        let target = if at == least && advance { phase } else { at };
         if at == least {
             rotation.primaries.push(cluster.clone());
         }
@@ -256,6 +331,7 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -
             continue;
         };
         rotation.new_root = input.root_sha256.clone();
+        rotation.new_root_pem = input.root_cert_pem.clone();
         rotation.old_root = match &old {
             OldRoot::Recorded(sha) => format!("sha256:{}…", short(sha)),
             OldRoot::Live => "the root istiod signs with now".into(),
@@ -269,6 +345,126 @@ pub fn stage(graph: &mut StepGraph, state: Option<&State>, replace: &[String]) -
     multi_root(graph, state, true);
     staged.rotation = Some(rotation);
     staged
+}
+
+/// What the proxies of `evidence` show of the phase before `rotation`'s
+/// (pure): before phase 2, every proxy's Envoy trusts the new root;
+/// before phase 3, every proxy's workload certificate is issued under
+/// it. These are what Istio's own rotation test waits for (its workload
+/// certificates re-issued), read as `istioctl proxy-config secret` reads
+/// them. A cluster or proxy that could not be read is outstanding too: a
+/// gate that cannot look never opens by default.
+pub fn gate(rotation: &Rotation, evidence: &Evidence) -> Gate {
+    let mut gate = Gate::default();
+    for (cluster, found) in evidence {
+        let proxies = match found {
+            Ok(p) => p,
+            Err(why) => {
+                gate.outstanding.push((
+                    cluster.clone(),
+                    format!("{cluster}: its proxies could not be listed ({why})"),
+                ));
+                continue;
+            }
+        };
+        gate.proxies.insert(cluster.clone(), proxies.len());
+        let mut by_ns: BTreeMap<&str, InNamespace> = BTreeMap::new();
+        for p in proxies {
+            let ns = by_ns.entry(&p.namespace).or_default();
+            ns.all += 1;
+            if !p.xds_agent {
+                ns.no_agent.push(&p.pod);
+            }
+            if !reads_secrets(rotation) {
+                continue;
+            }
+            match &p.held {
+                Some(Ok(held)) if took_effect(rotation, held) => {}
+                Some(Ok(_)) => ns.late.push(&p.pod),
+                Some(Err(why)) => ns.unread.push(format!("{} ({why})", p.pod)),
+                None => ns.unread.push(format!("{} (not read)", p.pod)),
+            }
+        }
+        let behind = if rotation.phase == 2 {
+            "do not trust the new root yet"
+        } else {
+            "hold a certificate not issued under the new root yet"
+        };
+        for (
+            ns,
+            InNamespace {
+                all,
+                late,
+                unread,
+                no_agent,
+            },
+        ) in by_ns
+        {
+            let at = format!("{cluster}, namespace {ns}");
+            if !late.is_empty() {
+                gate.outstanding.push((
+                    cluster.clone(),
+                    format!(
+                        "{at}: {} of {all} proxies {behind}: {}",
+                        late.len(),
+                        names(&late)
+                    ),
+                ));
+            }
+            if !unread.is_empty() {
+                let unread: Vec<&str> = unread.iter().map(String::as_str).collect();
+                gate.outstanding.push((
+                    cluster.clone(),
+                    format!(
+                        "{at}: {} of {all} proxies could not be read: {}",
+                        unread.len(),
+                        names(&unread)
+                    ),
+                ));
+            }
+            if !no_agent.is_empty() {
+                gate.restart_once.push((
+                    cluster.clone(),
+                    format!(
+                        "{at}: {} of {all} proxies: {}",
+                        no_agent.len(),
+                        names(&no_agent)
+                    ),
+                ));
+            }
+        }
+    }
+    gate
+}
+
+/// The proxies of one namespace, as the gate sorts them.
+#[derive(Default)]
+struct InNamespace<'a> {
+    all: usize,
+    /// Read, and not showing the phase before.
+    late: Vec<&'a str>,
+    /// Not read, each with why.
+    unread: Vec<String>,
+    /// Without `PROXY_CONFIG_XDS_AGENT`.
+    no_agent: Vec<&'a str>,
+}
+
+/// Whether one proxy shows the phase before `rotation`'s took effect.
+fn took_effect(rotation: &Rotation, held: &providers::proxies::Held) -> bool {
+    if rotation.phase == 2 {
+        held.roots.contains(&rotation.new_root)
+    } else {
+        providers::ca::signed_under(&held.chain, &rotation.new_root_pem)
+    }
+}
+
+/// At most five names, then how many more.
+fn names(all: &[&str]) -> String {
+    let mut shown = all.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    if all.len() > 5 {
+        shown.push_str(&format!(" and {} more", all.len() - 5));
+    }
+    shown
 }
 
 /// `ISTIO_MULTIROOT_MESH` on every control plane of a primary with a
@@ -295,39 +491,118 @@ fn multi_root(graph: &mut StepGraph, state: &State, rotating: bool) {
 }
 
 impl Rotation {
-    /// What the plan says of this phase: what it does, what must happen
-    /// before the next, and how to tell.
+    /// What the plan says of this phase: what it does, what the proxies
+    /// showed of the phase before, and what the next one waits for.
     pub fn notes(&self) -> Vec<String> {
         let new = format!("sha256:{}…", short(&self.new_root));
         let on = self.primaries.join(", ");
-        let restart = "restart every workload in every cluster of the mesh (for each namespace \
-                       with sidecars or ambient: `kubectl rollout restart deployment,statefulset,daemonset -n NAMESPACE`)";
-        match self.phase {
-            1 => vec![format!(
-                "root rotation, phase 1 of 3 (trust both roots) on {on}: cacerts keeps its intermediate, \
+        let what = match self.phase {
+            1 => "trust both roots",
+            2 => "sign with the new root",
+            _ => "drop the old root",
+        };
+        let before = match self.phase {
+            2 => "every proxy trusts the new root",
+            _ => "every proxy's workload certificate is issued under the new root",
+        };
+        let mut notes = Vec::new();
+        let gate = self.gate.clone().unwrap_or_default();
+        let outstanding = || {
+            gate.outstanding
+                .iter()
+                .map(|(_, l)| format!(" {l};"))
+                .collect::<String>()
+                .trim_end_matches(';')
+                .to_string()
+        };
+        if self.waiting {
+            notes.push(format!(
+                "root rotation, phase {} of 3 ({what}) waits: phase {} has not taken effect \
+                 everywhere, so nothing of the rotation is planned. It is planned when {before}, \
+                 as each proxy's Envoy shows it (`istioctl proxy-config secret POD -n NAMESPACE`); \
+                 outstanding:{}. Proxies with {XDS_AGENT}=true take what istiod sends within \
+                 seconds; the others when they restart (`kubectl rollout restart \
+                 deployment,statefulset,daemonset -n NAMESPACE`) or renew their certificate (12 \
+                 hours by default). Plan again then; `--allow {GATE}` plans phase {} now, and \
+                 the plan records it",
+                self.phase,
+                self.phase - 1,
+                outstanding(),
+                self.phase
+            ));
+        } else {
+            if self.overridden {
+                notes.push(format!(
+                    "root rotation, phase {} of 3 is planned by `--allow {GATE}` although phase {} \
+                     has not taken effect everywhere (not yet {before}):{}",
+                    self.phase,
+                    self.phase - 1,
+                    outstanding()
+                ));
+            } else if self.phase > 1
+                && let Some(g) = &self.gate
+            {
+                let n: usize = g.proxies.values().sum();
+                notes.push(if n == 0 {
+                    format!(
+                        "root rotation: phase {} took effect (no proxy runs in the mesh's {} clusters)",
+                        self.phase - 1,
+                        g.proxies.len()
+                    )
+                } else {
+                    format!(
+                        "root rotation: phase {} took effect: {before}, all {n} proxies of {} clusters",
+                        self.phase - 1,
+                        g.proxies.len()
+                    )
+                });
+            }
+            notes.push(self.phase_note(what, &on, &new));
+        }
+        if !gate.restart_once.is_empty() {
+            notes.push(format!(
+                "proxies injected without {XDS_AGENT}=true take each phase only when they restart or \
+                 renew their certificate (12 hours by default); restart them once{} so that they \
+                 take the later phases in place:{}",
+                if self.phase == 1 && !self.waiting { " after this apply" } else { "" },
+                gate.restart_once
+                    .iter()
+                    .map(|(_, l)| format!(" {l};"))
+                    .collect::<String>()
+                    .trim_end_matches(';')
+            ));
+        }
+        notes
+    }
+
+    /// What the phase does, once it is planned.
+    fn phase_note(&self, what: &str, on: &str, new: &str) -> String {
+        let phase = self.phase;
+        match phase {
+            1 => format!(
+                "root rotation, phase 1 of 3 ({what}) on {on}: cacerts keeps its intermediate, \
                  signed by the old root {}, and trusts the new root {new} beside it; istiod gets \
                  {MULTI_ROOT_ENV}=true (it restarts in this phase, to load the bundle and the \
-                 setting), so later phases restart nothing. Before phase 2, \
-                 every workload must trust both roots: {restart}, or wait for their certificates to \
-                 renew (half their lifetime: 12 hours by default). Done when \
-                 `kubectl get configmap istio-ca-root-cert -n NAMESPACE -o jsonpath='{{.data.root-cert\\.pem}}'` \
-                 shows two certificates in every namespace of every cluster; then `mesh apply` takes phase 2",
+                 setting) and the mesh's proxies {XDS_AGENT}=true (meshConfig.defaultConfig.\
+                 proxyMetadata), so that they take the bundle and later certificates from istiod \
+                 without restarts. `mesh plan` plans phase 2 once every proxy of every cluster \
+                 trusts the new root",
                 self.old_root
-            )],
-            2 => vec![format!(
-                "root rotation, phase 2 of 3 (sign with the new root) on {on}: each primary gets a new \
-                 intermediate signed by the new root {new}; both roots stay trusted, and istiod takes the \
-                 intermediate in place. Before phase 3, every workload certificate must be re-issued by \
-                 the new intermediates: {restart}. Done when `istioctl proxy-config secret POD -n NAMESPACE` \
-                 shows each workload's chain ending in the new intermediate; then `mesh apply` takes phase 3"
-            )],
-            _ => vec![format!(
-                "root rotation, phase 3 of 3 (drop the old root) on {on}: cacerts trusts only the new \
-                 root {new}. Apply this only after phase 2's restarts in every cluster: a workload \
-                 still holding a certificate of the old root {} loses mTLS. Done when `mesh check` \
+            ),
+            2 => format!(
+                "root rotation, phase 2 of 3 ({what}) on {on}: each primary gets a new \
+                 intermediate signed by the new root {new}; root-cert.pem trusts both roots, the \
+                 new one first: the changed bundle makes istiod push it to the proxies, whose \
+                 agents request new certificates at once. `mesh plan` plans phase 3 once every \
+                 proxy's workload certificate is issued under the new root"
+            ),
+            _ => format!(
+                "root rotation, phase 3 of 3 ({what}) on {on}: cacerts trusts only the new root \
+                 {new}; a workload still holding a certificate of the old root {} would lose \
+                 mTLS, which is why this phase waited for every proxy. Done when `mesh check` \
                  passes `cacerts` and `published root` everywhere",
                 self.old_root
-            )],
+            ),
         }
     }
 }
@@ -449,5 +724,73 @@ mod tests {
             .insert("c1/plug-ca".into(), with(json!([OLD, NEW])));
         st.steps.insert("c2/plug-ca".into(), rec("c2", OLD, None));
         assert!(damaged(&st).is_empty());
+    }
+
+    /// The gate's verdict: a proxy behind, one unread and a cluster that
+    /// could not be listed are each outstanding, named by cluster and
+    /// namespace; proxies without the agent are named to restart once.
+    #[test]
+    fn the_gate_names_every_proxy_that_does_not_show_the_phase_before() {
+        use providers::proxies::{Held, Proxy};
+        let proxy =
+            |ns: &str, pod: &str, agent: bool, roots: Option<Result<&[&str], &str>>| Proxy {
+                namespace: ns.into(),
+                pod: pod.into(),
+                xds_agent: agent,
+                held: roots.map(|r| {
+                    r.map(|r| Held {
+                        roots: r.iter().map(|s| s.to_string()).collect(),
+                        chain: String::new(),
+                    })
+                    .map_err(String::from)
+                }),
+            };
+        let rotation = Rotation {
+            phase: 2,
+            new_root: NEW.into(),
+            old_root: String::new(),
+            new_root_pem: String::new(),
+            primaries: vec!["c1".into()],
+            gate: None,
+            waiting: false,
+            overridden: false,
+        };
+        let evidence: Evidence = BTreeMap::from([
+            (
+                "c1".to_string(),
+                Ok(vec![
+                    proxy("a", "ok", true, Some(Ok(&[OLD, NEW]))),
+                    proxy("a", "late", false, Some(Ok(&[OLD]))),
+                    proxy("b", "gone", true, Some(Err("port-forward refused"))),
+                ]),
+            ),
+            ("c2".to_string(), Err("connection refused".to_string())),
+        ]);
+        let g = gate(&rotation, &evidence);
+        let lines: Vec<&str> = g.outstanding.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "c1, namespace a: 1 of 2 proxies do not trust the new root yet: late",
+                "c1, namespace b: 1 of 1 proxies could not be read: gone (port-forward refused)",
+                "c2: its proxies could not be listed (connection refused)",
+            ]
+        );
+        assert_eq!(
+            g.restart_once,
+            [(
+                "c1".to_string(),
+                "c1, namespace a: 1 of 2 proxies: late".to_string()
+            )]
+        );
+        assert_eq!(g.proxies, BTreeMap::from([("c1".to_string(), 3)]));
+        // Phase 1 reads no Envoy: nothing outstanding, the agents still named.
+        let first = Rotation {
+            phase: 1,
+            ..rotation
+        };
+        let g = gate(&first, &evidence);
+        assert_eq!(g.outstanding.len(), 1, "only the unlisted cluster: {g:?}");
+        assert_eq!(g.restart_once.len(), 1);
     }
 }

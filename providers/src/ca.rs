@@ -623,6 +623,16 @@ pub fn verify_signed_by(cert_pem: &str, root_pem: &str) -> Result<i64, String> {
     Ok(cert.validity().not_after.timestamp())
 }
 
+/// Whether a certificate chain (a workload's: its certificate, then the
+/// intermediates) was issued under `root_pem`: one of its certificates is
+/// the root, or is signed by it.
+pub fn signed_under(chain_pem: &str, root_pem: &str) -> bool {
+    let root = certificates(root_pem);
+    bundle(chain_pem)
+        .iter()
+        .any(|(_, pem)| certificates(pem) == root || verify_signed_by(pem, root_pem).is_ok())
+}
+
 /// The same certificates, whatever the PEM text around them.
 pub fn same_certs(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
@@ -647,6 +657,12 @@ mod tests {
         assert!(same_certs(format!("\n{root}").as_bytes(), root.as_bytes()));
         assert!(!same_certs(other.as_bytes(), root.as_bytes()));
         assert!(!same_certs(b"", b""));
+        // A workload's chain: issued under the root of its intermediate,
+        // whether or not the chain carries the root itself.
+        assert!(signed_under(&ca.chain_pem, &root));
+        assert!(signed_under(&ca.cert_pem, &root));
+        assert!(!signed_under(&ca.cert_pem, &other));
+        assert!(!signed_under("", &root));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod kinds;
 pub mod objects;
 pub mod observe;
 pub mod preflight;
+pub mod proxies;
 pub mod remote_secret;
 pub mod rendered;
 pub mod state_store;

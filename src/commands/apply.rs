@@ -114,8 +114,6 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         },
         None => args.options.clone(),
     };
-    // A root rotation's next phase (none in a destroy: it deletes).
-    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), &options.replace);
     let mode = match saved_plan {
         Some(s) if s.destroy => Mode::Destroy,
         _ => args.mode,
@@ -141,7 +139,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
         world
             .run(async |world| {
                 let computed =
-                    pipeline::compute(Some(world), &mesh, &graph, recorded.as_ref(), &staged, &req)
+                    pipeline::compute(Some(world), &mesh, &mut graph, recorded.as_ref(), &req)
                         .await?;
                 let (plan, programs) = (computed.plan, computed.programs);
                 if let Some((file, saved)) = &saved {

@@ -55,7 +55,7 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         let world = World::open(cli, &mesh, Arc::new(View::new(false))).await?;
         world
             .run(async |world| {
-                Ok(engine::check::run(
+                let mut checks = engine::check::run(
                     &world.env,
                     &mesh,
                     &graph,
@@ -64,24 +64,16 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
                     args.cluster.as_deref(),
                     world.default_kubeconfig(),
                 )
-                .await)
+                .await;
+                if let Some(r) = &staged.rotation {
+                    let found = crate::rotation::evidence(world, &graph, r).await;
+                    let gate = engine::trust::gate(r, &found);
+                    checks.extend(rotation_checks(r, &gate, args.cluster.as_deref()));
+                }
+                Ok(checks)
             })
             .await
     })?;
-    if let Some(r) = &staged.rotation {
-        checks.push(
-            providers::check::Check::warn(
-                "(mesh)",
-                "root rotation",
-                format!(
-                    "a root rotation is under way on {}: the next `mesh apply` takes phase {} of 3",
-                    r.primaries.join(", "),
-                    r.phase
-                ),
-            )
-            .fix("`mesh plan` says what that phase does and what must happen before it"),
-        );
-    }
     for note in notes {
         checks.push(
             providers::check::Check::warn(
@@ -97,4 +89,60 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         CheckFormat::Text => crate::outln!("{}", engine::check::text(&mesh, &checks).trim_end()),
     }
     Ok(engine::check::exit_code(&checks))
+}
+
+/// A root rotation under way: where it stands, and per cluster what its
+/// proxies show of the phase before the next (the plan's gate).
+fn rotation_checks(
+    r: &engine::trust::Rotation,
+    gate: &engine::trust::Gate,
+    only: Option<&str>,
+) -> Vec<providers::check::Check> {
+    use providers::check::Check;
+    let mut checks = vec![
+        Check::warn(
+            "(mesh)",
+            "root rotation",
+            format!(
+                "a root rotation is under way on {}: its next phase is phase {} of 3",
+                r.primaries.join(", "),
+                r.phase
+            ),
+        )
+        .fix("`mesh plan` says what that phase does, and whether the proxies let it start"),
+    ];
+    if !engine::trust::reads_secrets(r) {
+        return checks;
+    }
+    let clusters = gate
+        .proxies
+        .keys()
+        .chain(gate.outstanding.iter().map(|(c, _)| c))
+        .collect::<std::collections::BTreeSet<_>>();
+    for cluster in clusters
+        .into_iter()
+        .filter(|c| only.is_none_or(|o| o == *c))
+    {
+        let lines: Vec<&str> = gate
+            .outstanding
+            .iter()
+            .filter(|(c, _)| c == cluster)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        let n = gate.proxies.get(cluster).copied().unwrap_or(0);
+        checks.push(if lines.is_empty() {
+            Check::pass(
+                cluster,
+                "rotation gate",
+                format!("phase {} took effect on its {n} proxies", r.phase - 1),
+            )
+        } else {
+            Check::warn(cluster, "rotation gate", lines.join("; ")).fix(
+                "restart the workloads named (`kubectl rollout restart \
+                 deployment,statefulset,daemonset -n NAMESPACE`) or wait for their certificates to \
+                 renew; `mesh plan` plans the next phase once none is outstanding",
+            )
+        });
+    }
+    checks
 }

@@ -30,8 +30,6 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     .normalised();
     // A misspelt step fails here, before any cluster is read.
     options.check(&graph, recorded.as_ref())?;
-    // A root rotation's next phase.
-    let staged = engine::trust::stage(&mut graph, recorded.as_ref(), &options.replace);
     let req = Request {
         operation: Operation::Plan,
         mode: if args.destroy {
@@ -49,16 +47,13 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // `--no-refresh` promises a plan without cluster access: no world.
     let computed = runtime.block_on(async {
-        let (mesh, graph, recorded, staged, req) =
-            (&mesh, &graph, recorded.as_ref(), &staged, &req);
+        let (mesh, graph, recorded, req) = (&mesh, &mut graph, recorded.as_ref(), &req);
         if args.no_refresh {
-            return pipeline::compute(None, mesh, graph, recorded, staged, req).await;
+            return pipeline::compute(None, mesh, graph, recorded, req).await;
         }
         World::open(cli, mesh, Arc::new(View::new(cli.verbose > 0)))
             .await?
-            .run(async |world| {
-                pipeline::compute(Some(world), mesh, graph, recorded, staged, req).await
-            })
+            .run(async |world| pipeline::compute(Some(world), mesh, graph, recorded, req).await)
             .await
     })?;
     let plan = computed.plan;

@@ -2188,7 +2188,43 @@ fn published_roots(run: &Run, cluster: &str) -> usize {
         .count()
 }
 
-/// A changed root in three phases on two real primaries, one apply each.
+/// A rotation phase's gate on the real tier: the plan waits, naming the
+/// ingress gateways' proxies it could not read (kwok runs no Envoy), an
+/// apply changes no `cacerts`, and with `--allow rotation-gate` the phase
+/// is planned (the plan saying so) and applied.
+fn passes_the_gate_only_when_allowed(run: &Run, phase: u8) {
+    let cacerts = |c: &str| {
+        run.set
+            .secret_files(c, "istio-system", "cacerts")
+            .expect("cacerts")
+    };
+    let out = run.ok(&["plan", "--detailed-exitcode"]);
+    assert!(
+        out.contains(&format!("root rotation, phase {phase} of 3"))
+            && out.contains(") waits: phase")
+            && out.contains("istio-ingressgateway")
+            && out.contains("could not be read"),
+        "{out}"
+    );
+    let before = [cacerts("cluster1"), cacerts("cluster2")];
+    run.ok(&["apply", "--auto-approve"]);
+    assert_eq!(
+        [cacerts("cluster1"), cacerts("cluster2")],
+        before,
+        "a waiting phase changes nothing"
+    );
+    let out = run.ok(&["plan", "--allow", "rotation-gate"]);
+    assert!(
+        out.contains(&format!(
+            "root rotation, phase {phase} of 3 is planned by `--allow rotation-gate`"
+        )),
+        "{out}"
+    );
+    run.ok(&["apply", "--auto-approve", "--allow", "rotation-gate"]);
+}
+
+/// A changed root in three phases on two real primaries, one apply each
+/// (phases 2 and 3 past their gate, which cannot be satisfied here).
 /// After each, each primary's `cacerts` is checked with `openssl verify`
 /// against that phase's roots, and a real pilot-discovery (run with the
 /// installed Deployment's `ISTIO_MULTIROOT_MESH`, cacerts mounted as the
@@ -2258,9 +2294,10 @@ fn root_rotation_in_three_phases_on_two_real_primaries() {
     let refused = ["Failed to update new Plug-in CA certs", "not supported"];
 
     // Phase 2: a new intermediate of the new root; both roots still trusted.
-    let out = run.ok(&["plan"]);
-    assert!(out.contains("root rotation, phase 2 of 3"), "{out}");
-    run.ok(&["apply", "--auto-approve"]);
+    // Its gate first: the ingress gateways' proxies must show the new root,
+    // and kwok's nodes run no Envoy to ask, so the phase waits, naming them,
+    // and an apply changes nothing; `--allow rotation-gate` takes it.
+    passes_the_gate_only_when_allowed(&run, 2);
     for (i, c) in primaries.iter().enumerate() {
         assert_eq!(verify_cacerts(&run, c, &bundle), (Ok(()), 2), "{c}");
         assert_eq!(
@@ -2282,10 +2319,8 @@ fn root_rotation_in_three_phases_on_two_real_primaries() {
         assert_eq!(published_roots(&run, c), 2, "{c}");
     }
 
-    // Phase 3: the old root dropped.
-    let out = run.ok(&["plan"]);
-    assert!(out.contains("root rotation, phase 3 of 3"), "{out}");
-    run.ok(&["apply", "--auto-approve"]);
+    // Phase 3: the old root dropped, past its gate as phase 2.
+    passes_the_gate_only_when_allowed(&run, 3);
     for (i, c) in primaries.iter().enumerate() {
         assert_eq!(verify_cacerts(&run, c, &new), (Ok(()), 1), "{c}");
         assert!(verify_cacerts(&run, c, &old).0.is_err(), "{c}");

@@ -3,7 +3,7 @@
 //! phases, one apply each, every primary's `cacerts` checked certificate by
 //! certificate after each: phase 1 trusts both roots and keeps the
 //! intermediate in place, phase 2 signs with a new intermediate of the new
-//! root and keeps the bundle byte for byte, phase 3 drops the old root. A plan never jumps a phase, and one that
+//! root and keeps the same roots (the new one first), phase 3 drops the old root. A plan never jumps a phase, and one that
 //! would (a new primary, a third root) is refused.
 
 use serde_json::Value;
@@ -190,7 +190,8 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
         "{plan}"
     );
 
-    // Phase 2: new intermediates of the new root; the bundle byte for byte.
+    // Phase 2: new intermediates of the new root; the same roots, the new
+    // one first (changed bytes, so istiod pushes them to the proxies).
     golden(
         "root-rotation-phase-2.md",
         &stdout_of(&w, &["plan", "--format", "markdown"]),
@@ -203,11 +204,13 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
         assert_ne!(ca, first[i], "{c}: phase 2 makes a new intermediate");
         providers::ca::verify_signed_by(&ca, &root_pem("trust-next")).unwrap();
         assert!(providers::ca::verify_signed_by(&ca, &root_pem("trust")).is_err());
-        assert_eq!(
-            cacerts(&w, c, "root-cert.pem"),
-            bundle,
-            "{c}: the bundle is kept byte for byte"
-        );
+        let roots = cacerts(&w, c, "root-cert.pem");
+        assert_ne!(roots, bundle, "{c}: the bundle's bytes change");
+        let (mut now, mut was) = (shas(&roots), shas(&bundle));
+        assert_eq!(now[0], root_sha("trust-next"), "{c}: the new root first");
+        now.sort();
+        was.sort();
+        assert_eq!(now, was, "{c}: the same roots");
         assert!(cacerts(&w, c, "cert-chain.pem").starts_with(&ca), "{c}");
         second.push(ca);
     }
@@ -271,9 +274,10 @@ fn trust_added_to_a_running_mesh_keeps_istiods_own_root_until_phase_3() {
     apply(&w);
     providers::ca::verify_signed_by(&cacerts(&w, "cluster1", "ca-cert.pem"), &root_pem("trust"))
         .unwrap();
+    // The same roots, the new one first.
     assert_eq!(
         shas(&cacerts(&w, "cluster1", "root-cert.pem")),
-        vec![own_sha, root.clone()]
+        vec![root.clone(), own_sha]
     );
 
     let plan = stdout_of(&w, &["plan"]);
@@ -494,4 +498,230 @@ fn a_root_swap_killed_before_istiods_restart_is_finished_by_the_next_apply() {
     w.assert_clean();
     let check = w.mesh(&["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+}
+
+/// A pod with an injected proxy in `ns` of `context` (its namespace made
+/// if missing), with `PROXY_CONFIG_XDS_AGENT=true` or without; returns
+/// once the simulator's agent has started it (its certificate issued).
+fn run_proxy(w: &World, context: &str, ns: &str, pod: &str, agent: bool) {
+    let cluster = w.cluster(context);
+    {
+        let mut store = cluster.store();
+        if store.get_raw("", "namespaces", "", ns).is_none() {
+            let rt = store.find_type("", "v1", "namespaces").unwrap();
+            let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"istio-injection": "enabled"}}});
+            store.create(&rt, "", doc, "kubectl").unwrap();
+        }
+        let env = if agent {
+            serde_json::json!([{"name": "PROXY_CONFIG_XDS_AGENT", "value": "true"}])
+        } else {
+            serde_json::json!([])
+        };
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns},
+            "spec": {"containers": [{"name": "app", "image": "sleep"},
+                                    {"name": "istio-proxy", "image": "proxyv2", "env": env}]}});
+        let rt = store.find_type("", "v1", "pods").unwrap();
+        store
+            .create(&rt, ns, doc, "kube-controller-manager")
+            .unwrap();
+    }
+    until(&format!("{pod} started"), || {
+        holds(w, context, ns, pod).is_some()
+    });
+}
+
+/// What the simulated proxy `pod` holds: its roots (sha256) and chain.
+fn holds(w: &World, context: &str, ns: &str, pod: &str) -> Option<(Vec<String>, String)> {
+    let p = w.get(context, "", "pods", ns, pod)?;
+    if p.pointer("/status/phase") != Some(&Value::from("Running")) {
+        return None;
+    }
+    let a = &p["metadata"]["annotations"];
+    Some((
+        shas(a["kubesim.dev/proxy-roots"].as_str()?),
+        a["kubesim.dev/proxy-chain"].as_str()?.to_string(),
+    ))
+}
+
+/// Waits for a condition the simulator's controllers bring about (they
+/// run beside the test): checked every 20 ms, failing only after a
+/// minute, so a loaded machine only makes it slower.
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn restart_proxy(w: &World, context: &str, ns: &str, old: &str, new: &str, agent: bool) {
+    {
+        let cluster = w.cluster(context);
+        let mut store = cluster.store();
+        let rt = store.find_type("", "v1", "pods").unwrap();
+        store.delete(&rt, ns, old).unwrap();
+    }
+    run_proxy(w, context, ns, new, agent);
+}
+
+/// Issue 27, item 1: a rotation's phase is planned only when every proxy
+/// shows the phase before took effect, read from each Envoy as `istioctl
+/// proxy-config secret` reads it. Until then the plan holds every
+/// `cacerts` as it is (no changes, exit 0 under --detailed-exitcode),
+/// names what is outstanding by cluster and namespace, and `mesh check`
+/// says the same; `--allow rotation-gate` plans the phase anyway and the
+/// plan records it. Proxies with PROXY_CONFIG_XDS_AGENT take each phase
+/// in place; the others only when restarted.
+#[test]
+fn a_rotation_phase_waits_until_every_proxy_shows_the_phase_before() {
+    let mesh = std::fs::read_to_string(repo().join("examples/multi-primary.toml")).unwrap();
+    let w = World::new(&mesh, TWO).with_test_root();
+    apply(&w);
+    run_proxy(&w, "kind-cluster1", "sample", "agent-1", true);
+    run_proxy(&w, "kind-cluster1", "sample", "plain-1", false);
+    run_proxy(&w, "kind-cluster2", "sample", "agent-2", true);
+    let new = root_sha("trust-next");
+    with_next_root(&w);
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+
+    // Phase 1 waits for nothing; it installs the agent's setting and
+    // names the proxy that lacks it.
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(
+        plan.contains("cluster1, namespace sample: 1 of 2 proxies: plain-1"),
+        "{plan}"
+    );
+    apply(&w);
+    let install = w.state_json()["steps"]["cluster1/install-control-plane"]["input"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        install.contains("PROXY_CONFIG_XDS_AGENT: 'true'")
+            || install.contains("PROXY_CONFIG_XDS_AGENT: \"true\""),
+        "{install}"
+    );
+    until("the agents take the new bundle", || {
+        ["agent-1", "agent-2"]
+            .iter()
+            .zip(["kind-cluster1", "kind-cluster2"])
+            .all(|(p, c)| holds(&w, c, "sample", p).is_some_and(|(roots, _)| roots.contains(&new)))
+    });
+    let (plain_roots, _) = holds(&w, "kind-cluster1", "sample", "plain-1").unwrap();
+    assert!(
+        !plain_roots.contains(&new),
+        "without the agent, a proxy keeps its roots"
+    );
+
+    // Phase 2 waits for plain-1: nothing changes, however often applied.
+    let bundle = cacerts(&w, "cluster1", "root-cert.pem");
+    golden(
+        "root-rotation-waiting.md",
+        &stdout_of(&w, &["plan", "--format", "markdown"]),
+    );
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "cluster1, namespace sample: 1 of 2 proxies do not trust the new root yet: plain-1"
+        ),
+        "{}",
+        text(&o)
+    );
+    apply(&w);
+    apply(&w);
+    assert_eq!(cacerts(&w, "cluster1", "root-cert.pem"), bundle);
+    assert_eq!(cacerts(&w, "cluster2", "root-cert.pem"), bundle);
+    let check = w.mesh(&["check"]);
+    let said = text(&check);
+    assert!(
+        said.contains("plain-1") && said.contains("rotation gate"),
+        "{said}"
+    );
+    let json: Value =
+        serde_json::from_slice(&w.mesh(&["check", "--format", "json"]).stdout).unwrap();
+    let gates: Vec<(String, String)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "rotation gate")
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap().into(),
+                c["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        gates,
+        [
+            ("cluster1".into(), "WARN".into()),
+            ("cluster2".into(), "PASS".into())
+        ]
+    );
+
+    // `--allow rotation-gate` plans phase 2 and records why it was needed.
+    let o = w.mesh(&["plan", "--allow", "rotation-gate", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let overrides: Vec<&Value> = plan["policy"]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["rule"] == "rotation-gate")
+        .collect();
+    assert!(
+        overrides.len() == 1
+            && overrides[0]["allowed"] == true
+            && overrides[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("plain-1"),
+        "{overrides:?}"
+    );
+    assert!(plan["summary"]["update"].as_u64().unwrap() >= 2, "{plan}");
+
+    // Restarted after phase 1 (here without the agent, so it keeps its
+    // certificate of the old root): phase 2 may start.
+    restart_proxy(&w, "kind-cluster1", "sample", "plain-1", "plain-2", false);
+    let plan = stdout_of(&w, &["plan"]);
+    assert!(
+        plan.contains(
+            "phase 1 took effect: every proxy trusts the new root, all 3 proxies of 2 clusters"
+        ),
+        "{plan}"
+    );
+    apply(&w);
+    let next = root_pem("trust-next");
+    until("the agents take certificates of the new root", || {
+        ["agent-1", "agent-2"]
+            .iter()
+            .zip(["kind-cluster1", "kind-cluster2"])
+            .all(|(p, c)| {
+                holds(&w, c, "sample", p)
+                    .is_some_and(|(_, chain)| providers::ca::signed_under(&chain, &next))
+            })
+    });
+
+    // Phase 3 waits for plain-2, whose certificate is of the old root.
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "1 of 2 proxies hold a certificate not issued under the new root yet: plain-2"
+        ),
+        "{}",
+        text(&o)
+    );
+    restart_proxy(&w, "kind-cluster1", "sample", "plain-2", "plain-3", false);
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    apply(&w);
+    assert_eq!(
+        shas(&cacerts(&w, "cluster1", "root-cert.pem")),
+        vec![new.clone()]
+    );
+    w.assert_clean();
 }

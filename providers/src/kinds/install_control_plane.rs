@@ -23,9 +23,11 @@ pub struct Input {
     /// A kept revision's own istioctl (`[[mesh.keep_revision]]`): it alone
     /// installs and uninstalls this revision. None: `[istioctl] path`.
     pub istioctl: Option<String>,
-    /// `values.pilot.env.ISTIO_MULTIROOT_MESH: true`: set from a root
-    /// rotation's first phase on (see `plug_ca`), and kept, so that istiod
-    /// takes a root added or dropped without a restart.
+    /// `values.pilot.env.ISTIO_MULTIROOT_MESH: true`, with
+    /// `meshConfig.defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT:
+    /// "true"`: set from a root rotation's first phase on (see `plug_ca`),
+    /// and kept, so that istiod takes a root added or dropped without a
+    /// restart and the proxies take it from istiod.
     pub multi_root: bool,
     /// `dataplane = "ambient"`: Istio's `ambient` profile (istiod,
     /// istio-cni and ztunnel), with multi-network ambient
@@ -77,6 +79,17 @@ pub fn render(input: &Input) -> Rendered {
     }
     if let Some(rev) = &input.revision {
         spec.insert("revision".into(), Value::from(rev.as_str()));
+    }
+    if input.multi_root {
+        // The proxies' side of a root rotation without restarts, as
+        // Istio's rotation test installs it: their agents take the trust
+        // bundle from istiod over xDS and re-request their certificates
+        // when it changes. Injected as env, so into pods created from now
+        // on (the plan names the proxies that need one restart).
+        spec.insert(
+            "meshConfig".into(),
+            json!({"defaultConfig": {"proxyMetadata": {crate::proxies::XDS_AGENT_ENV: "true"}}}),
+        );
     }
     spec.insert("values".into(), Value::Object(values));
     let mut doc = json!({

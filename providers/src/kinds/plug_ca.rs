@@ -740,9 +740,13 @@ async fn stage_files(
             if !(old_ok && held.contains(&input.root_sha256)) {
                 return Err(lost_phase_one(input, old));
             }
-            // The bundle byte for byte as phase 1 wrote it: istiod sees
-            // the same roots and takes the new intermediate in place.
-            new_intermediate(cx, input, Some(roots))?
+            // The same roots, the new one first. istiod takes the new
+            // intermediate in place either way; changed bytes also make it
+            // push the bundle (`UpdateTrustAnchor` compares bytes), and
+            // the proxies' agents re-request their certificates, now
+            // under the new root (Istio's rotation test changes the
+            // bundle's bytes in this step for the same reason).
+            new_intermediate(cx, input, Some(new_first(&roots, &input.root_sha256)))?
         }
         Stage::TrustBoth { old } => match kept_ca(conn, before, old, input).await? {
             Some(files) => files,
@@ -756,6 +760,15 @@ async fn stage_files(
             }
         },
     })
+}
+
+/// `roots` (a bundle) with the root `first` moved to the front, the
+/// others in their order.
+fn new_first(roots: &str, first: &str) -> String {
+    let all = crate::ca::bundle(roots);
+    let (head, rest): (Vec<_>, Vec<_>) = all.iter().partition(|(sha, _)| sha == first);
+    let pems: Vec<&str> = head.iter().chain(&rest).map(|(_, pem)| pem.as_str()).collect();
+    crate::ca::join_bundle(&pems)
 }
 
 /// The `cacerts` Secret to write: the rendered one with the files as

@@ -243,6 +243,13 @@ impl Cluster {
                             self.istiod_started(&ev.object);
                             self.istiod_pod(&ev.object, false);
                         }
+                        ("", "pods") => crate::proxies::started(&mut self.store(), &ev.object),
+                        ("", "configmaps")
+                            if ns_and_name(&ev.object)
+                                == ("istio-system", "istio-ca-root-cert") =>
+                        {
+                            crate::proxies::bundle_pushed(&mut self.store())
+                        }
                         ("", "secrets") => {
                             self.istiod_reloads(&ev.object);
                             self.clone().token(&ev.object)

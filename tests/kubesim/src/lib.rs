@@ -16,6 +16,7 @@ pub mod istioctl;
 pub mod kubeconfig;
 pub mod portforward;
 pub mod protobuf;
+pub mod proxies;
 pub mod resources;
 pub mod review;
 pub mod select;

@@ -3,9 +3,11 @@
 //! `istioctl remote-clusters` use to reach istiod's debug port, and what
 //! `mesh check` uses too.
 //!
-//! The simulator runs no containers, so only the simulated istiod answers:
-//! on port 15014, one HTTP request per connection, from the same data the
-//! pod proxy serves (`/debug/clusterz`, see `review::pod_proxy`). Each port
+//! The simulator runs no containers, so only the simulated istiod answers
+//! (on port 15014, from the same data the pod proxy serves:
+//! `/debug/clusterz`, see `review::pod_proxy`), and a simulated proxy's
+//! Envoy admin (port 15000, its config dump: `crate::proxies`); one HTTP
+//! request per connection. Each port
 //! has two channels, data (2i) and error (2i+1); the server first sends
 //! the port number on both, as the API server does.
 
@@ -111,7 +113,20 @@ where
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let pod_port = format!("{pod}:{port}");
-    let frame = match crate::review::pod_proxy(&cluster, ns, &pod_port, &segs) {
+    // A proxy's Envoy admin (`crate::proxies`), else istiod's debug port.
+    let envoy = (port == 15000 && segs.first().is_some_and(|s| s.starts_with("config_dump")))
+        .then(|| {
+            cluster
+                .store()
+                .get_raw("", "pods", ns, pod)
+                .and_then(crate::proxies::config_dump)
+        })
+        .flatten();
+    let answer = match envoy {
+        Some(dump) => Ok(dump),
+        None => crate::review::pod_proxy(&cluster, ns, &pod_port, &segs),
+    };
+    let frame = match answer {
         Ok(v) => {
             let body = serde_json::to_vec(&v).unwrap_or_default();
             let mut f = vec![0u8];
