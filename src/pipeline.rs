@@ -166,6 +166,10 @@ pub async fn compute(
         Some(world) if world.runs_programs() => Some(new_programs(mesh, recorded, req)?),
         _ => None,
     };
+    // A root rotation's next phase, staged before the preflight (which
+    // checks what the staged plan does), then held after it where the
+    // proxies do not show the phase before took effect.
+    let staged = engine::trust::stage(graph, recorded, &req.options.replace);
     if let Some(world) = world {
         let preflight = crate::preflight::Preflight {
             operation: req.operation,
@@ -175,10 +179,20 @@ pub async fn compute(
         };
         crate::preflight::check(world, mesh, graph, recorded, &preflight).await?;
     }
-    // A root rotation's next phase, where the proxies show it may start.
-    let gate_allowed = crate::rotation::allowed(req.allow, req.saved);
-    let (staged, overrode) =
-        crate::rotation::stage(world, graph, recorded, &req.options.replace, gate_allowed).await;
+    let (staged, overrode) = if converge && !req.options.refresh_only {
+        let allowed = crate::rotation::allowed(req.allow, req.saved);
+        crate::rotation::gate(
+            world,
+            graph,
+            recorded,
+            staged,
+            &req.options.replace,
+            allowed,
+        )
+        .await
+    } else {
+        (staged, Vec::new())
+    };
     let graph = &*graph;
     let refreshed = match world {
         Some(world) => {

@@ -15,19 +15,20 @@ use state::State;
 /// How many clusters are read at once.
 const CLUSTERS_AT_ONCE: usize = 16;
 
-/// Stages the graph for the rotation's next phase (`engine::trust::stage`)
-/// and holds it where the gate is closed. `world` None (a plan that reads
-/// no cluster): a phase that needs the proxies' word waits, saying why.
-/// Returns the staging and, when `allowed` overrode a closed gate, what
-/// it overrode (for the plan's policy report).
-pub async fn stage(
+/// The gate of the phase `staged` takes (from `engine::trust::stage`):
+/// where the proxies do not show the phase before took effect, the graph
+/// is staged again without it (`engine::trust::hold`). `world` None (a
+/// plan that reads no cluster): a phase that needs the proxies' word
+/// waits, saying why. Returns the staging and, when `allowed` overrode a
+/// closed gate, what it overrode (for the plan's policy report).
+pub async fn gate(
     world: Option<&World>,
     graph: &mut StepGraph,
     recorded: Option<&State>,
+    mut staged: Staged,
     replace: &[String],
     allowed: bool,
 ) -> (Staged, Vec<String>) {
-    let mut staged = engine::trust::stage(graph, recorded, replace);
     let Some(rotation) = &staged.rotation else {
         return (staged, Vec::new());
     };

@@ -190,6 +190,7 @@ impl Compiler<'_> {
                 values: p.values.clone(),
                 istioctl: None,
                 multi_root: false,
+                xds_agent: false,
                 ambient: self
                     .ambient
                     .then_some(install_control_plane::Ambient { multi_network }),
@@ -271,6 +272,7 @@ impl Compiler<'_> {
                     values: p.values.clone(),
                     istioctl: Some(k.istioctl.clone()),
                     multi_root: false,
+                    xds_agent: false,
                     ambient: None,
                 }),
             )?;

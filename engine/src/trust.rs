@@ -272,7 +272,7 @@ fn stage_to(
         })
         .min();
     let Some(least) = least else {
-        multi_root(graph, state, false);
+        multi_root(graph, state, false, false);
         return staged;
     };
     // A root rotation without downtime is unproven in Istio's ambient
@@ -342,7 +342,9 @@ fn stage_to(
             _ => Stage::Plain,
         };
     }
-    multi_root(graph, state, true);
+    // The proxies' agent setting comes with the phase that starts a
+    // rotation; a held or later phase keeps what is recorded.
+    multi_root(graph, state, true, phase == 1 && advance);
     staged.rotation = Some(rotation);
     staged
 }
@@ -469,8 +471,12 @@ fn names(all: &[&str]) -> String {
 
 /// `ISTIO_MULTIROOT_MESH` on every control plane of a primary with a
 /// `plug-ca` step: while a rotation runs, and after, where the recorded
-/// install has it (so a finished rotation does not restart istiod again).
-fn multi_root(graph: &mut StepGraph, state: &State, rotating: bool) {
+/// install has it (so a finished rotation does not restart istiod again);
+/// and `PROXY_CONFIG_XDS_AGENT` for the proxies when this apply starts a
+/// rotation (`starting`), or where the recorded install has it, so a
+/// plan that holds a phase, or an install recorded before mesh set it,
+/// changes nothing.
+fn multi_root(graph: &mut StepGraph, state: &State, rotating: bool, starting: bool) {
     let ids: Vec<String> = graph
         .in_order()
         .filter(|s| matches!(s.input, StepInput::InstallControlPlane(_)))
@@ -481,11 +487,15 @@ fn multi_root(graph: &mut StepGraph, state: &State, rotating: bool) {
         let recorded = state
             .steps
             .get(&id)
-            .is_some_and(|r| r.input.contains(&format!("{MULTI_ROOT_ENV}: true")));
+            .map(|r| r.input.as_str())
+            .unwrap_or_default();
+        let has_multi_root = recorded.contains(&format!("{MULTI_ROOT_ENV}: true"));
+        let has_agent = recorded.contains(XDS_AGENT);
         if let Some(step) = graph.get_mut(&id)
             && let StepInput::InstallControlPlane(input) = &mut step.input
         {
-            input.multi_root = rotating || recorded;
+            input.multi_root = rotating || has_multi_root;
+            input.xds_agent = starting || has_agent;
         }
     }
 }
@@ -784,6 +794,45 @@ mod tests {
             )]
         );
         assert_eq!(g.proxies, BTreeMap::from([("c1".to_string(), 3)]));
+        // Phase 3 asks of each certificate that it be issued under the
+        // new root.
+        let (old_pem, old_key) = providers::ca::new_root("old").unwrap();
+        let (new_pem, new_key) = providers::ca::new_root("new").unwrap();
+        let under = |pem: &str, key| {
+            providers::ca::intermediate(pem, key, "c1", 30)
+                .unwrap()
+                .chain_pem
+        };
+        let with_chain = |pod: &str, chain: String| Proxy {
+            held: Some(Ok(Held {
+                roots: vec![],
+                chain,
+            })),
+            ..proxy("a", pod, true, None)
+        };
+        let third = Rotation {
+            phase: 3,
+            new_root_pem: new_pem.clone(),
+            ..rotation.clone()
+        };
+        let chains: Evidence = BTreeMap::from([(
+            "c1".to_string(),
+            Ok(vec![
+                with_chain("new", under(&new_pem, &new_key)),
+                with_chain("old", under(&old_pem, &old_key)),
+            ]),
+        )]);
+        let lines: Vec<String> = gate(&third, &chains)
+            .outstanding
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "c1, namespace a: 1 of 2 proxies hold a certificate not issued under the new root yet: old"
+            ]
+        );
         // Phase 1 reads no Envoy: nothing outstanding, the agents still named.
         let first = Rotation {
             phase: 1,

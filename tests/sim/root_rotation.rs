@@ -715,6 +715,19 @@ fn a_rotation_phase_waits_until_every_proxy_shows_the_phase_before() {
         "{}",
         text(&o)
     );
+    let held = [
+        cacerts(&w, "cluster1", "root-cert.pem"),
+        cacerts(&w, "cluster2", "ca-cert.pem"),
+    ];
+    apply(&w);
+    assert_eq!(
+        [
+            cacerts(&w, "cluster1", "root-cert.pem"),
+            cacerts(&w, "cluster2", "ca-cert.pem")
+        ],
+        held,
+        "a waiting phase 3 changes nothing"
+    );
     restart_proxy(&w, "kind-cluster1", "sample", "plain-2", "plain-3", false);
     let o = w.mesh(&["plan", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

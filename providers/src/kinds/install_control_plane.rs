@@ -23,12 +23,14 @@ pub struct Input {
     /// A kept revision's own istioctl (`[[mesh.keep_revision]]`): it alone
     /// installs and uninstalls this revision. None: `[istioctl] path`.
     pub istioctl: Option<String>,
-    /// `values.pilot.env.ISTIO_MULTIROOT_MESH: true`, with
-    /// `meshConfig.defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT:
-    /// "true"`: set from a root rotation's first phase on (see `plug_ca`),
-    /// and kept, so that istiod takes a root added or dropped without a
-    /// restart and the proxies take it from istiod.
+    /// `values.pilot.env.ISTIO_MULTIROOT_MESH: true`: set from a root
+    /// rotation's first phase on (see `plug_ca`), and kept, so that istiod
+    /// takes a root added or dropped without a restart.
     pub multi_root: bool,
+    /// `meshConfig.defaultConfig.proxyMetadata.PROXY_CONFIG_XDS_AGENT:
+    /// "true"`: set by a root rotation's phase 1 (`engine::trust`), and
+    /// kept where the recorded install has it.
+    pub xds_agent: bool,
     /// `dataplane = "ambient"`: Istio's `ambient` profile (istiod,
     /// istio-cni and ztunnel), with multi-network ambient
     /// (`AMBIENT_ENABLE_MULTI_NETWORK`, with `AMBIENT_ENABLE_BAGGAGE`) when
@@ -80,7 +82,7 @@ pub fn render(input: &Input) -> Rendered {
     if let Some(rev) = &input.revision {
         spec.insert("revision".into(), Value::from(rev.as_str()));
     }
-    if input.multi_root {
+    if input.xds_agent {
         // The proxies' side of a root rotation without restarts, as
         // Istio's rotation test installs it: their agents take the trust
         // bundle from istiod over xDS and re-request their certificates

@@ -40,7 +40,8 @@ pub enum Stage {
     /// kept, and `root-cert.pem` trusts the old root and the new one.
     TrustBoth { old: OldRoot },
     /// Phase 2: a new intermediate signed by the new root; `root-cert.pem`
-    /// still trusts both, byte for byte as in phase 1.
+    /// still trusts both, the new root first (changed bytes, so istiod
+    /// pushes the bundle to the proxies).
     NewIntermediate { old: OldRoot },
 }
 

@@ -51,6 +51,7 @@ fn every_install_is_named_and_carries_the_pinned_istio_version() {
         istio_version: Some("1.28".into()),
         istioctl: None,
         multi_root: false,
+        xds_agent: false,
         ambient: None,
     });
     assert_eq!(
@@ -83,6 +84,7 @@ fn cp(external: bool, revision: Option<&str>, values: Map<String, Value>) -> Ren
         istio_version: None,
         istioctl: None,
         multi_root: false,
+        xds_agent: false,
         ambient: None,
     })
 }
