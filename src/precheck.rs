@@ -46,13 +46,7 @@ pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> 
         return Vec::new();
     }
     // Each cluster of the mesh once, by the target its steps act on.
-    let mut targets: Vec<&providers::Target> = Vec::new();
-    for step in graph.in_order() {
-        if step.target.cluster == step.cluster && !targets.iter().any(|t| t.cluster == step.cluster)
-        {
-            targets.push(&step.target);
-        }
-    }
+    let targets = engine::topology::cluster_targets(graph);
     let mut out = Vec::new();
     let mut revisions: Vec<&str> = removed.iter().map(|(_, r)| r.as_str()).collect();
     revisions.sort();

@@ -65,13 +65,7 @@ pub async fn gate(
 /// The proxies of every cluster of the mesh, each cluster once.
 pub async fn evidence(world: &World, graph: &StepGraph, rotation: &Rotation) -> Evidence {
     let secrets = engine::trust::reads_secrets(rotation);
-    let mut targets: Vec<&providers::Target> = Vec::new();
-    for step in graph.in_order() {
-        if step.target.cluster == step.cluster && !targets.iter().any(|t| t.cluster == step.cluster)
-        {
-            targets.push(&step.target);
-        }
-    }
+    let targets = engine::topology::cluster_targets(graph);
     futures::stream::iter(targets)
         .map(|target| async move {
             let found = match world.env.clusters.connect(target).await {

@@ -47,6 +47,19 @@ impl Node for Step {
 
 pub type StepGraph = Dag<Step>;
 
+/// Each cluster of the graph once, by the target its own steps act on
+/// (not a step that writes to another cluster), in the graph's order.
+pub fn cluster_targets(graph: &StepGraph) -> Vec<&providers::Target> {
+    let mut targets: Vec<&providers::Target> = Vec::new();
+    for step in graph.in_order() {
+        if step.target.cluster == step.cluster && !targets.iter().any(|t| t.cluster == step.cluster)
+        {
+            targets.push(&step.target);
+        }
+    }
+    targets
+}
+
 /// The ID of `kind` on `cluster`.
 pub fn step_id(cluster: &str, kind: StepKind) -> String {
     format!("{cluster}/{kind}")

@@ -556,6 +556,24 @@ fn until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Waits until both agents' proxies (agent-1 in cluster1, agent-2 in
+/// cluster2) hold what `cond` asks of their roots and chain.
+fn agents_until(w: &World, what: &str, cond: impl Fn(&(Vec<String>, String)) -> bool) {
+    until(&format!("the agents {what}"), || {
+        [("kind-cluster1", "agent-1"), ("kind-cluster2", "agent-2")]
+            .iter()
+            .all(|(c, p)| holds(w, c, "sample", p).is_some_and(|h| cond(&h)))
+    });
+}
+
+/// A plan that waits at the gate: no changes (exit 0 under
+/// --detailed-exitcode), saying `says`.
+fn plan_waits(w: &World, says: &str) {
+    let o = w.mesh(&["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(says), "{says}: {}", text(&o));
+}
+
 fn restart_proxy(w: &World, context: &str, ns: &str, old: &str, new: &str, agent: bool) {
     {
         let cluster = w.cluster(context);
@@ -603,12 +621,7 @@ fn a_rotation_phase_waits_until_every_proxy_shows_the_phase_before() {
             || install.contains("PROXY_CONFIG_XDS_AGENT: \"true\""),
         "{install}"
     );
-    until("the agents take the new bundle", || {
-        ["agent-1", "agent-2"]
-            .iter()
-            .zip(["kind-cluster1", "kind-cluster2"])
-            .all(|(p, c)| holds(&w, c, "sample", p).is_some_and(|(roots, _)| roots.contains(&new)))
-    });
+    agents_until(&w, "take the new bundle", |(roots, _)| roots.contains(&new));
     let (plain_roots, _) = holds(&w, "kind-cluster1", "sample", "plain-1").unwrap();
     assert!(
         !plain_roots.contains(&new),
@@ -621,14 +634,9 @@ fn a_rotation_phase_waits_until_every_proxy_shows_the_phase_before() {
         "root-rotation-waiting.md",
         &stdout_of(&w, &["plan", "--format", "markdown"]),
     );
-    let o = w.mesh(&["plan", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        text(&o).contains(
-            "cluster1, namespace sample: 1 of 2 proxies do not trust the new root yet: plain-1"
-        ),
-        "{}",
-        text(&o)
+    plan_waits(
+        &w,
+        "cluster1, namespace sample: 1 of 2 proxies do not trust the new root yet: plain-1",
     );
     apply(&w);
     apply(&w);
@@ -695,25 +703,14 @@ fn a_rotation_phase_waits_until_every_proxy_shows_the_phase_before() {
     );
     apply(&w);
     let next = root_pem("trust-next");
-    until("the agents take certificates of the new root", || {
-        ["agent-1", "agent-2"]
-            .iter()
-            .zip(["kind-cluster1", "kind-cluster2"])
-            .all(|(p, c)| {
-                holds(&w, c, "sample", p)
-                    .is_some_and(|(_, chain)| providers::ca::signed_under(&chain, &next))
-            })
+    agents_until(&w, "take certificates of the new root", |(_, chain)| {
+        providers::ca::signed_under(chain, &next)
     });
 
     // Phase 3 waits for plain-2, whose certificate is of the old root.
-    let o = w.mesh(&["plan", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        text(&o).contains(
-            "1 of 2 proxies hold a certificate not issued under the new root yet: plain-2"
-        ),
-        "{}",
-        text(&o)
+    plan_waits(
+        &w,
+        "1 of 2 proxies hold a certificate not issued under the new root yet: plain-2",
     );
     let held = [
         cacerts(&w, "cluster1", "root-cert.pem"),
