@@ -179,7 +179,7 @@ pub async fn compute(
         };
         crate::preflight::check(world, mesh, graph, recorded, &preflight).await?;
     }
-    let (staged, overrode) = if converge && !req.options.refresh_only {
+    let (staged, mut overrode) = if converge && !req.options.refresh_only {
         let allowed = crate::rotation::allowed(req.allow, req.saved);
         crate::rotation::gate(
             world,
@@ -193,7 +193,6 @@ pub async fn compute(
     } else {
         (staged, Vec::new())
     };
-    let graph = &*graph;
     let refreshed = match world {
         Some(world) => {
             // Refresh only what is recorded (and a first plan with
@@ -208,6 +207,20 @@ pub async fn compute(
         }
         None => None,
     };
+    // No rotation phase goes on while the refresh shows a primary's
+    // cacerts off; the plan writes it back first.
+    let staged = match &refreshed {
+        Some(found) if converge && !req.options.refresh_only => crate::rotation::hold_for_cacerts(
+            graph,
+            recorded,
+            staged,
+            &req.options.replace,
+            found,
+            &mut overrode,
+        ),
+        _ => staged,
+    };
+    let graph = &*graph;
     let mut plan = planner::plan_with(
         &mesh.mesh.id,
         graph,

@@ -67,6 +67,10 @@ pub struct Gate {
     /// Proxies injected without `PROXY_CONFIG_XDS_AGENT`, which take a
     /// phase only when they restart or renew: `(cluster, line)`.
     pub restart_once: Vec<(String, String)>,
+    /// Primaries whose `cacerts` the refresh found not as mesh wrote it
+    /// ([`cacerts_off`]): no phase goes on anywhere until each is written
+    /// again as recorded. Not overridden by `--allow rotation-gate`.
+    pub cacerts_off: Vec<String>,
 }
 
 /// The proxies of each cluster, as `providers::proxies::read` found
@@ -80,6 +84,9 @@ pub struct Staged {
     pub refused: Vec<String>,
     /// Primaries whose `plug-ca` is replaced (`--replace`), so not staged.
     pub forced: Vec<String>,
+    /// The other primaries, where they still sign with the old root (a
+    /// rotation not finished there): a forced one breaks mTLS with them.
+    pub behind: Vec<String>,
 }
 
 impl Staged {
@@ -98,12 +105,30 @@ impl Staged {
             .as_ref()
             .map(Rotation::notes)
             .unwrap_or_default();
-        if !self.forced.is_empty() {
+        if !self.forced.is_empty() && self.behind.is_empty() {
             notes.push(format!(
                 "plug-ca replaced on {}: its cacerts is written from the mesh file's root at once, \
                  with no rotation phases. If that root is new, workloads still holding \
                  certificates of the old root lose mTLS with the others until they restart",
                 self.forced.join(", ")
+            ));
+        }
+        if !self.forced.is_empty() && !self.behind.is_empty() {
+            notes.push(format!(
+                "plug-ca replaced on {}: its cacerts is written from the mesh file's root at once, \
+                 with no rotation phases, so it will trust only the new root while {} still {} \
+                 with the old one: mTLS \
+                 between their workloads fails, restarts or not, until every primary has the new \
+                 root. Take the rotation's phases instead (plan without --replace), or replace \
+                 every primary's plug-ca in one apply (--replace for each) and restart every \
+                 workload",
+                self.forced.join(", "),
+                self.behind.join(", "),
+                if self.behind.len() == 1 {
+                    "signs"
+                } else {
+                    "sign"
+                }
             ));
         }
         notes
@@ -227,6 +252,31 @@ pub fn hold(
     staged
 }
 
+/// The primaries whose recorded `plug-ca` the refresh found drifted
+/// (their `cacerts` not as mesh wrote it), in graph order; a `cacerts`
+/// mesh has not written yet is a create's preview, not drift, and a
+/// tainted one is a write an earlier apply began (killed or failed), which
+/// this apply finishes at the phase it was taking. During a rotation no
+/// phase may go on while one is off: a primary still trusting only the
+/// old root cannot reach workloads signed under the next phase.
+pub fn cacerts_off(
+    graph: &StepGraph,
+    state: Option<&State>,
+    refresh: &crate::planner::Refresh,
+) -> Vec<String> {
+    graph
+        .in_order()
+        .filter(|s| matches!(s.input, StepInput::PlugCa(_)))
+        .filter(|s| {
+            state
+                .and_then(|st| st.steps.get(&s.id))
+                .is_some_and(|r| r.status == state::Status::Applied)
+        })
+        .filter(|s| refresh.get(&s.id).is_some_and(|o| !o.drift.is_empty()))
+        .map(|s| s.cluster.clone())
+        .collect()
+}
+
 /// Whether the gate of `rotation`'s phase must read the proxies' Envoys
 /// (phases 2 and 3), or only list them (phase 1: which proxies lack
 /// `PROXY_CONFIG_XDS_AGENT`).
@@ -263,6 +313,13 @@ fn stage_to(
             Ok(p) => primaries.push((step.id.clone(), step.cluster.clone(), p)),
             Err(why) => staged.refused.push(why),
         }
+    }
+    if !staged.forced.is_empty() {
+        staged.behind = primaries
+            .iter()
+            .filter(|(_, _, p)| matches!(p, Progress::At(..)))
+            .map(|(_, c, _)| c.clone())
+            .collect();
     }
     let least = primaries
         .iter()
@@ -526,20 +583,39 @@ impl Rotation {
                 .to_string()
         };
         if self.waiting {
-            notes.push(format!(
-                "root rotation, phase {} of 3 ({what}) waits: phase {} has not taken effect \
-                 everywhere, so nothing of the rotation is planned. It is planned when {before}, \
-                 as each proxy's Envoy shows it (`istioctl proxy-config secret POD -n NAMESPACE`); \
-                 outstanding:{}. Proxies with {XDS_AGENT}=true take what istiod sends within \
-                 seconds; the others when they restart (`kubectl rollout restart \
-                 deployment,statefulset,daemonset -n NAMESPACE`) or renew their certificate (12 \
-                 hours by default). Plan again then; `--allow {GATE}` plans phase {} now, and \
-                 the plan records it",
-                self.phase,
-                self.phase - 1,
-                outstanding(),
-                self.phase
-            ));
+            if !gate.cacerts_off.is_empty() {
+                notes.push(format!(
+                    "root rotation, phase {} of 3 ({what}) waits: the cacerts of {} is not as mesh \
+                     wrote it (its plug-ca step shows the drift), and no phase goes on anywhere while a primary's \
+                     cacerts is off, since its workloads could not reach those signed under the \
+                     next phase. This plan writes it there again as recorded; plan again after \
+                     this apply. `--allow {GATE}` does not override this",
+                    self.phase,
+                    gate.cacerts_off.join(", "),
+                ));
+            }
+            if !gate.outstanding.is_empty() {
+                let allow = if gate.cacerts_off.is_empty() {
+                    format!(
+                        "; `--allow {GATE}` plans phase {} now, and the plan records it",
+                        self.phase
+                    )
+                } else {
+                    String::new()
+                };
+                notes.push(format!(
+                    "root rotation, phase {} of 3 ({what}) waits: phase {} has not taken effect \
+                     everywhere, so nothing of the rotation is planned. It is planned when {before}, \
+                     as each proxy's Envoy shows it (`istioctl proxy-config secret POD -n NAMESPACE`); \
+                     outstanding:{}. Proxies with {XDS_AGENT}=true take what istiod sends within \
+                     seconds; the others when they restart (`kubectl rollout restart \
+                     deployment,statefulset,daemonset -n NAMESPACE`) or renew their certificate (12 \
+                     hours by default). Plan again then{allow}",
+                    self.phase,
+                    self.phase - 1,
+                    outstanding(),
+                ));
+            }
         } else {
             if self.overridden {
                 notes.push(format!(

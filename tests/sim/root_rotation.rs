@@ -186,7 +186,9 @@ fn a_changed_root_rolls_out_in_three_phases_one_apply_each() {
     // `--replace` skips the phases for that primary, and says what it breaks.
     let plan = stdout_of(&w, &["plan", "--replace", "cluster1/plug-ca"]);
     assert!(
-        plan.contains("plug-ca replaced on cluster1") && plan.contains("lose mTLS"),
+        plan.contains("plug-ca replaced on cluster1")
+            && plan.contains("while cluster2 still signs with the old one")
+            && plan.contains("restarts or not"),
         "{plan}"
     );
 
@@ -734,4 +736,140 @@ fn a_rotation_phase_waits_until_every_proxy_shows_the_phase_before() {
         vec![new.clone()]
     );
     w.assert_clean();
+}
+
+/// Writes `pem` as `root-cert.pem` of `cluster`'s `cacerts`, as a person
+/// with kubectl would.
+fn edit_roots(w: &World, cluster: &str, pem: &str) {
+    use base64::Engine as _;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client(&format!("kind-{cluster}")), NS);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let patch = serde_json::json!({"data": {"root-cert.pem": b64.encode(pem)}});
+    w.rt.block_on(secrets.patch(
+        "cacerts",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    ))
+    .unwrap();
+}
+
+fn plan_json(w: &World, args: &[&str]) -> Value {
+    let mut all = vec!["plan", "--format", "json"];
+    all.extend_from_slice(args);
+    let o = w.mesh(&all);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn action<'a>(plan: &'a Value, step: &str) -> &'a str {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == step)
+        .and_then(|c| c["action"].as_str())
+        .unwrap_or("absent")
+}
+
+#[test]
+fn no_phase_goes_on_while_a_primarys_cacerts_is_off() {
+    let mesh = std::fs::read_to_string(repo().join("examples/multi-primary.toml")).unwrap();
+    let w = World::new(&mesh, TWO).with_test_root();
+    apply(&w);
+    with_next_root(&w);
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+    apply(&w);
+    let (old, new) = (root_sha("trust"), root_sha("trust-next"));
+    let cluster2 = cacerts(&w, "cluster2", "ca-cert.pem");
+    // Between phases someone puts the old root alone back on cluster1.
+    edit_roots(&w, "cluster1", &root_pem("trust"));
+
+    // The plan writes phase 1 again on cluster1 and nothing on cluster2,
+    // the drift shown, also under `--allow rotation-gate`.
+    for args in [&[][..], &["--allow", "rotation-gate"][..]] {
+        let plan = plan_json(&w, args);
+        assert_eq!(action(&plan, "cluster1/plug-ca"), "update", "{args:?}");
+        assert_eq!(action(&plan, "cluster2/plug-ca"), "no-op", "{args:?}");
+        let c1 = plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["step"] == "cluster1/plug-ca")
+            .unwrap();
+        let reason = c1["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("drift: ") && reason.contains("trusts another root"),
+            "{reason}"
+        );
+        assert!(
+            !c1["diff"].as_str().unwrap_or_default().contains("phase 2"),
+            "{c1}"
+        );
+        let notes = plan["notes"].to_string();
+        assert!(
+            notes.contains("the cacerts of cluster1 is not as mesh wrote it"),
+            "{notes}"
+        );
+        assert!(
+            !notes.contains("phase 2 of 3 (sign with the new root) on"),
+            "{notes}"
+        );
+    }
+    let golden_plan = stdout_of(&w, &["plan", "--format", "markdown"]);
+    golden("root-rotation-cacerts-off.md", &golden_plan);
+    // The apply writes phase 1 back on cluster1, and no primary signs
+    // under the new root yet.
+    let out = apply(&w);
+    assert!(
+        !out.contains("phase 2 of 3 (sign with the new root) on"),
+        "{out}"
+    );
+    for c in ["cluster1", "cluster2"] {
+        assert_eq!(
+            shas(&cacerts(&w, c, "root-cert.pem")),
+            vec![old.clone(), new.clone()],
+            "{c}"
+        );
+    }
+    assert_eq!(cacerts(&w, "cluster2", "ca-cert.pem"), cluster2);
+    // Repaired: phase 2 goes on on both primaries.
+    let plan = plan_json(&w, &[]);
+    assert_eq!(action(&plan, "cluster1/plug-ca"), "update");
+    assert_eq!(action(&plan, "cluster2/plug-ca"), "update");
+    let out = apply(&w);
+    assert!(out.contains("root rotation, phase 2 of 3"), "{out}");
+    for c in ["cluster1", "cluster2"] {
+        providers::ca::verify_signed_by(&cacerts(&w, c, "ca-cert.pem"), &root_pem("trust-next"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_rotation_does_not_start_over_a_cacerts_that_is_off_and_the_advice_repairs_it() {
+    let mesh = std::fs::read_to_string(repo().join("examples/multi-primary.toml")).unwrap();
+    let w = World::new(&mesh, TWO).with_test_root();
+    apply(&w);
+    with_next_root(&w);
+    let first = cacerts(&w, "cluster1", "root-cert.pem");
+    edit_roots(&w, "cluster1", &root_pem("trust-next"));
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let said = text(&o);
+    assert!(
+        said.contains("a root rotation starts only from each primary's cacerts as recorded"),
+        "{said}"
+    );
+    assert_eq!(
+        shas(&cacerts(&w, "cluster2", "root-cert.pem")),
+        vec![root_sha("trust")]
+    );
+    // What it says to do: [trust] back, apply, then the new root.
+    w.write_mesh(&mesh);
+    apply(&w);
+    assert_eq!(cacerts(&w, "cluster1", "root-cert.pem"), first);
+    w.write_mesh(&mesh.replace("certs/", "certs-next/"));
+    let out = apply(&w);
+    assert!(out.contains("root rotation, phase 1 of 3"), "{out}");
 }

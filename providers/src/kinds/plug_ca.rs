@@ -851,12 +851,12 @@ async fn reload_istiod(
 fn lost_phase_one(input: &Input, old: &OldRoot) -> StepError {
     StepError::Failed(format!(
         "root rotation phase 2 needs phase 1 in place: Secret istio-system/cacerts of `{}` trusting \
-         {} and the new root sha256:{}…, and it does not. `mesh plan` shows the drift; \
-         `mesh apply --replace {}/plug-ca` writes phase 1 again",
+         {} and the new root sha256:{}…, and it does not. `mesh apply` with its refresh \
+         (without --no-refresh) shows the drift and writes phase 1 there again before any phase \
+         goes on",
         input.cluster,
         old.shown(),
         short(&input.root_sha256),
-        input.cluster
     ))
 }
 
