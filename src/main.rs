@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod identity;
 mod mesh_file;
 mod output;
 mod pipeline;

@@ -147,6 +147,8 @@ pub struct Computed {
     /// The programs the run executes (None in the sandbox, or with no
     /// cluster to reach): an apply records them in the state.
     pub programs: Option<std::collections::BTreeMap<String, state::Program>>,
+    /// Which cluster each context reaches, for the apply to record.
+    pub identity: engine::identity::Verdict,
 }
 
 /// Makes the plan of `req` for `graph` against `recorded`, staging the
@@ -179,6 +181,17 @@ pub async fn compute(
         };
         crate::preflight::check(world, mesh, graph, recorded, &preflight).await?;
     }
+    // Which cluster each context reaches, against the state's record.
+    let identity = match world {
+        Some(world) if converge && !req.options.refresh_only => {
+            crate::identity::judge(world, graph, recorded).await
+        }
+        _ => engine::identity::Verdict::default(),
+    };
+    let options = planner::Options {
+        renamed: identity.renamed.clone(),
+        ..req.options.clone()
+    };
     let (staged, mut overrode) = if converge && !req.options.refresh_only {
         let allowed = crate::rotation::allowed(req.allow, req.saved);
         crate::rotation::gate(
@@ -227,7 +240,7 @@ pub async fn compute(
         recorded,
         refreshed.as_ref(),
         req.mode,
-        req.options,
+        &options,
     );
     if let Err(e) = engine::review::apply(&mut plan, mesh, req.saved, req.allow) {
         bail!(e);
@@ -241,31 +254,42 @@ pub async fn compute(
     }
     engine::policy::record_override(&mut plan.policy, engine::trust::GATE, &overrode);
     if converge && !plan.refresh_only {
+        identity.review(&mut plan);
         staged.review(&mut plan);
         plan.refused
             .extend(engine::refresh::refusals(refreshed.as_ref()));
     }
-    // What only the clusters can say: Istio's own precheck before an
-    // in-place upgrade, namespaces still on a revision it uninstalls, and
-    // a control plane it would install over one the state does not know.
     if let Some(world) = world
         && plan.refused.is_empty()
     {
-        plan.notes
-            .extend(crate::precheck::notes(world, &plan, graph).await);
-        plan.refused
-            .extend(crate::precheck::revisions_in_use(world, &plan, graph).await);
-        if converge {
-            plan.refused.extend(
-                crate::precheck::untracked_control_planes(world, &plan, graph, recorded).await,
-            );
-        }
+        live_checks(world, &mut plan, graph, recorded, converge).await;
     }
     Ok(Computed {
         plan,
         refreshed,
         programs: programs.map(|p| p.current),
+        identity,
     })
+}
+
+/// What only the clusters can say: Istio's own precheck before an
+/// in-place upgrade, namespaces still on a revision it uninstalls, and a
+/// control plane it would install over one the state does not know.
+async fn live_checks(
+    world: &World,
+    plan: &mut Plan,
+    graph: &StepGraph,
+    recorded: Option<&State>,
+    converge: bool,
+) {
+    plan.notes
+        .extend(crate::precheck::notes(world, plan, graph).await);
+    plan.refused
+        .extend(crate::precheck::revisions_in_use(world, plan, graph).await);
+    if converge {
+        plan.refused
+            .extend(crate::precheck::untracked_control_planes(world, plan, graph, recorded).await);
+    }
 }
 
 /// The programs this run would execute, and how they differ from the

@@ -22,6 +22,7 @@ pub mod check;
 pub mod config;
 pub mod executor;
 pub mod graph;
+pub mod identity;
 pub mod import;
 pub mod planner;
 pub mod policy;

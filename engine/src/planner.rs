@@ -71,6 +71,10 @@ pub struct Options {
     pub targets: Vec<String>,
     /// Record what the refresh found; change nothing (`--refresh-only`).
     pub refresh_only: bool,
+    /// Contexts that reach the same cluster as the recorded ones
+    /// (`identity::judge`): a step whose input differs only by them is
+    /// unchanged.
+    pub renamed: Vec<crate::identity::Renamed>,
 }
 
 impl Options {
@@ -228,7 +232,14 @@ pub fn plan_with(
         refresh_only(mesh_id, state, refresh)
     } else {
         let replace: BTreeSet<&str> = options.replace.iter().map(String::as_str).collect();
-        let mut plan = converge_or_destroy(mesh_id, graph, state, refresh, mode, &replace);
+        let mut plan = converge_or_destroy(
+            mesh_id,
+            graph,
+            state,
+            refresh,
+            mode,
+            (&replace, &options.renamed),
+        );
         if mode != Mode::Destroy {
             crate::upgrades::reset_default_tags(&mut plan);
         }
@@ -409,7 +420,7 @@ fn converge_or_destroy(
     state: Option<&State>,
     refresh: Option<&Refresh>,
     mode: Mode,
-    replace: &BTreeSet<&str>,
+    (replace, renamed): (&BTreeSet<&str>, &[crate::identity::Renamed]),
 ) -> Plan {
     let empty = BTreeMap::new();
     let recorded: &BTreeMap<String, StepRecord> = state.map(|s| &s.steps).unwrap_or(&empty);
@@ -485,7 +496,7 @@ fn converge_or_destroy(
                     .map(|o| o.drift.as_slice())
                     .unwrap_or_default();
                 let replaced = replace.contains(step.id.as_str());
-                match update_reason(rec, &new, drift, replaced) {
+                match update_reason(rec, &compared(rec, &new, renamed), drift, replaced) {
                     None => Change {
                         step: step.id.clone(),
                         kind: step.kind().to_string(),
@@ -515,6 +526,28 @@ fn converge_or_destroy(
         changes.push(change);
     }
     Plan::new(mesh_id, changes)
+}
+
+/// `new` as the planner compares it with `rec`: another context for the
+/// same cluster (`renamed`) changes nothing, so an input that differs
+/// only by one has the recorded fingerprint.
+fn compared(
+    rec: &StepRecord,
+    new: &RenderedInput,
+    renamed: &[crate::identity::Renamed],
+) -> RenderedInput {
+    let same = rec.input_fingerprint != new.fingerprint
+        && !renamed.is_empty()
+        && sha256_hex(crate::identity::as_recorded(&new.text, renamed).as_bytes())
+            == rec.input_fingerprint;
+    RenderedInput {
+        fingerprint: if same {
+            rec.input_fingerprint.clone()
+        } else {
+            new.fingerprint.clone()
+        },
+        ..new.clone()
+    }
 }
 
 /// Why a recorded step runs again (None: it does not): tainted, its input

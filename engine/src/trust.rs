@@ -284,6 +284,15 @@ pub fn reads_secrets(rotation: &Rotation) -> bool {
     rotation.phase > 1
 }
 
+/// The primaries still moving away from an old root.
+fn behind(primaries: &[(String, String, Progress)]) -> Vec<String> {
+    primaries
+        .iter()
+        .filter(|(_, _, p)| matches!(p, Progress::At(..)))
+        .map(|(_, c, _)| c.clone())
+        .collect()
+}
+
 fn stage_to(
     graph: &mut StepGraph,
     state: Option<&State>,
@@ -315,11 +324,7 @@ fn stage_to(
         }
     }
     if !staged.forced.is_empty() {
-        staged.behind = primaries
-            .iter()
-            .filter(|(_, _, p)| matches!(p, Progress::At(..)))
-            .map(|(_, c, _)| c.clone())
-            .collect();
+        staged.behind = behind(&primaries);
     }
     let least = primaries
         .iter()

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cluster;
 pub mod env;
 pub mod facts;
+pub mod identity;
 pub mod istio;
 pub mod istioctl;
 pub mod k8s;

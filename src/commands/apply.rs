@@ -37,6 +37,7 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, out: &Output) -> Result<u8> {
             mode,
             allow: &args.allow,
             options: planner::Options {
+                renamed: Vec::new(),
                 replace: args.replace.clone(),
                 targets: args.target.clone(),
                 refresh_only: args.refresh_only,
@@ -64,6 +65,7 @@ pub fn destroy(cli: &Cli, args: &DestroyArgs, out: &Output) -> Result<u8> {
             mode: Mode::Destroy,
             allow: &args.allow,
             options: planner::Options {
+                renamed: Vec::new(),
                 targets: args.target.clone(),
                 ..Default::default()
             }
@@ -108,6 +110,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
     // A saved plan is recomputed with the verbs it was made with.
     let options = match saved_plan {
         Some(s) => planner::Options {
+            renamed: Vec::new(),
             replace: s.plan.replace.clone(),
             targets: s.plan.targets.clone(),
             refresh_only: s.plan.refresh_only,
@@ -141,7 +144,8 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                 let computed =
                     pipeline::compute(Some(world), &mesh, &mut graph, recorded.as_ref(), &req)
                         .await?;
-                let (plan, programs) = (computed.plan, computed.programs);
+                let (plan, programs, identity) =
+                    (computed.plan, computed.programs, computed.identity);
                 if let Some((file, saved)) = &saved {
                     saved.check_matches(file, &plan)?;
                 }
@@ -171,6 +175,7 @@ fn run(cli: &Cli, out: &Output, args: RunArgs<'_>) -> Result<u8> {
                     location: &location,
                     view: &view,
                     programs,
+                    identity,
                 };
                 carry_out(world, out, &plan, graph, recorded, &mut lock, &run).await
             })
@@ -218,6 +223,8 @@ struct Execution<'a> {
     /// The programs this apply runs, recorded in the state with its first
     /// step (None in the sandbox).
     programs: Option<std::collections::BTreeMap<String, state::Program>>,
+    /// Which cluster each context reaches, recorded with the first step.
+    identity: engine::identity::Verdict,
 }
 
 /// Records a refresh-only plan, or shows the plan, asks for confirmation
@@ -248,7 +255,7 @@ async fn carry_out(
             );
         } else {
             crate::out!("{}", render_plan(plan, Format::Text, out));
-            record_programs(recorded, lock, run)?;
+            record_programs(recorded, lock, plan, &graph, run)?;
         }
         return Ok(0);
     }
@@ -264,6 +271,9 @@ async fn carry_out(
     let mut state = recorded.unwrap_or_else(|| State::new(&mesh_id));
     if let Some(programs) = &run.programs {
         state.programs = programs.clone();
+    }
+    if !destroy {
+        engine::identity::record(&mut state, plan, &graph, &run.identity);
     }
     let outcome = execute(
         world,
@@ -325,19 +335,31 @@ fn record_refresh(
 }
 
 /// An apply with nothing to change still records the programs it was
-/// allowed to run (`--allow new-binary`), so the next plan keeps to them.
+/// allowed to run (`--allow new-binary`), so the next plan keeps to them,
+/// and what it learnt of the clusters (their identities, a context
+/// renamed for the same cluster).
 fn record_programs(
     recorded: Option<State>,
     lock: &mut Box<dyn LockedState>,
+    plan: &Plan,
+    graph: &StepGraph,
     run: &Execution<'_>,
 ) -> Result<()> {
-    if let (Some(programs), Some(mut state)) = (&run.programs, recorded)
+    let Some(mut state) = recorded else {
+        return Ok(());
+    };
+    let mut changed = false;
+    if let Some(programs) = &run.programs
         && state.programs != *programs
     {
         state.programs = programs.clone();
+        changed = true;
+    }
+    changed |= engine::identity::record(&mut state, plan, graph, &run.identity);
+    if changed {
         lock.write(&mut state)?;
         crate::errln!(
-            "Recorded the programs this apply runs in the state at {}.",
+            "Recorded the programs this apply runs and the clusters it reached in the state at {}.",
             run.location
         );
     }

@@ -23,6 +23,7 @@ pub fn plan(cli: &Cli, args: &PlanArgs, out: &Output) -> Result<u8> {
         ..
     } = pipeline::start(cli, "plan", args.lock.lock_timeout, true)?;
     let options = planner::Options {
+        renamed: Vec::new(),
         replace: args.replace.clone(),
         targets: args.target.clone(),
         refresh_only: args.refresh_only,

@@ -54,7 +54,7 @@ pub use error::{RemoteOp, StateError};
 pub use local::{LocalBackend, StateLock, parse_state, read_unlocked};
 pub use lock::{LockInfo, force_unlock, lock_path};
 pub use model::{
-    FORMAT_VERSION, MAX_SERIAL, Program, SERIAL_HEADROOM, SERIAL_RECOVERY, State, Status,
-    StepRecord,
+    ClusterRecord, FORMAT_VERSION, MAX_SERIAL, Program, SERIAL_HEADROOM, SERIAL_RECOVERY, State,
+    Status, StepRecord,
 };
 pub use time::{format_rfc3339, now_rfc3339};

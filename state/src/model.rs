@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 /// The format this mesh writes; it refuses files with a larger one.
 /// 2: `programs`, the binaries the applies ran (a plan refuses others).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: `clusters`, each cluster's identity (a context that now reaches
+/// another cluster is refused).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The largest serial a state may have: the largest integer every JSON
 /// reader keeps exactly (2^53 − 1), so no tool misreads it.
@@ -51,6 +53,21 @@ pub struct State {
     /// stands in for every program.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub programs: BTreeMap<String, Program>,
+    /// Each cluster's identity, by the mesh file's cluster name, recorded
+    /// when an apply first reaches it. Absent in states written before it
+    /// existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clusters: BTreeMap<String, ClusterRecord>,
+}
+
+/// Which cluster a name of the mesh file is, as mesh found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRecord {
+    /// The UID of its `kube-system` namespace.
+    pub uid: String,
+    /// The context that reached it.
+    pub context: String,
 }
 
 /// A program mesh runs, as it was when it ran: where, and what (the
@@ -121,6 +138,7 @@ impl State {
             mesh_id: mesh_id.to_string(),
             steps: BTreeMap::new(),
             programs: BTreeMap::new(),
+            clusters: BTreeMap::new(),
         }
     }
 
@@ -214,7 +232,7 @@ mod tests {
         st.record("cluster2/attach", rec(Status::Tainted));
         let json = serde_json::to_string_pretty(&st).unwrap();
         let expected = r#"{
-  "format_version": 2,
+  "format_version": 3,
   "lineage": "l",
   "serial": 0,
   "mesh_id": "mesh1",

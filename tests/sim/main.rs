@@ -36,6 +36,7 @@ mod examples;
 mod hardening;
 mod hardening_ii;
 mod hardening_iii;
+mod identity;
 mod import;
 mod ownership;
 mod pipelines;

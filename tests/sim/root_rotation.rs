@@ -460,20 +460,28 @@ fn a_root_swap_killed_before_istiods_restart_is_finished_by_the_next_apply() {
         "cluster2/plug-ca",
     ];
     // Killed as soon as cluster1's cacerts holds the new root, before any
-    // restart of its istiod.
+    // restart of its istiod: restarts are refused until the kill, so a
+    // kill that comes late on a loaded machine finds the same cluster.
     let c = w.cluster("kind-cluster1");
     let from = c.requests().len();
     let restarted = || {
         c.requests()[from..]
             .iter()
-            .any(|r| r.verb == "patch" && r.path.contains("/deployments/istiod"))
+            .any(|r| r.status < 300 && r.verb == "patch" && r.path.contains("/deployments/istiod"))
     };
-    let killed = w.run_killed_when(&swap, || {
+    c.set_faults(kubesim::Faults {
+        admission_denied: vec![("patch".into(), "deployments".into())],
+        ..Default::default()
+    });
+    // Killed, or (a kill too late on a loaded machine) failed at the
+    // refused restart: either way cacerts is written and istiod not
+    // restarted, which the asserts below check.
+    let _killed = w.run_killed_when(&swap, || {
         c.requests()[from..]
             .iter()
             .any(|r| r.status < 300 && r.verb == "patch" && r.path.ends_with("/secrets/cacerts"))
     });
-    assert!(killed, "the apply finished before it could be killed");
+    c.set_faults(kubesim::Faults::default());
     assert!(
         !restarted(),
         "killed too late: istiod was restarted already"

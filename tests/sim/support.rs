@@ -127,6 +127,15 @@ impl World {
         std::fs::write(self.path("mesh.toml"), toml).unwrap();
     }
 
+    /// Serves the cluster of `context` under the context `alias` too.
+    pub fn alias(&mut self, alias: &str, context: &str) {
+        self.set
+            .as_mut()
+            .unwrap()
+            .add_alias(alias, context)
+            .unwrap();
+    }
+
     pub fn set(&self) -> &ClusterSet {
         self.set.as_ref().unwrap()
     }

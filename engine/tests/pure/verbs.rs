@@ -79,6 +79,7 @@ fn options(replace: &[&str], targets: &[&str]) -> Options {
         replace: replace.iter().map(|s| s.to_string()).collect(),
         targets: targets.iter().map(|s| s.to_string()).collect(),
         refresh_only: false,
+        renamed: Vec::new(),
     }
     .normalised()
 }

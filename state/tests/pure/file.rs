@@ -98,7 +98,7 @@ fn round_trip_serial_backup_and_mode() {
     );
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
-        text.starts_with("{\n  \"format_version\": 2,\n  \"lineage\": "),
+        text.starts_with("{\n  \"format_version\": 3,\n  \"lineage\": "),
         "{text}"
     );
     assert!(text.ends_with("}\n"));
@@ -173,15 +173,15 @@ fn a_newer_format_is_refused_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = state_path(&dir);
     let (mut lock, mut st) = written_once(&path);
-    let newer = r#"{"format_version": 3, "lineage": "x", "serial": 9, "a_new_field": true}"#;
+    let newer = r#"{"format_version": 4, "lineage": "x", "serial": 9, "a_new_field": true}"#;
     std::fs::write(&path, newer).unwrap();
     let e = read_unlocked(&path).unwrap_err();
     assert!(
         matches!(
             e,
             StateError::NewerFormat {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ),

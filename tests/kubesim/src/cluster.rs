@@ -26,9 +26,23 @@ pub struct Faults {
     /// `allowed: false` by a SelfSubjectAccessReview; `*` matches any.
     /// kubesim has no RBAC: this is how a test takes a permission away.
     pub denied: Vec<(String, String)>,
+    /// `(verb, resource)` pairs RBAC allows (a SelfSubjectAccessReview
+    /// says yes) but the request is refused (403), as an admission policy
+    /// (Gatekeeper, Kyverno) refuses what RBAC allows.
+    pub admission_denied: Vec<(String, String)>,
 }
 
 impl Faults {
+    /// Whether a request to `verb` `resource` is refused: by RBAC
+    /// ([`Faults::denies`]) or by admission.
+    pub fn refuses(&self, verb: &str, resource: &str) -> bool {
+        self.denies(verb, resource)
+            || self
+                .admission_denied
+                .iter()
+                .any(|(v, r)| (v == "*" || v == verb) && (r == "*" || r == resource))
+    }
+
     /// Whether `verb` on `resource` (either may be `*`: a question about
     /// every verb or resource) meets a denial.
     pub fn denies(&self, verb: &str, resource: &str) -> bool {

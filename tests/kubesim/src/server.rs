@@ -473,7 +473,7 @@ async fn resource(
     let q = query(&req);
     let ns_str = ns.clone().unwrap_or_default();
     let verb = request_verb(req.method(), name.is_some(), &q);
-    if cluster.faults().denies(verb, &rt.plural) {
+    if cluster.faults().refuses(verb, &rt.plural) {
         let scope = match &ns {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".to_string(),

@@ -47,6 +47,10 @@ pub struct Running {
 pub struct ClusterSet {
     dir: PathBuf,
     clusters: BTreeMap<String, Arc<Cluster>>,
+    /// More context names for a cluster (`alias` → its name): the same API
+    /// server reached through another context, as a kubeconfig renamed by
+    /// hand or merged from another file has.
+    aliases: BTreeMap<String, String>,
     tasks: Vec<JoinHandle<()>>,
     lock: File,
     flusher: Flusher,
@@ -177,6 +181,7 @@ impl ClusterSet {
         let mut set = ClusterSet {
             dir: dir.to_path_buf(),
             clusters: BTreeMap::new(),
+            aliases: BTreeMap::new(),
             tasks: Vec::new(),
             lock,
             flusher: Flusher::default(),
@@ -248,7 +253,12 @@ impl ClusterSet {
     fn write_lock_info(&mut self) -> Result<()> {
         let info = Running {
             pid: std::process::id(),
-            contexts: self.clusters.keys().cloned().collect(),
+            contexts: self
+                .clusters
+                .keys()
+                .chain(self.aliases.keys())
+                .cloned()
+                .collect(),
         };
         self.lock.set_len(0)?;
         self.lock.seek(SeekFrom::Start(0))?;
@@ -258,16 +268,35 @@ impl ClusterSet {
         Ok(())
     }
 
+    /// Serves the cluster `target` under the context `alias` too (in the
+    /// kubeconfig, its one-context file and the lock's list).
+    pub fn add_alias(&mut self, alias: &str, target: &str) -> Result<()> {
+        if !self.clusters.contains_key(target) || self.clusters.contains_key(alias) {
+            bail!("no cluster {target}, or {alias} is a cluster's own name");
+        }
+        self.aliases.insert(alias.to_string(), target.to_string());
+        self.write_kubeconfig()?;
+        self.write_lock_info()
+    }
+
     fn write_kubeconfig(&self) -> Result<()> {
-        let entries: Vec<kubeconfig::Entry<'_>> = self
-            .clusters
-            .values()
-            .map(|c| kubeconfig::Entry {
-                context: &c.name,
+        fn entry<'a>(context: &'a str, c: &'a Cluster) -> kubeconfig::Entry<'a> {
+            kubeconfig::Entry {
+                context,
                 port: c.port,
                 ca_pem: &c.certs.ca_pem,
                 token: &c.token,
-            })
+            }
+        }
+        let entries: Vec<kubeconfig::Entry<'_>> = self
+            .clusters
+            .values()
+            .map(|c| entry(&c.name, c))
+            .chain(
+                self.aliases
+                    .iter()
+                    .map(|(alias, name)| entry(alias, &self.clusters[name])),
+            )
             .collect();
         let path = self.kubeconfig_path();
         write_atomic(&path, kubeconfig::render(&entries).as_bytes())
