@@ -223,14 +223,19 @@ pub async fn compute(
     // No rotation phase goes on while the refresh shows a primary's
     // cacerts off; the plan writes it back first.
     let staged = match &refreshed {
-        Some(found) if converge && !req.options.refresh_only => crate::rotation::hold_for_cacerts(
-            graph,
-            recorded,
-            staged,
-            &req.options.replace,
-            found,
-            &mut overrode,
-        ),
+        Some(found) if converge && !req.options.refresh_only => {
+            let (staged, held) = engine::trust::hold_where_cacerts_off(
+                graph,
+                recorded,
+                staged,
+                &req.options.replace,
+                found,
+            );
+            if held {
+                overrode.clear();
+            }
+            staged
+        }
         _ => staged,
     };
     let graph = &*graph;

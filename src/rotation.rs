@@ -62,45 +62,6 @@ pub async fn gate(
     (staged, overrode)
 }
 
-/// Holds the phase `staged` takes where the refresh found a primary's
-/// `cacerts` not as mesh wrote it (`engine::trust::cacerts_off`): the
-/// graph is staged again as recorded, so the plan writes that `cacerts`
-/// back and changes no other primary, whatever `--allow rotation-gate`
-/// says (what it overrode is dropped from `overrode`). A rotation that
-/// would start over such a `cacerts` is refused instead: its phase 1
-/// keeps the intermediate in place, and that one is not mesh's.
-pub fn hold_for_cacerts(
-    graph: &mut StepGraph,
-    recorded: Option<&State>,
-    staged: Staged,
-    replace: &[String],
-    refresh: &engine::planner::Refresh,
-    overrode: &mut Vec<String>,
-) -> Staged {
-    let Some(rotation) = &staged.rotation else {
-        return staged;
-    };
-    let off = engine::trust::cacerts_off(graph, recorded, refresh);
-    if off.is_empty() {
-        return staged;
-    }
-    if rotation.phase == 1 {
-        let mut staged = staged;
-        staged.refused.push(format!(
-            "the cacerts of {} is not as mesh wrote it (its plug-ca step shows the drift), and a root rotation \
-             starts only from each primary's cacerts as recorded: phase 1 keeps the intermediate \
-             in place. Repair it first: set [trust] back to the root in place and `mesh apply` \
-             (it writes that cacerts again), then change the root",
-            off.join(", ")
-        ));
-        return staged;
-    }
-    let mut gate = rotation.gate.clone().unwrap_or_default();
-    gate.cacerts_off = off;
-    overrode.clear();
-    engine::trust::hold(graph, recorded, replace, gate)
-}
-
 /// The proxies of every cluster of the mesh, each cluster once.
 pub async fn evidence(world: &World, graph: &StepGraph, rotation: &Rotation) -> Evidence {
     let secrets = engine::trust::reads_secrets(rotation);

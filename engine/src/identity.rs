@@ -17,7 +17,7 @@
 
 use crate::topology::StepGraph;
 use state::{ClusterRecord, State};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What was read: each mesh file cluster's identity through its context
 /// now, and each context the state recorded but the mesh file no longer
@@ -33,7 +33,6 @@ pub struct Found {
 /// A cluster reached through another context than recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Renamed {
-    pub cluster: String,
     pub from: String,
     pub to: String,
 }
@@ -58,58 +57,57 @@ impl Verdict {
     }
 }
 
-/// The context through which the state last reached `cluster`: recorded
-/// with its identity, else the context of its own steps (a step's
-/// target is its cluster, but for a link, which the graph knows).
-pub fn recorded_context(graph: &StepGraph, state: &State, cluster: &str) -> Option<String> {
-    // A cluster whose steps are all gone (removed, or forgotten with
-    // `mesh state rm`) is new again, whatever identity is left of it.
-    if !state.steps.values().any(|r| r.cluster == cluster) {
-        return None;
+/// The context through which the state last reached each cluster it
+/// records a step of: recorded with its identity, else the context of
+/// its own steps (a step's target is its cluster, but for a link, which
+/// the graph knows). A cluster whose steps are all gone (removed, or
+/// forgotten with `mesh state rm`) is not in it: it is new again,
+/// whatever identity is left of it. One pass over the graph and the
+/// state, so a fleet's plan does not pay per cluster.
+fn recorded_contexts(graph: &StepGraph, state: &State) -> BTreeMap<String, String> {
+    let mut own: BTreeMap<&str, &str> = BTreeMap::new();
+    for s in graph.in_order() {
+        if s.target.cluster == s.cluster
+            && let Some(r) = state.steps.get(&s.id)
+        {
+            own.entry(s.cluster.as_str()).or_insert(r.context.as_str());
+        }
     }
-    if let Some(c) = state.clusters.get(cluster) {
-        return Some(c.context.clone());
-    }
-    let own = |id: &str| state.steps.get(id).map(|r| r.context.clone());
-    graph
-        .in_order()
-        .filter(|s| s.cluster == cluster && s.target.cluster == cluster)
-        .find_map(|s| own(&s.id))
-        .or_else(|| own(&format!("{cluster}/prepare-namespace")))
+    let clusters: BTreeSet<&str> = state.steps.values().map(|r| r.cluster.as_str()).collect();
+    clusters
+        .into_iter()
+        .filter_map(|c| {
+            let context = match state.clusters.get(c) {
+                Some(rec) => Some(rec.context.clone()),
+                None => own.get(c).map(|s| s.to_string()).or_else(|| {
+                    state
+                        .steps
+                        .get(&format!("{c}/prepare-namespace"))
+                        .map(|r| r.context.clone())
+                }),
+            };
+            context.map(|ctx| (c.to_string(), ctx))
+        })
+        .collect()
 }
 
 /// The recorded contexts whose identity must be read to decide (no
 /// identity recorded for them): the old context of a cluster whose
 /// context changed, and that of a cluster gone from the mesh file.
 pub fn contexts_to_read(graph: &StepGraph, state: &State) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for cluster in recorded_clusters(state) {
-        if state.clusters.contains_key(&cluster) {
-            continue;
-        }
-        let now = crate::topology::cluster_targets(graph)
-            .into_iter()
-            .find(|t| t.cluster == cluster)
-            .map(|t| t.context.clone());
-        if let Some(was) = recorded_context(graph, state, &cluster)
-            && now.as_ref() != Some(&was)
-            && !out.contains(&was)
-        {
-            out.push(was);
-        }
-    }
-    out
-}
-
-/// Every cluster the state records a step of.
-fn recorded_clusters(state: &State) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in state.steps.values() {
-        if !out.contains(&r.cluster) {
-            out.push(r.cluster.clone());
-        }
-    }
-    out
+    let now: BTreeMap<&str, &str> = crate::topology::cluster_targets(graph)
+        .into_iter()
+        .map(|t| (t.cluster.as_str(), t.context.as_str()))
+        .collect();
+    recorded_contexts(graph, state)
+        .into_iter()
+        .filter(|(c, was)| {
+            !state.clusters.contains_key(c) && now.get(c.as_str()) != Some(&was.as_str())
+        })
+        .map(|(_, was)| was)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn short(uid: &str) -> &str {
@@ -123,6 +121,7 @@ pub fn judge(graph: &StepGraph, state: Option<&State>, found: &Found) -> Verdict
     let empty = State::new("");
     let state = state.unwrap_or(&empty);
     let targets = crate::topology::cluster_targets(graph);
+    let recorded = recorded_contexts(graph, state);
     for t in &targets {
         let now = found.now.get(&t.cluster);
         if let Some(Ok(uid)) = now {
@@ -134,7 +133,7 @@ pub fn judge(graph: &StepGraph, state: Option<&State>, found: &Found) -> Verdict
                 },
             );
         }
-        let Some(was) = recorded_context(graph, state, &t.cluster) else {
+        let Some(was) = recorded.get(&t.cluster).cloned() else {
             continue; // a new cluster
         };
         let known = state
@@ -157,7 +156,6 @@ pub fn judge(graph: &StepGraph, state: Option<&State>, found: &Found) -> Verdict
                     short(n)
                 ));
                 v.renamed.push(Renamed {
-                    cluster: cluster.clone(),
                     from: was,
                     to: t.context.clone(),
                 });
@@ -194,19 +192,17 @@ pub fn judge(graph: &StepGraph, state: Option<&State>, found: &Found) -> Verdict
     }
     // A cluster gone from the mesh file whose API server a new name
     // reaches: a rename.
-    for gone in recorded_clusters(state) {
-        if targets.iter().any(|t| t.cluster == gone) {
+    for (gone, was) in &recorded {
+        if targets.iter().any(|t| t.cluster == *gone) {
             continue;
         }
-        let uid = match state.clusters.get(&gone) {
+        let uid = match state.clusters.get(gone) {
             Some(c) => Some(c.uid.clone()),
-            None => recorded_context(graph, state, &gone)
-                .and_then(|c| found.before.get(&c).cloned())
-                .and_then(Result::ok),
+            None => found.before.get(was).cloned().and_then(Result::ok),
         };
         let Some(uid) = uid else { continue };
         for t in &targets {
-            let new = recorded_context(graph, state, &t.cluster).is_none();
+            let new = !recorded.contains_key(&t.cluster);
             if new && found.now.get(&t.cluster) == Some(&Ok(uid.clone())) {
                 v.notes.push(format!(
                     "warning: {} is the cluster {gone} was (the same API server: kube-system uid \

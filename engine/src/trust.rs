@@ -105,31 +105,32 @@ impl Staged {
             .as_ref()
             .map(Rotation::notes)
             .unwrap_or_default();
-        if !self.forced.is_empty() && self.behind.is_empty() {
-            notes.push(format!(
+        if !self.forced.is_empty() {
+            let replaced = format!(
                 "plug-ca replaced on {}: its cacerts is written from the mesh file's root at once, \
-                 with no rotation phases. If that root is new, workloads still holding \
-                 certificates of the old root lose mTLS with the others until they restart",
+                 with no rotation phases",
                 self.forced.join(", ")
-            ));
-        }
-        if !self.forced.is_empty() && !self.behind.is_empty() {
-            notes.push(format!(
-                "plug-ca replaced on {}: its cacerts is written from the mesh file's root at once, \
-                 with no rotation phases, so it will trust only the new root while {} still {} \
-                 with the old one: mTLS \
-                 between their workloads fails, restarts or not, until every primary has the new \
-                 root. Take the rotation's phases instead (plan without --replace), or replace \
-                 every primary's plug-ca in one apply (--replace for each) and restart every \
-                 workload",
-                self.forced.join(", "),
-                self.behind.join(", "),
-                if self.behind.len() == 1 {
-                    "signs"
-                } else {
-                    "sign"
-                }
-            ));
+            );
+            notes.push(if self.behind.is_empty() {
+                format!(
+                    "{replaced}. If that root is new, workloads still holding certificates of the \
+                     old root lose mTLS with the others until they restart"
+                )
+            } else {
+                format!(
+                    "{replaced}, so it will trust only the new root while {} still {} with the old \
+                     one: mTLS between their workloads fails, restarts or not, until every primary \
+                     has the new root. Take the rotation's phases instead (plan without \
+                     --replace), or replace every primary's plug-ca in one apply (--replace for \
+                     each) and restart every workload",
+                    self.behind.join(", "),
+                    if self.behind.len() == 1 {
+                        "signs"
+                    } else {
+                        "sign"
+                    }
+                )
+            });
         }
         notes
     }
@@ -275,6 +276,43 @@ pub fn cacerts_off(
         .filter(|s| refresh.get(&s.id).is_some_and(|o| !o.drift.is_empty()))
         .map(|s| s.cluster.clone())
         .collect()
+}
+
+/// Holds the phase `staged` takes where the refresh found a primary's
+/// `cacerts` not as mesh wrote it ([`cacerts_off`]): the graph is staged
+/// again as recorded, so the plan writes that `cacerts` back and changes
+/// no other primary, whatever `--allow rotation-gate` says. A rotation
+/// that would start over such a `cacerts` is refused instead: its phase
+/// 1 keeps the intermediate in place, and that one is not mesh's.
+/// Returns the staging and whether it held the phase (then nothing was
+/// overridden).
+pub fn hold_where_cacerts_off(
+    graph: &mut StepGraph,
+    state: Option<&State>,
+    mut staged: Staged,
+    replace: &[String],
+    refresh: &crate::planner::Refresh,
+) -> (Staged, bool) {
+    let Some(rotation) = &staged.rotation else {
+        return (staged, false);
+    };
+    let off = cacerts_off(graph, state, refresh);
+    if off.is_empty() {
+        return (staged, false);
+    }
+    if rotation.phase == 1 {
+        staged.refused.push(format!(
+            "the cacerts of {} is not as mesh wrote it (its plug-ca step shows the drift), and a \
+             root rotation starts only from each primary's cacerts as recorded: phase 1 keeps the \
+             intermediate in place. Repair it first: set [trust] back to the root in place and \
+             `mesh apply` (it writes that cacerts again), then change the root",
+            off.join(", ")
+        ));
+        return (staged, false);
+    }
+    let mut gate = rotation.gate.clone().unwrap_or_default();
+    gate.cacerts_off = off;
+    (hold(graph, state, replace, gate), true)
 }
 
 /// Whether the gate of `rotation`'s phase must read the proxies' Envoys

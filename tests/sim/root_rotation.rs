@@ -770,14 +770,16 @@ fn plan_json(w: &World, args: &[&str]) -> Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn action<'a>(plan: &'a Value, step: &str) -> &'a str {
+/// The change of `step` in a JSON plan (Null: not in it).
+fn change<'a>(plan: &'a Value, step: &str) -> &'a Value {
     plan["changes"]
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["step"] == step)
-        .and_then(|c| c["action"].as_str())
-        .unwrap_or("absent")
+        .and_then(|cs| cs.iter().find(|c| c["step"] == step))
+        .unwrap_or(&Value::Null)
+}
+
+fn action<'a>(plan: &'a Value, step: &str) -> &'a str {
+    change(plan, step)["action"].as_str().unwrap_or("absent")
 }
 
 #[test]
@@ -799,12 +801,7 @@ fn no_phase_goes_on_while_a_primarys_cacerts_is_off() {
         let plan = plan_json(&w, args);
         assert_eq!(action(&plan, "cluster1/plug-ca"), "update", "{args:?}");
         assert_eq!(action(&plan, "cluster2/plug-ca"), "no-op", "{args:?}");
-        let c1 = plan["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["step"] == "cluster1/plug-ca")
-            .unwrap();
+        let c1 = change(&plan, "cluster1/plug-ca");
         let reason = c1["reason"].as_str().unwrap();
         assert!(
             reason.starts_with("drift: ") && reason.contains("trusts another root"),
