@@ -46,6 +46,7 @@ impl World {
         );
         env.progress = Arc::new(move |step, what| view.say(step, what));
         env.rotate_after = mesh.credentials.rotate_after;
+        env.sync_timeout = mesh.credentials.sync_timeout;
         Ok(World {
             env: Arc::new(env),
             kubeconfig,

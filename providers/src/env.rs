@@ -30,6 +30,10 @@ pub struct Env {
     /// `[credentials] rotate_after`: a link token older than this is drift,
     /// and the next apply replaces it. None: tokens do not age.
     pub rotate_after: Option<Duration>,
+    /// `[credentials] sync_timeout`: how long a step that rewrote a remote
+    /// secret waits for every istiod to take it before revoking the old
+    /// token.
+    pub sync_timeout: Duration,
 }
 
 /// The mesh file's clusters, as the step graph has them.
@@ -52,6 +56,7 @@ impl Env {
             progress: Arc::new(|_, _| {}),
             fleet: Fleet::default(),
             rotate_after: None,
+            sync_timeout: Duration::from_secs(300),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod facts;
 pub mod identity;
 pub mod istio;
 pub mod istioctl;
+pub mod istiod_clients;
 pub mod k8s;
 pub mod kind;
 pub mod kinds;

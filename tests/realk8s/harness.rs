@@ -209,6 +209,64 @@ impl Proc {
         }
     }
 
+    /// As [`Proc::start`], its output also appended to `cri` as a
+    /// container's log in the CRI format (each line stamped when it
+    /// arrived), which kwok serves as a pod's log.
+    pub fn start_with_cri_log(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        cri: &Path,
+        env: &[(&str, &str)],
+    ) -> Proc {
+        use std::io::BufRead as _;
+        let plain = std::fs::File::create(&log).unwrap();
+        let cri = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(cri)
+            .unwrap();
+        let files = std::sync::Arc::new(std::sync::Mutex::new((plain, cri)));
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({}): {e}", program.display()));
+        let pipes: Vec<(Box<dyn std::io::Read + Send>, &str)> = vec![
+            (Box::new(child.stdout.take().unwrap()), "stdout"),
+            (Box::new(child.stderr.take().unwrap()), "stderr"),
+        ];
+        for (pipe, stream) in pipes {
+            let files = files.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let at = k8s_openapi::jiff::Timestamp::now();
+                    let mut f = files.lock().unwrap();
+                    let _ = writeln!(f.0, "{line}");
+                    let _ = writeln!(f.1, "{at} {stream} F {line}");
+                }
+            });
+        }
+        Proc {
+            name: name.into(),
+            log,
+            child,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -316,6 +374,11 @@ pub struct RealCluster {
     /// Where a port-forward to port 15014 of an istiod pod arrives (kwok's
     /// ClusterPortForward): a local pilot-discovery listens here.
     pub istiod_port: u16,
+    /// The log kwok serves as the `discovery` container's of every pod in
+    /// istio-system (kwok's ClusterLogs, CRI format): a local
+    /// pilot-discovery's output lands here (`istiod_behind_its_pod`), so
+    /// `kubectl logs` of an istiod pod reads the real istiod's log.
+    pub istiod_log: PathBuf,
     /// Its own kubeconfig (only this cluster, as the current context).
     pub kubeconfig: PathBuf,
     procs: Vec<Proc>,
@@ -514,7 +577,7 @@ impl RealClusters {
             .iter()
             .any(|(k, v)| k == "PILOT_ENABLE_AMBIENT" && v == "true");
         let ports = free_ports(3, &[c.istiod_port]);
-        let istiod = Proc::start(
+        let istiod = Proc::start_with_cri_log(
             "pilot-discovery",
             &self.tool("pilot-discovery"),
             &[
@@ -531,6 +594,7 @@ impl RealClusters {
                 "--httpsAddr=".into(),
             ],
             work.join("pilot-discovery.log"),
+            &c.istiod_log,
             &[
                 ("POD_NAMESPACE", "istio-system"),
                 ("POD_NAME", "mesh-test-istiod"),
@@ -761,6 +825,7 @@ fn start_one(tools: &Path, root: &Path, name: &str, index: usize) -> RealCluster
         nobody_token,
         lb_ip: lb_ip.clone(),
         istiod_port: free_port(),
+        istiod_log: dir.join("istiod.cri.log"),
         kubeconfig: dir.join("admin.kubeconfig"),
         procs,
     };
@@ -880,9 +945,24 @@ spec:
     target:
       port: {}
       address: 127.0.0.1
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: istiod-logs
+spec:
+  selector:
+    matchNamespaces: [istio-system]
+  logs:
+  - containers: [discovery]
+    logsFile: {}
+    follow: true
 "#,
-        cluster.istiod_port
+        cluster.istiod_port,
+        cluster.istiod_log.display()
     );
+    // No istiod yet: an empty log, as a pod's before it prints anything.
+    std::fs::write(&cluster.istiod_log, "").unwrap();
     std::fs::write(
         dir.join("kwok-stages.yaml"),
         format!("{stages}\n{lb_stage}\n{forward}"),

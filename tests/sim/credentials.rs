@@ -825,3 +825,121 @@ fn rotate_after_in_the_mesh_file_ages_tokens_and_apply_rotates_them() {
         assert!(t.contains(want) && t.contains("mesh.toml:"), "{value}: {t}");
     }
 }
+
+/// A link's old token is revoked only once every istiod of the primary has
+/// taken the rewritten remote secret, by Istio's own evidence: its log's
+/// "stopping previous cluster C after new cluster synced", or a pod that
+/// started after the write. While the simulated istiod keeps its old
+/// client (as istio/istio#60612), the apply waits `[credentials]
+/// sync_timeout`, fails naming the pod and what it waits for, and keeps
+/// the previous token, which still authenticates; the advice it gives
+/// (restart istiod, apply again) then finishes the rotation without
+/// rotating again.
+#[test]
+fn a_link_token_is_revoked_only_after_every_istiod_took_the_new_secret() {
+    let toml = a_primary_and_two_remotes() + "\n[credentials]\nsync_timeout = \"2s\"\n";
+    let w = World::new(&toml, CONTEXTS);
+    w.ok(&["apply", "--auto-approve"]);
+
+    // istiod takes the new secret: the apply reads its log after the write
+    // and revokes the old token only then.
+    let first = held(&w, "cluster1", "cluster2").unwrap();
+    let out = w.ok(&[
+        "-v",
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "cluster2/attach",
+    ]);
+    assert!(
+        out.contains("every istiod in `cluster1` took the new remote secret of `cluster2`: pod istiod-kubesim swapped its client at"),
+        "{out}"
+    );
+    let written = last(
+        &w,
+        "kind-cluster1",
+        "patch",
+        "/secrets/istio-remote-secret-cluster2",
+    );
+    let asked = last(&w, "kind-cluster1", "log", "/pods/istiod-kubesim/log");
+    let revoked = last(
+        &w,
+        "kind-cluster2",
+        "delete",
+        "/secrets/istio-reader-token-cluster1",
+    );
+    assert!(written < asked && asked < revoked);
+    assert!(refused(&w, "kind-cluster2", &first));
+    let second = held(&w, "cluster1", "cluster2").unwrap();
+
+    // istiod keeps its old client: the step fails, the previous token stays.
+    w.cluster("kind-cluster1").set_faults(kubesim::Faults {
+        istiod_keeps_old_clients: true,
+        ..Default::default()
+    });
+    let o = w.mesh(&["apply", "--auto-approve", "--replace", "cluster2/attach"]);
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    for part in [
+        "the remote secret istio-system/istio-remote-secret-cluster2 in `cluster1` holds the link's new token, but not every istiod there took it within 2 s",
+        "pod istiod-kubesim: it has not logged \"stopping previous cluster cluster2 after new cluster synced\" since the remote secret was written",
+        "The previous token (istio-system/istio-reader-token-cluster1-2 in `cluster2`) is kept",
+        "kubectl --context kind-cluster1 -n istio-system rollout restart deployment -l app=istiod",
+    ] {
+        assert!(said.contains(part), "{part}\n{said}");
+    }
+    let third = held(&w, "cluster1", "cluster2").unwrap();
+    assert_ne!(sha(&third), sha(&second));
+    assert!(
+        reviewed(&w, "kind-cluster2", &second),
+        "the previous token was revoked"
+    );
+    assert!(reviewed(&w, "kind-cluster2", &third));
+    assert!(
+        !said.contains(&second) && !said.contains(&third),
+        "a token in the output"
+    );
+
+    // The advice, as given: restart istiod (the new pod reads the new
+    // secret), then apply, which finishes the rotation: no third token.
+    let o = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", w.set().kubeconfig_path())
+        .args([
+            "--context",
+            "kind-cluster1",
+            "-n",
+            "istio-system",
+            "rollout",
+            "restart",
+            "deployment",
+            "-l",
+            "app=istiod",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(o.status.success(), "{}", text(&o));
+    let out = w.ok(&["-v", "apply", "--auto-approve"]);
+    for part in [
+        "finishing what an earlier apply began: the remote secret in `cluster1` holds the link's new token (istio-system/istio-reader-token-cluster1 in `cluster2`) and the previous one (istio-system/istio-reader-token-cluster1-2) is still there",
+        "every istiod in `cluster1` took the new remote secret of `cluster2`: pod istiod-kubesim started after the write",
+        "revoked the link's previous token: deleted Secret istio-system/istio-reader-token-cluster1-2 in `cluster2`",
+    ] {
+        assert!(out.contains(part), "{part}\n{out}");
+    }
+    assert_eq!(sha(&held(&w, "cluster1", "cluster2").unwrap()), sha(&third));
+    assert!(refused(&w, "kind-cluster2", &second));
+    each_link_has_its_own_token(&w);
+    w.assert_clean();
+
+    // A bad bound, where it is written.
+    for (value, want) in [
+        ("\"0s\"", "sync_timeout is zero"),
+        ("\"later\"", "is not a duration"),
+    ] {
+        w.write_mesh(&toml.replace("sync_timeout = \"2s\"", &format!("sync_timeout = {value}")));
+        let o = w.mesh(&["validate"]);
+        let t = text(&o);
+        assert_ne!(o.status.code(), Some(0), "{t}");
+        assert!(t.contains(want) && t.contains("mesh.toml:"), "{value}: {t}");
+    }
+}

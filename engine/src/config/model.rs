@@ -30,9 +30,25 @@ pub struct MeshFile {
 
 /// `[credentials]`: each link's reader token older than `rotate_after` is
 /// drift, which the next apply rotates without a gap.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CredentialsSection {
     pub rotate_after: Option<Duration>,
+    /// How long an apply that rewrote a remote secret waits for every
+    /// istiod of its control plane to take it before it revokes the old
+    /// token (else the step fails and the old token stays).
+    pub sync_timeout: Duration,
+}
+
+/// `[credentials] sync_timeout` when not written.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Default for CredentialsSection {
+    fn default() -> Self {
+        CredentialsSection {
+            rotate_after: None,
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
+        }
+    }
 }
 
 /// `[trust]`: a root CA from which every primary gets its own intermediate.

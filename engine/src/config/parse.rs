@@ -52,6 +52,8 @@ pub(crate) struct Draft {
     pub keep_revisions: Vec<DraftKept>,
     /// `[credentials] rotate_after`.
     pub rotate_after: Option<At<String>>,
+    /// `[credentials] sync_timeout`.
+    pub sync_timeout: Option<At<String>>,
     /// `[tags]` was written (its span).
     pub tags_span: Option<Range<usize>>,
     /// Each tag (its name where written) and the revision it names.
@@ -102,7 +104,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "tags",
     "cluster",
 ];
-pub(crate) const CREDENTIALS_KEYS: &[&str] = &["rotate_after"];
+pub(crate) const CREDENTIALS_KEYS: &[&str] = &["rotate_after", "sync_timeout"];
 pub(crate) const KEEP_REVISION_KEYS: &[&str] = &["name", "istio_version", "istioctl"];
 pub(crate) const POLICY_KEYS: &[&str] = &["deny_delete", "max_clusters_changed", "require_canary"];
 pub(crate) const TRUST_KEYS: &[&str] = &["root_cert", "root_key", "intermediate_days"];
@@ -493,6 +495,7 @@ impl Walker<'_> {
             for (k, v) in t {
                 match k.get_ref().as_ref() {
                     "rotate_after" => draft.rotate_after = self.string("rotate_after", v),
+                    "sync_timeout" => draft.sync_timeout = self.string("sync_timeout", v),
                     _ => {
                         self.unknown_key(k, "[credentials]", CREDENTIALS_KEYS);
                     }

@@ -68,6 +68,9 @@ pub struct RawCredentials {
     /// A link's reader token older than this is drift, which the next apply rotates
     /// with no gap (`90d`, `720h`; at least an hour).
     pub rotate_after: Option<String>,
+    /// How long an apply that rewrote a remote secret waits for every istiod of its
+    /// control plane to take it before revoking the old token (default `5m`).
+    pub sync_timeout: Option<String>,
 }
 
 /// A revision kept installed beside the mesh's `revision`.

@@ -264,19 +264,11 @@ fn istiod_sees(spec: &ClusterSpec, answers: &[(&str, Vec<Value>)]) -> Vec<Check>
 
 /// The running istiod pods of every revision, by name.
 async fn istiod_pods(conn: &Connection) -> Result<Vec<String>, ClusterError> {
-    use k8s_openapi::api::core::v1::Pod;
-    let api: kube::Api<Pod> = kube::Api::namespaced(conn.client.clone(), NS);
-    let lp = kube::api::ListParams::default().labels("app=istiod");
-    let listed = conn.call("listing istiod pods", || api.list(&lp)).await?;
-    let mut names: Vec<String> = listed
-        .items
+    Ok(crate::istiod_clients::running(conn)
+        .await?
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .filter_map(|p| p.metadata.name)
-        .collect();
-    names.sort();
-    Ok(names)
+        .map(|p| p.name)
+        .collect())
 }
 
 #[cfg(test)]

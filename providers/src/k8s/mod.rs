@@ -183,6 +183,11 @@ fn api(conn: &Connection, ar: &ApiResource, namespace: Option<&str>) -> Api<Dyna
 
 /// Server-side applies `doc` (field manager `mesh`, forced: mesh owns what it renders).
 pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
+    applied(conn, doc).await.map(|_| ())
+}
+
+/// [`apply`], returning the object as the API server stored it.
+pub async fn applied(conn: &Connection, doc: &Value) -> Result<DynamicObject, ClusterError> {
     let ar = resource(doc)?;
     let name = name_of(doc).to_string();
     let a = api(conn, &ar, namespace_of(doc));
@@ -192,7 +197,6 @@ pub async fn apply(conn: &Connection, doc: &Value) -> Result<(), ClusterError> {
         a.patch(&name, &pp, &patch)
     })
     .await
-    .map(|_| ())
     .map_err(|e| explain_unserved(e, &ar))
 }
 

@@ -91,12 +91,18 @@ pub async fn can_i(
         ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
     };
     let api: kube::Api<SelfSubjectAccessReview> = kube::Api::all(conn.client.clone());
+    // `pods/log`: resource `pods`, subresource `log`, as RBAC names it.
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
                 verb: Some(verb.into()),
                 group: Some(group.into()),
                 resource: Some(resource.into()),
+                subresource,
                 namespace: namespace.map(String::from),
                 ..Default::default()
             }),

@@ -1,6 +1,7 @@
 //! `R/attach`: what `istioctl create-remote-secret --name R | kubectl apply`
 //! in the primary does, done natively.
 
+use crate::istiod_clients;
 use crate::k8s::MANAGED_BY;
 use crate::remote_secret::{self, SA_ANNOTATION, TOKEN_TYPE, TokenSecret, token_secrets};
 use crate::rendered::Rendered;
@@ -196,7 +197,13 @@ async fn shared_still_needed(
                     holder.cluster
                 ));
             }
-            Ok(_) => {}
+            // It holds another token now: its istiods must have taken that.
+            Ok(Some(_)) => {
+                if let Some(why) = holder_not_synced(cx, holder, &input.remote).await {
+                    return Some(why);
+                }
+            }
+            Ok(None) => {}
             Err(e) => {
                 return Some(format!(
                     "`{}`'s remote secret could not be read ({e}); the next apply looks again",
@@ -206,6 +213,32 @@ async fn shared_still_needed(
         }
     }
     None
+}
+
+/// Why `holder`, whose remote secret of `remote` no longer holds the
+/// shared token, may still use it: one of its istiods has not taken the
+/// secret since it was last written (within `[credentials] sync_timeout`),
+/// or mesh cannot tell. None: every istiod there took it.
+async fn holder_not_synced(cx: Ctx<'_>, holder: &Target, remote: &str) -> Option<String> {
+    let h = &holder.cluster;
+    let conn = match cx.env.clusters.connect(holder).await {
+        Ok(c) => c,
+        Err(e) => return Some(format!("`{h}` could not be reached ({e}); the next apply looks again")),
+    };
+    let since = match crate::k8s::get(&conn, &remote_secret::secret_ref(remote)).await {
+        Ok(Some(s)) => istiod_clients::since_written(&s.metadata),
+        // No remote secret there: its istiods hold no client of the remote.
+        Ok(None) => return None,
+        Err(e) => return Some(format!("`{h}`'s remote secret could not be read ({e}); the next apply looks again")),
+    };
+    match istiod_clients::wait_taken(&conn, remote, &since, cx.env.sync_timeout).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(outstanding)) => Some(format!(
+            "`{h}`'s istiod may still use it: {}; the next apply looks again",
+            istiod_clients::describe(&outstanding)
+        )),
+        Err(e) => Some(format!("`{h}`'s istiod pods could not be listed ({e}); the next apply looks again")),
+    }
 }
 
 /// Revokes the token Secret `shared` all links to the remote shared, once
@@ -357,6 +390,7 @@ fn not_link_token(
 /// it, saying what makes it not mesh's and what to do.
 async fn clear_new_name(
     cx: Ctx<'_>,
+    primary: &Connection,
     remote: &Connection,
     input: &Input,
     name: &str,
@@ -378,14 +412,194 @@ async fn clear_new_name(
             input.remote, remote.context
         )));
     }
+    // Made before the remote secret was last written: the secret may have
+    // held it until then (an earlier apply wrote the secret and stopped
+    // before revoking it), so istiod's old client may still use it. With
+    // no remote secret, istiod holds no client of the remote at all.
+    let secret = crate::k8s::get(primary, &remote_secret::secret_ref(&input.remote)).await?;
+    let since = secret
+        .as_ref()
+        .map(|s| istiod_clients::since_written(&s.metadata))
+        .unwrap_or_default();
+    let made = live.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let maybe_held = match (&secret, since.written, made) {
+        (None, _, _) => false,
+        (Some(_), Some(w), Some(m)) => m <= w,
+        (Some(_), _, _) => true,
+    };
+    if maybe_held {
+        log.push_str(&until_taken(cx, primary, input, &since, Some(name)).await?);
+    }
     if let Err(e) = crate::k8s::delete_and_wait(remote, &stale, cx.env.wait_timeout).await? {
         return Err(StepError::Failed(e));
     }
+    let why = if maybe_held {
+        "the link's token before an earlier apply wrote the remote secret and stopped"
+    } else {
+        "left by an interrupted apply"
+    };
     log.push_str(&format!(
-        "deleted the unused token Secret {ns}/{name} in `{}` (left by an interrupted apply)\n",
+        "deleted the unused token Secret {ns}/{name} in `{}` ({why})\n",
         input.remote
     ));
     Ok(())
+}
+
+/// The recorded outputs of a link whose remote secret holds `config`, with
+/// the token of `name` (fingerprints only).
+fn link_outputs(
+    input: &Input,
+    config: &Sensitive,
+    name: &str,
+    token: &Sensitive,
+) -> BTreeMap<String, Value> {
+    let ns = &input.reader.namespace;
+    BTreeMap::from([
+        ("kubeconfig_sha256".to_string(), Value::from(config.sha256())),
+        ("token_secret".to_string(), Value::from(format!("{ns}/{name}"))),
+        ("token_sha256".to_string(), Value::from(token.sha256())),
+        ("token_cluster".to_string(), Value::from(input.remote.clone())),
+        ("token_context".to_string(), Value::from(input.remote_context.clone())),
+    ])
+}
+
+/// Revokes what the link held before the remote secret got the token of
+/// `name`: its other token Secret, and the token all links shared once no
+/// remote secret holds it (the one this link held, `held_by`, or, when an
+/// interrupted apply wrote the link's own token but did not get this far,
+/// the one istioctl names).
+async fn revoke_held_before(
+    cx: Ctx<'_>,
+    remote: &Connection,
+    input: &Input,
+    secrets: &[TokenSecret],
+    held_by: Option<TokenSecret>,
+    name: &str,
+    log: &mut String,
+) -> Result<(), StepError> {
+    revoke_previous(remote, input, secrets, name, log).await?;
+    let shared = held_by.filter(|s| s.link.is_none()).or_else(|| {
+        let istioctl = input.reader.legacy_token_secret();
+        secrets
+            .iter()
+            .find(|s| s.name == istioctl && s.link.is_none())
+            .cloned()
+    });
+    if let Some(shared) = shared {
+        revoke_shared(cx, remote, input, &shared, log).await?;
+    }
+    Ok(())
+}
+
+/// What an apply finds of the link before it writes anything.
+#[derive(Clone, Copy)]
+struct Earlier<'a> {
+    primary: &'a Connection,
+    remote: &'a Connection,
+    secrets: &'a [TokenSecret],
+    /// The token Secret whose token the remote secret holds.
+    held_by: Option<&'a TokenSecret>,
+    /// The link's other token name: the one this apply would make.
+    previous: &'a str,
+}
+
+/// An earlier apply wrote the remote secret with the link's new token and
+/// stopped before revoking the previous one (it was killed, or istiod had
+/// not taken the secret within `[credentials] sync_timeout`): the remote
+/// secret holds one of the link's tokens and the other is still there,
+/// made before the secret was written. When the secret is what this apply
+/// would write (server and CA), the apply finishes that one rather than
+/// rotating again: it waits for every istiod to take the secret, revokes
+/// the previous token and records the held one. None: nothing to finish.
+async fn finish_earlier(
+    cx: Ctx<'_>,
+    input: &Input,
+    e: Earlier<'_>,
+    log: &mut String,
+) -> Result<Option<Applied>, StepError> {
+    let mine = |s: &TokenSecret| s.link.as_deref() == Some(input.primary.as_str());
+    let Some(held) = e.held_by.filter(|s| mine(s)) else {
+        return Ok(None);
+    };
+    let Some(previous) = e.secrets.iter().find(|s| s.name == e.previous && mine(s)) else {
+        return Ok(None);
+    };
+    let Some(live) = crate::k8s::get(e.primary, &remote_secret::secret_ref(&input.remote)).await?
+    else {
+        return Ok(None);
+    };
+    let raw = crate::k8s::secret_data(&live, &input.remote).unwrap_or_default();
+    let kc = remote_secret::Kubeconfig::parse(&raw).unwrap_or_default();
+    let server = input.api_server.clone().unwrap_or_else(|| e.remote.server.clone());
+    let since = istiod_clients::since_written(&live.metadata);
+    let made_before = match (previous.created_unix, since.written) {
+        (Some(m), Some(w)) => m <= w.as_second(),
+        _ => false,
+    };
+    let (Some(token), Ok(text)) = (&held.token, String::from_utf8(raw)) else {
+        return Ok(None);
+    };
+    if kc.server.as_deref() != Some(server.as_str()) || kc.ca != held.ca || !made_before {
+        return Ok(None);
+    }
+    let ns = &input.reader.namespace;
+    log.push_str(&format!(
+        "finishing what an earlier apply began: the remote secret in `{}` holds the link's new \
+         token ({ns}/{} in `{}`) and the previous one ({ns}/{}) is still there\n",
+        input.primary, held.name, input.remote, previous.name
+    ));
+    log.push_str(&until_taken(cx, e.primary, input, &since, Some(&previous.name)).await?);
+    revoke_held_before(cx, e.remote, input, e.secrets, None, &held.name, log).await?;
+    let config = Sensitive::new(text);
+    Ok(Some(Applied {
+        outputs: link_outputs(input, &config, &held.name, token),
+        log: std::mem::take(log),
+    }))
+}
+
+/// Waits (at most `[credentials] sync_timeout`) until every istiod pod of
+/// the primary has taken the remote secret written at `since`; the log
+/// line saying how each showed it, or the step's failure, which keeps the
+/// token the secret held before (`old`, in the remote) and says what to do.
+async fn until_taken(
+    cx: Ctx<'_>,
+    primary: &Connection,
+    input: &Input,
+    since: &istiod_clients::Since,
+    old: Option<&str>,
+) -> Result<String, StepError> {
+    let (p, r) = (&input.primary, &input.remote);
+    cx.say(&format!("waiting for every istiod in {p} to take the new remote secret of {r}…"));
+    let timeout = cx.env.sync_timeout;
+    match istiod_clients::wait_taken(primary, r, since, timeout).await? {
+        Ok(taken) if taken.is_empty() => Ok(format!(
+            "no istiod pod runs in `{p}`: none holds a client of the previous token\n"
+        )),
+        Ok(taken) => Ok(format!(
+            "every istiod in `{p}` took the new remote secret of `{r}`: {}\n",
+            istiod_clients::describe(&taken)
+        )),
+        Err(outstanding) => {
+            let kept = match old {
+                Some(n) => format!("The previous token ({}/{n} in `{r}`) is kept", input.reader.namespace),
+                None => "The previous token is kept".to_string(),
+            };
+            Err(StepError::Failed(format!(
+                "the remote secret istio-system/{} in `{p}` holds the link's new token, but not every \
+                 istiod there took it within {} s: {}. {kept}, so the client istiod may still be \
+                 using keeps working. istiod logs \"{}\" once its new client has synced; if it never does \
+                 (istio/istio#60612), restart it (`kubectl --context {} -n istio-system rollout \
+                 restart deployment -l app=istiod`) and run `mesh apply` again, which revokes the \
+                 previous token once every istiod has the new one ([credentials] sync_timeout sets \
+                 how long it waits)",
+                remote_secret::secret_name(r),
+                timeout.as_secs(),
+                istiod_clients::describe(&outstanding),
+                istiod_clients::swap_line(r),
+                primary.context,
+            )))
+        }
+    }
 }
 
 /// Revokes the link's previous token: its token Secrets other than `name`
@@ -502,6 +716,9 @@ impl Kind for Attach {
         let remote = remote_target(input);
         let reader_ns = Some(input.reader.namespace.as_str());
         let mut needs = access::here(access::applied("", &["secrets"], false));
+        // Whether every istiod took the rewritten secret: its pods' logs.
+        needs.extend(access::here(access::in_istio(&["list"], "", "pods")));
+        needs.extend(access::here(access::in_istio(&["get"], "", "pods/log")));
         for (verb, resource) in [
             ("get", "serviceaccounts"),
             ("get", "secrets"),
@@ -596,7 +813,17 @@ impl Kind for Attach {
             first
         };
         let mut log = String::new();
-        clear_new_name(cx, &remote, input, &name, &mut log).await?;
+        let earlier = Earlier {
+            primary: &primary,
+            remote: &remote,
+            secrets: &secrets,
+            held_by: held_by.as_ref(),
+            previous: &name,
+        };
+        if let Some(done) = finish_earlier(cx, input, earlier, &mut log).await? {
+            return Ok(done);
+        }
+        clear_new_name(cx, &primary, &remote, input, &name, &mut log).await?;
         let doc = token_document(input, &name);
         let (token, ca) = new_token(cx, &remote, &doc).await?;
         let server = input
@@ -624,39 +851,38 @@ impl Kind for Attach {
                 serde_json::json!({ input.remote.clone(): b64.encode(config.expose()) }),
             );
         }
+        // istiod's pods as they are before the write: what counts as
+        // evidence that they took it (only needed when a token is held,
+        // whose client must not lose its token before that).
+        let marks = match held {
+            Some(_) => Some(istiod_clients::mark(&primary).await?),
+            None => None,
+        };
+        if let (Some(m), Some(meta)) = (&marks, secret.pointer_mut("/metadata")) {
+            meta["annotations"][istiod_clients::MARKS_ANNOTATION] =
+                Value::from(istiod_clients::marks_annotation(m));
+        }
         cx.say(&format!(
             "writing Secret istio-system/{} in {}…",
             remote_secret::secret_name(&input.remote), input.primary
         ));
-        crate::k8s::apply(&primary, &secret).await?;
+        let written = crate::k8s::applied(&primary, &secret).await?;
         log.push_str(&format!(
             "wrote Secret istio-system/istio-remote-secret-{} in `{}` with a kubeconfig for {server} {config}, \
              the token of {ns}/{name} in `{}` {token}\n",
             input.remote, input.primary, input.remote
         ));
-        // Revoke what the link held before: its other token Secret…
-        revoke_previous(&remote, input, &secrets, &name, &mut log).await?;
-        // …and the token all links shared, once no remote secret holds it:
-        // the one this link held, or (when an interrupted apply wrote the
-        // link's own token but did not get this far) the one istioctl names.
-        let shared = held_by.filter(|s| s.link.is_none()).or_else(|| {
-            let istioctl = input.reader.legacy_token_secret();
-            secrets
-                .iter()
-                .find(|s| s.name == istioctl && s.link.is_none())
-                .cloned()
-        });
-        if let Some(shared) = shared {
-            revoke_shared(cx, &remote, input, &shared, &mut log).await?;
+        if let Some(marks) = marks {
+            let since = istiod_clients::Since {
+                written: istiod_clients::written_at(&written.metadata),
+                before: Some(marks),
+            };
+            let old = held_by.as_ref().map(|s| s.name.as_str());
+            log.push_str(&until_taken(cx, &primary, input, &since, old).await?);
         }
+        revoke_held_before(cx, &remote, input, &secrets, held_by, &name, &mut log).await?;
         Ok(Applied {
-            outputs: BTreeMap::from([
-                ("kubeconfig_sha256".to_string(), Value::from(config.sha256())),
-                ("token_secret".to_string(), Value::from(format!("{ns}/{name}"))),
-                ("token_sha256".to_string(), Value::from(token.sha256())),
-                ("token_cluster".to_string(), Value::from(input.remote.clone())),
-                ("token_context".to_string(), Value::from(input.remote_context.clone())),
-            ]),
+            outputs: link_outputs(input, &config, &name, &token),
             log,
         })
     }

@@ -6,7 +6,7 @@ use crate::tls::Certs;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -30,6 +30,10 @@ pub struct Faults {
     /// says yes) but the request is refused (403), as an admission policy
     /// (Gatekeeper, Kyverno) refuses what RBAC allows.
     pub admission_denied: Vec<(String, String)>,
+    /// The simulated istiod never takes an updated remote secret: it keeps
+    /// the client of the kubeconfig it read first and logs no swap (as
+    /// istio/istio#60612). A restarted istiod pod reads the secret anew.
+    pub istiod_keeps_old_clients: bool,
 }
 
 impl Faults {
@@ -101,6 +105,8 @@ pub struct Cluster {
     lb_next: AtomicU64,
     requests: Mutex<Vec<RequestRecord>>,
     tokens: Mutex<HashSet<String>>,
+    /// What the simulated istiods log of the remote secrets they read.
+    istiod_log: Mutex<crate::istiod_log::IstiodLog>,
     /// Set when something changed since the last save.
     pub(crate) dirty: AtomicBool,
 }
@@ -120,6 +126,7 @@ impl Cluster {
             .filter_map(|t| b64.decode(t).ok())
             .map(|t| String::from_utf8_lossy(&t).into_owned())
             .collect();
+        let istiod_log = crate::istiod_log::IstiodLog::new(&store.all("", "secrets"));
         Arc::new(Cluster {
             name: saved.name,
             port: saved.port,
@@ -133,6 +140,7 @@ impl Cluster {
             lb_next: AtomicU64::new(saved.lb_next),
             requests: Mutex::new(Vec::new()),
             tokens: Mutex::new(tokens),
+            istiod_log: Mutex::new(istiod_log),
             dirty: AtomicBool::new(false),
         })
     }
@@ -215,6 +223,7 @@ impl Cluster {
                         }
                         if ev.key.0.is_empty() && ev.key.1 == "secrets" {
                             self.token_revoked(&ev.object);
+                            self.istiod_reads_remote_secrets(&ev.object);
                         }
                         if ev.key.0 == "apps" && ev.key.1 == "deployments" {
                             self.istiod_pod(&ev.object, true);
@@ -266,6 +275,7 @@ impl Cluster {
                         }
                         ("", "secrets") => {
                             self.istiod_reloads(&ev.object);
+                            self.istiod_reads_remote_secrets(&ev.object);
                             self.clone().token(&ev.object)
                         }
                         ("", "namespaces")
@@ -445,14 +455,31 @@ impl Cluster {
         let Some(rt) = store.find_type("", "v1", "pods") else {
             return;
         };
-        let exists = store.get_raw("", "pods", ns, &pod).is_some();
-        if !wanted {
-            if exists {
+        // A changed template (`kubectl rollout restart`) replaces the pod.
+        let template = d
+            .pointer("/spec/template")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let hash = format!(
+            "{:x}",
+            template.bytes().fold(2166136261u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(16777619)
+            })
+        );
+        let live_hash = store.get_raw("", "pods", ns, &pod).map(|p| {
+            p.pointer("/metadata/annotations/kubesim~1template")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        });
+        if !wanted || live_hash.as_ref().is_some_and(|h| *h != hash) {
+            if live_hash.is_some() {
                 let _ = store.delete(&rt, ns, &pod);
             }
-            return;
-        }
-        if exists {
+            if !wanted {
+                return;
+            }
+        } else if live_hash.is_some() {
             return;
         }
         let labels = d
@@ -466,14 +493,27 @@ impl Cluster {
                 || json!([{"name": "discovery", "image": "docker.io/istio/pilot:simulated"}]),
             );
         let obj = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": ns, "labels": labels},
+            "metadata": {"name": pod, "namespace": ns, "labels": labels,
+                "annotations": {"kubesim/template": hash}},
             "spec": {"nodeName": "kubesim-node", "containers": containers}});
+        let started = k8s_openapi::jiff::Timestamp::now().to_string();
+        let statuses: Vec<Value> = containers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                json!({"name": c["name"], "ready": true, "restartCount": 0,
+                "image": c["image"], "imageID": "", "started": true,
+                "state": {"running": {"startedAt": started}}})
+            })
+            .collect();
         if store
             .create(&rt, ns, obj, "kubesim-deployment-controller")
             .is_ok()
         {
             let status = json!({"status": {"phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],
+                "startTime": started, "containerStatuses": statuses,
                 "podIP": format!("10.244.0.{}", 2 + self.index % 250)}});
             let _ = store.controller_patch(
                 &rt,
@@ -484,6 +524,57 @@ impl Cluster {
                 true,
             );
         }
+    }
+
+    /// A remote secret of istio-system written or deleted (`secret`): what
+    /// the simulated istiods log of it ([`crate::istiod_log`]).
+    fn istiod_reads_remote_secrets(&self, secret: &Value) {
+        if secret
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            != Some("istio-system")
+            || secret
+                .pointer("/metadata/labels/istio~1multiCluster")
+                .is_none()
+        {
+            return;
+        }
+        let secrets = self.store().all("", "secrets");
+        let keeps_old = self.faults().istiod_keeps_old_clients;
+        self.istiod_log
+            .lock()
+            .expect("istiod log")
+            .remote_secrets_changed(&secrets, keeps_old);
+    }
+
+    /// `GET pods/<pod>/log` (query `q`): an istiod pod's log since it
+    /// started; kubesim runs no other container.
+    pub fn pod_log(
+        &self,
+        ns: &str,
+        pod: &str,
+        q: &HashMap<String, String>,
+    ) -> Result<String, (u16, String)> {
+        let started = {
+            let store = self.store();
+            let Some(p) = store.get_raw("", "pods", ns, pod) else {
+                return Err((404, format!("pods \"{pod}\" not found")));
+            };
+            if p.pointer("/metadata/labels/app").and_then(Value::as_str) != Some("istiod") {
+                return Err((
+                    400,
+                    format!("kubesim runs no containers: pod {pod} has no log"),
+                ));
+            }
+            p.pointer("/status/startTime")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(k8s_openapi::jiff::Timestamp::now)
+        };
+        self.istiod_log
+            .lock()
+            .expect("istiod log")
+            .pod_log(started, q)
     }
 
     /// As kube-apiserver's legacy token authenticator: a service-account

@@ -473,7 +473,10 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                 out.push(crd(group, kind, plural, versions, &base));
             }
             out.extend(reader_objects(&base, values, rev, false));
-            let pilot = labels("Pilot");
+            // As Istio's chart labels istiod's Deployment and Service.
+            let mut pilot = labels("Pilot");
+            pilot["app"] = json!("istiod");
+            pilot["istio"] = json!("pilot");
             let istiod = format!("istiod{suffix}");
             let mut env = vec![
                 json!({"name": "CLUSTER_ID", "value": values.pointer("/global/multiCluster/clusterName").and_then(Value::as_str).unwrap_or("Kubernetes")}),

@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod istioctl;
+pub mod istiod_log;
 pub mod kubeconfig;
 pub mod portforward;
 pub mod protobuf;

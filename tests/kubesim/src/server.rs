@@ -253,6 +253,32 @@ async fn route(cluster: &Arc<Cluster>, req: Request<Incoming>) -> (String, Respo
             };
             ("proxy".into(), r)
         }
+        ["api", "v1", "namespaces", ns, "pods", pod, "log"] if req.method() == Method::GET => {
+            let r = if cluster.faults().refuses("get", "pods/log") {
+                Err((
+                    403,
+                    format!("pods \"{pod}\" is forbidden: cannot get resource \"pods/log\""),
+                ))
+            } else {
+                cluster.pod_log(ns, pod, &query(&req))
+            };
+            let r = match r {
+                Ok(text) => Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(full(text))
+                    .expect("a valid response"),
+                Err((code, message)) => {
+                    let reason = match code {
+                        403 => "Forbidden",
+                        404 => "NotFound",
+                        _ => "BadRequest",
+                    };
+                    error_response(&ApiError::new(code, reason, message))
+                }
+            };
+            ("log".into(), r)
+        }
         ["api", "v1", rest @ ..] => {
             resource(
                 cluster,

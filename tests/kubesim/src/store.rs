@@ -116,6 +116,10 @@ pub struct Data {
     pub objects: BTreeMap<String, BTreeMap<String, Value>>,
     /// "group/plural|namespace/name" → owners.
     pub owners: BTreeMap<String, Owners>,
+    /// "group/plural|namespace/name" → manager → when it last changed the
+    /// object (managedFields' `time`).
+    #[serde(default)]
+    pub written: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub struct Store {
@@ -337,6 +341,15 @@ fn deep_merge(base: &mut Value, overlay: &Value) {
 }
 
 fn managed_fields(owners: &Owners, api_version: &str) -> Value {
+    managed_fields_at(owners, api_version, None)
+}
+
+/// managedFields, with each entry's `time` from `written` when given.
+fn managed_fields_at(
+    owners: &Owners,
+    api_version: &str,
+    written: Option<&BTreeMap<String, String>>,
+) -> Value {
     let mut list = Vec::new();
     for (manager, (operation, paths)) in owners {
         if paths.is_empty() {
@@ -353,13 +366,17 @@ fn managed_fields(owners: &Owners, api_version: &str) -> Value {
                     .expect("built as objects");
             }
         }
-        list.push(json!({
+        let mut entry = json!({
             "manager": manager,
             "operation": operation,
             "apiVersion": api_version,
             "fieldsType": "FieldsV1",
             "fieldsV1": fields,
-        }));
+        });
+        if let Some(t) = written.and_then(|w| w.get(manager)) {
+            entry["time"] = Value::from(t.clone());
+        }
+        list.push(entry);
     }
     Value::Array(list)
 }
@@ -585,7 +602,19 @@ impl Store {
             m.insert("kind".into(), Value::from(rt.kind.clone()));
         }
         if let Some(o) = owners {
-            obj["metadata"]["managedFields"] = managed_fields(o, &rt.api_version());
+            let (ns, name) = (
+                obj.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                obj.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            let written = self
+                .data
+                .written
+                .get(&format!("{}|{}", type_key(rt), obj_key(ns, name)));
+            obj["metadata"]["managedFields"] = managed_fields_at(o, &rt.api_version(), written);
         }
         obj
     }
@@ -735,6 +764,10 @@ impl Store {
         self.data
             .owners
             .insert(format!("{}|{key}", type_key(rt)), owners);
+        self.data.written.insert(
+            format!("{}|{key}", type_key(rt)),
+            BTreeMap::from([(manager.to_string(), now())]),
+        );
         self.emit(EventType::Added, rt, &stored);
         self.get(rt, &ns, &name)
     }
@@ -890,6 +923,13 @@ impl Store {
             && managed_fields(&before_owners, &api_version) == managed_fields(&owners, &api_version)
         {
             return Ok(current);
+        }
+        if unchanged(&current) != unchanged(&next) {
+            self.data
+                .written
+                .entry(owner_key.clone())
+                .or_default()
+                .insert(manager.to_string(), now());
         }
         self.data.owners.insert(owner_key, owners);
         let rv = self.bump();

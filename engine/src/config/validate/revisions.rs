@@ -89,12 +89,28 @@ impl Checker<'_> {
         out
     }
 
-    /// `[credentials] rotate_after`: a duration of at least an hour.
+    /// `[credentials] rotate_after`: a duration of at least an hour;
+    /// `sync_timeout`: a duration above zero.
     pub(super) fn credentials(
         &mut self,
         draft: &Draft,
     ) -> crate::config::model::CredentialsSection {
         let mut out = crate::config::model::CredentialsSection::default();
+        if let Some(at) = &draft.sync_timeout {
+            match crate::config::parse_duration(&at.value) {
+                Ok(d) if !d.is_zero() => out.sync_timeout = d,
+                Ok(_) => self.error(
+                    at.span.clone(),
+                    "[credentials] sync_timeout is zero".to_string(),
+                    "istiod needs time to sync a new credential: write e.g. \"5m\"",
+                ),
+                Err(e) => self.error(
+                    at.span.clone(),
+                    format!("[credentials] sync_timeout: {e}"),
+                    "write e.g. \"300s\" or \"5m\"",
+                ),
+            }
+        }
         let Some(at) = &draft.rotate_after else {
             return out;
         };
