@@ -74,14 +74,23 @@ pub async fn running(conn: &Connection) -> Result<Vec<IstiodPod>, ClusterError> 
 }
 
 /// The remote secret's annotation that keeps the [`Mark`]s taken just
-/// before mesh wrote it, so a later apply (one that finishes what a failed
-/// or killed one began) knows exactly which log lines came after the
-/// write: the write's own time is known to the second only.
+/// before mesh wrote it, with the fingerprint of the kubeconfig written,
+/// so a later apply (one that finishes what a failed or killed one began)
+/// knows exactly which log lines came after the write (the write's own
+/// time is known to the second only), and ignores marks another writer's
+/// change of the secret made stale.
 pub const MARKS_ANNOTATION: &str = "mesh/istiod-marks";
 
-/// `marks` as the annotation's value (JSON: pod → restarts and last line).
-pub fn marks_annotation(marks: &BTreeMap<String, Mark>) -> String {
-    let v: serde_json::Map<String, serde_json::Value> = marks
+/// The remote secret's annotation naming the kubeconfig (its sha256) that
+/// every istiod is known to use: written with a secret no istiod held a
+/// client for before, and after a wait that saw every pod take it. A later
+/// look needs no log then (logs rotate).
+pub const TOOK_ANNOTATION: &str = "mesh/istiod-took";
+
+/// `marks`, taken before writing the kubeconfig of fingerprint
+/// `kubeconfig`, as the annotation's value (JSON).
+pub fn marks_annotation(kubeconfig: &str, marks: &BTreeMap<String, Mark>) -> String {
+    let pods: serde_json::Map<String, serde_json::Value> = marks
         .iter()
         .map(|(pod, m)| {
             let line = m.last_line.map(|t| t.to_string());
@@ -91,14 +100,20 @@ pub fn marks_annotation(marks: &BTreeMap<String, Mark>) -> String {
             )
         })
         .collect();
-    serde_json::Value::Object(v).to_string()
+    serde_json::json!({"kubeconfig": kubeconfig, "pods": pods}).to_string()
 }
 
-/// The marks a remote secret's annotation kept (None: none, or not ours).
-pub fn marks_of(meta: &kube::api::ObjectMeta) -> Option<BTreeMap<String, Mark>> {
+/// The marks a remote secret's annotation kept before the write of the
+/// kubeconfig of fingerprint `kubeconfig` (None: none, not ours, or taken
+/// before another kubeconfig).
+pub fn marks_of(meta: &kube::api::ObjectMeta, kubeconfig: &str) -> Option<BTreeMap<String, Mark>> {
     let text = meta.annotations.as_ref()?.get(MARKS_ANNOTATION)?;
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    v.as_object()?
+    if v["kubeconfig"].as_str() != Some(kubeconfig) {
+        return None;
+    }
+    v["pods"]
+        .as_object()?
         .iter()
         .map(|(pod, m)| {
             let uid = m["uid"].as_str()?.to_string();
@@ -119,12 +134,22 @@ pub fn marks_of(meta: &kube::api::ObjectMeta) -> Option<BTreeMap<String, Mark>> 
         .collect()
 }
 
-/// What counts as after the write of the live remote secret `meta`: its
-/// write time and the marks it keeps.
-pub fn since_written(meta: &kube::api::ObjectMeta) -> Since {
+/// Whether the live remote secret `meta` says every istiod uses its
+/// kubeconfig of fingerprint `kubeconfig` ([`TOOK_ANNOTATION`]).
+pub fn known_taken(meta: &kube::api::ObjectMeta, kubeconfig: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(TOOK_ANNOTATION))
+        .is_some_and(|t| t == kubeconfig)
+}
+
+/// What counts as after the write of the live remote secret `meta`, whose
+/// kubeconfig has fingerprint `kubeconfig`: its write time and the marks
+/// it keeps for that kubeconfig.
+pub fn since_written(meta: &kube::api::ObjectMeta, kubeconfig: &str) -> Since {
     Since {
         written: written_at(meta),
-        before: marks_of(meta),
+        before: marks_of(meta, kubeconfig),
     }
 }
 
@@ -212,27 +237,38 @@ pub fn evidence(
     cluster: &str,
 ) -> Evidence {
     let mark = since.before.as_ref().map(|b| b.get(&pod.name));
-    match (mark, since.written, pod.started) {
-        // Not running before the write (another pod, if re-created under
-        // the same name), or restarted since.
-        (Some(None), _, _) => return Evidence::Restarted,
-        (Some(Some(m)), _, _) if m.uid != pod.uid || pod.restarts > m.restarts => {
-            return Evidence::Restarted;
-        }
-        // Whole seconds: a start in a later second than the write's.
-        (None, Some(w), Some(s)) if s > w => return Evidence::Restarted,
-        _ => {}
+    // Another pod than the one marked (none, re-created under the same
+    // name, or restarted since): it read the secret when it started, so
+    // it took it when it started after the write. Whole seconds: a start
+    // in a later second than the write's. A pod that started in time but
+    // was not yet running when marked read the old secret: its log says.
+    let another = match mark {
+        Some(None) => true,
+        Some(Some(m)) => m.uid != pod.uid || pod.restarts > m.restarts,
+        None => true,
+    };
+    if let (true, Some(w), Some(s)) = (another, since.written, pod.started)
+        && s.as_second() > w.as_second()
+    {
+        return Evidence::Restarted;
     }
     let log = match log {
         Ok(l) => l,
         Err(e) => return Evidence::Outstanding(format!("its log cannot be read ({e})")),
     };
+    // After the pod's last line before the write (the node's clock, as
+    // the lines'), else from the write's second on (the API server's).
     let floor = mark.flatten().and_then(|m| m.last_line);
     let wanted = swap_line(cluster);
     let logged = log.lines().find_map(|line| {
         let (at, rest) = line.split_once(' ')?;
         let at = at.parse::<Timestamp>().ok()?;
-        let after = floor.is_none_or(|f| at > f) && since.written.is_none_or(|w| at >= w);
+        let after = match floor {
+            Some(f) => at > f,
+            None => since
+                .written
+                .is_none_or(|w| at.as_second() >= w.as_second()),
+        };
         (after && rest.contains(&wanted)).then_some(at)
     });
     match logged {
@@ -268,9 +304,17 @@ pub async fn wait_taken(
             .filter(|p| !taken.contains_key(&p.name))
             .collect();
         for pod in asked {
+            // From the pod's mark (its last line before the write), else
+            // the write's second, truncated here: kube rounds to the second.
+            let floor = since
+                .before
+                .as_ref()
+                .and_then(|b| b.get(&pod.name))
+                .and_then(|m| m.last_line);
+            let from = floor.or(since.written).or(pod.started);
             let lp = kube::api::LogParams {
                 container: Some("discovery".into()),
-                since_time: since.written.or(pod.started),
+                since_time: from.and_then(|t| Timestamp::from_second(t.as_second()).ok()),
                 timestamps: true,
                 limit_bytes: Some(8 << 20),
                 ..Default::default()
@@ -385,7 +429,7 @@ mod tests {
         };
         assert_eq!(
             evidence(
-                &pod("istiod-b", 0, "2026-12-07T10:00:05Z"),
+                &pod("istiod-b", 0, "2026-12-07T10:00:06Z"),
                 &s,
                 Ok(""),
                 "c3"
@@ -394,7 +438,7 @@ mod tests {
         );
         assert_eq!(
             evidence(
-                &pod("istiod-a", 1, "2026-12-07T10:00:05Z"),
+                &pod("istiod-a", 1, "2026-12-07T10:00:06Z"),
                 &s,
                 Ok(""),
                 "c3"
@@ -413,9 +457,20 @@ mod tests {
         // Re-created under the same name: another pod.
         let again = IstiodPod {
             uid: "another".into(),
-            ..pod("istiod-a", 0, "2026-12-07T10:00:05Z")
+            ..pod("istiod-a", 0, "2026-12-07T10:00:06Z")
         };
         assert_eq!(evidence(&again, &s, Ok(""), "c3"), Evidence::Restarted);
+        // Not marked, but started in the write's second or before (it was
+        // not running yet when marked): it read the old secret.
+        assert!(
+            !evidence(
+                &pod("istiod-b", 0, "2026-12-07T10:00:05Z"),
+                &s,
+                Ok(""),
+                "c3"
+            )
+            .taken()
+        );
         // Known only by the write's second: a start in a later second.
         let s = Since {
             written,
@@ -465,11 +520,13 @@ mod tests {
         let meta = kube::api::ObjectMeta {
             annotations: Some(BTreeMap::from([(
                 MARKS_ANNOTATION.to_string(),
-                marks_annotation(&marks),
+                marks_annotation("k1", &marks),
             )])),
             ..Default::default()
         };
-        assert_eq!(marks_of(&meta), Some(marks));
+        assert_eq!(marks_of(&meta, "k1"), Some(marks));
+        // Taken before another kubeconfig (another writer since): stale.
+        assert_eq!(marks_of(&meta, "k2"), None);
         let other = kube::api::ObjectMeta {
             annotations: Some(BTreeMap::from([(
                 MARKS_ANNOTATION.to_string(),
@@ -477,7 +534,7 @@ mod tests {
             )])),
             ..Default::default()
         };
-        assert_eq!(marks_of(&other), None);
+        assert_eq!(marks_of(&other, "k1"), None);
     }
 
     #[test]

@@ -844,6 +844,7 @@ fn a_link_token_is_revoked_only_after_every_istiod_took_the_new_secret() {
     // istiod takes the new secret: the apply reads its log after the write
     // and revokes the old token only then.
     let first = held(&w, "cluster1", "cluster2").unwrap();
+    let from = w.cluster("kind-cluster1").requests().len();
     let out = w.ok(&[
         "-v",
         "apply",
@@ -855,12 +856,13 @@ fn a_link_token_is_revoked_only_after_every_istiod_took_the_new_secret() {
         out.contains("every istiod in `cluster1` took the new remote secret of `cluster2`: pod istiod-kubesim swapped its client at"),
         "{out}"
     );
-    let written = last(
-        &w,
-        "kind-cluster1",
-        "patch",
-        "/secrets/istio-remote-secret-cluster2",
-    );
+    // The write (the apply's first patch of the secret; a second records
+    // that every istiod took it), then istiod's log, then the revocation.
+    let written = w.cluster("kind-cluster1").requests()[from..]
+        .iter()
+        .find(|r| r.verb == "patch" && r.path.contains("/secrets/istio-remote-secret-cluster2"))
+        .map(|r| r.at)
+        .expect("the remote secret written");
     let asked = last(&w, "kind-cluster1", "log", "/pods/istiod-kubesim/log");
     let revoked = last(
         &w,

@@ -226,7 +226,13 @@ async fn holder_not_synced(cx: Ctx<'_>, holder: &Target, remote: &str) -> Option
         Err(e) => return Some(format!("`{h}` could not be reached ({e}); the next apply looks again")),
     };
     let since = match crate::k8s::get(&conn, &remote_secret::secret_ref(remote)).await {
-        Ok(Some(s)) => istiod_clients::since_written(&s.metadata),
+        Ok(Some(s)) => {
+            let sha = kubeconfig_sha(&s, remote);
+            if istiod_clients::known_taken(&s.metadata, &sha) {
+                return None;
+            }
+            istiod_clients::since_written(&s.metadata, &sha)
+        }
         // No remote secret there: its istiods hold no client of the remote.
         Ok(None) => return None,
         Err(e) => return Some(format!("`{h}`'s remote secret could not be read ({e}); the next apply looks again")),
@@ -417,18 +423,25 @@ async fn clear_new_name(
     // before revoking it), so istiod's old client may still use it. With
     // no remote secret, istiod holds no client of the remote at all.
     let secret = crate::k8s::get(primary, &remote_secret::secret_ref(&input.remote)).await?;
+    let sha = secret
+        .as_ref()
+        .map(|s| kubeconfig_sha(s, &input.remote))
+        .unwrap_or_default();
     let since = secret
         .as_ref()
-        .map(|s| istiod_clients::since_written(&s.metadata))
+        .map(|s| istiod_clients::since_written(&s.metadata, &sha))
         .unwrap_or_default();
+    let known = secret
+        .as_ref()
+        .is_some_and(|s| istiod_clients::known_taken(&s.metadata, &sha));
     let made = live.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let maybe_held = match (&secret, since.written, made) {
         (None, _, _) => false,
         (Some(_), Some(w), Some(m)) => m <= w,
         (Some(_), _, _) => true,
     };
-    if maybe_held {
-        log.push_str(&until_taken(cx, primary, input, &since, Some(name)).await?);
+    if maybe_held && !known {
+        log.push_str(&until_taken(cx, primary, input, &since, &sha, Some(name)).await?);
     }
     if let Err(e) = crate::k8s::delete_and_wait(remote, &stale, cx.env.wait_timeout).await? {
         return Err(StepError::Failed(e));
@@ -531,7 +544,9 @@ async fn finish_earlier(
     let raw = crate::k8s::secret_data(&live, &input.remote).unwrap_or_default();
     let kc = remote_secret::Kubeconfig::parse(&raw).unwrap_or_default();
     let server = input.api_server.clone().unwrap_or_else(|| e.remote.server.clone());
-    let since = istiod_clients::since_written(&live.metadata);
+    let sha = crate::sha256_hex(&raw);
+    let since = istiod_clients::since_written(&live.metadata, &sha);
+    let known = istiod_clients::known_taken(&live.metadata, &sha);
     let made_before = match (previous.created_unix, since.written) {
         (Some(m), Some(w)) => m <= w.as_second(),
         _ => false,
@@ -548,13 +563,20 @@ async fn finish_earlier(
          token ({ns}/{} in `{}`) and the previous one ({ns}/{}) is still there\n",
         input.primary, held.name, input.remote, previous.name
     ));
-    log.push_str(&until_taken(cx, e.primary, input, &since, Some(&previous.name)).await?);
+    if !known {
+        log.push_str(&until_taken(cx, e.primary, input, &since, &sha, Some(&previous.name)).await?);
+    }
     revoke_held_before(cx, e.remote, input, e.secrets, None, &held.name, log).await?;
     let config = Sensitive::new(text);
     Ok(Some(Applied {
         outputs: link_outputs(input, &config, &held.name, token),
         log: std::mem::take(log),
     }))
+}
+
+/// The fingerprint of the kubeconfig a live remote secret of `remote` holds.
+fn kubeconfig_sha(secret: &kube::api::DynamicObject, remote: &str) -> String {
+    crate::sha256_hex(&crate::k8s::secret_data(secret, remote).unwrap_or_default())
 }
 
 /// Waits (at most `[credentials] sync_timeout`) until every istiod pod of
@@ -566,12 +588,19 @@ async fn until_taken(
     primary: &Connection,
     input: &Input,
     since: &istiod_clients::Since,
+    kubeconfig: &str,
     old: Option<&str>,
 ) -> Result<String, StepError> {
     let (p, r) = (&input.primary, &input.remote);
     cx.say(&format!("waiting for every istiod in {p} to take the new remote secret of {r}…"));
     let timeout = cx.env.sync_timeout;
-    match istiod_clients::wait_taken(primary, r, since, timeout).await? {
+    let waited = istiod_clients::wait_taken(primary, r, since, timeout).await?;
+    if waited.is_ok() {
+        // Known from now on, without a log (logs rotate).
+        let took = json!({"metadata": {"annotations": {istiod_clients::TOOK_ANNOTATION: kubeconfig}}});
+        crate::k8s::merge_patch(primary, &remote_secret::secret_ref(r), &took).await?;
+    }
+    match waited {
         Ok(taken) if taken.is_empty() => Ok(format!(
             "no istiod pod runs in `{p}`: none holds a client of the previous token\n"
         )),
@@ -858,9 +887,15 @@ impl Kind for Attach {
             Some(_) => Some(istiod_clients::mark(&primary).await?),
             None => None,
         };
-        if let (Some(m), Some(meta)) = (&marks, secret.pointer_mut("/metadata")) {
-            meta["annotations"][istiod_clients::MARKS_ANNOTATION] =
-                Value::from(istiod_clients::marks_annotation(m));
+        // With no client before (no token held), every istiod that reads
+        // the secret uses this kubeconfig from the start.
+        let sha = crate::sha256_hex(config.expose().as_bytes());
+        if let Some(meta) = secret.pointer_mut("/metadata") {
+            let (key, value) = match &marks {
+                Some(m) => (istiod_clients::MARKS_ANNOTATION, istiod_clients::marks_annotation(&sha, m)),
+                None => (istiod_clients::TOOK_ANNOTATION, sha.clone()),
+            };
+            meta["annotations"][key] = Value::from(value);
         }
         cx.say(&format!(
             "writing Secret istio-system/{} in {}…",
@@ -878,7 +913,7 @@ impl Kind for Attach {
                 before: Some(marks),
             };
             let old = held_by.as_ref().map(|s| s.name.as_str());
-            log.push_str(&until_taken(cx, &primary, input, &since, old).await?);
+            log.push_str(&until_taken(cx, &primary, input, &since, &sha, old).await?);
         }
         revoke_held_before(cx, &remote, input, &secrets, held_by, &name, &mut log).await?;
         Ok(Applied {
@@ -1106,9 +1141,22 @@ async fn destroy_token(
         return left(why);
     }
     crate::k8s::delete(&conn, &doc).await?;
-    Ok(format!(
-        "revoked the link's token: deleted Secret {ns}/{name} in `{remote}`\n"
-    ))
+    let mut log = format!("revoked the link's token: deleted Secret {ns}/{name} in `{remote}`\n");
+    // The link's other name: a token an apply made and the state never
+    // recorded (it failed waiting for istiod, or was killed), mesh's for
+    // this link.
+    for other in link_token_names(holder).iter().filter(|n| *n != name) {
+        let doc = secret_ref(ns, other);
+        if let Some(live) = crate::k8s::get(&conn, &doc).await?
+            && not_link_token(&live.metadata, holder, reader).is_none()
+        {
+            crate::k8s::delete(&conn, &doc).await?;
+            log.push_str(&format!(
+                "revoked the link's unrecorded token: deleted Secret {ns}/{other} in `{remote}`\n"
+            ));
+        }
+    }
+    Ok(log)
 }
 
 /// The control plane whose link's token Secret `ns/name` the record

@@ -496,7 +496,8 @@ impl Cluster {
             "metadata": {"name": pod, "namespace": ns, "labels": labels,
                 "annotations": {"kubesim/template": hash}},
             "spec": {"nodeName": "kubesim-node", "containers": containers}});
-        let started = k8s_openapi::jiff::Timestamp::now().to_string();
+        // Whole seconds, as the kubelet reports them.
+        let started = crate::store::now();
         let statuses: Vec<Value> = containers
             .as_array()
             .into_iter()
