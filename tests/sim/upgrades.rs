@@ -768,3 +768,72 @@ fn a_rollback_keeps_the_revision_it_rolls_back_to_and_removes_the_other_later() 
     );
     assert_tag_everywhere(&w, "default", Some("default"));
 }
+
+/// Tag drift covers all of what `istioctl tag set` made: the tag's Service
+/// deleted, its webhook's CA bundle gone stale, Istio's default validator
+/// deleted. Each is a planned repair naming what is off (cluster1 only),
+/// the apply re-sets the tag, and the plan is clean again.
+#[test]
+fn tag_drift_covers_its_service_its_client_config_and_the_default_validator() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("1-29"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.assert_clean();
+    let kubectl = |args: &[&str]| {
+        let o = std::process::Command::new("kubectl")
+            .env("KUBECONFIG", w.set().kubeconfig_path())
+            .args(["--context", "kind-cluster1"])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "-n",
+                "istio-system",
+                "delete",
+                "service",
+                "istiod-revision-tag-default",
+            ],
+            "Service istio-system/istiod-revision-tag-default missing",
+        ),
+        (
+            &[
+                "patch",
+                "mutatingwebhookconfiguration",
+                "istio-revision-tag-default",
+                "--type=json",
+                "-p",
+                r#"[{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":"c3RhbGU="}]"#,
+            ],
+            "revision tag `default`'s webhook does not call istiod as revision `1-29`'s injector (istio-sidecar-injector-1-29) does",
+        ),
+        (
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                "istiod-default-validator",
+            ],
+            "ValidatingWebhookConfiguration istiod-default-validator missing: Istio configuration is no longer validated",
+        ),
+    ];
+    for (change, want) in cases {
+        kubectl(change);
+        let o = w.mesh(&["plan", "--detailed-exitcode"]);
+        let plan = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{plan}");
+        assert!(
+            plan.contains("~ cluster1/revision-tag#default") && plan.contains(want),
+            "{want}\n{plan}"
+        );
+        assert!(
+            !plan.contains("cluster2/revision-tag#default (update)"),
+            "{plan}"
+        );
+        ok(&w.mesh(&["apply", "--auto-approve"]));
+        w.assert_clean();
+    }
+}

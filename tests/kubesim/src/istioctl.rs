@@ -1024,17 +1024,36 @@ async fn tag_set(
     if by_installer {
         labels[COMPONENT_LABEL] = json!("Pilot");
     }
-    let mut doc = webhook(&name, client_config, &labels);
+    let mut doc = webhook(&name, client_config.clone(), &labels);
     doc["metadata"]["labels"] = labels.clone();
     let mut docs = vec![doc];
     if tag == "default" {
+        // As istioctl: the validator calls the same istiod, on /validate.
+        let mut validate = client_config.clone();
+        if validate.get("service").is_some() {
+            validate["service"]["path"] = json!("/validate");
+        }
         docs.push(json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": "istiod-default-validator", "labels": labels.clone()},
-            "webhooks": [],
+            "webhooks": [{"name": "validation.istio.io", "clientConfig": validate,
+                "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
+                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["security.istio.io", "networking.istio.io"],
+                    "apiVersions": ["*"], "resources": ["*"]}]}],
         }));
     }
+    // The tag's Service (Istio's revision-tags-svc.yaml): the tag's name
+    // for the revision's istiod.
+    docs.push(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("istiod-revision-tag-{tag}"), "namespace": NS,
+            "labels": {TAG_LABEL: tag, REV_LABEL: rev, "app": "istiod", "istio": "pilot"}},
+        "spec": {"selector": {"app": "istiod", REV_LABEL: rev},
+            "ports": [{"name": "grpc-xds", "port": 15010}, {"name": "https-dns", "port": 15012},
+                {"name": "https-webhook", "port": 443, "targetPort": 15017},
+                {"name": "http-monitoring", "port": 15014}]},
+    }));
     let pp = PatchParams::apply("istio-ci").force();
     for obj in &docs {
         let (api, name) = api_for(&client, obj);
@@ -1072,6 +1091,20 @@ async fn tag_remove(a: &Args, tag: &str) -> Result<usize, String> {
         return Err(format!(
             "cannot remove tag \"{tag}\": cannot find MutatingWebhookConfiguration for tag"
         ));
+    }
+    // …and the tag's Services.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NS);
+    let lp = ListParams::default().labels(&format!("{TAG_LABEL}={tag}"));
+    let list = retry(|| services.list(&lp))
+        .await
+        .map_err(|e| e.to_string())?;
+    for s in list.items {
+        let name = s.metadata.name.unwrap_or_default();
+        let dp = DeleteParams::default();
+        match retry(|| services.delete(&name, &dp)).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(format!("deleting Service {name}: {e}")),
+        }
     }
     Ok(n)
 }
