@@ -259,10 +259,11 @@ impl Compiler<'_> {
     }
 
     /// Each kept revision's control plane, by its own istioctl, beside the
-    /// mesh's (`cp`): before it, so the mesh's revision is the last to
-    /// write what revisions share (the ingress gateway moves with
-    /// `revision`, in place, as in Istio's canary guide); a kept revision's
-    /// uninstall then leaves it.
+    /// mesh's (`cp`): after it, so the mesh's revision has taken what
+    /// revisions share (the ingress gateway moves with `revision`, in
+    /// place, as in Istio's canary guide) before a kept install, which
+    /// renders none of it, prunes; a kept revision's uninstall then leaves
+    /// it.
     fn kept_control_planes(
         &mut self,
         p: &Cluster,
@@ -289,7 +290,7 @@ impl Compiler<'_> {
                     ambient: None,
                 }),
             )?;
-            self.b.depend(cp, &kept);
+            self.b.depend(&kept, cp);
             if let Some(after) = cp_after {
                 self.b.depend(&kept, after);
             }

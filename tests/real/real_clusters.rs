@@ -1780,6 +1780,29 @@ fn webhooks(run: &Run, cluster: &str) -> std::collections::BTreeMap<String, Stri
         .collect()
 }
 
+/// The uid and `istio.io/rev` of cluster1's `istio-ingressgateway`
+/// Deployment (the default profile's), empty when it is not there.
+fn ingress_gateway(run: &Run) -> String {
+    String::from_utf8_lossy(
+        &run.set
+            .kubectl(
+                "cluster1",
+                &[
+                    "-n",
+                    "istio-system",
+                    "get",
+                    "deployment",
+                    "istio-ingressgateway",
+                    "--ignore-not-found",
+                    "-o",
+                    "jsonpath={.metadata.uid} {.metadata.labels.istio\\.io/rev}",
+                ],
+            )
+            .stdout,
+    )
+    .into_owned()
+}
+
 /// The east-west gateways' addresses, as recorded.
 fn eastwest_addresses(run: &Run) -> Vec<Value> {
     let st = run.state();
@@ -2043,6 +2066,23 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
     let out = run.ok(&["apply", "--auto-approve"]);
     assert!(!out.contains("istioctl uninstall"), "{out}");
     run.assert_clean();
+    // The default profile's ingress gateway is the mesh revision's, and
+    // the kept revision re-applied on its own (as a drift repair does)
+    // does not take it back: else its uninstall below would delete it.
+    let gateway = ingress_gateway(&run);
+    assert!(gateway.ends_with(" new"), "{gateway:?}");
+    run.ok(&[
+        "apply",
+        "--auto-approve",
+        "--replace",
+        "cluster1/install-control-plane#default",
+    ]);
+    run.assert_clean();
+    assert_eq!(
+        ingress_gateway(&run),
+        gateway,
+        "the kept revision took the ingress gateway"
+    );
     for d in ["istiod", "istiod-new"] {
         assert!(
             s.exists("cluster1", "deployment", Some("istio-system"), d),
@@ -2073,6 +2113,11 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(s.exists("cluster1", "deployment", Some("istio-system"), "istiod-new"));
+    assert_eq!(
+        ingress_gateway(&run),
+        gateway,
+        "removing the old revision removed or remade the ingress gateway"
+    );
     for c in ["cluster1", "cluster2", "cluster3"] {
         let wh = webhooks(&run, c);
         assert!(!wh.contains_key("istio-sidecar-injector"), "{c}: {wh:?}");

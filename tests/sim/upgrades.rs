@@ -837,3 +837,88 @@ fn tag_drift_covers_its_service_its_client_config_and_the_default_validator() {
         w.assert_clean();
     }
 }
+
+/// A kept revision re-applied on its own (`--replace`, as a drift repair
+/// does) takes nothing the mesh's revision holds: the ingress gateway of
+/// Istio's default profile stays the mesh revision's (the very object:
+/// `istioctl install` relabels a shared gateway for whichever revision ran
+/// last, and `uninstall --revision` deletes it with that revision), and
+/// the CRDs keep the newer istioctl's writing. Removing the kept revision
+/// then leaves the gateway.
+#[test]
+fn a_kept_revision_re_applied_takes_neither_the_ingress_gateway_nor_the_crds() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let gateway = |w: &World| {
+        w.get(
+            "kind-cluster1",
+            "apps",
+            "deployments",
+            "istio-system",
+            "istio-ingressgateway",
+        )
+    };
+    let rev_of = |o: Option<Value>| {
+        o.and_then(|o| {
+            o.pointer("/metadata/labels/istio.io~1rev")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+    };
+    let crd = |w: &World| {
+        w.get(
+            "kind-cluster1",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "",
+            "gateways.networking.istio.io",
+        )
+    };
+    let uid_before =
+        gateway(&w).expect("the default profile's ingress gateway")["metadata"]["uid"].clone();
+    assert_eq!(rev_of(gateway(&w)).as_deref(), Some("default"));
+
+    w.write_mesh(&canary("1-29"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    assert_eq!(
+        rev_of(gateway(&w)).as_deref(),
+        Some("1-29"),
+        "the canary took the gateway"
+    );
+    assert_eq!(
+        rev_of(crd(&w)).as_deref(),
+        Some("1-29"),
+        "the newer istioctl wrote the CRDs"
+    );
+
+    let replace = ["--replace", "cluster1/install-control-plane#default"];
+    ok(&w.mesh(&[&["apply", "--auto-approve"][..], &replace].concat()));
+    plan_is_clean(&w);
+    assert_eq!(
+        rev_of(gateway(&w)).as_deref(),
+        Some("1-29"),
+        "the kept revision took the ingress gateway back"
+    );
+    assert_eq!(
+        rev_of(crd(&w)).as_deref(),
+        Some("1-29"),
+        "the kept revision's older istioctl wrote the CRDs again"
+    );
+
+    w.write_mesh(&upgraded());
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    assert!(!w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
+    let after = gateway(&w).expect("removing the old revision deleted the ingress gateway");
+    assert_eq!(
+        after["metadata"]["uid"], uid_before,
+        "the ingress gateway was made again"
+    );
+}

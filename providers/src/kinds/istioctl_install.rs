@@ -46,9 +46,26 @@ pub fn iop_metadata(name: &str, istio_version: Option<&str>) -> Value {
     meta
 }
 
-/// Marks a kept revision's IstioOperator ([`KEPT_ANNOTATION`]).
+/// The ingress gateway Istio's default profile installs, one per cluster
+/// whatever the revision.
+pub const DEFAULT_INGRESS: &str = "istio-ingressgateway";
+
+/// Marks a kept revision's IstioOperator ([`KEPT_ANNOTATION`]) and keeps it
+/// off what revisions share, so that re-applying it (a drift repair, a
+/// `--replace`) takes nothing from the mesh's revision: no ingress gateway
+/// (`istioctl install` relabels a shared gateway for whichever revision
+/// ran last, and `uninstall --revision` then deletes it with that
+/// revision) and no CRDs (an older istioctl would write its older schemas
+/// over the newer ones). Its own prune leaves both, as their labels now
+/// name the mesh's revision and Istio never prunes CRDs.
 pub fn mark_kept(doc: &mut Value) {
     doc["metadata"]["annotations"][KEPT_ANNOTATION] = Value::from("true");
+    doc["spec"]["values"]["base"]["enableCRDTemplates"] = Value::from(false);
+    let profile = doc.pointer("/spec/profile").and_then(Value::as_str);
+    if matches!(profile, None | Some("default" | "demo")) {
+        doc["spec"]["components"]["ingressGateways"] =
+            json!([{ "name": DEFAULT_INGRESS, "enabled": false }]);
+    }
 }
 
 /// The revision of an IstioOperator document (`default` when it has none).

@@ -21,6 +21,8 @@ const OWNER_LABEL: &str = "install.operator.istio.io/owning-resource";
 const REV_LABEL: &str = "istio.io/rev";
 const COMPONENT_LABEL: &str = "operator.istio.io/component";
 const MANAGER: &str = "istioctl";
+/// The ingress gateway of Istio's default profile.
+const DEFAULT_INGRESS: &str = "istio-ingressgateway";
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -438,6 +440,9 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
     match profile {
         "default" | "demo" | "minimal" | "ambient" => {
             let base = labels("Base");
+            // `values.base.enableCRDTemplates: false` renders no CRD, as
+            // Istio's base chart (`templates/crds.yaml`).
+            let crds = values.pointer("/base/enableCRDTemplates") != Some(&json!(false));
             for (group, kind, plural, versions) in [
                 (
                     "networking.istio.io",
@@ -469,7 +474,10 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
                     "peerauthentications",
                     &["v1", "v1beta1"][..],
                 ),
-            ] {
+            ]
+            .into_iter()
+            .filter(|_| crds)
+            {
                 out.push(crd(group, kind, plural, versions, &base));
             }
             out.extend(reader_objects(&base, values, rev, false));
@@ -570,12 +578,27 @@ pub fn objects_for(iop: &Value) -> Result<Vec<Value>, String> {
             ));
         }
     }
-    for gw in spec
+    // Istio's default and demo profiles install `istio-ingressgateway`,
+    // unless the document names it (`enabled: false` leaves it out).
+    let mut gateways: Vec<Value> = spec
         .pointer("/components/ingressGateways")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .cloned()
+        .unwrap_or_default();
+    if matches!(profile, "default" | "demo")
+        && !gateways.iter().any(|g| g["name"] == DEFAULT_INGRESS)
     {
+        gateways.insert(
+            0,
+            json!({"name": DEFAULT_INGRESS, "enabled": true,
+                "label": {"app": DEFAULT_INGRESS, "istio": "ingressgateway"},
+                "k8s": {"service": {"ports": [
+                    {"name": "status-port", "port": 15021, "targetPort": 15021},
+                    {"name": "http2", "port": 80, "targetPort": 8080},
+                    {"name": "https", "port": 443, "targetPort": 8443}]}}}),
+        );
+    }
+    for gw in &gateways {
         if gw["enabled"] == json!(false) {
             continue;
         }
