@@ -84,6 +84,10 @@ impl Outcome {
 /// that install to fail, the revision would still be recorded.
 pub fn tasks(plan: &Plan, graph: &StepGraph) -> Vec<Task> {
     let handovers = crate::upgrades::handovers(plan);
+    let released: Vec<&str> = crate::upgrades::released_tags(plan)
+        .into_iter()
+        .map(|c| c.step.as_str())
+        .collect();
     plan.changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
@@ -93,6 +97,16 @@ pub fn tasks(plan: &Plan, graph: &StepGraph) -> Vec<Task> {
                     id: c.step.clone(),
                     action: TaskAction::Forget,
                     depends_on: vec![h.by.to_string()],
+                    groups: vec![c.cluster.clone()],
+                };
+            }
+            // A released tag ([`crate::upgrades::released_tags`]): its
+            // record goes, the tag stays.
+            if released.contains(&c.step.as_str()) {
+                return Task {
+                    id: c.step.clone(),
+                    action: TaskAction::Forget,
+                    depends_on: Vec::new(),
                     groups: vec![c.cluster.clone()],
                 };
             }
@@ -284,14 +298,16 @@ impl Runner for StepRunner {
         let id = task.id.clone();
         match task.action {
             TaskAction::Forget => {
-                let by = task.depends_on.join(", ");
-                Box::pin(async move {
-                    Ok(Done::Deleted {
-                        log: format!(
-                            "handed over to {by}, which installs its revision now: nothing uninstalled\n"
-                        ),
-                    })
-                })
+                let log = match task.depends_on.join(", ") {
+                    by if by.is_empty() => {
+                        "released: left in the cluster as it is; mesh no longer manages it\n"
+                            .to_string()
+                    }
+                    by => format!(
+                        "handed over to {by}, which installs its revision now: nothing uninstalled\n"
+                    ),
+                };
+                Box::pin(async move { Ok(Done::Deleted { log }) })
             }
             TaskAction::Apply => {
                 let Some(step) = self.graph.get(&id).cloned() else {

@@ -32,8 +32,9 @@ pub enum TaskAction {
     /// Runs before the steps it depended on.
     Delete,
     /// Drops a step's record without touching a cluster (a handed-over
-    /// kept install, `crate::upgrades::Handover`): runs, as an apply does,
-    /// after its dependencies (the install that took its revision over).
+    /// kept install, `crate::upgrades::Handover`; a released tag,
+    /// `crate::upgrades::released_tags`): runs, as an apply does, after its
+    /// dependencies (the install that took its revision over).
     Forget,
 }
 

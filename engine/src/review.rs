@@ -80,7 +80,15 @@ fn tag_notes(plan: &Plan) -> Vec<String> {
     /// A tag, the revision it pointed at, and the one it points at.
     type Move = (String, Option<String>, Option<String>);
     let mut moves: BTreeMap<Move, Vec<&str>> = BTreeMap::new();
-    for c in plan.changes.iter().filter(|c| c.kind == "revision-tag") {
+    let released: Vec<&str> = crate::upgrades::released_tags(plan)
+        .into_iter()
+        .map(|c| c.step.as_str())
+        .collect();
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == "revision-tag" && !released.contains(&c.step.as_str()))
+    {
         let (from, to) = match c.action {
             Action::Create => (None, rev(&c.after)),
             Action::Delete => (rev(&c.before), None),
@@ -115,12 +123,18 @@ fn tag_notes(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-/// What the plan's deletes remove: a handed-over install removes nothing.
+/// What the plan's deletes remove: a handed-over install and a released
+/// tag remove nothing.
 fn removals(plan: &Plan) -> Vec<Removal> {
-    let handed: Vec<&str> = crate::upgrades::handovers(plan)
+    let mut handed: Vec<&str> = crate::upgrades::handovers(plan)
         .iter()
         .map(|h| h.step)
         .collect();
+    handed.extend(
+        crate::upgrades::released_tags(plan)
+            .into_iter()
+            .map(|c| c.step.as_str()),
+    );
     plan.changes
         .iter()
         .filter(|c| c.action == Action::Delete && !handed.contains(&c.step.as_str()))

@@ -117,13 +117,57 @@ pub fn newly_kept(plan: &Plan) -> Vec<(&Change, &Change)> {
         .collect()
 }
 
-/// Writes each handover's reason on its delete, and each newly kept
-/// revision's on its create (it is not new to the cluster).
+/// The `default` tag dropped from `[tags]` in a cluster whose install the
+/// plan keeps: released, never removed. `istioctl tag remove default`
+/// deletes the tag's webhook and Istio's validator
+/// `istiod-default-validator`, and leaves the legacy injector deactivated
+/// (`istio.io/deactivated=never-match`): `istio-injection=enabled`
+/// namespaces would get no sidecars and Istio's configuration no
+/// validation. So the tag stays as it is and only its record goes; a
+/// cluster leaving the mesh (its install deleted, `mesh destroy`) still
+/// removes it.
+pub fn released_tags(plan: &Plan) -> Vec<&Change> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action == Action::Delete && c.kind == "revision-tag")
+        .filter(|c| c.step.ends_with("#default"))
+        .filter(|c| {
+            plan.changes.iter().any(|i| {
+                i.cluster == c.cluster
+                    && (i.kind == "install-control-plane" || i.kind == "install-remote")
+                    && !is_kept_install(i)
+                    && i.action != Action::Delete
+            })
+        })
+        .collect()
+}
+
+/// The plan's reason for a released tag ([`released_tags`]).
+pub fn released_reason(c: &Change) -> String {
+    format!(
+        "released: tag `default` stays on revision `{}` as it is, and mesh no longer manages \
+         it (`istioctl tag remove default` would delete Istio's validator \
+         istiod-default-validator and leave `istio-injection=enabled` namespaces without \
+         sidecars, the legacy injector staying deactivated); `mesh destroy` still removes it",
+        facts(&c.before)
+            .revision
+            .unwrap_or_else(|| "default".into())
+    )
+}
+
+/// Writes each handover's and released tag's reason on its delete, and
+/// each newly kept revision's on its create (it is not new to the
+/// cluster).
 pub fn mark_handovers(plan: &mut Plan) {
     let mut marked: Vec<(String, String)> = handovers(plan)
         .iter()
         .map(|h| (h.step.to_string(), handover_reason(h)))
         .collect();
+    marked.extend(
+        released_tags(plan)
+            .into_iter()
+            .map(|c| (c.step.clone(), released_reason(c))),
+    );
     marked.extend(newly_kept(plan).into_iter().map(|(k, was)| {
         (
             k.step.clone(),

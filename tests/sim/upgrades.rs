@@ -922,3 +922,46 @@ fn a_kept_revision_re_applied_takes_neither_the_ingress_gateway_nor_the_crds() {
         "the ingress gateway was made again"
     );
 }
+
+/// Dropping `default` from `[tags]` releases it: the tag stays as it is
+/// (its webhook, Istio's validator) and only its record goes, since
+/// `istioctl tag remove default` would leave `istio-injection=enabled`
+/// namespaces without sidecars (the legacy injector stays deactivated) and
+/// Istio's configuration unvalidated.
+#[test]
+fn dropping_the_default_tag_releases_it_and_keeps_injection_and_validation() {
+    let w = World::new(&mesh(V128, "[tags]\ndefault = \"default\"\n"), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    assert_tag_everywhere(&w, "default", Some("default"));
+    w.write_mesh(&mesh(V128, ""));
+    let plan = ok(&w.mesh(&["plan"]));
+    assert!(
+        plan.contains("released: tag `default` stays on revision `default` as it is"),
+        "{plan}"
+    );
+    assert!(!plan.contains("is removed from"), "{plan}");
+    let runs = w.istioctl_log().len();
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    let removes: Vec<Value> = w.istioctl_log()[runs..]
+        .iter()
+        .filter(|r| r["argv"][0] == "tag")
+        .cloned()
+        .collect();
+    assert!(removes.is_empty(), "{removes:#?}");
+    assert_tag_everywhere(&w, "default", Some("default"));
+    for ctx in CONTEXTS {
+        assert!(
+            w.exists(
+                ctx,
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                "",
+                "istiod-default-validator"
+            ),
+            "{ctx}: Istio's validator is gone"
+        );
+    }
+    let st = w.state_json();
+    assert!(st["steps"].get("cluster1/revision-tag#default").is_none());
+    plan_is_clean(&w);
+}
