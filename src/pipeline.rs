@@ -269,6 +269,10 @@ pub async fn compute(
     {
         live_checks(world, &mut plan, graph, recorded, converge).await;
     }
+    if world.is_none() {
+        let unchecked = engine::upgrades::unchecked_removals(&plan);
+        plan.notes.extend(unchecked);
+    }
     Ok(Computed {
         plan,
         refreshed,

@@ -8,7 +8,6 @@
 use crate::world::World;
 use engine::topology::StepGraph;
 use plans::Plan;
-use providers::istio::TAG_LABEL;
 
 /// One note per finding (or one saying there was none), per cluster.
 pub async fn notes(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String> {
@@ -35,9 +34,9 @@ pub async fn notes(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String>
     notes
 }
 
-/// Why a kept revision this plan uninstalls is still in use: a namespace
-/// of any cluster labelled `istio.io/rev=<it>` (its new pods would find no
-/// injector). Empty when none is, or the plan removes no revision. A
+/// Why a kept revision this plan uninstalls is still in use, in any
+/// cluster (`providers::revision_use`: a namespace or a workload's pod
+/// template labelled `istio.io/rev=<it>`, a tag pointing at it). Empty when none is, or the plan removes no revision. A
 /// cluster that cannot be reached or listed is a refusal too: a safety
 /// check that cannot look never passes by default.
 pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> Vec<String> {
@@ -60,97 +59,19 @@ pub async fn revisions_in_use(world: &World, plan: &Plan, graph: &StepGraph) -> 
             }
         };
         for (i, rev) in revisions.iter().enumerate() {
-            let labelled = match providers::k8s::list_labelled(
-                &conn,
-                &[("v1", "Namespace")],
-                "",
-                &format!("istio.io/rev={rev}"),
-            )
-            .await
-            {
-                Ok(labelled) => labelled,
+            match providers::revision_use::of(&conn, rev).await {
+                Ok(uses) => out.extend(uses.iter().map(|u| {
+                    providers::revision_use::refusal(u, &target.cluster, &target.context, rev)
+                })),
                 Err(e) => {
                     // This cluster's other revisions would fail alike.
                     out.push(unreadable(target, &revisions[i..], &e));
                     break;
                 }
-            };
-            match tags_on(&conn, rev).await {
-                Ok(tags) => out.extend(
-                    tags.iter()
-                        .map(|(tag, webhook)| tag_in_use(target, tag, webhook, rev)),
-                ),
-                Err(e) => {
-                    out.push(unreadable(target, &revisions[i..], &e));
-                    break;
-                }
-            }
-            for ns in labelled {
-                let name = ns["metadata"]["name"].as_str().unwrap_or_default();
-                out.push(format!(
-                    "namespace `{}` in {} is labelled `istio.io/rev={rev}`, and this plan \
-                     uninstalls revision `{rev}`: relabel it first (`kubectl --context {} label \
-                     namespace {} istio.io/rev=<new revision or tag> --overwrite`), or keep `{rev}` \
-                     in [[mesh.keep_revision]]",
-                    providers::rendered::shown(name),
-                    target.cluster,
-                    target.context,
-                    providers::rendered::shown(name),
-                ));
             }
         }
     }
     out
-}
-
-/// Every revision tag of a cluster that points at `rev`, as Istio keeps
-/// them (mesh's own `[tags]`, the installer's `default`, ones made by hand
-/// with `istioctl tag set`): `(tag, webhook)` of each
-/// MutatingWebhookConfiguration labelled `istio.io/tag` and
-/// `istio.io/rev=<rev>`.
-async fn tags_on(
-    conn: &providers::cluster::Connection,
-    rev: &str,
-) -> Result<Vec<(String, String)>, providers::cluster::ClusterError> {
-    let listed = providers::k8s::list_labelled(
-        conn,
-        &[(
-            "admissionregistration.k8s.io/v1",
-            "MutatingWebhookConfiguration",
-        )],
-        "",
-        &format!("{TAG_LABEL},{}={rev}", providers::istio::REVISION_LABEL),
-    )
-    .await?;
-    Ok(listed
-        .iter()
-        .map(|w| {
-            let tag = w["metadata"]["labels"][TAG_LABEL]
-                .as_str()
-                .unwrap_or_default();
-            let name = w["metadata"]["name"].as_str().unwrap_or_default();
-            (tag.to_string(), name.to_string())
-        })
-        .collect())
-}
-
-/// The refusal for a tag that still points at a revision the plan
-/// uninstalls: `istioctl uninstall --revision` deletes the installer's
-/// tags with it, and leaves the ones made by hand calling a deleted istiod
-/// (`failurePolicy: Fail`: no pod starts in the namespaces they inject).
-fn tag_in_use(target: &providers::Target, tag: &str, webhook: &str, rev: &str) -> String {
-    let (tag, webhook) = (
-        providers::rendered::shown(tag),
-        providers::rendered::shown(webhook),
-    );
-    format!(
-        "tag `{tag}` in {} (MutatingWebhookConfiguration {webhook}) points at revision `{rev}`, \
-         and this plan uninstalls `{rev}`: the namespaces it injects would get no sidecars, or \
-         no pods at all. Move the tag first (in [tags], `{tag} = \"<revision>\"`, and apply; for \
-         a tag made by hand, `istioctl --context {} tag set {tag} --revision <revision> \
-         --overwrite`), then remove the revision, or keep `{rev}` in [[mesh.keep_revision]]",
-        target.cluster, target.context,
-    )
 }
 
 /// The refusal for a cluster whose namespaces could not be listed: which
@@ -172,8 +93,8 @@ fn unreadable(
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "cannot tell whether a namespace in {c} is still labelled {labels}, and this plan \
-         uninstalls revision {revs}: {why}. Fix access to {c} and run again; if {c} is gone \
+        "cannot tell whether a namespace in {c} is still labelled {labels} (or a workload's \
+         pod template, or a tag), and this plan uninstalls revision {revs}: {why}. Fix access to {c} and run again; if {c} is gone \
          for good, remove it from the mesh file and forget its steps with `mesh state rm {c}`"
     )
 }

@@ -247,6 +247,8 @@ pub fn plan_with(
     };
     if !options.targets.is_empty() {
         let keep = targeted(&plan.changes, &options.targets);
+        let split = crate::upgrades::split_removals(&plan, &keep);
+        plan.refused.extend(split);
         plan.changes.retain(|c| keep.contains(c.step.as_str()));
         if let Some(drift) = &mut plan.drift {
             drift.retain(|d| keep.contains(d.step.as_str()));

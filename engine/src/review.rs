@@ -23,7 +23,10 @@ pub fn plan(plan: &mut Plan, mesh: &MeshFile, allowed: &[String]) {
     plan.notes = notes(&before, &after);
     plan.notes.extend(tag_notes(plan));
     plan.removals = removals(plan);
-    plan.refused = crate::upgrades::refusals(plan);
+    // After what the planner refused (a `--target` that splits a
+    // revision's removal).
+    let refused = crate::upgrades::refusals(plan);
+    plan.refused.extend(refused);
     plan.policy = crate::policy::evaluate(&mesh.policy, plan, allowed);
 }
 

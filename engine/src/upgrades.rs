@@ -46,6 +46,77 @@ pub fn removed_revisions(plan: &Plan) -> Vec<(&Change, String)> {
         .collect()
 }
 
+/// For a plan that read no cluster (`plan --no-refresh`): each revision it
+/// uninstalls, with the word that what still uses it (namespaces,
+/// workloads, tags) was not checked, and that `mesh apply` checks it and
+/// refuses if anything does.
+pub fn unchecked_removals(plan: &Plan) -> Vec<String> {
+    let mut revisions: Vec<String> = removed_revisions(plan)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    revisions.sort();
+    revisions.dedup();
+    revisions
+        .into_iter()
+        .map(|rev| {
+            format!(
+                "not checked (no refresh): whether a namespace, a workload or a tag in any \
+                 cluster still uses revision `{rev}`, which this plan uninstalls. `mesh apply` \
+                 checks it and refuses if one does; `mesh plan` with its refresh shows it now"
+            )
+        })
+        .collect()
+}
+
+/// The refusals of a `--target` that keeps only some of a revision's
+/// uninstalls (`keep`: the steps it keeps): a primary's revision removed
+/// while a remote's profile of it stays would leave that remote's
+/// injector calling a deleted istiod (its webhook fails pod creation), and
+/// the plan's "uninstalled from every cluster" would be false. The
+/// remotes' profiles going first, alone, is safe.
+pub fn split_removals(plan: &Plan, keep: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let removed = removed_revisions(plan);
+    let mut revisions: Vec<&str> = removed.iter().map(|(_, r)| r.as_str()).collect();
+    revisions.sort();
+    revisions.dedup();
+    let mut out = Vec::new();
+    for rev in revisions {
+        let (kept, left): (Vec<&Change>, Vec<&Change>) = removed
+            .iter()
+            .filter(|(_, r)| r == rev)
+            .map(|(c, _)| *c)
+            .partition(|c| keep.contains(&c.step));
+        // Remotes first is safe (they stop injecting the revision); a
+        // control plane first is not.
+        let left: Vec<&Change> = left
+            .into_iter()
+            .filter(|c| c.kind == "install-remote")
+            .collect();
+        if !kept.iter().any(|c| c.kind == "install-control-plane") || left.is_empty() {
+            continue;
+        }
+        let names = |cs: &[&Change]| {
+            cs.iter()
+                .map(|c| c.step.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push(format!(
+            "--target uninstalls revision `{rev}` with {} but leaves {}: a revision goes from \
+             every cluster at once, or a remote's injector keeps calling a deleted istiod. Target \
+             those steps too (`--target {}`), or plan without --target",
+            names(&kept),
+            names(&left),
+            left.iter()
+                .map(|c| c.step.as_str())
+                .collect::<Vec<_>>()
+                .join(" --target "),
+        ));
+    }
+    out
+}
+
 /// A kept install this plan deletes whose revision another install of the
 /// plan, in the same cluster and of the same kind, installs from now on:
 /// the revision stays, only the step that tracks it changes (the rollback

@@ -27,6 +27,7 @@ pub mod preflight;
 pub mod proxies;
 pub mod remote_secret;
 pub mod rendered;
+pub mod revision_use;
 pub mod state_store;
 
 pub use env::Ctx;

@@ -500,8 +500,8 @@ fn a_revision_is_not_uninstalled_while_a_cluster_cannot_be_checked_for_it() {
     assert_eq!(o.status.code(), Some(1), "{t}");
     for want in [
         "the plan is refused, nothing was changed",
-        "cannot tell whether a namespace in cluster3 is still labelled `istio.io/rev=default`, \
-         and this plan uninstalls revision `default`",
+        "cannot tell whether a namespace in cluster3 is still labelled `istio.io/rev=default` \
+         (or a workload's pod template, or a tag), and this plan uninstalls revision `default`",
         "cluster `cluster3` (context `kind-cluster3`",
         "Fix access to cluster3",
         "`mesh state rm cluster3`",
@@ -964,4 +964,150 @@ fn dropping_the_default_tag_releases_it_and_keeps_injection_and_validation() {
     let st = w.state_json();
     assert!(st["steps"].get("cluster1/revision-tag#default").is_none());
     plan_is_clean(&w);
+}
+
+/// Writes `obj` (a namespaced object of `plural` in `group/version`) into
+/// the cluster of `ctx`, as a team's kubectl would.
+fn put(w: &World, ctx: &str, (group, version, plural): (&str, &str, &str), obj: Value) {
+    let c = w.cluster(ctx);
+    let mut store = c.store();
+    let rt = store.find_type(group, version, plural).unwrap();
+    let ns = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    store.create(&rt, &ns, obj, "kubectl").unwrap();
+}
+
+/// A revision is not removed while a workload's pod template asks for it
+/// by label (Istio's injector selects pods by `istio.io/rev` too), nor
+/// when a namespace is labelled for it between the plan and the
+/// uninstall: the uninstall reads its cluster again right before it runs.
+#[test]
+fn a_revision_is_not_uninstalled_while_a_workload_asks_for_it_or_a_namespace_labelled_since_the_plan()
+ {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("1-29"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&upgraded());
+
+    put(
+        &w,
+        "kind-cluster2",
+        ("", "v1", "namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    put(
+        &w,
+        "kind-cluster2",
+        ("apps", "v1", "deployments"),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "cart", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "replicas": 0,
+                "template": {"metadata": {"labels": {"app": "cart", "istio.io/rev": "default"}},
+                    "spec": {"containers": [{"name": "cart", "image": "cart"}]}}}}),
+    );
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "Deployment shop/cart in cluster2 asks for revision `default` in its pod template"
+        ),
+        "{t}"
+    );
+    {
+        let c2 = w.cluster("kind-cluster2");
+        let mut store = c2.store();
+        let rt = store.find_type("apps", "v1", "deployments").unwrap();
+        store.delete(&rt, "shop", "cart").unwrap();
+    }
+
+    // A namespace labelled right after the apply's own plan read cluster1.
+    w.cluster("kind-cluster1").set_faults(kubesim::Faults {
+        after_list: Some((
+            "namespaces".into(),
+            "istio.io/rev=default".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "late", "labels": {"istio.io/rev": "default"}}}),
+        )),
+        ..Default::default()
+    });
+    let o = w.mesh(&["apply", "--auto-approve"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("revision default was not uninstalled: since the plan, namespace `late` in cluster1 is labelled `istio.io/rev=default`"),
+        "{t}"
+    );
+    assert!(w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
+    {
+        let c1 = w.cluster("kind-cluster1");
+        let mut store = c1.store();
+        let rt = store.find_type("", "v1", "namespaces").unwrap();
+        store.delete(&rt, "", "late").unwrap();
+    }
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    plan_is_clean(&w);
+    assert!(!w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
+}
+
+/// `--target` never splits a revision's removal (the remote's profile of
+/// it would keep calling a deleted istiod), and a plan that reads no
+/// cluster says the removal's checks are still to come.
+#[test]
+fn a_revision_removal_is_not_split_by_target_and_no_refresh_says_what_it_did_not_check() {
+    let w = World::new(&mesh(V128, ""), CONTEXTS);
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&canary("1-29"));
+    ok(&w.mesh(&["apply", "--auto-approve"]));
+    w.write_mesh(&upgraded());
+    let o = w.mesh(&["apply", "--auto-approve", "--target", "cluster1"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("--target uninstalls revision `default` with cluster1/install-control-plane#default but leaves cluster2/install-remote#default"),
+        "{t}"
+    );
+    assert!(w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
+    let plan = ok(&w.mesh(&["plan", "--no-refresh"]));
+    assert!(
+        plan.contains("not checked (no refresh): whether a namespace, a workload or a tag in any cluster still uses revision `default`"),
+        "{plan}"
+    );
+    // The advice: target both.
+    ok(&w.mesh(&[
+        "apply",
+        "--auto-approve",
+        "--target",
+        "cluster1",
+        "--target",
+        "cluster2/install-remote#default",
+    ]));
+    assert!(!w.exists(
+        "kind-cluster1",
+        "apps",
+        "deployments",
+        "istio-system",
+        "istiod"
+    ));
 }

@@ -407,7 +407,12 @@ impl<T: IstioctlInstall> Kind for T {
             Uninstall::Labelled { .. } => {
                 vec![Access::new("*", "*", "*", Some(crate::istio::NAMESPACE))]
             }
-            Uninstall::Purge | Uninstall::PurgeAndNamespace => access::istioctl_access("delete"),
+            // A kept revision's uninstall first reads what still uses it.
+            Uninstall::Purge | Uninstall::PurgeAndNamespace => {
+                let mut access = access::istioctl_access("delete");
+                access.extend(crate::revision_use::access());
+                access
+            }
         }
     }
 
@@ -586,6 +591,23 @@ impl<T: IstioctlInstall> Kind for T {
             .await?;
             if webhooks.is_empty() {
                 return Ok(format!("revision {rev} is already uninstalled\n"));
+            }
+            // The plan checked every cluster; a namespace labelled, a
+            // workload or a tag pointed at the revision since then stops
+            // the uninstall here, right before it.
+            cx.say(&format!("checking what still uses revision {rev}…"));
+            let uses = crate::revision_use::of(&conn, &rev).await?;
+            if !uses.is_empty() {
+                let why: Vec<String> = uses
+                    .iter()
+                    .map(|u| {
+                        crate::revision_use::refusal(u, &target.cluster, &target.context, &rev)
+                    })
+                    .collect();
+                return Err(StepError::Failed(format!(
+                    "revision {rev} was not uninstalled: since the plan, {}",
+                    why.join("; ")
+                )));
             }
             cx.say(&format!(
                 "istioctl uninstall --revision {rev} ({}, with {path})…",

@@ -34,6 +34,10 @@ pub struct Faults {
     /// the client of the kubeconfig it read first and logs no swap (as
     /// istio/istio#60612). A restarted istiod pod reads the secret anew.
     pub istiod_keeps_old_clients: bool,
+    /// Once a list of resource `.0` (plural) with label selector `.1` has
+    /// been answered, object `.2` is written (created, or replaced), once:
+    /// a team acting between a read of mesh's and what follows it.
+    pub after_list: Option<(String, String, Value)>,
 }
 
 impl Faults {

@@ -90,6 +90,7 @@ fn short_names(plural: &str) -> &'static [&'static str] {
         "endpoints" => &["ep"],
         "deployments" => &["deploy"],
         "daemonsets" => &["ds"],
+        "statefulsets" => &["sts"],
         "customresourcedefinitions" => &["crd", "crds"],
         _ => &[],
     }
@@ -105,6 +106,8 @@ pub fn builtin() -> Vec<ResourceType> {
     deployments.status = true;
     let mut daemonsets = ResourceType::new("apps", "v1", "DaemonSet", "daemonsets", true);
     daemonsets.status = true;
+    let mut statefulsets = ResourceType::new("apps", "v1", "StatefulSet", "statefulsets", true);
+    statefulsets.status = true;
     vec![
         namespaces,
         services,
@@ -122,6 +125,7 @@ pub fn builtin() -> Vec<ResourceType> {
         ),
         deployments,
         daemonsets,
+        statefulsets,
         ResourceType::new(
             "rbac.authorization.k8s.io",
             "v1",

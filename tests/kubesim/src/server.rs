@@ -115,6 +115,33 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
+/// [`crate::Faults::after_list`]: the object written once its list has
+/// been answered.
+fn after_list(cluster: &Cluster, rt: &crate::resources::ResourceType, selector: &str) {
+    let mut faults = cluster.faults();
+    let Some((plural, wanted, obj)) = faults.after_list.clone() else {
+        return;
+    };
+    if plural != rt.plural || wanted != selector {
+        return;
+    }
+    faults.after_list = None;
+    cluster.set_faults(faults);
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut store = cluster.store();
+    let _ = store.delete(rt, &ns, &name);
+    let _ = store.create(rt, &ns, obj, "kubectl");
+}
+
 async fn handle(cluster: Arc<Cluster>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -562,6 +589,11 @@ async fn resource(
                 );
             }
             let (items, rv) = cluster.store().list(&rt, ns.as_deref(), &labels, &fields);
+            after_list(
+                cluster,
+                &rt,
+                q.get("labelSelector").map(String::as_str).unwrap_or(""),
+            );
             if as_table {
                 return (
                     "list".into(),
