@@ -264,15 +264,7 @@ pub async fn compute(
         plan.refused
             .extend(engine::refresh::refusals(refreshed.as_ref()));
     }
-    if let Some(world) = world
-        && plan.refused.is_empty()
-    {
-        live_checks(world, &mut plan, graph, recorded, converge).await;
-    }
-    if world.is_none() {
-        let unchecked = engine::upgrades::unchecked_removals(&plan);
-        plan.notes.extend(unchecked);
-    }
+    live_checks(world, &mut plan, graph, recorded, converge).await;
     Ok(Computed {
         plan,
         refreshed,
@@ -284,13 +276,23 @@ pub async fn compute(
 /// What only the clusters can say: Istio's own precheck before an
 /// in-place upgrade, namespaces still on a revision it uninstalls, and a
 /// control plane it would install over one the state does not know.
+/// Without a world (no cluster read), the plan says what they would have
+/// checked; after a refusal, they are not asked.
 async fn live_checks(
-    world: &World,
+    world: Option<&World>,
     plan: &mut Plan,
     graph: &StepGraph,
     recorded: Option<&State>,
     converge: bool,
 ) {
+    let Some(world) = world else {
+        let unchecked = engine::upgrades::unchecked_removals(plan);
+        plan.notes.extend(unchecked);
+        return;
+    };
+    if !plan.refused.is_empty() {
+        return;
+    }
     plan.notes
         .extend(crate::precheck::notes(world, plan, graph).await);
     plan.refused

@@ -382,6 +382,12 @@ impl Runner for StepRunner {
                     };
                     match kind.destroy(Ctx::new(&env, &id, &target), &recorded).await {
                         Ok(log) => Ok(Done::Deleted { log }),
+                        // Nothing was sent: the record stays untainted.
+                        Err(e @ StepError::NotRun(_)) => Err(Failure {
+                            input: None,
+                            error: message(&e),
+                            unreached: Some(target.cluster.clone()),
+                        }),
                         Err(e) => Err(Failure::of(message(&e))),
                     }
                 })

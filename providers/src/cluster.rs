@@ -62,6 +62,46 @@ pub enum ClusterError {
     },
 }
 
+/// The most mesh reads of one answer from an API server, in MiB, unless
+/// [`MAX_RESPONSE_ENV`] says otherwise. A hostile or broken server (or a
+/// list nobody paged) could send gigabytes; mesh asks for what it needs by
+/// label, name or page, and none of its own answers come near this.
+pub const MAX_RESPONSE_MIB: usize = 256;
+
+/// Overrides [`MAX_RESPONSE_MIB`] (whole MiB).
+pub const MAX_RESPONSE_ENV: &str = "MESH_MAX_RESPONSE_MIB";
+
+/// The cap in bytes, read once.
+fn max_response_bytes() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::env::var(MAX_RESPONSE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|mib| *mib > 0)
+            .unwrap_or(MAX_RESPONSE_MIB)
+            << 20
+    })
+}
+
+/// An answer's body, cut off past [`max_response_bytes`] with an error
+/// ([`reason`] names it) instead of read whole into memory.
+fn capped<B>(response: http::Response<B>) -> http::Response<http_body_util::Limited<B>> {
+    response.map(|body| http_body_util::Limited::new(body, max_response_bytes()))
+}
+
+/// Whether `e` is an answer cut off at [`max_response_bytes`].
+fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A kube error as a phrase for the user. A failure to connect is named by
 /// its innermost cause (`connection refused`, `timed out`, a TLS or DNS
 /// error), not by kube's wrapper; an API answer by its message and code.
@@ -75,6 +115,11 @@ pub fn reason(e: &kube::Error) -> String {
                 (code, false) => format!("{message} (HTTP {code} {})", s.reason),
             }
         }
+        kube::Error::HyperError(_) | kube::Error::Service(_) if too_large(e) => format!(
+            "the answer is larger than the {} MiB mesh reads from one request ({MAX_RESPONSE_ENV} \
+             raises it), so it was not read: a list this large, or a server sending without end",
+            max_response_bytes() >> 20
+        ),
         kube::Error::HyperError(_) | kube::Error::Service(_) => {
             let mut io = None;
             let mut innermost: &(dyn std::error::Error + 'static) = e;
@@ -501,13 +546,16 @@ async fn open(
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    let client = kube::Client::try_from(config).map_err(|e| {
-        context_error(match &e {
-            // The client's key and certificate are decoded here.
-            kube::Error::InferKubeconfig(k) => unusable(k),
-            other => other.to_string(),
-        })
-    })?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| {
+            context_error(match &e {
+                // The client's key and certificate are decoded here.
+                kube::Error::InferKubeconfig(k) => unusable(k),
+                other => other.to_string(),
+            })
+        })?
+        .with_layer(&tower::util::MapResponseLayer::new(capped))
+        .build();
     Ok(Connection {
         client,
         server,
@@ -596,6 +644,8 @@ fn retry_after(err: &kube::Error) -> Option<Option<Duration>> {
                 None
             }
         }
+        // An answer too large is as large the next time.
+        kube::Error::HyperError(_) | kube::Error::Service(_) if too_large(err) => None,
         kube::Error::HyperError(_) | kube::Error::Service(_) => Some(None),
         _ => None,
     }

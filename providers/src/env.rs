@@ -105,6 +105,10 @@ pub enum StepError {
     /// changes.
     #[error("{0}")]
     Refused(String),
+    /// The step stopped before it sent anything that could change a
+    /// cluster (a program it needs is missing): its record stays as it was.
+    #[error("{0}")]
+    NotRun(String),
 }
 
 impl StepError {

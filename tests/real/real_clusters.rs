@@ -1942,7 +1942,11 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
     let run = Run::start(tmp.path(), &["cluster1", "cluster2", "cluster3"]);
     let (old, new) = istio_versions(&run);
     assert_ne!(old, new, "the two builds must say different versions");
-    let (old_ctl, new_ctl) = (run.set.tool("istio-old/istioctl"), run.set.tool("istioctl"));
+    // The old build's istioctl from a path of the test's own, so that it
+    // can go missing before the old revision's removal.
+    let old_ctl = tmp.path().join("istio-old-istioctl");
+    std::fs::copy(run.set.tool("istio-old/istioctl"), &old_ctl).unwrap();
+    let new_ctl = run.set.tool("istioctl");
 
     // The mesh at the older build.
     run.write_mesh(&upgrade_toml(
@@ -2096,6 +2100,31 @@ fn a_canary_upgrade_between_two_real_istio_builds() {
         &new_ctl,
         "[tags]\ndefault = \"new\"\n",
     ));
+    // Not while its istioctl is missing: the advice names that istioctl,
+    // nothing was sent, and the record is not tainted.
+    let away = tmp.path().join("istio-old-istioctl.away");
+    std::fs::rename(&old_ctl, &away).unwrap();
+    let o = run.mesh(&["apply", "--auto-approve"]);
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("revision default was not uninstalled: the istioctl that installed it")
+            && t.contains(&old_ctl.display().to_string())
+            && !t.contains("[istioctl] path"),
+        "{t}"
+    );
+    let state = run.state();
+    for step in [
+        "cluster1/install-control-plane#default",
+        "cluster2/install-remote#default",
+    ] {
+        assert_eq!(state["steps"][step]["status"], "applied", "{step}: {t}");
+    }
+    std::fs::rename(&away, &old_ctl).unwrap();
     let out = run.ok(&["apply", "--auto-approve"]);
     assert!(
         out.contains("revision `default` is uninstalled from every cluster"),

@@ -199,8 +199,9 @@ fn an_ambient_mesh_on_two_networks_is_applied_kept_and_destroyed() {
     w.write_mesh(&example());
     w.assert_clean();
 
-    // An HTTPRoute of an application team in cluster1: destroy keeps its
-    // CRD (deleting it would delete the route).
+    // An HTTPRoute of an application team in cluster1: destroy keeps every
+    // Gateway API CRD there (deleting its CRD would delete the route, and
+    // the rest would leave half an API).
     let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": "their-route", "namespace": "default"}, "spec": {}});
     {
@@ -212,12 +213,24 @@ fn an_ambient_mesh_on_two_networks_is_applied_kept_and_destroyed() {
         store.create(&rt, "default", route, "kubectl").unwrap();
     }
 
-    // Destroy: nothing of mesh's left, the CRDs it installed included.
+    // Destroy: nothing of mesh's left, the CRDs it installed included
+    // where nothing else uses them.
     ok(&w.mesh(&["destroy", "--auto-approve"]));
-    assert!(crd(&w, "kind-cluster1", "httproutes.gateway.networking.k8s.io").is_some());
-    assert!(crd(&w, "kind-cluster2", "httproutes.gateway.networking.k8s.io").is_none());
+    for name in [
+        "httproutes.gateway.networking.k8s.io",
+        GATEWAYS_CRD,
+        "gatewayclasses.gateway.networking.k8s.io",
+    ] {
+        assert!(
+            crd(&w, "kind-cluster1", name).is_some(),
+            "cluster1 lost {name}"
+        );
+        assert!(
+            crd(&w, "kind-cluster2", name).is_none(),
+            "cluster2 kept {name}"
+        );
+    }
     for ctx in CONTEXTS {
-        assert!(crd(&w, ctx, GATEWAYS_CRD).is_none(), "{ctx}: CRDs left");
         assert!(
             !w.exists(ctx, "", "namespaces", "", NS),
             "{ctx}: istio-system left"

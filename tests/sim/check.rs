@@ -537,3 +537,52 @@ fn a_cluster_that_answers_too_slowly_is_a_fail_at_the_deadline() {
         "{checks:#?}"
     );
 }
+
+/// No answer is read whole past the size cap (`MESH_MAX_RESPONSE_MIB`,
+/// 256 MiB by default): a cluster sending more is a failure that says so,
+/// not a process that grows without bound, and the other clusters are
+/// checked.
+#[test]
+fn an_answer_past_the_size_cap_is_a_failure_that_says_so() {
+    let w = applied(SEED, false);
+    {
+        let c1 = w.cluster("kind-cluster1");
+        let mut store = c1.store();
+        let rt = store.find_type("apps", "v1", "deployments").unwrap();
+        let mut istiod = store.get(&rt, "istio-system", "istiod").unwrap();
+        istiod["metadata"]["annotations"]["padding"] = Value::from("x".repeat(2 << 20));
+        store.delete(&rt, "istio-system", "istiod").unwrap();
+        istiod["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| k == "name" || k == "namespace" || k == "labels" || k == "annotations");
+        store
+            .create(&rt, "istio-system", istiod, "kubectl")
+            .unwrap();
+    }
+    let o = w
+        .command(&["check", "--format", "json"])
+        .env("MESH_MAX_RESPONSE_MIB", "1")
+        .output()
+        .unwrap();
+    let checks: Vec<Value> = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("check printed no JSON ({e}):\n{}", text(&o)));
+    assert_eq!(o.status.code(), Some(2), "{checks:#?}");
+    let capped: Vec<&Value> = checks
+        .iter()
+        .filter(|c| {
+            c["cluster"] == "cluster1"
+                && c["status"] != "PASS"
+                && c["detail"].as_str().is_some_and(|d| {
+                    d.contains("the answer is larger than the 1 MiB mesh reads from one request")
+                })
+        })
+        .collect();
+    assert!(!capped.is_empty(), "{checks:#?}");
+    assert!(
+        checks.iter().any(|c| c["cluster"] == "cluster2"
+            && c["check"] == "api server"
+            && c["status"] == "PASS"),
+        "{checks:#?}"
+    );
+}

@@ -378,6 +378,8 @@ impl Kind for GatewayApiCrds {
         let conn = cx.connect().await?;
         let mut deleted = Vec::new();
         let mut kept = names(recorded.outputs.get("found"));
+        // Mesh's own CRDs as they are, and how many objects each holds.
+        let mut ours = Vec::new();
         for name in names(recorded.outputs.get("installed")) {
             let Some(live) = crate::k8s::get(&conn, &crd_ref(&name)).await? else {
                 continue;
@@ -387,16 +389,31 @@ impl Kind for GatewayApiCrds {
                 kept.push(format!("{name} (now another release)"));
                 continue;
             }
-            // Deleting a CRD deletes every object of it: one someone else
-            // made (an HTTPRoute, a waypoint) keeps it.
             let used = objects_of(&conn, &live).await?;
-            if used > 0 {
-                kept.push(format!(
-                    "{name} (still used by {used} object{})",
-                    if used == 1 { "" } else { "s" }
-                ));
-                continue;
-            }
+            ours.push((name, used));
+        }
+        // Deleting a CRD deletes every object of it, and the Gateway API is
+        // one API: an object someone else made (a Gateway, an HTTPRoute, a
+        // waypoint) keeps the whole set, or its controllers would meet half
+        // an API (a Gateway with no GatewayClass or route kinds).
+        let in_use: Vec<String> = ours
+            .iter()
+            .filter(|(_, used)| *used > 0)
+            .map(|(name, used)| {
+                format!("{name} ({used} object{})", if *used == 1 { "" } else { "s" })
+            })
+            .collect();
+        if !in_use.is_empty() {
+            return Ok(format!(
+                "kept every Gateway API CRD mesh installed ({}): still in use by {}\n",
+                ours.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                in_use.join(", ")
+            ));
+        }
+        for (name, _) in ours {
             crate::k8s::delete(&conn, &crd_ref(&name)).await?;
             deleted.push(name);
         }

@@ -574,51 +574,7 @@ impl<T: IstioctlInstall> Kind for T {
         let (env, target) = (cx.env, cx.target);
         // A kept revision: only it goes, by the istioctl that installed it.
         if let Some(path) = recorded.outputs.get(KEPT_ISTIOCTL).and_then(Value::as_str) {
-            let docs = recorded.documents()?;
-            let rev = revision_of(docs.first());
-            // Gone already (a destroy purged the mesh's control plane
-            // first): istioctl would refuse a revision it cannot find.
-            let conn = cx.connect().await?;
-            let webhooks = crate::k8s::list_labelled(
-                &conn,
-                &[(
-                    "admissionregistration.k8s.io/v1",
-                    "MutatingWebhookConfiguration",
-                )],
-                crate::k8s::ISTIO_NAMESPACE,
-                &format!("{REVISION_LABEL}={rev},!istio.io/tag"),
-            )
-            .await?;
-            if webhooks.is_empty() {
-                return Ok(format!("revision {rev} is already uninstalled\n"));
-            }
-            // The plan checked every cluster; a namespace labelled, a
-            // workload or a tag pointed at the revision since then stops
-            // the uninstall here, right before it.
-            cx.say(&format!("checking what still uses revision {rev}…"));
-            let uses = crate::revision_use::of(&conn, &rev).await?;
-            if !uses.is_empty() {
-                let why: Vec<String> = uses
-                    .iter()
-                    .map(|u| {
-                        crate::revision_use::refusal(u, &target.cluster, &target.context, &rev)
-                    })
-                    .collect();
-                return Err(StepError::Failed(format!(
-                    "revision {rev} was not uninstalled: since the plan, {}",
-                    why.join("; ")
-                )));
-            }
-            cx.say(&format!(
-                "istioctl uninstall --revision {rev} ({}, with {path})…",
-                T::WHAT
-            ));
-            let log = env
-                .istioctl
-                .with_program(path)
-                .uninstall_revision(target, env.kubeconfig.as_ref(), &rev)
-                .await?;
-            return Ok(log.output);
+            return destroy_kept::<T>(cx, recorded, path).await;
         }
         match T::UNINSTALL {
             Uninstall::Purge | Uninstall::PurgeAndNamespace => {
@@ -677,4 +633,77 @@ impl<T: IstioctlInstall> Kind for T {
             }
         }
     }
+}
+
+/// A kept revision's uninstall (`istioctl uninstall --revision R`, by the
+/// istioctl that installed it, `path`), only once nothing in its cluster
+/// uses the revision any more.
+async fn destroy_kept<T: IstioctlInstall>(
+    cx: Ctx<'_>,
+    recorded: &Recorded<'_>,
+    path: &str,
+) -> Result<String, StepError> {
+    let (env, target) = (cx.env, cx.target);
+    let docs = recorded.documents()?;
+    let rev = revision_of(docs.first());
+    // Gone already (a destroy purged the mesh's control plane
+    // first): istioctl would refuse a revision it cannot find.
+    let conn = cx.connect().await?;
+    let webhooks = crate::k8s::list_labelled(
+        &conn,
+        &[(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+        )],
+        crate::k8s::ISTIO_NAMESPACE,
+        &format!("{REVISION_LABEL}={rev},!istio.io/tag"),
+    )
+    .await?;
+    if webhooks.is_empty() {
+        return Ok(format!("revision {rev} is already uninstalled\n"));
+    }
+    // The plan checked every cluster; a namespace labelled, a
+    // workload or a tag pointed at the revision since then stops
+    // the uninstall here, right before it.
+    cx.say(&format!("checking what still uses revision {rev}…"));
+    let uses = crate::revision_use::of(&conn, &rev).await?;
+    if !uses.is_empty() {
+        let why: Vec<String> = uses
+            .iter()
+            .map(|u| crate::revision_use::refusal(u, &target.cluster, &target.context, &rev))
+            .collect();
+        return Err(StepError::Failed(format!(
+            "revision {rev} was not uninstalled: since the plan, {}",
+            why.join("; ")
+        )));
+    }
+    cx.say(&format!(
+        "istioctl uninstall --revision {rev} ({}, with {path})…",
+        T::WHAT
+    ));
+    let log = match env
+        .istioctl
+        .with_program(path)
+        .uninstall_revision(target, env.kubeconfig.as_ref(), &rev)
+        .await
+    {
+        Ok(log) => log,
+        // Not `[istioctl] path`'s advice: this revision goes only
+        // by the istioctl that installed it.
+        Err(crate::istioctl::IstioctlError::NotFound { program }) => {
+            return Err(StepError::NotRun(format!(
+                "revision {rev} was not uninstalled: the istioctl that installed it                          (`{}`, recorded when it was kept) is not there. mesh uninstalls a kept                          revision only with its own istioctl: put Istio {}'s istioctl back at                          that path and run `mesh apply` again",
+                crate::rendered::shown(&program),
+                crate::rendered::shown(
+                    docs.first()
+                        .and_then(|d| d.pointer("/metadata/annotations"))
+                        .and_then(|a| a.get(ISTIO_VERSION_ANNOTATION))
+                        .and_then(Value::as_str)
+                        .unwrap_or("(its release)")
+                ),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(log.output)
 }
