@@ -899,6 +899,50 @@ fn the_kubernetes_state_backend_on_a_real_api_server() {
     assert_eq!(serial(), before, "the stopped apply wrote the state");
     run.assert_clean();
 
+    // A state past the real API server's 1 MiB object limit (a fleet's):
+    // kept in parts, read back whole, one Secret again once it shrinks.
+    let pulled: Value = serde_json::from_slice(&run.mesh(&["state", "pull"]).stdout).unwrap();
+    let mut big = pulled.clone();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: String = (0..(2 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let mut record = big["steps"]["cluster2/attach"].clone();
+    record["input"] = Value::from(format!("# {noise}\n"));
+    big["steps"]["cluster9/attach"] = record;
+    let pushed = tmp.path().join("pushed.json");
+    std::fs::write(&pushed, serde_json::to_vec(&big).unwrap()).unwrap();
+    run.ok(&["state", "push", pushed.to_str().unwrap()]);
+    let parts = s.kubectl_ok(
+        "cluster1",
+        &[
+            "get",
+            "secrets",
+            "-n",
+            "default",
+            "-l",
+            "mesh/state-part=true",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(parts.lines().count(), 2, "{parts}");
+    let back: Value = serde_json::from_slice(&run.mesh(&["state", "pull"]).stdout).unwrap();
+    assert_eq!(back["steps"], big["steps"]);
+    let mut shrunk = back.clone();
+    shrunk["steps"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cluster9/attach");
+    std::fs::write(&pushed, serde_json::to_vec(&shrunk).unwrap()).unwrap();
+    run.ok(&["state", "push", pushed.to_str().unwrap()]);
+    run.assert_clean();
+
     // The Lease deleted by hand (`kubectl delete lease`) during an apply:
     // the real API server only marks it (mesh's finalizer); a second apply
     // waits until the first has recorded its running steps and released

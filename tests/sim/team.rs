@@ -450,3 +450,127 @@ fn a_state_it_may_not_read_names_the_read_and_the_secret() {
     );
     assert!(!t.contains("cannot lock the state"), "{t}");
 }
+
+/// A state past one Secret (a fleet's: the Kubernetes limit is 1 MiB)
+/// goes in parts, written before the state Secret that names them, read
+/// back whole; the parts of a state no longer named by the state or its
+/// backup are deleted, and a part changed by hand is refused, not half read.
+#[test]
+fn a_state_past_one_secret_is_kept_in_parts_and_read_back_whole() {
+    let w = World::new(&team_mesh(), CONTEXTS);
+    w.ok(&["apply", "--auto-approve"]);
+    let small: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    // The same state with a record that hardly compresses: about 1.6 MiB
+    // gzipped.
+    let mut big = small.clone();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: String = (0..(2 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let mut record = big["steps"]["cluster2/attach"].clone();
+    record["input"] = Value::from(format!("# {noise}\n"));
+    big["steps"]["cluster9/attach"] = record;
+    let push = |doc: &Value| {
+        let path = w.path("pushed.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+        w.ok(&["state", "push", path.to_str().unwrap()]);
+    };
+    push(&big);
+    let secret = state_secret(&w).expect("the state Secret");
+    assert!(
+        secret.pointer("/data/state.json.gz").is_none(),
+        "{secret:#}"
+    );
+    let manifest = |s: &Value| -> Vec<String> {
+        use base64::Engine as _;
+        let raw = s
+            .pointer("/data/parts.json")
+            .and_then(Value::as_str)
+            .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap());
+        raw.map(|r| {
+            let m: Value = serde_json::from_slice(&r).unwrap();
+            m["parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let parts = manifest(&secret);
+    assert_eq!(parts.len(), 2, "{secret:#}");
+    for p in &parts {
+        let part = w
+            .get("kind-cluster1", "", "secrets", "default", p)
+            .expect(p);
+        assert_eq!(
+            part.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
+            Some(&Value::from("mesh"))
+        );
+    }
+    let pulled: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    assert_eq!(pulled["steps"], big["steps"]);
+    assert!(w.ok(&["state", "list"]).contains("cluster9/attach"));
+
+    // Back to one Secret: the parts stay while the backup names them…
+    let mut smaller = pulled.clone();
+    smaller["steps"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cluster9/attach");
+    push(&smaller);
+    assert!(
+        state_secret(&w)
+            .unwrap()
+            .pointer("/data/state.json.gz")
+            .is_some()
+    );
+    for p in &parts {
+        assert!(
+            w.get("kind-cluster1", "", "secrets", "default", p)
+                .is_some(),
+            "{p} went early"
+        );
+    }
+    // …and go once nothing names them.
+    push(&serde_json::from_str(&w.ok(&["state", "pull"])).unwrap());
+    for p in &parts {
+        assert!(
+            w.get("kind-cluster1", "", "secrets", "default", p)
+                .is_none(),
+            "{p} left"
+        );
+    }
+
+    // A part changed by hand: the state is refused, whole or not at all.
+    let mut again: Value = serde_json::from_str(&w.ok(&["state", "pull"])).unwrap();
+    again["steps"]["cluster9/attach"] = big["steps"]["cluster9/attach"].clone();
+    push(&again);
+    let parts = manifest(&state_secret(&w).unwrap());
+    {
+        let c1 = w.cluster("kind-cluster1");
+        let mut store = c1.store();
+        let rt = store.find_type("", "v1", "secrets").unwrap();
+        let mut part = store.get(&rt, "default", &parts[1]).unwrap();
+        part["data"]["chunk"] = Value::from("AAAA");
+        store.delete(&rt, "default", &parts[1]).unwrap();
+        part["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| k == "name" || k == "namespace" || k == "labels");
+        store.create(&rt, "default", part, "kubectl").unwrap();
+    }
+    let o = w.mesh(&["state", "pull"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("a part was changed or replaced"),
+        "{}",
+        text(&o)
+    );
+}

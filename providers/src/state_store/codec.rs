@@ -1,31 +1,90 @@
-//! The state in a Secret: the same JSON document as the local file,
-//! gzipped, under the data key [`KEY`]; at most [`MAX_BYTES`] gzipped, and
-//! never unpacked past the local state file's limit. Pure: the worker
-//! reads and writes the Secret around it.
+//! The state in Secrets: the same JSON document as the local file,
+//! gzipped. One that fits ([`MAX_BYTES`]) is the data key [`KEY`] of the
+//! state Secret itself. A larger one (a fleet of a thousand clusters is
+//! about 1.7 MB gzipped) is cut into parts of at most [`MAX_BYTES`], each
+//! the key [`CHUNK_KEY`] of a Secret `<name>-part-<sha>-<i>` named after
+//! the whole's sha256, and the state Secret holds only [`PARTS_KEY`]: the
+//! parts' names and that sha256. The parts are written first and the state
+//! Secret last, with its resourceVersion, so a write switches from one
+//! whole state to the next in one step and a reader never sees half of
+//! one. Never unpacked past the local state file's limit. Pure: the
+//! worker reads and writes the Secrets around it.
 
 use super::Location;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use k8s_openapi::api::core::v1::Secret;
+use serde::{Deserialize, Serialize};
 use state::{RemoteOp, State, StateError};
 use std::io::{Read, Write};
 
-/// The Secret's data key.
+/// The Secret's data key, for a state in one Secret.
 pub(super) const KEY: &str = "state.json.gz";
+/// The state Secret's data key, for a state in parts.
+pub(super) const PARTS_KEY: &str = "parts.json";
+/// A part's data key.
+pub(super) const CHUNK_KEY: &str = "chunk";
+/// The label every part carries (with mesh's own).
+pub(super) const PART_LABEL: &str = "mesh/state-part";
 /// Kubernetes refuses objects above 1 MiB; keep room for metadata.
 pub(super) const MAX_BYTES: usize = 1024 * 1024 - 64 * 1024;
+/// At most this many parts: 60 MB gzipped, far past any fleet the planner
+/// handles in memory.
+pub(super) const MAX_PARTS: usize = 64;
 
-/// The state a Secret holds; a Secret it cannot read is an error that
-/// says why (and is then never overwritten).
-pub(super) fn decode(secret: &Secret, location: &Location) -> Result<State, StateError> {
-    // Bounded as a local state file is: a small Secret must not unpack
-    // into gigabytes.
-    decode_within(secret, location, state::local::STATE_FILE_LIMIT)
+/// What the state Secret of a state in parts holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Manifest {
+    /// The sha256 of the whole gzipped state.
+    pub sha256: String,
+    /// The part Secrets' names, in order.
+    pub parts: Vec<String>,
 }
 
-/// [`decode`], unpacking at most `limit` bytes.
-fn decode_within(secret: &Secret, location: &Location, limit: u64) -> Result<State, StateError> {
+/// A state encoded for Secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Encoded {
+    /// It fits the state Secret: its [`KEY`].
+    Whole(Vec<u8>),
+    /// In parts: the state Secret's manifest and each part's bytes (with
+    /// its name in the manifest).
+    Parts(Manifest, Vec<Vec<u8>>),
+}
+
+/// The name of part `i` of a state whose gzip has sha256 `sha`.
+fn part_name(location: &Location, sha: &str, i: usize) -> String {
+    format!("{}-part-{}-{i}", location.name, &sha[..12])
+}
+
+/// The manifest of a state Secret that holds a state in parts; None for
+/// one holding it whole; an error for a manifest it cannot read.
+pub(super) fn manifest(
+    secret: &Secret,
+    location: &Location,
+) -> Result<Option<Manifest>, StateError> {
+    let Some(raw) = secret.data.as_ref().and_then(|d| d.get(PARTS_KEY)) else {
+        return Ok(None);
+    };
+    let m: Manifest = serde_json::from_slice(&raw.0).map_err(|e| StateError::RemoteCorrupt {
+        location: location.describe(),
+        detail: format!("`{PARTS_KEY}` is not a list of parts ({e})"),
+    })?;
+    if m.parts.is_empty() || m.parts.len() > MAX_PARTS {
+        return Err(StateError::RemoteCorrupt {
+            location: location.describe(),
+            detail: format!(
+                "`{PARTS_KEY}` names {} parts (1 to {MAX_PARTS} may be)",
+                m.parts.len()
+            ),
+        });
+    }
+    Ok(Some(m))
+}
+
+/// The state a Secret holds whole; a Secret it cannot read is an error
+/// that says why (and is then never overwritten).
+pub(super) fn decode(secret: &Secret, location: &Location) -> Result<State, StateError> {
     let corrupt = |detail: String| StateError::RemoteCorrupt {
         location: location.describe(),
         detail,
@@ -37,8 +96,51 @@ fn decode_within(secret: &Secret, location: &Location, limit: u64) -> Result<Sta
             if is_mesh { "" } else { ": is it a mesh state?" }
         )));
     };
+    // Bounded as a local state file is: a small Secret must not unpack
+    // into gigabytes.
+    decode_within(&gz.0, location, state::local::STATE_FILE_LIMIT)
+}
+
+/// The state held in `parts` (the part Secrets, in the manifest's order):
+/// their chunks joined must be the gzip whose sha256 the manifest names.
+pub(super) fn decode_parts(
+    m: &Manifest,
+    parts: &[Secret],
+    location: &Location,
+) -> Result<State, StateError> {
+    let corrupt = |detail: String| StateError::RemoteCorrupt {
+        location: location.describe(),
+        detail,
+    };
+    let mut gz = Vec::new();
+    for (name, part) in m.parts.iter().zip(parts) {
+        let Some(chunk) = part.data.as_ref().and_then(|d| d.get(CHUNK_KEY)) else {
+            return Err(corrupt(format!("part {name} has no `{CHUNK_KEY}`")));
+        };
+        if chunk.0.len() > MAX_BYTES {
+            return Err(corrupt(format!("part {name} is larger than a part may be")));
+        }
+        gz.extend_from_slice(&chunk.0);
+    }
+    let sha = crate::rendered::sha256_hex(&gz);
+    if sha != m.sha256 {
+        return Err(corrupt(format!(
+            "its parts joined have sha256 {sha}, not the {} it names: a part was changed or \
+             replaced",
+            m.sha256
+        )));
+    }
+    decode_within(&gz, location, state::local::STATE_FILE_LIMIT)
+}
+
+/// The state in gzipped JSON `gz`, unpacking at most `limit` bytes.
+fn decode_within(gz: &[u8], location: &Location, limit: u64) -> Result<State, StateError> {
+    let corrupt = |detail: String| StateError::RemoteCorrupt {
+        location: location.describe(),
+        detail,
+    };
     let mut json = Vec::new();
-    GzDecoder::new(&gz.0[..])
+    GzDecoder::new(gz)
         .take(limit + 1)
         .read_to_end(&mut json)
         .map_err(|e| corrupt(format!("`{KEY}` is not gzip ({e})")))?;
@@ -63,21 +165,44 @@ fn decode_within(secret: &Secret, location: &Location, limit: u64) -> Result<Sta
     })
 }
 
-/// The gzipped JSON of `st`, refused when a Secret cannot hold it.
-pub(super) fn encode(st: &State, location: &Location) -> Result<Vec<u8>, StateError> {
+/// The gzipped JSON of `st`, whole when a Secret holds it, else in parts;
+/// refused past [`MAX_PARTS`].
+pub(super) fn encode(st: &State, location: &Location) -> Result<Encoded, StateError> {
     let failed = |detail: String| location.remote(RemoteOp::Write, detail);
     let json = serde_json::to_vec_pretty(st).map_err(|e| failed(e.to_string()))?;
+    // Never a state no reader would read back.
+    if json.len() as u64 > state::local::STATE_FILE_LIMIT {
+        return Err(failed(format!(
+            "the state is {} MiB, more than the {} MiB any state may be",
+            json.len() >> 20,
+            state::local::STATE_FILE_LIMIT >> 20
+        )));
+    }
     let mut enc = GzEncoder::new(Vec::new(), Compression::default());
     enc.write_all(&json).map_err(|e| failed(e.to_string()))?;
     let gz = enc.finish().map_err(|e| failed(e.to_string()))?;
-    if gz.len() > MAX_BYTES {
+    split(gz, location, MAX_PARTS)
+}
+
+/// [`encode`]'s gzip `gz` whole, or in at most `max_parts` parts.
+fn split(gz: Vec<u8>, location: &Location, max_parts: usize) -> Result<Encoded, StateError> {
+    let failed = |detail: String| location.remote(RemoteOp::Write, detail);
+    if gz.len() <= MAX_BYTES {
+        return Ok(Encoded::Whole(gz));
+    }
+    let chunks: Vec<Vec<u8>> = gz.chunks(MAX_BYTES).map(<[u8]>::to_vec).collect();
+    if chunks.len() > max_parts {
         return Err(failed(format!(
-            "the state is {} bytes gzipped, more than a Secret holds ({MAX_BYTES}): \
-             use the local backend for a mesh this large",
+            "the state is {} bytes gzipped, more than {max_parts} Secrets of {MAX_BYTES} bytes \
+             hold: use the local backend for a mesh this large",
             gz.len()
         )));
     }
-    Ok(gz)
+    let sha = crate::rendered::sha256_hex(&gz);
+    let parts = (0..chunks.len())
+        .map(|i| part_name(location, &sha, i))
+        .collect();
+    Ok(Encoded::Parts(Manifest { sha256: sha, parts }, chunks))
 }
 
 #[cfg(test)]
@@ -147,7 +272,9 @@ mod tests {
         let mut st = State::new("mesh1");
         st.serial = 7;
         st.record("cluster2/attach", step("kind: Secret\n".into()));
-        let gz = encode(&st, &location()).unwrap();
+        let Encoded::Whole(gz) = encode(&st, &location()).unwrap() else {
+            panic!("a small state is one Secret");
+        };
         assert_eq!(decode(&secret(Some(gz), true), &location()).unwrap(), st);
     }
 
@@ -187,37 +314,80 @@ mod tests {
         // 2 MiB of zeros, a few KiB gzipped.
         let bomb = gzip(&[0; 64 * 1024], 32);
         assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
-        let e = decode_within(&secret(Some(bomb), true), &location(), limit).unwrap_err();
+        let e = decode_within(&bomb, &location(), limit).unwrap_err();
         assert_eq!(
             corrupt_detail(&e),
             "`state.json.gz` unpacks to more than 1 MiB, more than a state may be"
         );
         // Exactly at the limit it is read (and then is not a state).
-        let at = decode_within(
-            &secret(Some(gzip(&[b' '; 1024], 1024)), true),
-            &location(),
-            limit,
-        )
-        .unwrap_err();
+        let at = decode_within(&gzip(&[b' '; 1024], 1024), &location(), limit).unwrap_err();
         assert!(!corrupt_detail(&at).contains("unpacks"), "{at}");
     }
 
-    #[test]
-    fn a_state_over_max_bytes_is_refused() {
-        // 2 MiB of pseudo-random printable characters: about 1.6 MiB
-        // gzipped, more than a Secret holds.
+    /// `bytes` pseudo-random printable characters: they hardly compress.
+    fn noise(bytes: usize) -> String {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let noise: String = (0..(2 << 20))
+        (0..bytes)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 char::from(b'0' + (x % 75) as u8)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The part Secrets of `chunks`, as the worker writes them.
+    fn parts(chunks: &[Vec<u8>]) -> Vec<Secret> {
+        chunks
+            .iter()
+            .map(|c| Secret {
+                data: Some(BTreeMap::from([(
+                    CHUNK_KEY.to_string(),
+                    ByteString(c.clone()),
+                )])),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_state_over_max_bytes_goes_in_parts_and_round_trips() {
+        // 2 MiB of noise: about 1.6 MiB gzipped, more than a Secret holds.
         let mut st = State::new("mesh1");
-        st.record("cluster2/attach", step(noise));
-        let e = encode(&st, &location()).unwrap_err();
+        st.record("cluster2/attach", step(noise(2 << 20)));
+        let Encoded::Parts(m, chunks) = encode(&st, &location()).unwrap() else {
+            panic!("a large state is in parts");
+        };
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| c.len() <= MAX_BYTES));
+        assert_eq!(m.parts.len(), 2);
+        assert!(
+            m.parts[1].starts_with("st-part-") && m.parts[1].ends_with("-1"),
+            "{m:?}"
+        );
+        assert_eq!(decode_parts(&m, &parts(&chunks), &location()).unwrap(), st);
+        // A part changed, or the parts swapped: refused, never half read.
+        let mut bad = chunks.clone();
+        bad[1][10] ^= 1;
+        let e = decode_parts(&m, &parts(&bad), &location()).unwrap_err();
+        assert!(
+            corrupt_detail(&e).contains("a part was changed or replaced"),
+            "{e}"
+        );
+        let swapped = vec![chunks[1].clone(), chunks[0].clone()];
+        assert!(decode_parts(&m, &parts(&swapped), &location()).is_err());
+    }
+
+    #[test]
+    fn a_state_past_the_parts_is_refused_and_so_is_a_manifest_naming_too_many() {
+        // Two parts' worth where one may be.
+        let mut st = State::new("mesh1");
+        st.record("cluster2/attach", step(noise(2 << 20)));
+        let Encoded::Parts(_, chunks) = encode(&st, &location()).unwrap() else {
+            panic!("a large state is in parts");
+        };
+        let e = split(chunks.concat(), &location(), 1).unwrap_err();
         assert!(
             matches!(
                 &e,
@@ -230,15 +400,24 @@ mod tests {
         );
         let text = e.to_string();
         assert!(
-            text.starts_with("cannot write the state to Secret ns/st in context c: the state is "),
-            "{text}"
-        );
-        assert!(
-            text.ends_with(&format!(
-                " bytes gzipped, more than a Secret holds ({MAX_BYTES}): use the local backend \
-                 for a mesh this large. The previous state is unchanged"
+            text.contains(&format!(
+                " bytes gzipped, more than 1 Secrets of {MAX_BYTES} bytes hold: use the \
+                 local backend for a mesh this large"
             )),
             "{text}"
         );
+        let m = Manifest {
+            sha256: "0".repeat(64),
+            parts: (0..=MAX_PARTS).map(|i| format!("p{i}")).collect(),
+        };
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                PARTS_KEY.to_string(),
+                ByteString(serde_json::to_vec(&m).unwrap()),
+            )])),
+            ..Default::default()
+        };
+        let e = manifest(&secret, &location()).unwrap_err();
+        assert!(corrupt_detail(&e).contains("names 65 parts"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! The Kubernetes state backend: the state kept in a Secret of one cluster
-//! (gzipped JSON, the same document as the local file), written with
+//! (gzipped JSON, the same document as the local file; in parts, named
+//! by that Secret, when it is past Kubernetes' 1 MiB), written with
 //! resourceVersion checks and a backup Secret, and locked with a
 //! `coordination.k8s.io/v1` Lease that carries the holder's details, is
 //! renewed while the command runs, and expires on its own when the holder
@@ -50,7 +51,7 @@
 //! - `worker.rs`: the thread's `Worker`, which owns the connection, serves
 //!   the requests, and reads and writes the state Secret and its backup;
 //! - `codec.rs`: the state in a Secret (gzipped JSON under one data key,
-//!   bounded both ways), pure;
+//!   or cut into parts a manifest names, bounded both ways), pure;
 //! - `lease.rs`: the Lease protocol: taking, renewing, fencing, releasing
 //!   and force-unlocking the lock, and judging a Lease.
 

@@ -149,7 +149,44 @@ impl Worker {
             self.fence(&conn).await?;
         }
         self.version = secret.metadata.resource_version.clone();
-        codec::decode(&secret, &self.location).map(Some)
+        self.load(&conn, &secrets, &secret, RemoteOp::Read)
+            .await
+            .map(Some)
+    }
+
+    /// The state `secret` (the state Secret, or its backup) holds: whole,
+    /// or in the parts its manifest names, each mesh's.
+    async fn load(
+        &self,
+        conn: &Connection,
+        secrets: &Api<Secret>,
+        secret: &Secret,
+        what: RemoteOp,
+    ) -> Result<State, StateError> {
+        let Some(m) = codec::manifest(secret, &self.location)? else {
+            return codec::decode(secret, &self.location);
+        };
+        let mut parts = Vec::with_capacity(m.parts.len());
+        for name in &m.parts {
+            let part = match secrets.get_opt(name).await {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    return Err(StateError::RemoteCorrupt {
+                        location: self.location.describe(),
+                        detail: format!(
+                            "its part {} is missing (deleted by hand?); the backup \
+                             `{}-backup` may still name a whole state",
+                            crate::rendered::shown(name),
+                            self.location.name
+                        ),
+                    });
+                }
+                Err(e) => return Err(self.explain(what, conn, "get", "secrets", e).await),
+            };
+            self.foreign(&part.metadata, "Secret", name)?;
+            parts.push(part);
+        }
+        codec::decode_parts(&m, &parts, &self.location)
     }
 
     /// An object mesh must not touch: one of the names it uses, without
@@ -171,7 +208,7 @@ impl Worker {
                 self.location.context
             ),
             rename: "Set `[state] name` in the mesh file to a name of your own (mesh uses the \
-                     Secrets NAME and NAME-backup and the Lease NAME-lock)"
+                     Secrets NAME, NAME-backup and NAME-part-…, and the Lease NAME-lock)"
                 .into(),
         })
     }
@@ -206,10 +243,26 @@ impl Worker {
             }
         };
         if let Some(cur) = &current {
-            self.replaceable(cur, st, read_serial, force)?;
+            self.foreign(&cur.metadata, "Secret", &self.location.name)?;
+            // Read once, checked, then replaced with this very resourceVersion.
+            let old = self.load(&conn, &secrets, cur, RemoteOp::Write).await?;
+            self.version = cur.metadata.resource_version.clone();
+            self.replaceable(&old, st, read_serial, force)?;
             self.back_up(&conn, &secrets, cur, st).await?;
         }
-        let gz = codec::encode(st, &self.location)?;
+        let data = match codec::encode(st, &self.location)? {
+            codec::Encoded::Whole(gz) => BTreeMap::from([(codec::KEY.to_string(), ByteString(gz))]),
+            codec::Encoded::Parts(m, chunks) => {
+                // The parts first: the state Secret, written last, makes
+                // them the state in one step.
+                for (name, chunk) in m.parts.iter().zip(chunks) {
+                    self.write_part(&conn, &secrets, name, chunk, st).await?;
+                }
+                let manifest = serde_json::to_vec(&m)
+                    .map_err(|e| self.location.remote(RemoteOp::Write, e.to_string()))?;
+                BTreeMap::from([(codec::PARTS_KEY.to_string(), ByteString(manifest))])
+            }
+        };
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(self.location.name.clone()),
@@ -219,7 +272,7 @@ impl Worker {
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
-            data: Some(BTreeMap::from([(codec::KEY.to_string(), ByteString(gz))])),
+            data: Some(data),
             ..Default::default()
         };
         let written = if current.is_some() {
@@ -232,6 +285,15 @@ impl Worker {
         match written {
             Ok(s) => {
                 self.version = s.metadata.resource_version;
+                // Parts neither this state nor its backup names are no
+                // state's: a failure here leaves garbage, never a loss.
+                let keep: Vec<String> = [Some(&secret), current.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| codec::manifest(s, &self.location).ok().flatten())
+                    .flat_map(|m| m.parts)
+                    .collect();
+                self.sweep_parts(&secrets, &keep).await;
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Err(self
@@ -247,16 +309,12 @@ impl Worker {
     /// and no newer than `read_serial`. Then its resourceVersion is the one
     /// the write replaces.
     fn replaceable(
-        &mut self,
-        cur: &Secret,
+        &self,
+        old: &State,
         st: &State,
         read_serial: u64,
         force: bool,
     ) -> Result<(), StateError> {
-        self.foreign(&cur.metadata, "Secret", &self.location.name)?;
-        // Read once, checked, then replaced with this very resourceVersion.
-        let old = codec::decode(cur, &self.location)?;
-        self.version = cur.metadata.resource_version.clone();
         if old.lineage != st.lineage && !force {
             return Err(self.changed(format!(
                 "it is another state: lineage {} there, {} here",
@@ -270,6 +328,92 @@ impl Worker {
             )));
         }
         Ok(())
+    }
+
+    /// Writes part `name` of state `st` (its name is its content's: one
+    /// already there is rewritten only if it differs).
+    async fn write_part(
+        &self,
+        conn: &Connection,
+        secrets: &Api<Secret>,
+        name: &str,
+        chunk: Vec<u8>,
+        st: &State,
+    ) -> Result<(), StateError> {
+        let existing = match secrets.get_opt(name).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(self
+                    .explain(RemoteOp::Write, conn, "get", "secrets", e)
+                    .await);
+            }
+        };
+        if let Some(p) = &existing {
+            self.foreign(&p.metadata, "Secret", name)?;
+            if p.data
+                .as_ref()
+                .and_then(|d| d.get(codec::CHUNK_KEY))
+                .map(|c| &c.0)
+                == Some(&chunk)
+            {
+                return Ok(());
+            }
+        }
+        let mut labels = Worker::labels(st);
+        labels.insert(codec::PART_LABEL.to_string(), "true".to_string());
+        let part = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.location.namespace.clone()),
+                labels: Some(labels),
+                resource_version: existing.and_then(|p| p.metadata.resource_version),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                codec::CHUNK_KEY.to_string(),
+                ByteString(chunk),
+            )])),
+            ..Default::default()
+        };
+        let r = if part.metadata.resource_version.is_some() {
+            secrets.replace(name, &PostParams::default(), &part).await
+        } else {
+            secrets.create(&PostParams::default(), &part).await
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self
+                .explain(RemoteOp::Write, conn, "create or update", "secrets", e)
+                .await),
+        }
+    }
+
+    /// Deletes this state's parts (mesh's, named `<name>-part-…`) that
+    /// `keep` does not name.
+    async fn sweep_parts(&self, secrets: &Api<Secret>, keep: &[String]) {
+        let prefix = format!("{}-part-", self.location.name);
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("{MANAGED_BY}={MESH},{}=true", codec::PART_LABEL));
+        let Ok(list) = secrets.list(&lp).await else {
+            return;
+        };
+        for p in list.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            // `<sha12>-<i>` after the prefix: a state named `X-part`
+            // has parts of its own that this one must not take for its.
+            let ours = name.strip_prefix(&prefix).is_some_and(|rest| {
+                rest.split_once('-').is_some_and(|(sha, i)| {
+                    sha.len() == 12
+                        && sha.bytes().all(|b| b.is_ascii_hexdigit())
+                        && !i.is_empty()
+                        && i.bytes().all(|b| b.is_ascii_digit())
+                })
+            });
+            if ours && !keep.contains(&name) {
+                let _ = secrets.delete(&name, &Default::default()).await;
+            }
+        }
     }
 
     /// Keeps `cur`, the version about to be replaced, as `<name>-backup`.
