@@ -147,6 +147,9 @@ struct Failure {
     /// The cluster that did not answer before the step began: the step sent
     /// nothing that could change a cluster.
     unreached: Option<String>,
+    /// The cluster answered, but the step stopped before it sent anything
+    /// that could change it (`StepError::NotRun`): its record stays.
+    not_run: bool,
 }
 
 impl Failure {
@@ -155,6 +158,7 @@ impl Failure {
             input: None,
             error,
             unreached: None,
+            not_run: false,
         }
     }
 }
@@ -191,6 +195,7 @@ async fn reach(
             input: None,
             error: message(&e),
             unreached: Some(target.cluster.clone()),
+            not_run: false,
         };
         let conn = env
             .clusters
@@ -353,6 +358,7 @@ impl Runner for StepRunner {
                             input: Some(input),
                             error: message(&e),
                             unreached: None,
+                            not_run: false,
                         }),
                     }
                 })
@@ -386,7 +392,8 @@ impl Runner for StepRunner {
                         Err(e @ StepError::NotRun(_)) => Err(Failure {
                             input: None,
                             error: message(&e),
-                            unreached: Some(target.cluster.clone()),
+                            unreached: None,
+                            not_run: true,
                         }),
                         Err(e) => Err(Failure::of(message(&e))),
                     }
@@ -688,6 +695,17 @@ impl Recorder<'_, '_> {
             }
             Err(f) => {
                 let error = match (&f.unreached, previous) {
+                    // Stopped before it sent anything: the record as it was.
+                    (None, Some(previous)) if f.not_run => {
+                        match previous {
+                            Some(rec) => st.steps.insert(id.to_string(), rec),
+                            None => st.steps.remove(id),
+                        };
+                        format!(
+                            "{}. Nothing was sent to the cluster; the step's record is as it was",
+                            f.error
+                        )
+                    }
                     // Nothing was sent that could change a cluster: the
                     // record stays as it was before the run.
                     (Some(cluster), Some(previous)) => {

@@ -418,7 +418,8 @@ impl Compiler<'_> {
         self.b
             .depend(&remote, step_id(&p.name, StepKind::ExposeIstiod));
         // Each kept revision's remote profile, by its own istioctl, before
-        // the mesh's (as the control planes).
+        // the mesh's: a remote profile shares no gateway, and its CRDs
+        // are left to the mesh's, which runs last.
         for k in &self.mesh.mesh.keep_revisions {
             let id = named_step_id(&r.name, StepKind::InstallRemote, &k.name);
             let kept = self.add_as(

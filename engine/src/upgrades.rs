@@ -189,7 +189,7 @@ pub fn newly_kept(plan: &Plan) -> Vec<(&Change, &Change)> {
 }
 
 /// The `default` tag dropped from `[tags]` in a cluster whose install the
-/// plan keeps: released, never removed. `istioctl tag remove default`
+/// plan does not delete: released, never removed. `istioctl tag remove default`
 /// deletes the tag's webhook and Istio's validator
 /// `istiod-default-validator`, and leaves the legacy injector deactivated
 /// (`istio.io/deactivated=never-match`): `istio-injection=enabled`
@@ -202,12 +202,14 @@ pub fn released_tags(plan: &Plan) -> Vec<&Change> {
         .iter()
         .filter(|c| c.action == Action::Delete && c.kind == "revision-tag")
         .filter(|c| c.step.ends_with("#default"))
+        // Whether or not `--target` left the install in the plan: only
+        // its delete (the cluster leaving, `mesh destroy`) removes the tag.
         .filter(|c| {
-            plan.changes.iter().any(|i| {
+            !plan.changes.iter().any(|i| {
                 i.cluster == c.cluster
                     && (i.kind == "install-control-plane" || i.kind == "install-remote")
                     && !is_kept_install(i)
-                    && i.action != Action::Delete
+                    && i.action == Action::Delete
             })
         })
         .collect()

@@ -941,6 +941,17 @@ fn dropping_the_default_tag_releases_it_and_keeps_injection_and_validation() {
     );
     assert!(!plan.contains("is removed from"), "{plan}");
     let runs = w.istioctl_log().len();
+    // `--target` leaves the install out of the plan: still a release.
+    ok(&w.mesh(&[
+        "apply",
+        "--auto-approve",
+        "--target",
+        "cluster1/revision-tag#default",
+    ]));
+    assert_eq!(
+        tag_points(&w, "kind-cluster1", "default").as_deref(),
+        Some("default")
+    );
     ok(&w.mesh(&["apply", "--auto-approve"]));
     let removes: Vec<Value> = w.istioctl_log()[runs..]
         .iter()

@@ -1128,20 +1128,21 @@ async fn destroy_token(
     }
     let conn = cx.env.clusters.connect(&target).await?;
     let doc = secret_ref(ns, name);
-    let Some(live) = crate::k8s::get(&conn, &doc).await? else {
-        return Ok(format!(
-            "the link's token Secret {ns}/{name} in `{remote}` was already gone\n"
-        ));
-    };
     let reader = token_doc
         .and_then(|d| d.pointer("/metadata/annotations"))
         .and_then(|a| a.get(SA_ANNOTATION))
         .and_then(Value::as_str);
-    if let Some(why) = not_link_token(&live.metadata, holder, reader) {
-        return left(why);
-    }
-    crate::k8s::delete(&conn, &doc).await?;
-    let mut log = format!("revoked the link's token: deleted Secret {ns}/{name} in `{remote}`\n");
+    let mut log = match crate::k8s::get(&conn, &doc).await? {
+        // Gone already: the other name below may still hold a token.
+        None => format!("the link's token Secret {ns}/{name} in `{remote}` was already gone\n"),
+        Some(live) => {
+            if let Some(why) = not_link_token(&live.metadata, holder, reader) {
+                return left(why);
+            }
+            crate::k8s::delete(&conn, &doc).await?;
+            format!("revoked the link's token: deleted Secret {ns}/{name} in `{remote}`\n")
+        }
+    };
     // The link's other name: a token an apply made and the state never
     // recorded (it failed waiting for istiod, or was killed), mesh's for
     // this link.

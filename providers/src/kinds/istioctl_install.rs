@@ -692,7 +692,10 @@ async fn destroy_kept<T: IstioctlInstall>(
         // by the istioctl that installed it.
         Err(crate::istioctl::IstioctlError::NotFound { program }) => {
             return Err(StepError::NotRun(format!(
-                "revision {rev} was not uninstalled: the istioctl that installed it                          (`{}`, recorded when it was kept) is not there. mesh uninstalls a kept                          revision only with its own istioctl: put Istio {}'s istioctl back at                          that path and run `mesh apply` again",
+                "revision {rev} was not uninstalled: the istioctl that installed it (`{}`, \
+                 recorded when it was kept) is not there. mesh uninstalls a kept revision only \
+                 with its own istioctl: put Istio {}'s istioctl back at that path and run `mesh \
+                 apply` again",
                 crate::rendered::shown(&program),
                 crate::rendered::shown(
                     docs.first()

@@ -285,15 +285,7 @@ impl Worker {
         match written {
             Ok(s) => {
                 self.version = s.metadata.resource_version;
-                // Parts neither this state nor its backup names are no
-                // state's: a failure here leaves garbage, never a loss.
-                let keep: Vec<String> = [Some(&secret), current.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| codec::manifest(s, &self.location).ok().flatten())
-                    .flat_map(|m| m.parts)
-                    .collect();
-                self.sweep_parts(&secrets, &keep).await;
+                self.sweep_parts(&conn, &secrets, &secret).await;
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Err(self
@@ -390,12 +382,34 @@ impl Worker {
     }
 
     /// Deletes this state's parts (mesh's, named `<name>-part-…`) that
-    /// `keep` does not name.
-    async fn sweep_parts(&self, secrets: &Api<Secret>, keep: &[String]) {
+    /// neither `written` (the state Secret just written) nor the backup, as
+    /// it is now, names. Only while this process still holds the lock (a
+    /// holder that lost it must not sweep the parts of the next one's
+    /// write); any failure here leaves garbage, never a loss.
+    async fn sweep_parts(&self, conn: &Connection, secrets: &Api<Secret>, written: &Secret) {
+        if self.fence(conn).await.is_err() {
+            return;
+        }
+        let backup = match secrets
+            .get_opt(&format!("{}-backup", self.location.name))
+            .await
+        {
+            Ok(b) => b,
+            // Without the backup's word, nothing is swept.
+            Err(_) => return,
+        };
+        let mut keep = Vec::new();
+        for s in [Some(written), backup.as_ref()].into_iter().flatten() {
+            match codec::manifest(s, &self.location) {
+                Ok(m) => keep.extend(m.into_iter().flat_map(|m| m.parts)),
+                Err(_) => return,
+            }
+        }
         let prefix = format!("{}-part-", self.location.name);
         let lp = kube::api::ListParams::default()
             .labels(&format!("{MANAGED_BY}={MESH},{}=true", codec::PART_LABEL));
-        let Ok(list) = secrets.list(&lp).await else {
+        // Names only: the parts' data is not read for this.
+        let Ok(list) = secrets.list_metadata(&lp).await else {
             return;
         };
         for p in list.items {

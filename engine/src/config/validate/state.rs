@@ -118,8 +118,9 @@ impl Checker<'_> {
         let name = self
             .optional_nonempty(&draft.state_name, "name")
             .unwrap_or_else(|| mesh_id.to_string());
-        // 240 leaves room for the `-backup` Secret and the `-lock` Lease.
-        if !(name.len() <= 240 && is_dns1123_subdomain(&name)) {
+        // 232 leaves room for the `-backup` Secret, the `-lock` Lease and
+        // the parts `-part-<12 hex>-<i>` of a large state.
+        if !(name.len() <= 232 && is_dns1123_subdomain(&name)) {
             let span = draft
                 .state_name
                 .as_ref()
@@ -129,7 +130,7 @@ impl Checker<'_> {
             self.error(
                 span,
                 format!("`{}` cannot name the state's Secret", name.escape_debug()),
-                "set [state] name to lowercase letters, digits, `-` and `.`, at most 240, each part between dots starting and ending with a letter or digit (the mesh id is the default)",
+                "set [state] name to lowercase letters, digits, `-` and `.`, at most 232, each part between dots starting and ending with a letter or digit (the mesh id is the default)",
             );
         }
         if let Some(at) = &draft.state_path {
