@@ -990,6 +990,21 @@ fn put(w: &World, ctx: &str, (group, version, plural): (&str, &str, &str), obj: 
     store.create(&rt, &ns, obj, "kubectl").unwrap();
 }
 
+/// Deletes `ns/name` of `plural` in `group/version` from the cluster of
+/// `ctx`, as a team's kubectl would.
+fn remove(
+    w: &World,
+    ctx: &str,
+    (group, version, plural): (&str, &str, &str),
+    ns: &str,
+    name: &str,
+) {
+    let c = w.cluster(ctx);
+    let mut store = c.store();
+    let rt = store.find_type(group, version, plural).unwrap();
+    store.delete(&rt, ns, name).unwrap();
+}
+
 /// A revision is not removed while a workload's pod template asks for it
 /// by label (Istio's injector selects pods by `istio.io/rev` too), nor
 /// when a namespace is labelled for it between the plan and the
@@ -1028,12 +1043,13 @@ fn a_revision_is_not_uninstalled_while_a_workload_asks_for_it_or_a_namespace_lab
         ),
         "{t}"
     );
-    {
-        let c2 = w.cluster("kind-cluster2");
-        let mut store = c2.store();
-        let rt = store.find_type("apps", "v1", "deployments").unwrap();
-        store.delete(&rt, "shop", "cart").unwrap();
-    }
+    remove(
+        &w,
+        "kind-cluster2",
+        ("apps", "v1", "deployments"),
+        "shop",
+        "cart",
+    );
 
     // A namespace labelled right after the apply's own plan read cluster1.
     w.cluster("kind-cluster1").set_faults(kubesim::Faults {
@@ -1059,12 +1075,7 @@ fn a_revision_is_not_uninstalled_while_a_workload_asks_for_it_or_a_namespace_lab
         "istio-system",
         "istiod"
     ));
-    {
-        let c1 = w.cluster("kind-cluster1");
-        let mut store = c1.store();
-        let rt = store.find_type("", "v1", "namespaces").unwrap();
-        store.delete(&rt, "", "late").unwrap();
-    }
+    remove(&w, "kind-cluster1", ("", "v1", "namespaces"), "", "late");
     ok(&w.mesh(&["apply", "--auto-approve"]));
     plan_is_clean(&w);
     assert!(!w.exists(
